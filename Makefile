@@ -1,0 +1,95 @@
+# afsp - plain Makefile with pkg-config. Everything is built under $(BUILD); nothing in the
+# source folders. `make SANITIZER=address,undefined` builds an instrumented tree in build/asan.
+
+PKGS      := lmdb libcurl jansson libcrypto zlib libzstd libisal
+CC        ?= cc
+SANITIZER ?=
+ifeq ($(SANITIZER),)
+BUILD     ?= build
+OPT       ?= -O2
+else
+BUILD     ?= build/asan
+OPT       ?= -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZER) -fno-sanitize-recover=all
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  += -std=gnu11 -g $(OPT) $(WARN) -D_GNU_SOURCE -MMD -MP \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDFLAGS += $(if $(SANITIZER),-fsanitize=$(SANITIZER))
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+
+LIB_SRC  := $(wildcard util/*.c store/*.c)
+CMD_SRC  := $(wildcard cmd/*.c)
+UNIT_SRC := $(wildcard tests/unit/*.c) tests/runner.c
+FUZZ_SRC := $(wildcard fuzz/*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
+
+.PHONY: all test asan fuzz bench format format-check deps clean
+all: $(BUILD)/afsp $(BUILD)/test-runner
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libafsp.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/afsp: $(CMD_OBJ) $(BUILD)/libafsp.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test-runner: $(UNIT_OBJ) $(BUILD)/libafsp.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@sh scripts/deps.sh
+
+# The whole suite: unit tests, then the integration scripts against the real binary.
+test: deps
+	$(MAKE) all
+	AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_SRC=$(CURDIR) \
+	    $(BUILD)/test-runner --scripts tests/integration $(T)
+
+asan: deps
+	$(MAKE) SANITIZER=address,undefined all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	AFSP_BIN=$(abspath build/asan/afsp) AFSP_SRC=$(CURDIR) \
+	    build/asan/test-runner --scripts tests/integration --script-timeout 1800 $(T)
+
+# libFuzzer targets, one per parser; each runs FUZZ_SECS seconds from its seed corpus.
+FUZZ_SECS ?= 30
+FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+build/fuzz/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+fuzz: deps $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
+	@set -e; for f in $(FUZZ_SRC:fuzz/%.c=%); do \
+	    mkdir -p build/fuzz/corpus-$$f; \
+	    echo "fuzz $$f ($(FUZZ_SECS)s)"; \
+	    build/fuzz/$$f -max_total_time=$(FUZZ_SECS) -print_final_stats=0 \
+	        build/fuzz/corpus-$$f fuzz/seeds/$$f 2>&1 | tail -n 2; \
+	done
+
+bench: deps all $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+	AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_BENCH_BIN=$(abspath $(BUILD)/bench) \
+	    bash bench/run.sh
+
+FORMAT_SRC := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,140 @@
+/*
+ * store.h - the one public header of store/: the node's LMDB store of layers, images and layer
+ * indexes, the registry client that fills it, and random access to layer contents.
+ *
+ * Layout of a data directory DATA:
+ *   DATA/store/        the LMDB environment (metadata: layers, images, indexes, chunk presence)
+ *   DATA/blobs/sha256/ one file per layer blob, chunk bodies at their own offsets (sparse)
+ *   DATA/tmp/          downloads in progress; never read by anyone but their writer
+ *
+ * A store may be opened by several processes at once (LMDB's locking); every write goes through
+ * one LMDB write transaction, so concurrent pulls reserve space safely.
+ */
+#ifndef AFSP_STORE_H
+#define AFSP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../util/util.h"
+
+struct store;
+
+struct store_opts {
+    const char *dir;          /* the data directory; created if missing */
+    uint64_t cache_max_bytes; /* 0: min(1 TiB, 60% of the free space of dir's filesystem) */
+    bool readonly;            /* open without writing (mounts, listings) */
+};
+
+/* Opens (creating if needed) the store in opts->dir. Clears stale LMDB reader slots and
+ * reservations of dead processes. Returns 0 or a negative code (with err_msg set); on success
+ * *out is owned by the caller and closed with store_close(). */
+int store_open(struct store **out, const struct store_opts *opts);
+void store_close(struct store *s);
+
+/* The effective cache limit in bytes. */
+uint64_t store_cache_max(const struct store *s);
+
+/* Called for every layer the store evicts, after the eviction is committed. */
+typedef void (*store_evict_cb)(void *arg, const uint8_t digest[static DIGEST_LEN]);
+void store_set_evict_hook(struct store *s, store_evict_cb cb, void *arg);
+
+/* ---- pull ---------------------------------------------------------------------------------- */
+
+struct pull_progress {
+    const char *phase;        /* "manifest", "layer", "done" */
+    size_t layer, nlayers;    /* layer being fetched (0-based) */
+    uint64_t done, total;     /* bytes of all layers fetched so far / to fetch */
+};
+typedef void (*pull_progress_cb)(void *arg, const struct pull_progress *p);
+
+struct pull_opts {
+    const char *platform;              /* "os/arch[/variant]"; NULL: this machine */
+    const char *const *insecure_hosts; /* NULL-terminated, may be NULL */
+    const char *docker_config;         /* NULL: $DOCKER_CONFIG or ~/.docker */
+    pull_progress_cb progress;         /* may be NULL */
+    void *progress_arg;
+};
+
+/* Pulls image ref (Docker reference syntax) into the store: resolves the manifest (platform from
+ * an index), reserves space for the layers it lacks (evicting least-recently-used layers as
+ * needed, failing fast with AFSP_E_TOOBIG if the image can never fit), then fetches, verifies and
+ * indexes each missing layer in one streaming pass. Nothing unverified becomes visible: on any
+ * failure the store is as it was, apart from evictions made to reserve space. On success, if
+ * digest_out is not NULL it receives the manifest digest. */
+int store_pull(struct store *s, const char *ref, const struct pull_opts *opts,
+               uint8_t digest_out[DIGEST_LEN]);
+
+/* ---- listings ------------------------------------------------------------------------------ */
+
+struct image_info {
+    char ref[512];                      /* canonical reference as pulled */
+    uint8_t manifest_digest[DIGEST_LEN];
+    char platform[100];
+    size_t nlayers, nlayers_present;
+    uint64_t size;                      /* compressed bytes of all layers */
+    uint64_t pulled_ns;                 /* wall-clock time of the pull */
+    uint8_t (*layers)[DIGEST_LEN];      /* owned by the listing */
+};
+
+struct layer_info {
+    uint8_t digest[DIGEST_LEN];
+    char media_type[128];
+    uint64_t size;         /* compressed (blob) bytes */
+    uint64_t usize;        /* uncompressed (tar) bytes */
+    uint32_t nchunks, chunks_present;
+    uint32_t nfiles;
+    uint64_t stored_bytes; /* bytes this layer counts against the cache limit */
+    uint64_t last_access_ns;
+    bool complete;         /* whole blob present and verified against its digest */
+};
+
+/* Lists images or layers. On success *out is a malloc'd array owned by the caller (free with
+ * store_images_free / free()). */
+int store_images_list(struct store *s, struct image_info **out, size_t *n);
+void store_images_free(struct image_info *v, size_t n);
+int store_layers_list(struct store *s, struct layer_info **out, size_t *n);
+
+struct store_usage {
+    uint64_t used, reserved, limit;
+    size_t nlayers, nimages;
+};
+int store_usage_get(struct store *s, struct store_usage *u);
+
+/* ---- eviction ------------------------------------------------------------------------------ */
+
+/* Evicts least-recently-accessed layers until percent% of the stored bytes are freed (at least
+ * one layer if percent > 0 and any is stored). *freed receives the bytes freed. */
+int store_prune(struct store *s, unsigned percent, uint64_t *freed);
+
+/* ---- reading layer contents ---------------------------------------------------------------- */
+
+struct layer_file {
+    const char *path; /* valid while the layer handle is open */
+    const char *link;
+    char type; /* tar type: '0' regular, '1' hardlink, '2' symlink, '3' chr, '4' blk, '5' dir, '6' fifo */
+    uint32_t mode, uid, gid, devmajor, devminor;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    uint64_t size, data_off;
+    uint32_t nxattrs;
+};
+
+struct store_layer;
+
+/* Opens a stored layer for random access through its index. Returns 0, AFSP_E_NOTFOUND. */
+int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                     struct store_layer **out);
+void store_layer_close(struct store_layer *l);
+uint32_t store_layer_nfiles(const struct store_layer *l);
+/* File i (0-based, archive order). Pointers valid while l is open. */
+int store_layer_file(const struct store_layer *l, uint32_t i, struct layer_file *out);
+/* Xattr j of file i: name and value valid while l is open. */
+int store_layer_xattr(const struct store_layer *l, uint32_t i, uint32_t j, const char **name,
+                      const uint8_t **value, size_t *len);
+/* Reads n bytes at off of the uncompressed tar stream. Returns bytes read or a negative code. */
+ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t n);
+
+#endif

@@ -1,0 +1,258 @@
+/*
+ * store_int.h - interfaces between the files of store/. No other module includes this.
+ *
+ *   ref.c       image references (Docker's rules)
+ *   manifest.c  OCI / Docker manifests and indexes (jansson), platform choice
+ *   registry.c  the OCI distribution client over libcurl: auth, retries, resume
+ *   tar.c       streaming tar header parser (ustar, pax, GNU long names)
+ *   codec.c     gzip (ISA-L) / zstd / plain: streaming decode with checkpoints, random access
+ *   index.c     the layer index: build, serialize (deterministic), parse (bounded)
+ *   db.c        the LMDB environment: tables, map growth, stale readers
+ *   store.c     layers, images, chunk bodies, cache accounting, eviction
+ *   ingest.c    one streaming pass: download -> verify -> store chunks -> index
+ */
+#ifndef AFSP_STORE_INT_H
+#define AFSP_STORE_INT_H
+
+#include "../util/util.h"
+#include "store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ==== ref.c ================================================================================ */
+
+/* An image reference after Docker's normalisation: "debian" is
+ * docker.io/library/debian:latest; "host:port/name:tag"; "name@sha256:...". */
+struct image_ref {
+    char *host;   /* owned; "docker.io" maps to registry host "registry-1.docker.io" in url_host */
+    char *repo;   /* owned; "library/debian" */
+    char *tag;    /* owned; NULL when digest is set and no tag was given */
+    char *digest; /* owned; "sha256:..." or NULL */
+};
+
+/* Parses s. Returns 0 or AFSP_E_REF (with a message naming what is wrong). On success the
+ * caller owns out and releases it with ref_release(). */
+int ref_parse(const char *s, struct image_ref *out);
+void ref_release(struct image_ref *r);
+/* The canonical text "host/repo:tag", "host/repo@digest" or "host/repo:tag@digest".
+ * Returns a malloc'd string owned by the caller, or NULL on ENOMEM. */
+char *ref_str(const struct image_ref *r);
+/* The host to connect to ("registry-1.docker.io" for "docker.io"). Borrowed from r or static. */
+const char *ref_api_host(const struct image_ref *r);
+/* true when host is a loopback address or name (127.0.0.0/8, ::1, localhost), with or without a
+ * port: such registries are reached over plain HTTP. */
+bool host_is_loopback(const char *host);
+
+/* ==== manifest.c ============================================================================ */
+
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_SCHEMA1 "application/vnd.docker.distribution.manifest.v1+json"
+#define MT_DOCKER_SCHEMA1_SIGNED "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+/* Bounds on what we accept from a registry. */
+#define MANIFEST_MAX_BYTES (4u << 20)
+#define MANIFEST_MAX_LAYERS 1024
+
+struct platform {
+    char os[32], arch[32], variant[32]; /* "" when absent */
+};
+
+/* Parses "os/arch[/variant]". Returns 0 or AFSP_E_USAGE. */
+int platform_parse(const char *s, struct platform *out);
+/* This machine's platform in OCI terms (linux/amd64, linux/arm64/v8, ...). */
+void platform_host(struct platform *out);
+/* "os/arch" or "os/arch/variant" into out (at least 100 bytes); returns out. */
+char *platform_fmt(const struct platform *p, char *out);
+
+enum manifest_kind { MANIFEST_INDEX, MANIFEST_IMAGE };
+
+struct descriptor {
+    char media_type[128];
+    uint8_t digest[DIGEST_LEN];
+    uint64_t size;
+    struct platform platform; /* index entries only */
+};
+
+struct manifest {
+    enum manifest_kind kind;
+    char media_type[128];
+    struct descriptor config;  /* MANIFEST_IMAGE */
+    struct descriptor *layers; /* MANIFEST_IMAGE, owned, nlayers entries */
+    size_t nlayers;
+    struct descriptor *entries; /* MANIFEST_INDEX, owned */
+    size_t nentries;
+};
+
+/* Parses a manifest or index body. content_type is the HTTP Content-Type (may be NULL: then the
+ * body's mediaType decides). Refuses schema1 (AFSP_E_UNSUPPORTED), anything malformed or over
+ * the bounds above (AFSP_E_FORMAT), each with a message. On success release with
+ * manifest_release(). */
+int manifest_parse(const uint8_t *body, size_t len, const char *content_type,
+                   struct manifest *out);
+void manifest_release(struct manifest *m);
+/* Chooses the entry of an index for want: os and arch must match; the variant must match when
+ * both name one (an entry without variant matches any). Returns the entry index or
+ * AFSP_E_PLATFORM. */
+int manifest_choose(const struct manifest *index, const struct platform *want);
+
+/* ==== registry.c ============================================================================ */
+
+struct registry;
+
+struct registry_opts {
+    const char *const *insecure_hosts; /* NULL-terminated; hosts reached over plain HTTP */
+    const char *docker_config;         /* path of config.json; NULL: $DOCKER_CONFIG/config.json
+                                          or ~/.docker/config.json */
+    int max_attempts;                  /* 0: default (5) */
+    unsigned backoff_ms;               /* first retry delay; 0: default (200 ms), doubles */
+    unsigned timeout_s;                /* no progress for this long fails; 0: default (30 s) */
+};
+
+/* Prepares a client for ref's registry and repository. Reads credentials for the host, if any.
+ * Returns 0 or a negative code; on success free with registry_free(). */
+int registry_new(struct registry **out, const struct image_ref *ref,
+                 const struct registry_opts *opts);
+void registry_free(struct registry *r);
+
+/* Fetches a manifest by tag or digest ("sha256:..."). A tag is resolved with HEAD first (its
+ * Docker-Content-Digest), then the manifest is fetched by GET with Accept for OCI index, Docker
+ * list, OCI manifest and Docker schema2. The body is checked against the digest (the requested
+ * one, or the one the registry named) and against MANIFEST_MAX_BYTES. On success body holds the
+ * bytes (caller releases), *content_type is malloc'd (caller frees), digest is set. */
+int registry_get_manifest(struct registry *r, const char *reference, struct buf *body,
+                          char **content_type, uint8_t digest[static DIGEST_LEN]);
+
+/* Receives blob bytes in order, each byte exactly once even across resumed requests. A non-zero
+ * return aborts the download and is returned by registry_get_blob. */
+typedef int (*registry_data_cb)(void *arg, const uint8_t *p, size_t n);
+
+/* Streams blob digest of the given size to cb. A dropped connection is resumed with a Range
+ * request from the bytes already delivered; 429/503 are retried after Retry-After; other
+ * transient errors with backoff. Does not verify the digest (the caller hashes what it
+ * receives), but fails with AFSP_E_SIZE if the registry sends more than size bytes or
+ * AFSP_E_TRUNCATED if it cannot deliver all of them. */
+int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], uint64_t size,
+                      registry_data_cb cb, void *arg);
+
+/* Small blobs (configs): fetched whole into body and verified against digest.
+ * Fails with AFSP_E_TOOBIG if over max bytes. */
+int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN],
+                            size_t max, struct buf *body);
+
+/* ==== tar.c ================================================================================= */
+
+#define TAR_PATH_MAX 4096       /* a longer path or link target is AFSP_E_FORMAT */
+#define TAR_PAX_MAX (1u << 20)  /* pax extended header size bound */
+#define TAR_XATTR_MAX 64        /* xattrs per entry */
+
+enum tar_type {
+    TAR_REG = '0',
+    TAR_HARDLINK = '1',
+    TAR_SYMLINK = '2',
+    TAR_CHR = '3',
+    TAR_BLK = '4',
+    TAR_DIR = '5',
+    TAR_FIFO = '6',
+};
+
+struct tar_xattr {
+    const char *name;     /* NUL-terminated, e.g. "security.capability" */
+    const uint8_t *value; /* binary */
+    size_t len;
+};
+
+/* One member of the archive. Every pointer is valid only during the callback. */
+struct tar_entry {
+    const char *path; /* normalised: no leading "./" or "/", no trailing "/"; "" for the root */
+    const char *link; /* symlink target, or the (normalised) path a hardlink points to; else "" */
+    enum tar_type type; /* '7' (contiguous) is reported as TAR_REG */
+    uint32_t mode;      /* permission bits, 07777 */
+    uint32_t uid, gid;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    uint64_t size;     /* data bytes; 0 unless TAR_REG */
+    uint64_t data_off; /* offset in the uncompressed stream of the first data byte */
+    uint32_t devmajor, devminor;
+    const struct tar_xattr *xattrs;
+    size_t nxattrs;
+};
+
+typedef int (*tar_entry_cb)(void *arg, const struct tar_entry *e);
+
+struct tar_parser;
+
+/* Returns 0 or -ENOMEM. cb is called once per member, in order; a non-zero return from cb stops
+ * the parser and is returned by tar_parser_push. */
+int tar_parser_new(struct tar_parser **out, tar_entry_cb cb, void *arg);
+/* Feeds the next n bytes of the uncompressed stream. File data is skipped without copying.
+ * Returns 0, AFSP_E_FORMAT (bad checksum, bad number, over a bound), AFSP_E_UNSUPPORTED (GNU
+ * sparse files, multi-volume) or cb's return. After an error every call returns the same error. */
+int tar_parser_push(struct tar_parser *p, const uint8_t *data, size_t n);
+/* The stream ended. Returns 0 if it ended after the end-of-archive blocks or at a member
+ * boundary, AFSP_E_TRUNCATED inside a member. */
+int tar_parser_finish(struct tar_parser *p);
+void tar_parser_free(struct tar_parser *p);
+
+/* ==== codec.c =============================================================================== */
+
+enum layer_format { LAYER_TAR = 0, LAYER_GZIP = 1, LAYER_ZSTD = 2 };
+
+#define CODEC_WINDOW 32768
+
+/* A place where decoding can start without anything before it. */
+struct checkpoint {
+    uint64_t in_bit;  /* position in the compressed blob, in bits (a multiple of 8 unless gzip) */
+    uint64_t out_off; /* offset in the uncompressed stream */
+    uint32_t win_len; /* bytes of window: deflate history needed to continue (0..32768) */
+    uint8_t *window;  /* win_len bytes; owned by whoever holds the checkpoint array */
+};
+
+/* Checkpoint spacing: a new one is taken once the stream has advanced by this much since the
+ * last, in compressed or uncompressed bytes, whichever comes first. */
+#define CODEC_SPAN_IN (1u << 20)
+#define CODEC_SPAN_OUT (4u << 20)
+
+typedef int (*codec_out_cb)(void *arg, const uint8_t *p, size_t n);
+
+struct codec_indexer;
+
+/* A streaming decoder that records checkpoints. Output is passed to cb in order. Returns 0,
+ * -ENOMEM. */
+int codec_indexer_new(struct codec_indexer **out, enum layer_format fmt, codec_out_cb cb,
+                      void *arg);
+/* Feeds compressed bytes. Returns 0, AFSP_E_FORMAT (corrupt stream), or cb's non-zero return. */
+int codec_indexer_push(struct codec_indexer *ix, const uint8_t *in, size_t n);
+/* The compressed stream ended. Returns 0 if it ended cleanly (gzip: all members complete; data
+ * after the last member is AFSP_E_FORMAT), AFSP_E_TRUNCATED if it ended early. */
+int codec_indexer_finish(struct codec_indexer *ix);
+/* Checkpoints so far (the first is always {0, 0}); valid until the next call on ix. The caller
+ * may take ownership of the array and the windows with codec_indexer_take(). */
+const struct checkpoint *codec_indexer_checkpoints(struct codec_indexer *ix, size_t *n);
+struct checkpoint *codec_indexer_take(struct codec_indexer *ix, size_t *n);
+uint64_t codec_indexer_out_bytes(const struct codec_indexer *ix);
+void codec_indexer_free(struct codec_indexer *ix);
+void checkpoints_free(struct checkpoint *cps, size_t n);
+
+/* Reads compressed bytes [off, off+len) of the blob into buf. Returns the number of bytes read
+ * (len, or fewer only at the end of the blob) or a negative code. */
+typedef ssize_t (*codec_src_fn)(void *arg, uint64_t off, uint8_t *buf, size_t len);
+
+struct codec_reader;
+
+/* Random access to the uncompressed stream of a blob. cps (borrowed, must outlive the reader)
+ * are the checkpoints of the blob, in order. Returns 0 or -ENOMEM. */
+int codec_reader_new(struct codec_reader **out, enum layer_format fmt,
+                     const struct checkpoint *cps, size_t ncps, uint64_t in_size,
+                     uint64_t out_size, codec_src_fn src, void *arg);
+/* Reads up to n uncompressed bytes at off. Decodes from the nearest checkpoint at or before off,
+ * or continues the previous read when that is closer. Returns bytes read (0 at or past the end),
+ * AFSP_E_FORMAT for a corrupt stream, or the source's error. */
+ssize_t codec_read(struct codec_reader *r, uint64_t off, void *buf, size_t n);
+void codec_reader_free(struct codec_reader *r);
+
+#endif

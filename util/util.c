@@ -1,0 +1,244 @@
+/*
+ * util.c - logging, SHA-256 through OpenSSL, digest text, growable buffers, clocks and sizes.
+ *
+ * Owns nothing that outlives a call except what the caller holds. SHA-256 goes through OpenSSL's
+ * EVP interface because libsodium's is 5-9x slower on the machines we run on (docs/design.md).
+ */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int log_level = LOG_WARN;
+
+void log_write(int level, const char *fmt, ...)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    char line[2048];
+    va_list ap;
+    int n = snprintf(line, sizeof line, "afsp[%s]: ", names[level & 3]);
+
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    va_end(ap);
+    n = (int)strlen(line);
+    line[n++] = '\n';
+    fwrite(line, 1, n, stderr); /* one write per line, so lines from threads never interleave */
+}
+
+int sha256_init(struct sha256 *h)
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (!c)
+        return -ENOMEM;
+    if (EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(c);
+        return -ENOMEM;
+    }
+    h->ctx = c;
+    return 0;
+}
+
+void sha256_update(struct sha256 *h, const void *p, size_t n)
+{
+    if (n)
+        EVP_DigestUpdate(h->ctx, p, n);
+}
+
+void sha256_final(struct sha256 *h, uint8_t out[static DIGEST_LEN])
+{
+    unsigned int n = DIGEST_LEN;
+    EVP_DigestFinal_ex(h->ctx, out, &n);
+    EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL);
+}
+
+void sha256_release(struct sha256 *h)
+{
+    EVP_MD_CTX_free(h->ctx);
+    h->ctx = NULL;
+}
+
+void sha256_buf(const void *p, size_t n, uint8_t out[static DIGEST_LEN])
+{
+    unsigned int len = DIGEST_LEN;
+    EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+int digest_parse(const char *s, uint8_t out[static DIGEST_LEN])
+{
+    if (!s)
+        return AFSP_E_FORMAT;
+    if (strncmp(s, "sha256:", 7) != 0) {
+        const char *colon = strchr(s, ':');
+        return colon && colon != s ? AFSP_E_UNSUPPORTED : AFSP_E_FORMAT;
+    }
+    s += 7;
+    for (int i = 0; i < DIGEST_LEN; i++) {
+        int hi = hexval((unsigned char)s[2 * i]), lo = hi < 0 ? -1 : hexval((unsigned char)s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return AFSP_E_FORMAT;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return s[2 * DIGEST_LEN] ? AFSP_E_FORMAT : 0;
+}
+
+char *hex_fmt(const uint8_t *p, size_t n, char *out)
+{
+    static const char x[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = x[p[i] >> 4];
+        out[2 * i + 1] = x[p[i] & 15];
+    }
+    out[2 * n] = 0;
+    return out;
+}
+
+char *digest_fmt(const uint8_t d[static DIGEST_LEN], char out[static DIGEST_STR_LEN + 1])
+{
+    memcpy(out, "sha256:", 7);
+    hex_fmt(d, DIGEST_LEN, out + 7);
+    return out;
+}
+
+int buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    if (extra > SIZE_MAX / 2 - b->len)
+        return -ENOMEM;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra)
+        cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p)
+        return -ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+    int rc = buf_reserve(b, n + 1);
+    if (rc < 0)
+        return rc;
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = 0; /* always NUL-terminated, for text */
+    return 0;
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -EINVAL;
+    int rc = buf_reserve(b, (size_t)n + 1);
+    if (rc < 0)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += n;
+    return 0;
+}
+
+void buf_release(struct buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+uint64_t time_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+uint64_t time_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+char *bytes_fmt(uint64_t n, char *out)
+{
+    static const char *units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1000 && u < 5) {
+        v /= 1000;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, 16, "%" PRIu64 " B", n);
+    else
+        snprintf(out, 16, "%.1f %s", v, units[u]);
+    return out;
+}
+
+int bytes_parse(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return AFSP_E_USAGE;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return AFSP_E_USAGE;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case 0:
+        break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return AFSP_E_USAGE;
+    }
+    if (*end) {
+        end++;
+        if (strcmp(end, "") && strcasecmp(end, "B") && strcasecmp(end, "iB"))
+            return AFSP_E_USAGE;
+    }
+    if (shift && v > (UINT64_MAX >> shift))
+        return AFSP_E_USAGE;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+void freep(void *p)
+{
+    free(*(void **)p);
+}
