@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="
-build-essential pkg-config clang clang-format libclang-rt-14-dev
+build-essential pkg-config clang clang-format libclang-rt-14-dev openssl libcap2-bin
 liblmdb-dev lmdb-utils libcurl4-openssl-dev libjansson-dev libssl-dev
 libisal-dev zlib1g-dev libzstd-dev zstd libsodium-dev libuv1-dev libfuse3-dev fuse3
 docker-registry umoci skopeo busybox-static apache2-utils python3 curl

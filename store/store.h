@@ -94,6 +94,9 @@ struct layer_info {
 /* Lists images or layers. On success *out is a malloc'd array owned by the caller (free with
  * store_images_free / free()). */
 int store_images_list(struct store *s, struct image_info **out, size_t *n);
+/* Finds the image pulled as ref (any spelling of the same reference, or its manifest digest).
+ * Returns 0 or AFSP_E_NOTFOUND / AFSP_E_REF; release out->layers with free(). */
+int store_image_find(struct store *s, const char *ref, struct image_info *out);
 void store_images_free(struct image_info *v, size_t n);
 int store_layers_list(struct store *s, struct layer_info **out, size_t *n);
 

@@ -255,4 +255,124 @@ int codec_reader_new(struct codec_reader **out, enum layer_format fmt,
 ssize_t codec_read(struct codec_reader *r, uint64_t off, void *buf, size_t n);
 void codec_reader_free(struct codec_reader *r);
 
+/* ==== index.c =============================================================================== */
+
+/* A chunk: the unit of transfer and storage, a contiguous range of the compressed blob. Chunks
+ * start at every checkpoint's byte; a gap longer than INDEX_CHUNK_MAX (a single-frame zstd layer,
+ * say) is cut into INDEX_CHUNK_SPLIT pieces, which are transfer units but not decode entry
+ * points. */
+#define INDEX_CHUNK_MAX (4u << 20)
+#define INDEX_CHUNK_SPLIT (1u << 20)
+/* Bounds on an index from the network or the store. */
+#define INDEX_MAX_BYTES (512u << 20)
+#define INDEX_MAX_FILES (4u << 20)
+
+struct index_chunk {
+    uint64_t off;
+    uint32_t len;
+    uint8_t sha256[DIGEST_LEN];
+};
+
+struct index_file {
+    uint32_t path_off, path_len; /* into strtab; NUL-terminated there */
+    uint32_t link_off, link_len;
+    uint8_t type; /* enum tar_type */
+    uint32_t mode, uid, gid;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    uint32_t devmajor, devminor;
+    uint64_t size, data_off;
+    uint32_t xattr_first, xattr_count;
+};
+
+struct index_xattr {
+    uint32_t name_off, name_len, val_off, val_len; /* into strtab */
+};
+
+struct layer_index {
+    enum layer_format format;
+    uint64_t blob_size, tar_size;
+    struct index_chunk *chunks;
+    uint32_t nchunks;
+    struct checkpoint *cps; /* windows owned */
+    uint32_t ncps;
+    struct index_file *files;
+    uint32_t nfiles, files_cap;
+    struct index_xattr *xattrs;
+    uint32_t nxattrs, xattrs_cap;
+    struct buf strtab;
+};
+
+/* Appends a tar member (a tar_entry_cb: arg is the struct layer_index). Returns 0, -ENOMEM,
+ * AFSP_E_FORMAT when over INDEX_MAX_FILES. */
+int index_add_entry(void *arg, const struct tar_entry *e);
+/* Derives the chunk table from ix->cps and ix->blob_size and hashes each chunk's bytes read from
+ * fd (the complete blob). Returns 0 or a negative code. */
+int index_make_chunks(struct layer_index *ix, int fd);
+/* The canonical, deterministic encoding (little-endian; docs/format.md). */
+int index_serialize(const struct layer_index *ix, struct buf *out);
+/* Parses and checks an encoding: every offset and length is bounded. Returns 0 or
+ * AFSP_E_FORMAT; on success out owns copies and is released with index_release(). */
+int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
+void index_release(struct layer_index *ix);
+/* The chunk holding compressed byte off (binary search); nchunks if none. */
+uint32_t index_chunk_at(const struct layer_index *ix, uint64_t off);
+
+/* ==== store.c =============================================================================== */
+
+#include "db.h"
+
+struct store {
+    char *dir;
+    struct db db;
+    uint64_t cache_max;
+    store_evict_cb evict_cb;
+    void *evict_arg;
+};
+
+/* A layer's record in DB_LAYERS. */
+struct layer_rec {
+    uint32_t flags; /* LAYER_COMPLETE */
+    uint32_t format;
+    uint32_t nchunks, nfiles;
+    uint64_t size, usize, stored, last_access;
+    char media_type[128];
+    uint8_t index_digest[DIGEST_LEN];
+};
+#define LAYER_COMPLETE 1u
+
+/* Path of a layer's blob file, or of a temporary download: written into out (PATH_MAX). */
+void store_blob_path(const struct store *s, const uint8_t digest[static DIGEST_LEN], char *out);
+/* Creates a unique temporary file for a download of digest; returns an fd (O_RDWR) and the path. */
+int store_tmp_create(struct store *s, const uint8_t digest[static DIGEST_LEN], char *path);
+
+/* Reads a layer record; AFSP_E_NOTFOUND if absent. */
+int store_layer_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct layer_rec *r);
+
+/* Reserves need bytes for a pull of the layers in pin (which are never evicted to make room):
+ * evicts least-recently-used layers as needed. AFSP_E_TOOBIG if the image can never fit (its
+ * layers alone exceed the limit) or if other pulls' reservations leave too little room. On
+ * success *id names the reservation. */
+int store_reserve(struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin, uint64_t need,
+                  uint64_t *id);
+/* Gives back what is left of a reservation. */
+void store_unreserve(struct store *s, uint64_t id);
+
+/* Makes a verified download visible: renames tmp_path to the blob path, stores the record, the
+ * encoded index and an all-present chunk map, accounts the bytes (taking up to resv_bytes from
+ * reservation id), evicting LRU layers if the real size overshoots. If the layer is already
+ * present the download is dropped. */
+int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
+                       const uint8_t digest[static DIGEST_LEN], const char *media_type,
+                       const struct layer_index *ix, const struct buf *index_bytes,
+                       const char *tmp_path);
+/* Marks layers as accessed now (LRU order). */
+int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n);
+
+/* Small content-addressed blobs (manifests, configs). */
+int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], const void *p,
+                    size_t n);
+/* Records an image (JSON text, see store.c). */
+int store_image_put(struct store *s, const char *ref, const char *json);
+
 #endif

@@ -1,0 +1,174 @@
+/*
+ * inflate_speed.c - how fast a gzip layer inflates: zlib, plain ISA-L, and the codec indexer
+ * (ISA-L with checkpoints and CRC checks), each the median of 5 runs over the same file held in
+ * memory. Speeds are uncompressed bytes per second.
+ *
+ * usage: inflate_speed FILE.gz [PUSH_BYTES]
+ * PUSH_BYTES is the piece size handed to codec_indexer_push (default 16384, what curl hands
+ * ingest; 0 means the whole file in one push).
+ */
+#include "../store/store_int.h"
+
+#include <isa-l/igzip_lib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define RUNS 5
+#define OUT_BUF (1u << 20)
+
+static uint8_t out_buf[OUT_BUF];
+
+static double now(void)
+{
+    return (double)time_mono_ns() / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v)
+{
+    qsort(v, RUNS, sizeof *v, cmp_double);
+    return v[RUNS / 2];
+}
+
+/* Returns the uncompressed size, or 0 on error. Handles concatenated members. */
+static uint64_t run_zlib(const uint8_t *in, size_t n)
+{
+    z_stream z = {0};
+    uint64_t total = 0;
+    if (inflateInit2(&z, 15 + 16) != Z_OK)
+        return 0;
+    z.next_in = (uint8_t *)in;
+    z.avail_in = (uInt)n;
+    for (;;) {
+        z.next_out = out_buf;
+        z.avail_out = OUT_BUF;
+        int rc = inflate(&z, Z_NO_FLUSH);
+        total += OUT_BUF - z.avail_out;
+        if (rc == Z_STREAM_END) {
+            if (z.avail_in == 0)
+                break;
+            inflateReset(&z);
+        } else if (rc != Z_OK) {
+            total = 0;
+            break;
+        }
+    }
+    inflateEnd(&z);
+    return total;
+}
+
+static uint64_t run_isal(const uint8_t *in, size_t n)
+{
+    static struct inflate_state st;
+    uint64_t total = 0;
+    isal_inflate_init(&st);
+    st.crc_flag = ISAL_GZIP;
+    st.next_in = (uint8_t *)in;
+    st.avail_in = (uint32_t)n;
+    for (;;) {
+        st.next_out = out_buf;
+        st.avail_out = OUT_BUF;
+        int rc = isal_inflate(&st);
+        total += OUT_BUF - st.avail_out;
+        if (rc != ISAL_DECOMP_OK)
+            return 0;
+        if (st.block_state == ISAL_BLOCK_FINISH) {
+            if (st.avail_in == 0)
+                break;
+            isal_inflate_reset(&st); /* next member */
+        }
+    }
+    return total;
+}
+
+static int discard(void *arg, const uint8_t *p, size_t n)
+{
+    (void)arg, (void)p, (void)n;
+    return 0;
+}
+
+static size_t ncps;
+static uint64_t win_bytes;
+
+static uint64_t run_indexer(const uint8_t *in, size_t n, size_t push)
+{
+    struct codec_indexer *ix;
+    if (codec_indexer_new(&ix, LAYER_GZIP, discard, NULL))
+        return 0;
+    if (push == 0)
+        push = n;
+    int rc = 0;
+    for (size_t off = 0; off < n && !rc; off += push)
+        rc = codec_indexer_push(ix, in + off, MIN(push, n - off));
+    if (!rc)
+        rc = codec_indexer_finish(ix);
+    uint64_t total = rc ? 0 : codec_indexer_out_bytes(ix);
+    if (rc)
+        fprintf(stderr, "indexer: %s\n", err_msg(rc));
+    const struct checkpoint *cps = codec_indexer_checkpoints(ix, &ncps);
+    win_bytes = 0;
+    for (size_t i = 0; i < ncps; i++)
+        win_bytes += cps[i].win_len;
+    codec_indexer_free(ix);
+    return total;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FILE.gz [PUSH_BYTES]\n", argv[0]);
+        return 2;
+    }
+    size_t push = argc > 2 ? strtoul(argv[2], NULL, 0) : 16384;
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) {
+        perror(argv[1]);
+        return 1;
+    }
+    struct buf in = {0};
+    uint8_t chunk[1 << 16];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (buf_append(&in, chunk, k)) {
+            fprintf(stderr, "out of memory\n");
+            return 1;
+        }
+    fclose(f);
+
+    double tz[RUNS], ti[RUNS], tx[RUNS];
+    uint64_t nz = 0, ni = 0, nx = 0;
+    for (int r = 0; r < RUNS; r++) { /* interleaved, so drifts in clock speed hit all three */
+        double t0 = now();
+        nz = run_zlib(in.p, in.len);
+        double t1 = now();
+        ni = run_isal(in.p, in.len);
+        double t2 = now();
+        nx = run_indexer(in.p, in.len, push);
+        double t3 = now();
+        tz[r] = t1 - t0, ti[r] = t2 - t1, tx[r] = t3 - t2;
+    }
+    if (!nz || nz != ni || ni != nx) {
+        fprintf(stderr, "decoders disagree: zlib %llu, isa-l %llu, indexer %llu bytes\n",
+                (unsigned long long)nz, (unsigned long long)ni, (unsigned long long)nx);
+        return 1;
+    }
+    double mz = median(tz), mi = median(ti), mx = median(tx);
+    printf("file        %s: %zu bytes compressed, %llu uncompressed (ratio %.2f)\n", argv[1],
+           in.len, (unsigned long long)nz, (double)nz / (double)in.len);
+    printf("zlib        %8.1f MB/s\n", (double)nz / mz / 1e6);
+    printf("isa-l       %8.1f MB/s\n", (double)ni / mi / 1e6);
+    printf("indexer     %8.1f MB/s  (push %zu bytes)\n", (double)nx / mx / 1e6, push);
+    printf("ratio       indexer/isa-l %.3f, isa-l/zlib %.2f\n", mi / mx, mz / mi);
+    printf("checkpoints %zu, one per %.2f MB out / %.2f MB in, windows %.1f KiB each\n", ncps,
+           (double)nx / (double)ncps / 1e6, (double)in.len / (double)ncps / 1e6,
+           (double)win_bytes / (double)(ncps > 1 ? ncps - 1 : 1) / 1024);
+    buf_release(&in);
+    return 0;
+}

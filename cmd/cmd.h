@@ -1,0 +1,59 @@
+/*
+ * cmd.h - what the subcommands of the afsp binary share: the dispatch table, the data directory,
+ * common options, and output helpers.
+ */
+#ifndef AFSP_CMD_H
+#define AFSP_CMD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../store/store.h"
+
+/* Options every command accepts (before or after its name). */
+struct global_opts {
+    const char *data;         /* --data DIR, else $AFSP_DATA, else the default */
+    uint64_t cache_max_bytes; /* --cache-max-bytes N, 0 = default */
+    int verbose;              /* -v, repeatable */
+};
+extern struct global_opts g_opts;
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the command name */
+    const char *summary;
+    const char *usage; /* the whole --help text after the "usage:" line */
+    bool hidden;
+};
+
+/* Handles a common option at argv[*i] (and its value). Returns 1 if it was one, 0 if not, or
+ * -1 after printing an error. */
+int global_opt(int argc, char **argv, int *i);
+/* Prints "afsp: " and the message to stderr; returns 1 (the exit status). */
+int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints the command's usage to stdout (for --help) and returns 0. */
+int cmd_help(const struct command *c);
+/* Prints the usage hint for a bad invocation to stderr; returns 2. */
+int cmd_usage_error(const struct command *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const struct command *cmd_find(const char *name);
+
+/* The data directory in effect (never NULL). */
+const char *data_dir(void);
+/* Opens the store at data_dir(); prints the error and returns non-zero on failure. */
+int open_store(struct store **s, bool readonly);
+
+/* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
+char *time_fmt(uint64_t ns, char *out);
+
+int cmd_pull(int argc, char **argv);
+int cmd_images(int argc, char **argv);
+int cmd_layers(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+extern const struct command cmd_pull_def, cmd_images_def, cmd_layers_def, cmd_prune_def,
+    cmd_inspect_def;
+
+#endif

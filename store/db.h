@@ -1,0 +1,53 @@
+/*
+ * db.h - store/'s private view of the LMDB environment (db.c). Only store/ includes this, and
+ * only store/ includes <lmdb.h>.
+ */
+#ifndef AFSP_STORE_DB_H
+#define AFSP_STORE_DB_H
+
+#include <lmdb.h>
+#include <stdint.h>
+
+enum db_table {
+    DB_LAYERS,  /* layer digest -> struct layer_rec (encoded) */
+    DB_INDEX,   /* layer digest -> serialized layer index */
+    DB_PRESENT, /* layer digest -> chunk presence bitmap */
+    DB_LRU,     /* be64 last access ns || layer digest -> "" (eviction order) */
+    DB_IMAGES,  /* canonical reference -> image record (JSON) */
+    DB_BLOBS,   /* digest -> small content-addressed blob (manifest, config) */
+    DB_META,    /* name -> value: "used" (be64) */
+    DB_RESV,    /* reservation id -> struct resv (encoded) */
+    DB_NTABLES
+};
+
+struct db {
+    MDB_env *env;
+    MDB_dbi dbi[DB_NTABLES];
+    uint64_t mapsize;
+};
+
+/* Opens or creates the environment in dir (mode 0700) and its tables, clears stale readers. */
+int db_open(struct db *db, const char *dir);
+void db_close(struct db *db);
+
+/* Translates an LMDB return code: MDB_NOTFOUND -> AFSP_E_NOTFOUND, MDB_MAP_FULL -> -ENOSPC,
+ * errno values -> negative errno, others -> AFSP_E_STORE with a message. */
+int db_err(int mdb_rc);
+
+/* Begins a read-only transaction; the caller aborts it (mdb_txn_abort). Data pointers obtained
+ * in it are valid until it ends. */
+int db_read_begin(struct db *db, MDB_txn **txn);
+
+/* Runs fn inside a write transaction and commits it if fn returns >= 0 (aborts otherwise).
+ * If the map is full (at any put or at commit), the map is grown and fn runs again from the
+ * start in a new transaction, so fn must not have effects outside the transaction, except ones
+ * it can repeat. Returns fn's return value or an error. */
+typedef int (*db_write_fn)(MDB_txn *txn, void *arg);
+int db_write(struct db *db, db_write_fn fn, void *arg);
+
+/* Thin wrappers translating codes; db_del of a missing key is 0. */
+int db_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, MDB_val *val);
+int db_put(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, const void *val, size_t vlen);
+int db_del(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen);
+
+#endif

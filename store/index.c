@@ -1,0 +1,453 @@
+/*
+ * index.c - the layer index: the tar file table, the decode checkpoints and the chunk table of
+ * one layer blob, and its canonical encoding.
+ *
+ * The encoding is a pure function of the blob (given the constants in store_int.h and the zlib
+ * used to compress windows), so any node holding the whole blob can rebuild an index and compare
+ * digests. index_parse() treats its input as hostile: it checks every count, offset and length
+ * before anything is used, and fails with AFSP_E_FORMAT.
+ *
+ * Encoding (all integers little-endian), see docs/format.md:
+ *   header   "AFSPIDX1" u32 version u32 format u64 blob_size u64 tar_size
+ *            u32 nchunks u32 ncps u32 nfiles u32 nxattrs u32 strtab_len u32 windows_len
+ *   chunks   nchunks x { u64 off, u32 len, u8 sha256[32] }
+ *   cps      ncps x { u64 in_bit, u64 out_off, u32 win_off, u32 win_zlen, u32 win_len }
+ *   files    nfiles x { u32 path_off, path_len, link_off, link_len, u8 type, u8 pad[3],
+ *                       u32 mode, uid, gid, i64 mtime_sec, u32 mtime_nsec, devmajor, devminor,
+ *                       u64 size, data_off, u32 xattr_first, xattr_count }
+ *   xattrs   nxattrs x { u32 name_off, name_len, val_off, val_len }
+ *   strtab   strtab_len bytes (paths and names NUL-terminated)
+ *   windows  windows_len bytes (each window zlib-compressed, or raw when win_zlen == win_len)
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define IDX_MAGIC "AFSPIDX1"
+#define IDX_VERSION 1
+#define HDR_SIZE (8 + 4 + 4 + 8 + 8 + 6 * 4)
+#define CHUNK_REC 44
+#define CP_REC 28
+#define FILE_REC 80
+#define XATTR_REC 16
+
+static int strtab_add(struct buf *st, const void *p, size_t n, uint32_t *off)
+{
+    if (st->len + n + 1 > UINT32_MAX)
+        return err_set(AFSP_E_FORMAT, "index string table over 4 GiB");
+    *off = (uint32_t)st->len;
+    int rc = buf_append(st, p, n);
+    if (rc == 0)
+        rc = buf_append(st, "", 1); /* the NUL terminator is part of the table */
+    return rc;
+}
+
+static int grow(void **v, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *p = realloc(*v, (size_t)c * elem);
+    if (!p)
+        return -ENOMEM;
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
+int index_add_entry(void *arg, const struct tar_entry *e)
+{
+    struct layer_index *ix = arg;
+    struct index_file f = {0};
+    int rc;
+
+    if (ix->nfiles >= INDEX_MAX_FILES)
+        return err_set(AFSP_E_FORMAT, "more than %u files in a layer", INDEX_MAX_FILES);
+    if ((rc = grow((void **)&ix->files, &ix->files_cap, ix->nfiles + 1, sizeof f)) < 0)
+        return rc;
+    if ((rc = grow((void **)&ix->xattrs, &ix->xattrs_cap, ix->nxattrs + (uint32_t)e->nxattrs,
+                   sizeof(struct index_xattr))) < 0)
+        return rc;
+    f.path_len = (uint32_t)strlen(e->path);
+    f.link_len = (uint32_t)strlen(e->link);
+    if ((rc = strtab_add(&ix->strtab, e->path, f.path_len, &f.path_off)) < 0 ||
+        (rc = strtab_add(&ix->strtab, e->link, f.link_len, &f.link_off)) < 0)
+        return rc;
+    f.type = (uint8_t)e->type;
+    f.mode = e->mode;
+    f.uid = e->uid;
+    f.gid = e->gid;
+    f.mtime_sec = e->mtime_sec;
+    f.mtime_nsec = e->mtime_nsec;
+    f.devmajor = e->devmajor;
+    f.devminor = e->devminor;
+    f.size = e->size;
+    f.data_off = e->data_off;
+    f.xattr_first = ix->nxattrs;
+    f.xattr_count = (uint32_t)e->nxattrs;
+    for (size_t i = 0; i < e->nxattrs; i++) {
+        struct index_xattr *x = &ix->xattrs[ix->nxattrs++];
+        x->name_len = (uint32_t)strlen(e->xattrs[i].name);
+        x->val_len = (uint32_t)e->xattrs[i].len;
+        if ((rc = strtab_add(&ix->strtab, e->xattrs[i].name, x->name_len, &x->name_off)) < 0 ||
+            (rc = strtab_add(&ix->strtab, e->xattrs[i].value, x->val_len, &x->val_off)) < 0)
+            return rc;
+    }
+    ix->files[ix->nfiles++] = f;
+    return 0;
+}
+
+int index_make_chunks(struct layer_index *ix, int fd)
+{
+    uint32_t n = 0, cap = 0;
+    struct index_chunk *v = NULL;
+    uint8_t *buf = NULL;
+    struct sha256 h = {0};
+    int rc;
+
+    /* Chunk starts: every checkpoint's byte, then gaps over INDEX_CHUNK_MAX cut evenly. */
+    for (uint32_t i = 0; i < ix->ncps || n == 0; i++) {
+        uint64_t start = i < ix->ncps ? ix->cps[i].in_bit / 8 : 0;
+        uint64_t end = i + 1 < ix->ncps ? ix->cps[i + 1].in_bit / 8 : ix->blob_size;
+        if (i > 0 && i < ix->ncps && start == v[n - 1].off)
+            continue; /* two checkpoints in one byte */
+        if (end > ix->blob_size || start > end) {
+            rc = err_set(AFSP_E_FORMAT, "checkpoint beyond the blob");
+            goto out;
+        }
+        do {
+            uint64_t len = end - start;
+            if (len > INDEX_CHUNK_MAX)
+                len = INDEX_CHUNK_SPLIT;
+            if ((rc = grow((void **)&v, &cap, n + 1, sizeof *v)) < 0)
+                goto out;
+            v[n].off = start;
+            v[n].len = (uint32_t)len;
+            n++;
+            start += len;
+        } while (start < end);
+        if (i >= ix->ncps)
+            break;
+    }
+    /* A zero-length last chunk (empty blob) is kept so every blob has one chunk. */
+    if ((rc = sha256_init(&h)) < 0)
+        goto out;
+    buf = malloc(INDEX_CHUNK_MAX);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        ssize_t got = pread(fd, buf, v[i].len, (off_t)v[i].off);
+        if (got != (ssize_t)v[i].len) {
+            rc = err_set(got < 0 ? -errno : AFSP_E_TRUNCATED, "reading chunk %u", i);
+            goto out;
+        }
+        sha256_update(&h, buf, v[i].len);
+        sha256_final(&h, v[i].sha256);
+    }
+    free(ix->chunks);
+    ix->chunks = v;
+    ix->nchunks = n;
+    v = NULL;
+    rc = 0;
+out:
+    free(v);
+    free(buf);
+    if (h.ctx)
+        sha256_release(&h);
+    return rc;
+}
+
+uint32_t index_chunk_at(const struct layer_index *ix, uint64_t off)
+{
+    uint32_t lo = 0, hi = ix->nchunks;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (ix->chunks[mid].off + ix->chunks[mid].len <= off)
+            lo = mid + 1;
+        else if (ix->chunks[mid].off > off)
+            hi = mid;
+        else
+            return mid;
+    }
+    return ix->nchunks;
+}
+
+int index_serialize(const struct layer_index *ix, struct buf *out)
+{
+    struct buf win = {0};
+    uint8_t *p, *zbuf = NULL;
+    uint32_t *woff = NULL, *wz = NULL;
+    int rc = -ENOMEM;
+    uLongf zcap = compressBound(CODEC_WINDOW);
+
+    woff = calloc(ix->ncps + 1, sizeof *woff);
+    wz = calloc(ix->ncps + 1, sizeof *wz);
+    zbuf = malloc(zcap);
+    if (!woff || !wz || !zbuf)
+        goto out;
+    for (uint32_t i = 0; i < ix->ncps; i++) {
+        const struct checkpoint *c = &ix->cps[i];
+        uLongf zlen = zcap;
+        woff[i] = (uint32_t)win.len;
+        if (c->win_len == 0)
+            continue;
+        if (compress2(zbuf, &zlen, c->window, c->win_len, 6) == Z_OK && zlen < c->win_len) {
+            rc = buf_append(&win, zbuf, zlen);
+            wz[i] = (uint32_t)zlen;
+        } else {
+            rc = buf_append(&win, c->window, c->win_len);
+            wz[i] = c->win_len;
+        }
+        if (rc < 0)
+            goto out;
+    }
+    size_t total = HDR_SIZE + (size_t)ix->nchunks * CHUNK_REC + (size_t)ix->ncps * CP_REC +
+                   (size_t)ix->nfiles * FILE_REC + (size_t)ix->nxattrs * XATTR_REC +
+                   ix->strtab.len + win.len;
+    if (total > INDEX_MAX_BYTES) {
+        rc = err_set(AFSP_E_FORMAT, "index of %zu bytes is over the limit", total);
+        goto out;
+    }
+    if ((rc = buf_reserve(out, total)) < 0)
+        goto out;
+    p = out->p + out->len;
+    memset(p, 0, total);
+    memcpy(p, IDX_MAGIC, 8);
+    put_le32(p + 8, IDX_VERSION);
+    put_le32(p + 12, ix->format);
+    put_le64(p + 16, ix->blob_size);
+    put_le64(p + 24, ix->tar_size);
+    put_le32(p + 32, ix->nchunks);
+    put_le32(p + 36, ix->ncps);
+    put_le32(p + 40, ix->nfiles);
+    put_le32(p + 44, ix->nxattrs);
+    put_le32(p + 48, (uint32_t)ix->strtab.len);
+    put_le32(p + 52, (uint32_t)win.len);
+    p += HDR_SIZE;
+    for (uint32_t i = 0; i < ix->nchunks; i++, p += CHUNK_REC) {
+        put_le64(p, ix->chunks[i].off);
+        put_le32(p + 8, ix->chunks[i].len);
+        memcpy(p + 12, ix->chunks[i].sha256, DIGEST_LEN);
+    }
+    for (uint32_t i = 0; i < ix->ncps; i++, p += CP_REC) {
+        put_le64(p, ix->cps[i].in_bit);
+        put_le64(p + 8, ix->cps[i].out_off);
+        put_le32(p + 16, woff[i]);
+        put_le32(p + 20, wz[i]);
+        put_le32(p + 24, ix->cps[i].win_len);
+    }
+    for (uint32_t i = 0; i < ix->nfiles; i++, p += FILE_REC) {
+        const struct index_file *f = &ix->files[i];
+        put_le32(p, f->path_off);
+        put_le32(p + 4, f->path_len);
+        put_le32(p + 8, f->link_off);
+        put_le32(p + 12, f->link_len);
+        p[16] = f->type;
+        put_le32(p + 20, f->mode);
+        put_le32(p + 24, f->uid);
+        put_le32(p + 28, f->gid);
+        put_le64(p + 32, (uint64_t)f->mtime_sec);
+        put_le32(p + 40, f->mtime_nsec);
+        put_le32(p + 44, f->devmajor);
+        put_le32(p + 48, f->devminor);
+        put_le64(p + 52, f->size);
+        put_le64(p + 60, f->data_off);
+        put_le32(p + 68, f->xattr_first);
+        put_le32(p + 72, f->xattr_count);
+    }
+    for (uint32_t i = 0; i < ix->nxattrs; i++, p += XATTR_REC) {
+        put_le32(p, ix->xattrs[i].name_off);
+        put_le32(p + 4, ix->xattrs[i].name_len);
+        put_le32(p + 8, ix->xattrs[i].val_off);
+        put_le32(p + 12, ix->xattrs[i].val_len);
+    }
+    if (ix->strtab.len)
+        memcpy(p, ix->strtab.p, ix->strtab.len);
+    p += ix->strtab.len;
+    if (win.len)
+        memcpy(p, win.p, win.len);
+    out->len += total;
+    rc = 0;
+out:
+    buf_release(&win);
+    free(zbuf);
+    free(woff);
+    free(wz);
+    return rc;
+}
+
+/* Is [off, off+len) inside [0, limit)? Without overflow. */
+static int in_range(uint64_t off, uint64_t len, uint64_t limit)
+{
+    return off <= limit && len <= limit - off;
+}
+
+static int bad(const char *what)
+{
+    return err_set(AFSP_E_FORMAT, "layer index: %s", what);
+}
+
+int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    struct layer_index ix = {0};
+    int rc;
+
+    if (n < HDR_SIZE || memcmp(p, IDX_MAGIC, 8))
+        return bad("bad header");
+    if (get_le32(p + 8) != IDX_VERSION)
+        return err_set(AFSP_E_UNSUPPORTED, "layer index version %u", get_le32(p + 8));
+    uint32_t fmt = get_le32(p + 12);
+    if (fmt > LAYER_ZSTD)
+        return bad("unknown format");
+    ix.format = fmt;
+    ix.blob_size = get_le64(p + 16);
+    ix.tar_size = get_le64(p + 24);
+    ix.nchunks = get_le32(p + 32);
+    ix.ncps = get_le32(p + 36);
+    ix.nfiles = get_le32(p + 40);
+    ix.nxattrs = get_le32(p + 44);
+    uint64_t stlen = get_le32(p + 48), wlen = get_le32(p + 52);
+    uint64_t need = HDR_SIZE + (uint64_t)ix.nchunks * CHUNK_REC + (uint64_t)ix.ncps * CP_REC +
+                    (uint64_t)ix.nfiles * FILE_REC + (uint64_t)ix.nxattrs * XATTR_REC + stlen +
+                    wlen;
+    if (need != n || n > INDEX_MAX_BYTES)
+        return bad("size does not match its counts");
+    if (ix.nchunks == 0 || ix.ncps == 0 || ix.nfiles > INDEX_MAX_FILES)
+        return bad("bad counts");
+
+    const uint8_t *q = p + HDR_SIZE;
+    const uint8_t *strtab = q + (size_t)ix.nchunks * CHUNK_REC + (size_t)ix.ncps * CP_REC +
+                            (size_t)ix.nfiles * FILE_REC + (size_t)ix.nxattrs * XATTR_REC;
+    const uint8_t *windows = strtab + stlen;
+
+    ix.chunks = calloc(ix.nchunks, sizeof *ix.chunks);
+    ix.cps = calloc(ix.ncps, sizeof *ix.cps);
+    ix.files = calloc(ix.nfiles ? ix.nfiles : 1, sizeof *ix.files);
+    ix.xattrs = calloc(ix.nxattrs ? ix.nxattrs : 1, sizeof *ix.xattrs);
+    ix.files_cap = ix.nfiles;
+    ix.xattrs_cap = ix.nxattrs;
+    if (!ix.chunks || !ix.cps || !ix.files || !ix.xattrs) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    /* Chunks tile the blob exactly, in order. */
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < ix.nchunks; i++, q += CHUNK_REC) {
+        struct index_chunk *c = &ix.chunks[i];
+        c->off = get_le64(q);
+        c->len = get_le32(q + 8);
+        memcpy(c->sha256, q + 12, DIGEST_LEN);
+        if (c->off != pos || c->len > INDEX_CHUNK_MAX || (c->len == 0 && ix.blob_size != 0) ||
+            !in_range(c->off, c->len, ix.blob_size)) {
+            rc = bad("chunks do not tile the blob");
+            goto fail;
+        }
+        pos += c->len;
+    }
+    if (pos != ix.blob_size) {
+        rc = bad("chunks do not cover the blob");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < ix.ncps; i++, q += CP_REC) {
+        struct checkpoint *c = &ix.cps[i];
+        uint32_t woff = get_le32(q + 16), wz = get_le32(q + 20);
+        c->in_bit = get_le64(q);
+        c->out_off = get_le64(q + 8);
+        c->win_len = get_le32(q + 24);
+        int ordered = i == 0 ? c->in_bit == 0 && c->out_off == 0
+                             : c->in_bit > ix.cps[i - 1].in_bit && c->out_off >= ix.cps[i - 1].out_off;
+        if (!ordered || c->in_bit > ix.blob_size * 8 || c->out_off > ix.tar_size ||
+            c->win_len > CODEC_WINDOW || wz > c->win_len || !in_range(woff, wz, wlen) ||
+            (ix.format != LAYER_GZIP && (c->win_len || c->in_bit % 8))) {
+            rc = bad("bad checkpoint");
+            goto fail;
+        }
+        if (c->win_len) {
+            c->window = malloc(c->win_len);
+            if (!c->window) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+            if (wz == c->win_len) {
+                memcpy(c->window, windows + woff, wz);
+            } else {
+                uLongf dlen = c->win_len;
+                if (uncompress(c->window, &dlen, windows + woff, wz) != Z_OK ||
+                    dlen != c->win_len) {
+                    rc = bad("bad window");
+                    goto fail;
+                }
+            }
+        }
+    }
+    for (uint32_t i = 0; i < ix.nfiles; i++, q += FILE_REC) {
+        struct index_file *f = &ix.files[i];
+        f->path_off = get_le32(q);
+        f->path_len = get_le32(q + 4);
+        f->link_off = get_le32(q + 8);
+        f->link_len = get_le32(q + 12);
+        f->type = q[16];
+        f->mode = get_le32(q + 20);
+        f->uid = get_le32(q + 24);
+        f->gid = get_le32(q + 28);
+        f->mtime_sec = (int64_t)get_le64(q + 32);
+        f->mtime_nsec = get_le32(q + 40);
+        f->devmajor = get_le32(q + 44);
+        f->devminor = get_le32(q + 48);
+        f->size = get_le64(q + 52);
+        f->data_off = get_le64(q + 60);
+        f->xattr_first = get_le32(q + 68);
+        f->xattr_count = get_le32(q + 72);
+        if (!in_range(f->path_off, (uint64_t)f->path_len + 1, stlen) ||
+            strtab[f->path_off + f->path_len] != 0 || memchr(strtab + f->path_off, 0, f->path_len) ||
+            !in_range(f->link_off, (uint64_t)f->link_len + 1, stlen) ||
+            strtab[f->link_off + f->link_len] != 0 || memchr(strtab + f->link_off, 0, f->link_len) ||
+            !strchr("0123456", f->type) || f->type == 0 || f->mode > 07777 ||
+            f->mtime_nsec >= 1000000000u || !in_range(f->data_off, f->size, ix.tar_size) ||
+            !in_range(f->xattr_first, f->xattr_count, ix.nxattrs) ||
+            (f->type != TAR_REG && f->size != 0)) {
+            rc = bad("bad file record");
+            goto fail;
+        }
+    }
+    for (uint32_t i = 0; i < ix.nxattrs; i++, q += XATTR_REC) {
+        struct index_xattr *x = &ix.xattrs[i];
+        x->name_off = get_le32(q);
+        x->name_len = get_le32(q + 4);
+        x->val_off = get_le32(q + 8);
+        x->val_len = get_le32(q + 12);
+        if (!in_range(x->name_off, (uint64_t)x->name_len + 1, stlen) || x->name_len == 0 ||
+            strtab[x->name_off + x->name_len] != 0 ||
+            memchr(strtab + x->name_off, 0, x->name_len) ||
+            !in_range(x->val_off, x->val_len, stlen)) {
+            rc = bad("bad xattr record");
+            goto fail;
+        }
+    }
+    if ((rc = buf_append(&ix.strtab, strtab, stlen)) < 0)
+        goto fail;
+    *out = ix;
+    return 0;
+fail:
+    index_release(&ix);
+    return rc;
+}
+
+void index_release(struct layer_index *ix)
+{
+    free(ix->chunks);
+    if (ix->cps)
+        checkpoints_free(ix->cps, ix->ncps);
+    free(ix->files);
+    free(ix->xattrs);
+    buf_release(&ix->strtab);
+    memset(ix, 0, sizeof *ix);
+}

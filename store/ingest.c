@@ -1,0 +1,355 @@
+/*
+ * ingest.c - `pull`: from a reference to verified, indexed layers in the store.
+ *
+ * One streaming pass per layer: every byte from the registry is hashed (SHA-256, OpenSSL),
+ * written to a temporary file and fed to the decoder, whose output feeds the tar parser, which
+ * fills the index. Only when the whole blob matches its digest is anything made visible
+ * (store_layer_commit). A decode error does not stop the download: a digest mismatch is the
+ * more useful thing to report when a registry serves wrong bytes.
+ * Must not touch LMDB directly: store.c owns the tables.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WRITE_BUF (1u << 20)
+#define CONFIG_MAX (4u << 20)
+
+struct ingest {
+    struct sha256 h;
+    int fd;
+    uint64_t received;
+    uint8_t *wbuf;
+    size_t wlen;
+    int write_err, decode_err;
+    struct codec_indexer *cx;
+    struct tar_parser *tp;
+    struct layer_index ix;
+    /* progress */
+    const struct pull_opts *opts;
+    struct pull_progress prog;
+    uint64_t base_done, last_report;
+};
+
+static int flush_writes(struct ingest *in)
+{
+    size_t off = 0;
+    while (off < in->wlen) {
+        ssize_t n = write(in->fd, in->wbuf + off, in->wlen - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_set(-errno, "cannot write the download");
+        off += (size_t)n;
+    }
+    in->wlen = 0;
+    return 0;
+}
+
+static int tar_out(void *arg, const uint8_t *p, size_t n)
+{
+    struct ingest *in = arg;
+    return tar_parser_push(in->tp, p, n);
+}
+
+static int on_data(void *arg, const uint8_t *p, size_t n)
+{
+    struct ingest *in = arg;
+    int rc;
+
+    sha256_update(&in->h, p, n);
+    in->received += n;
+    for (size_t off = 0; off < n;) {
+        size_t k = MIN(n - off, WRITE_BUF - in->wlen);
+        memcpy(in->wbuf + in->wlen, p + off, k);
+        in->wlen += k;
+        off += k;
+        if (in->wlen == WRITE_BUF && (rc = flush_writes(in)) < 0)
+            return rc; /* a local disk error ends the pull at once */
+    }
+    if (!in->decode_err) {
+        rc = codec_indexer_push(in->cx, p, n);
+        if (rc < 0)
+            in->decode_err = rc;
+    }
+    if (in->opts && in->opts->progress) {
+        in->prog.done = in->base_done + in->received;
+        uint64_t now = time_mono_ns();
+        if (now - in->last_report > 100000000ull) {
+            in->last_report = now;
+            in->opts->progress(in->opts->progress_arg, &in->prog);
+        }
+    }
+    return 0;
+}
+
+static int layer_format(const char *mt, enum layer_format *f)
+{
+    size_t n = strlen(mt);
+    if (n >= 4 && !strcmp(mt + n - 4, "gzip")) /* +gzip, .tar.gzip */
+        *f = LAYER_GZIP;
+    else if (n >= 4 && !strcmp(mt + n - 4, "zstd"))
+        *f = LAYER_ZSTD;
+    else if (n >= 3 && !strcmp(mt + n - 3, "tar"))
+        *f = LAYER_TAR;
+    else
+        return err_set(AFSP_E_UNSUPPORTED, "layer media type %s", mt);
+    return 0;
+}
+
+/* Fetches, verifies, indexes and commits one layer. */
+static int ingest_layer(struct store *s, struct registry *reg, const struct descriptor *d,
+                        uint64_t resv_id, uint64_t resv_bytes, struct ingest *in)
+{
+    char tmp[PATH_MAX];
+    enum layer_format fmt = LAYER_TAR;
+    uint8_t got[DIGEST_LEN];
+    struct buf ixbytes = {0};
+    int rc;
+
+    tmp[0] = 0;
+    in->fd = -1;
+    if ((rc = layer_format(d->media_type, &fmt)) < 0)
+        return rc;
+    in->ix.format = fmt;
+    if ((rc = sha256_init(&in->h)) < 0)
+        goto out;
+    if (!(in->wbuf = malloc(WRITE_BUF))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = tar_parser_new(&in->tp, index_add_entry, &in->ix)) < 0 ||
+        (rc = codec_indexer_new(&in->cx, fmt, tar_out, in)) < 0)
+        goto out;
+    if ((rc = in->fd = store_tmp_create(s, d->digest, tmp)) < 0)
+        goto out;
+
+    rc = registry_get_blob(reg, d->digest, d->size, on_data, in);
+    if (rc == 0)
+        rc = flush_writes(in);
+    if (rc < 0)
+        goto out;
+    if (in->received != d->size) {
+        rc = err_set(AFSP_E_SIZE, "got %llu bytes, the manifest says %llu",
+                     (unsigned long long)in->received, (unsigned long long)d->size);
+        goto out;
+    }
+    sha256_final(&in->h, got);
+    if (memcmp(got, d->digest, DIGEST_LEN)) {
+        rc = err_set(AFSP_E_DIGEST, NULL);
+        goto out;
+    }
+    if ((rc = in->decode_err) < 0 || (rc = codec_indexer_finish(in->cx)) < 0 ||
+        (rc = tar_parser_finish(in->tp)) < 0)
+        goto out;
+    in->ix.blob_size = d->size;
+    in->ix.tar_size = codec_indexer_out_bytes(in->cx);
+    size_t ncps;
+    in->ix.cps = codec_indexer_take(in->cx, &ncps);
+    in->ix.ncps = (uint32_t)ncps;
+    if (fdatasync(in->fd) < 0) {
+        rc = err_set(-errno, "cannot sync the download");
+        goto out;
+    }
+    if ((rc = index_make_chunks(&in->ix, in->fd)) < 0 ||
+        (rc = index_serialize(&in->ix, &ixbytes)) < 0)
+        goto out;
+    rc = store_layer_commit(s, resv_id, resv_bytes, d->digest, d->media_type, &in->ix, &ixbytes,
+                            tmp);
+    tmp[0] = 0; /* the commit renamed or removed the file */
+out:
+    if (in->fd >= 0)
+        close(in->fd);
+    if (rc < 0 && tmp[0])
+        unlink(tmp);
+    if (in->h.ctx)
+        sha256_release(&in->h);
+    free(in->wbuf);
+    codec_indexer_free(in->cx);
+    tar_parser_free(in->tp);
+    index_release(&in->ix);
+    buf_release(&ixbytes);
+    return rc;
+}
+
+/* What we reserve for a layer: its blob plus a generous allowance for its index (file table
+ * and windows run at 1-4% of the blob); the real figure replaces it at commit. */
+static uint64_t layer_allowance(uint64_t size)
+{
+    return size + size / 16 + (64u << 10);
+}
+
+/* Builds the image record kept in DB_IMAGES. */
+static char *image_json(const char *ref, const uint8_t mdigest[DIGEST_LEN], const char *platform,
+                        const struct manifest *m)
+{
+    char dg[DIGEST_STR_LEN + 1];
+    json_t *layers = json_array();
+    for (size_t i = 0; i < m->nlayers; i++)
+        json_array_append_new(
+            layers, json_pack("{s:s, s:I, s:s}", "digest", digest_fmt(m->layers[i].digest, dg),
+                              "size", (json_int_t)m->layers[i].size, "mediaType",
+                              m->layers[i].media_type));
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "ref", ref, "manifest",
+                          digest_fmt(mdigest, dg), "platform", platform, "config",
+                          digest_fmt(m->config.digest, (char[DIGEST_STR_LEN + 1]){0}), "layers",
+                          layers, "pulled", (json_int_t)time_now_ns());
+    char *out = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    return out;
+}
+
+int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts,
+               uint8_t digest_out[DIGEST_LEN])
+{
+    struct image_ref ref = {0};
+    struct registry *reg = NULL;
+    struct registry_opts ro = {0};
+    struct buf body = {0}, cfg = {0};
+    struct manifest m = {0}, idx = {0};
+    struct platform want;
+    char *ctype = NULL, *canon = NULL, *json = NULL, pf[100] = "";
+    uint8_t mdigest[DIGEST_LEN];
+    uint8_t(*pin)[DIGEST_LEN] = NULL;
+    uint64_t resv_id = 0, need = 0, total = 0;
+    int have_resv = 0, rc;
+
+    if ((rc = ref_parse(refstr, &ref)) < 0)
+        return rc;
+    if (opts && opts->platform) {
+        if ((rc = platform_parse(opts->platform, &want)) < 0)
+            goto out;
+    } else {
+        platform_host(&want);
+    }
+    ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
+    ro.docker_config = opts ? opts->docker_config : NULL;
+    if ((rc = registry_new(&reg, &ref, &ro)) < 0)
+        goto out;
+    if ((rc = registry_get_manifest(reg, ref.digest ? ref.digest : ref.tag, &body, &ctype,
+                                    mdigest)) < 0)
+        goto out;
+    if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
+        goto out;
+    if (m.kind == MANIFEST_INDEX) {
+        char dg[DIGEST_STR_LEN + 1];
+        int e = manifest_choose(&m, &want);
+        if (e < 0) {
+            rc = err_set(e, "%s", platform_fmt(&want, pf));
+            goto out;
+        }
+        if ((rc = store_small_put(s, mdigest, body.p, body.len)) < 0)
+            goto out;
+        idx = m;
+        memset(&m, 0, sizeof m);
+        body.len = 0;
+        free(ctype);
+        ctype = NULL;
+        if ((rc = registry_get_manifest(reg, digest_fmt(idx.entries[e].digest, dg), &body,
+                                        &ctype, mdigest)) < 0)
+            goto out;
+        if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
+            goto out;
+        if (m.kind != MANIFEST_IMAGE) {
+            rc = err_set(AFSP_E_FORMAT, "an index entry is not an image manifest");
+            goto out;
+        }
+    }
+    platform_fmt(&want, pf);
+    if ((rc = registry_get_small_blob(reg, m.config.digest, CONFIG_MAX, &cfg)) < 0) {
+        err_ctx(rc, "config");
+        goto out;
+    }
+    {
+        /* The config names the real platform when we pulled a plain manifest. */
+        json_t *c = json_loadb((const char *)cfg.p, cfg.len, 0, NULL);
+        const char *os = json_string_value(json_object_get(c, "os"));
+        const char *arch = json_string_value(json_object_get(c, "architecture"));
+        const char *var = json_string_value(json_object_get(c, "variant"));
+        if (!c || !json_is_object(c)) {
+            json_decref(c);
+            rc = err_set(AFSP_E_FORMAT, "config is not a JSON object");
+            goto out;
+        }
+        if (os && arch)
+            snprintf(pf, sizeof pf, "%.31s/%.31s%s%.31s", os, arch, var ? "/" : "",
+                     var ? var : "");
+        json_decref(c);
+    }
+    if ((rc = store_small_put(s, m.config.digest, cfg.p, cfg.len)) < 0 ||
+        (rc = store_small_put(s, mdigest, body.p, body.len)) < 0)
+        goto out;
+
+    pin = calloc(m.nlayers ? m.nlayers : 1, DIGEST_LEN);
+    if (!pin) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < m.nlayers; i++) {
+        struct layer_rec r;
+        memcpy(pin[i], m.layers[i].digest, DIGEST_LEN);
+        if (store_layer_get(s, m.layers[i].digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
+            continue;
+        need += layer_allowance(m.layers[i].size);
+        total += m.layers[i].size;
+    }
+    if (need) {
+        if ((rc = store_reserve(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, need,
+                                &resv_id)) < 0)
+            goto out;
+        have_resv = 1;
+    }
+    struct pull_progress prog = {"layer", 0, m.nlayers, 0, total};
+    uint64_t done = 0;
+    for (size_t i = 0; i < m.nlayers; i++) {
+        struct layer_rec r;
+        const struct descriptor *d = &m.layers[i];
+        char dg[DIGEST_STR_LEN + 1];
+        if (store_layer_get(s, d->digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
+            continue;
+        struct ingest in = {.opts = opts, .prog = prog, .base_done = done};
+        in.prog.layer = i;
+        rc = ingest_layer(s, reg, d, resv_id, layer_allowance(d->size), &in);
+        if (rc < 0) {
+            err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
+            goto out;
+        }
+        done += d->size;
+    }
+    if (opts && opts->progress) {
+        prog.phase = "done";
+        prog.done = total;
+        opts->progress(opts->progress_arg, &prog);
+    }
+    store_touch(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers);
+    canon = ref_str(&ref);
+    json = canon ? image_json(canon, mdigest, pf, &m) : NULL;
+    if (!json) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = store_image_put(s, canon, json)) < 0)
+        goto out;
+    if (digest_out)
+        memcpy(digest_out, mdigest, DIGEST_LEN);
+    rc = 0;
+out:
+    if (have_resv)
+        store_unreserve(s, resv_id);
+    free(pin);
+    free(canon);
+    free(json);
+    free(ctype);
+    buf_release(&body);
+    buf_release(&cfg);
+    manifest_release(&m);
+    manifest_release(&idx);
+    registry_free(reg);
+    ref_release(&ref);
+    return rc;
+}
