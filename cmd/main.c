@@ -82,8 +82,12 @@ int global_opt(int argc, char **argv, int *i)
 {
     const char *a = argv[*i], *val = NULL;
     size_t n;
-    if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+    if (!strcmp(a, "--verbose")) {
         g_opts.verbose++;
+        return 1;
+    }
+    if (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1)) { /* -v, -vv */
+        g_opts.verbose += (int)strlen(a + 1);
         return 1;
     }
     if (!strncmp(a, "--data", n = 6) || !strncmp(a, "--cache-max-bytes", n = 17)) {

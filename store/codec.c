@@ -594,8 +594,10 @@ static int gz_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
             return (int)r;
         if (r == 0 && ix->ibuf_len == GZ_IBUF)
             return err_set(-EOVERFLOW, "gzip: internal slice bound");
-        memmove(ix->ibuf, ix->ibuf + r, ix->ibuf_len - (size_t)r);
-        ix->ibuf_len -= (size_t)r;
+        if (r > 0) {
+            memmove(ix->ibuf, ix->ibuf + r, ix->ibuf_len - (size_t)r);
+            ix->ibuf_len -= (size_t)r;
+        }
     }
     return 0;
 }
@@ -838,8 +840,9 @@ static int rd_start(struct codec_reader *r, size_t k)
     struct inflate_state *st = r->st;
     isal_inflate_init(st);
     st->crc_flag = ISAL_DEFLATE;
-    if (cp->win_len && isal_inflate_set_dict(st, cp->window, MIN(cp->win_len, CODEC_WINDOW)))
-        return err_set(AFSP_E_FORMAT, "gzip: cannot set window");
+    if (cp->win_len && (!cp->window || cp->win_len > CODEC_WINDOW ||
+                        isal_inflate_set_dict(st, cp->window, cp->win_len)))
+        return err_set(AFSP_E_FORMAT, "gzip: bad checkpoint window");
     unsigned b = (unsigned)(cp->in_bit % 8);
     if (b) {
         ssize_t n = rd_fill(r);

@@ -11,10 +11,12 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define WRITE_BUF (1u << 20)
@@ -102,9 +104,47 @@ static int layer_format(const char *mt, enum layer_format *f)
     return 0;
 }
 
+/* Where a layer's bytes come from: a registry, or a local file. Calls on_data(in, ...) with
+ * every byte in order; returns 0 or a negative code. */
+typedef int (*ingest_feed_fn)(void *src, struct ingest *in);
+
+struct registry_src {
+    struct registry *reg;
+    const struct descriptor *d;
+};
+
+static int feed_registry(void *src, struct ingest *in)
+{
+    struct registry_src *r = src;
+    return registry_get_blob(r->reg, r->d->digest, r->d->size, on_data, in);
+}
+
+static int feed_fd(void *src, struct ingest *in)
+{
+    int fd = *(int *)src;
+    uint8_t *buf = malloc(WRITE_BUF);
+    int rc = 0;
+    if (!buf)
+        return -ENOMEM;
+    for (;;) {
+        ssize_t n = read(fd, buf, WRITE_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? err_set(-errno, "read") : 0;
+            break;
+        }
+        if ((rc = on_data(in, buf, (size_t)n)) < 0)
+            break;
+    }
+    free(buf);
+    return rc;
+}
+
 /* Fetches, verifies, indexes and commits one layer. */
-static int ingest_layer(struct store *s, struct registry *reg, const struct descriptor *d,
-                        uint64_t resv_id, uint64_t resv_bytes, struct ingest *in)
+static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src,
+                        const struct descriptor *d, uint64_t resv_id, uint64_t resv_bytes,
+                        struct ingest *in)
 {
     char tmp[PATH_MAX];
     enum layer_format fmt = LAYER_TAR;
@@ -129,7 +169,7 @@ static int ingest_layer(struct store *s, struct registry *reg, const struct desc
     if ((rc = in->fd = store_tmp_create(s, d->digest, tmp)) < 0)
         goto out;
 
-    rc = registry_get_blob(reg, d->digest, d->size, on_data, in);
+    rc = feed(src, in);
     if (rc == 0)
         rc = flush_writes(in);
     if (rc < 0)
@@ -313,8 +353,9 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         if (store_layer_get(s, d->digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
             continue;
         struct ingest in = {.opts = opts, .prog = prog, .base_done = done};
+        struct registry_src src = {reg, d};
         in.prog.layer = i;
-        rc = ingest_layer(s, reg, d, resv_id, layer_allowance(d->size), &in);
+        rc = ingest_layer(s, feed_registry, &src, d, resv_id, layer_allowance(d->size), &in);
         if (rc < 0) {
             err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
             goto out;
@@ -326,7 +367,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         prog.done = total;
         opts->progress(opts->progress_arg, &prog);
     }
-    store_touch(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers);
+    store_touch(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, true);
     canon = ref_str(&ref);
     json = canon ? image_json(canon, mdigest, pf, &m) : NULL;
     if (!json) {
@@ -351,5 +392,33 @@ out:
     manifest_release(&idx);
     registry_free(reg);
     ref_release(&ref);
+    return rc;
+}
+
+int store_ingest_file(struct store *s, const char *path, const char *media_type,
+                      const uint8_t digest[static DIGEST_LEN])
+{
+    struct descriptor d = {0};
+    struct ingest in = {0};
+    struct stat st;
+    uint64_t id = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+    if (fd < 0)
+        return err_set(-errno, "cannot open %s", path);
+    if (fstat(fd, &st) < 0) {
+        rc = err_set(-errno, "cannot stat %s", path);
+        close(fd);
+        return rc;
+    }
+    snprintf(d.media_type, sizeof d.media_type, "%s", media_type);
+    memcpy(d.digest, digest, DIGEST_LEN);
+    d.size = (uint64_t)st.st_size;
+    const uint8_t(*pin)[DIGEST_LEN] = (const uint8_t(*)[DIGEST_LEN])d.digest;
+    rc = store_reserve(s, pin, 1, layer_allowance(d.size), &id);
+    if (rc == 0) {
+        rc = ingest_layer(s, feed_fd, &fd, &d, id, layer_allowance(d.size), &in);
+        store_unreserve(s, id);
+    }
+    close(fd);
     return rc;
 }

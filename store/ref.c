@@ -150,10 +150,13 @@ static bool is_hex64(const char *s, size_t n)
     return true;
 }
 
+/* The caller names the reference it was given ("cannot pull REF: ..."), so the message
+ * names only what is wrong with it. */
 static int ref_fail(struct image_ref *out, const char *s, const char *what)
 {
+    (void)s;
     ref_release(out);
-    return err_set(AFSP_E_REF, "\"%.200s\": %s", s, what);
+    return err_set(AFSP_E_REF, "%s", what);
 }
 
 static int ref_oom(struct image_ref *out)

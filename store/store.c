@@ -597,6 +597,7 @@ struct touch_args {
     struct store *s;
     const uint8_t (*d)[DIGEST_LEN];
     size_t n;
+    bool force;
 };
 
 static int touch_fn(MDB_txn *txn, void *arg)
@@ -612,7 +613,7 @@ static int touch_fn(MDB_txn *txn, void *arg)
             continue;
         if ((rc = layer_rec_decode(&v, &r)) < 0)
             return rc;
-        if (now < r.last_access + TOUCH_EVERY_NS && now >= r.last_access)
+        if (!a->force && now < r.last_access + TOUCH_EVERY_NS && now >= r.last_access)
             continue;
         lru_key(r.last_access, a->d[i], key);
         if ((rc = db_del(txn, a->s->db.dbi[DB_LRU], key, sizeof key)) < 0)
@@ -628,9 +629,9 @@ static int touch_fn(MDB_txn *txn, void *arg)
     return 0;
 }
 
-int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n)
+int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n, bool force)
 {
-    struct touch_args a = {s, digests, n};
+    struct touch_args a = {s, digests, n, force};
     return db_write(&s->db, touch_fn, &a);
 }
 
@@ -989,7 +990,7 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     if (rc < 0)
         goto fail;
     const uint8_t(*d)[DIGEST_LEN] = (const uint8_t(*)[DIGEST_LEN])l->digest;
-    store_touch(s, d, 1);
+    store_touch(s, d, 1, false);
     *out = l;
     return 0;
 fail:

@@ -366,12 +366,17 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
                        const uint8_t digest[static DIGEST_LEN], const char *media_type,
                        const struct layer_index *ix, const struct buf *index_bytes,
                        const char *tmp_path);
-/* Marks layers as accessed now (LRU order). */
-int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n);
+/* Marks layers as accessed now (LRU order). Unless force, a layer accessed less than a minute
+ * ago is left alone, so that reads do not turn into a write transaction each. */
+int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n, bool force);
 
 /* Small content-addressed blobs (manifests, configs). */
 int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], const void *p,
                     size_t n);
+/* Ingests a local blob file as a layer (the same pass as a pull: verify, store, index).
+ * Returns 0, AFSP_E_DIGEST, ... (ingest.c; used by benchmarks and, later, by peers). */
+int store_ingest_file(struct store *s, const char *path, const char *media_type,
+                      const uint8_t digest[static DIGEST_LEN]);
 /* Records an image (JSON text, see store.c). */
 int store_image_put(struct store *s, const char *ref, const char *json);
 

@@ -4,6 +4,7 @@ that passes every request through, except blob GETs, which it spoils according t
 
     badregistry.py --port P --mode MODE --upstream http://127.0.0.1:REALPORT
                    [--redirect-port P2] [--scope blobs|all] [--reject-auth]
+                   [--only DIGEST]... [--rate BYTES_PER_SEC]
 
 MODE (applies to GET /v2/NAME/blobs/DIGEST; with --scope all, to manifest GETs as well):
   pass         nothing spoiled
@@ -19,10 +20,14 @@ MODE (applies to GET /v2/NAME/blobs/DIGEST; with --scope all, to manifest GETs a
                Authorization header to it; with --reject-auth a request that carries one is
                answered 400, as S3 does for a presigned URL
 
+--only DIGEST (repeatable): spoil only these blobs (say, a layer but not the image config,
+which is a blob too); other blobs pass through. --rate N: send blob GET bodies (any mode, also
+pass) at about N bytes/s, in small writes, so that a client's pull takes a while.
+
 Stub endpoints on the main port:
   GET /_stub/log        JSON list of the spoilable requests seen: method, path, range,
                         authorization (true/false), action (pass, dropped, flipped, 429,
-                        redirected), bytes sent
+                        redirected), status, bytes sent, t (time.time() when answered)
   GET /_stub/auth-seen  JSON {"requests": N, "with_auth": N, "auth_seen": bool, "entries": [...]}
                         about the requests that reached the redirect listener
   POST /_stub/reset     forget the log and the once-per-blob state
@@ -37,6 +42,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +61,8 @@ class State:
         self.up_host, self.up_port = up.hostname, up.port or 80
         self.redirect_port = args.redirect_port
         self.reject_auth = args.reject_auth
+        self.only = set(args.only or ())
+        self.rate = args.rate
         self.lock = threading.Lock()
         self.seen_once = set()
         self.log = []
@@ -130,7 +138,22 @@ class Proxy(BaseHTTPRequestHandler):
         self.send_simple(200, json.dumps(obj, indent=1).encode(),
                          [("Content-Type", "application/json")])
 
-    def relay(self, status, reason, headers, data, spoil=None):
+    def write_body(self, data, paced):
+        """Writes data, at about state.rate bytes/s when paced."""
+        rate = self.server.state.rate if paced else 0
+        if not rate:
+            self.wfile.write(data)
+            return
+        step = max(1, min(64 << 10, rate // 50))
+        start = time.monotonic()
+        for off in range(0, len(data), step):
+            self.wfile.write(data[off:off + step])
+            self.wfile.flush()
+            ahead = start + (off + step) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def relay(self, status, reason, headers, data, spoil=None, paced=False):
         """Send an upstream response; spoil in (None, 'half', 'flip')."""
         self.send_response(status, reason)
         length = None
@@ -150,7 +173,7 @@ class Proxy(BaseHTTPRequestHandler):
         self.end_headers()
         if spoil == "half":
             part = data[:len(data) // 2]
-            self.wfile.write(part)
+            self.write_body(part, paced)
             self.wfile.flush()
             self.close_connection = True
             try:
@@ -158,7 +181,7 @@ class Proxy(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return len(part)
-        self.wfile.write(data)
+        self.write_body(data, paced)
         return len(data)
 
     def handle_any(self):
@@ -167,11 +190,13 @@ class Proxy(BaseHTTPRequestHandler):
         if path.startswith("/_stub/"):
             return self.stub(path)
         body = read_request_body(self)
+        blob = BLOB_RE.match(path)
         spoilable = self.command in ("GET", "HEAD") and (
-            BLOB_RE.match(path) or (st.scope == "all" and MANIFEST_RE.match(path)))
-        if not spoilable or self.command == "HEAD" or st.mode == "pass":
+            blob or (st.scope == "all" and MANIFEST_RE.match(path)))
+        exempt = bool(st.only) and blob is not None and blob.group(2) not in st.only
+        if not spoilable or self.command == "HEAD" or st.mode == "pass" or exempt:
             s, r, h, d = upstream(st, self.command, self.path, self.headers.items(), body)
-            n = self.relay(s, r, h, d)
+            n = self.relay(s, r, h, d, paced=bool(blob) and self.command == "GET")
             if spoilable:
                 self.note(path, "pass", n, s)
             return
@@ -197,14 +222,14 @@ class Proxy(BaseHTTPRequestHandler):
                 spoil = "half"
             elif mode == "wrong-bytes":
                 spoil = "flip"
-        n = self.relay(s, r, h, d, spoil)
+        n = self.relay(s, r, h, d, spoil, paced=bool(blob))
         self.note(path, {"half": "dropped", "flip": "flipped", None: "pass"}[spoil], n, s)
 
     def note(self, path, action, sent, status):
         self.server.state.record({
             "method": self.command, "path": path, "range": self.headers.get("Range"),
             "authorization": self.headers.get("Authorization") is not None,
-            "action": action, "status": status, "bytes": sent})
+            "action": action, "status": status, "bytes": sent, "t": time.time()})
 
     def stub(self, path):
         st = self.server.state
@@ -288,6 +313,10 @@ def main():
     ap.add_argument("--redirect-port", type=int, default=0)
     ap.add_argument("--scope", choices=["blobs", "all"], default="blobs")
     ap.add_argument("--reject-auth", action="store_true")
+    ap.add_argument("--only", action="append", metavar="DIGEST",
+                    help="spoil only this blob (repeatable)")
+    ap.add_argument("--rate", type=int, default=0, metavar="BYTES_PER_SEC",
+                    help="pace blob GET bodies")
     args = ap.parse_args()
     if args.mode == "redirect" and not args.redirect_port:
         ap.error("--mode redirect needs --redirect-port")

@@ -17,6 +17,7 @@
 #   require CMD...
 #   registry_token REPO [ACTIONS]   (a Bearer token from the token server, with REGISTRY_CREDS)
 #   start_badregistry MODE [--upstream HOST:PORT] [--scope blobs|all] [--reject-auth]
+#                     [--only DIGEST]... [--rate BYTES_PER_SEC]
 #   build_busybox_image OCI_DIR TAG [--applets "sh ls ..."] [--arch A] [--file PATH=TEXT]...
 #                       [--cmd CMD]
 #   build_fixture_image OCI_DIR TAG [--files N] [--seed S]
@@ -376,12 +377,15 @@ registry_token() {
 }
 
 # start_badregistry MODE [--upstream HOST:PORT (default $REGISTRY)] [--scope blobs|all]
-#                   [--reject-auth]
+#                   [--reject-auth] [--only DIGEST]... [--rate BYTES_PER_SEC]
 # Starts badregistry.py (see its header for the modes: pass drop-once wrong-bytes truncate
 # slow-429 redirect) in front of a running registry. --reject-auth: in redirect mode the blob
-# host answers 400 to a request carrying an Authorization header, as S3 does for presigned URLs. Exports BADREG=127.0.0.1:PORT, BADREG_PID,
-# and for redirect mode BADREG_REDIRECT=127.0.0.1:PORT2 (the blob host). Its stub endpoints:
-# http://$BADREG/_stub/log, /_stub/auth-seen, POST /_stub/reset.
+# host answers 400 to a request carrying an Authorization header, as S3 does for presigned URLs.
+# --only DIGEST: spoil only that blob (repeatable; e.g. a layer, not the config, which is a blob
+# too). --rate N: blob bodies are sent at about N bytes/s (any mode).
+# Exports BADREG=127.0.0.1:PORT, BADREG_PID, and for redirect mode BADREG_REDIRECT=127.0.0.1:PORT2
+# (the blob host). Its stub endpoints: http://$BADREG/_stub/log, /_stub/auth-seen,
+# POST /_stub/reset.
 start_badregistry() {
     local mode=$1 upstream=${REGISTRY:-} scope=blobs port rport=0 args=()
     shift
@@ -390,6 +394,8 @@ start_badregistry() {
         --upstream) upstream=$2; shift 2 ;;
         --scope) scope=$2; shift 2 ;;
         --reject-auth) args+=(--reject-auth); shift ;;
+        --only) args+=(--only "$2"); shift 2 ;;
+        --rate) args+=(--rate "$2"); shift 2 ;;
         *) fail "start_badregistry: unknown option $1" ;;
         esac
     done

@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# bench/run.sh - the benchmarks behind docs/benchmarks.md; `make bench` runs it with AFSP_BIN and
+# AFSP_BENCH_BIN (build/bench, every bench/*.c built against build/libafsp.a) set.
+#
+#   image   a Debian 12 root filesystem with python3 (debootstrap --variant=minbase
+#           --include=python3 bookworm, from the mirror apt is configured with) and a one-layer
+#           OCI image of it (umoci, gzip). Both are made once and kept in bench/cache/
+#           (git-ignored): debootstrap takes minutes.
+#   pull    one local registry (tests/integration/lib.sh: start_registry, push_image), then
+#           `afsp pull` into a fresh data directory vs `skopeo copy` + `umoci unpack` into fresh
+#           directories: one warm-up of each, then BENCH_ROUNDS rounds in alternating order.
+#           `afsp inspect extract` of the pulled image is timed too, for reference.
+#   ingest  the same layer blob: `gzip -dc` (and `igzip -dc` when installed), bench/inflate_speed
+#           (zlib, ISA-L, the codec indexer) and bench/ingest_speed (zlib, ISA-L,
+#           store_ingest_file: the real ingest pass into a fresh store).
+#   store   bench/store_2000: 2,000 small layers through the real store under a cache limit of
+#           60% of their bytes, then churn with lookups; ops/s, latencies, file growth.
+#
+# Page caches are not dropped (not reliably possible here, and not what a node sees): every
+# input is read once before it is timed, and `sync` runs before each timed command so no run
+# pays for the previous one's writeback.
+#
+# Environment:
+#   BENCH_ROUNDS=5       pull rounds (after the warm-up)
+#   BENCH_ONLY="pull ingest store"   which parts to run (the image is made whenever needed)
+#   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
+#   BENCH_MIRROR         the Debian mirror (default: the first one in apt's sources)
+#   BENCH_TMP=/var/tmp   parent of the scratch directory (must be a disk, not tmpfs)
+#   BENCH_STORE_ARGS     extra arguments for store_2000 (see its header)
+#   BENCH_OUT            also write the summary here (markdown)
+
+set -Eeuo pipefail
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+: "${AFSP_BIN:=$SRC/build/afsp}"
+: "${AFSP_BENCH_BIN:=$SRC/build/bench}"
+: "${BENCH_ROUNDS:=5}"
+: "${BENCH_ONLY:=pull ingest store}"
+: "${BENCH_CACHE:=$SRC/bench/cache}"
+: "${BENCH_TMP:=/var/tmp}"
+: "${BENCH_STORE_ARGS:=}"
+: "${BENCH_OUT:=}"
+
+mkdir -p "$BENCH_TMP" "$BENCH_CACHE"
+TEST_TMPDIR=$(mktemp -d "$BENCH_TMP/afsp-bench.XXXXXX")
+export TEST_TMPDIR AFSP_BIN
+# shellcheck source=../tests/integration/lib.sh
+. "$SRC/tests/integration/lib.sh"
+on_exit "rm -rf '$TEST_TMPDIR'"
+
+IMG_NAME=debian12-python3
+ROOTFS=$BENCH_CACHE/$IMG_NAME.rootfs
+OCI=$BENCH_CACHE/$IMG_NAME.oci
+TAG=bench
+SUMMARY=$TEST_TMPDIR/summary.md
+: >"$SUMMARY"
+
+wants() { [[ " $BENCH_ONLY " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+# timed VAR CMD...: runs CMD; VAR = its wall-clock time in seconds (ms resolution).
+timed() {
+    local _v=$1 t0 t1
+    shift
+    t0=$(date +%s%N)
+    "$@"
+    t1=$(date +%s%N)
+    printf -v "$_v" '%d.%03d' $(((t1 - t0) / 1000000000)) $(((t1 - t0) / 1000000 % 1000))
+}
+
+# median X...: the median (the mean of the middle two for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
+        if (NR % 2) printf "%.3f", a[(NR + 1) / 2]; else printf "%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# minmax X...: "min-max"
+minmax() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# The Debian mirror apt uses: one-line sources.list, else the first deb822 URIs (not security).
+debian_mirror() {
+    local u=""
+    if [ -n "${BENCH_MIRROR:-}" ]; then
+        echo "$BENCH_MIRROR"
+        return
+    fi
+    [ -r /etc/apt/sources.list ] &&
+        u=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+            /etc/apt/sources.list)
+    if [ -z "$u" ]; then
+        u=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+            awk '$1 == "URIs:" && $2 !~ /security/ { print $2; exit }')
+    fi
+    echo "${u:-http://deb.debian.org/debian}"
+}
+
+# oci_layer LAYOUT TAG: "DIGEST SIZE MEDIATYPE NLAYERS" of the first layer of LAYOUT:TAG.
+oci_layer() {
+    "$PY" - "$1" "$2" <<'EOF'
+import json, os, sys
+lo, tag = sys.argv[1], sys.argv[2]
+def blob(d):
+    return os.path.join(lo, "blobs", *d.split(":", 1))
+idx = json.load(open(os.path.join(lo, "index.json")))
+m = [m for m in idx["manifests"]
+     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+if not m:
+    sys.exit("no tag %s in %s" % (tag, lo))
+man = json.load(open(blob(m[0]["digest"])))
+l = man["layers"][0]
+print(l["digest"], l["size"], l["mediaType"], len(man["layers"]))
+EOF
+}
+
+machine() {
+    local mem disk dev fs
+    mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    dev=$(df --output=source "$BENCH_TMP" | tail -1)
+    fs=$(stat -f -c %T "$BENCH_TMP")
+    disk="$dev ($fs"
+    local b=${dev##*/}
+    b=${b%%[0-9]*}
+    if [ -r "/sys/block/$b/queue/rotational" ]; then
+        if [ "$(cat "/sys/block/$b/queue/rotational")" = 1 ]; then
+            disk+=", reports rotational: a virtual disk"
+        else
+            disk+=", non-rotational"
+        fi
+    fi
+    disk+=")"
+    printf '%s UTC; %s cores (%s), %s RAM, Linux %s; scratch and store on %s\n' \
+        "$(date -u '+%Y-%m-%d %H:%M')" "$(nproc)" \
+        "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$mem" "$(uname -r)" "$disk"
+}
+
+# ---------------------------------------------------------------------------------------------
+# the image, made once
+
+build_rootfs() {
+    [ -d "$ROOTFS" ] && return 0
+    require debootstrap curl
+    local mirror tmp=$ROOTFS.tmp
+    mirror=$(debian_mirror)
+    curl -fsS -m 30 -o /dev/null "$mirror/dists/bookworm/Release" ||
+        fail "the Debian mirror $mirror does not answer (set BENCH_MIRROR)"
+    rm -rf "$tmp"
+    log "debootstrap --variant=minbase --include=python3 bookworm from $mirror (once; minutes)"
+    if ! debootstrap --variant=minbase --include=python3 bookworm "$tmp" "$mirror" \
+        >"$BENCH_CACHE/debootstrap.log" 2>&1; then
+        tail -n 30 "$BENCH_CACHE/debootstrap.log" >&2
+        fail "debootstrap failed (log: $BENCH_CACHE/debootstrap.log)"
+    fi
+    [ -x "$tmp/usr/bin/python3" ] || fail "debootstrap made no /usr/bin/python3"
+    mv "$tmp" "$ROOTFS"
+    log "rootfs: $(du -sh "$ROOTFS" | cut -f1)"
+}
+
+build_oci() {
+    [ -e "$OCI/index.json" ] && return 0
+    require umoci
+    local tmp=$OCI.tmp b=$BENCH_CACHE/$IMG_NAME.bundle.tmp
+    rm -rf "$tmp" "$b"
+    log "umoci: one-layer image of the rootfs (once)"
+    _umoci init --layout "$tmp"
+    _umoci new --image "$tmp:$TAG"
+    _umoci unpack --image "$tmp:$TAG" "$b"
+    # tar keeps owners, modes, devices, hardlinks and xattrs
+    (cd "$ROOTFS" && tar --numeric-owner --xattrs --xattrs-include='*' -cf - .) |
+        (cd "$b/rootfs" && tar --numeric-owner --xattrs --xattrs-include='*' -xpf -)
+    _umoci repack --image "$tmp:$TAG" "$b"
+    _umoci config --image "$tmp:$TAG" --config.cmd /usr/bin/python3 \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    _umoci gc --layout "$tmp"
+    rm -rf "$b"
+    local l
+    l=$(oci_layer "$tmp" "$TAG")
+    [ "$(cut -d' ' -f4 <<<"$l")" = 1 ] || fail "expected one layer, got: $l"
+    mv "$tmp" "$OCI"
+}
+
+build_rootfs
+build_oci
+read -r LAYER_DIGEST LAYER_SIZE LAYER_MT _ < <(oci_layer "$OCI" "$TAG")
+BLOB=$OCI/blobs/sha256/${LAYER_DIGEST#sha256:}
+ROOTFS_BYTES=$(du -sb "$ROOTFS" | cut -f1)
+ROOTFS_FILES=$(find "$ROOTFS" | wc -l)
+
+MACHINE=$(machine)
+log "machine: $MACHINE"
+log "image: $IMG_NAME, rootfs $((ROOTFS_BYTES / 1000000)) MB in $ROOTFS_FILES entries," \
+    "layer $LAYER_DIGEST ($LAYER_MT) $((LAYER_SIZE / 1000000)) MB"
+{
+    echo "Measured $MACHINE."
+    echo
+    echo "Image: Debian 12 minbase + python3 (debootstrap), $((ROOTFS_BYTES / 1000000)) MB" \
+        "in $ROOTFS_FILES entries, one gzip layer of $((LAYER_SIZE / 1000000)) MB (umoci)."
+    echo
+} >>"$SUMMARY"
+
+# ---------------------------------------------------------------------------------------------
+# pull: afsp vs skopeo + umoci
+
+A_PULL=() A_EXTRACT=() S_COPY=() S_UNPACK=() S_TOTAL=()
+
+run_afsp() { # LABEL: afsp pull into a fresh data dir (and extract, for reference)
+    local d t te
+    d=$(mktemp -d "$TEST_TMPDIR/afsp.XXXX")
+    sync
+    timed t "$AFSP_BIN" --data "$d/data" pull "$REF" >"$d/pull.log" 2>&1 ||
+        fail "afsp pull failed: $(cat "$d/pull.log")"
+    sync
+    timed te "$AFSP_BIN" --data "$d/data" inspect extract "$REF" "$d/rootfs" >"$d/x.log" 2>&1 ||
+        fail "afsp inspect extract failed: $(cat "$d/x.log")"
+    if [ "$1" = warm-up ]; then
+        "$AFSP_BIN" --data "$d/data" layers >"$d/layers.txt"
+        grep -q "${LAYER_DIGEST:7:12}" "$d/layers.txt" || fail "afsp layers: $(cat "$d/layers.txt")"
+        [ -x "$d/rootfs/usr/bin/python3" ] || fail "afsp extract: no /usr/bin/python3"
+    else
+        A_PULL+=("$t")
+        A_EXTRACT+=("$te")
+    fi
+    log "$1: afsp pull ${t}s (inspect extract ${te}s)"
+    rm -rf "$d"
+}
+
+run_skopeo() { # LABEL: skopeo copy + umoci unpack into fresh dirs
+    local d t1 t2
+    d=$(mktemp -d "$TEST_TMPDIR/skopeo.XXXX")
+    sync
+    timed t1 skopeo copy --insecure-policy --src-tls-verify=false "docker://$REF" "oci:$d/oci:t" \
+        >"$d/copy.log" 2>&1 || fail "skopeo copy failed: $(cat "$d/copy.log")"
+    timed t2 umoci unpack --image "$d/oci:t" "$d/bundle" >"$d/unpack.log" 2>&1 ||
+        fail "umoci unpack failed: $(cat "$d/unpack.log")"
+    if [ "$1" = warm-up ]; then
+        [ -x "$d/bundle/rootfs/usr/bin/python3" ] || fail "umoci unpack: no /usr/bin/python3"
+    else
+        S_COPY+=("$t1")
+        S_UNPACK+=("$t2")
+        S_TOTAL+=("$(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.3f", a + b }')")
+    fi
+    log "$1: skopeo copy ${t1}s + umoci unpack ${t2}s"
+    rm -rf "$d"
+}
+
+bench_pull() {
+    require skopeo umoci docker-registry
+    start_registry
+    REF=$REGISTRY/bench/debian12:python3
+    local oci=$TEST_TMPDIR/push.oci
+    cp -a "$OCI" "$oci" # push_image writes a tag into the layout: keep the cache as it is
+    push_image "$oci" "$TAG" "$REF" --compress gzip >/dev/null
+    rm -rf "$oci"
+    [ "$(layer_digests "$REF")" = "$LAYER_DIGEST" ] || fail "the registry serves another layer"
+    run_afsp warm-up
+    run_skopeo warm-up
+    local r
+    for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        if ((r % 2)); then
+            run_afsp "round $r"
+            run_skopeo "round $r"
+        else
+            run_skopeo "round $r"
+            run_afsp "round $r"
+        fi
+    done
+    local ma ms mc mu me
+    ma=$(median "${A_PULL[@]}")
+    mc=$(median "${S_COPY[@]}")
+    mu=$(median "${S_UNPACK[@]}")
+    ms=$(median "${S_TOTAL[@]}")
+    me=$(median "${A_EXTRACT[@]}")
+    {
+        echo "### Pull: afsp vs skopeo + umoci (one local registry, median of $BENCH_ROUNDS, range in brackets)"
+        echo
+        echo "| | seconds | |"
+        echo "|---|---|---|"
+        echo "| \`afsp pull\` (download, verify, store, index; fresh data dir) | **$ma** ($(minmax "${A_PULL[@]}")) | |"
+        echo "| \`skopeo copy\` | $mc ($(minmax "${S_COPY[@]}")) | |"
+        echo "| \`umoci unpack\` | $mu ($(minmax "${S_UNPACK[@]}")) | |"
+        echo "| skopeo + umoci, together | **$ms** ($(minmax "${S_TOTAL[@]}")) | afsp is $(ratio "$ms" "$ma")x faster |"
+        echo "| for reference: \`afsp inspect extract\` (whole rootfs through the index, after the pull) | $me ($(minmax "${A_EXTRACT[@]}")) | |"
+        echo
+    } >>"$SUMMARY"
+}
+
+# ---------------------------------------------------------------------------------------------
+# ingest speed vs inflate
+
+bench_ingest() {
+    local r t gz=() ig=() out
+    cat "$BLOB" >/dev/null # into the page cache
+    gzip -dc "$BLOB" >/dev/null
+    for ((r = 0; r < 5; r++)); do
+        timed t gzip -dc "$BLOB" >/dev/null
+        gz+=("$t")
+    done
+    local usize
+    usize=$(gzip -dc "$BLOB" | wc -c)
+    if type -P igzip >/dev/null; then
+        igzip -dc "$BLOB" >/dev/null
+        for ((r = 0; r < 5; r++)); do
+            timed t igzip -dc "$BLOB" >/dev/null
+            ig+=("$t")
+        done
+    fi
+    log "gzip -dc: ${gz[*]} s; igzip -dc: ${ig[*]:-not installed} s ($usize bytes out)"
+
+    log "inflate_speed (bench/inflate_speed.c)"
+    "$AFSP_BENCH_BIN/inflate_speed" "$BLOB" | tee "$TEST_TMPDIR/inflate_speed.txt"
+    log "ingest_speed (bench/ingest_speed.c)"
+    mkdir -p "$TEST_TMPDIR/ingest"
+    "$AFSP_BENCH_BIN/ingest_speed" --dir "$TEST_TMPDIR/ingest" --media-type "$LAYER_MT" "$BLOB" |
+        tee "$TEST_TMPDIR/ingest_speed.txt"
+
+    local gzs igs="" iz ii ix xz xi ing fastest fname
+    gzs=$(awk -v u="$usize" -v t="$(median "${gz[@]}")" 'BEGIN { printf "%.1f", u / t / 1e6 }')
+    ((${#ig[@]})) && igs=$(awk -v u="$usize" -v t="$(median "${ig[@]}")" 'BEGIN { printf "%.1f", u / t / 1e6 }')
+    iz=$(awk '$1 == "zlib" { print $2 }' "$TEST_TMPDIR/inflate_speed.txt")
+    ii=$(awk '$1 == "isa-l" { print $2 }' "$TEST_TMPDIR/inflate_speed.txt")
+    ix=$(awk '$1 == "indexer" { print $2 }' "$TEST_TMPDIR/inflate_speed.txt")
+    xz=$(awk '$1 == "RESULT" && $2 == "zlib" { print $3 }' "$TEST_TMPDIR/ingest_speed.txt")
+    xi=$(awk '$1 == "RESULT" && $2 == "isal" { print $3 }' "$TEST_TMPDIR/ingest_speed.txt")
+    ing=$(awk '$1 == "RESULT" && $2 == "ingest" { print $3 }' "$TEST_TMPDIR/ingest_speed.txt")
+    local sha wr
+    sha=$(awk '$1 == "RESULT" && $2 == "sha256" { print $3 }' "$TEST_TMPDIR/ingest_speed.txt")
+    wr=$(awk '$1 == "RESULT" && $2 == "write" { print $3 }' "$TEST_TMPDIR/ingest_speed.txt")
+    # the fastest inflate measured in this run
+    fastest=0 fname=""
+    for p in "gzip -dc:$gzs" "igzip -dc:$igs" "zlib (inflate_speed):$iz" "ISA-L (inflate_speed):$ii" \
+        "zlib (ingest_speed):$xz" "ISA-L (ingest_speed):$xi"; do
+        local v=${p##*:}
+        [ -n "$v" ] || continue
+        if awk -v a="$v" -v b="$fastest" 'BEGIN { exit !(a > b) }'; then
+            fastest=$v fname=${p%:*}
+        fi
+    done
+    local pct verdict
+    pct=$(awk -v a="$ing" -v b="$fastest" 'BEGIN { printf "%.0f", 100 * a / b }')
+    verdict=$( ((pct >= 75)) && echo "meets the >= 75% target" || echo "misses the >= 75% target")
+    {
+        echo "### Ingest vs inflate, the same $((LAYER_SIZE / 1000000)) MB gzip layer ($((usize / 1000000)) MB of tar), from page cache"
+        echo
+        echo "MB/s of uncompressed output (10^6 bytes/s), median of 5."
+        echo
+        echo "| | MB/s |"
+        echo "|---|---|"
+        echo "| \`gzip -dc FILE >/dev/null\` | $gzs |"
+        [ -n "$igs" ] && echo "| \`igzip -dc FILE >/dev/null\` (ISA-L's tool) | $igs |"
+        echo "| zlib \`inflate\`, in memory (inflate_speed / ingest_speed) | $iz / $xz |"
+        echo "| ISA-L \`isal_inflate\`, in memory, 1 MiB output buffer (inflate_speed / ingest_speed) | $ii / $xi |"
+        echo "| codec indexer alone: ISA-L + checkpoints, 16 KiB pushes (inflate_speed) | $ix |"
+        echo "| **\`store_ingest_file\`**: SHA-256 + blob file + fdatasync + decode with checkpoints + tar index + chunk hashes + commit | **$ing** |"
+        echo "| for scale: SHA-256 of the compressed blob / write + fdatasync of it (MB/s of *compressed* bytes) | $sha / $wr |"
+        echo
+        echo "Ingest runs at **${pct}%** of the fastest inflate in this run ($fname, $fastest MB/s): $verdict."
+        echo
+    } >>"$SUMMARY"
+}
+
+# ---------------------------------------------------------------------------------------------
+# the store under churn
+
+bench_store() {
+    log "store_2000 (bench/store_2000.c)"
+    mkdir -p "$TEST_TMPDIR/store2000"
+    # shellcheck disable=SC2086
+    "$AFSP_BENCH_BIN/store_2000" --dir "$TEST_TMPDIR/store2000/data" $BENCH_STORE_ARGS |
+        tee "$TEST_TMPDIR/store_2000.txt"
+    {
+        echo "### Store: 2,000 layers under a cache limit, churn, lookups (bench/store_2000)"
+        echo
+        sed -n '/^## summary/,$p' "$TEST_TMPDIR/store_2000.txt" | sed 1d
+        echo
+    } >>"$SUMMARY"
+    rm -rf "$TEST_TMPDIR/store2000"
+}
+
+T0=$(date +%s)
+wants pull && bench_pull
+wants ingest && bench_ingest
+wants store && bench_store
+
+echo
+echo "==================================================================================="
+cat "$SUMMARY"
+echo "(bench/run.sh: $(($(date +%s) - T0)) s)"
+[ -n "$BENCH_OUT" ] && cp "$SUMMARY" "$BENCH_OUT"
+exit 0
