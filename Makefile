@@ -28,7 +28,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan fuzz bench format format-check deps clean
+.PHONY: all demo test asan fuzz bench format format-check deps clean
 all: $(BUILD)/afsp $(BUILD)/test-runner
 
 $(BUILD)/obj/%.o: %.c
@@ -52,17 +52,30 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp.a
 deps:
 	@sh scripts/deps.sh
 
+# The main job on an embedded default: a registry on loopback, an image, afsp pull, listings.
+demo: deps
+	$(MAKE) all
+	AFSP_BIN=$(abspath $(BUILD)/afsp) bash scripts/demo.sh
+
 # The whole suite: unit tests, then the integration scripts against the real binary.
 test: deps
 	$(MAKE) all
 	AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_SRC=$(CURDIR) \
 	    $(BUILD)/test-runner --scripts tests/integration $(T)
 
+# Sanitizer reports go to files, so that one from a command a test expects to fail (exit status
+# ignored) still fails the run.
+ASAN_LOGS := /tmp/afsp-asan-logs
 asan: deps
 	$(MAKE) SANITIZER=address,undefined all
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	ASAN_OPTIONS=detect_leaks=1:log_path=$(ASAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(ASAN_LOGS)/ubsan \
 	AFSP_BIN=$(abspath build/asan/afsp) AFSP_SRC=$(CURDIR) \
 	    build/asan/test-runner --scripts tests/integration --script-timeout 1800 $(T)
+	@if [ -n "$$(ls -A $(ASAN_LOGS))" ]; then \
+	    echo "sanitizer reports:"; head -n 40 $(ASAN_LOGS)/*; exit 1; \
+	fi; echo "no sanitizer reports"
 
 # libFuzzer targets, one per parser; each runs FUZZ_SECS seconds from its seed corpus.
 FUZZ_SECS ?= 30

@@ -61,12 +61,13 @@ wants() { [[ " $BENCH_ONLY " == *" $1 "* ]]; }
 
 # timed VAR CMD...: runs CMD; VAR = its wall-clock time in seconds (ms resolution).
 timed() {
-    local _v=$1 t0 t1
+    local _timed_v=$1 _timed_a _timed_b
     shift
-    t0=$(date +%s%N)
+    _timed_a=$(date +%s%N)
     "$@"
-    t1=$(date +%s%N)
-    printf -v "$_v" '%d.%03d' $(((t1 - t0) / 1000000000)) $(((t1 - t0) / 1000000 % 1000))
+    _timed_b=$(date +%s%N)
+    _timed_b=$((_timed_b - _timed_a))
+    printf -v "$_timed_v" '%d.%03d' $((_timed_b / 1000000000)) $((_timed_b / 1000000 % 1000))
 }
 
 # median X...: the median (the mean of the middle two for an even count).
@@ -119,7 +120,7 @@ machine() {
     local mem disk dev fs
     mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
     dev=$(df --output=source "$BENCH_TMP" | tail -1)
-    fs=$(stat -f -c %T "$BENCH_TMP")
+    fs=$(findmnt -n -o FSTYPE -T "$BENCH_TMP" 2>/dev/null || stat -f -c %T "$BENCH_TMP")
     disk="$dev ($fs"
     local b=${dev##*/}
     b=${b%%[0-9]*}

@@ -13,19 +13,15 @@
 #define OUT_CAP (16u << 20) /* output kept for comparison */
 
 struct out {
-    uint8_t *p;
-    size_t len;
+    struct buf b; /* the first OUT_CAP bytes */
     uint64_t total;
 };
 
 static int keep(void *arg, const uint8_t *p, size_t n)
 {
     struct out *o = arg;
-    if (o->len < OUT_CAP) {
-        size_t k = MIN(n, OUT_CAP - o->len);
-        memcpy(o->p + o->len, p, k);
-        o->len += k;
-    }
+    if (o->b.len < OUT_CAP && buf_append(&o->b, p, MIN(n, OUT_CAP - o->b.len)))
+        abort();
     o->total += n;
     return 0;
 }
@@ -42,8 +38,7 @@ static void run_indexer(struct run *r, enum layer_format fmt, const uint8_t *b, 
 {
     struct codec_indexer *ix;
     *r = (struct run){0};
-    r->out.p = malloc(OUT_CAP);
-    if (!r->out.p || codec_indexer_new(&ix, fmt, keep, &r->out))
+    if (codec_indexer_new(&ix, fmt, keep, &r->out))
         abort();
     r->rc = 0;
     for (size_t off = 0; off < n && !r->rc; off += piece)
@@ -88,7 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * and never instead of success */
     if (a.rc != c.rc || a.ncps != c.ncps)
         abort();
-    if (!a.rc && (a.out.total != c.out.total || memcmp(a.out.p, c.out.p, a.out.len)))
+    if (!a.rc && (a.out.total != c.out.total || a.out.b.len != c.out.b.len ||
+                  (a.out.b.len && memcmp(a.out.b.p, c.out.b.p, a.out.b.len))))
         abort();
     for (size_t i = 0; i < a.ncps; i++) {
         const struct checkpoint *x = &a.cps[i], *y = &c.cps[i];
@@ -120,14 +116,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t want = off >= out_size ? 0 : (size_t)MIN((uint64_t)len, out_size - off);
         if ((size_t)got != want)
             abort();
-        if (!a.rc && off + (size_t)got <= a.out.len && memcmp(buf, a.out.p + off, (size_t)got))
+        if (!a.rc && off + (size_t)got <= a.out.b.len && memcmp(buf, a.out.b.p + off, (size_t)got))
             abort();
     }
     codec_reader_free(r);
 
     checkpoints_free(a.cps, a.ncps);
     checkpoints_free(c.cps, c.ncps);
-    free(a.out.p);
-    free(c.out.p);
+    buf_release(&a.out.b);
+    buf_release(&c.out.b);
     return 0;
 }

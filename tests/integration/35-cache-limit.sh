@@ -48,10 +48,13 @@ assert_eq "$(lim layers --json | "$PY" -c 'import json,sys; print(len(json.load(
 lim pull "$REGISTRY/b:1" >/dev/null
 assert_eq 1 "$(present b)" "b pulled again"
 
-# prune: 50% of three equal layers frees two (the oldest), then 100% empties the store
+# prune: 40% of two near-equal layers frees one, the least recently used (b: c was used after
+# it); then 100% empties the store
 lim pull "$REGISTRY/c:1" >/dev/null
-out=$(lim prune --percent 50)
-assert_contains "$out" "in 1 layer(s)" "50% of two layers is one layer"
+out=$(lim prune --percent 40)
+assert_contains "$out" "in 1 layer(s)" "40% of two layers is one layer"
+assert_eq 0 "$(present b)" "prune took the least recently used layer"
+assert_eq 1 "$(present c)" "prune kept the most recently used layer"
 out=$(lim prune --percent 100)
 assert_contains "$out" "0 B stored"
 assert_eq "[]" "$(lim layers --json | tr -d ' \n')"

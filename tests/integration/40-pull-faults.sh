@@ -76,8 +76,11 @@ REG=$REGISTRY
 build_fixture_image "$T/oci" fixture
 build_busybox_image "$T/oci" base --file /etc/motd=base
 build_busybox_image "$T/oci" victim --file /etc/motd=victim
+declare -A FX_DIGEST
 push_image "$T/oci" fixture "$REG/fx:gzip" --compress gzip
+FX_DIGEST[gzip]=$PUSHED_DIGEST
 push_image "$T/oci" fixture "$REG/fx:zstd" --compress zstd
+FX_DIGEST[zstd]=$PUSHED_DIGEST
 push_image "$T/oci" base "$REG/base:1"
 for c in gzip zstd none; do
     push_image "$T/oci" victim "$REG/victim:$c" --compress "$c"
@@ -94,6 +97,7 @@ for c in gzip zstd; do
     start_badregistry drop-once
     D=$T/data-drop-$c
     pull_ok "$D" "$BADREG/fx:$c"
+    assert_eq "${FX_DIGEST[$c]}" "$PULLED_DIGEST" "manifest digest of fx:$c"
     for l in $(layer_digests "$REG/fx:$c"); do
         gets=$(proxy_log "e['method'] == 'GET' and e['path'].endswith('/blobs/$l')")
         n=$(wc -l <<<"$gets")
@@ -147,8 +151,15 @@ gets=$(proxy_log "e['method'] == 'GET' and e['path'].endswith('/blobs/$VICTIM_GZ
 (($(wc -l <<<"$gets") >= 2)) || fail "the truncated layer was not retried: $gets"
 assert_eq "" "$(printf '%s\n' "$gets" | grep -v '"action": "dropped"' || true)" \
     "every GET of the layer was cut"
+# once a GET brings nothing new, the client backs off between attempts instead of hammering
+span=$(printf '%s\n' "$gets" | "$PY" -c '
+import json, sys
+t = [json.loads(x)["t"] for x in sys.stdin]
+print("%.2f" % (t[-1] - t[0]))')
+"$PY" -c 'import sys; sys.exit(float(sys.argv[1]) < 1.0)' "$span" ||
+    fail "the retries of the truncated layer spanned only ${span}s: no backoff"
 assert_eq "$before" "$(store_state "$D")" "the store after the truncated pull"
-log "truncate: failed after ${PULL_SECS}s and $(wc -l <<<"$gets") GETs"
+log "truncate: failed after ${PULL_SECS}s and $(wc -l <<<"$gets") GETs over ${span}s"
 kill_bg "$BADREG_PID"
 
 log "the same store still pulls the image from the real registry"
@@ -185,6 +196,7 @@ kill_bg "$BADREG_PID"
 start_registry --htpasswd u:p
 HREG=$REGISTRY
 push_image "$T/oci" victim "$HREG/private/victim:1" --creds u:p
+PRIVATE_DIGEST=$PUSHED_DIGEST
 # docker_config HOST: a docker config directory with Basic credentials u:p for HOST
 docker_config() {
     local dir
@@ -206,6 +218,7 @@ for variant in plain reject-auth; do
         "no layer after the refused pull"
     curl -sf -X POST --max-time 10 "http://$BADREG/_stub/reset" >/dev/null
     DOCKER_CONFIG=$(docker_config "$BADREG") pull_ok "$D" "$BADREG/private/victim:1"
+    assert_eq "$PRIVATE_DIGEST" "$PULLED_DIGEST" "manifest digest of private/victim:1"
     all_complete "$D" 1
     # the registry got the credentials, and sent the blobs (config and layer) elsewhere
     redirected=$(proxy_log "e['action'] == 'redirected'")
