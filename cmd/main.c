@@ -142,7 +142,7 @@ static int mkdir_p(const char *path)
 
 int open_store(struct store **s, bool readonly)
 {
-    struct store_opts o = {data_dir(), g_opts.cache_max_bytes, readonly};
+    struct store_opts o = {data_dir(), g_opts.cache_max_bytes, readonly, 0};
     int rc;
     /* Options after the command name may have raised the verbosity. */
     if (g_opts.verbose > (log_level == LOG_DEBUG ? 2 : log_level == LOG_INFO ? 1 : 0))

@@ -37,7 +37,7 @@ int db_err(int mdb_rc)
     }
 }
 
-int db_open(struct db *db, const char *dir)
+int db_open(struct db *db, const char *dir, uint64_t mapsize)
 {
     int rc, dead = 0;
     MDB_txn *txn = NULL;
@@ -49,7 +49,8 @@ int db_open(struct db *db, const char *dir)
         return db_err(rc);
     mdb_env_set_maxdbs(db->env, DB_NTABLES + 2);
     mdb_env_set_maxreaders(db->env, 1022);
-    db->mapsize = DB_MAP_INITIAL;
+    db->mapsize = mapsize ? mapsize : DB_MAP_INITIAL;
+    mdb_env_set_mapsize(db->env, db->mapsize);
     /* MDB_NOTLS: read transactions belong to the caller, not the thread (FUSE workers share). */
     rc = mdb_env_open(db->env, dir, MDB_NOTLS, 0600);
     if (rc) {

@@ -26,8 +26,10 @@ struct db {
     uint64_t mapsize;
 };
 
-/* Opens or creates the environment in dir (mode 0700) and its tables, clears stale readers. */
-int db_open(struct db *db, const char *dir);
+/* Opens or creates the environment in dir (mode 0700) and its tables, clears stale readers.
+ * mapsize: the initial map size (0: DB_MAP_INITIAL); a larger map left by an earlier open is
+ * kept. */
+int db_open(struct db *db, const char *dir, uint64_t mapsize);
 void db_close(struct db *db);
 
 /* Translates an LMDB return code: MDB_NOTFOUND -> AFSP_E_NOTFOUND, MDB_MAP_FULL -> -ENOSPC,

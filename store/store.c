@@ -232,7 +232,7 @@ int store_open(struct store **out, const struct store_opts *o)
     if (!o->readonly && (rc = mkdirs(s->dir)) < 0)
         goto fail;
     snprintf(path, sizeof path, "%s/store", s->dir);
-    if ((rc = db_open(&s->db, path)) < 0)
+    if ((rc = db_open(&s->db, path, o->map_size)) < 0)
         goto fail;
     if (!o->readonly) {
         if ((rc = db_write(&s->db, sweep_resv_fn, s)) < 0 ||

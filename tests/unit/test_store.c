@@ -19,7 +19,7 @@ static struct store *open_at(const char *sub, uint64_t limit)
     struct store *s;
     snprintf(dir, sizeof dir, "%s/%s", test_tmpdir(), sub);
     mkdir(dir, 0700);
-    struct store_opts o = {dir, limit, false};
+    struct store_opts o = {.dir = dir, .cache_max_bytes = limit};
     int rc = store_open(&s, &o);
     if (rc < 0)
         test_fail(__FILE__, __LINE__, "store_open: %s", err_msg(rc));
@@ -264,4 +264,76 @@ TEST(store_sweeps_orphans_of_a_crash_between_rename_and_commit)
     store_blob_path(s, d, path);
     CHECK(access(path, F_OK) == 0); /* the real one stays */
     store_close(s);
+}
+
+TEST(store_grows_a_full_map_and_loses_nothing)
+{
+    char dir[PATH_MAX];
+    struct store *s;
+    struct store_usage u;
+    uint8_t d[40][DIGEST_LEN];
+    snprintf(dir, sizeof dir, "%s/mapfull", test_tmpdir());
+    mkdir(dir, 0700);
+    /* A 64 KiB map is full after a few layers: every write that hits MDB_MAP_FULL must grow the
+     * map and be redone, transparently. */
+    struct store_opts o = {dir, 1ull << 40, false, 64 << 10};
+    CHECK(store_open(&s, &o) == 0);
+    for (int i = 0; i < 40; i++)
+        CHECK_INT(put_layer(s, 0, i, 20000 + i, d[i]), ==, 0);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.nlayers, ==, 40);
+    for (int i = 0; i < 40; i++)
+        CHECK(has_layer(s, d[i]));
+    store_close(s);
+    /* reopened with the small default it keeps the grown map */
+    CHECK(store_open(&s, &o) == 0);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.nlayers, ==, 40);
+    uint8_t more[DIGEST_LEN];
+    CHECK_INT(put_layer(s, 0, 99, 30000, more), ==, 0);
+    store_close(s);
+}
+
+static int count_reader(const char *msg, void *ctx)
+{
+    (void)msg;
+    ++*(int *)ctx;
+    return 0;
+}
+
+TEST(store_clears_reader_slots_of_dead_processes)
+{
+    struct store *s = open_at("readers", 1000000);
+    store_close(s);
+    /* This process keeps the environment open throughout (as a daemon would): otherwise the
+     * next opener finds the lock file unused and resets the whole reader table anyway. */
+    MDB_env *env;
+    char dir[PATH_MAX];
+    int before = 0, after = 0, st;
+    snprintf(dir, sizeof dir, "%s/readers/store", test_tmpdir());
+    CHECK(mdb_env_create(&env) == 0);
+    mdb_env_set_maxdbs(env, 16);
+    CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct store *s2 = open_at("readers", 1000000);
+        MDB_txn *txn;
+        if (db_read_begin(&s2->db, &txn) < 0)
+            _exit(1);
+        raise(SIGKILL); /* dies inside a read transaction: its slot stays taken */
+    }
+    CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st));
+    mdb_reader_list(env, count_reader, &before);
+    pid = fork();
+    if (pid == 0) {
+        struct store *s3 = open_at("readers", 1000000); /* store_open runs mdb_reader_check */
+        store_close(s3);
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mdb_reader_list(env, count_reader, &after);
+    mdb_env_close(env);
+    CHECK_INT(before, ==, 2); /* the header line and the dead reader */
+    CHECK_INT(after, ==, 1);  /* the header line only */
 }
