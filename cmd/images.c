@@ -35,10 +35,15 @@ int cmd_images(int argc, char **argv)
         else
             return cmd_usage_error(&cmd_images_def, "unexpected argument %s", argv[i]);
     }
-    if (open_store(&s, true))
-        return 1;
-    rc = store_images_list(s, &v, &n);
-    store_close(s);
+    if (!store_exists(data_dir())) {
+        v = NULL, n = 0; /* nothing pulled yet: an empty list */
+        rc = 0;
+    } else {
+        if (open_store(&s, true))
+            return 1;
+        rc = store_images_list(s, &v, &n);
+        store_close(s);
+    }
     if (rc < 0)
         return die("cannot list images: %s", err_msg(rc));
     if (json) {

@@ -35,16 +35,25 @@
 #include <inttypes.h>
 #include <isa-l/crc.h>
 #include <isa-l/igzip_lib.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
-/* Slice sizes of the indexer's gzip path (compressed bytes, on a grid from blob offset 0). */
-#define GZ_SLICE 65536u /* no checkpoint due: few calls, each producing ~200 KiB */
-#define GZ_HUNT 64u     /* checkpoint due: shorter than most dynamic block headers */
-/* After this much hunting, slices of GZ_HUNT_FINE: headers of blocks with few distinct symbols
- * (long runs of one byte) are only 10-20 bytes long. */
+/* Slices of the indexer's gzip path, in compressed bytes, on grids from blob offset 0. While no
+ * checkpoint is due: GZ_SLICE (few calls, each producing ~200 KiB). Once one is due, the hunt:
+ * probes of GZ_PROBE for its first GZ_PROBE_MAX bytes (see gz_inflate_slice()), and where a
+ * probe saw a boundary, slices of GZ_HUNT (shorter than most dynamic block headers) or, later in
+ * the hunt, GZ_HUNT_FINE (blocks with few distinct symbols, as in long runs of one byte, have
+ * headers of 10-20 bytes). After GZ_PROBE_MAX, or GZ_PROBE_OUT_MAX of output (a probe's output
+ * must fit in the buffer to be undone), tiny slices everywhere: a boundary between two blocks
+ * with identical tables (runs of zeros, fixed Huffman) does not show in a probe. */
+#define GZ_SLICE 65536u
+#define GZ_PROBE 2048u
+#define GZ_PROBE_MAX (64u << 10)
+#define GZ_PROBE_OUT_MAX (1u << 20)
+#define GZ_HUNT 64u
 #define GZ_HUNT_COARSE (32u << 10)
 #define GZ_HUNT_FINE 16u
 /* A hunt that has not met a block boundary it could see after this many compressed bytes (about
@@ -244,12 +253,15 @@ struct codec_indexer {
     uint8_t trailer[8];
     unsigned trailer_n;
     bool hunting;
-    uint64_t hunt_start; /* in_pos when the current hunt began */
-    uint64_t stored_end; /* while hunting: where the current stored block ends, else 0 */
-    uint8_t *ibuf;       /* pending input, starting at in_pos */
+    uint64_t hunt_start, hunt_out; /* in_pos and out_total when the current hunt began */
+    uint64_t stored_end;           /* while hunting: where the current stored block ends, else 0 */
+    uint64_t rehunt_end;           /* after a probe was rolled back: tiny slices up to here */
+    struct inflate_state *snap;    /* the decoder before the current probe (snap_len bytes) */
+    size_t snap_len;
+    uint8_t *ibuf; /* pending input, starting at in_pos */
     size_t ibuf_len;
-    uint8_t *obuf;
-    size_t opos;
+    uint8_t *obuf; /* output; [emit_pos, opos) is decoded but not yet passed on (a probe's) */
+    size_t opos, emit_pos;
 
     /* zstd */
     ZSTD_DCtx *zd;
@@ -298,9 +310,10 @@ int codec_indexer_new(struct codec_indexer **out, enum layer_format fmt, codec_o
         break;
     case LAYER_GZIP:
         ix->st = malloc(sizeof *ix->st);
+        ix->snap = malloc(sizeof *ix->snap);
         ix->ibuf = malloc(GZ_IBUF);
         ix->obuf = malloc(GZ_OBUF);
-        if (!ix->st || !ix->ibuf || !ix->obuf)
+        if (!ix->st || !ix->snap || !ix->ibuf || !ix->obuf)
             goto nomem;
         ix->gz_stage = GZ_END;
         break;
@@ -330,6 +343,7 @@ void codec_indexer_free(struct codec_indexer *ix)
         return;
     checkpoints_free(ix->cps.v, ix->cps.n);
     free(ix->st);
+    free(ix->snap);
     free(ix->ibuf);
     free(ix->obuf);
     ZSTD_freeDCtx(ix->zd);
@@ -352,7 +366,7 @@ struct checkpoint *codec_indexer_take(struct codec_indexer *ix, size_t *n)
 
 uint64_t codec_indexer_out_bytes(const struct codec_indexer *ix)
 {
-    return ix->out_total;
+    return ix->out_total - (ix->opos - ix->emit_pos); /* a failed probe's output never left */
 }
 
 /* ---- indexer: plain tar ------------------------------------------------------------------- */
@@ -373,11 +387,16 @@ static int tar_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
 
 /* ---- indexer: gzip ------------------------------------------------------------------------ */
 
-static int gz_emit(struct codec_indexer *ix, const uint8_t *p, size_t n)
+/* Passes the decoded output on. */
+static int gz_emit(struct codec_indexer *ix)
 {
-    ix->crc = crc32_gzip_refl(ix->crc, (uint8_t *)p, n);
+    uint8_t *p = ix->obuf + ix->emit_pos;
+    size_t n = ix->opos - ix->emit_pos;
+    if (!n)
+        return 0;
+    ix->emit_pos = ix->opos;
+    ix->crc = crc32_gzip_refl(ix->crc, p, n);
     ix->isize += (uint32_t)n;
-    ix->out_total += n;
     return ix->cb(ix->arg, p, n);
 }
 
@@ -425,20 +444,49 @@ static void gz_member_end(struct codec_indexer *ix)
     ix->gz_stage = GZ_TRAILER;
 }
 
+enum { SL_LARGE, SL_PROBE, SL_TINY };
+
 /* Feeds p[0..len) to ISA-L as one slice. *used is how much of it was consumed: all of it unless
- * the member ended inside the slice or the slice was cut short to start hunting. */
-static int gz_inflate_slice(struct codec_indexer *ix, const uint8_t *p, size_t len, size_t *used)
+ * the member ended inside the slice, the slice was cut short to start hunting, or a probe was
+ * rolled back (then nothing).
+ *
+ * A probe is a hunting slice of GZ_PROBE bytes run on a copy of the decoder's state, its output
+ * held back: if a new block began inside it (the Huffman tables changed) without a checkpoint,
+ * the decoder and the output are put back and the same bytes are hunted in tiny slices. Tiny
+ * slices cost a call each, whose fixed cost (ISA-L moves its 32 KiB history every call) is far
+ * above that of decoding 64 bytes; probes spend them only where a boundary is. */
+static int gz_inflate_slice(struct codec_indexer *ix, const uint8_t *p, size_t len, int kind,
+                            size_t *used)
 {
     struct inflate_state *st = ix->st;
     uint64_t start = ix->in_pos;
-    bool due = ix_due(ix);
+    bool due = ix_due(ix), probe = kind == SL_PROBE;
+    size_t opos0 = 0;
+    uint64_t out0 = 0;
+    if (probe) {
+        if (GZ_OBUF - ix->opos < GZ_OBUF_MIN_FREE)
+            probe = false; /* the output would not fit: no undo for this one */
+        else {
+            /* the state is self-contained (no pointers into itself between calls), and the
+             * bytes of tmp_out_buffer past tmp_out_valid are free space */
+            ix->snap_len = offsetof(struct inflate_state, tmp_out_buffer) +
+                           (size_t)MIN((uint32_t)st->tmp_out_valid, sizeof st->tmp_out_buffer);
+            memcpy(ix->snap, st, ix->snap_len);
+            opos0 = ix->opos;
+            out0 = ix->out_total;
+        }
+    }
     st->next_in = (uint8_t *)p;
     st->avail_in = (uint32_t)len;
     for (;;) {
         if (GZ_OBUF - ix->opos < GZ_OBUF_MIN_FREE) {
+            int rc = gz_emit(ix);
+            if (rc)
+                return rc;
+            probe = false;
             size_t keep = MIN(ix->opos, (size_t)CODEC_WINDOW);
             memmove(ix->obuf, ix->obuf + ix->opos - keep, keep);
-            ix->opos = keep;
+            ix->opos = ix->emit_pos = keep;
         }
         uint8_t *o = ix->obuf + ix->opos;
         uint32_t avail_in = st->avail_in;
@@ -447,12 +495,13 @@ static int gz_inflate_slice(struct codec_indexer *ix, const uint8_t *p, size_t l
         int ret = isal_inflate(st);
         size_t produced = (size_t)(st->next_out - o);
         ix->in_pos = start + (len - st->avail_in);
+        ix->opos += produced;
+        ix->out_total += produced;
         if (ret < 0)
             return err_set(AFSP_E_FORMAT, "gzip member %" PRIu64 ": corrupt deflate data (%d)",
                            ix->members, ret);
-        if (produced) {
-            ix->opos += produced;
-            int rc = gz_emit(ix, o, produced);
+        if (!probe) {
+            int rc = gz_emit(ix);
             if (rc)
                 return rc;
         }
@@ -472,21 +521,43 @@ static int gz_inflate_slice(struct codec_indexer *ix, const uint8_t *p, size_t l
             break;
         /* Output filled up inside a large slice and a checkpoint has become due (very
          * compressible data): hunt from here rather than after the rest of the slice. */
-        if (due && !ix->hunting)
+        if (due && kind == SL_LARGE)
             break;
         if (!produced && st->avail_in == avail_in)
             return err_set(AFSP_E_FORMAT, "gzip member %" PRIu64 ": decoder stuck", ix->members);
     }
+    if (probe && (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
+        (memcmp(&st->lit_huff_code, &ix->snap->lit_huff_code, sizeof st->lit_huff_code) ||
+         memcmp(&st->dist_huff_code, &ix->snap->dist_huff_code, sizeof st->dist_huff_code))) {
+        memcpy(st, ix->snap, ix->snap_len);
+        ix->opos = ix->emit_pos = opos0;
+        ix->out_total = out0;
+        ix->in_pos = start;
+        ix->stored_end = 0;
+        ix->rehunt_end = start + len;
+        *used = 0;
+        return 0;
+    }
+    int rc = gz_emit(ix);
+    if (rc)
+        return rc;
     *used = len - st->avail_in;
     return 0;
 }
 
-static uint64_t gz_slice_end(struct codec_indexer *ix)
+static uint64_t grid_next(uint64_t pos, uint64_t step)
+{
+    return (pos / step + 1) * step;
+}
+
+/* Where the next slice ends, and its kind. */
+static uint64_t gz_slice_end(struct codec_indexer *ix, int *kind)
 {
     if (ix_due(ix)) {
         if (!ix->hunting) {
             ix->hunting = true;
             ix->hunt_start = ix->in_pos;
+            ix->hunt_out = ix->out_total;
         }
         if (ix->in_pos - ix->hunt_start >= GZ_HUNT_MAX) {
             ix->hunting = false;
@@ -495,15 +566,26 @@ static uint64_t gz_slice_end(struct codec_indexer *ix)
             ix->backoff = MIN(ix->backoff + 1, GZ_BACKOFF_MAX);
         }
     }
-    if (ix->hunting) {
-        if (ix->stored_end > ix->in_pos)
-            return ix->stored_end;
-        ix->stored_end = 0;
-        uint64_t step = ix->in_pos - ix->hunt_start < GZ_HUNT_COARSE ? GZ_HUNT : GZ_HUNT_FINE;
-        return (ix->in_pos / step + 1) * step;
+    if (!ix->hunting) {
+        ix->stored_end = ix->rehunt_end = 0;
+        *kind = SL_LARGE;
+        return grid_next(ix->in_pos, GZ_SLICE);
     }
+    *kind = SL_TINY;
+    if (ix->stored_end > ix->in_pos)
+        return ix->stored_end;
     ix->stored_end = 0;
-    return (ix->in_pos / GZ_SLICE + 1) * GZ_SLICE;
+    if (ix->rehunt_end > ix->in_pos) {
+        uint64_t step = ix->in_pos - ix->hunt_start < GZ_HUNT_COARSE ? GZ_HUNT : GZ_HUNT_FINE;
+        return MIN(grid_next(ix->in_pos, step), ix->rehunt_end);
+    }
+    ix->rehunt_end = 0;
+    if (ix->in_pos - ix->hunt_start < GZ_PROBE_MAX &&
+        ix->out_total - ix->hunt_out < GZ_PROBE_OUT_MAX) {
+        *kind = SL_PROBE;
+        return grid_next(ix->in_pos, GZ_PROBE);
+    }
+    return grid_next(ix->in_pos, GZ_HUNT_FINE);
 }
 
 /* Consumes what it can of p[0..n) (which starts at in_pos). Returns the count consumed, or an
@@ -534,7 +616,8 @@ static ssize_t gz_process(struct codec_indexer *ix, const uint8_t *p, size_t n, 
             break;
         }
         case GZ_DEFLATE: {
-            uint64_t need = gz_slice_end(ix) - ix->in_pos;
+            int kind;
+            uint64_t need = gz_slice_end(ix, &kind) - ix->in_pos;
             size_t avail = n - done;
             if (avail < need) {
                 if (!eof || avail == 0)
@@ -542,7 +625,7 @@ static ssize_t gz_process(struct codec_indexer *ix, const uint8_t *p, size_t n, 
                 need = avail;
             }
             size_t used = 0;
-            int rc = gz_inflate_slice(ix, p + done, (size_t)need, &used);
+            int rc = gz_inflate_slice(ix, p + done, (size_t)need, kind, &used);
             if (rc)
                 return rc;
             done += used;

@@ -158,12 +158,12 @@ static bool host_insecure(const struct registry *r, const char *host)
     return false;
 }
 
-/* "blob sha256:0123456789ab..." */
+/* "blob sha256:0123456789ab…" */
 static void digest_what(char *out, size_t n, const char *kind, const uint8_t d[DIGEST_LEN])
 {
     char hex[2 * DIGEST_LEN + 1];
     hex_fmt(d, DIGEST_LEN, hex);
-    snprintf(out, n, "%s sha256:%.12s...", kind, hex);
+    snprintf(out, n, "%s sha256:%.12s…", kind, hex);
 }
 
 /* scheme, host (lowercase) and port of url; false if it does not parse. */
@@ -1126,7 +1126,7 @@ int registry_get_manifest(struct registry *r, const char *reference, struct buf 
         if (digest_parse(reference, want) < 0)
             return err_set(AFSP_E_REF, "invalid manifest digest \"%.80s\"", reference);
         have_want = true;
-        snprintf(what, sizeof what, "manifest %s@%.19s...", r->repo, reference);
+        snprintf(what, sizeof what, "manifest %s@%.19s…", r->repo, reference);
     } else {
         if (!tag_ok(reference))
             return err_set(AFSP_E_REF, "invalid tag \"%.80s\"", reference);
@@ -1268,7 +1268,8 @@ int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN
     struct blob_sink sink = {.size = size, .cb = cb, .arg = arg};
     int rc;
 
-    digest_what(what, sizeof what, "blob", digest);
+    /* The caller names the layer ("layer sha256:...: "); the message need not repeat it. */
+    snprintf(what, sizeof what, "the blob");
     if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest_fmt(digest, d)) < 0)
         return -ENOMEM;
     struct xfer x = {

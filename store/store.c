@@ -96,12 +96,17 @@ void store_blob_path(const struct store *s, const uint8_t digest[static DIGEST_L
     snprintf(out, PATH_MAX, "%s/blobs/sha256/%s", s->dir, hex_fmt(digest, DIGEST_LEN, hex));
 }
 
+static uint64_t proc_start(pid_t pid);
+
+/* Temporary files are named <digest prefix>.<pid>.<process start time>.<nonce>, so that the
+ * sweep on open can tell a dead writer's file even when its pid has been reused. */
 int store_tmp_create(struct store *s, const uint8_t digest[static DIGEST_LEN], char *path)
 {
     char hex[2 * DIGEST_LEN + 1];
     hex_fmt(digest, DIGEST_LEN, hex);
     for (int i = 0; i < 100; i++) {
-        snprintf(path, PATH_MAX, "%s/tmp/%.16s.%d.%u", s->dir, hex, (int)getpid(),
+        snprintf(path, PATH_MAX, "%s/tmp/%.16s.%d.%llu.%u", s->dir, hex, (int)getpid(),
+                 (unsigned long long)proc_start(getpid()),
                  (unsigned)(time_mono_ns() / 1000 + (unsigned)i));
         int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0 || errno != EEXIST)
@@ -185,11 +190,12 @@ static int sweep_files_fn(MDB_txn *txn, void *arg)
     snprintf(path, sizeof path, "%s/tmp", s->dir);
     if ((d = opendir(path))) {
         while ((e = readdir(d))) {
-            char *dot = strchr(e->d_name, '.');
+            char *dot = strchr(e->d_name, '.'), *end;
             if (e->d_name[0] == '.' || !dot)
                 continue;
-            pid_t pid = (pid_t)atoi(dot + 1);
-            if (pid > 0 && pid != getpid() && kill(pid, 0) < 0 && errno == ESRCH) {
+            pid_t pid = (pid_t)strtol(dot + 1, &end, 10);
+            unsigned long long start = *end == '.' ? strtoull(end + 1, NULL, 10) : 0;
+            if (pid > 0 && pid != getpid() && proc_start(pid) != start) {
                 snprintf(path, sizeof path, "%s/tmp/%s", s->dir, e->d_name);
                 unlink(path);
             }
@@ -214,6 +220,13 @@ static int sweep_files_fn(MDB_txn *txn, void *arg)
         closedir(d);
     }
     return 0;
+}
+
+bool store_exists(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/store/data.mdb", dir);
+    return access(path, F_OK) == 0;
 }
 
 int store_open(struct store **out, const struct store_opts *o)

@@ -35,6 +35,8 @@ struct store_opts {
  * *out is owned by the caller and closed with store_close(). */
 int store_open(struct store **out, const struct store_opts *opts);
 void store_close(struct store *s);
+/* Whether dir holds a store (so that read-only commands can treat a missing one as empty). */
+bool store_exists(const char *dir);
 
 /* The effective cache limit in bytes. */
 uint64_t store_cache_max(const struct store *s);

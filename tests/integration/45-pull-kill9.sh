@@ -15,7 +15,7 @@
 T=$TEST_TMPDIR
 export DOCKER_CONFIG=$T/docker-none
 mkdir -p "$DOCKER_CONFIG"
-ITERATIONS=12
+ITERATIONS=${KILL9_ITERATIONS:-12} # more to hunt for bugs by hand
 RATE=$((5 << 20)) # bytes/s: a whole image takes about 2.5 s
 
 # killer.py: runs a command (afsp pull), kills it with SIGKILL when a condition on DATA holds,
