@@ -54,7 +54,7 @@ struct layer {
     char hex[65];
     uint64_t size;
     uint32_t nchunks;
-    uint64_t *sums; /* per-chunk checksums, computed with the content (harness truth) */
+    uint64_t *sums;    /* per-chunk checksums, computed with the content (harness truth) */
     int resident, pos; /* pos: index in the resident array */
     unsigned touch_gen;
 };
@@ -66,26 +66,26 @@ static struct {
     int runs, batch, lookups;
     uint64_t seed;
     char only;
-} cfg = { "/tmp", 1.0, 6.0, 0, 0, 3, 16, 50, 42, 0 };
+} cfg = {"/tmp", 1.0, 6.0, 0, 0, 3, 16, 50, 42, 0};
 
 static struct layer pop[NLAYERS];
 
-#define DIE(...)                                                                               \
-    do {                                                                                       \
-        fprintf(stderr, "store_churn: " __VA_ARGS__);                                          \
-        fputc('\n', stderr);                                                                   \
-        exit(1);                                                                               \
+#define DIE(...)                                                                                   \
+    do {                                                                                           \
+        fprintf(stderr, "store_churn: " __VA_ARGS__);                                              \
+        fputc('\n', stderr);                                                                       \
+        exit(1);                                                                                   \
     } while (0)
-#define MDB(call)                                                                              \
-    do {                                                                                       \
-        int rc_ = (call);                                                                      \
-        if (rc_)                                                                               \
-            DIE("%s:%d %s: %s", __FILE__, __LINE__, #call, mdb_strerror(rc_));                 \
+#define MDB(call)                                                                                  \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_)                                                                                   \
+            DIE("%s:%d %s: %s", __FILE__, __LINE__, #call, mdb_strerror(rc_));                     \
     } while (0)
-#define SYS(call)                                                                              \
-    do {                                                                                       \
-        if ((call) < 0)                                                                        \
-            DIE("%s:%d %s: %s", __FILE__, __LINE__, #call, strerror(errno));                   \
+#define SYS(call)                                                                                  \
+    do {                                                                                           \
+        if ((call) < 0)                                                                            \
+            DIE("%s:%d %s: %s", __FILE__, __LINE__, #call, strerror(errno));                       \
     } while (0)
 
 /* ---- PRNG, content, checksum ------------------------------------------------------------- */
@@ -116,7 +116,7 @@ static uint64_t csum(const uint8_t *p, size_t n)
         a = rotl(a + w[0] * K, 31), b = rotl(b + w[1] * K, 31);
         c = rotl(c + w[2] * K, 31), d = rotl(d + w[3] * K, 31);
     }
-    uint8_t tail[32] = { 0 };
+    uint8_t tail[32] = {0};
     memcpy(tail, p + i, n - i);
     memcpy(w, tail, 32);
     a = rotl(a + w[0] * K, 31), b = rotl(b + w[1] * K, 31);
@@ -232,13 +232,13 @@ static void store_insert(struct store *s, const struct layer *l, const uint8_t *
     put_le64(rec, l->size);
     put_le32(rec + 8, l->nchunks);
     put_le64(rec + 16, atime);
-    MDB_val k = { 32, (void *)l->digest }, v = { reclen, rec };
-    MDB_val kl = { 40, lk }, vl = { 0, (void *)"" };
+    MDB_val k = {32, (void *)l->digest}, v = {reclen, rec};
+    MDB_val kl = {40, lk}, vl = {0, (void *)""};
     int fd = -1;
     if (s->kind == 'B') {
         SYS(fd = openat(s->blobs_fd, l->hex, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644));
         SYS(ftruncate(fd, (off_t)l->size)); /* sparse: chunks land at their own offset */
-        SYS(fsync(s->blobs_fd));             /* the name is durable before anything is present */
+        SYS(fsync(s->blobs_fd));            /* the name is durable before anything is present */
     }
     for (uint32_t i = 0; i < l->nchunks; i += (uint32_t)cfg.batch) {
         uint32_t end = MIN(l->nchunks, i + (uint32_t)cfg.batch);
@@ -262,7 +262,7 @@ static void store_insert(struct store *s, const struct layer *l, const uint8_t *
         if (s->kind == 'A')
             for (uint32_t j = i; j < end; j++) {
                 chunk_key(ck, l->digest, j);
-                MDB_val kc = { 36, ck }, vc = { chunk_len(l, j), (void *)(data + (uint64_t)j * CHUNK) };
+                MDB_val kc = {36, ck}, vc = {chunk_len(l, j), (void *)(data + (uint64_t)j * CHUNK)};
                 MDB(mdb_put(t, s->chunks, &kc, &vc, 0));
             }
         if (s->kind == 'B' || i == 0)
@@ -286,7 +286,7 @@ static uint64_t store_evict_lru(struct store *s, uint8_t digest[32])
     MDB(mdb_cursor_open(t, s->lru, &c));
     MDB(mdb_cursor_get(c, &k, &v, MDB_FIRST));
     memcpy(digest, (uint8_t *)k.mv_data + 8, 32);
-    MDB_val kd = { 32, digest };
+    MDB_val kd = {32, digest};
     MDB(mdb_get(t, s->layers, &kd, &v));
     uint64_t size = get_le64(v.mv_data);
     uint32_t n = get_le32((uint8_t *)v.mv_data + 8);
@@ -294,7 +294,7 @@ static uint64_t store_evict_lru(struct store *s, uint8_t digest[32])
         uint8_t ck[36];
         for (uint32_t i = 0; i < n; i++) {
             chunk_key(ck, digest, i);
-            MDB_val kc = { 36, ck };
+            MDB_val kc = {36, ck};
             int rc = mdb_del(t, s->chunks, &kc, NULL);
             if (rc && rc != MDB_NOTFOUND)
                 MDB(rc);
@@ -321,14 +321,14 @@ static uint64_t store_read_chunk(struct store *s, const struct layer *l, uint32_
     if (s->kind == 'A') {
         uint8_t ck[36];
         chunk_key(ck, l->digest, i);
-        k = (MDB_val){ 36, ck };
+        k = (MDB_val){36, ck};
         MDB(mdb_get(s->rtxn, s->chunks, &k, &v)); /* zero-copy: v points into the map */
         if (v.mv_size != chunk_len(l, i))
             DIE("A: chunk %u of %s has %zu bytes", i, l->hex, v.mv_size);
         sum = csum(v.mv_data, v.mv_size);
         mdb_txn_reset(s->rtxn);
     } else {
-        k = (MDB_val){ 32, (void *)l->digest };
+        k = (MDB_val){32, (void *)l->digest};
         MDB(mdb_get(s->rtxn, s->layers, &k, &v));
         const uint8_t *bm = (const uint8_t *)v.mv_data + REC_HDR;
         if (!(bm[i / 8] & (1u << (i % 8))))
@@ -358,7 +358,7 @@ static void store_touch(struct store *s, struct layer **ls, int n)
         if (l->touch_gen == gen)
             continue;
         l->touch_gen = gen;
-        MDB_val k = { 32, l->digest }, v;
+        MDB_val k = {32, l->digest}, v;
         MDB(mdb_get(t, s->layers, &k, &v));
         uint8_t rec[REC_HDR + 64], lk[40];
         size_t len = v.mv_size;
@@ -366,12 +366,12 @@ static void store_touch(struct store *s, struct layer **ls, int n)
             DIE("record too large");
         memcpy(rec, v.mv_data, len);
         lru_key(lk, get_le64(rec + 16), l->digest);
-        MDB_val kl = { 40, lk }, vl = { 0, (void *)"" };
+        MDB_val kl = {40, lk}, vl = {0, (void *)""};
         MDB(mdb_del(t, s->lru, &kl, NULL));
         uint64_t atime = ++s->clock;
         put_le64(rec + 16, atime);
         lru_key(lk, atime, l->digest);
-        MDB_val vr = { len, rec };
+        MDB_val vr = {len, rec};
         MDB(mdb_put(t, s->layers, &k, &vr, 0));
         MDB(mdb_put(t, s->lru, &kl, &vl, 0));
     }
@@ -394,7 +394,7 @@ struct result {
 
 static struct sample take_sample(struct store *s, double turnover, uint64_t live)
 {
-    struct sample x = { .turnover = turnover, .live = live };
+    struct sample x = {.turnover = turnover, .live = live};
     char p[700];
     struct stat st;
     snprintf(p, sizeof p, "%s/store/data.mdb", s->dir);
@@ -567,8 +567,7 @@ static void run_once(char kind, int run, struct result *r)
             }
         }
         if (phase == 1 && r->nsamples < MAX_SAMPLES)
-            r->samples[r->nsamples++] =
-                take_sample(&s, (double)inserted / (double)cfg.limit, live);
+            r->samples[r->nsamples++] = take_sample(&s, (double)inserted / (double)cfg.limit, live);
     }
     r->wall_s = (double)(time_mono_ns() - t0) / 1e9;
     r->insert_mbs = (double)ins_bytes / MiB / ((double)ins_ns / 1e9);
@@ -602,32 +601,48 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        { "path", 1, 0, 'p' },    { "scale", 1, 0, 's' },   { "limit", 1, 0, 'l' },
-        { "turnovers", 1, 0, 't' }, { "runs", 1, 0, 'r' },  { "batch", 1, 0, 'b' },
-        { "lookups", 1, 0, 'k' }, { "mapsize", 1, 0, 'm' }, { "only", 1, 0, 'o' },
-        { "seed", 1, 0, 'S' },    { "help", 0, 0, 'h' },    { 0, 0, 0, 0 },
+        {"path", 1, 0, 'p'}, {"scale", 1, 0, 's'}, {"limit", 1, 0, 'l'},   {"turnovers", 1, 0, 't'},
+        {"runs", 1, 0, 'r'}, {"batch", 1, 0, 'b'}, {"lookups", 1, 0, 'k'}, {"mapsize", 1, 0, 'm'},
+        {"only", 1, 0, 'o'}, {"seed", 1, 0, 'S'},  {"help", 0, 0, 'h'},    {0, 0, 0, 0},
     };
     uint64_t base_limit = (uint64_t)2 << 30; /* 2 GiB */
     int c;
     while ((c = getopt_long(argc, argv, "p:s:l:t:r:b:k:m:o:S:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'p': cfg.path = optarg; break;
-        case 's': cfg.scale = atof(optarg); break;
+        case 'p':
+            cfg.path = optarg;
+            break;
+        case 's':
+            cfg.scale = atof(optarg);
+            break;
         case 'l':
             if (bytes_parse(optarg, &base_limit))
                 usage();
             break;
-        case 't': cfg.turnovers = atof(optarg); break;
-        case 'r': cfg.runs = atoi(optarg); break;
-        case 'b': cfg.batch = atoi(optarg); break;
-        case 'k': cfg.lookups = atoi(optarg); break;
+        case 't':
+            cfg.turnovers = atof(optarg);
+            break;
+        case 'r':
+            cfg.runs = atoi(optarg);
+            break;
+        case 'b':
+            cfg.batch = atoi(optarg);
+            break;
+        case 'k':
+            cfg.lookups = atoi(optarg);
+            break;
         case 'm':
             if (bytes_parse(optarg, &cfg.mapsize))
                 usage();
             break;
-        case 'o': cfg.only = optarg[0]; break;
-        case 'S': cfg.seed = strtoull(optarg, NULL, 10); break;
-        default: usage();
+        case 'o':
+            cfg.only = optarg[0];
+            break;
+        case 'S':
+            cfg.seed = strtoull(optarg, NULL, 10);
+            break;
+        default:
+            usage();
         }
     }
     if (optind < argc)
@@ -676,7 +691,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     static struct result res[2][16];
-    const char kinds[2] = { 'A', 'B' };
+    const char kinds[2] = {'A', 'B'};
     for (int run = 0; run < cfg.runs; run++)
         for (int ki = 0; ki < 2; ki++) {
             if (cfg.only && cfg.only != kinds[ki])

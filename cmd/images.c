@@ -63,8 +63,7 @@ int cmd_images(int argc, char **argv)
         putchar('\n');
         json_decref(a);
     } else {
-        printf("%-50s %-19s %-14s %-7s %s\n", "REFERENCE", "DIGEST", "PLATFORM", "LAYERS",
-               "SIZE");
+        printf("%-50s %-19s %-14s %-7s %s\n", "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE");
         for (size_t i = 0; i < n; i++) {
             char layers[32];
             snprintf(layers, sizeof layers, "%zu/%zu", v[i].nlayers_present, v[i].nlayers);

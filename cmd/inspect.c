@@ -59,12 +59,12 @@ static int cmd_files(struct store *s, const char *dgs)
             free(hex);
         }
         char type[2] = {f.type, 0};
-        json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:i, s:o}",
-                              "path", f.path, "type", type, "link", f.link, "mode", f.mode, "uid",
-                              f.uid, "gid", f.gid, "mtime", (json_int_t)f.mtime_sec, "mtimeNsec",
-                              f.mtime_nsec, "size", (json_int_t)f.size, "dataOffset",
-                              (json_int_t)f.data_off, "devMajor", f.devmajor, "devMinor",
-                              f.devminor, "xattrs", x);
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:i, s:o}", "path",
+                      f.path, "type", type, "link", f.link, "mode", f.mode, "uid", f.uid, "gid",
+                      f.gid, "mtime", (json_int_t)f.mtime_sec, "mtimeNsec", f.mtime_nsec, "size",
+                      (json_int_t)f.size, "dataOffset", (json_int_t)f.data_off, "devMajor",
+                      f.devmajor, "devMinor", f.devminor, "xattrs", x);
         char *line = json_dumps(o, JSON_COMPACT);
         puts(line);
         free(line);
@@ -335,8 +335,7 @@ static int cmd_extract(struct store *s, const char *ref, const char *dir)
         char dg[DIGEST_STR_LEN + 1];
         if ((rc = store_layer_open(s, ii.layers[k], &ls[k])) < 0 ||
             (rc = apply_layer(root, ls[k])) < 0) {
-            die("cannot extract %s: layer %s: %s", ref, digest_fmt(ii.layers[k], dg),
-                err_msg(rc));
+            die("cannot extract %s: layer %s: %s", ref, digest_fmt(ii.layers[k], dg), err_msg(rc));
             goto out;
         }
     }

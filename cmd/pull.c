@@ -40,8 +40,8 @@ static void on_progress(void *arg, const struct pull_progress *p)
             fprintf(stderr, "\r\033[K");
         return;
     }
-    fprintf(stderr, "\r\033[Kpulling %s: layer %zu/%zu, %s / %s", st->ref, p->layer + 1,
-            p->nlayers, bytes_fmt(p->done, a), bytes_fmt(p->total, b));
+    fprintf(stderr, "\r\033[Kpulling %s: layer %zu/%zu, %s / %s", st->ref, p->layer + 1, p->nlayers,
+            bytes_fmt(p->done, a), bytes_fmt(p->total, b));
     st->shown = 1;
 }
 

@@ -362,8 +362,9 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
         c->in_bit = get_le64(q);
         c->out_off = get_le64(q + 8);
         c->win_len = get_le32(q + 24);
-        int ordered = i == 0 ? c->in_bit == 0 && c->out_off == 0
-                             : c->in_bit > ix.cps[i - 1].in_bit && c->out_off >= ix.cps[i - 1].out_off;
+        int ordered = i == 0
+                          ? c->in_bit == 0 && c->out_off == 0
+                          : c->in_bit > ix.cps[i - 1].in_bit && c->out_off >= ix.cps[i - 1].out_off;
         if (!ordered || c->in_bit > ix.blob_size * 8 || c->out_off > ix.tar_size ||
             c->win_len > CODEC_WINDOW || wz > c->win_len || !in_range(woff, wz, wlen) ||
             (ix.format != LAYER_GZIP && (c->win_len || c->in_bit % 8))) {
@@ -407,11 +408,13 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
         f->xattr_first = get_le32(q + 68);
         f->xattr_count = get_le32(q + 72);
         if (!in_range(f->path_off, (uint64_t)f->path_len + 1, stlen) ||
-            strtab[f->path_off + f->path_len] != 0 || memchr(strtab + f->path_off, 0, f->path_len) ||
+            strtab[f->path_off + f->path_len] != 0 ||
+            memchr(strtab + f->path_off, 0, f->path_len) ||
             !in_range(f->link_off, (uint64_t)f->link_len + 1, stlen) ||
-            strtab[f->link_off + f->link_len] != 0 || memchr(strtab + f->link_off, 0, f->link_len) ||
-            !strchr("0123456", f->type) || f->type == 0 || f->mode > 07777 ||
-            f->mtime_nsec >= 1000000000u || !in_range(f->data_off, f->size, ix.tar_size) ||
+            strtab[f->link_off + f->link_len] != 0 ||
+            memchr(strtab + f->link_off, 0, f->link_len) || !strchr("0123456", f->type) ||
+            f->type == 0 || f->mode > 07777 || f->mtime_nsec >= 1000000000u ||
+            !in_range(f->data_off, f->size, ix.tar_size) ||
             !in_range(f->xattr_first, f->xattr_count, ix.nxattrs) ||
             (f->type != TAR_REG && f->size != 0)) {
             rc = bad("bad file record");

@@ -142,9 +142,8 @@ static int feed_fd(void *src, struct ingest *in)
 }
 
 /* Fetches, verifies, indexes and commits one layer. */
-static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src,
-                        const struct descriptor *d, uint64_t resv_id, uint64_t resv_bytes,
-                        struct ingest *in)
+static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct descriptor *d,
+                        uint64_t resv_id, uint64_t resv_bytes, struct ingest *in)
 {
     char tmp[PATH_MAX];
     enum layer_format fmt = LAYER_TAR;
@@ -231,10 +230,10 @@ static char *image_json(const char *ref, const uint8_t mdigest[DIGEST_LEN], cons
     char dg[DIGEST_STR_LEN + 1];
     json_t *layers = json_array();
     for (size_t i = 0; i < m->nlayers; i++)
-        json_array_append_new(
-            layers, json_pack("{s:s, s:I, s:s}", "digest", digest_fmt(m->layers[i].digest, dg),
-                              "size", (json_int_t)m->layers[i].size, "mediaType",
-                              m->layers[i].media_type));
+        json_array_append_new(layers, json_pack("{s:s, s:I, s:s}", "digest",
+                                                digest_fmt(m->layers[i].digest, dg), "size",
+                                                (json_int_t)m->layers[i].size, "mediaType",
+                                                m->layers[i].media_type));
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "ref", ref, "manifest",
                           digest_fmt(mdigest, dg), "platform", platform, "config",
                           digest_fmt(m->config.digest, (char[DIGEST_STR_LEN + 1]){0}), "layers",
@@ -290,8 +289,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         body.len = 0;
         free(ctype);
         ctype = NULL;
-        if ((rc = registry_get_manifest(reg, digest_fmt(idx.entries[e].digest, dg), &body,
-                                        &ctype, mdigest)) < 0)
+        if ((rc = registry_get_manifest(reg, digest_fmt(idx.entries[e].digest, dg), &body, &ctype,
+                                        mdigest)) < 0)
             goto out;
         if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
             goto out;
@@ -317,8 +316,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
             goto out;
         }
         if (os && arch)
-            snprintf(pf, sizeof pf, "%.31s/%.31s%s%.31s", os, arch, var ? "/" : "",
-                     var ? var : "");
+            snprintf(pf, sizeof pf, "%.31s/%.31s%s%.31s", os, arch, var ? "/" : "", var ? var : "");
         json_decref(c);
     }
     if ((rc = store_small_put(s, m.config.digest, cfg.p, cfg.len)) < 0 ||
@@ -339,8 +337,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         total += m.layers[i].size;
     }
     if (need) {
-        if ((rc = store_reserve(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, need,
-                                &resv_id)) < 0)
+        if ((rc = store_reserve(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, need, &resv_id)) <
+            0)
             goto out;
         have_resv = 1;
     }

@@ -359,9 +359,8 @@ static int pinned(const uint8_t (*pin)[DIGEST_LEN], size_t npin, const uint8_t *
 
 /* Evicts LRU layers not in pin until used + reserved + need <= limit, or until *freed >= goal
  * when goal is non-zero. Returns 0, or AFSP_E_TOOBIG if it cannot get there. */
-static int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN],
-                       size_t npin, uint64_t need, uint64_t goal, struct evicted *ev,
-                       uint64_t *freed)
+static int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin,
+                       uint64_t need, uint64_t goal, struct evicted *ev, uint64_t *freed)
 {
     MDB_cursor *c;
     MDB_val k, v;
@@ -399,8 +398,7 @@ static int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGES
             char a[16], b[16], l[16];
             return err_set(AFSP_E_TOOBIG,
                            "needs %s; the cache limit is %s and %s are reserved by other pulls",
-                           bytes_fmt(need, a), bytes_fmt(s->cache_max, l),
-                           bytes_fmt(reserved, b));
+                           bytes_fmt(need, a), bytes_fmt(s->cache_max, l), bytes_fmt(reserved, b));
         }
         if ((rc = evict_one(txn, s, victim, ev, freed)) < 0)
             return rc;
@@ -587,8 +585,8 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
                        const struct layer_index *ix, const struct buf *index_bytes,
                        const char *tmp_path)
 {
-    struct commit_args a = {s, id, resv_bytes, digest, media_type, ix, index_bytes, tmp_path,
-                            {0}, 0};
+    struct commit_args a = {s,  id,          resv_bytes, digest, media_type,
+                            ix, index_bytes, tmp_path,   {0},    0};
     char dir[PATH_MAX];
     int rc = db_write(&s->db, commit_fn, &a);
     if (rc >= 0 && !a.existed) {
@@ -635,8 +633,7 @@ static int touch_fn(MDB_txn *txn, void *arg)
         lru_key(r.last_access, a->d[i], key);
         layer_rec_encode(&r, rec);
         if ((rc = db_put(txn, a->s->db.dbi[DB_LRU], key, sizeof key, "", 0)) < 0 ||
-            (rc = db_put(txn, a->s->db.dbi[DB_LAYERS], a->d[i], DIGEST_LEN, rec, sizeof rec)) <
-                0)
+            (rc = db_put(txn, a->s->db.dbi[DB_LAYERS], a->d[i], DIGEST_LEN, rec, sizeof rec)) < 0)
             return rc;
     }
     return 0;

@@ -48,9 +48,9 @@ void store_set_evict_hook(struct store *s, store_evict_cb cb, void *arg);
 /* ---- pull ---------------------------------------------------------------------------------- */
 
 struct pull_progress {
-    const char *phase;        /* "manifest", "layer", "done" */
-    size_t layer, nlayers;    /* layer being fetched (0-based) */
-    uint64_t done, total;     /* bytes of all layers fetched so far / to fetch */
+    const char *phase;     /* "manifest", "layer", "done" */
+    size_t layer, nlayers; /* layer being fetched (0-based) */
+    uint64_t done, total;  /* bytes of all layers fetched so far / to fetch */
 };
 typedef void (*pull_progress_cb)(void *arg, const struct pull_progress *p);
 
@@ -74,25 +74,25 @@ int store_pull(struct store *s, const char *ref, const struct pull_opts *opts,
 /* ---- listings ------------------------------------------------------------------------------ */
 
 struct image_info {
-    char ref[512];                      /* canonical reference as pulled */
+    char ref[512]; /* canonical reference as pulled */
     uint8_t manifest_digest[DIGEST_LEN];
     char platform[100];
     size_t nlayers, nlayers_present;
-    uint64_t size;                      /* compressed bytes of all layers */
-    uint64_t pulled_ns;                 /* wall-clock time of the pull */
-    uint8_t (*layers)[DIGEST_LEN];      /* owned by the listing */
+    uint64_t size;                 /* compressed bytes of all layers */
+    uint64_t pulled_ns;            /* wall-clock time of the pull */
+    uint8_t (*layers)[DIGEST_LEN]; /* owned by the listing */
 };
 
 struct layer_info {
     uint8_t digest[DIGEST_LEN];
     char media_type[128];
-    uint64_t size;         /* compressed (blob) bytes */
-    uint64_t usize;        /* uncompressed (tar) bytes */
+    uint64_t size;  /* compressed (blob) bytes */
+    uint64_t usize; /* uncompressed (tar) bytes */
     uint32_t nchunks, chunks_present;
     uint32_t nfiles;
     uint64_t stored_bytes; /* bytes this layer counts against the cache limit */
     uint64_t last_access_ns;
-    bool complete;         /* whole blob present and verified against its digest */
+    bool complete; /* whole blob present and verified against its digest */
 };
 
 /* Lists images or layers. On success *out is a malloc'd array owned by the caller (free with
@@ -121,7 +121,8 @@ int store_prune(struct store *s, unsigned percent, uint64_t *freed);
 struct layer_file {
     const char *path; /* valid while the layer handle is open */
     const char *link;
-    char type; /* tar type: '0' regular, '1' hardlink, '2' symlink, '3' chr, '4' blk, '5' dir, '6' fifo */
+    char type; /* tar type: '0' regular, '1' hardlink, '2' symlink, '3' chr, '4' blk, '5' dir, '6'
+                  fifo */
     uint32_t mode, uid, gid, devmajor, devminor;
     int64_t mtime_sec;
     uint32_t mtime_nsec;

@@ -92,8 +92,7 @@ struct manifest {
  * body's mediaType decides). Refuses schema1 (AFSP_E_UNSUPPORTED), anything malformed or over
  * the bounds above (AFSP_E_FORMAT), each with a message. On success release with
  * manifest_release(). */
-int manifest_parse(const uint8_t *body, size_t len, const char *content_type,
-                   struct manifest *out);
+int manifest_parse(const uint8_t *body, size_t len, const char *content_type, struct manifest *out);
 void manifest_release(struct manifest *m);
 /* Chooses the entry of an index for want: os and arch must match; the variant must match when
  * both name one (an entry without variant matches any). Returns the entry index or
@@ -141,14 +140,14 @@ int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN
 
 /* Small blobs (configs): fetched whole into body and verified against digest.
  * Fails with AFSP_E_TOOBIG if over max bytes. */
-int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN],
-                            size_t max, struct buf *body);
+int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], size_t max,
+                            struct buf *body);
 
 /* ==== tar.c ================================================================================= */
 
-#define TAR_PATH_MAX 4096       /* a longer path or link target is AFSP_E_FORMAT */
-#define TAR_PAX_MAX (1u << 20)  /* pax extended header size bound */
-#define TAR_XATTR_MAX 64        /* xattrs per entry */
+#define TAR_PATH_MAX 4096      /* a longer path or link target is AFSP_E_FORMAT */
+#define TAR_PAX_MAX (1u << 20) /* pax extended header size bound */
+#define TAR_XATTR_MAX 64       /* xattrs per entry */
 
 enum tar_type {
     TAR_REG = '0',
@@ -168,8 +167,8 @@ struct tar_xattr {
 
 /* One member of the archive. Every pointer is valid only during the callback. */
 struct tar_entry {
-    const char *path; /* normalised: no leading "./" or "/", no trailing "/"; "" for the root */
-    const char *link; /* symlink target, or the (normalised) path a hardlink points to; else "" */
+    const char *path;   /* normalised: no leading "./" or "/", no trailing "/"; "" for the root */
+    const char *link;   /* symlink target, or the (normalised) path a hardlink points to; else "" */
     enum tar_type type; /* '7' (contiguous) is reported as TAR_REG */
     uint32_t mode;      /* permission bits, 07777 */
     uint32_t uid, gid;
@@ -246,9 +245,8 @@ struct codec_reader;
 
 /* Random access to the uncompressed stream of a blob. cps (borrowed, must outlive the reader)
  * are the checkpoints of the blob, in order. Returns 0 or -ENOMEM. */
-int codec_reader_new(struct codec_reader **out, enum layer_format fmt,
-                     const struct checkpoint *cps, size_t ncps, uint64_t in_size,
-                     uint64_t out_size, codec_src_fn src, void *arg);
+int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const struct checkpoint *cps,
+                     size_t ncps, uint64_t in_size, uint64_t out_size, codec_src_fn src, void *arg);
 /* Reads up to n uncompressed bytes at off. Decodes from the nearest checkpoint at or before off,
  * or continues the previous read when that is closer. Returns bytes read (0 at or past the end),
  * AFSP_E_FORMAT for a corrupt stream, or the source's error. */

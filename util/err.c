@@ -20,8 +20,8 @@ static _Thread_local int err_rc;
 const char *err_str(int rc)
 {
     switch (rc) {
-#define X(name, text)                                                                          \
-    case name:                                                                                 \
+#define X(name, text)                                                                              \
+    case name:                                                                                     \
         return text;
         AFSP_ERRORS(X)
 #undef X

@@ -89,7 +89,8 @@ int digest_parse(const char *s, uint8_t out[static DIGEST_LEN])
     }
     s += 7;
     for (int i = 0; i < DIGEST_LEN; i++) {
-        int hi = hexval((unsigned char)s[2 * i]), lo = hi < 0 ? -1 : hexval((unsigned char)s[2 * i + 1]);
+        int hi = hexval((unsigned char)s[2 * i]),
+            lo = hi < 0 ? -1 : hexval((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return AFSP_E_FORMAT;
         out[i] = (uint8_t)(hi << 4 | lo);

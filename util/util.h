@@ -17,20 +17,20 @@
  * message with err_set(); a caller that knows the subject prepends it with err_ctx(). The whole
  * chain is read with err_msg(). The message is per thread.
  */
-#define AFSP_ERRORS(X)                                                                         \
-    X(AFSP_E_DIGEST, "digest mismatch")                                                        \
-    X(AFSP_E_SIZE, "size mismatch")                                                            \
-    X(AFSP_E_FORMAT, "malformed data")                                                         \
-    X(AFSP_E_UNSUPPORTED, "unsupported format")                                                \
-    X(AFSP_E_NOTFOUND, "not found")                                                            \
-    X(AFSP_E_AUTH, "authentication failed")                                                    \
-    X(AFSP_E_HTTP, "registry error")                                                           \
-    X(AFSP_E_NET, "network error")                                                             \
-    X(AFSP_E_TRUNCATED, "truncated")                                                           \
-    X(AFSP_E_TOOBIG, "does not fit in the cache limit")                                        \
-    X(AFSP_E_PLATFORM, "no manifest for this platform")                                        \
-    X(AFSP_E_STORE, "store error")                                                             \
-    X(AFSP_E_REF, "invalid image reference")                                                   \
+#define AFSP_ERRORS(X)                                                                             \
+    X(AFSP_E_DIGEST, "digest mismatch")                                                            \
+    X(AFSP_E_SIZE, "size mismatch")                                                                \
+    X(AFSP_E_FORMAT, "malformed data")                                                             \
+    X(AFSP_E_UNSUPPORTED, "unsupported format")                                                    \
+    X(AFSP_E_NOTFOUND, "not found")                                                                \
+    X(AFSP_E_AUTH, "authentication failed")                                                        \
+    X(AFSP_E_HTTP, "registry error")                                                               \
+    X(AFSP_E_NET, "network error")                                                                 \
+    X(AFSP_E_TRUNCATED, "truncated")                                                               \
+    X(AFSP_E_TOOBIG, "does not fit in the cache limit")                                            \
+    X(AFSP_E_PLATFORM, "no manifest for this platform")                                            \
+    X(AFSP_E_STORE, "store error")                                                                 \
+    X(AFSP_E_REF, "invalid image reference")                                                       \
     X(AFSP_E_USAGE, "invalid usage")
 
 enum afsp_err {
@@ -64,10 +64,10 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 extern int log_level; /* messages above this level are not formatted; default LOG_WARN */
 
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define LOG_AT(lvl, ...)                                                                       \
-    do {                                                                                       \
-        if ((lvl) <= log_level)                                                                \
-            log_write((lvl), __VA_ARGS__);                                                     \
+#define LOG_AT(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if ((lvl) <= log_level)                                                                    \
+            log_write((lvl), __VA_ARGS__);                                                         \
     } while (0)
 #define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) LOG_AT(LOG_WARN, __VA_ARGS__)

@@ -23,34 +23,34 @@ void test_fail(const char *file, int line, const char *fmt, ...)
 /* A fresh empty directory for this test, removed by the runner afterwards. */
 const char *test_tmpdir(void);
 
-#define TEST(name)                                                                             \
-    static void test_##name(void);                                                             \
-    static struct test test_rec_##name = {#name, test_##name, NULL};                           \
-    __attribute__((constructor)) static void test_reg_##name(void)                             \
-    {                                                                                          \
-        test_register(&test_rec_##name);                                                       \
-    }                                                                                          \
+#define TEST(name)                                                                                 \
+    static void test_##name(void);                                                                 \
+    static struct test test_rec_##name = {#name, test_##name, NULL};                               \
+    __attribute__((constructor)) static void test_reg_##name(void)                                 \
+    {                                                                                              \
+        test_register(&test_rec_##name);                                                           \
+    }                                                                                              \
     static void test_##name(void)
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            test_fail(__FILE__, __LINE__, "%s", #cond);                                        \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            test_fail(__FILE__, __LINE__, "%s", #cond);                                            \
     } while (0)
 
-#define CHECK_INT(a, op, b)                                                                    \
-    do {                                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                    \
-        if (!(a_ op b_))                                                                       \
-            test_fail(__FILE__, __LINE__, "%s %s %s (%lld vs %lld)", #a, #op, #b, a_, b_);     \
+#define CHECK_INT(a, op, b)                                                                        \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (!(a_ op b_))                                                                           \
+            test_fail(__FILE__, __LINE__, "%s %s %s (%lld vs %lld)", #a, #op, #b, a_, b_);         \
     } while (0)
 
-#define CHECK_STR(a, b)                                                                        \
-    do {                                                                                       \
-        const char *a_ = (a), *b_ = (b);                                                       \
-        if (!a_ || !b_ || strcmp(a_, b_))                                                      \
-            test_fail(__FILE__, __LINE__, "%s == %s (\"%s\" vs \"%s\")", #a, #b,                \
-                      a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                 \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        if (!a_ || !b_ || strcmp(a_, b_))                                                          \
+            test_fail(__FILE__, __LINE__, "%s == %s (\"%s\" vs \"%s\")", #a, #b,                   \
+                      a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                     \
     } while (0)
 
 #endif

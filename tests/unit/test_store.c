@@ -46,8 +46,8 @@ static int put_layer(struct store *s, uint64_t resv, int seed, size_t size, uint
     CHECK(index_make_chunks(&ix, fd) == 0);
     struct buf b = {0};
     CHECK(index_serialize(&ix, &b) == 0);
-    int rc = store_layer_commit(s, resv, 0, d, "application/vnd.oci.image.layer.v1.tar", &ix, &b,
-                                tmp);
+    int rc =
+        store_layer_commit(s, resv, 0, d, "application/vnd.oci.image.layer.v1.tar", &ix, &b, tmp);
     close(fd);
     index_release(&ix);
     buf_release(&b);
@@ -66,11 +66,23 @@ TEST(store_index_roundtrip_is_deterministic)
     struct layer_index ix = {0};
     struct tar_xattr xa[2] = {{"security.capability", (const uint8_t *)"\x01\x00\x00\x02\0\0", 6},
                               {"user.note", (const uint8_t *)"hello", 5}};
-    struct tar_entry e = {.path = "usr/bin/ping", .link = "", .type = TAR_REG, .mode = 04755,
-                          .uid = 1234, .gid = 5678, .mtime_sec = 1700000000, .mtime_nsec = 5,
-                          .size = 10, .data_off = 512, .xattrs = xa, .nxattrs = 2};
-    struct tar_entry l = {.path = "bin/sh", .link = "/bin/busybox", .type = TAR_SYMLINK,
-                          .mode = 0777, .data_off = 1536};
+    struct tar_entry e = {.path = "usr/bin/ping",
+                          .link = "",
+                          .type = TAR_REG,
+                          .mode = 04755,
+                          .uid = 1234,
+                          .gid = 5678,
+                          .mtime_sec = 1700000000,
+                          .mtime_nsec = 5,
+                          .size = 10,
+                          .data_off = 512,
+                          .xattrs = xa,
+                          .nxattrs = 2};
+    struct tar_entry l = {.path = "bin/sh",
+                          .link = "/bin/busybox",
+                          .type = TAR_SYMLINK,
+                          .mode = 0777,
+                          .data_off = 1536};
     ix.format = LAYER_GZIP;
     ix.blob_size = 100;
     ix.tar_size = 2048;
