@@ -87,9 +87,13 @@ build/fuzz/%: fuzz/%.c $(LIB_SRC)
 fuzz: deps $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 	@set -e; for f in $(FUZZ_SRC:fuzz/%.c=%); do \
 	    mkdir -p build/fuzz/corpus-$$f; \
+	    seeds=; [ -d fuzz/seeds/$$f ] && seeds=fuzz/seeds/$$f; \
 	    echo "fuzz $$f ($(FUZZ_SECS)s)"; \
-	    build/fuzz/$$f -max_total_time=$(FUZZ_SECS) -print_final_stats=0 \
-	        build/fuzz/corpus-$$f fuzz/seeds/$$f 2>&1 | tail -n 2; \
+	    if ! build/fuzz/$$f -max_total_time=$(FUZZ_SECS) -print_final_stats=0 \
+	        build/fuzz/corpus-$$f $$seeds >build/fuzz/$$f.log 2>&1; then \
+	        tail -n 60 build/fuzz/$$f.log; echo "fuzz $$f: FAILED (build/fuzz/$$f.log)"; exit 1; \
+	    fi; \
+	    tail -n 1 build/fuzz/$$f.log; \
 	done
 
 bench: deps all $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)

@@ -30,6 +30,25 @@ struct command {
 /* Handles a common option at argv[*i] (and its value). Returns 1 if it was one, 0 if not, or
  * -1 after printing an error. */
 int global_opt(int argc, char **argv, int *i);
+
+/* Steps through a command's arguments (argv[0] is the command name). */
+struct cmd_iter {
+    const struct command *c;
+    int argc, i;
+    char **argv;
+    int status; /* the exit status when cmd_next returns -1 */
+};
+#define CMD_ITER(cmd, argc, argv)                                                                  \
+    {                                                                                              \
+        (cmd), (argc), 0, (argv), 0                                                                \
+    }
+/* Handles the common options and -h/--help itself. Returns 1 with *arg set to the next argument
+ * that is the command's own, 0 at the end, or -1 when the command must exit with it->status
+ * (0 after printing help, 2 after a usage error). */
+int cmd_next(struct cmd_iter *it, const char **arg);
+/* If the current argument is option name ("--name VALUE" or "--name=VALUE"), returns its value;
+ * else NULL. A missing value is a usage error reported by the next cmd_next. */
+const char *cmd_value(struct cmd_iter *it, const char *name);
 /* Prints "afsp: " and the message to stderr; returns 1 (the exit status). */
 int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the command's usage to stdout (for --help) and returns 0. */

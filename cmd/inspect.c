@@ -356,18 +356,16 @@ int cmd_inspect(int argc, char **argv)
     const char *pos[3];
     int npos = 0;
     struct store *s;
-    for (int i = 1; i < argc; i++) {
-        int r = global_opt(argc, argv, &i);
-        if (r < 0)
-            return 2;
-        if (r)
-            continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            return cmd_help(&cmd_inspect_def);
-        if (argv[i][0] == '-' || npos == 3)
-            return cmd_usage_error(&cmd_inspect_def, "unexpected argument %s", argv[i]);
-        pos[npos++] = argv[i];
+    struct cmd_iter it = CMD_ITER(&cmd_inspect_def, argc, argv);
+    const char *arg;
+    int r;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (arg[0] == '-' || npos == 3)
+            return cmd_usage_error(&cmd_inspect_def, "unexpected argument %s", arg);
+        pos[npos++] = arg;
     }
+    if (r < 0)
+        return it.status;
     int files = npos == 2 && !strcmp(pos[0], "files");
     int extract = npos == 3 && !strcmp(pos[0], "extract");
     if (!files && !extract)

@@ -23,19 +23,17 @@ int cmd_layers(int argc, char **argv)
     size_t n;
     char dg[DIGEST_STR_LEN + 1], a[16], b[16], t[32];
 
-    for (int i = 1; i < argc; i++) {
-        int r = global_opt(argc, argv, &i);
-        if (r < 0)
-            return 2;
-        if (r)
-            continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            return cmd_help(&cmd_layers_def);
-        if (!strcmp(argv[i], "--json"))
+    struct cmd_iter it = CMD_ITER(&cmd_layers_def, argc, argv);
+    const char *arg;
+    int r;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (!strcmp(arg, "--json"))
             json = 1;
         else
-            return cmd_usage_error(&cmd_layers_def, "unexpected argument %s", argv[i]);
+            return cmd_usage_error(&cmd_layers_def, "unexpected argument %s", arg);
     }
+    if (r < 0)
+        return it.status;
     if (!store_exists(data_dir())) {
         v = NULL, n = 0; /* nothing pulled yet: an empty list */
         rc = 0;

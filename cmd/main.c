@@ -111,6 +111,45 @@ int global_opt(int argc, char **argv, int *i)
     return 0;
 }
 
+int cmd_next(struct cmd_iter *it, const char **arg)
+{
+    if (it->status)
+        return -1;
+    while (++it->i < it->argc) {
+        int r = global_opt(it->argc, it->argv, &it->i);
+        if (r < 0) {
+            it->status = 2;
+            return -1;
+        }
+        if (r)
+            continue;
+        const char *a = it->argv[it->i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            it->status = cmd_help(it->c);
+            return -1;
+        }
+        *arg = a;
+        return 1;
+    }
+    return 0;
+}
+
+const char *cmd_value(struct cmd_iter *it, const char *name)
+{
+    const char *a = it->argv[it->i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n))
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n])
+        return NULL;
+    if (it->i + 1 < it->argc)
+        return it->argv[++it->i];
+    it->status = cmd_usage_error(it->c, "%s needs a value", name);
+    return "";
+}
+
 const char *data_dir(void)
 {
     static char buf[4096];

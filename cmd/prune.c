@@ -22,26 +22,21 @@ int cmd_prune(int argc, char **argv)
     uint64_t freed = 0;
     char a[16], b[16];
 
-    for (int i = 1; i < argc; i++) {
-        int r = global_opt(argc, argv, &i);
-        const char *val = NULL;
-        if (r < 0)
-            return 2;
-        if (r)
-            continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            return cmd_help(&cmd_prune_def);
-        if (!strcmp(argv[i], "--percent") && i + 1 < argc)
-            val = argv[++i];
-        else if (!strncmp(argv[i], "--percent=", 10))
-            val = argv[i] + 10;
-        else
-            return cmd_usage_error(&cmd_prune_def, "unexpected argument %s", argv[i]);
+    struct cmd_iter it = CMD_ITER(&cmd_prune_def, argc, argv);
+    const char *arg, *val;
+    int r;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (!(val = cmd_value(&it, "--percent")))
+            return cmd_usage_error(&cmd_prune_def, "unexpected argument %s", arg);
+        if (it.status)
+            break;
         char *end;
         percent = strtol(val, &end, 10);
         if (*end || end == val || percent < 0 || percent > 100)
             return cmd_usage_error(&cmd_prune_def, "--percent takes a number from 0 to 100");
     }
+    if (r < 0 || it.status)
+        return it.status;
     if (percent < 0)
         return cmd_usage_error(&cmd_prune_def, "--percent is required");
     if (open_store(&s, false))

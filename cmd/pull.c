@@ -55,29 +55,26 @@ int cmd_pull(int argc, char **argv)
     uint8_t digest[DIGEST_LEN];
     char dg[DIGEST_STR_LEN + 1];
 
-    for (int i = 1; i < argc; i++) {
-        int r = global_opt(argc, argv, &i);
-        if (r < 0)
-            return 2;
-        if (r)
-            continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            return cmd_help(&cmd_pull_def);
-        if (!strcmp(argv[i], "--platform") && i + 1 < argc)
-            po.platform = argv[++i];
-        else if (!strncmp(argv[i], "--platform=", 11))
-            po.platform = argv[i] + 11;
-        else if (!strcmp(argv[i], "--insecure-registry") && i + 1 < argc) {
+    struct cmd_iter it = CMD_ITER(&cmd_pull_def, argc, argv);
+    const char *arg;
+    int r;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        const char *v;
+        if ((v = cmd_value(&it, "--platform")))
+            po.platform = v;
+        else if ((v = cmd_value(&it, "--insecure-registry"))) {
             if (ninsecure == 32)
                 return cmd_usage_error(&cmd_pull_def, "too many --insecure-registry");
-            insecure[ninsecure++] = argv[++i];
-        } else if (argv[i][0] == '-')
-            return cmd_usage_error(&cmd_pull_def, "unknown option %s", argv[i]);
+            insecure[ninsecure++] = v;
+        } else if (arg[0] == '-')
+            return cmd_usage_error(&cmd_pull_def, "unknown option %s", arg);
         else if (ref)
             return cmd_usage_error(&cmd_pull_def, "one IMAGE at a time");
         else
-            ref = argv[i];
+            ref = arg;
     }
+    if (r < 0)
+        return it.status;
     if (!ref)
         return cmd_usage_error(&cmd_pull_def, "IMAGE is missing");
     po.insecure_hosts = insecure;
