@@ -11,10 +11,12 @@
  * gzip checkpoints sit at deflate block headers (zran-style: bit position, output offset, the
  * 32 KiB of output before it). ISA-L cannot stop at a block boundary, so the indexer feeds it
  * input in slices whose ends fall on a fixed grid of absolute blob positions: large slices while
- * no checkpoint is due, tiny ones ("hunting") once one is. When a call returns with the decoder
- * between blocks (ISAL_BLOCK_NEW_HDR) or inside a block header it could not finish
- * (ISAL_BLOCK_HDR: read_header_stateful() then restores read_in/read_in_length to the header
- * start and parks the rest of the input in tmp_in_buffer), the header starts at bit
+ * no checkpoint is due; once one is, a "hunt" for a slice end inside a block header: probes
+ * (undoable slices that tell whether a block began in them) and tiny slices where one did. When
+ * a call returns with the decoder between blocks (ISAL_BLOCK_NEW_HDR) or inside a block header
+ * it could not finish (ISAL_BLOCK_HDR: read_header_stateful() then restores read_in and
+ * read_in_length to the header start and parks the rest of the input in tmp_in_buffer), the
+ * header starts at bit
  *     8 * consumed - 8 * tmp_in_size - read_in_length
  * and every byte before it has been output. A stored block's end is known in advance, so a hunt
  * that meets one ends its next slice exactly there. Because the slices depend only on positions
@@ -22,6 +24,11 @@
  * of the blob bytes, not of how the caller split them; pushes are buffered to whole slices.
  * Headers of fixed-Huffman blocks are 3 bits and almost never split: a stream made only of such
  * blocks gets few checkpoints, and the hunt budget below keeps it from costing much.
+ *
+ * This leans on ISA-L 2.30's inflate_state beyond its documented fields (block_state,
+ * read_in/read_in_length, tmp_in_size, tmp_out_valid/processed, type0_block_len, the Huffman
+ * tables), as zran-style tools built on it do; the unit tests restart a decoder at every
+ * checkpoint they make, which is what would break first.
  *
  * The indexer runs ISA-L in raw-deflate mode and parses the gzip header and trailer itself, so
  * that it sees member boundaries (concatenated members are decoded in turn) and the bits of the
@@ -256,9 +263,11 @@ struct codec_indexer {
     uint64_t hunt_start, hunt_out; /* in_pos and out_total when the current hunt began */
     uint64_t stored_end;           /* while hunting: where the current stored block ends, else 0 */
     uint64_t rehunt_end;           /* after a probe was rolled back: tiny slices up to here */
+    int hunt_tiny;                 /* after the probes: 0 undecided, 1 tiny slices, -1 probes on */
     struct inflate_state *snap;    /* the decoder before the current probe (snap_len bytes) */
     size_t snap_len;
-    uint8_t *ibuf; /* pending input, starting at in_pos */
+    struct inflate_huff_code_large *fixed_lit; /* ISA-L's table for fixed Huffman blocks */
+    uint8_t *ibuf;                             /* pending input, starting at in_pos */
     size_t ibuf_len;
     uint8_t *obuf; /* output; [emit_pos, opos) is decoded but not yet passed on (a probe's) */
     size_t opos, emit_pos;
@@ -295,6 +304,22 @@ static int ix_checkpoint(struct codec_indexer *ix, uint64_t in_bit, const uint8_
     return 0;
 }
 
+/* ISA-L builds the same lookup table for every fixed Huffman block: take it from an empty one
+ * (BFINAL=1, BTYPE=01, end of block). */
+static void gz_fixed_table(struct codec_indexer *ix)
+{
+    static const uint8_t empty_fixed[] = {0x03, 0x00};
+    uint8_t out[16];
+    struct inflate_state *t = ix->snap;
+    isal_inflate_init(t);
+    t->next_in = (uint8_t *)empty_fixed;
+    t->avail_in = sizeof empty_fixed;
+    t->next_out = out;
+    t->avail_out = sizeof out;
+    isal_inflate(t);
+    memcpy(ix->fixed_lit, &t->lit_huff_code, sizeof *ix->fixed_lit);
+}
+
 int codec_indexer_new(struct codec_indexer **out, enum layer_format fmt, codec_out_cb cb, void *arg)
 {
     struct codec_indexer *ix = calloc(1, sizeof *ix);
@@ -311,10 +336,12 @@ int codec_indexer_new(struct codec_indexer **out, enum layer_format fmt, codec_o
     case LAYER_GZIP:
         ix->st = malloc(sizeof *ix->st);
         ix->snap = malloc(sizeof *ix->snap);
+        ix->fixed_lit = malloc(sizeof *ix->fixed_lit);
         ix->ibuf = malloc(GZ_IBUF);
         ix->obuf = malloc(GZ_OBUF);
-        if (!ix->st || !ix->snap || !ix->ibuf || !ix->obuf)
+        if (!ix->st || !ix->snap || !ix->fixed_lit || !ix->ibuf || !ix->obuf)
             goto nomem;
+        gz_fixed_table(ix);
         ix->gz_stage = GZ_END;
         break;
     case LAYER_ZSTD:
@@ -344,6 +371,7 @@ void codec_indexer_free(struct codec_indexer *ix)
     checkpoints_free(ix->cps.v, ix->cps.n);
     free(ix->st);
     free(ix->snap);
+    free(ix->fixed_lit);
     free(ix->ibuf);
     free(ix->obuf);
     ZSTD_freeDCtx(ix->zd);
@@ -461,7 +489,7 @@ static int gz_inflate_slice(struct codec_indexer *ix, const uint8_t *p, size_t l
     struct inflate_state *st = ix->st;
     uint64_t start = ix->in_pos;
     bool due = ix_due(ix), probe = kind == SL_PROBE;
-    size_t opos0 = 0;
+    size_t opos0 = 0, ncps0 = ix->cps.n;
     uint64_t out0 = 0;
     if (probe) {
         if (GZ_OBUF - ix->opos < GZ_OBUF_MIN_FREE)
@@ -526,7 +554,8 @@ static int gz_inflate_slice(struct codec_indexer *ix, const uint8_t *p, size_t l
         if (!produced && st->avail_in == avail_in)
             return err_set(AFSP_E_FORMAT, "gzip member %" PRIu64 ": decoder stuck", ix->members);
     }
-    if (probe && (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
+    if (probe && ix->cps.n == ncps0 &&
+        (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
         (memcmp(&st->lit_huff_code, &ix->snap->lit_huff_code, sizeof st->lit_huff_code) ||
          memcmp(&st->dist_huff_code, &ix->snap->dist_huff_code, sizeof st->dist_huff_code))) {
         memcpy(st, ix->snap, ix->snap_len);
@@ -558,6 +587,7 @@ static uint64_t gz_slice_end(struct codec_indexer *ix, int *kind)
             ix->hunting = true;
             ix->hunt_start = ix->in_pos;
             ix->hunt_out = ix->out_total;
+            ix->hunt_tiny = 0;
         }
         if (ix->in_pos - ix->hunt_start >= GZ_HUNT_MAX) {
             ix->hunting = false;
@@ -580,8 +610,13 @@ static uint64_t gz_slice_end(struct codec_indexer *ix, int *kind)
         return MIN(grid_next(ix->in_pos, step), ix->rehunt_end);
     }
     ix->rehunt_end = 0;
-    if (ix->in_pos - ix->hunt_start < GZ_PROBE_MAX &&
-        ix->out_total - ix->hunt_out < GZ_PROBE_OUT_MAX) {
+    if (ix->hunt_tiny == 0 && (ix->in_pos - ix->hunt_start >= GZ_PROBE_MAX ||
+                               ix->out_total - ix->hunt_out >= GZ_PROBE_OUT_MAX)) {
+        /* tiny slices cannot split the 3-bit header of a fixed Huffman block either */
+        bool fixed = !memcmp(&ix->st->lit_huff_code, ix->fixed_lit, sizeof *ix->fixed_lit);
+        ix->hunt_tiny = fixed ? -1 : 1;
+    }
+    if (ix->hunt_tiny <= 0) {
         *kind = SL_PROBE;
         return grid_next(ix->in_pos, GZ_PROBE);
     }
@@ -838,6 +873,10 @@ int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const str
                                .out_size = out_size,
                                .src = src,
                                .arg = arg};
+    if (fmt != LAYER_TAR && fmt != LAYER_GZIP && fmt != LAYER_ZSTD) {
+        free(r);
+        return err_set(AFSP_E_UNSUPPORTED, "layer format %d", (int)fmt);
+    }
     if (fmt == LAYER_GZIP || fmt == LAYER_ZSTD) {
         r->ib = malloc(RD_IBUF);
         r->scratch = malloc(RD_SCRATCH);

@@ -32,8 +32,8 @@ struct image_ref {
     char *digest; /* owned; "sha256:..." or NULL */
 };
 
-/* Parses s. Returns 0 or AFSP_E_REF (with a message naming what is wrong). On success the
- * caller owns out and releases it with ref_release(). */
+/* Parses s. Returns 0, AFSP_E_REF (with a message naming what is wrong, not repeating s) or
+ * -ENOMEM. On success the caller owns out and releases it with ref_release(). */
 int ref_parse(const char *s, struct image_ref *out);
 void ref_release(struct image_ref *r);
 /* The canonical text "host/repo:tag", "host/repo@digest" or "host/repo:tag@digest".
@@ -121,8 +121,10 @@ void registry_free(struct registry *r);
 /* Fetches a manifest by tag or digest ("sha256:..."). A tag is resolved with HEAD first (its
  * Docker-Content-Digest), then the manifest is fetched by GET with Accept for OCI index, Docker
  * list, OCI manifest and Docker schema2. The body is checked against the digest (the requested
- * one, or the one the registry named) and against MANIFEST_MAX_BYTES. On success body holds the
- * bytes (caller releases), *content_type is malloc'd (caller frees), digest is set. */
+ * one, or the one the registry named: AFSP_E_DIGEST) and against MANIFEST_MAX_BYTES
+ * (AFSP_E_FORMAT); a malformed reference is AFSP_E_REF. On success body holds the bytes (caller
+ * releases), *content_type is malloc'd (caller frees; "" when the registry sent none), digest is
+ * set; on failure body is released. A registry object is used by one thread at a time. */
 int registry_get_manifest(struct registry *r, const char *reference, struct buf *body,
                           char **content_type, uint8_t digest[static DIGEST_LEN]);
 
@@ -188,12 +190,16 @@ struct tar_parser;
 /* Returns 0 or -ENOMEM. cb is called once per member, in order; a non-zero return from cb stops
  * the parser and is returned by tar_parser_push. */
 int tar_parser_new(struct tar_parser **out, tar_entry_cb cb, void *arg);
-/* Feeds the next n bytes of the uncompressed stream. File data is skipped without copying.
+/* Feeds the next n bytes of the uncompressed stream. File data is skipped without copying; for
+ * types that carry no data (links, devices, directories, fifos) no data area is skipped whatever
+ * the size field says, as Go's archive/tar does. Paths are normalised but ".." components are
+ * kept: whoever writes or serves files must refuse them. Xattr names are 1-255 bytes.
  * Returns 0, AFSP_E_FORMAT (bad checksum, bad number, over a bound), AFSP_E_UNSUPPORTED (GNU
- * sparse files, multi-volume) or cb's return. After an error every call returns the same error. */
+ * sparse files, multi-volume), -ENOMEM or cb's return. After an error every call returns the
+ * same error. */
 int tar_parser_push(struct tar_parser *p, const uint8_t *data, size_t n);
-/* The stream ended. Returns 0 if it ended after the end-of-archive blocks or at a member
- * boundary, AFSP_E_TRUNCATED inside a member. */
+/* The stream ended. Returns 0 if it ended after the end-of-archive block(s) (one zero block is
+ * accepted, as by Go) or at a member boundary, AFSP_E_TRUNCATED inside a member. */
 int tar_parser_finish(struct tar_parser *p);
 void tar_parser_free(struct tar_parser *p);
 
@@ -203,7 +209,9 @@ enum layer_format { LAYER_TAR = 0, LAYER_GZIP = 1, LAYER_ZSTD = 2 };
 
 #define CODEC_WINDOW 32768
 
-/* A place where decoding can start without anything before it. */
+/* A place where decoding can start without anything before it. For gzip, in_bit 0 is the start
+ * of the blob, where a gzip member header comes first; every other gzip checkpoint is a deflate
+ * block header. */
 struct checkpoint {
     uint64_t in_bit;  /* position in the compressed blob, in bits (a multiple of 8 unless gzip) */
     uint64_t out_off; /* offset in the uncompressed stream */
@@ -224,15 +232,18 @@ struct codec_indexer;
  * -ENOMEM. */
 int codec_indexer_new(struct codec_indexer **out, enum layer_format fmt, codec_out_cb cb,
                       void *arg);
-/* Feeds compressed bytes. Returns 0, AFSP_E_FORMAT (corrupt stream), or cb's non-zero return. */
+/* Feeds compressed bytes. Returns 0, AFSP_E_FORMAT (corrupt stream), AFSP_E_UNSUPPORTED (zstd
+ * window over 2^27), AFSP_E_USAGE (push after finish), -ENOMEM, or cb's non-zero return. */
 int codec_indexer_push(struct codec_indexer *ix, const uint8_t *in, size_t n);
 /* The compressed stream ended. Returns 0 if it ended cleanly (gzip: all members complete; data
  * after the last member is AFSP_E_FORMAT), AFSP_E_TRUNCATED if it ended early. */
 int codec_indexer_finish(struct codec_indexer *ix);
 /* Checkpoints so far (the first is always {0, 0}); valid until the next call on ix. The caller
- * may take ownership of the array and the windows with codec_indexer_take(). */
+ * may take ownership of the array and the windows with codec_indexer_take(), after which ix
+ * holds none (take after finish). */
 const struct checkpoint *codec_indexer_checkpoints(struct codec_indexer *ix, size_t *n);
 struct checkpoint *codec_indexer_take(struct codec_indexer *ix, size_t *n);
+/* Uncompressed bytes passed to the callback so far. */
 uint64_t codec_indexer_out_bytes(const struct codec_indexer *ix);
 void codec_indexer_free(struct codec_indexer *ix);
 void checkpoints_free(struct checkpoint *cps, size_t n);
@@ -249,7 +260,8 @@ int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const str
                      size_t ncps, uint64_t in_size, uint64_t out_size, codec_src_fn src, void *arg);
 /* Reads up to n uncompressed bytes at off. Decodes from the nearest checkpoint at or before off,
  * or continues the previous read when that is closer. Returns bytes read (0 at or past the end),
- * AFSP_E_FORMAT for a corrupt stream, or the source's error. */
+ * AFSP_E_FORMAT for a corrupt stream, AFSP_E_TRUNCATED if the source ends before in_size,
+ * AFSP_E_UNSUPPORTED, or the source's error. */
 ssize_t codec_read(struct codec_reader *r, uint64_t off, void *buf, size_t n);
 void codec_reader_free(struct codec_reader *r);
 

@@ -241,8 +241,12 @@ static struct indexed index_blob(enum layer_format fmt, const struct blob *b,
     /* after an error, every call returns it */
     if (rc)
         CHECK_INT(codec_indexer_push(ix, b->p, MIN(b->n, 10)), ==, rc);
+    size_t n_seen;
+    const struct checkpoint *seen = codec_indexer_checkpoints(ix, &n_seen);
     r.cps = codec_indexer_take(ix, &r.ncps);
-    codec_indexer_free(ix);
+    CHECK(seen == r.cps);
+    CHECK_INT(n_seen, ==, r.ncps);
+    codec_indexer_free(ix); /* the checkpoints are ours now */
     return r;
 }
 
