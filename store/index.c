@@ -103,65 +103,86 @@ int index_add_entry(void *arg, const struct tar_entry *e)
     return 0;
 }
 
+int chunker_init(struct chunker *c, struct layer_index *ix)
+{
+    memset(c, 0, sizeof *c);
+    c->ix = ix;
+    c->buf = malloc(INDEX_CHUNK_MAX);
+    if (!c->buf)
+        return -ENOMEM;
+    int rc = sha256_init(&c->h);
+    if (rc < 0) {
+        free(c->buf);
+        c->buf = NULL;
+    }
+    return rc;
+}
+
+/* Chunk starts are the checkpoints' bytes; a gap over INDEX_CHUNK_MAX is cut into
+ * INDEX_CHUNK_SPLIT pieces (the last piece takes the rest once it is at most INDEX_CHUNK_MAX). */
+int chunker_cut(struct chunker *c, int fd, uint64_t end)
+{
+    struct layer_index *ix = c->ix;
+    int rc;
+    if (end < c->start)
+        return err_set(AFSP_E_FORMAT, "checkpoints out of order");
+    while (c->start < end) {
+        uint64_t len = end - c->start;
+        if (len > INDEX_CHUNK_MAX)
+            len = INDEX_CHUNK_SPLIT;
+        if ((rc = grow((void **)&ix->chunks, &c->cap, ix->nchunks + 1, sizeof *ix->chunks)) < 0)
+            return rc;
+        ssize_t got = pread(fd, c->buf, len, (off_t)c->start);
+        if (got != (ssize_t)len)
+            return err_set(got < 0 ? -errno : AFSP_E_TRUNCATED, "reading chunk %u", ix->nchunks);
+        struct index_chunk *ch = &ix->chunks[ix->nchunks++];
+        ch->off = c->start;
+        ch->len = (uint32_t)len;
+        sha256_update(&c->h, c->buf, len);
+        sha256_final(&c->h, ch->sha256);
+        c->start += len;
+    }
+    return 0;
+}
+
+int chunker_finish(struct chunker *c, int fd)
+{
+    struct layer_index *ix = c->ix;
+    int rc;
+    for (uint32_t i = 1; i < ix->ncps; i++)
+        if (ix->cps[i].in_bit / 8 > c->start &&
+            (rc = chunker_cut(c, fd, ix->cps[i].in_bit / 8)) < 0)
+            return rc;
+    if ((rc = chunker_cut(c, fd, ix->blob_size)) < 0)
+        return rc;
+    if (ix->nchunks == 0) { /* an empty blob still has one (empty) chunk */
+        if ((rc = grow((void **)&ix->chunks, &c->cap, 1, sizeof *ix->chunks)) < 0)
+            return rc;
+        memset(&ix->chunks[0], 0, sizeof ix->chunks[0]);
+        sha256_final(&c->h, ix->chunks[0].sha256);
+        ix->nchunks = 1;
+    }
+    return 0;
+}
+
+void chunker_release(struct chunker *c)
+{
+    free(c->buf);
+    if (c->h.ctx)
+        sha256_release(&c->h);
+    memset(c, 0, sizeof *c);
+}
+
 int index_make_chunks(struct layer_index *ix, int fd)
 {
-    uint32_t n = 0, cap = 0;
-    struct index_chunk *v = NULL;
-    uint8_t *buf = NULL;
-    struct sha256 h = {0};
-    int rc;
-
-    /* Chunk starts: every checkpoint's byte, then gaps over INDEX_CHUNK_MAX cut evenly. */
-    for (uint32_t i = 0; i < ix->ncps || n == 0; i++) {
-        uint64_t start = i < ix->ncps ? ix->cps[i].in_bit / 8 : 0;
-        uint64_t end = i + 1 < ix->ncps ? ix->cps[i + 1].in_bit / 8 : ix->blob_size;
-        if (i > 0 && i < ix->ncps && start == v[n - 1].off)
-            continue; /* two checkpoints in one byte */
-        if (end > ix->blob_size || start > end) {
-            rc = err_set(AFSP_E_FORMAT, "checkpoint beyond the blob");
-            goto out;
-        }
-        do {
-            uint64_t len = end - start;
-            if (len > INDEX_CHUNK_MAX)
-                len = INDEX_CHUNK_SPLIT;
-            if ((rc = grow((void **)&v, &cap, n + 1, sizeof *v)) < 0)
-                goto out;
-            v[n].off = start;
-            v[n].len = (uint32_t)len;
-            n++;
-            start += len;
-        } while (start < end);
-        if (i >= ix->ncps)
-            break;
-    }
-    /* A zero-length last chunk (empty blob) is kept so every blob has one chunk. */
-    if ((rc = sha256_init(&h)) < 0)
-        goto out;
-    buf = malloc(INDEX_CHUNK_MAX);
-    if (!buf) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        ssize_t got = pread(fd, buf, v[i].len, (off_t)v[i].off);
-        if (got != (ssize_t)v[i].len) {
-            rc = err_set(got < 0 ? -errno : AFSP_E_TRUNCATED, "reading chunk %u", i);
-            goto out;
-        }
-        sha256_update(&h, buf, v[i].len);
-        sha256_final(&h, v[i].sha256);
-    }
+    struct chunker c;
     free(ix->chunks);
-    ix->chunks = v;
-    ix->nchunks = n;
-    v = NULL;
-    rc = 0;
-out:
-    free(v);
-    free(buf);
-    if (h.ctx)
-        sha256_release(&h);
+    ix->chunks = NULL;
+    ix->nchunks = 0;
+    int rc = chunker_init(&c, ix);
+    if (rc == 0)
+        rc = chunker_finish(&c, fd);
+    chunker_release(&c);
     return rc;
 }
 

@@ -1,11 +1,17 @@
 /*
  * ingest.c - `pull`: from a reference to verified, indexed layers in the store.
  *
- * One streaming pass per layer: every byte from the registry is hashed (SHA-256, OpenSSL),
- * written to a temporary file and fed to the decoder, whose output feeds the tar parser, which
- * fills the index. Only when the whole blob matches its digest is anything made visible
- * (store_layer_commit). A decode error does not stop the download: a digest mismatch is the
- * more useful thing to report when a registry serves wrong bytes.
+ * One streaming pass per layer, on two threads so that only inflate is on the critical path:
+ *  - the receiving thread (curl's callback, or a file reader) hashes every byte (SHA-256,
+ *    OpenSSL), writes it to a temporary file in 1 MiB buffers, starts their writeback
+ *    (sync_file_range) so the final fdatasync is short, hands each buffer to the decoder, and
+ *    hashes the chunks as the decoder publishes checkpoint positions, while the chunk's bytes
+ *    are still in the page cache;
+ *  - the decoder thread runs the codec indexer, whose output feeds the tar parser, which fills
+ *    the index, and publishes the byte position of each checkpoint it finds.
+ * Only when the whole blob matches its digest is anything made visible (store_layer_commit). A
+ * decode error does not stop the download: a digest mismatch is the more useful thing to report
+ * when a registry serves wrong bytes.
  * Must not touch LMDB directly: store.c owns the tables.
  */
 #include "store_int.h"
@@ -14,23 +20,46 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WRITE_BUF (1u << 20)
+#define PIPE_BUF_SIZE (1u << 20)
+#define PIPE_NBUFS 8               /* 8 MiB between the threads */
+#define WRITEBACK_EVERY (8u << 20) /* start writeback of this much at a time */
 #define CONFIG_MAX (4u << 20)
 
+struct pipe_buf {
+    uint8_t *p;
+    size_t len;
+};
+
 struct ingest {
+    /* receiving thread */
     struct sha256 h;
     int fd;
-    uint64_t received;
-    uint8_t *wbuf;
-    size_t wlen;
-    int write_err, decode_err;
+    uint64_t received, written, writeback;
+    struct pipe_buf *cur; /* being filled */
+    struct chunker ch;
+    size_t cuts_done; /* published checkpoint bytes already cut */
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pipe_buf bufs[PIPE_NBUFS];
+    struct pipe_buf *queue[PIPE_NBUFS], *free[PIPE_NBUFS];
+    size_t q_head, q_len, nfree;
+    bool eof, abort;
+    uint64_t *cuts; /* checkpoint byte positions published by the decoder */
+    size_t ncuts, cuts_cap;
+    int decode_err;
+    /* decoder thread */
+    pthread_t thread;
+    bool piped, running;
     struct codec_indexer *cx;
     struct tar_parser *tp;
+    size_t cps_seen;
     struct layer_index ix;
     /* progress */
     const struct pull_opts *opts;
@@ -38,25 +67,113 @@ struct ingest {
     uint64_t base_done, last_report;
 };
 
-static int flush_writes(struct ingest *in)
-{
-    size_t off = 0;
-    while (off < in->wlen) {
-        ssize_t n = write(in->fd, in->wbuf + off, in->wlen - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return err_set(-errno, "cannot write the download");
-        off += (size_t)n;
-    }
-    in->wlen = 0;
-    return 0;
-}
-
 static int tar_out(void *arg, const uint8_t *p, size_t n)
 {
     struct ingest *in = arg;
     return tar_parser_push(in->tp, p, n);
+}
+
+/* The decoder thread: buffers in, index out; checkpoint positions published as found. */
+static void *decoder_main(void *arg)
+{
+    struct ingest *in = arg;
+    for (;;) {
+        pthread_mutex_lock(&in->mu);
+        while (!in->q_len && !in->eof && !in->abort)
+            pthread_cond_wait(&in->cv, &in->mu);
+        if (in->abort || !in->q_len) {
+            pthread_mutex_unlock(&in->mu);
+            return NULL;
+        }
+        struct pipe_buf *b = in->queue[in->q_head];
+        in->q_head = (in->q_head + 1) % PIPE_NBUFS;
+        in->q_len--;
+        int failed = in->decode_err;
+        pthread_mutex_unlock(&in->mu);
+
+        int rc = failed ? 0 : codec_indexer_push(in->cx, b->p, b->len);
+        size_t n;
+        const struct checkpoint *cps = codec_indexer_checkpoints(in->cx, &n);
+
+        pthread_mutex_lock(&in->mu);
+        if (rc < 0 && !in->decode_err)
+            in->decode_err = rc;
+        for (; in->cps_seen < n; in->cps_seen++) {
+            if (in->ncuts == in->cuts_cap) {
+                size_t cap = in->cuts_cap ? in->cuts_cap * 2 : 64;
+                uint64_t *v = realloc(in->cuts, cap * sizeof *v);
+                if (!v) {
+                    in->decode_err = -ENOMEM;
+                    break;
+                }
+                in->cuts = v;
+                in->cuts_cap = cap;
+            }
+            if (in->cps_seen > 0) /* checkpoint 0 starts the first chunk */
+                in->cuts[in->ncuts++] = cps[in->cps_seen].in_bit / 8;
+        }
+        in->free[in->nfree++] = b;
+        pthread_cond_broadcast(&in->cv);
+        pthread_mutex_unlock(&in->mu);
+    }
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return err_set(-errno, "cannot write the download");
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Writes the current buffer, hands it to the decoder, takes a free one, and hashes the chunks
+ * whose end the decoder has published. */
+static int submit(struct ingest *in)
+{
+    struct pipe_buf *b = in->cur;
+    size_t ncuts;
+    int rc;
+
+    if (b->len) {
+        if ((rc = write_all(in->fd, b->p, b->len)) < 0)
+            return rc; /* a local disk error ends the pull at once */
+        in->written += b->len;
+        if (in->written - in->writeback >= WRITEBACK_EVERY) {
+            sync_file_range(in->fd, (off64_t)in->writeback, (off64_t)(in->written - in->writeback),
+                            SYNC_FILE_RANGE_WRITE);
+            in->writeback = in->written;
+        }
+    }
+    pthread_mutex_lock(&in->mu);
+    if (b->len) {
+        in->queue[(in->q_head + in->q_len) % PIPE_NBUFS] = b;
+        in->q_len++;
+        pthread_cond_broadcast(&in->cv);
+        while (!in->nfree)
+            pthread_cond_wait(&in->cv, &in->mu);
+        in->cur = in->free[--in->nfree];
+        in->cur->len = 0;
+    }
+    ncuts = in->ncuts;
+    pthread_mutex_unlock(&in->mu);
+    /* in->cuts only grows (realloc under mu): read each entry under the lock. */
+    while (in->cuts_done < ncuts) {
+        pthread_mutex_lock(&in->mu);
+        uint64_t end = in->cuts[in->cuts_done];
+        pthread_mutex_unlock(&in->mu);
+        if (end > in->written)
+            break; /* cannot happen: the decoder saw these bytes after we wrote them */
+        if ((rc = chunker_cut(&in->ch, in->fd, end)) < 0)
+            return rc;
+        in->cuts_done++;
+    }
+    return 0;
 }
 
 static int on_data(void *arg, const uint8_t *p, size_t n)
@@ -66,18 +183,14 @@ static int on_data(void *arg, const uint8_t *p, size_t n)
 
     sha256_update(&in->h, p, n);
     in->received += n;
-    for (size_t off = 0; off < n;) {
-        size_t k = MIN(n - off, WRITE_BUF - in->wlen);
-        memcpy(in->wbuf + in->wlen, p + off, k);
-        in->wlen += k;
-        off += k;
-        if (in->wlen == WRITE_BUF && (rc = flush_writes(in)) < 0)
-            return rc; /* a local disk error ends the pull at once */
-    }
-    if (!in->decode_err) {
-        rc = codec_indexer_push(in->cx, p, n);
-        if (rc < 0)
-            in->decode_err = rc;
+    while (n) {
+        size_t k = MIN(n, PIPE_BUF_SIZE - in->cur->len);
+        memcpy(in->cur->p + in->cur->len, p, k);
+        in->cur->len += k;
+        p += k;
+        n -= k;
+        if (in->cur->len == PIPE_BUF_SIZE && (rc = submit(in)) < 0)
+            return rc;
     }
     if (in->opts && in->opts->progress) {
         in->prog.done = in->base_done + in->received;
@@ -88,6 +201,51 @@ static int on_data(void *arg, const uint8_t *p, size_t n)
         }
     }
     return 0;
+}
+
+static int pipe_start(struct ingest *in)
+{
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cv, NULL);
+    in->piped = true;
+    for (int i = 0; i < PIPE_NBUFS; i++) {
+        if (!(in->bufs[i].p = malloc(PIPE_BUF_SIZE)))
+            return -ENOMEM;
+        in->free[in->nfree++] = &in->bufs[i];
+    }
+    in->cur = in->free[--in->nfree];
+    in->cur->len = 0;
+    int rc = pthread_create(&in->thread, NULL, decoder_main, in);
+    if (rc)
+        return err_set(-rc, "cannot start the decoder thread");
+    in->running = true;
+    return 0;
+}
+
+/* Ends the decoder thread: after the last buffer is decoded, or at once if abort. */
+static void pipe_stop(struct ingest *in, bool abort)
+{
+    if (in->running) {
+        pthread_mutex_lock(&in->mu);
+        in->eof = true;
+        in->abort = abort;
+        pthread_cond_broadcast(&in->cv);
+        pthread_mutex_unlock(&in->mu);
+        pthread_join(in->thread, NULL);
+        in->running = false;
+    }
+}
+
+static void pipe_release(struct ingest *in)
+{
+    if (!in->piped)
+        return;
+    pipe_stop(in, true);
+    for (int i = 0; i < PIPE_NBUFS; i++)
+        free(in->bufs[i].p);
+    free(in->cuts);
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cv);
 }
 
 static int layer_format(const char *mt, enum layer_format *f)
@@ -122,12 +280,12 @@ static int feed_registry(void *src, struct ingest *in)
 static int feed_fd(void *src, struct ingest *in)
 {
     int fd = *(int *)src;
-    uint8_t *buf = malloc(WRITE_BUF);
+    uint8_t *buf = malloc(PIPE_BUF_SIZE);
     int rc = 0;
     if (!buf)
         return -ENOMEM;
     for (;;) {
-        ssize_t n = read(fd, buf, WRITE_BUF);
+        ssize_t n = read(fd, buf, PIPE_BUF_SIZE);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -156,21 +314,20 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     if ((rc = layer_format(d->media_type, &fmt)) < 0)
         return rc;
     in->ix.format = fmt;
-    if ((rc = sha256_init(&in->h)) < 0)
+    if ((rc = sha256_init(&in->h)) < 0 || (rc = chunker_init(&in->ch, &in->ix)) < 0)
         goto out;
-    if (!(in->wbuf = malloc(WRITE_BUF))) {
-        rc = -ENOMEM;
-        goto out;
-    }
     if ((rc = tar_parser_new(&in->tp, index_add_entry, &in->ix)) < 0 ||
         (rc = codec_indexer_new(&in->cx, fmt, tar_out, in)) < 0)
         goto out;
     if ((rc = in->fd = store_tmp_create(s, d->digest, tmp)) < 0)
         goto out;
+    if ((rc = pipe_start(in)) < 0)
+        goto out;
 
     rc = feed(src, in);
     if (rc == 0)
-        rc = flush_writes(in);
+        rc = submit(in); /* the last, partial buffer */
+    pipe_stop(in, rc < 0);
     if (rc < 0)
         goto out;
     if (in->received != d->size) {
@@ -191,24 +348,26 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     size_t ncps;
     in->ix.cps = codec_indexer_take(in->cx, &ncps);
     in->ix.ncps = (uint32_t)ncps;
+    if ((rc = chunker_finish(&in->ch, in->fd)) < 0)
+        goto out;
     if (fdatasync(in->fd) < 0) {
         rc = err_set(-errno, "cannot sync the download");
         goto out;
     }
-    if ((rc = index_make_chunks(&in->ix, in->fd)) < 0 ||
-        (rc = index_serialize(&in->ix, &ixbytes)) < 0)
+    if ((rc = index_serialize(&in->ix, &ixbytes)) < 0)
         goto out;
     rc = store_layer_commit(s, resv_id, resv_bytes, d->digest, d->media_type, &in->ix, &ixbytes,
                             tmp);
     tmp[0] = 0; /* the commit renamed or removed the file */
 out:
+    pipe_release(in);
     if (in->fd >= 0)
         close(in->fd);
     if (rc < 0 && tmp[0])
         unlink(tmp);
     if (in->h.ctx)
         sha256_release(&in->h);
-    free(in->wbuf);
+    chunker_release(&in->ch);
     codec_indexer_free(in->cx);
     tar_parser_free(in->tp);
     index_release(&in->ix);

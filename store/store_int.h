@@ -319,6 +319,22 @@ int index_add_entry(void *arg, const struct tar_entry *e);
 /* Derives the chunk table from ix->cps and ix->blob_size and hashes each chunk's bytes read from
  * fd (the complete blob). Returns 0 or a negative code. */
 int index_make_chunks(struct layer_index *ix, int fd);
+
+/* The same, incrementally, while a blob is being written: chunker_cut(end) closes the chunks
+ * before byte end (a checkpoint's byte, in order; the bytes must be in fd already), hashing them
+ * while they are still in the page cache; chunker_finish() closes the rest from ix->cps and
+ * ix->blob_size. index_make_chunks() is init + finish. Chunks go to ix->chunks. */
+struct chunker {
+    struct layer_index *ix;
+    uint32_t cap;
+    uint64_t start; /* where the next chunk starts */
+    struct sha256 h;
+    uint8_t *buf;
+};
+int chunker_init(struct chunker *c, struct layer_index *ix);
+int chunker_cut(struct chunker *c, int fd, uint64_t end);
+int chunker_finish(struct chunker *c, int fd);
+void chunker_release(struct chunker *c);
 /* The canonical, deterministic encoding (little-endian; docs/format.md). */
 int index_serialize(const struct layer_index *ix, struct buf *out);
 /* Parses and checks an encoding: every offset and length is bounded. Returns 0 or

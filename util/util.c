@@ -2,7 +2,7 @@
  * util.c - logging, SHA-256 through OpenSSL, digest text, growable buffers, clocks and sizes.
  *
  * Owns nothing that outlives a call except what the caller holds. SHA-256 goes through OpenSSL's
- * EVP interface because libsodium's is 5-9x slower on the machines we run on (docs/design.md).
+ * EVP interface: 1.0-1.1 GB/s with SHA-NI on our machines, against 120-210 MB/s for libsodium.
  */
 #include "util.h"
 
