@@ -11,7 +11,9 @@
  *           hashes + LMDB commit; the blob is read from the page cache
  * The median of RUNS runs is printed; speeds are MB/s (10^6 bytes) of uncompressed output for
  * zlib, isal and ingest, of compressed bytes for sha256 and write. Lines "RESULT name MB/s" are
- * for bench/run.sh. `sync` runs (untimed) before each write and ingest.
+ * for bench/run.sh. `sync` runs (untimed) before each write and ingest. For ingest the CPU time
+ * of all threads (getrusage) and the time the main (receiving) thread spent runnable but waiting
+ * for a CPU (/proc/self/schedstat: other load on the machine) are printed too.
  *
  * usage: ingest_speed [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] FILE
  *   DIR          scratch directory on the disk under test (default /var/tmp); a subdirectory is
@@ -30,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -56,6 +59,29 @@ static double median(double *v, int n)
 static double secs(uint64_t t0)
 {
     return (double)(time_mono_ns() - t0) / 1e9;
+}
+
+/* Seconds this process's main thread (ingest's receiving thread) spent runnable but waiting for
+ * a CPU so far: what other load on the machine took from it (0 without schedstat). */
+static double runq_secs(void)
+{
+    unsigned long long run = 0, wait = 0;
+    FILE *f = fopen("/proc/self/schedstat", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &run, &wait) != 2)
+            wait = 0;
+        fclose(f);
+    }
+    return (double)wait / 1e9;
+}
+
+/* CPU seconds (user + system) used by this process so far */
+static double cpu_secs(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* Uncompressed size, or 0 on error. Handles concatenated members. */
@@ -147,7 +173,7 @@ static void rm_rf(const char *path)
  * layer's uncompressed size as the store records it. */
 static double run_ingest(const char *dir, const char *file, const char *mt,
                          const uint8_t digest[DIGEST_LEN], uint64_t size, uint64_t *usize,
-                         double *open_s)
+                         double *open_s, double *cpu_s, double *wait_s)
 {
     struct store *s;
     struct store_opts o = {.dir = dir, .cache_max_bytes = 4 * size + (1ull << 30)};
@@ -159,9 +185,12 @@ static double run_ingest(const char *dir, const char *file, const char *mt,
         return -1;
     }
     sync();
+    double c0 = cpu_secs(), w0 = runq_secs();
     t0 = time_mono_ns();
     rc = store_ingest_file(s, file, mt, digest);
     double t = secs(t0);
+    *cpu_s = cpu_secs() - c0;
+    *wait_s = runq_secs() - w0;
     if (rc < 0) {
         fprintf(stderr, "ingest_speed: store_ingest_file: %s\n", err_msg(rc));
         store_close(s);
@@ -200,11 +229,20 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "d:m:r:i", lo, NULL)) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
-        case 'm': mt = optarg; break;
-        case 'r': runs = atoi(optarg); break;
-        case 'i': only_ingest = 1; break;
-        default: usage(argv[0]);
+        case 'd':
+            dir = optarg;
+            break;
+        case 'm':
+            mt = optarg;
+            break;
+        case 'r':
+            runs = atoi(optarg);
+            break;
+        case 'i':
+            only_ingest = 1;
+            break;
+        default:
+            usage(argv[0]);
         }
     }
     if (optind != argc - 1 || runs < 1 || runs > MAX_RUNS)
@@ -239,6 +277,7 @@ int main(int argc, char **argv)
     snprintf(wfile, sizeof wfile, "%s/blob", work);
 
     double tz[MAX_RUNS], ti[MAX_RUNS], th[MAX_RUNS], tw[MAX_RUNS], tg[MAX_RUNS], to[MAX_RUNS];
+    double tc[MAX_RUNS], tq[MAX_RUNS];
     uint64_t nz = 0, ni = 0, ng = 0;
     int fails = 0;
     for (int r = 0; r < runs && !fails; r++) {
@@ -267,12 +306,14 @@ int main(int argc, char **argv)
             }
         }
         snprintf(sdir, sizeof sdir, "%s/store.%d", work, r);
-        tg[r] = run_ingest(sdir, file, mt, digest, in.len, &ng, &to[r]);
+        tg[r] = run_ingest(sdir, file, mt, digest, in.len, &ng, &to[r], &tc[r], &tq[r]);
         rm_rf(sdir);
         if (tg[r] < 0)
             fails++;
         else
-            fprintf(stderr, "  run %d: ingest %.3f s\n", r + 1, tg[r]);
+            fprintf(stderr,
+                    "  run %d: ingest %.3f s (cpu %.3f s, main thread waiting for a cpu %.3f s)\n",
+                    r + 1, tg[r], tc[r], tq[r]);
     }
     rm_rf(work);
     if (fails)
@@ -283,8 +324,8 @@ int main(int argc, char **argv)
         return 1;
     }
     double mg = median(tg, runs);
-    printf("file     %s: %zu bytes compressed, %llu uncompressed (ratio %.2f), %s\n", file,
-           in.len, (unsigned long long)ng, (double)ng / (double)in.len, mt);
+    printf("file     %s: %zu bytes compressed, %llu uncompressed (ratio %.2f), %s\n", file, in.len,
+           (unsigned long long)ng, (double)ng / (double)in.len, mt);
     if (!only_ingest) {
         double mz = gzip ? median(tz, runs) : 0, mi = gzip ? median(ti, runs) : 0;
         double mh = median(th, runs), mw = median(tw, runs);
@@ -293,10 +334,12 @@ int main(int argc, char **argv)
             printf("isa-l    %8.1f MB/s out  (%.3f s)\n", (double)ng / mi / 1e6, mi);
         }
         printf("sha256   %8.1f MB/s in   (%.3f s)\n", (double)in.len / mh / 1e6, mh);
-        printf("write    %8.1f MB/s in   (%.3f s, write + fdatasync)\n",
-               (double)in.len / mw / 1e6, mw);
-        printf("ingest   %8.1f MB/s out  (%.3f s; %.1f MB/s of blob; store_open %.3f s)\n",
-               (double)ng / mg / 1e6, mg, (double)in.len / mg / 1e6, median(to, runs));
+        printf("write    %8.1f MB/s in   (%.3f s, write + fdatasync)\n", (double)in.len / mw / 1e6,
+               mw);
+        printf("ingest   %8.1f MB/s out  (%.3f s, cpu %.3f s; %.1f MB/s of blob; store_open "
+               "%.3f s)\n",
+               (double)ng / mg / 1e6, mg, median(tc, runs), (double)in.len / mg / 1e6,
+               median(to, runs));
         if (gzip) {
             double fastest = MIN(mz, mi);
             printf("ratio    ingest / fastest inflate = %.3f (%.0f%%)\n", fastest / mg,
@@ -307,8 +350,11 @@ int main(int argc, char **argv)
         printf("RESULT sha256 %.1f\nRESULT write %.1f\n", (double)in.len / mh / 1e6,
                (double)in.len / mw / 1e6);
     } else {
-        printf("ingest   %8.1f MB/s out  (%.3f s)\n", (double)ng / mg / 1e6, mg);
+        printf("ingest   %8.1f MB/s out  (%.3f s, cpu %.3f s)\n", (double)ng / mg / 1e6, mg,
+               median(tc, runs));
     }
+    printf("RESULT ingest_cpu_s %.3f\nRESULT ingest_runq_s %.3f\nRESULT ingest_s %.3f\n",
+           median(tc, runs), median(tq, runs), mg);
     printf("RESULT ingest %.1f\n", (double)ng / mg / 1e6);
     buf_release(&in);
     return 0;

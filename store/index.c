@@ -2,8 +2,8 @@
  * index.c - the layer index: the tar file table, the decode checkpoints and the chunk table of
  * one layer blob, and its canonical encoding.
  *
- * The encoding is a pure function of the blob (given the constants in store_int.h and the zlib
- * used to compress windows), so any node holding the whole blob can rebuild an index and compare
+ * The encoding is a pure function of the blob (given the constants in store_int.h and the ISA-L
+ * that compresses windows), so any node holding the whole blob can rebuild an index and compare
  * digests. index_parse() treats its input as hostile: it checks every count, offset and length
  * before anything is used, and fails with AFSP_E_FORMAT.
  *
@@ -17,13 +17,14 @@
  *                       u64 size, data_off, u32 xattr_first, xattr_count }
  *   xattrs   nxattrs x { u32 name_off, name_len, val_off, val_len }
  *   strtab   strtab_len bytes (paths and names NUL-terminated)
- *   windows  windows_len bytes (each window zlib-compressed, or raw when win_zlen == win_len)
+ *   windows  windows_len bytes (each window in zlib format, or raw when win_zlen == win_len)
  */
 #include "store_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <isa-l/igzip_lib.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -201,26 +202,49 @@ uint32_t index_chunk_at(const struct layer_index *ix, uint64_t off)
     return ix->nchunks;
 }
 
+/* Compresses a window into zlib format with ISA-L at level 1: 6 ms for the ~110 windows of a
+ * 120 MB layer where zlib took 80 ms, for 2.5% more bytes (docs/benchmarks.md). Returns the
+ * compressed length, or 0 when it would not be smaller (the window is then stored raw). */
+static uint32_t window_deflate(const uint8_t *in, uint32_t n, uint8_t *out, uint32_t cap,
+                               uint8_t *lvlbuf)
+{
+    struct isal_zstream z;
+    isal_deflate_stateless_init(&z);
+    z.level = 1;
+    z.level_buf = lvlbuf;
+    z.level_buf_size = ISAL_DEF_LVL1_DEFAULT;
+    z.gzip_flag = IGZIP_ZLIB;
+    z.end_of_stream = 1;
+    z.next_in = (uint8_t *)in;
+    z.avail_in = n;
+    z.next_out = out;
+    z.avail_out = cap;
+    if (isal_deflate_stateless(&z) != COMP_OK || z.total_out >= n)
+        return 0;
+    return z.total_out;
+}
+
 int index_serialize(const struct layer_index *ix, struct buf *out)
 {
     struct buf win = {0};
-    uint8_t *p, *zbuf = NULL;
+    uint8_t *p, *zbuf = NULL, *lvlbuf = NULL;
     uint32_t *woff = NULL, *wz = NULL;
     int rc = -ENOMEM;
-    uLongf zcap = compressBound(CODEC_WINDOW);
+    uint32_t zcap = CODEC_WINDOW + 1024;
 
     woff = calloc(ix->ncps + 1, sizeof *woff);
     wz = calloc(ix->ncps + 1, sizeof *wz);
     zbuf = malloc(zcap);
-    if (!woff || !wz || !zbuf)
+    lvlbuf = malloc(ISAL_DEF_LVL1_DEFAULT);
+    if (!woff || !wz || !zbuf || !lvlbuf)
         goto out;
     for (uint32_t i = 0; i < ix->ncps; i++) {
         const struct checkpoint *c = &ix->cps[i];
-        uLongf zlen = zcap;
+        uint32_t zlen;
         woff[i] = (uint32_t)win.len;
         if (c->win_len == 0)
             continue;
-        if (compress2(zbuf, &zlen, c->window, c->win_len, 6) == Z_OK && zlen < c->win_len) {
+        if ((zlen = window_deflate(c->window, c->win_len, zbuf, zcap, lvlbuf))) {
             rc = buf_append(&win, zbuf, zlen);
             wz[i] = (uint32_t)zlen;
         } else {
@@ -300,6 +324,7 @@ int index_serialize(const struct layer_index *ix, struct buf *out)
 out:
     buf_release(&win);
     free(zbuf);
+    free(lvlbuf);
     free(woff);
     free(wz);
     return rc;
