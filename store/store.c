@@ -494,6 +494,19 @@ int store_layer_get(struct store *s, const uint8_t digest[static DIGEST_LEN], st
     return rc;
 }
 
+/* fsync of a directory of the store, so that a rename in it survives a crash. */
+static int fsync_dir(const struct store *s, const char *sub)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", s->dir, sub);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(-errno, "cannot open %s", dir);
+    int rc = fsync(fd) < 0 ? err_set(-errno, "cannot sync %s", dir) : 0;
+    close(fd);
+    return rc;
+}
+
 struct commit_args {
     struct store *s;
     uint64_t id, resv_bytes;
@@ -572,12 +585,13 @@ static int commit_fn(MDB_txn *txn, void *arg)
         rc = meta_put_u64(txn, s, "used", meta_u64(txn, s, "used") + r.stored);
     if (rc < 0)
         return rc;
-    /* Last, the file: if the commit then fails the file is an orphan that the next open sweeps;
-     * if this function runs again (map full) the rename has already happened. */
+    /* Last, the file, made durable before the record can be: if the commit then fails the file
+     * is an orphan that the next open sweeps; if this function runs again (map full) the rename
+     * has already happened. */
     store_blob_path(s, a->digest, path);
     if (rename(a->tmp_path, path) < 0 && !(errno == ENOENT && access(path, F_OK) == 0))
         return err_set(-errno, "cannot rename %s", a->tmp_path);
-    return 0;
+    return fsync_dir(s, "blobs/sha256");
 }
 
 int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
@@ -587,17 +601,7 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
 {
     struct commit_args a = {s,  id,          resv_bytes, digest, media_type,
                             ix, index_bytes, tmp_path,   {0},    0};
-    char dir[PATH_MAX];
     int rc = db_write(&s->db, commit_fn, &a);
-    if (rc >= 0 && !a.existed) {
-        /* The rename must be durable before anyone relies on the record. */
-        snprintf(dir, sizeof dir, "%s/blobs/sha256", s->dir);
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
-        }
-    }
     if (a.existed || rc < 0)
         unlink(tmp_path);
     evicted_finish(s, &a.ev);
