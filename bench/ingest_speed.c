@@ -23,6 +23,7 @@
  *   --only-ingest  only the ingest runs (for `perf record`)
  */
 #include "../store/store_int.h"
+#include "inflate_ref.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,9 +39,6 @@
 #include <zlib.h>
 
 #define MAX_RUNS 64
-#define OUT_BUF (1u << 20)
-
-static uint8_t out_buf[OUT_BUF];
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -82,59 +80,6 @@ static double cpu_secs(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-/* Uncompressed size, or 0 on error. Handles concatenated members. */
-static uint64_t run_zlib(const uint8_t *in, size_t n)
-{
-    z_stream z = {0};
-    uint64_t total = 0;
-    if (inflateInit2(&z, 15 + 16) != Z_OK)
-        return 0;
-    z.next_in = (uint8_t *)in;
-    z.avail_in = (uInt)n;
-    for (;;) {
-        z.next_out = out_buf;
-        z.avail_out = OUT_BUF;
-        int rc = inflate(&z, Z_NO_FLUSH);
-        total += OUT_BUF - z.avail_out;
-        if (rc == Z_STREAM_END) {
-            if (z.avail_in == 0)
-                break;
-            inflateReset(&z);
-        } else if (rc != Z_OK) {
-            total = 0;
-            break;
-        }
-    }
-    inflateEnd(&z);
-    return total;
-}
-
-static uint64_t run_isal(const uint8_t *in, size_t n)
-{
-    static struct inflate_state st;
-    uint64_t total = 0;
-    isal_inflate_init(&st);
-    st.crc_flag = ISAL_GZIP;
-    st.next_in = (uint8_t *)in;
-    st.avail_in = (uint32_t)n;
-    for (;;) {
-        st.next_out = out_buf;
-        st.avail_out = OUT_BUF;
-        int rc = isal_inflate(&st);
-        total += OUT_BUF - st.avail_out;
-        if (rc != ISAL_DECOMP_OK)
-            return 0;
-        if (st.block_state == ISAL_BLOCK_FINISH) {
-            if (st.avail_in == 0)
-                break;
-            isal_inflate_reset(&st); /* next member */
-        }
-        if (st.avail_in == 0 && st.avail_out != 0)
-            return 0; /* truncated */
-    }
-    return total;
 }
 
 static int run_write(const char *path, const uint8_t *p, size_t n)

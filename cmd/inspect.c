@@ -112,6 +112,9 @@ static int open_parent(int root, const char *path, bool create, char *buf, const
     return fd;
 }
 
+static int clear_dir_at(int dirfd, const char *name);
+
+/* Removes name (a file, or a directory and everything below it) without following symlinks. */
 static int rm_rf_at(int dirfd, const char *name)
 {
     struct stat st;
@@ -119,21 +122,13 @@ static int rm_rf_at(int dirfd, const char *name)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISDIR(st.st_mode))
         return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    for (struct dirent *e; (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            rm_rf_at(fd, e->d_name);
-    closedir(d);
+    int rc = clear_dir_at(dirfd, name);
+    if (rc < 0)
+        return rc;
     return unlinkat(dirfd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
 }
 
+/* Removes everything below directory name (an opaque whiteout). */
 static int clear_dir_at(int dirfd, const char *name)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
