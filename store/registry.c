@@ -1321,3 +1321,29 @@ int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGE
         buf_release(body);
     return rc;
 }
+
+void registry_headers_fuzz(const uint8_t *p, size_t n)
+{
+    struct xfer x = {0};
+    struct challenge ch;
+    headers_reset(&x);
+    while (n) {
+        const uint8_t *nl = memchr(p, '\n', n);
+        size_t len = nl ? (size_t)(nl - p) + 1 : n;
+        char line[2048];
+        /* curl hands us one header line at a time, at most CURL_MAX_HTTP_HEADER long */
+        size_t k = MIN(len, sizeof line);
+        memcpy(line, p, k);
+        on_header(line, 1, k, &x);
+        p += len;
+        n -= len;
+    }
+    if (x.content_type[sizeof x.content_type - 1] || x.digest[sizeof x.digest - 1] ||
+        x.challenge.len > REG_CHALLENGE_MAX)
+        abort();
+    parse_challenges(x.challenge.p ? (const char *)x.challenge.p : "", &ch);
+    if (strnlen(ch.realm, sizeof ch.realm) == sizeof ch.realm ||
+        strnlen(ch.service, sizeof ch.service) == sizeof ch.service)
+        abort();
+    buf_release(&x.challenge);
+}

@@ -145,6 +145,11 @@ int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN
 int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], size_t max,
                             struct buf *body);
 
+/* For the fuzz target (fuzz/http.c): feeds response header lines (split at '\n') to the
+ * client's header parser and the WWW-Authenticate values to its challenge parser; aborts if a
+ * bound is broken. */
+void registry_headers_fuzz(const uint8_t *p, size_t n);
+
 /* ==== tar.c ================================================================================= */
 
 #define TAR_PATH_MAX 4096      /* a longer path or link target is AFSP_E_FORMAT */
