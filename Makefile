@@ -1,5 +1,6 @@
 # afsp - plain Makefile with pkg-config. Everything is built under $(BUILD); nothing in the
-# source folders. `make SANITIZER=address,undefined` builds an instrumented tree in build/asan.
+# source folders. `make SANITIZER=address,undefined` builds an instrumented tree in build/asan,
+# `make SANITIZER=thread` one in build/tsan.
 
 PKGS      := lmdb libcurl jansson libcrypto zlib libzstd libisal
 CC        ?= cc
@@ -8,7 +9,7 @@ ifeq ($(SANITIZER),)
 BUILD     ?= build
 OPT       ?= -O2
 else
-BUILD     ?= build/asan
+BUILD     ?= build/$(if $(findstring thread,$(SANITIZER)),tsan,asan)
 OPT       ?= -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZER) -fno-sanitize-recover=all
 endif
 
