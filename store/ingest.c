@@ -431,6 +431,53 @@ static uint64_t layer_allowance(uint64_t size)
     return size + size / 16 + (64u << 10);
 }
 
+/* Where manifests and configs come from: the store when it holds them (they are
+ * content-addressed, so a digest names the same bytes anywhere), else the registry, reached
+ * only when first needed. A pull by digest of an image whose every blob is stored therefore
+ * works without the registry. */
+struct meta_source {
+    struct store *s;
+    const struct image_ref *ref;
+    const struct registry_opts *ro;
+    struct registry *reg;
+};
+
+static int meta_registry(struct meta_source *m, struct registry **out)
+{
+    int rc = 0;
+    if (!m->reg)
+        rc = registry_new(&m->reg, m->ref, m->ro);
+    *out = m->reg;
+    return rc;
+}
+
+/* reference: a tag or "sha256:...". On success *ctype is NULL when the bytes came from the
+ * store (manifest_parse then goes by the body). */
+static int meta_manifest(struct meta_source *m, const char *reference, struct buf *body,
+                         char **ctype, uint8_t digest[DIGEST_LEN])
+{
+    struct registry *reg;
+    int rc;
+    if (digest_parse(reference, digest) == 0 && store_small_get(m->s, digest, body) == 0) {
+        *ctype = NULL;
+        return 0;
+    }
+    if ((rc = meta_registry(m, &reg)) < 0)
+        return rc;
+    return registry_get_manifest(reg, reference, body, ctype, digest);
+}
+
+static int meta_config(struct meta_source *m, const uint8_t digest[DIGEST_LEN], struct buf *body)
+{
+    struct registry *reg;
+    int rc;
+    if (store_small_get(m->s, digest, body) == 0)
+        return 0;
+    if ((rc = meta_registry(m, &reg)) < 0)
+        return rc;
+    return registry_get_small_blob(reg, digest, CONFIG_MAX, body);
+}
+
 /* Builds the image record kept in DB_IMAGES. */
 static char *image_json(const char *ref, const uint8_t mdigest[DIGEST_LEN], const char *platform,
                         const struct manifest *m)
@@ -455,8 +502,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
                uint8_t digest_out[DIGEST_LEN])
 {
     struct image_ref ref = {0};
-    struct registry *reg = NULL;
     struct registry_opts ro = {0};
+    struct meta_source ms = {s, &ref, &ro, NULL};
     struct buf body = {0}, cfg = {0};
     struct manifest m = {0}, idx = {0};
     struct platform want;
@@ -476,10 +523,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
     }
     ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
     ro.docker_config = opts ? opts->docker_config : NULL;
-    if ((rc = registry_new(&reg, &ref, &ro)) < 0)
-        goto out;
-    if ((rc = registry_get_manifest(reg, ref.digest ? ref.digest : ref.tag, &body, &ctype,
-                                    mdigest)) < 0)
+    if ((rc = meta_manifest(&ms, ref.digest ? ref.digest : ref.tag, &body, &ctype, mdigest)) < 0)
         goto out;
     if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
         goto out;
@@ -497,8 +541,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         body.len = 0;
         free(ctype);
         ctype = NULL;
-        if ((rc = registry_get_manifest(reg, digest_fmt(idx.entries[e].digest, dg), &body, &ctype,
-                                        mdigest)) < 0)
+        if ((rc = meta_manifest(&ms, digest_fmt(idx.entries[e].digest, dg), &body, &ctype,
+                                mdigest)) < 0)
             goto out;
         if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
             goto out;
@@ -508,7 +552,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         }
     }
     platform_fmt(&want, pf);
-    if ((rc = registry_get_small_blob(reg, m.config.digest, CONFIG_MAX, &cfg)) < 0) {
+    if ((rc = meta_config(&ms, m.config.digest, &cfg)) < 0) {
         err_ctx(rc, "config");
         goto out;
     }
@@ -559,6 +603,9 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         if (store_layer_get(s, d->digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
             continue;
         struct ingest in = {.opts = opts, .prog = prog, .base_done = done};
+        struct registry *reg;
+        if ((rc = meta_registry(&ms, &reg)) < 0)
+            goto out;
         struct registry_src src = {reg, d};
         in.prog.layer = i;
         rc = ingest_layer(s, feed_registry, &src, d, resv_id, layer_allowance(d->size), &in);
@@ -596,7 +643,7 @@ out:
     buf_release(&cfg);
     manifest_release(&m);
     manifest_release(&idx);
-    registry_free(reg);
+    registry_free(ms.reg);
     ref_release(&ref);
     return rc;
 }

@@ -673,6 +673,20 @@ int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], co
     return db_write(&s->db, put_fn, &a);
 }
 
+int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    int rc = db_read_begin(&s->db, &txn);
+    if (rc < 0)
+        return rc;
+    rc = db_get(txn, s->db.dbi[DB_BLOBS], digest, DIGEST_LEN, &v);
+    if (rc == 0)
+        rc = buf_append(out, v.mv_data, v.mv_size);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int store_image_put(struct store *s, const char *ref, const char *json)
 {
     struct put_args a = {s, DB_IMAGES, ref, strlen(ref), json, strlen(json)};

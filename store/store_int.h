@@ -401,9 +401,11 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
  * ago is left alone, so that reads do not turn into a write transaction each. */
 int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n, bool force);
 
-/* Small content-addressed blobs (manifests, configs). */
+/* Small content-addressed blobs (manifests, configs), stored only after they were verified
+ * against their digest. get appends the bytes to out; AFSP_E_NOTFOUND if absent. */
 int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], const void *p,
                     size_t n);
+int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 /* Ingests a local blob file as a layer (the same pass as a pull: verify, store, index).
  * Returns 0, AFSP_E_DIGEST, ... (ingest.c; used by benchmarks and, later, by peers). */
 int store_ingest_file(struct store *s, const char *path, const char *media_type,

@@ -67,3 +67,16 @@ assert_tree_eq "$TEST_TMPDIR/oracle" "$TEST_TMPDIR/ex-digest"
 expect_fail "$AFSP_BIN" --data "$D" pull "$REGISTRY/fx@sha256:$(printf '0%.0s' {1..64})"
 assert_contains "$EXPECT_FAIL_OUTPUT" "not found"
 assert_eq 1 "$(printf '%s\n' "$EXPECT_FAIL_OUTPUT" | wc -l)" "one line"
+
+# With the registry gone: a pull by digest of an image whose blobs are all stored still works
+# (manifests and configs are content-addressed and kept), a pull by tag cannot (tags must be
+# resolved) and says so in one line; the layers stay as they were.
+summary() { afsp layers --json | "$PY" -c 'import json,sys; print(sorted((x["digest"], x["complete"], x["storedBytes"]) for x in json.load(sys.stdin)))'; }
+before=$(summary)
+kill_bg "$REGISTRY_PID"
+out=$(afsp pull "$REGISTRY/fx@$digest")
+assert_eq "$REGISTRY/fx@$digest $digest" "$out" "offline pull by digest"
+expect_fail "$AFSP_BIN" --data "$D" pull "$REGISTRY/fx:gzip"
+assert_contains "$EXPECT_FAIL_OUTPUT" "afsp: cannot pull $REGISTRY/fx:gzip:"
+assert_eq 1 "$(printf '%s\n' "$EXPECT_FAIL_OUTPUT" | wc -l)" "one line"
+assert_eq "$before" "$(summary)" "layers unchanged"
