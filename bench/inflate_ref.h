@@ -1,18 +1,40 @@
 /*
  * inflate_ref.h - the reference decoders the benchmarks compare afsp against: plain zlib and
  * plain ISA-L inflate of a gzip blob held in memory, output discarded into a 1 MiB buffer.
- * Included by inflate_speed.c and ingest_speed.c, so both measure the baseline the same way.
+ * Included by inflate_speed.c and ingest_speed.c, so both measure the baseline the same way,
+ * with bench_load() to read the blob into memory.
  */
 #ifndef AFSP_BENCH_INFLATE_REF_H
 #define AFSP_BENCH_INFLATE_REF_H
 
 #include <isa-l/igzip_lib.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <zlib.h>
 
 #define OUT_BUF (1u << 20)
 
 static uint8_t out_buf[OUT_BUF];
+
+/* Reads the whole file at path into in. Returns 0, or -1 after printing why. */
+static int bench_load(const char *path, struct buf *in)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        return -1;
+    }
+    uint8_t chunk[1 << 16];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (buf_append(in, chunk, k)) {
+            fprintf(stderr, "out of memory\n");
+            fclose(f);
+            return -1;
+        }
+    fclose(f);
+    return 0;
+}
 
 /* Uncompressed size, or 0 on error. Handles concatenated members. */
 static uint64_t run_zlib(const uint8_t *in, size_t n)

@@ -74,20 +74,9 @@ int main(int argc, char **argv)
         return 2;
     }
     size_t push = argc > 2 ? strtoul(argv[2], NULL, 0) : 16384;
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) {
-        perror(argv[1]);
-        return 1;
-    }
     struct buf in = {0};
-    uint8_t chunk[1 << 16];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (buf_append(&in, chunk, k)) {
-            fprintf(stderr, "out of memory\n");
-            return 1;
-        }
-    fclose(f);
+    if (bench_load(argv[1], &in) < 0)
+        return 1;
 
     double tz[RUNS], ti[RUNS], tx[RUNS];
     uint64_t nz = 0, ni = 0, nx = 0;

@@ -196,20 +196,9 @@ int main(int argc, char **argv)
     size_t mtl = strlen(mt);
     int gzip = mtl >= 4 && !strcmp(mt + mtl - 4, "gzip");
 
-    FILE *f = fopen(file, "rb");
-    if (!f) {
-        perror(file);
-        return 1;
-    }
     struct buf in = {0};
-    uint8_t chunk[1 << 16];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (buf_append(&in, chunk, k)) {
-            fprintf(stderr, "out of memory\n");
-            return 1;
-        }
-    fclose(f);
+    if (bench_load(file, &in) < 0)
+        return 1;
     uint8_t digest[DIGEST_LEN];
     sha256_buf(in.p, in.len, digest);
 

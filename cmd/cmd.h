@@ -62,6 +62,11 @@ const struct command *cmd_find(const char *name);
 const char *data_dir(void);
 /* Opens the store at data_dir(); prints the error and returns non-zero on failure. */
 int open_store(struct store **s, bool readonly);
+/* For listings (`images`, `layers`): parses their one option, --json, and opens the store
+ * read-only, or sets *s to NULL when the data directory holds none yet (nothing pulled: an
+ * empty list, not an error). Returns -1 to go on, else the exit status (help, usage or error
+ * already printed). */
+int listing_start(const struct command *c, int argc, char **argv, int *json, struct store **s);
 
 /* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
 char *time_fmt(uint64_t ns, char *out);

@@ -17,29 +17,17 @@ const struct command cmd_layers_def = {
 
 int cmd_layers(int argc, char **argv)
 {
-    int json = 0, rc;
+    int json, rc;
     struct store *s;
     struct layer_info *v;
     size_t n;
     char dg[DIGEST_STR_LEN + 1], a[16], b[16], t[32];
 
-    struct cmd_iter it = CMD_ITER(&cmd_layers_def, argc, argv);
-    const char *arg;
-    int r;
-    while ((r = cmd_next(&it, &arg)) > 0) {
-        if (!strcmp(arg, "--json"))
-            json = 1;
-        else
-            return cmd_usage_error(&cmd_layers_def, "unexpected argument %s", arg);
-    }
-    if (r < 0)
-        return it.status;
-    if (!store_exists(data_dir())) {
-        v = NULL, n = 0; /* nothing pulled yet: an empty list */
-        rc = 0;
-    } else {
-        if (open_store(&s, true))
-            return 1;
+    int st = listing_start(&cmd_layers_def, argc, argv, &json, &s);
+    if (st >= 0)
+        return st;
+    v = NULL, n = 0, rc = 0; /* no store yet: an empty list */
+    if (s) {
         rc = store_layers_list(s, &v, &n);
         store_close(s);
     }

@@ -194,6 +194,25 @@ int open_store(struct store **s, bool readonly)
     return 0;
 }
 
+int listing_start(const struct command *c, int argc, char **argv, int *json, struct store **s)
+{
+    struct cmd_iter it = CMD_ITER(c, argc, argv);
+    const char *arg;
+    int r;
+    *json = 0;
+    *s = NULL;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (strcmp(arg, "--json"))
+            return cmd_usage_error(c, "unexpected argument %s", arg);
+        *json = 1;
+    }
+    if (r < 0)
+        return it.status;
+    if (store_exists(data_dir()) && open_store(s, true))
+        return 1;
+    return -1;
+}
+
 char *time_fmt(uint64_t ns, char *out)
 {
     if (!ns) {

@@ -1261,21 +1261,27 @@ static int blob_check(struct xfer *x)
                    x->what, x->host, s->delivered, s->size);
 }
 
+/* The URL of blob digest in r's repository; malloc'd, NULL on ENOMEM. */
+static char *blob_url(const struct registry *r, const uint8_t digest[static DIGEST_LEN])
+{
+    char d[DIGEST_STR_LEN + 1], *url;
+    return asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest_fmt(digest, d)) < 0 ? NULL
+                                                                                            : url;
+}
+
 int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], uint64_t size,
                       registry_data_cb cb, void *arg)
 {
-    char what[64], d[DIGEST_STR_LEN + 1], *url = NULL;
+    char *url = blob_url(r, digest);
     struct blob_sink sink = {.size = size, .cb = cb, .arg = arg};
     int rc;
 
-    /* The caller names the layer ("layer sha256:...: "); the message need not repeat it. */
-    snprintf(what, sizeof what, "the blob");
-    if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest_fmt(digest, d)) < 0)
+    if (!url)
         return -ENOMEM;
     struct xfer x = {
         .method = "GET",
         .url = url,
-        .what = what,
+        .what = "the blob", /* the caller names the layer ("layer sha256:...: ") */
         .prepare = blob_prepare,
         .on_headers = blob_headers,
         .on_body = blob_data,
@@ -1291,14 +1297,14 @@ int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN
 int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], size_t max,
                             struct buf *body)
 {
-    char what[64], d[DIGEST_STR_LEN + 1], *url = NULL;
+    char what[64], d[DIGEST_STR_LEN + 1], *url = blob_url(r, digest);
     struct body_sink sink = {body, max, AFSP_E_TOOBIG};
     uint8_t got[DIGEST_LEN];
     int rc;
 
-    digest_what(what, sizeof what, "blob", digest);
-    if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest_fmt(digest, d)) < 0)
+    if (!url)
         return -ENOMEM;
+    digest_what(what, sizeof what, "blob", digest);
     struct xfer x = {
         .method = "GET",
         .url = url,
