@@ -15,7 +15,7 @@
  * of all threads (getrusage) and the time the main (receiving) thread spent runnable but waiting
  * for a CPU (/proc/self/schedstat: other load on the machine) are printed too.
  *
- * usage: ingest_speed [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] FILE
+ * usage: ingest_speed [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] [--verbose] FILE
  *   DIR          scratch directory on the disk under test (default /var/tmp); a subdirectory is
  *                made and removed
  *   MT           the layer's media type (default application/vnd.oci.image.layer.v1.tar+gzip;
@@ -157,7 +157,7 @@ static double run_ingest(const char *dir, const char *file, const char *mt,
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] FILE\n",
+    fprintf(stderr, "usage: %s [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] [--verbose] FILE\n",
             argv0);
     exit(2);
 }
@@ -170,9 +170,10 @@ int main(int argc, char **argv)
                                        {"media-type", 1, 0, 'm'},
                                        {"runs", 1, 0, 'r'},
                                        {"only-ingest", 0, 0, 'i'},
+                                       {"verbose", 0, 0, 'v'},
                                        {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "d:m:r:i", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:m:r:iv", lo, NULL)) != -1) {
         switch (c) {
         case 'd':
             dir = optarg;
@@ -185,6 +186,9 @@ int main(int argc, char **argv)
             break;
         case 'i':
             only_ingest = 1;
+            break;
+        case 'v': /* the ingest's own stage timings, one line per run */
+            log_level = LOG_DEBUG;
             break;
         default:
             usage(argv[0]);

@@ -27,7 +27,8 @@ STAGES = [
     ("fdatasync of the blob", ("fdatasync",)),
     ("chunk hashes as checkpoints arrive (chunker_cut)", ("chunker_cut", "chunker_")),
     ("sync_file_range (start writeback)", ("sync_file_range",)),
-    ("write() of the blob file (copy into the page cache)", ("write_all", "flush_writes")),
+    ("write() of the blob file (copy into the page cache)", ("write_all", "flush_writes",
+                                                             "libc_write", "ksys_write")),
     ("tar parser + index entries", ("tar_parser_push", "index_add_entry", "tar_out")),
     ("inflate: ISA-L + CRC + checkpoints", ("decode_huffman", "isal_inflate", "crc32_gzip",
                                             "codec_indexer", "gz_")),
@@ -44,7 +45,8 @@ def stage(frames):
     for name, keys in STAGES[:1]:
         if any(k in s for s in syms for k in keys):
             return name
-    if any("feed_fd" in s for s in syms) and not any("on_data" in s for s in syms):
+    if any("feed_fd" in s for s in syms) and any("libc_read" in s or "ksys_read" in s
+                                                 for s in syms):
         return READ
     for name, keys in STAGES[1:]:
         if any(k in s for s in syms for k in keys):

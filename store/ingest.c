@@ -366,6 +366,10 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     rc = feed(src, in);
     if (rc == 0)
         rc = submit(in); /* the last, partial buffer */
+    /* Every byte is written: sync the blob while the decoder drains its queue (the chunk thread
+     * only reads the file). */
+    if (rc == 0 && fdatasync(in->fd) < 0)
+        rc = err_set(-errno, "cannot sync the download");
     uint64_t t1 = time_mono_ns();
     int crc = pipe_stop(in, rc < 0);
     uint64_t t2 = time_mono_ns();
@@ -394,19 +398,14 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     if ((rc = chunker_finish(&in->ch, in->fd)) < 0)
         goto out;
     uint64_t t3 = time_mono_ns();
-    if (fdatasync(in->fd) < 0) {
-        rc = err_set(-errno, "cannot sync the download");
-        goto out;
-    }
-    uint64_t t4 = time_mono_ns();
     if ((rc = index_serialize(&in->ix, &ixbytes)) < 0)
         goto out;
     rc = store_layer_commit(s, resv_id, resv_bytes, d->digest, d->media_type, &in->ix, &ixbytes,
                             tmp);
-    log_debug("layer of %llu bytes: received %.3f s (%.3f s waiting for the decoder), decoder "
-              "done +%.3f, finished +%.3f, synced +%.3f, committed +%.3f",
+    log_debug("layer of %llu bytes: received and synced %.3f s (%.3f s waiting for the decoder), "
+              "decoder done +%.3f, finished +%.3f, committed +%.3f",
               (unsigned long long)d->size, (t1 - t0) / 1e9, in->stalled_ns / 1e9, (t2 - t1) / 1e9,
-              (t3 - t2) / 1e9, (t4 - t3) / 1e9, (time_mono_ns() - t4) / 1e9);
+              (t3 - t2) / 1e9, (time_mono_ns() - t3) / 1e9);
     tmp[0] = 0; /* the commit renamed or removed the file */
 out:
     pipe_release(in);
