@@ -157,7 +157,8 @@ static double run_ingest(const char *dir, const char *file, const char *mt,
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] [--verbose] FILE\n",
+    fprintf(stderr,
+            "usage: %s [--dir DIR] [--media-type MT] [--runs N] [--only-ingest] [--verbose] FILE\n",
             argv0);
     exit(2);
 }
@@ -166,12 +167,9 @@ int main(int argc, char **argv)
 {
     const char *dir = "/var/tmp", *mt = "application/vnd.oci.image.layer.v1.tar+gzip";
     int runs = 5, only_ingest = 0;
-    static const struct option lo[] = {{"dir", 1, 0, 'd'},
-                                       {"media-type", 1, 0, 'm'},
-                                       {"runs", 1, 0, 'r'},
-                                       {"only-ingest", 0, 0, 'i'},
-                                       {"verbose", 0, 0, 'v'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {{"dir", 1, 0, 'd'},     {"media-type", 1, 0, 'm'},
+                                       {"runs", 1, 0, 'r'},    {"only-ingest", 0, 0, 'i'},
+                                       {"verbose", 0, 0, 'v'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "d:m:r:iv", lo, NULL)) != -1) {
         switch (c) {

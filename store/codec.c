@@ -845,8 +845,9 @@ struct codec_reader {
     uint64_t ib_off;
     size_t ib_len, ib_pos;
 
-    bool live;    /* the decoder is positioned at pos */
-    uint64_t pos; /* uncompressed offset of the next byte the decoder yields */
+    bool live;        /* the decoder is positioned at pos */
+    uint64_t pos;     /* uncompressed offset of the next byte the decoder yields */
+    uint64_t decoded; /* bytes produced, for statistics */
     uint8_t *scratch;
 
     /* gzip */
@@ -1077,8 +1078,10 @@ static ssize_t rd_zstd_decode(struct codec_reader *r, uint8_t *dst, size_t want)
 static ssize_t rd_decode(struct codec_reader *r, uint8_t *dst, size_t want)
 {
     ssize_t n = r->fmt == LAYER_GZIP ? rd_gz_decode(r, dst, want) : rd_zstd_decode(r, dst, want);
-    if (n > 0)
+    if (n > 0) {
         r->pos += (uint64_t)n;
+        r->decoded += (uint64_t)n;
+    }
     return n;
 }
 
@@ -1094,7 +1097,18 @@ static ssize_t rd_tar(struct codec_reader *r, uint64_t off, uint8_t *buf, size_t
                            r->in_size);
         got += (size_t)MIN((size_t)k, n - got);
     }
+    r->decoded += got;
     return (ssize_t)got;
+}
+
+uint64_t codec_reader_pos(const struct codec_reader *r)
+{
+    return r->live ? r->pos : UINT64_MAX;
+}
+
+uint64_t codec_reader_decoded(const struct codec_reader *r)
+{
+    return r->decoded;
 }
 
 /* The last checkpoint at or before off. */

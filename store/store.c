@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
@@ -943,34 +944,168 @@ struct store_layer {
     struct store *s;
     uint8_t digest[DIGEST_LEN];
     struct layer_index ix;
-    uint8_t *present; /* chunk bitmap */
+    uint8_t *present;  /* chunk bitmap, from the store */
+    uint8_t *verified; /* chunk bitmap: checked against the index by this handle (atomic) */
+    uint8_t *reported; /* chunk bitmap: its failure is logged (atomic) */
     int fd;
-    struct codec_reader *rd;
+    struct store_reader *rd; /* store_layer_read's */
 };
 
-/* The codec's source: compressed bytes from the blob file, only where the chunks are present.
- * A missing chunk is where a later issue fetches from peers. */
-static ssize_t layer_src(void *arg, uint64_t off, uint8_t *buf, size_t len)
+struct store_reader {
+    struct store_layer *l;
+    struct codec_reader *cr;
+};
+
+static bool bit_get(const uint8_t *map, uint32_t i)
 {
-    struct store_layer *l = arg;
-    if (off >= l->ix.blob_size)
-        return 0;
-    if (len > l->ix.blob_size - off)
-        len = l->ix.blob_size - off;
-    uint32_t first = index_chunk_at(&l->ix, off), last = index_chunk_at(&l->ix, off + len - 1);
-    for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++)
-        if (!((l->present[i / 8] >> (i % 8)) & 1))
-            return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
+    return (__atomic_load_n(&map[i / 8], __ATOMIC_ACQUIRE) >> (i % 8)) & 1;
+}
+
+/* Sets bit i; returns whether it was already set. */
+static bool bit_set(uint8_t *map, uint32_t i)
+{
+    uint8_t m = (uint8_t)(1u << (i % 8));
+    return __atomic_fetch_or(&map[i / 8], m, __ATOMIC_ACQ_REL) & m;
+}
+
+static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
     size_t done = 0;
     while (done < len) {
-        ssize_t n = pread(l->fd, buf + done, len - done, (off_t)(off + done));
+        ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             return n < 0 ? -errno : AFSP_E_TRUNCATED;
         done += (size_t)n;
     }
-    return (ssize_t)done;
+    return 0;
+}
+
+/* Checks chunk i of the blob file against the index (once per handle; concurrent first uses
+ * may both check, which is harmless). */
+static int chunk_verify(struct store_layer *l, uint32_t i)
+{
+    const struct index_chunk *c = &l->ix.chunks[i];
+    uint8_t got[DIGEST_LEN];
+    uint8_t *buf;
+    int rc;
+
+    if (bit_get(l->verified, i))
+        return 0;
+    if (!(buf = malloc(c->len ? c->len : 1)))
+        return -ENOMEM;
+    rc = pread_full(l->fd, buf, c->len, c->off);
+    if (rc == 0)
+        sha256_buf(buf, c->len, got);
+    free(buf);
+    if (rc == 0 && memcmp(got, c->sha256, DIGEST_LEN))
+        rc = AFSP_E_DIGEST;
+    if (rc < 0) {
+        char dg[DIGEST_STR_LEN + 1];
+        digest_fmt(l->digest, dg);
+        if (!bit_set(l->reported, i))
+            log_error("layer %s: chunk %u (bytes %" PRIu64 "+%u): %s", dg, i, c->off, c->len,
+                      rc == AFSP_E_DIGEST ? "does not match its hash in the index" : err_str(rc));
+        return err_set(rc, "chunk %u of layer %s", i, dg);
+    }
+    bit_set(l->verified, i);
+    return 0;
+}
+
+/* The codec's source: compressed bytes from the blob file, only from chunks that are present
+ * and verified. A missing chunk is where a later issue fetches from peers. */
+static ssize_t layer_src(void *arg, uint64_t off, uint8_t *buf, size_t len)
+{
+    struct store_layer *l = arg;
+    int rc;
+    if (off >= l->ix.blob_size)
+        return 0;
+    if (len > l->ix.blob_size - off)
+        len = l->ix.blob_size - off;
+    uint32_t first = index_chunk_at(&l->ix, off), last = index_chunk_at(&l->ix, off + len - 1);
+    for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++) {
+        if (!bit_get(l->present, i))
+            return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
+        if ((rc = chunk_verify(l, i)) < 0)
+            return rc;
+    }
+    if ((rc = pread_full(l->fd, buf, len, off)) < 0)
+        return rc;
+    return (ssize_t)len;
+}
+
+int store_reader_new(struct store_layer *l, struct store_reader **out)
+{
+    struct store_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->l = l;
+    int rc = codec_reader_new(&r->cr, l->ix.format, l->ix.cps, l->ix.ncps, l->ix.blob_size,
+                              l->ix.tar_size, layer_src, l);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void store_reader_free(struct store_reader *r)
+{
+    if (!r)
+        return;
+    codec_reader_free(r->cr);
+    free(r);
+}
+
+ssize_t store_reader_read(struct store_reader *r, uint64_t off, void *buf, size_t n)
+{
+    return codec_read(r->cr, off, buf, n);
+}
+
+uint64_t store_reader_pos(const struct store_reader *r)
+{
+    return codec_reader_pos(r->cr);
+}
+
+uint64_t store_reader_decoded(const struct store_reader *r)
+{
+    return codec_reader_decoded(r->cr);
+}
+
+uint64_t store_layer_size(const struct store_layer *l)
+{
+    return l->ix.tar_size;
+}
+
+/* Plain tar layers have checkpoints too (every CODEC_SPAN_IN bytes); a layer with none (an
+ * empty tar) is one span. */
+uint32_t store_layer_nspans(const struct store_layer *l)
+{
+    return l->ix.ncps ? l->ix.ncps : 1;
+}
+
+void store_layer_span(const struct store_layer *l, uint32_t k, uint64_t *start, uint64_t *end)
+{
+    uint32_t n = store_layer_nspans(l);
+    if (k >= n)
+        k = n - 1;
+    *start = l->ix.ncps ? l->ix.cps[k].out_off : 0;
+    *end = k + 1 < l->ix.ncps ? l->ix.cps[k + 1].out_off : l->ix.tar_size;
+}
+
+uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off)
+{
+    uint32_t lo = 0, hi = store_layer_nspans(l); /* answer in [lo, hi) */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (l->ix.cps[mid].out_off <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
@@ -1005,6 +1140,12 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
         goto fail;
     }
     memcpy(l->present, v.mv_data, v.mv_size);
+    l->verified = calloc(1, v.mv_size ? v.mv_size : 1);
+    l->reported = calloc(1, v.mv_size ? v.mv_size : 1);
+    if (!l->verified || !l->reported) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     mdb_txn_abort(txn);
     txn = NULL;
     store_blob_path(s, digest, path);
@@ -1013,8 +1154,7 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
         rc = err_set(-errno, "cannot open %s", path);
         goto fail;
     }
-    rc = codec_reader_new(&l->rd, l->ix.format, l->ix.cps, l->ix.ncps, l->ix.blob_size,
-                          l->ix.tar_size, layer_src, l);
+    rc = store_reader_new(l, &l->rd);
     if (rc < 0)
         goto fail;
     const uint8_t(*d)[DIGEST_LEN] = (const uint8_t(*)[DIGEST_LEN])l->digest;
@@ -1032,12 +1172,13 @@ void store_layer_close(struct store_layer *l)
 {
     if (!l)
         return;
-    if (l->rd)
-        codec_reader_free(l->rd);
+    store_reader_free(l->rd);
     if (l->fd >= 0)
         close(l->fd);
     index_release(&l->ix);
     free(l->present);
+    free(l->verified);
+    free(l->reported);
     free(l);
 }
 
@@ -1082,5 +1223,5 @@ int store_layer_xattr(const struct store_layer *l, uint32_t i, uint32_t j, const
 
 ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t n)
 {
-    return codec_read(l->rd, off, buf, n);
+    return store_reader_read(l->rd, off, buf, n);
 }

@@ -142,7 +142,38 @@ int store_layer_file(const struct store_layer *l, uint32_t i, struct layer_file 
 /* Xattr j of file i: name and value valid while l is open. */
 int store_layer_xattr(const struct store_layer *l, uint32_t i, uint32_t j, const char **name,
                       const uint8_t **value, size_t *len);
-/* Reads n bytes at off of the uncompressed tar stream. Returns bytes read or a negative code. */
+/* Reads n bytes at off of the uncompressed tar stream (not thread-safe: one reader per handle;
+ * threads use store_reader). Returns bytes read or a negative code. */
 ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t n);
+
+/* Every compressed byte a read uses comes from a chunk that was checked against its SHA-256 in
+ * the index, the first time the handle used it: a chunk that fails is never decoded, the read
+ * fails with AFSP_E_DIGEST, and the failure is logged once per chunk and handle. Chunks that are
+ * not present fail with AFSP_E_NOTFOUND (where a later issue fetches them from peers). */
+
+/* The uncompressed (tar) size of the layer. */
+uint64_t store_layer_size(const struct store_layer *l);
+/* Spans: the uncompressed stream cut at the layer's checkpoints. Decoding can start at a span's
+ * first byte without anything before it, so a read costs the bytes from its span's start. */
+uint32_t store_layer_nspans(const struct store_layer *l);
+/* Span k is [*start, *end). */
+void store_layer_span(const struct store_layer *l, uint32_t k, uint64_t *start, uint64_t *end);
+/* The span holding uncompressed byte off (the last one if off is past the end). */
+uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off);
+
+/* A decoder of one layer for one thread at a time; a handle may have many, used concurrently.
+ * The handle must outlive its readers. */
+struct store_reader;
+int store_reader_new(struct store_layer *l, struct store_reader **out);
+void store_reader_free(struct store_reader *r);
+/* Reads n bytes at off (fewer only at the end of the stream). Decodes from the start of off's
+ * span, or continues from where the previous read ended when that is in the same span and not
+ * past off. Returns bytes read or a negative code. */
+ssize_t store_reader_read(struct store_reader *r, uint64_t off, void *buf, size_t n);
+/* Where a read costs no decoding beyond its own bytes: the end of the previous read, or
+ * UINT64_MAX when the decoder is not positioned (always, for plain tar: every read is direct). */
+uint64_t store_reader_pos(const struct store_reader *r);
+/* Uncompressed bytes this reader has produced, counting those decoded only to be skipped. */
+uint64_t store_reader_decoded(const struct store_reader *r);
 
 #endif

@@ -226,8 +226,8 @@ struct checkpoint {
 
 /* Checkpoint spacing: a new one is taken once the stream has advanced by this much since the
  * last, in compressed or uncompressed bytes, whichever comes first. */
-#define CODEC_SPAN_IN (1u << 20)
-#define CODEC_SPAN_OUT (4u << 20)
+#define CODEC_SPAN_IN (512u << 10)
+#define CODEC_SPAN_OUT (1u << 20)
 
 typedef int (*codec_out_cb)(void *arg, const uint8_t *p, size_t n);
 
@@ -268,6 +268,10 @@ int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const str
  * AFSP_E_FORMAT for a corrupt stream, AFSP_E_TRUNCATED if the source ends before in_size,
  * AFSP_E_UNSUPPORTED, or the source's error. */
 ssize_t codec_read(struct codec_reader *r, uint64_t off, void *buf, size_t n);
+/* The offset the decoder is positioned at, or UINT64_MAX (plain tar: always). */
+uint64_t codec_reader_pos(const struct codec_reader *r);
+/* Uncompressed bytes produced so far, skipped ones included (plain tar: bytes read). */
+uint64_t codec_reader_decoded(const struct codec_reader *r);
 void codec_reader_free(struct codec_reader *r);
 
 /* ==== index.c =============================================================================== */

@@ -663,9 +663,10 @@ TEST(codec_gzip_corrupt)
     CHECK(codec_read(r, data.n - 100, buf, 100) < 0);
     check_read(r, &data, 0, 1000, buf); /* recovers for what is there */
     codec_reader_free(r);
+    /* the source fails on its second call: a read from offset 0 needs many */
     s = (struct src){.b = &gz, .fail_after = 1};
     CHECK(codec_reader_new(&r, LAYER_GZIP, good.cps, good.ncps, gz.n, data.n, src_fn, &s) == 0);
-    CHECK_INT(codec_read(r, data.n - 100, buf, 100), ==, -EIO);
+    CHECK_INT(codec_read(r, 0, buf, MIN(data.n, (size_t)1 << 20)), ==, -EIO);
     codec_reader_free(r);
     checkpoints_free(good.cps, good.ncps);
 }
