@@ -71,13 +71,29 @@ int listing_start(const struct command *c, int argc, char **argv, int *json, str
 /* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
 char *time_fmt(uint64_t ns, char *out);
 
+/* The options of `pull` that other commands that may pull (mount) take too. */
+#define PULL_MAX_INSECURE 32
+struct pull_args {
+    const char *platform;
+    const char *insecure[PULL_MAX_INSECURE + 1]; /* NULL-terminated */
+    size_t ninsecure;
+};
+/* Consumes --platform or --insecure-registry at the iterator: 1 if it was one, 0 if not, -1
+ * on a usage error (it->status set). */
+int pull_opt(struct cmd_iter *it, const char *arg, struct pull_args *pa);
+/* store_pull with progress on a terminal. */
+int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
+             uint8_t digest[DIGEST_LEN]);
+
 int cmd_pull(int argc, char **argv);
 int cmd_images(int argc, char **argv);
 int cmd_layers(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
 
 extern const struct command cmd_pull_def, cmd_images_def, cmd_layers_def, cmd_prune_def,
-    cmd_inspect_def;
+    cmd_inspect_def, cmd_mount_def, cmd_umount_def;
 
 #endif

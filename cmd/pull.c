@@ -45,12 +45,40 @@ static void on_progress(void *arg, const struct pull_progress *p)
     st->shown = 1;
 }
 
+int pull_opt(struct cmd_iter *it, const char *arg, struct pull_args *pa)
+{
+    const char *v;
+    if ((v = cmd_value(it, "--platform"))) {
+        pa->platform = v;
+        return 1;
+    }
+    if ((v = cmd_value(it, "--insecure-registry"))) {
+        if (pa->ninsecure == PULL_MAX_INSECURE) {
+            it->status = cmd_usage_error(it->c, "too many --insecure-registry");
+            return -1;
+        }
+        pa->insecure[pa->ninsecure++] = v;
+        return 1;
+    }
+    (void)arg;
+    return 0;
+}
+
+int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
+             uint8_t digest[DIGEST_LEN])
+{
+    struct progress_state ps = {.ref = ref, .tty = isatty(2)};
+    struct pull_opts po = {.platform = pa->platform,
+                           .insecure_hosts = pa->insecure,
+                           .progress = on_progress,
+                           .progress_arg = &ps};
+    return store_pull(s, ref, &po, digest);
+}
+
 int cmd_pull(int argc, char **argv)
 {
-    const char *ref = NULL, *insecure[33] = {0};
-    size_t ninsecure = 0;
-    struct pull_opts po = {0};
-    struct progress_state ps = {0};
+    const char *ref = NULL;
+    struct pull_args pa = {0};
     struct store *s;
     uint8_t digest[DIGEST_LEN];
     char dg[DIGEST_STR_LEN + 1];
@@ -59,32 +87,24 @@ int cmd_pull(int argc, char **argv)
     const char *arg;
     int r;
     while ((r = cmd_next(&it, &arg)) > 0) {
-        const char *v;
-        if ((v = cmd_value(&it, "--platform")))
-            po.platform = v;
-        else if ((v = cmd_value(&it, "--insecure-registry"))) {
-            if (ninsecure == 32)
-                return cmd_usage_error(&cmd_pull_def, "too many --insecure-registry");
-            insecure[ninsecure++] = v;
-        } else if (arg[0] == '-')
+        int k = pull_opt(&it, arg, &pa);
+        if (k < 0)
+            return it.status;
+        if (k > 0)
+            continue;
+        if (arg[0] == '-')
             return cmd_usage_error(&cmd_pull_def, "unknown option %s", arg);
-        else if (ref)
+        if (ref)
             return cmd_usage_error(&cmd_pull_def, "one IMAGE at a time");
-        else
-            ref = arg;
+        ref = arg;
     }
     if (r < 0)
         return it.status;
     if (!ref)
         return cmd_usage_error(&cmd_pull_def, "IMAGE is missing");
-    po.insecure_hosts = insecure;
-    ps.ref = ref;
-    ps.tty = isatty(2);
-    po.progress = on_progress;
-    po.progress_arg = &ps;
     if (open_store(&s, false))
         return 1;
-    int rc = store_pull(s, ref, &po, digest);
+    int rc = pull_run(s, ref, &pa, digest);
     store_close(s);
     if (rc < 0)
         return die("cannot pull %s: %s", ref, err_msg(rc));

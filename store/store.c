@@ -1035,6 +1035,29 @@ static ssize_t layer_src(void *arg, uint64_t off, uint8_t *buf, size_t len)
     return (ssize_t)len;
 }
 
+int store_layer_fetch(struct store_layer *l, uint64_t off, uint64_t len)
+{
+    if (len == 0 || off >= l->ix.tar_size || l->ix.blob_size == 0)
+        return 0;
+    uint64_t a = 0, b = l->ix.blob_size;
+    if (l->ix.ncps) {
+        uint32_t k0 = store_layer_span_at(l, off),
+                 k1 = store_layer_span_at(l, off + MIN(len, l->ix.tar_size - off) - 1);
+        a = l->ix.cps[k0].in_bit / 8;
+        if (k1 + 1 < l->ix.ncps)
+            b = MIN(b, (l->ix.cps[k1 + 1].in_bit + 7) / 8);
+    }
+    uint32_t first = index_chunk_at(&l->ix, a), last = index_chunk_at(&l->ix, b - 1);
+    for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++) {
+        if (!bit_get(l->present, i))
+            return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
+        int rc = chunk_verify(l, i);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int store_reader_new(struct store_layer *l, struct store_reader **out)
 {
     struct store_reader *r = calloc(1, sizeof *r);

@@ -161,6 +161,11 @@ void store_layer_span(const struct store_layer *l, uint32_t k, uint64_t *start, 
 /* The span holding uncompressed byte off (the last one if off is past the end). */
 uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off);
 
+/* Makes sure every chunk that decoding uncompressed bytes [off, off + len) needs is present and
+ * verified (a later issue fetches missing ones from peers). Thread-safe. Returns 0 or a negative
+ * code. */
+int store_layer_fetch(struct store_layer *l, uint64_t off, uint64_t len);
+
 /* A decoder of one layer for one thread at a time; a handle may have many, used concurrently.
  * The handle must outlive its readers. */
 struct store_reader;

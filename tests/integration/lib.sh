@@ -517,20 +517,21 @@ build_fixture_image() {
 
 # build_stress_image OCI_DIR TAG
 # Five hand-made PAX layers (mkfixture.py stress-layer N, added with umoci raw add-layer; fully
-# deterministic, so the same layer digests every time) exercising every OCI layer-merging rule:
+# deterministic: the same layer digests every time, only the config's creation time differs)
+# exercising every OCI layer-merging rule:
 #   1 the base: a root "./" entry; types/ (a file, a dir with a subtree, a symlink, a fifo that
 #     later layers change type); wh/ (a file, a subtree, a dir with xattrs to be whited out);
 #     opq/ (lower entries for layer 2's opaque marker); meta/ (a dir with xattrs whose metadata
 #     layer 2 changes); many/ (3000 small files, varied sizes incl. empty and 20 KB); bulk/
 #     (2000 files); utf8/ (données/résumé.txt, 日本語/ファイル, an emoji file, an emoji dir);
-#     long/ (a 700-byte path of 200-, 200- (100 two-byte chars) and 255-byte components, with a
+#     long/ (a 676-byte path of 200-, 200- (100 two-byte chars) and 255-byte components, with a
 #     hardlink and a symlink to it); hl/ (a group of 3 links, a file that layer 2 links to, a
 #     group of 3 one of which layer 3 replaces, a group of 4 half of which is whited out);
 #     content/ (per-layer versions, empty files); setuid/setgid/sticky/7777/0000 modes;
 #     uid/gid 65536, 70000, 100000 and 4000000000; char/block devices (incl. 4095,1048575) and a
 #     fifo; xattrs (user.*, binary values, security.capability =ep, on files and dirs);
 #     implicit/a/b/file and implicit/a/sibling with no entries for their parents
-#   2 type changes (file->dir with contents, dir->symlink, symlink->dir, file->symlink,
+#   2 type changes (file->dir with contents, dir->symlink (twice), symlink->dir, file->symlink,
 #     fifo->file); whiteouts of a file, a subtree, a dir (re-created in 3), a UTF-8 name, a
 #     150-char name at depth, 1000 of bulk/, a hardlink group's subdir, names that never existed
 #     (also under missing parents); opq/ opaque, with new entries before and after the marker;
@@ -543,9 +544,17 @@ build_fixture_image() {
 #   4 hardlinks to the replaced hl/repl/y and to hl/cross; types/d2l a dir again
 #   5 a second root entry, content/evolve's 5th version, whiteouts in a dir (types/l2d) and in
 #     many/, one more file
-# umoci 0.4.7 accepts all of it (cross-layer hardlinks included). Its unpack leaves the mtimes
-# of directories created only implicitly (implicit/a, implicit/a/b, late, late/implicit) at the
-# time of the unpack, and so not comparable; every other attribute of the tree is fixed.
+# umoci 0.4.7 accepts all of it: a hardlink to a file of a lower layer (even one whose first
+# name a later layer whites out) and to a path a lower layer replaced (it gets the new file);
+# whiteouts of names that never existed, also under missing parents, create nothing. What it
+# does (the oracle's rules, asserted by 21-stress-fixture.sh): a directory entry over a
+# directory replaces mode, owner, mtime and the whole xattr set (xattrs of the older entry
+# that the newer lacks are removed) and keeps the contents; adding or removing entries leaves
+# a directory's mtime as its last entry set it; a hardlink entry's own mode/owner/mtime are
+# ignored; parents that no layer names are made 0777 & ~umask, root:root, with no xattrs and
+# the time of the unpack as mtime (so the mtimes of implicit/a, implicit/a/b, late and
+# late/implicit are not comparable; a root with no "./" entry would be the same). Every other
+# attribute of the unpacked tree is fixed.
 build_stress_image() {
     local oci=$1 tag=$2 n
     require umoci

@@ -1,0 +1,629 @@
+/*
+ * fuse.c - the FUSE low-level frontend: the merged tree and the piece cache as a read-only
+ * filesystem.
+ *
+ * Inode numbers are the tree's (1 is the root). The tree never changes, so entries, attributes
+ * (including negative lookups), symlinks and directory listings are cached by the kernel for a
+ * long time, and file pages are kept across opens (keep_cache). Reads are answered
+ * asynchronously: the handler returns at once and the reply is sent by whichever thread has the
+ * last piece the read needs (fs_cache_read_async). Everything that would write answers EROFS.
+ * The kernel checks permissions (default_permissions) against the image's own modes and owners;
+ * as root the mount allows other users, setuid programs and device nodes, like a root
+ * filesystem on disk.
+ */
+#define FUSE_USE_VERSION 312
+#include "fs.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define TIMEOUT (365.0 * 86400) /* the tree never changes */
+#define MAX_REQUEST (1u << 20)
+
+struct mnt {
+    struct fs_tree *t;
+    struct fs_cache *c;
+    uint64_t total_bytes;
+};
+
+struct handle {
+    uint32_t layer;
+    uint64_t off, size;
+    uint64_t next; /* where a sequential reader reads next */
+};
+
+static struct mnt *M(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static void to_stat(const struct fs_attr *a, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = a->ino;
+    st->st_mode = a->mode;
+    st->st_nlink = a->nlink;
+    st->st_uid = a->uid;
+    st->st_gid = a->gid;
+    st->st_rdev = makedev(a->rdev_major, a->rdev_minor);
+    st->st_size = (off_t)a->size;
+    st->st_blksize = 4096;
+    st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+    st->st_mtim = (struct timespec){a->mtime_sec, a->mtime_nsec};
+    st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+static int entry_of(struct mnt *m, uint64_t ino, struct fuse_entry_param *e)
+{
+    struct fs_attr a;
+    memset(e, 0, sizeof *e);
+    e->attr_timeout = e->entry_timeout = TIMEOUT;
+    if (fs_tree_getattr(m->t, ino, &a) < 0)
+        return -ENOENT;
+    e->ino = ino;
+    e->generation = 1;
+    to_stat(&a, &e->attr);
+    return 0;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    conn->max_write = MAX_REQUEST; /* this sets the largest read request too (max_pages) */
+    conn->max_readahead = MAX_REQUEST;
+    if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+        conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+    if (conn->capable & FUSE_CAP_ASYNC_READ)
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct mnt *m = M(req);
+    struct fuse_entry_param e;
+    uint64_t ino;
+    int rc = fs_tree_lookup(m->t, parent, name, &ino);
+    if (rc == -ENOENT) { /* a negative entry, cached as long as the others */
+        memset(&e, 0, sizeof e);
+        e.entry_timeout = TIMEOUT;
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    if (rc == 0)
+        rc = entry_of(m, ino, &e);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    (void)ino, (void)nlookup; /* inodes live as long as the mount */
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    (void)count, (void)forgets;
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs_attr a;
+    struct stat st;
+    (void)fi;
+    if (fs_tree_getattr(M(req)->t, ino, &a) < 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    to_stat(&a, &st);
+    fuse_reply_attr(req, &st, TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    const char *l = fs_tree_readlink(M(req)->t, ino);
+    if (l)
+        fuse_reply_readlink(req, l);
+    else
+        fuse_reply_err(req, EINVAL);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    const char *name;
+    uint64_t child;
+    int rc = fs_tree_dirent(M(req)->t, ino, 0, &name, &child);
+    if (rc == -ENOTDIR || (rc == -ENOENT && fs_tree_count(M(req)->t) < ino)) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+}
+
+/* Offsets: 0 is "." and 1 "..", entry i of the directory is i + 2; each entry carries the offset
+ * of the one after it. */
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+    struct mnt *m = M(req);
+    char *buf = malloc(size ? size : 1);
+    size_t used = 0;
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    for (uint64_t i = (uint64_t)(off < 0 ? 0 : off);; i++) {
+        const char *name;
+        uint64_t child;
+        if (i == 0) {
+            name = ".";
+            child = ino;
+        } else if (i == 1) {
+            name = "..";
+            child = fs_tree_parent(m->t, ino);
+        } else {
+            int rc = fs_tree_dirent(m->t, ino, (uint32_t)MIN(i - 2, (uint64_t)UINT32_MAX), &name,
+                                    &child);
+            if (rc == -ENOENT)
+                break;
+            if (rc < 0) {
+                free(buf);
+                fuse_reply_err(req, -rc);
+                return;
+            }
+        }
+        size_t n;
+        struct fuse_entry_param e;
+        if (entry_of(m, child, &e) < 0)
+            continue;
+        if (plus) {
+            if (i < 2) /* "." and ".." are not lookups */
+                e.ino = 0, e.attr.st_ino = child;
+            n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)(i + 1));
+        } else {
+            n = fuse_add_direntry(req, buf + used, size - used, name, &e.attr, (off_t)(i + 1));
+        }
+        if (n > size - used)
+            break;
+        used += n;
+    }
+    fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    readdir_common(req, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)fi;
+    readdir_common(req, ino, size, off, true);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct mnt *m = M(req);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    struct handle *h = calloc(1, sizeof *h);
+    if (!h) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if (fs_tree_data(m->t, ino, &h->layer, &h->off, &h->size) < 0) {
+        free(h);
+        fuse_reply_err(req, fs_tree_count(m->t) < ino ? ENOENT : EISDIR);
+        return;
+    }
+    fi->fh = (uintptr_t)h;
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+}
+
+static void read_done(void *arg, const struct iovec *iov, int iovcnt, ssize_t rc)
+{
+    fuse_req_t req = arg;
+    if (rc < 0)
+        fuse_reply_err(req, (int)-rc);
+    else
+        fuse_reply_iov(req, iov, iovcnt);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    (void)ino;
+    uint64_t prev = __atomic_exchange_n(&h->next, (uint64_t)off + size, __ATOMIC_RELAXED);
+    bool seq = off > 0 && (uint64_t)off == prev;
+    fs_cache_read_async(M(req)->c, h->layer, h->off, h->size, (uint64_t)off, size, seq, read_done,
+                        req);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    free((struct handle *)(uintptr_t)fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct mnt *m = M(req);
+    struct statvfs sv = {0};
+    (void)ino;
+    sv.f_bsize = sv.f_frsize = 4096;
+    sv.f_blocks = (m->total_bytes + 4095) / 4096;
+    sv.f_files = fs_tree_count(m->t);
+    sv.f_namemax = 255;
+    sv.f_flag = ST_RDONLY;
+    fuse_reply_statfs(req, &sv);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    const char *n;
+    const uint8_t *v;
+    size_t len;
+    for (uint32_t j = 0; fs_tree_xattr(M(req)->t, ino, j, &n, &v, &len) == 0; j++) {
+        if (strcmp(n, name))
+            continue;
+        if (size == 0)
+            fuse_reply_xattr(req, len);
+        else if (size < len)
+            fuse_reply_err(req, ERANGE);
+        else
+            fuse_reply_buf(req, (const char *)v, len);
+        return;
+    }
+    fuse_reply_err(req, ENODATA);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct mnt *m = M(req);
+    const char *n;
+    const uint8_t *v;
+    size_t len, total = 0;
+    for (uint32_t j = 0; fs_tree_xattr(m->t, ino, j, &n, &v, &len) == 0; j++)
+        total += strlen(n) + 1;
+    if (size == 0) {
+        fuse_reply_xattr(req, total);
+        return;
+    }
+    if (size < total) {
+        fuse_reply_err(req, ERANGE);
+        return;
+    }
+    char *buf = malloc(total ? total : 1), *p = buf;
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    for (uint32_t j = 0; fs_tree_xattr(m->t, ino, j, &n, &v, &len) == 0; j++) {
+        size_t k = strlen(n) + 1;
+        memcpy(p, n, k);
+        p += k;
+    }
+    fuse_reply_buf(req, buf, total);
+    free(buf);
+}
+
+/* ---- everything that would write ----------------------------------------------------------- */
+
+static void rofs(fuse_req_t req)
+{
+    fuse_reply_err(req, EROFS);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    (void)ino, (void)attr, (void)to_set, (void)fi;
+    rofs(req);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    (void)parent, (void)name, (void)mode, (void)rdev;
+    rofs(req);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    (void)parent, (void)name, (void)mode;
+    rofs(req);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    (void)parent, (void)name;
+    rofs(req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    (void)link, (void)parent, (void)name;
+    rofs(req);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    (void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+    rofs(req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    (void)ino, (void)newparent, (void)newname;
+    rofs(req);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    (void)ino, (void)buf, (void)size, (void)off, (void)fi;
+    rofs(req);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    (void)ino, (void)name, (void)value, (void)size, (void)flags;
+    rofs(req);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    (void)ino, (void)name;
+    rofs(req);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    (void)parent, (void)name, (void)mode, (void)fi;
+    rofs(req);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
+{
+    (void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+    rofs(req);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .readlink = op_readlink,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .statfs = op_statfs,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_unlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .write = op_write,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
+    .create = op_create,
+    .fallocate = op_fallocate,
+};
+
+/* ---- serving ------------------------------------------------------------------------------- */
+
+struct background {
+    struct fs_tree *t;
+    struct fs_cache *c;
+    struct store_layer *const *layers;
+    size_t nlayers;
+    const struct fs_mount_opts *o;
+    volatile bool stop;
+};
+
+/* Resolves a path in the tree without following symlinks. Returns the inode or 0. */
+static uint64_t resolve(const struct fs_tree *t, char *path)
+{
+    uint64_t ino = FS_ROOT_INO;
+    for (char *save = NULL, *c = strtok_r(path, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, "."))
+            continue;
+        if (fs_tree_lookup(t, ino, c, &ino) < 0)
+            return 0;
+    }
+    return ino;
+}
+
+/* --prefetch: the listed files, in order, into the prefetch zone; waits whenever half the zone
+ * is queued so that later files do not push out earlier ones before they are read. */
+static void prefetch_list(struct background *bg)
+{
+    FILE *f = fopen(bg->o->prefetch_file, "r");
+    char line[4096];
+    uint64_t queued = 0, total = 0, files = 0;
+    struct fs_cache_stats st;
+    if (!f) {
+        log_warn("prefetch: cannot open %s: %s", bg->o->prefetch_file, strerror(errno));
+        return;
+    }
+    fs_cache_stats(bg->c, &st);
+    uint64_t zone = st.mem_max * (bg->o->cache.prefetch_share ? bg->o->cache.prefetch_share : 25) /
+                    100;
+    while (!bg->stop && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        uint64_t ino = resolve(bg->t, line), off, size;
+        uint32_t layer;
+        if (!ino || fs_tree_data(bg->t, ino, &layer, &off, &size) < 0 || !size)
+            continue;
+        if (total + size > zone)
+            break; /* the rest would only push out what was prefetched */
+        fs_cache_prefetch(bg->c, layer, off, size);
+        files++;
+        queued += size;
+        total += size;
+        if (queued > zone / 2) {
+            fs_cache_drain(bg->c);
+            queued = 0;
+        }
+    }
+    fclose(f);
+    log_info("prefetch: %llu files, %llu bytes queued", (unsigned long long)files,
+             (unsigned long long)total);
+}
+
+static void *background_main(void *arg)
+{
+    struct background *bg = arg;
+    if (bg->o->prefetch_file)
+        prefetch_list(bg);
+    if (bg->o->preload) {
+        for (size_t k = 0; k < bg->nlayers && !bg->stop; k++) {
+            int rc = store_layer_fetch(bg->layers[k], 0, store_layer_size(bg->layers[k]));
+            if (rc < 0)
+                log_error("preload: layer %zu: %s", k, err_msg(rc));
+        }
+        log_info("preload: done");
+    }
+    return NULL;
+}
+
+/* As root, the mount is a root filesystem like any other: other users, setuid and devices. */
+static int make_args(struct fuse_args *args, const struct fs_mount_opts *o)
+{
+    char opts[1024], name[256];
+    size_t j = 0;
+    for (const char *p = o->fsname ? o->fsname : "afsp"; *p && j < sizeof name - 1; p++)
+        if (*p != ',' && *p != '\\' && (unsigned char)*p > ' ')
+            name[j++] = *p; /* the option string's separators cannot be in it */
+    name[j] = 0;
+    snprintf(opts, sizeof opts, "ro,default_permissions,fsname=%s,subtype=afsp%s", name,
+             geteuid() == 0 ? ",allow_other,suid,dev" : "");
+    if (fuse_opt_add_arg(args, "afsp") || fuse_opt_add_arg(args, "-o") ||
+        fuse_opt_add_arg(args, opts))
+        return -ENOMEM;
+    return 0;
+}
+
+int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_opts *o)
+{
+    struct mnt m = {0};
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    struct fuse_session *se = NULL;
+    struct fuse_loop_config *cfg = NULL;
+    struct background bg = {.layers = layers, .nlayers = n, .o = o};
+    pthread_t bgt;
+    bool bg_running = false, mounted = false, handlers = false;
+    size_t skipped = 0;
+    int rc;
+
+    for (size_t k = 0; k < n; k++)
+        m.total_bytes += store_layer_size(layers[k]);
+    if ((rc = fs_tree_build(&m.t, layers, n, &skipped)) < 0) {
+        err_ctx(rc, "building the image tree");
+        goto out;
+    }
+    if ((rc = fs_cache_new(&m.c, layers, n, &o->cache)) < 0)
+        goto out;
+    if ((rc = make_args(&args, o)) < 0)
+        goto out;
+    if (!(se = fuse_session_new(&args, &ops, sizeof ops, &m))) {
+        rc = err_set(AFSP_E_USAGE, "cannot start a FUSE session");
+        goto out;
+    }
+    if (fuse_set_signal_handlers(se) != 0) {
+        rc = err_set(-errno, "cannot set signal handlers");
+        goto out;
+    }
+    handlers = true;
+    if (fuse_session_mount(se, o->mountpoint) != 0) {
+        rc = err_set(-EIO, "cannot mount on %s (is /dev/fuse there, and fusermount3?)",
+                     o->mountpoint);
+        goto out;
+    }
+    mounted = true;
+    if (o->ready_fd >= 0) {
+        ssize_t w = write(o->ready_fd, "ok\n", 3);
+        (void)w;
+        close(o->ready_fd);
+    }
+    bg.t = m.t;
+    bg.c = m.c;
+    if ((o->prefetch_file || o->preload) && pthread_create(&bgt, NULL, background_main, &bg) == 0)
+        bg_running = true;
+    if (!(cfg = fuse_loop_cfg_create())) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    fuse_loop_cfg_set_clone_fd(cfg, 1);
+    fuse_loop_cfg_set_idle_threads(cfg, 4);
+    fuse_loop_cfg_set_max_threads(cfg, 16);
+    rc = fuse_session_loop_mt(se, cfg);
+    if (rc > 0) /* a signal ended it: a clean exit */
+        rc = 0;
+    else if (rc < 0)
+        rc = err_set(rc, "serving the mount");
+out:
+    bg.stop = true;
+    if (bg_running)
+        pthread_join(bgt, NULL);
+    if (mounted)
+        fuse_session_unmount(se);
+    if (handlers)
+        fuse_remove_signal_handlers(se);
+    if (se)
+        fuse_session_destroy(se);
+    if (cfg)
+        fuse_loop_cfg_destroy(cfg);
+    fuse_opt_free_args(&args);
+    if (m.c) {
+        struct fs_cache_stats st;
+        fs_cache_stats(m.c, &st);
+        log_info("unmounted %s: %llu reads (%llu bytes), %llu pieces hit, %llu decoded "
+                 "(%llu bytes, %.1f%% of the image), %llu prefetched, %llu evicted, %llu errors",
+                 o->mountpoint, (unsigned long long)st.reads, (unsigned long long)st.read_bytes,
+                 (unsigned long long)st.hits, (unsigned long long)st.misses,
+                 (unsigned long long)st.decoded_bytes,
+                 m.total_bytes ? 100.0 * (double)st.decoded_bytes / (double)m.total_bytes : 0.0,
+                 (unsigned long long)st.prefetched, (unsigned long long)st.evicted,
+                 (unsigned long long)st.errors);
+    }
+    fs_cache_free(m.c);
+    fs_tree_free(m.t);
+    return rc;
+}
