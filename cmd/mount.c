@@ -296,8 +296,10 @@ int cmd_mount(int argc, char **argv)
             a.prefetch = v;
         else if ((v = cmd_value(&it, "--cache-mem"))) {
             if (bytes_parse(v, &a.cache_mem) < 0 || a.cache_mem < (1u << 20))
-                return cmd_usage_error(&cmd_mount_def, "--cache-mem: '%s' is not a size of at "
-                                                       "least 1M", v);
+                return cmd_usage_error(&cmd_mount_def,
+                                       "--cache-mem: '%s' is not a size of at "
+                                       "least 1M",
+                                       v);
         } else if (arg[0] == '-')
             return cmd_usage_error(&cmd_mount_def, "unknown option %s", arg);
         else if (!a.ref)

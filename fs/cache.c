@@ -41,9 +41,9 @@ struct piece {
     uint32_t len;
     uint32_t span; /* global span number */
     uint8_t state, zone;
-    uint32_t refs;         /* reads holding the buffer */
-    uint32_t prev, next;   /* LRU links in its zone's list, while READY and unreferenced */
-    uint8_t *buf;          /* READY: len bytes */
+    uint32_t refs;                /* reads holding the buffer */
+    uint32_t prev, next;          /* LRU links in its zone's list, while READY and unreferenced */
+    uint8_t *buf;                 /* READY: len bytes */
     struct pending_wait *waiters; /* reads waiting for it */
 };
 
@@ -603,11 +603,8 @@ int fs_cache_new(struct fs_cache **out, struct store_layer *const *layers, size_
             *sp = (struct span){.layer = (uint32_t)k, .first = pi, .want = NONE};
             do {
                 uint32_t len = (uint32_t)MIN((uint64_t)PIECE, b - a);
-                c->pieces[pi++] = (struct piece){.start = a,
-                                                 .len = len,
-                                                 .span = L->first_span + j,
-                                                 .prev = NONE,
-                                                 .next = NONE};
+                c->pieces[pi++] = (struct piece){
+                    .start = a, .len = len, .span = L->first_span + j, .prev = NONE, .next = NONE};
                 a += len;
                 sp->count++;
             } while (a < b);

@@ -483,8 +483,8 @@ static void prefetch_list(struct background *bg)
         return;
     }
     fs_cache_stats(bg->c, &st);
-    uint64_t zone = st.mem_max * (bg->o->cache.prefetch_share ? bg->o->cache.prefetch_share : 25) /
-                    100;
+    uint64_t zone =
+        st.mem_max * (bg->o->cache.prefetch_share ? bg->o->cache.prefetch_share : 25) / 100;
     while (!bg->stop && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
         uint64_t ino = resolve(bg->t, line), off, size;

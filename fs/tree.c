@@ -18,8 +18,8 @@
  * sorted by name (lookups are binary searches, readdir offsets are positions), and st_nlink is
  * counted: the number of names of a non-directory, 2 + subdirectories for a directory.
  *
- * Names are not copied: they point into the layer indexes' string tables, which is why the
- * layers must stay open while the tree is used.
+ * Names are not copied (but those of directories made implicitly): they point into the layer
+ * indexes' string tables, which is why the layers must stay open while the tree is used.
  */
 #include "fs.h"
 
@@ -39,8 +39,8 @@ struct node {
     uint32_t layer; /* where the metadata, xattrs, link target and bytes come from */
     uint32_t file;  /* file index in that layer, NO_FILE for a directory made implicitly */
     uint64_t size, data_off;
-    const char *link; /* symlink target */
-    uint32_t parent;  /* directories: the parent's inode */
+    const char *link;      /* symlink target */
+    uint32_t parent;       /* directories: the parent's inode */
     uint32_t first, count; /* directories: entries [first, first + count) of t->ents */
 };
 
@@ -51,6 +51,8 @@ struct ent {
 };
 
 struct fs_tree {
+    char **names; /* copies of names that are not a whole path's last component */
+    size_t nnames;
     struct store_layer *const *layers;
     size_t nlayers;
     struct node *nodes; /* [0] unused; 1 is the root */
@@ -207,6 +209,14 @@ static int64_t walk(struct builder *b, const char *path, size_t len, bool create
         }
         if (!create)
             return 0;
+        /* the component is not NUL-terminated in the path: keep a copy of it */
+        char **v = realloc(b->t->names, (b->t->nnames + 1) * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        b->t->names = v;
+        if (!(c = v[b->t->nnames] = strndup(c, cl)))
+            return -ENOMEM;
+        b->t->nnames++;
         uint32_t nd = dir_new(b, dir);
         if (!nd || de_set(b, dir, c, cl, nd) < 0)
             return -ENOMEM;
@@ -313,8 +323,8 @@ static int apply_entry(struct builder *b, uint32_t layer, uint32_t i, const stru
         const char *tbase;
         split(f->link, &tlen, &tbase);
         int64_t tdir = walk(b, f->link, tlen, false);
-        struct dentry *td = tdir > 0 ? de_find(b, (uint32_t)tdir, tbase, (uint32_t)strlen(tbase))
-                                     : NULL;
+        struct dentry *td =
+            tdir > 0 ? de_find(b, (uint32_t)tdir, tbase, (uint32_t)strlen(tbase)) : NULL;
         if (tdir < 0)
             return (int)tdir;
         if (!td || !td->ino) {
@@ -533,6 +543,9 @@ void fs_tree_free(struct fs_tree *t)
 {
     if (!t)
         return;
+    for (size_t i = 0; i < t->nnames; i++)
+        free(t->names[i]);
+    free(t->names);
     free(t->nodes);
     free(t->ents);
     free(t);
@@ -629,8 +642,7 @@ int fs_tree_xattr(const struct fs_tree *t, uint64_t ino, uint32_t j, const char 
     const struct node *n = get(t, ino);
     if (!n || n->file == NO_FILE)
         return -ENOENT;
-    return store_layer_xattr(t->layers[n->layer], n->file, j, name, value, len) < 0 ? -ENOENT
-                                                                                     : 0;
+    return store_layer_xattr(t->layers[n->layer], n->file, j, name, value, len) < 0 ? -ENOENT : 0;
 }
 
 int fs_tree_data(const struct fs_tree *t, uint64_t ino, uint32_t *layer, uint64_t *off,

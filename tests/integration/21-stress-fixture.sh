@@ -9,6 +9,7 @@
 
 T=$TEST_TMPDIR
 umask 022 # umoci and afsp both create implicit parent directories 0777 & ~umask
+export LC_COLLATE=C # ls order in the checks below
 start_registry
 build_stress_image "$T/oci" stress
 
