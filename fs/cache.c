@@ -467,8 +467,12 @@ static void decode_span(struct fs_cache *c, uint32_t s, uint8_t *scratch)
                 c->mem -= q->len;
             }
             q->state = P_EMPTY;
-            if (!dst && !err && q->waiters) /* no memory for a piece a read waits for */
-                err = -ENOMEM;
+            if (!dst && !err && q->waiters) {
+                /* passed through without a buffer, but a read came for it meanwhile: go back
+                 * for it (it now goes to the main zone, which always has room) */
+                sp->rewind = true;
+                continue;
+            }
         }
         struct pending_wait *w = q->waiters, *done = NULL;
         q->waiters = NULL;

@@ -57,7 +57,10 @@ static void to_stat(const struct fs_attr *a, struct stat *st)
     st->st_rdev = makedev(a->rdev_major, a->rdev_minor);
     st->st_size = (off_t)a->size;
     st->st_blksize = 4096;
-    st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+    /* what ext4 would report, so that du and ls -s match an unpacked tree: whole 4 KiB blocks
+     * for data and directories, none for devices, fifos and short ("fast") symlinks */
+    if (S_ISREG(a->mode) || S_ISDIR(a->mode) || (S_ISLNK(a->mode) && a->size >= 60))
+        st->st_blocks = (blkcnt_t)((a->size + 4095) / 4096 * 8);
     st->st_mtim = (struct timespec){a->mtime_sec, a->mtime_nsec};
     st->st_atim = st->st_ctim = st->st_mtim;
 }
@@ -489,8 +492,8 @@ static void prefetch_list(struct background *bg)
         line[strcspn(line, "\r\n")] = 0;
         uint64_t ino = resolve(bg->t, line), off, size;
         uint32_t layer;
-        if (!ino || fs_tree_data(bg->t, ino, &layer, &off, &size) < 0 || !size)
-            continue;
+        if (!ino || fs_tree_data(bg->t, ino, &layer, &off, &size) < 0)
+            continue; /* not a regular file in this image */
         if (total + size > zone)
             break; /* the rest would only push out what was prefetched */
         fs_cache_prefetch(bg->c, layer, off, size);
@@ -503,7 +506,8 @@ static void prefetch_list(struct background *bg)
         }
     }
     fclose(f);
-    log_info("prefetch: %llu files, %llu bytes queued", (unsigned long long)files,
+    fs_cache_drain(bg->c);
+    log_info("prefetch: %llu files, %llu bytes decoded ahead", (unsigned long long)files,
              (unsigned long long)total);
 }
 
@@ -614,8 +618,9 @@ out:
     if (m.c) {
         struct fs_cache_stats st;
         fs_cache_stats(m.c, &st);
-        log_info("unmounted %s: %llu reads (%llu bytes), %llu pieces hit, %llu decoded "
-                 "(%llu bytes, %.1f%% of the image), %llu prefetched, %llu evicted, %llu errors",
+        log_info("unmounted %s: %llu reads (%llu bytes), %llu pieces hit, %llu missed, "
+                 "%llu bytes decoded (%.1f%% of the image), %llu pieces prefetched, %llu evicted, "
+                 "%llu errors",
                  o->mountpoint, (unsigned long long)st.reads, (unsigned long long)st.read_bytes,
                  (unsigned long long)st.hits, (unsigned long long)st.misses,
                  (unsigned long long)st.decoded_bytes,
