@@ -15,6 +15,10 @@
 #           store_ingest_file: the real ingest pass into a fresh store).
 #   store   bench/store_2000: 2,000 small layers through the real store under a cache limit of
 #           60% of their bytes, then churn with lookups; ops/s, latencies, file growth.
+#   mount   `afsp mount` + `chroot DIR python3 -c 'import json'` vs `umoci unpack` + the same
+#           (and the bytes decoded); sequential reads of a 256 MiB file (one more cached image:
+#           the first 256 MiB of the rootfs as tar, twice over) cold, warm and from tmpfs, against
+#           ISA-L inflate of its layer; `find` and `ls -lR` over the mount vs the unpacked tree.
 #
 # Page caches are not dropped (not reliably possible here, and not what a node sees): every
 # input is read once before it is timed, and `sync` runs before each timed command so no run
@@ -22,7 +26,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store"   which parts to run (the image is made whenever needed)
+#   BENCH_ONLY="pull ingest store mount"   which parts to run (the image is made whenever needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   BENCH_MIRROR         the Debian mirror (default: the first one in apt's sources)
 #   BENCH_TMP=/var/tmp   parent of the scratch directory (must be a disk, not tmpfs)
@@ -37,7 +41,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store}"
+: "${BENCH_ONLY:=pull ingest store mount}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -402,6 +406,185 @@ bench_store() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# mount: cold start of python3, sequential reads of a 256 MB file, metadata walks
+
+# mount_stats LOG: "BYTES PERCENT" decoded, from the mount process's last unmount line
+mount_stats() {
+    grep -o '[0-9]* bytes decoded ([0-9.]*% of the image)' "$1" | tail -1 | tr -d '(%' |
+        awk '{ print $1, $4 }'
+}
+
+# mount_log_of DATA MNT: the mount process's log (as tests/integration/mountlib.sh)
+mount_log_of() {
+    printf '%s/mounts/%s.log' "$1" "$(printf '%s' "$(realpath -m "$2")" | sha256sum | cut -c1-16)"
+}
+
+# mbps BYTES SECONDS
+mbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", b / t / 1e6 }'; }
+
+# read_file FILE VAR: reads FILE sequentially (1 MiB reads); VAR = seconds
+read_file() { timed "$2" dd if="$1" of=/dev/null bs=1M status=none; }
+
+BIG_OCI=$BENCH_CACHE/bigfile.oci
+build_big_oci() { # one layer with one 256 MiB file: the first 256 MiB of the rootfs as tar, twice
+    [ -e "$BIG_OCI/index.json" ] && return 0
+    local tmp=$BIG_OCI.tmp b=$BENCH_CACHE/bigfile.bundle.tmp
+    rm -rf "$tmp" "$b"
+    log "umoci: an image with one 256 MiB file (once)"
+    _umoci init --layout "$tmp"
+    _umoci new --image "$tmp:$TAG"
+    _umoci unpack --image "$tmp:$TAG" "$b"
+    (cd "$ROOTFS" && tar -cf - . && tar -cf - .) 2>/dev/null | head -c $((256 << 20)) \
+        >"$b/rootfs/big.bin" || true
+    [ "$(stat -c %s "$b/rootfs/big.bin")" = $((256 << 20)) ] || fail "big.bin is not 256 MiB"
+    _umoci repack --image "$tmp:$TAG" "$b"
+    _umoci gc --layout "$tmp"
+    rm -rf "$b"
+    mv "$tmp" "$BIG_OCI"
+}
+
+bench_mount() {
+    require umoci docker-registry
+    [ -n "${REGISTRY:-}" ] || start_registry
+    local ref=$REGISTRY/bench/debian12:python3 bigref=$REGISTRY/bench/bigfile:1
+    local oci=$TEST_TMPDIR/mount.oci d=$TEST_TMPDIR/mount-data mnt=$TEST_TMPDIR/mnt r t
+    build_big_oci
+    cp -a "$OCI" "$oci"
+    push_image "$oci" "$TAG" "$ref" --compress gzip >/dev/null
+    local boci=$TEST_TMPDIR/big.oci
+    cp -a "$BIG_OCI" "$boci"
+    push_image "$boci" "$TAG" "$bigref" --compress gzip >/dev/null
+    "$AFSP_BIN" --data "$d" pull "$ref" >/dev/null
+    "$AFSP_BIN" --data "$d" pull "$bigref" >/dev/null
+    mkdir -p "$mnt"
+    on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
+    local L
+    L=$(mount_log_of "$d" "$mnt")
+
+    # 1. cold start: mount + python3 -c 'import json' vs umoci unpack + the same
+    local A=() U=() DEC=() PCT=()
+    run_mount_py() {
+        sync
+        timed t eval "'$AFSP_BIN' --data '$d' mount '$ref' '$mnt' && chroot '$mnt' /usr/bin/python3 -c 'import json'"
+        "$AFSP_BIN" --data "$d" umount "$mnt"
+        local st
+        st=$(mount_stats "$L")
+        [ "$1" = warm-up ] || { A+=("$t"); DEC+=("${st% *}"); PCT+=("${st#* }"); }
+        log "$1: afsp mount + python3 ${t}s, decoded ${st% *} bytes (${st#* }% of the image)"
+    }
+    run_unpack_py() {
+        local u
+        u=$(mktemp -d "$TEST_TMPDIR/unpack.XXXX")
+        sync
+        timed t eval "umoci unpack --image '$oci:$TAG' '$u/b' >/dev/null 2>&1 && chroot '$u/b/rootfs' /usr/bin/python3 -c 'import json'"
+        [ "$1" = warm-up ] || U+=("$t")
+        log "$1: umoci unpack + python3 ${t}s"
+        UNPACKED=$u/b/rootfs # kept: see bench_pull on deleting trees
+    }
+    run_mount_py warm-up
+    run_unpack_py warm-up
+    for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        if ((r % 2)); then run_mount_py "round $r"; run_unpack_py "round $r"; else run_unpack_py "round $r"; run_mount_py "round $r"; fi
+    done
+
+    # 2. sequential reads of a 256 MiB file: cold (nothing decoded), warm (kernel page cache;
+    # afsp's piece cache alone), tmpfs; the inflate speed of the same layer in this run
+    local bigblob ci=() wk=() wp=() tm=() bytes=$((256 << 20))
+    bigblob=$(ls -S "$d"/blobs/sha256/* | head -1)
+    "$AFSP_BENCH_BIN/inflate_speed" "$bigblob" >"$TEST_TMPDIR/big_inflate.txt"
+    local inflate
+    inflate=$(awk '$1 == "isa-l" { print $2 }' "$TEST_TMPDIR/big_inflate.txt")
+    local shm
+    shm=$(mktemp -d /dev/shm/afsp-bench.XXXX)
+    on_exit "rm -rf '$shm'"
+    for ((r = 1; r <= 3; r++)); do
+        "$AFSP_BIN" --data "$d" mount --cache-mem 512M "$bigref" "$mnt"
+        sync
+        read_file "$mnt/big.bin" t
+        ci+=("$(mbps $bytes "$t")")
+        read_file "$mnt/big.bin" t
+        wk+=("$(mbps $bytes "$t")")
+        "$PY" -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$mnt/big.bin"
+        read_file "$mnt/big.bin" t
+        wp+=("$(mbps $bytes "$t")")
+        [ -e "$shm/big.bin" ] || cp "$mnt/big.bin" "$shm/big.bin"
+        cmp -s "$mnt/big.bin" "$shm/big.bin" || fail "big.bin reads differently"
+        "$AFSP_BIN" --data "$d" umount "$mnt"
+        read_file "$shm/big.bin" t
+        read_file "$shm/big.bin" t
+        tm+=("$(mbps $bytes "$t")")
+        log "256 MiB file, round $r: cold ${ci[-1]} MB/s, warm ${wk[-1]} MB/s (piece cache only ${wp[-1]}), tmpfs ${tm[-1]} MB/s, ISA-L inflate $inflate MB/s"
+    done
+    rm -rf "$shm"
+
+    # 3. metadata: find and ls -lR over the mount vs the unpacked tree; cold (fresh mount, the
+    # kernel's dentry and inode caches dropped) and warm (median of 3 repeats)
+    local fc=() fu=() lc=() lu=() fwm=() fwu=() lwm=() lwu=() n1 n2
+    for ((r = 1; r <= 3; r++)); do
+        "$AFSP_BIN" --data "$d" mount "$ref" "$mnt"
+        sync
+        echo 2 >/proc/sys/vm/drop_caches
+        timed t eval "find '$mnt' -type f | wc -l >'$TEST_TMPDIR/n1'"
+        fc+=("$t")
+        timed t eval "find '$UNPACKED' -type f | wc -l >'$TEST_TMPDIR/n2'"
+        fu+=("$t")
+        n1=$(cat "$TEST_TMPDIR/n1") n2=$(cat "$TEST_TMPDIR/n2")
+        [ "$n1" = "$n2" ] || fail "find counts $n1 files on the mount, $n2 unpacked"
+        "$AFSP_BIN" --data "$d" umount "$mnt"
+        "$AFSP_BIN" --data "$d" mount "$ref" "$mnt"
+        echo 2 >/proc/sys/vm/drop_caches
+        timed t eval "ls -lR '$mnt' >/dev/null"
+        lc+=("$t")
+        timed t eval "ls -lR '$UNPACKED' >/dev/null"
+        lu+=("$t")
+        local k
+        for ((k = 0; k < 3; k++)); do
+            timed t eval "find '$mnt' -type f | wc -l >/dev/null"; fwm+=("$t")
+            timed t eval "find '$UNPACKED' -type f | wc -l >/dev/null"; fwu+=("$t")
+            timed t eval "ls -lR '$mnt' >/dev/null"; lwm+=("$t")
+            timed t eval "ls -lR '$UNPACKED' >/dev/null"; lwu+=("$t")
+        done
+        "$AFSP_BIN" --data "$d" umount "$mnt"
+    done
+    log "find: cold ${fc[*]} vs ${fu[*]}; ls -lR: cold ${lc[*]} vs ${lu[*]}"
+
+    local ma mu mci mwk mwp mtm
+    ma=$(median "${A[@]}") mu=$(median "${U[@]}")
+    mci=$(median "${ci[@]}") mwk=$(median "${wk[@]}") mwp=$(median "${wp[@]}") mtm=$(median "${tm[@]}")
+    local pct
+    pct=$(median "${PCT[@]}")
+    {
+        echo "### Mount: cold start, sequential reads, metadata (layers in the local store)"
+        echo
+        echo "Cold start, median of $BENCH_ROUNDS (range): from the command to the end of \`chroot DIR python3 -c 'import json'\`."
+        echo
+        echo "| | seconds | |"
+        echo "|---|---|---|"
+        echo "| \`afsp mount\` + python3 | **$ma** ($(minmax "${A[@]}")) | decoded $(median "${DEC[@]}") bytes = **$pct%** of the image |"
+        echo "| \`umoci unpack\` + python3 | **$mu** ($(minmax "${U[@]}")) | afsp is **$(ratio "$mu" "$ma")x** faster |"
+        echo
+        echo "Sequential read of a 256 MiB file (\`dd bs=1M\`), MB/s, median of 3; layer $(($(stat -c %s "$bigblob") / 1000000)) MB gzip."
+        echo
+        echo "| | MB/s | |"
+        echo "|---|---|---|"
+        echo "| cold: nothing decoded yet | **$mci** | $(awk -v a="$mci" -v b="$inflate" 'BEGIN { printf "%.0f", 100 * a / b }')% of ISA-L inflate of the same layer in memory ($inflate MB/s) |"
+        echo "| warm: second read (kernel page cache, keep_cache) | **$mwk** | $(awk -v a="$mwk" -v b="$mtm" 'BEGIN { printf "%.0f", 100 * a / b }')% of tmpfs |"
+        echo "| warm, afsp's piece cache only (the file's pages dropped) | $mwp | $(awk -v a="$mwp" -v b="$mtm" 'BEGIN { printf "%.0f", 100 * a / b }')% of tmpfs |"
+        echo "| the same file on tmpfs, warm | $mtm | |"
+        echo
+        echo "Metadata over the $ROOTFS_FILES-entry tree, seconds (median of 3; cold: a fresh mount and the kernel's dentry/inode caches dropped for both)."
+        echo
+        echo "| | afsp mount | unpacked on disk | ratio |"
+        echo "|---|---|---|---|"
+        echo "| \`find -type f \| wc -l\`, cold | $(median "${fc[@]}") | $(median "${fu[@]}") | $(ratio "$(median "${fc[@]}")" "$(median "${fu[@]}")")x |"
+        echo "| \`find -type f \| wc -l\`, warm | $(median "${fwm[@]}") | $(median "${fwu[@]}") | $(ratio "$(median "${fwm[@]}")" "$(median "${fwu[@]}")")x |"
+        echo "| \`ls -lR\`, cold | $(median "${lc[@]}") | $(median "${lu[@]}") | $(ratio "$(median "${lc[@]}")" "$(median "${lu[@]}")")x |"
+        echo "| \`ls -lR\`, warm | $(median "${lwm[@]}") | $(median "${lwu[@]}") | $(ratio "$(median "${lwm[@]}")" "$(median "${lwu[@]}")")x |"
+        echo
+    } >>"$SUMMARY"
+}
+
+# ---------------------------------------------------------------------------------------------
 # optional: where store_ingest_file spends its CPU time
 
 profile_ingest() {
@@ -428,6 +611,7 @@ T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
 wants store && bench_store
+wants mount && bench_mount
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})) && type -P perf >/dev/null; then profile_ingest; fi ;;

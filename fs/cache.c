@@ -26,11 +26,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define PIECE (256u << 10)
-#define READ_AHEAD_SPANS 2 /* spans decoded ahead of a sequential reader */
+#define READ_AHEAD_SPANS 4 /* spans decoded ahead of a sequential reader */
 #define NONE UINT32_MAX
+#define SLAB (2u << 20)
+#define IDLE_READERS 16 /* decoders kept per layer, each where its last pass stopped */
 
 enum { P_EMPTY, P_LOADING, P_READY };
 enum { Z_NONE, Z_MAIN, Z_PREFETCH };
@@ -101,6 +104,8 @@ struct fs_cache {
     bool stop;
     uint8_t **spare; /* free piece buffers */
     size_t nspare, spare_max;
+    uint8_t **slabs; /* piece buffers come from these, SLAB bytes each, never returned */
+    size_t nslabs, slab_used;
     struct fs_cache_stats st;
 };
 
@@ -138,15 +143,39 @@ static void lru_push(struct fs_cache *c, uint32_t i)
 
 static void buf_put(struct fs_cache *c, uint8_t *b)
 {
-    if (c->nspare < c->spare_max)
-        c->spare[c->nspare++] = b;
-    else
-        free(b);
+    if (c->nspare == c->spare_max) {
+        size_t n = c->spare_max ? 2 * c->spare_max : 256;
+        uint8_t **v = realloc(c->spare, n * sizeof *v);
+        if (!v)
+            return; /* lost until the cache is freed: it stays in its slab */
+        c->spare = v;
+        c->spare_max = n;
+    }
+    c->spare[c->nspare++] = b;
 }
 
+/* Piece buffers are carved from 2 MiB slabs that ask for transparent huge pages (a cold read
+ * of a big file otherwise spends much of its time faulting in fresh 4 KiB pages). They are
+ * reused, never returned: the memory limit bounds how many there are. */
 static uint8_t *buf_get(struct fs_cache *c)
 {
-    return c->nspare ? c->spare[--c->nspare] : malloc(PIECE);
+    if (c->nspare)
+        return c->spare[--c->nspare];
+    if (!c->nslabs || c->slab_used + PIECE > SLAB) {
+        uint8_t **v = realloc(c->slabs, (c->nslabs + 1) * sizeof *v);
+        if (!v)
+            return NULL;
+        c->slabs = v;
+        uint8_t *s = aligned_alloc(SLAB, SLAB);
+        if (!s)
+            return NULL;
+        madvise(s, SLAB, MADV_HUGEPAGE);
+        c->slabs[c->nslabs++] = s;
+        c->slab_used = 0;
+    }
+    uint8_t *b = c->slabs[c->nslabs - 1] + c->slab_used;
+    c->slab_used += PIECE;
+    return b;
 }
 
 /* Drops an unreferenced READY piece's bytes. */
@@ -269,14 +298,15 @@ static void complete(struct fs_cache *c, struct pending *p)
     free(p);
 }
 
-/* Sequential readers get the next spans decoded ahead of them. */
-static void read_ahead(struct fs_cache *c, const struct layer *L, uint32_t last_piece)
+/* A sequential reader gets the rest of its file decoded ahead of it, up to READ_AHEAD_SPANS
+ * spans beyond the one it is in (never past the file's end: small files are most files). */
+static void read_ahead(struct fs_cache *c, uint32_t last_piece, uint32_t file_end_piece)
 {
-    uint32_t s = c->pieces[last_piece].span;
-    for (uint32_t k = 1; k <= READ_AHEAD_SPANS && s + k < L->first_span + L->nspans; k++) {
+    uint32_t s = c->pieces[last_piece].span, until = c->pieces[file_end_piece].span;
+    for (uint32_t k = 0; k <= READ_AHEAD_SPANS && s + k <= until; k++) {
         const struct span *sp = &c->spans[s + k];
-        uint32_t end = sp->first + sp->count - 1;
-        if (c->pieces[end].state == P_EMPTY)
+        uint32_t end = MIN(sp->first + sp->count - 1, file_end_piece);
+        if (end > last_piece && c->pieces[end].state == P_EMPTY)
             want(c, end, Q_PREFETCH);
     }
 }
@@ -332,8 +362,8 @@ void fs_cache_read_async(struct fs_cache *c, uint32_t layer, uint64_t data_off, 
         if (q->state == P_EMPTY)
             want(c, i, Q_DEMAND);
     }
-    if (seq_hint)
-        read_ahead(c, L, p1);
+    if (seq_hint && hi < data_off + size)
+        read_ahead(c, p1, piece_at(c, L, data_off + size - 1));
     bool now = p->missing == 0;
     pthread_mutex_unlock(&c->mu);
     if (now)
@@ -373,9 +403,9 @@ static struct store_reader *reader_take(struct fs_cache *c, struct layer *L, con
     return r;
 }
 
-static void reader_give(struct fs_cache *c, struct layer *L, struct store_reader *r)
+static void reader_give(struct layer *L, struct store_reader *r)
 {
-    if (L->nidle < c->nthreads)
+    if (L->nidle < IDLE_READERS)
         L->idle[L->nidle++] = r;
     else
         store_reader_free(r);
@@ -500,7 +530,7 @@ static void decode_span(struct fs_cache *c, uint32_t s, uint8_t *scratch)
     sp->want = NONE;
     sp->busy = false;
     if (r)
-        reader_give(c, L, r);
+        reader_give(L, r);
 }
 
 static void *worker(void *arg)
@@ -561,11 +591,9 @@ int fs_cache_new(struct fs_cache **out, struct store_layer *const *layers, size_
     c->prefetch_max = c->mem_max * share / 100;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->nthreads = o && o->threads ? o->threads : (unsigned)MAX(2, MIN(ncpu, 16));
-    c->spare_max = 64;
     c->zone[Z_MAIN] = c->zone[Z_PREFETCH] = (struct lru){NONE, NONE, 0};
     c->nlayers = n;
-    if (!(c->layers = calloc(n ? n : 1, sizeof *c->layers)) ||
-        !(c->spare = calloc(c->spare_max, sizeof *c->spare)))
+    if (!(c->layers = calloc(n ? n : 1, sizeof *c->layers)))
         goto nomem;
 
     /* count, then cut */
@@ -573,7 +601,7 @@ int fs_cache_new(struct fs_cache **out, struct store_layer *const *layers, size_
     for (size_t k = 0; k < n; k++) {
         struct layer *L = &c->layers[k];
         L->l = layers[k];
-        if (!(L->idle = calloc(c->nthreads, sizeof *L->idle)))
+        if (!(L->idle = calloc(IDLE_READERS, sizeof *L->idle)))
             goto nomem;
         L->first_span = (uint32_t)nspans;
         L->nspans = store_layer_nspans(layers[k]);
@@ -641,15 +669,14 @@ void fs_cache_free(struct fs_cache *c)
     pthread_mutex_unlock(&c->mu);
     for (unsigned t = 0; c->threads && t < c->nthreads; t++)
         pthread_join(c->threads[t], NULL);
-    for (uint32_t i = 0; c->pieces && i < c->npieces; i++)
-        free(c->pieces[i].buf);
     for (size_t k = 0; c->layers && k < c->nlayers; k++) {
         for (size_t j = 0; j < c->layers[k].nidle; j++)
             store_reader_free(c->layers[k].idle[j]);
         free(c->layers[k].idle);
     }
-    for (size_t k = 0; k < c->nspare; k++)
-        free(c->spare[k]);
+    for (size_t k = 0; k < c->nslabs; k++)
+        free(c->slabs[k]);
+    free(c->slabs);
     free(c->spare);
     free(c->threads);
     free(c->layers);

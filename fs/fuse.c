@@ -527,6 +527,31 @@ static void *background_main(void *arg)
     return NULL;
 }
 
+/* The kernel's read-ahead for a FUSE mount is its backing device's, 128 KiB by default: raise it
+ * to the request size so that a sequential reader costs a quarter of the round trips (root
+ * only; without it reads still work). The device number comes from the mount table: a stat of
+ * the mount point would be a request to this very process, which is not serving yet. */
+static void raise_readahead(const char *mountpoint)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096], mp[4096], dev[32] = "";
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, mp) == 2 && !strcmp(mp, mountpoint))
+            break;
+        else
+            dev[0] = 0;
+    fclose(f);
+    if (!dev[0] || strchr(dev, '/'))
+        return;
+    snprintf(line, sizeof line, "/sys/class/bdi/%s/read_ahead_kb", dev);
+    if ((f = fopen(line, "w"))) {
+        fprintf(f, "%u\n", MAX_REQUEST >> 10);
+        fclose(f);
+    }
+}
+
 /* As root, the mount is a root filesystem like any other: other users, setuid and devices. */
 static int make_args(struct fuse_args *args, const struct fs_mount_opts *o)
 {
@@ -581,6 +606,7 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
         goto out;
     }
     mounted = true;
+    raise_readahead(o->mountpoint);
     if (o->ready_fd >= 0) {
         ssize_t w = write(o->ready_fd, "ok\n", 3);
         (void)w;

@@ -1,12 +1,13 @@
 #!/bin/bash
 # The demo of the main job, on this machine: a registry on loopback, a small image built with
 # umoci and pushed with skopeo, then `afsp pull` into a fresh store, `afsp images`, `afsp layers`,
-# and the image's files read back through afsp's layer index. Everything it starts is stopped
-# on exit; it leaves nothing behind but its output.
+# the image mounted lazily with `afsp mount` and a program run from it with chroot, and
+# `afsp umount`. Everything it starts is stopped on exit; it leaves nothing behind but its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_TMPDIR=$(mktemp -d /tmp/afsp-demo.XXXXXX)
 . tests/integration/lib.sh
+. tests/integration/mountlib.sh
 on_exit "rm -rf '$TEST_TMPDIR'"
 
 AFSP="$AFSP_BIN --data $TEST_TMPDIR/data"
@@ -19,7 +20,11 @@ step() { printf '\n$ %s\n' "$*"; "$@"; }
 step $AFSP pull "$REGISTRY/demo:1"
 step $AFSP images
 step $AFSP layers
-step $AFSP inspect extract "$REGISTRY/demo:1" "$TEST_TMPDIR/rootfs"
-step cat "$TEST_TMPDIR/rootfs/etc/motd"
-step ls -l "$TEST_TMPDIR/rootfs/bin"
+M=$TEST_TMPDIR/mnt
+mkdir -p "$M"
+on_exit "_unmount_at_exit '$M'"
+step $AFSP mount "$REGISTRY/demo:1" "$M"
+step ls -l "$M/bin"
+step chroot "$M" /bin/sh -c 'cat /etc/motd; ls /'
+step $AFSP umount "$M"
 printf '\nThe store is in %s/data (removed on exit).\n' "$TEST_TMPDIR"

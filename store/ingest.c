@@ -400,12 +400,13 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     uint64_t t3 = time_mono_ns();
     if ((rc = index_serialize(&in->ix, &ixbytes)) < 0)
         goto out;
+    uint64_t t4 = time_mono_ns();
     rc = store_layer_commit(s, resv_id, resv_bytes, d->digest, d->media_type, &in->ix, &ixbytes,
                             tmp);
     log_debug("layer of %llu bytes: received and synced %.3f s (%.3f s waiting for the decoder), "
-              "decoder done +%.3f, finished +%.3f, committed +%.3f",
+              "decoder done +%.3f, finished +%.3f, index of %zu bytes +%.3f, committed +%.3f",
               (unsigned long long)d->size, (t1 - t0) / 1e9, in->stalled_ns / 1e9, (t2 - t1) / 1e9,
-              (t3 - t2) / 1e9, (time_mono_ns() - t3) / 1e9);
+              (t3 - t2) / 1e9, ixbytes.len, (t4 - t3) / 1e9, (time_mono_ns() - t4) / 1e9);
     tmp[0] = 0; /* the commit renamed or removed the file */
 out:
     pipe_release(in);

@@ -983,22 +983,27 @@ static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 }
 
 /* Checks chunk i of the blob file against the index (once per handle; concurrent first uses
- * may both check, which is harmless). */
+ * may both check, which is harmless). Hashes through a small buffer: no allocation the size of
+ * a chunk (fresh pages cost more than the hashing). */
 static int chunk_verify(struct store_layer *l, uint32_t i)
 {
     const struct index_chunk *c = &l->ix.chunks[i];
-    uint8_t got[DIGEST_LEN];
-    uint8_t *buf;
+    uint8_t got[DIGEST_LEN], buf[64 << 10];
+    struct sha256 h;
     int rc;
 
     if (bit_get(l->verified, i))
         return 0;
-    if (!(buf = malloc(c->len ? c->len : 1)))
-        return -ENOMEM;
-    rc = pread_full(l->fd, buf, c->len, c->off);
-    if (rc == 0)
-        sha256_buf(buf, c->len, got);
-    free(buf);
+    if ((rc = sha256_init(&h)) < 0)
+        return rc;
+    for (uint64_t off = 0; off < c->len && rc == 0;) {
+        size_t n = (size_t)MIN((uint64_t)sizeof buf, c->len - off);
+        if ((rc = pread_full(l->fd, buf, n, c->off + off)) == 0)
+            sha256_update(&h, buf, n);
+        off += n;
+    }
+    sha256_final(&h, got);
+    sha256_release(&h);
     if (rc == 0 && memcmp(got, c->sha256, DIGEST_LEN))
         rc = AFSP_E_DIGEST;
     if (rc < 0) {
