@@ -28,7 +28,7 @@
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
 #   BENCH_ONLY="pull ingest store mount"   which parts to run (the image is made whenever needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
-#   BENCH_MIRROR         the Debian mirror (default: the first one in apt's sources)
+#   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
 #   BENCH_TMP=/var/tmp   parent of the scratch directory (must be a disk, not tmpfs)
 #   BENCH_STORE_ARGS     extra arguments for store_2000 (see its header)
 #   BENCH_OUT            also write the summary here (markdown)
@@ -92,23 +92,6 @@ minmax() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } E
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# The Debian mirror apt uses: one-line sources.list, else the first deb822 URIs (not security).
-debian_mirror() {
-    local u=""
-    if [ -n "${BENCH_MIRROR:-}" ]; then
-        echo "$BENCH_MIRROR"
-        return
-    fi
-    [ -r /etc/apt/sources.list ] &&
-        u=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
-            /etc/apt/sources.list)
-    if [ -z "$u" ]; then
-        u=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-            awk '$1 == "URIs:" && $2 !~ /security/ { print $2; exit }')
-    fi
-    echo "${u:-http://deb.debian.org/debian}"
-}
-
 # oci_layer LAYOUT TAG: "DIGEST SIZE MEDIATYPE NLAYERS" of the first layer of LAYOUT:TAG.
 oci_layer() {
     "$PY" - "$1" "$2" <<'EOF'
@@ -151,50 +134,8 @@ machine() {
 # ---------------------------------------------------------------------------------------------
 # the image, made once
 
-build_rootfs() {
-    [ -d "$ROOTFS" ] && return 0
-    require debootstrap curl
-    local mirror tmp=$ROOTFS.tmp
-    mirror=$(debian_mirror)
-    curl -fsS -m 30 -o /dev/null "$mirror/dists/bookworm/Release" ||
-        fail "the Debian mirror $mirror does not answer (set BENCH_MIRROR)"
-    rm -rf "$tmp"
-    log "debootstrap --variant=minbase --include=python3 bookworm from $mirror (once; minutes)"
-    if ! debootstrap --variant=minbase --include=python3 bookworm "$tmp" "$mirror" \
-        >"$BENCH_CACHE/debootstrap.log" 2>&1; then
-        tail -n 30 "$BENCH_CACHE/debootstrap.log" >&2
-        fail "debootstrap failed (log: $BENCH_CACHE/debootstrap.log)"
-    fi
-    [ -x "$tmp/usr/bin/python3" ] || fail "debootstrap made no /usr/bin/python3"
-    mv "$tmp" "$ROOTFS"
-    log "rootfs: $(du -sh "$ROOTFS" | cut -f1)"
-}
-
-build_oci() {
-    [ -e "$OCI/index.json" ] && return 0
-    require umoci
-    local tmp=$OCI.tmp b=$BENCH_CACHE/$IMG_NAME.bundle.tmp
-    rm -rf "$tmp" "$b"
-    log "umoci: one-layer image of the rootfs (once)"
-    _umoci init --layout "$tmp"
-    _umoci new --image "$tmp:$TAG"
-    _umoci unpack --image "$tmp:$TAG" "$b"
-    # tar keeps owners, modes, devices, hardlinks and xattrs
-    (cd "$ROOTFS" && tar --numeric-owner --xattrs --xattrs-include='*' -cf - .) |
-        (cd "$b/rootfs" && tar --numeric-owner --xattrs --xattrs-include='*' -xpf -)
-    _umoci repack --image "$tmp:$TAG" "$b"
-    _umoci config --image "$tmp:$TAG" --config.cmd /usr/bin/python3 \
-        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    _umoci gc --layout "$tmp"
-    rm -rf "$b"
-    local l
-    l=$(oci_layer "$tmp" "$TAG")
-    [ "$(cut -d' ' -f4 <<<"$l")" = 1 ] || fail "expected one layer, got: $l"
-    mv "$tmp" "$OCI"
-}
-
-build_rootfs
-build_oci
+build_debian_python_rootfs "$ROOTFS"
+build_debian_python_oci "$ROOTFS" "$OCI" "$TAG"
 read -r LAYER_DIGEST LAYER_SIZE LAYER_MT _ < <(oci_layer "$OCI" "$TAG")
 BLOB=$OCI/blobs/sha256/${LAYER_DIGEST#sha256:}
 ROOTFS_BYTES=$(du -sb "$ROOTFS" | cut -f1)

@@ -26,6 +26,7 @@
 #              [--via ocitool|skopeo]   (exports PUSHED_DIGEST)
 #   push_multiplatform REF [--creds U:P]
 #   umoci_unpack_ref REF DEST [--creds U:P] [--arch A]
+#   build_debian_python_rootfs DIR | build_debian_python_oci ROOTFS OCI_DIR TAG   (cached)
 #   manifest_raw REF [--creds U:P] | media_types REF [--creds U:P] | layer_digests REF [--creds U:P]
 #
 # Every server started here is killed on exit (also on failure and on SIGTERM from the
@@ -714,4 +715,69 @@ umoci_unpack_ref() {
     mkdir -p "$(dirname "$dest")"
     mv "$b/rootfs" "$dest"
     rm -rf "$tmp" "$b"
+}
+
+# ---------------------------------------------------------------------------------------------
+# a real distribution image: Debian 12 minbase + python3, made once per machine
+
+# The Debian mirror apt uses: one-line sources.list, else the first deb822 URIs (not security).
+debian_mirror() {
+    local u=""
+    if [ -n "${AFSP_DEBIAN_MIRROR:-}" ]; then
+        echo "$AFSP_DEBIAN_MIRROR"
+        return
+    fi
+    [ -r /etc/apt/sources.list ] &&
+        u=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+            /etc/apt/sources.list)
+    if [ -z "$u" ]; then
+        u=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+            awk '$1 == "URIs:" && $2 !~ /security/ { print $2; exit }')
+    fi
+    echo "${u:-http://deb.debian.org/debian}"
+}
+
+# build_debian_python_rootfs DIR: debootstrap --variant=minbase --include=python3 bookworm into
+# DIR, unless DIR exists (minutes; from the mirror apt uses, or $AFSP_DEBIAN_MIRROR). The log
+# goes to DIR.log.
+build_debian_python_rootfs() {
+    local rootfs=$1 mirror tmp=$1.tmp
+    [ -d "$rootfs" ] && return 0
+    require debootstrap curl
+    mirror=$(debian_mirror)
+    curl -fsS -m 30 -o /dev/null "$mirror/dists/bookworm/Release" ||
+        fail "the Debian mirror $mirror does not answer (set AFSP_DEBIAN_MIRROR)"
+    rm -rf "$tmp"
+    mkdir -p "$(dirname "$rootfs")"
+    log "debootstrap --variant=minbase --include=python3 bookworm from $mirror (once; minutes)"
+    if ! debootstrap --variant=minbase --include=python3 bookworm "$tmp" "$mirror" \
+        >"$rootfs.log" 2>&1; then
+        tail -n 30 "$rootfs.log" >&2
+        fail "debootstrap failed (log: $rootfs.log)"
+    fi
+    [ -x "$tmp/usr/bin/python3" ] || fail "debootstrap made no /usr/bin/python3"
+    mv "$tmp" "$rootfs"
+    log "rootfs: $(du -sh "$rootfs" | cut -f1)"
+}
+
+# build_debian_python_oci ROOTFS OCI_DIR TAG: a one-layer OCI image (umoci, gzip) of ROOTFS,
+# unless OCI_DIR exists.
+build_debian_python_oci() {
+    local rootfs=$1 oci=$2 tag=$3 tmp=$2.tmp b=$2.bundle.tmp
+    [ -e "$oci/index.json" ] && return 0
+    require umoci
+    rm -rf "$tmp" "$b"
+    log "umoci: one-layer image of $rootfs (once)"
+    _umoci init --layout "$tmp"
+    _umoci new --image "$tmp:$tag"
+    _umoci unpack --image "$tmp:$tag" "$b"
+    # tar keeps owners, modes, devices, hardlinks and xattrs
+    (cd "$rootfs" && tar --numeric-owner --xattrs --xattrs-include='*' -cf - .) |
+        (cd "$b/rootfs" && tar --numeric-owner --xattrs --xattrs-include='*' -xpf -)
+    _umoci repack --image "$tmp:$tag" "$b"
+    _umoci config --image "$tmp:$tag" --config.cmd /usr/bin/python3 \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    _umoci gc --layout "$tmp"
+    rm -rf "$b"
+    mv "$tmp" "$oci"
 }
