@@ -355,7 +355,7 @@ mount_stats() {
         awk '{ print $1, $4 }'
 }
 
-# mount_log_of DATA MNT: the mount process's log (as tests/integration/mountlib.sh)
+# mount_log_of DATA MNT: the mount process's log (as tests/integration/lib-mount.sh)
 mount_log_of() {
     printf '%s/mounts/%s.log' "$1" "$(printf '%s' "$(realpath -m "$2")" | sha256sum | cut -c1-16)"
 }

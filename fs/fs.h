@@ -42,6 +42,19 @@ struct fs_attr {
  * left out with a warning; *skipped (may be NULL) receives how many. */
 int fs_tree_build(struct fs_tree **out, struct store_layer *const *layers, size_t n,
                   size_t *skipped);
+
+/* The same from any source of file tables (the fuzz target's, say): a layer is its entries in
+ * archive order, with paths normalised as the tar parser does (no leading "/" or "./", no
+ * trailing "/"). Strings must outlive the tree. */
+struct fs_layer_src {
+    void *arg;
+    uint32_t (*nfiles)(void *arg);
+    int (*file)(void *arg, uint32_t i, struct layer_file *out);
+    int (*xattr)(void *arg, uint32_t i, uint32_t j, const char **name, const uint8_t **value,
+                 size_t *len);
+};
+int fs_tree_build_src(struct fs_tree **out, const struct fs_layer_src *layers, size_t n,
+                      size_t *skipped);
 void fs_tree_free(struct fs_tree *t);
 
 /* The number of inodes; valid inode numbers are 1..count. */

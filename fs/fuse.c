@@ -87,6 +87,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    /* the kernel then caches each inode's ACLs (absent ones too): `ls -l` asks for them on
+     * every file, and without this each ask is a round trip to us */
+    if (conn->capable & FUSE_CAP_POSIX_ACL)
+        conn->want |= FUSE_CAP_POSIX_ACL;
     conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 

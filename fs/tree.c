@@ -53,7 +53,7 @@ struct ent {
 struct fs_tree {
     char **names; /* copies of names that are not a whole path's last component */
     size_t nnames;
-    struct store_layer *const *layers;
+    struct fs_layer_src *layers; /* copies */
     size_t nlayers;
     struct node *nodes; /* [0] unused; 1 is the root */
     uint32_t nnodes;
@@ -382,18 +382,19 @@ static bool is_whiteout(const char *path)
     return !strncmp(b ? b + 1 : path, ".wh.", 4);
 }
 
-static int apply_layer(struct builder *b, struct store_layer *l, uint32_t layer)
+static int apply_layer(struct builder *b, const struct fs_layer_src *l, uint32_t layer)
 {
-    uint32_t n = store_layer_nfiles(l);
+    uint32_t n = l->nfiles(l->arg);
     struct layer_file f;
     int rc;
     for (uint32_t i = 0; i < n; i++) {
-        store_layer_file(l, i, &f);
+        if (l->file(l->arg, i, &f) < 0)
+            return err_set(AFSP_E_FORMAT, "layer %u: entry %u", layer, i);
         if (is_whiteout(f.path) && (rc = apply_whiteout(b, f.path)) < 0)
             return rc;
     }
     for (uint32_t i = 0; i < n; i++) {
-        store_layer_file(l, i, &f);
+        l->file(l->arg, i, &f);
         if (!is_whiteout(f.path) && (rc = apply_entry(b, layer, i, &f)) < 0)
             return rc;
     }
@@ -505,8 +506,8 @@ out:
     return rc;
 }
 
-int fs_tree_build(struct fs_tree **out, struct store_layer *const *layers, size_t n,
-                  size_t *skipped)
+int fs_tree_build_src(struct fs_tree **out, const struct fs_layer_src *layers, size_t n,
+                      size_t *skipped)
 {
     struct fs_tree *t = calloc(1, sizeof *t);
     struct builder b = {.t = t};
@@ -517,13 +518,15 @@ int fs_tree_build(struct fs_tree **out, struct store_layer *const *layers, size_
         free(t);
         return err_set(AFSP_E_UNSUPPORTED, "too many layers");
     }
-    t->layers = layers;
+    if (!(t->layers = malloc((n ? n : 1) * sizeof *t->layers)))
+        goto fail;
+    memcpy(t->layers, layers, n * sizeof *layers);
     t->nlayers = n;
     node_new(&b); /* inode 0 is never used */
     if (t->nnodes != 1 || !(b.root = dir_new(&b, 0)))
         goto fail;
     for (size_t k = 0; k < n; k++)
-        if ((rc = apply_layer(&b, layers[k], (uint32_t)k)) < 0)
+        if ((rc = apply_layer(&b, &layers[k], (uint32_t)k)) < 0)
             goto fail;
     if ((rc = finish(&b)) < 0)
         goto fail;
@@ -539,6 +542,35 @@ fail:
     return rc;
 }
 
+static uint32_t sl_nfiles(void *arg)
+{
+    return store_layer_nfiles(arg);
+}
+
+static int sl_file(void *arg, uint32_t i, struct layer_file *out)
+{
+    return store_layer_file(arg, i, out);
+}
+
+static int sl_xattr(void *arg, uint32_t i, uint32_t j, const char **name, const uint8_t **value,
+                    size_t *len)
+{
+    return store_layer_xattr(arg, i, j, name, value, len);
+}
+
+int fs_tree_build(struct fs_tree **out, struct store_layer *const *layers, size_t n,
+                  size_t *skipped)
+{
+    struct fs_layer_src *src = calloc(n ? n : 1, sizeof *src);
+    if (!src)
+        return -ENOMEM;
+    for (size_t k = 0; k < n; k++)
+        src[k] = (struct fs_layer_src){layers[k], sl_nfiles, sl_file, sl_xattr};
+    int rc = fs_tree_build_src(out, src, n, skipped);
+    free(src);
+    return rc;
+}
+
 void fs_tree_free(struct fs_tree *t)
 {
     if (!t)
@@ -546,6 +578,7 @@ void fs_tree_free(struct fs_tree *t)
     for (size_t i = 0; i < t->nnames; i++)
         free(t->names[i]);
     free(t->names);
+    free(t->layers);
     free(t->nodes);
     free(t->ents);
     free(t);
@@ -642,7 +675,8 @@ int fs_tree_xattr(const struct fs_tree *t, uint64_t ino, uint32_t j, const char 
     const struct node *n = get(t, ino);
     if (!n || n->file == NO_FILE)
         return -ENOENT;
-    return store_layer_xattr(t->layers[n->layer], n->file, j, name, value, len) < 0 ? -ENOENT : 0;
+    const struct fs_layer_src *l = &t->layers[n->layer];
+    return l->xattr(l->arg, n->file, j, name, value, len) < 0 ? -ENOENT : 0;
 }
 
 int fs_tree_data(const struct fs_tree *t, uint64_t ino, uint32_t *layer, uint64_t *off,

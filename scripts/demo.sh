@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_TMPDIR=$(mktemp -d /tmp/afsp-demo.XXXXXX)
 . tests/integration/lib.sh
-. tests/integration/mountlib.sh
+. tests/integration/lib-mount.sh
 on_exit "rm -rf '$TEST_TMPDIR'"
 
 AFSP="$AFSP_BIN --data $TEST_TMPDIR/data"

@@ -4,7 +4,7 @@
 # contract (ready on return, a separate process, clean unmount on umount and on SIGTERM, a clear
 # line and non-zero exit for every bad input, --foreground for supervisors).
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/lib-mount.sh"
 
 start_registry
 build_fixture_image "$TEST_TMPDIR/oci" fx

@@ -5,7 +5,7 @@
 # through a cache much smaller than the image, get the right bytes; a corrupted chunk gives EIO,
 # never wrong data; --prefetch and --preload do their work ahead of the readers.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/lib-mount.sh"
 
 T=$TEST_TMPDIR
 M=$T/mnt

@@ -5,7 +5,7 @@
 # mount imports modules, hashes its own standard library and prints what it prints on the
 # unpacked tree.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/lib-mount.sh"
 
 CACHE=${AFSP_TEST_CACHE:-/var/cache/afsp-test}
 T=$TEST_TMPDIR

@@ -1,4 +1,4 @@
-# mountlib.sh - helpers for tests of `afsp mount`; source after lib.sh.
+# lib-mount.sh - helpers for tests of `afsp mount`; source after lib.sh.
 #
 #   mount_image DATA REF DIR [mount options]   mounts (DIR made if missing), unmounted at exit
 #   is_mounted DIR                             DIR is an afsp mount now
