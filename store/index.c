@@ -224,7 +224,49 @@ static uint32_t window_deflate(const uint8_t *in, uint32_t n, uint8_t *out, uint
     return z.total_out;
 }
 
+#define ZIP_CAP (CODEC_WINDOW + 1024)
+
+int index_zipper_init(struct index_zipper *zp)
+{
+    zp->lvlbuf = malloc(ISAL_DEF_LVL1_DEFAULT);
+    zp->zbuf = malloc(ZIP_CAP);
+    if (zp->lvlbuf && zp->zbuf)
+        return 0;
+    index_zipper_release(zp);
+    return -ENOMEM;
+}
+
+void index_zipper_release(struct index_zipper *zp)
+{
+    free(zp->lvlbuf);
+    free(zp->zbuf);
+    zp->lvlbuf = zp->zbuf = NULL;
+}
+
+int index_window_zip(struct index_zipper *zp, const uint8_t *win, uint32_t len,
+                     struct index_zwin *zw)
+{
+    zw->z = NULL;
+    zw->zlen = 0;
+    if (!len || len > CODEC_WINDOW)
+        return 0;
+    uint32_t n = window_deflate(win, len, zp->zbuf, ZIP_CAP, zp->lvlbuf);
+    if (!n)
+        return 0;
+    if (!(zw->z = malloc(n)))
+        return -ENOMEM;
+    memcpy(zw->z, zp->zbuf, n);
+    zw->zlen = n;
+    return 0;
+}
+
 int index_serialize(const struct layer_index *ix, struct buf *out)
+{
+    return index_serialize_z(ix, NULL, 0, out);
+}
+
+int index_serialize_z(const struct layer_index *ix, const struct index_zwin *zw, size_t nzw,
+                      struct buf *out)
 {
     struct buf win = {0};
     uint8_t *p, *zbuf = NULL, *lvlbuf = NULL;
@@ -244,8 +286,12 @@ int index_serialize(const struct layer_index *ix, struct buf *out)
         woff[i] = (uint32_t)win.len;
         if (c->win_len == 0)
             continue;
-        if ((zlen = window_deflate(c->window, c->win_len, zbuf, zcap, lvlbuf))) {
-            rc = buf_append(&win, zbuf, zlen);
+        if (i < nzw) /* made ahead */
+            zlen = zw[i].z ? zw[i].zlen : 0;
+        else
+            zlen = window_deflate(c->window, c->win_len, zbuf, zcap, lvlbuf);
+        if (zlen) {
+            rc = buf_append(&win, i < nzw ? zw[i].z : zbuf, zlen);
             wz[i] = (uint32_t)zlen;
         } else {
             rc = buf_append(&win, c->window, c->win_len);

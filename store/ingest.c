@@ -56,6 +56,13 @@ struct ingest {
     uint64_t *cuts; /* checkpoint byte positions published by the decoder */
     size_t ncuts, cuts_cap, cuts_done;
     uint64_t written_pub; /* bytes in the file, for the chunk thread */
+    /* checkpoint windows published by the decoder (the codec never moves or frees them before
+     * the ingest ends), deflated for the index by the chunk thread when it has no chunk to cut:
+     * the serial tail after the decoder is done then has none of that work left */
+    const uint8_t **wins;
+    uint32_t *wlens;
+    struct index_zwin *zw;
+    size_t nwins, wins_cap, nzw;
     bool chunk_eof;
     int decode_err, chunk_err;
     /* decoder thread */
@@ -75,6 +82,24 @@ static int tar_out(void *arg, const uint8_t *p, size_t n)
 {
     struct ingest *in = arg;
     return tar_parser_push(in->tp, p, n);
+}
+
+static int grow_wins(struct ingest *in)
+{
+    size_t cap = in->wins_cap ? in->wins_cap * 2 : 64;
+    const uint8_t **w = realloc(in->wins, cap * sizeof *w);
+    if (w)
+        in->wins = w;
+    uint32_t *l = realloc(in->wlens, cap * sizeof *l);
+    if (l)
+        in->wlens = l;
+    struct index_zwin *z = realloc(in->zw, cap * sizeof *z);
+    if (z)
+        in->zw = z;
+    if (!w || !l || !z)
+        return -ENOMEM;
+    in->wins_cap = cap;
+    return 0;
 }
 
 /* The decoder thread: buffers in, index out; checkpoint positions published as found. */
@@ -115,6 +140,12 @@ static void *decoder_main(void *arg)
             }
             if (in->cps_seen > 0) /* checkpoint 0 starts the first chunk */
                 in->cuts[in->ncuts++] = cps[in->cps_seen].in_bit / 8;
+            if (in->nwins == in->wins_cap && grow_wins(in) < 0) {
+                in->decode_err = -ENOMEM;
+                break;
+            }
+            in->wins[in->nwins] = cps[in->cps_seen].window;
+            in->wlens[in->nwins++] = cps[in->cps_seen].win_len;
         }
         in->free[in->nfree++] = b;
         pthread_cond_broadcast(&in->cv);
@@ -174,27 +205,51 @@ static int submit(struct ingest *in)
 static void *chunk_main(void *arg)
 {
     struct ingest *in = arg;
+    struct index_zipper zp = {0};
     /* Hashing chunks can wait; inflate cannot. With three threads on two cores, an equal share
      * would slow the decoder to 2/3 of a core: this thread yields to it instead. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+    int zrc = index_zipper_init(&zp);
     pthread_mutex_lock(&in->mu);
     for (;;) {
-        while (!in->chunk_eof && !in->abort &&
-               !(in->cuts_done < in->ncuts && in->cuts[in->cuts_done] <= in->written_pub))
+        bool cut, win;
+        for (;;) {
+            cut = in->cuts_done < in->ncuts && in->cuts[in->cuts_done] <= in->written_pub;
+            win = zrc == 0 && in->nzw < in->nwins;
+            if (cut || win || in->chunk_eof || in->abort)
+                break;
             pthread_cond_wait(&in->cv, &in->mu);
-        if (in->abort || in->chunk_err || !(in->cuts_done < in->ncuts))
+        }
+        if (in->abort || in->chunk_err)
             break;
-        uint64_t end = in->cuts[in->cuts_done];
-        if (end > in->written_pub)
+        if (cut) {
+            uint64_t end = in->cuts[in->cuts_done];
+            pthread_mutex_unlock(&in->mu);
+            int rc = chunker_cut(&in->ch, in->fd, end);
+            pthread_mutex_lock(&in->mu);
+            if (rc < 0)
+                in->chunk_err = rc;
+            in->cuts_done++;
+        } else if (win) {
+            size_t i = in->nzw;
+            const uint8_t *w = in->wins[i];
+            uint32_t len = in->wlens[i];
+            struct index_zwin z;
+            pthread_mutex_unlock(&in->mu);
+            int rc = index_window_zip(&zp, w, len, &z);
+            pthread_mutex_lock(&in->mu);
+            if (rc < 0) {
+                zrc = rc; /* the rest is deflated at serialize time */
+            } else {
+                in->zw[i] = z;
+                in->nzw++;
+            }
+        } else {
             break; /* chunk_eof: the rest is closed by chunker_finish */
-        pthread_mutex_unlock(&in->mu);
-        int rc = chunker_cut(&in->ch, in->fd, end);
-        pthread_mutex_lock(&in->mu);
-        if (rc < 0)
-            in->chunk_err = rc;
-        in->cuts_done++;
+        }
     }
     pthread_mutex_unlock(&in->mu);
+    index_zipper_release(&zp);
     return NULL;
 }
 
@@ -288,6 +343,11 @@ static void pipe_release(struct ingest *in)
     for (int i = 0; i < PIPE_NBUFS; i++)
         free(in->bufs[i].p);
     free(in->cuts);
+    for (size_t i = 0; i < in->nzw; i++)
+        free(in->zw[i].z);
+    free(in->zw);
+    free(in->wins);
+    free(in->wlens);
     pthread_mutex_destroy(&in->mu);
     pthread_cond_destroy(&in->cv);
 }
@@ -398,7 +458,7 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     if ((rc = chunker_finish(&in->ch, in->fd)) < 0)
         goto out;
     uint64_t t3 = time_mono_ns();
-    if ((rc = index_serialize(&in->ix, &ixbytes)) < 0)
+    if ((rc = index_serialize_z(&in->ix, in->zw, in->nzw, &ixbytes)) < 0)
         goto out;
     uint64_t t4 = time_mono_ns();
     rc = store_layer_commit(s, resv_id, resv_bytes, d->digest, d->media_type, &in->ix, &ixbytes,

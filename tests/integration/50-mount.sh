@@ -95,3 +95,12 @@ afsp prune --percent 100 >/dev/null
 mount_image "$D" "$REGISTRY/fx:gzip" "$M"
 assert_tree_eq "$TEST_TMPDIR/oracle" "$M"
 afsp umount "$M"
+
+log "a layer the store lists but cannot read: one line, nothing mounted"
+blob=$(ls -S "$D"/blobs/sha256/* | sed -n 1p)
+mv "$blob" "$TEST_TMPDIR/saved-blob"
+expect_fail afsp mount "$REGISTRY/fx:gzip" "$M"
+assert_contains "$EXPECT_FAIL_OUTPUT" "cannot mount $REGISTRY/fx:gzip: layer sha256:"
+assert_eq 1 "$(printf '%s\n' "$EXPECT_FAIL_OUTPUT" | wc -l)" "one line"
+! is_mounted "$M" || fail "mounted without a layer"
+mv "$TEST_TMPDIR/saved-blob" "$blob"

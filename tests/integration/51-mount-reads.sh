@@ -103,7 +103,7 @@ assert_not_contains "$st" " 0 evicted" "the small cache really evicted"
 log "a corrupted chunk in the store: EIO for what needs it, the right bytes for the rest"
 D2=$T/data-corrupt
 "$AFSP_BIN" --data "$D2" pull "$REGISTRY/stress:gzip" >/dev/null
-blob=$(ls -S "$D2"/blobs/sha256/* | head -1) # the layer with the 6 MiB file
+blob=$(ls -S "$D2"/blobs/sha256/* | sed -n 1p) # the layer with the 6 MiB file
 size=$(stat -c %s "$blob")
 "$PY" - "$blob" $((size / 2)) <<'PYEOF'
 import sys
