@@ -464,8 +464,13 @@ struct background {
     struct store_layer *const *layers;
     size_t nlayers;
     const struct fs_mount_opts *o;
-    volatile bool stop;
+    bool stop; /* atomic */
 };
+
+static bool stopping(struct background *bg)
+{
+    return __atomic_load_n(&bg->stop, __ATOMIC_RELAXED);
+}
 
 /* Resolves a path in the tree without following symlinks. Returns the inode or 0. */
 static uint64_t resolve(const struct fs_tree *t, char *path)
@@ -495,7 +500,7 @@ static void prefetch_list(struct background *bg)
     fs_cache_stats(bg->c, &st);
     uint64_t zone =
         st.mem_max * (bg->o->cache.prefetch_share ? bg->o->cache.prefetch_share : 25) / 100;
-    while (!bg->stop && fgets(line, sizeof line, f)) {
+    while (!stopping(bg) && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
         uint64_t ino = resolve(bg->t, line), off, size;
         uint32_t layer;
@@ -524,7 +529,7 @@ static void *background_main(void *arg)
     if (bg->o->prefetch_file)
         prefetch_list(bg);
     if (bg->o->preload) {
-        for (size_t k = 0; k < bg->nlayers && !bg->stop; k++) {
+        for (size_t k = 0; k < bg->nlayers && !stopping(bg); k++) {
             int rc = store_layer_fetch(bg->layers[k], 0, store_layer_size(bg->layers[k]));
             if (rc < 0)
                 log_error("preload: layer %zu: %s", k, err_msg(rc));
@@ -640,9 +645,12 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
     else if (rc < 0)
         rc = err_set(rc, "serving the mount");
 out:
-    bg.stop = true;
+    __atomic_store_n(&bg.stop, true, __ATOMIC_RELAXED);
     if (bg_running)
         pthread_join(bgt, NULL);
+    /* reads still being decoded reply on the session: let them finish before it goes */
+    if (m.c)
+        fs_cache_drain(m.c);
     if (mounted)
         fuse_session_unmount(se);
     if (handlers)
