@@ -191,6 +191,11 @@ static int serve(struct mount_args *a, int ready_fd)
     }
     if (open_layers(s, a->ref, &ii, &ls))
         goto out;
+    /* layers in use are not evicted while this process lives */
+    if ((rc = store_pin(s, (const uint8_t(*)[DIGEST_LEN])ii.layers, ii.nlayers)) < 0) {
+        die("cannot mount %s: %s", a->ref, err_msg(rc));
+        goto out;
+    }
     state_path(a->mountpoint, "pid", pidf, sizeof pidf);
     FILE *pf = fopen(pidf, "w");
     if (pf) {
@@ -207,6 +212,7 @@ static int serve(struct mount_args *a, int ready_fd)
         log_level = LOG_INFO;
     rc = fs_serve(ls, ii.nlayers, &o);
     unlink(pidf);
+    store_unpin(s, (const uint8_t(*)[DIGEST_LEN])ii.layers, ii.nlayers);
     if (rc < 0)
         die("cannot mount %s on %s: %s", a->ref, a->dir, err_msg(rc));
     else

@@ -17,6 +17,7 @@ enum db_table {
     DB_BLOBS,   /* digest -> small content-addressed blob (manifest, config) */
     DB_META,    /* name -> value: "used" (be64) */
     DB_RESV,    /* reservation id -> struct resv (encoded) */
+    DB_PINS,    /* layer digest || be64 pid -> be64 process start time (a mount uses it) */
     DB_NTABLES
 };
 

@@ -358,8 +358,31 @@ static int pinned(const uint8_t (*pin)[DIGEST_LEN], size_t npin, const uint8_t *
     return 0;
 }
 
-/* Evicts LRU layers not in pin until used + reserved + need <= limit, or until *freed >= goal
- * when goal is non-zero. Returns 0, or AFSP_E_TOOBIG if it cannot get there. */
+/* Whether a living process pins layer d (store_pin); pins of dead processes are dropped. */
+static bool pinned_by_process(MDB_txn *txn, struct store *s, const uint8_t *d)
+{
+    MDB_cursor *c;
+    MDB_val k = {DIGEST_LEN, (void *)d}, v;
+    bool live = false;
+    if (mdb_cursor_open(txn, s->db.dbi[DB_PINS], &c))
+        return false;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size == DIGEST_LEN + 8 && !memcmp(k.mv_data, d, DIGEST_LEN);
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        pid_t pid = (pid_t)get_be64((uint8_t *)k.mv_data + DIGEST_LEN);
+        if (v.mv_size == 8 && proc_start(pid) == get_be64(v.mv_data)) {
+            live = true;
+            break;
+        }
+        mdb_cursor_del(c, 0); /* its process is gone */
+    }
+    mdb_cursor_close(c);
+    return live;
+}
+
+/* Evicts LRU layers not in pin (nor pinned by a mount) until used + reserved + need <= limit,
+ * or until *freed >= goal when goal is non-zero. Returns 0, or AFSP_E_TOOBIG if it cannot get
+ * there. */
 static int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin,
                        uint64_t need, uint64_t goal, struct evicted *ev, uint64_t *freed)
 {
@@ -386,7 +409,8 @@ static int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGES
         int found = 0;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-            if (k.mv_size == 40 && !pinned(pin, npin, (uint8_t *)k.mv_data + 8)) {
+            if (k.mv_size == 40 && !pinned(pin, npin, (uint8_t *)k.mv_data + 8) &&
+                !pinned_by_process(txn, s, (uint8_t *)k.mv_data + 8)) {
                 memcpy(victim, (uint8_t *)k.mv_data + 8, DIGEST_LEN);
                 found = 1;
                 break;
@@ -398,12 +422,52 @@ static int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGES
                 return 0;
             char a[16], b[16], l[16];
             return err_set(AFSP_E_TOOBIG,
-                           "needs %s; the cache limit is %s and %s are reserved by other pulls",
+                           "needs %s; the cache limit is %s, %s are reserved by other pulls, "
+                           "and layers in use by mounts stay",
                            bytes_fmt(need, a), bytes_fmt(s->cache_max, l), bytes_fmt(reserved, b));
         }
         if ((rc = evict_one(txn, s, victim, ev, freed)) < 0)
             return rc;
     }
+}
+
+/* ---- pins ---------------------------------------------------------------------------------- */
+
+struct pin_args {
+    struct store *s;
+    const uint8_t (*d)[DIGEST_LEN];
+    size_t n;
+    bool add;
+};
+
+static int pin_fn(MDB_txn *txn, void *arg)
+{
+    struct pin_args *a = arg;
+    uint8_t key[DIGEST_LEN + 8], val[8];
+    pid_t pid = getpid();
+    put_be64(val, proc_start(pid));
+    for (size_t i = 0; i < a->n; i++) {
+        memcpy(key, a->d[i], DIGEST_LEN);
+        put_be64(key + DIGEST_LEN, (uint64_t)pid);
+        MDB_val k = {sizeof key, key}, v = {sizeof val, val};
+        int rc = a->add ? mdb_put(txn, a->s->db.dbi[DB_PINS], &k, &v, 0)
+                        : mdb_del(txn, a->s->db.dbi[DB_PINS], &k, NULL);
+        if (rc && rc != MDB_NOTFOUND)
+            return db_err(rc);
+    }
+    return 0;
+}
+
+int store_pin(struct store *s, const uint8_t (*d)[DIGEST_LEN], size_t n)
+{
+    struct pin_args a = {s, d, n, true};
+    return db_write(&s->db, pin_fn, &a);
+}
+
+int store_unpin(struct store *s, const uint8_t (*d)[DIGEST_LEN], size_t n)
+{
+    struct pin_args a = {s, d, n, false};
+    return db_write(&s->db, pin_fn, &a);
 }
 
 /* ---- reservations -------------------------------------------------------------------------- */

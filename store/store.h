@@ -112,6 +112,11 @@ int store_usage_get(struct store *s, struct store_usage *u);
 
 /* ---- eviction ------------------------------------------------------------------------------ */
 
+/* Pins layers d[0..n) for this process: eviction (for space, or prune) passes over them while
+ * the process lives, as long as it has not unpinned them. A mount pins its image's layers. */
+int store_pin(struct store *s, const uint8_t (*d)[DIGEST_LEN], size_t n);
+int store_unpin(struct store *s, const uint8_t (*d)[DIGEST_LEN], size_t n);
+
 /* Evicts least-recently-accessed layers until percent% of the stored bytes are freed (at least
  * one layer if percent > 0 and any is stored). *freed receives the bytes freed. */
 int store_prune(struct store *s, unsigned percent, uint64_t *freed);

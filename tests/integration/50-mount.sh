@@ -104,3 +104,18 @@ assert_contains "$EXPECT_FAIL_OUTPUT" "cannot mount $REGISTRY/fx:gzip: layer sha
 assert_eq 1 "$(printf '%s\n' "$EXPECT_FAIL_OUTPUT" | wc -l)" "one line"
 ! is_mounted "$M" || fail "mounted without a layer"
 mv "$TEST_TMPDIR/saved-blob" "$blob"
+
+log "a mounted image's layers are not evicted; once unmounted they are"
+mount_image "$D" "$REGISTRY/fx:gzip" "$M"
+afsp pull "$REGISTRY/fx:zstd" >/dev/null
+out=$(afsp prune --percent 100)
+for l in $(layer_digests "$REGISTRY/fx:gzip"); do
+    afsp layers | grep -q "${l:7:12}" || fail "layer $l of the mounted image was evicted ($out)"
+done
+for l in $(layer_digests "$REGISTRY/fx:zstd"); do
+    ! afsp layers | grep -q "${l:7:12}" || fail "layer $l of an unmounted image was kept ($out)"
+done
+assert_tree_eq "$TEST_TMPDIR/oracle" "$M"
+afsp umount "$M"
+afsp prune --percent 100 >/dev/null
+assert_eq "" "$(afsp layers | tail -n +2)" "every layer evicted after the unmount"
