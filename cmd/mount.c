@@ -196,6 +196,9 @@ static int serve(struct mount_args *a, int ready_fd)
         die("cannot mount %s: %s", a->ref, err_msg(rc));
         goto out;
     }
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/mounts", data_dir());
+    mkdir(dir, 0700);
     state_path(a->mountpoint, "pid", pidf, sizeof pidf);
     FILE *pf = fopen(pidf, "w");
     if (pf) {

@@ -33,6 +33,9 @@
 #define READ_AHEAD_SPANS 4 /* spans decoded ahead of a sequential reader */
 #define NONE UINT32_MAX
 #define SLAB (2u << 20)
+/* What a piece holds of the memory limit: its whole buffer (the last piece of a span is
+ * usually short, and must still not let real use exceed the limit). */
+#define COST(p) ((uint64_t)PIECE)
 #define IDLE_READERS 16 /* decoders kept per layer, each where its last pass stopped */
 
 enum { P_EMPTY, P_LOADING, P_READY };
@@ -124,7 +127,7 @@ static void lru_unlink(struct fs_cache *c, uint32_t i)
     else
         z->tail = p->prev;
     p->prev = p->next = NONE;
-    z->bytes -= p->len;
+    z->bytes -= COST(p);
 }
 
 static void lru_push(struct fs_cache *c, uint32_t i)
@@ -138,7 +141,7 @@ static void lru_push(struct fs_cache *c, uint32_t i)
     else
         z->tail = i;
     z->head = i;
-    z->bytes += p->len;
+    z->bytes += COST(p);
 }
 
 static void buf_put(struct fs_cache *c, uint8_t *b)
@@ -187,7 +190,7 @@ static void evict(struct fs_cache *c, uint32_t i)
     p->buf = NULL;
     p->state = P_EMPTY;
     p->zone = Z_NONE;
-    c->mem -= p->len;
+    c->mem -= COST(p);
     c->st.evicted++;
 }
 
@@ -422,6 +425,38 @@ static uint32_t next_missing(const struct fs_cache *c, const struct span *sp, ui
     return NONE;
 }
 
+/* Takes every waiter of pieces [a, b] off them (under the lock), failing them with err when err
+ * is non-zero, and returns the reads that are now complete, linked through their waits. */
+static struct pending_wait *detach_waiters(struct fs_cache *c, uint32_t a, uint32_t b, int err)
+{
+    struct pending_wait *done = NULL;
+    for (uint32_t k = a; k <= b; k++) {
+        struct pending_wait *w = c->pieces[k].waiters;
+        c->pieces[k].waiters = NULL;
+        while (w) {
+            struct pending_wait *next = w->next;
+            if (err)
+                w->p->err = err;
+            if (--w->p->missing == 0) {
+                w->next = done;
+                done = w;
+            }
+            w = next;
+        }
+    }
+    return done;
+}
+
+/* Completes the reads detach_waiters returned; called without the lock. */
+static void complete_all(struct fs_cache *c, struct pending_wait *done)
+{
+    while (done) {
+        struct pending_wait *next = done->next;
+        complete(c, done->p); /* frees done */
+        done = next;
+    }
+}
+
 static int to_errno(int rc)
 {
     return rc == -ENOMEM ? -ENOMEM : -EIO;
@@ -446,30 +481,38 @@ static void decode_span(struct fs_cache *c, uint32_t s, uint8_t *scratch)
         uint32_t i = next_missing(c, sp, sp->cursor);
         if (i == NONE)
             break;
+        /* from here a want for a piece before i must rewind the pass (see want()) */
+        sp->cursor = i;
         struct piece *q = &c->pieces[i];
         if (!r && !(r = reader_take(c, L, sp, i))) {
+            /* no decoder (out of memory, or a layer format the codec refuses): fail what waits
+             * now; the span is idle again before the lock is dropped, so a read that comes
+             * meanwhile queues it afresh */
             c->st.errors++;
-            sp->want = NONE; /* out of memory: fail the waiting reads */
-            for (uint32_t k = sp->first; k < sp->first + sp->count; k++) {
-                struct pending_wait *w = c->pieces[k].waiters;
-                c->pieces[k].waiters = NULL;
-                for (; w; w = w->next) {
-                    w->p->err = -ENOMEM;
-                    if (--w->p->missing == 0) {
-                        pthread_mutex_unlock(&c->mu);
-                        complete(c, w->p);
-                        pthread_mutex_lock(&c->mu);
-                    }
-                }
-            }
-            break;
+            struct pending_wait *done =
+                detach_waiters(c, sp->first, sp->first + sp->count - 1, -EIO);
+            sp->want = NONE;
+            sp->busy = false;
+            pthread_mutex_unlock(&c->mu);
+            complete_all(c, done);
+            pthread_mutex_lock(&c->mu);
+            return;
         }
         /* a piece nobody waits for is decoded into the prefetch zone if it has room there, else
          * only passed through on the way to the next */
         int zone = q->waiters || q->refs ? Z_MAIN : Z_PREFETCH;
         uint8_t *dst = NULL;
-        if (make_room(c, q->len, zone) && (dst = buf_get(c)))
-            c->mem += q->len;
+        if (make_room(c, COST(q), zone) && (dst = buf_get(c)))
+            c->mem += COST(q);
+        else if (zone == Z_MAIN) { /* a read waits for it and there is no memory at all */
+            c->st.errors++;
+            struct pending_wait *done = detach_waiters(c, i, i, -ENOMEM);
+            sp->cursor = i + 1;
+            pthread_mutex_unlock(&c->mu);
+            complete_all(c, done);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
         q->state = P_LOADING;
         uint64_t before = store_reader_decoded(r);
         pthread_mutex_unlock(&c->mu);
@@ -494,7 +537,7 @@ static void decode_span(struct fs_cache *c, uint32_t s, uint8_t *scratch)
         } else {
             if (dst) {
                 buf_put(c, dst);
-                c->mem -= q->len;
+                c->mem -= COST(q);
             }
             q->state = P_EMPTY;
             if (!dst && !err && q->waiters) {
@@ -556,6 +599,8 @@ static void *worker(void *arg)
             continue;
         if (!scratch) { /* cannot pass through pieces without memory for them */
             scratch = malloc(PIECE);
+            if (!scratch && c->stop)
+                break;
             if (!scratch) {
                 enqueue(c, s, q);
                 pthread_mutex_unlock(&c->mu);

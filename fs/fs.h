@@ -127,7 +127,7 @@ struct fs_mount_opts {
     const char *mountpoint;
     const char *fsname;        /* shown in /proc/mounts, e.g. the image reference */
     const char *prefetch_file; /* paths to read ahead, one per line, in order; may be NULL */
-    bool preload;              /* decode every file in the background */
+    bool preload;              /* fetch and verify every chunk in the background */
     int ready_fd;              /* >= 0: written "ok\n" once mounted, then closed */
     struct fs_cache_opts cache;
 };

@@ -529,10 +529,16 @@ static void *background_main(void *arg)
     if (bg->o->prefetch_file)
         prefetch_list(bg);
     if (bg->o->preload) {
+        /* in slices, so that an unmount does not wait for a whole layer */
         for (size_t k = 0; k < bg->nlayers && !stopping(bg); k++) {
-            int rc = store_layer_fetch(bg->layers[k], 0, store_layer_size(bg->layers[k]));
-            if (rc < 0)
-                log_error("preload: layer %zu: %s", k, err_msg(rc));
+            uint64_t size = store_layer_size(bg->layers[k]);
+            for (uint64_t off = 0; off < size && !stopping(bg); off += 64u << 20) {
+                int rc = store_layer_fetch(bg->layers[k], off, MIN(64ull << 20, size - off));
+                if (rc < 0) {
+                    log_error("preload: layer %zu: %s", k, err_msg(rc));
+                    break;
+                }
+            }
         }
         log_info("preload: done");
     }
