@@ -238,6 +238,8 @@ static int daemonize(struct mount_args *a)
     state_path(a->mountpoint, "log", logf, sizeof logf);
     if (pipe2(p, O_CLOEXEC) < 0)
         return die("cannot mount: %s", strerror(errno));
+    struct stat lst;
+    off_t log_start = stat(logf, &lst) == 0 ? lst.st_size : 0; /* this run's lines come after */
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
@@ -273,6 +275,10 @@ static int daemonize(struct mount_args *a)
     waitpid(pid, &status, 0);
     FILE *f = fopen(logf, "r");
     char line[1024], last[1024] = "";
+    if (f && fseeko(f, log_start, SEEK_SET) < 0) {
+        fclose(f);
+        f = NULL;
+    }
     while (f && fgets(line, sizeof line, f))
         snprintf(last, sizeof last, "%s", line);
     if (f)
