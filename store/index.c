@@ -209,6 +209,10 @@ static uint32_t window_deflate(const uint8_t *in, uint32_t n, uint8_t *out, uint
                                uint8_t *lvlbuf)
 {
     struct isal_zstream z;
+    /* The level-1 hash tables at the start of lvlbuf are read before they are written: stale
+     * entries from the previous window change the matches found, and so the bytes. Clear them,
+     * or the index would not be a function of the blob. */
+    memset(lvlbuf, 0, ISAL_DEF_LVL1_REQ);
     isal_deflate_stateless_init(&z);
     z.level = 1;
     z.level_buf = lvlbuf;

@@ -401,6 +401,8 @@ int store_tmp_create(struct store *s, const uint8_t digest[static DIGEST_LEN], c
 
 /* Reads a layer record; AFSP_E_NOTFOUND if absent. */
 int store_layer_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct layer_rec *r);
+/* Appends the layer's encoded index, as stored, to out (what a peer will be sent). */
+int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 
 /* Reserves need bytes for a pull of the layers in pin (which are never evicted to make room):
  * evicts least-recently-used layers as needed. AFSP_E_TOOBIG if the image can never fit (its

@@ -110,3 +110,44 @@ TEST(fs_cache_concurrent_readers_through_four_pieces)
     store_close(s);
     free(want);
 }
+
+/* The index is a function of the blob: the one an ingest stores (its windows deflated on the
+ * chunk thread while the decoder runs, with scratch reused window after window) is byte for
+ * byte what index_serialize makes of it afresh, and the same on every ingest. */
+TEST(store_index_is_the_same_for_every_ingest)
+{
+    char tgz[PATH_MAX], cmd[PATH_MAX * 2], dir[PATH_MAX];
+    snprintf(tgz, sizeof tgz, "%s/layer.tgz", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "tar -cf - -C /usr lib/python3.11 2>/dev/null | gzip -1 > %s", tgz);
+    sh(cmd);
+    size_t zsize;
+    uint8_t *z = slurp(tgz, &zsize), d[DIGEST_LEN], first[DIGEST_LEN];
+    sha256_buf(z, zsize, d);
+    free(z);
+    for (int i = 0; i < 2; i++) {
+        struct store *s;
+        snprintf(dir, sizeof dir, "%s/store%d", test_tmpdir(), i);
+        mkdir(dir, 0700);
+        struct store_opts o = {.dir = dir, .cache_max_bytes = 1ull << 30};
+        CHECK(store_open(&s, &o) == 0);
+        CHECK(store_ingest_file(s, tgz, "application/vnd.oci.image.layer.v1.tar+gzip", d) == 0);
+        struct layer_rec r;
+        CHECK(store_layer_get(s, d, &r) == 0);
+        if (i == 0)
+            memcpy(first, r.index_digest, DIGEST_LEN);
+        else
+            CHECK(!memcmp(first, r.index_digest, DIGEST_LEN));
+        struct buf raw = {0}, again = {0};
+        struct layer_index ix;
+        CHECK(store_index_bytes(s, d, &raw) == 0);
+        CHECK(index_parse(raw.p, raw.len, &ix) == 0);
+        CHECK(ix.ncps > 10);
+        CHECK(index_serialize(&ix, &again) == 0);
+        CHECK_INT(again.len, ==, raw.len);
+        CHECK(!memcmp(again.p, raw.p, raw.len));
+        index_release(&ix);
+        buf_release(&raw);
+        buf_release(&again);
+        store_close(s);
+    }
+}
