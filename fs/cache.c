@@ -373,9 +373,6 @@ void fs_cache_read_async(struct fs_cache *c, uint32_t layer, uint64_t data_off, 
         complete(c, p);
 }
 
-ssize_t fs_cache_read(struct fs_cache *c, uint32_t layer, uint64_t data_off, uint64_t size,
-                      uint64_t off, void *buf, size_t n);
-
 /* ---- decoders ------------------------------------------------------------------------------ */
 
 /* A reader of layer L for a pass over span sp starting at piece i: preferably one that stopped
