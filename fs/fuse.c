@@ -275,7 +275,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     uint64_t prev = __atomic_exchange_n(&m->next[ino], (uint64_t)off + size, __ATOMIC_RELAXED);
-    bool seq = off > 0 && (uint64_t)off == prev;
+    /* sequential: near where the last read of this inode ended (the kernel's read-ahead sends
+     * its requests from several threads, not always in order) */
+    bool seq = off > 0 && prev && (uint64_t)off + MAX_REQUEST >= prev &&
+               (uint64_t)off <= prev + 2 * (uint64_t)MAX_REQUEST;
     fs_cache_read_async(m->c, layer, doff, fsize, (uint64_t)off, size, seq, read_done, req);
 }
 
