@@ -56,6 +56,8 @@ TEST_TMPDIR=$(mktemp -d "$BENCH_TMP/afsp-bench.XXXXXX")
 export TEST_TMPDIR AFSP_BIN
 # shellcheck source=../tests/integration/lib.sh
 . "$SRC/tests/integration/lib.sh"
+# shellcheck source=../tests/integration/lib-mount.sh
+. "$SRC/tests/integration/lib-mount.sh"
 on_exit "rm -rf '$TEST_TMPDIR'"
 
 IMG_NAME=debian12-python3
@@ -355,11 +357,6 @@ mount_stats() {
         awk '{ print $1, $4 }'
 }
 
-# mount_log_of DATA MNT: the mount process's log (as tests/integration/lib-mount.sh)
-mount_log_of() {
-    printf '%s/mounts/%s.log' "$1" "$(printf '%s' "$(realpath -m "$2")" | sha256sum | cut -c1-16)"
-}
-
 # mbps BYTES SECONDS
 mbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", b / t / 1e6 }'; }
 
@@ -369,19 +366,14 @@ read_file() { timed "$2" dd if="$1" of=/dev/null bs=1M status=none; }
 BIG_OCI=$BENCH_CACHE/bigfile.oci
 build_big_oci() { # one layer with one 256 MiB file: the first 256 MiB of the rootfs as tar, twice
     [ -e "$BIG_OCI/index.json" ] && return 0
-    local tmp=$BIG_OCI.tmp b=$BENCH_CACHE/bigfile.bundle.tmp
-    rm -rf "$tmp" "$b"
-    log "umoci: an image with one 256 MiB file (once)"
-    _umoci init --layout "$tmp"
-    _umoci new --image "$tmp:$TAG"
-    _umoci unpack --image "$tmp:$TAG" "$b"
+    local dir=$BENCH_CACHE/bigfile.rootfs.tmp
+    rm -rf "$dir" && mkdir -p "$dir"
+    log "an image with one 256 MiB file (once)"
     (cd "$ROOTFS" && tar -cf - . && tar -cf - .) 2>/dev/null | head -c $((256 << 20)) \
-        >"$b/rootfs/big.bin" || true
-    [ "$(stat -c %s "$b/rootfs/big.bin")" = $((256 << 20)) ] || fail "big.bin is not 256 MiB"
-    _umoci repack --image "$tmp:$TAG" "$b"
-    _umoci gc --layout "$tmp"
-    rm -rf "$b"
-    mv "$tmp" "$BIG_OCI"
+        >"$dir/big.bin" || true
+    [ "$(stat -c %s "$dir/big.bin")" = $((256 << 20)) ] || fail "big.bin is not 256 MiB"
+    build_oci_of_dir "$dir" "$BIG_OCI" "$TAG"
+    rm -rf "$dir"
 }
 
 bench_mount() {
@@ -400,7 +392,7 @@ bench_mount() {
     mkdir -p "$mnt"
     on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
     local L
-    L=$(mount_log_of "$d" "$mnt")
+    L=$(mount_log "$d" "$mnt")
 
     # 1. cold start: mount + python3 -c 'import json' vs umoci unpack + the same
     local A=() U=() DEC=() PCT=()

@@ -59,8 +59,8 @@ struct mount_args {
     char mountpoint[PATH_MAX];
 };
 
-/* The mount table entry for path, if any: its filesystem type into fstype. */
-static bool mounted_at(const char *path, char *fstype, size_t cap)
+/* Whether something is mounted on path; its filesystem type goes into fstype. */
+static bool mounted_at(const char *path, char fstype[static 64])
 {
     FILE *f = fopen("/proc/self/mountinfo", "r");
     char *line = NULL;
@@ -87,8 +87,7 @@ static bool mounted_at(const char *path, char *fstype, size_t cap)
         un[j] = 0;
         if (!strcmp(un, path)) {
             found = true;
-            if (fstype)
-                sscanf(dash + 3, "%63s", fstype), (void)cap;
+            sscanf(dash + 3, "%63s", fstype);
         }
     }
     free(line);
@@ -105,7 +104,8 @@ static int check_mountpoint(struct mount_args *a)
         return die("cannot mount on %s: not a directory", a->dir);
     if (!realpath(a->dir, a->mountpoint))
         return die("cannot mount on %s: %s", a->dir, strerror(errno));
-    if (mounted_at(a->mountpoint, NULL, 0))
+    char fstype[64];
+    if (mounted_at(a->mountpoint, fstype))
         return die("cannot mount on %s: something is already mounted there", a->dir);
     DIR *d = opendir(a->mountpoint);
     if (!d)
@@ -370,7 +370,7 @@ int cmd_umount(int argc, char **argv)
             return die("cannot unmount %s: %s", dir, strerror(errno));
         snprintf(mp, sizeof mp, "%s", dir);
     }
-    if (!mounted_at(mp, fstype, sizeof fstype))
+    if (!mounted_at(mp, fstype))
         return die("cannot unmount %s: nothing is mounted there", dir);
     if (strcmp(fstype, "fuse.afsp"))
         return die("cannot unmount %s: not an afsp mount (%s)", dir, fstype);

@@ -544,26 +544,11 @@ static void decode_span(struct fs_cache *c, uint32_t s, uint8_t *scratch)
                 continue;
             }
         }
-        struct pending_wait *w = q->waiters, *done = NULL;
-        q->waiters = NULL;
-        while (w) {
-            struct pending_wait *next = w->next;
-            if (err)
-                w->p->err = err;
-            if (--w->p->missing == 0) {
-                w->next = done;
-                done = w;
-            }
-            w = next;
-        }
+        struct pending_wait *done = detach_waiters(c, i, i, err);
         sp->cursor = i + 1;
         if (done) {
             pthread_mutex_unlock(&c->mu);
-            for (w = done; w;) {
-                struct pending_wait *next = w->next;
-                complete(c, w->p);
-                w = next;
-            }
+            complete_all(c, done);
             pthread_mutex_lock(&c->mu);
         }
     }

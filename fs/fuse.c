@@ -153,11 +153,10 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mnt *m = M(req);
-    const char *name;
-    uint64_t child;
-    int rc = fs_tree_dirent(m->t, ino, 0, &name, &child);
-    if (rc == -ENOTDIR || (rc == -ENOENT && fs_tree_count(m->t) < ino)) {
-        fuse_reply_err(req, -rc);
+    struct fs_attr a;
+    int rc = fs_tree_getattr(m->t, ino, &a);
+    if (rc < 0 || !S_ISDIR(a.mode)) {
+        fuse_reply_err(req, rc < 0 ? ENOENT : ENOTDIR);
         return;
     }
     if (m->no_opendir) {

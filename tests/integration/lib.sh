@@ -27,6 +27,7 @@
 #   push_multiplatform REF [--creds U:P]
 #   umoci_unpack_ref REF DEST [--creds U:P] [--arch A]
 #   build_debian_python_rootfs DIR | build_debian_python_oci ROOTFS OCI_DIR TAG   (cached)
+#   build_oci_of_dir DIR OCI_DIR TAG [umoci config options...]                   (cached)
 #   manifest_raw REF [--creds U:P] | media_types REF [--creds U:P] | layer_digests REF [--creds U:P]
 #
 # Every server started here is killed on exit (also on failure and on SIGTERM from the
@@ -760,24 +761,30 @@ build_debian_python_rootfs() {
     log "rootfs: $(du -sh "$rootfs" | cut -f1)"
 }
 
-# build_debian_python_oci ROOTFS OCI_DIR TAG: a one-layer OCI image (umoci, gzip) of ROOTFS,
-# unless OCI_DIR exists.
-build_debian_python_oci() {
-    local rootfs=$1 oci=$2 tag=$3 tmp=$2.tmp b=$2.bundle.tmp
+# build_oci_of_dir DIR OCI_DIR TAG [umoci config options...]: a one-layer OCI image (umoci,
+# gzip) of DIR's contents, unless OCI_DIR exists.
+build_oci_of_dir() {
+    local dir=$1 oci=$2 tag=$3 tmp=$2.tmp b=$2.bundle.tmp
+    shift 3
     [ -e "$oci/index.json" ] && return 0
     require umoci
     rm -rf "$tmp" "$b"
-    log "umoci: one-layer image of $rootfs (once)"
+    log "umoci: one-layer image of $dir (once)"
     _umoci init --layout "$tmp"
     _umoci new --image "$tmp:$tag"
     _umoci unpack --image "$tmp:$tag" "$b"
     # tar keeps owners, modes, devices, hardlinks and xattrs
-    (cd "$rootfs" && tar --numeric-owner --xattrs --xattrs-include='*' -cf - .) |
+    (cd "$dir" && tar --numeric-owner --xattrs --xattrs-include='*' -cf - .) |
         (cd "$b/rootfs" && tar --numeric-owner --xattrs --xattrs-include='*' -xpf -)
     _umoci repack --image "$tmp:$tag" "$b"
-    _umoci config --image "$tmp:$tag" --config.cmd /usr/bin/python3 \
-        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    (($#)) && _umoci config --image "$tmp:$tag" "$@"
     _umoci gc --layout "$tmp"
     rm -rf "$b"
     mv "$tmp" "$oci"
+}
+
+# build_debian_python_oci ROOTFS OCI_DIR TAG: build_oci_of_dir with python3 as the command.
+build_debian_python_oci() {
+    build_oci_of_dir "$1" "$2" "$3" --config.cmd /usr/bin/python3 \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 }
