@@ -35,6 +35,8 @@ struct mnt {
     uint64_t total_bytes;
     uint64_t *next;           /* per inode: where a sequential reader reads next */
     bool no_open, no_opendir; /* the kernel can do without open/opendir requests */
+    bool acls;                /* some file in the image carries a POSIX ACL */
+    bool labels;              /* some file in the image carries an SELinux label */
 };
 
 static struct mnt *M(fuse_req_t req)
@@ -89,9 +91,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
-    /* the kernel then caches each inode's ACLs (absent ones too): `ls -l` asks for them on
-     * every file, and without this each ask is a round trip to us */
-    if (conn->capable & FUSE_CAP_POSIX_ACL)
+    /* With ACLs in the image the kernel must know them: it checks permissions against them
+     * (default_permissions) and caches each inode's, absent ones too. Without any, the mount
+     * is a filesystem without ACLs (see op_getxattr). */
+    if (m->acls && (conn->capable & FUSE_CAP_POSIX_ACL))
         conn->want |= FUSE_CAP_POSIX_ACL;
     conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
@@ -294,12 +297,40 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_statfs(req, &sv);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static bool is_acl(const char *name)
+{
+    return !strcmp(name, "system.posix_acl_access") || !strcmp(name, "system.posix_acl_default");
+}
+
+/* which of the xattrs the kernel never caches for FUSE the image has at all */
+static void scan_xattrs(struct mnt *m)
 {
     const char *n;
     const uint8_t *v;
     size_t len;
-    for (uint32_t j = 0; fs_tree_xattr(M(req)->t, ino, j, &n, &v, &len) == 0; j++) {
+    for (uint64_t ino = 1; ino <= fs_tree_count(m->t); ino++)
+        for (uint32_t j = 0; fs_tree_xattr(m->t, ino, j, &n, &v, &len) == 0; j++) {
+            m->acls |= is_acl(n);
+            m->labels |= !strcmp(n, "security.selinux");
+        }
+}
+
+/* An image with no ACLs, or no SELinux labels, is mounted as a filesystem that does not
+ * support them: asking for one gets EOPNOTSUPP, not ENODATA. Both mean "none" to every tool, but
+ * EOPNOTSUPP is remembered (ls -l, cp -a and libselinux ask once per filesystem instead of once
+ * per file), and the kernel caches no xattr of a FUSE filesystem, so each ask would be a round
+ * trip here. */
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct mnt *m = M(req);
+    const char *n;
+    const uint8_t *v;
+    size_t len;
+    if ((!m->acls && is_acl(name)) || (!m->labels && !strcmp(name, "security.selinux"))) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+    }
+    for (uint32_t j = 0; fs_tree_xattr(m->t, ino, j, &n, &v, &len) == 0; j++) {
         if (strcmp(n, name))
             continue;
         if (size == 0)
@@ -607,6 +638,7 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
         err_ctx(rc, "building the image tree");
         goto out;
     }
+    scan_xattrs(&m);
     if ((rc = fs_cache_new(&m.c, layers, n, &o->cache)) < 0)
         goto out;
     if (!(m.next = calloc(fs_tree_count(m.t) + 1, sizeof *m.next))) {

@@ -138,6 +138,10 @@ assert_eq "00fffe0180" "$(xattr xattr/file user.bin)" "binary xattr"
 assert_eq "user.dir" "$(xattr_names xattr/dir)" "dir xattrs: layer 3's set"
 assert_eq "$(hex "changed in layer 3")" "$(xattr xattr/dir user.dir)" "dir xattr changed"
 assert_eq "user.v 33" "$(xattr_names xattr/changes) $(xattr xattr/changes user.v)" "file xattrs: layer 3's set"
+assert_eq "0200000001000600ffffffff02000400feff000004000400ffffffff10000400ffffffff20000000ffffffff" \
+    "$(xattr acl/granted system.posix_acl_access)" "an access ACL"
+assert_eq "none" "$(xattr acl/plain system.posix_acl_access)" "no ACL"
+assert_eq "system.posix_acl_default" "$(xattr_names acl/dir)" "a default ACL"
 # implicit parents: umoci makes them 0755 root:root (mode from the umask), mtime = unpack time
 assert_eq "751 1500000000.444444444" "$(st '%a %.9Y' implicit)" "implicit/ named in layer 2"
 for d in implicit/a implicit/a/b late late/implicit; do

@@ -28,6 +28,41 @@ for c in gzip zstd none; do
     log "$c: the mounted stress image equals umoci unpack"
 done
 
+log "POSIX ACLs are enforced; xattrs the image never has answer EOPNOTSUPP (ENOTSUP: the same number)"
+# nobody_reads DIR NAME: DIR/NAME read as uid/gid 65534 with no groups (from inside DIR: the
+# test's directories above it are 0700), or the error's name
+nobody_reads() {
+    "$PY" -c 'import errno, os, sys
+os.chdir(sys.argv[1]); os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+try: print(open(sys.argv[2]).read(), end="")
+except OSError as e: print(errno.errorcode[e.errno])' "$@"
+}
+# xattr_err PATH NAME: the value in hex, or the error's name
+xattr_err() {
+    "$PY" -c 'import errno, os, sys
+try: print(os.getxattr(sys.argv[1], sys.argv[2], follow_symlinks=False).hex())
+except OSError as e: print(errno.errorcode[e.errno])' "$@"
+}
+mount_image "$T/data" "$REGISTRY/stress:gzip" "$M"
+for root in "$R" "$M"; do
+    assert_eq "readable by 65534 through the ACL" "$(nobody_reads "$root/acl" granted)" \
+        "$root: a 0640 file whose ACL grants 65534"
+    assert_eq "EACCES" "$(nobody_reads "$root/acl" plain)" "$root: a 0640 file without an ACL"
+done
+assert_eq "$(xattr_err "$R/acl/dir" system.posix_acl_default)" \
+    "$(xattr_err "$M/acl/dir" system.posix_acl_default)" "a default ACL"
+assert_eq "ENODATA" "$(xattr_err "$M/acl/plain" system.posix_acl_access)" \
+    "no ACL on a file of an image with ACLs"
+assert_eq "ENOTSUP" "$(xattr_err "$M/acl/plain" security.selinux)" "an image without labels"
+assert_eq "ENODATA" "$(xattr_err "$M/acl/plain" user.none)" "a user xattr the file lacks"
+"$AFSP_BIN" --data "$T/data" umount "$M"
+mount_image "$T/data" "$REGISTRY/bb:1" "$M"
+assert_eq "ENOTSUP" "$(xattr_err "$M/bin/busybox" system.posix_acl_access)" \
+    "an image without ACLs"
+assert_eq "ENOTSUP" "$(xattr_err "$M/bin" system.posix_acl_default)" "an image without ACLs"
+ls -lR "$M" >/dev/null || fail "ls -lR of an image without ACLs or labels"
+"$AFSP_BIN" --data "$T/data" umount "$M"
+
 log "programs from the mount: busybox through chroot, as on the unpacked tree"
 umoci_unpack_ref "$REGISTRY/bb:1" "$T/bb-oracle"
 mount_image "$T/data" "$REGISTRY/bb:1" "$M"

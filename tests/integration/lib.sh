@@ -531,7 +531,8 @@ build_fixture_image() {
 #     group of 3 one of which layer 3 replaces, a group of 4 half of which is whited out);
 #     content/ (per-layer versions, empty files); setuid/setgid/sticky/7777/0000 modes;
 #     uid/gid 65536, 70000, 100000 and 4000000000; char/block devices (incl. 4095,1048575) and a
-#     fifo; xattrs (user.*, binary values, security.capability =ep, on files and dirs);
+#     fifo; xattrs (user.*, binary values, security.capability =ep, on files and dirs); POSIX
+#     ACLs (acl/granted: 0640, readable by uid 65534 only through its ACL; acl/dir: a default ACL);
 #     implicit/a/b/file and implicit/a/sibling with no entries for their parents
 #   2 type changes (file->dir with contents, dir->symlink (twice), symlink->dir, file->symlink,
 #     fifo->file); whiteouts of a file, a subtree, a dir (re-created in 3), a UTF-8 name, a

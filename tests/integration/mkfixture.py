@@ -21,6 +21,7 @@ import random
 import shutil
 import stat
 import subprocess
+import struct
 import sys
 import tarfile
 
@@ -278,6 +279,21 @@ STRESS_LAYERS = 5
 ST0 = 1600000000 * 10**9  # base mtime; entries add varied seconds and nanoseconds
 # the full capability set (=ep): VFS_CAP_REVISION_2 | EFFECTIVE, permitted 0xffffffff/0x1ff
 CAP_ALL_EP = bytes.fromhex("01000002ffffffff00000000ff01000000000000")
+
+
+def posix_acl(*entries):
+    """The kernel's system.posix_acl_* value: version 2, then (tag, perm, id) little-endian,
+    in the kernel's order (by tag, then id)."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+NOID = 0xFFFFFFFF
+# user::rw- user:65534:r-- group::r-- mask::r-- other::---
+ACL_FILE = posix_acl((0x01, 6, NOID), (0x02, 4, 65534), (0x04, 4, NOID), (0x10, 4, NOID),
+                     (0x20, 0, NOID))
+# default: user::rwx user:65534:r-x group::r-x mask::r-x other::r-x
+ACL_DIR_DEFAULT = posix_acl((0x01, 7, NOID), (0x02, 5, 65534), (0x04, 5, NOID),
+                            (0x10, 5, NOID), (0x20, 5, NOID))
 LONG_A = "p" * 200                        # 200 bytes
 LONG_B = "\u00e9" * 100                   # 100 characters, 200 bytes in UTF-8
 LONG_C = "q" * 255                        # the longest component ext4 allows
@@ -497,6 +513,13 @@ def stress_layer(n, out):
                                                 "user.gone": b"not in layer 3"})
         add("xattr/dir/inside", F, b"x\n")
         add("xattr/changes", F, b"layer 1\n", xattrs={"user.v": b"1", "user.only1": b"x"})
+        # POSIX ACLs: a file nobody (65534) may read only through its ACL, a directory with a
+        # default ACL, and a file of the same mode without one
+        add("acl", D)
+        add("acl/granted", F, b"readable by 65534 through the ACL\n", mode=0o640,
+            xattrs={"system.posix_acl_access": ACL_FILE})
+        add("acl/plain", F, b"not readable by 65534\n", mode=0o640)
+        add("acl/dir", D, mode=0o755, xattrs={"system.posix_acl_default": ACL_DIR_DEFAULT})
         # implicit parents: no entries for implicit/, implicit/a/, implicit/a/b/
         add("implicit/a/b/file", F, b"parents not in the tar\n")
         add("implicit/a/sibling", F, b"sibling\n")
