@@ -829,6 +829,94 @@ int codec_indexer_finish(struct codec_indexer *ix)
     return rc ? ix_fail(ix, rc) : 0;
 }
 
+/* ---- sparse windows ----------------------------------------------------------------------- */
+
+/* Which window bytes the decoding from a checkpoint reads: decode its first CODEC_WINDOW bytes
+ * of output (no later byte can reach back past the checkpoint) twice, with windows of position
+ * markers instead of the real bytes: byte k of the window is k & 0xff in the first pass and
+ * 0x80 | k >> 8 in the second. An output byte copied from window byte k (directly or through
+ * earlier output) differs between the passes and spells k; a literal is the same in both. Where
+ * both passes agree on a value v >= 0x80, v could also be window byte ((v & 0x7f) << 8) | v
+ * (the 128 positions whose two markers coincide), which is then kept too. */
+struct window_trimmer {
+    struct inflate_state st;
+    uint8_t marks[2][CODEC_WINDOW];
+    uint8_t out[2][CODEC_WINDOW];
+    uint8_t used[CODEC_WINDOW];
+};
+
+int window_trimmer_new(struct window_trimmer **out)
+{
+    struct window_trimmer *t = malloc(sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    for (uint32_t k = 0; k < CODEC_WINDOW; k++) {
+        t->marks[0][k] = (uint8_t)k;
+        t->marks[1][k] = (uint8_t)(0x80 | k >> 8);
+    }
+    *out = t;
+    return 0;
+}
+
+void window_trimmer_free(struct window_trimmer *t)
+{
+    free(t);
+}
+
+/* One pass: decodes up to CODEC_WINDOW bytes into t->out[pass]. Returns the count, or -1 if the
+ * input ran out first, or AFSP_E_FORMAT. */
+static ssize_t trim_pass(struct window_trimmer *t, int pass, uint64_t in_bit, uint32_t win_len,
+                         const uint8_t *in, size_t n)
+{
+    struct inflate_state *st = &t->st;
+    isal_inflate_init(st);
+    st->crc_flag = ISAL_DEFLATE;
+    if (isal_inflate_set_dict(st, t->marks[pass], win_len))
+        return err_set(AFSP_E_FORMAT, "gzip: bad checkpoint window");
+    unsigned b = (unsigned)(in_bit % 8);
+    if (b) {
+        if (!n)
+            return -1;
+        st->read_in = in[0] >> b;
+        st->read_in_length = (int32_t)(8 - b);
+        in++, n--;
+    }
+    st->next_in = (uint8_t *)in;
+    st->avail_in = (uint32_t)MIN(n, (size_t)UINT32_MAX);
+    st->next_out = t->out[pass];
+    st->avail_out = CODEC_WINDOW;
+    if (isal_inflate(st) < 0)
+        return err_set(AFSP_E_FORMAT, "gzip: corrupt deflate data after a checkpoint");
+    size_t got = (size_t)(st->next_out - t->out[pass]);
+    if (got < CODEC_WINDOW && st->block_state != ISAL_BLOCK_FINISH)
+        return -1;
+    return (ssize_t)got;
+}
+
+int codec_window_trim(struct window_trimmer *t, const struct checkpoint *cp, uint8_t *window,
+                      const uint8_t *in, size_t n)
+{
+    if (!cp->win_len)
+        return 0;
+    if (cp->win_len > CODEC_WINDOW)
+        return err_set(AFSP_E_FORMAT, "gzip: bad checkpoint window");
+    ssize_t got[2];
+    for (int pass = 0; pass < 2; pass++)
+        if ((got[pass] = trim_pass(t, pass, cp->in_bit, cp->win_len, in, n)) < 0)
+            return got[pass] == -1 ? 0 : (int)got[pass];
+    if (got[0] != got[1]) /* the passes decode the same symbols */
+        return err_set(AFSP_E_FORMAT, "gzip: inconsistent decoding after a checkpoint");
+    /* branch-free: the outcome of each test is a coin toss */
+    memset(t->used, 0, sizeof t->used);
+    for (size_t j = 0; j < (size_t)got[0]; j++) {
+        uint8_t a = t->out[0][j], c = t->out[1][j];
+        t->used[(c & 0x7f) << 8 | a] |= (uint8_t)((a != c) | c >> 7);
+    }
+    for (uint32_t k = 0; k < cp->win_len; k++)
+        window[k] &= (uint8_t)-t->used[k];
+    return 1;
+}
+
 /* ---- reader ------------------------------------------------------------------------------- */
 
 enum { RD_HEADER, RD_DEFLATE, RD_TRAILER, RD_MEMBER_END };

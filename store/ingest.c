@@ -56,13 +56,14 @@ struct ingest {
     uint64_t *cuts; /* checkpoint byte positions published by the decoder */
     size_t ncuts, cuts_cap, cuts_done;
     uint64_t written_pub; /* bytes in the file, for the chunk thread */
-    /* checkpoint windows published by the decoder (the codec never moves or frees them before
-     * the ingest ends), deflated for the index by the chunk thread when it has no chunk to cut:
-     * the serial tail after the decoder is done then has none of that work left */
-    const uint8_t **wins;
-    uint32_t *wlens;
+    /* checkpoints published by the decoder, their windows trimmed (codec_window_trim: the codec
+     * never moves, reads or frees a window once made, until the ingest ends) and deflated for
+     * the index by the chunk thread when it has no chunk to cut: the serial tail after the
+     * decoder is done then has little of that work left */
+    struct checkpoint *wcps;
     struct index_zwin *zw;
     size_t nwins, wins_cap, nzw;
+    uint64_t size; /* of the blob, as the manifest says */
     bool chunk_eof;
     int decode_err, chunk_err;
     /* decoder thread */
@@ -87,16 +88,13 @@ static int tar_out(void *arg, const uint8_t *p, size_t n)
 static int grow_wins(struct ingest *in)
 {
     size_t cap = in->wins_cap ? in->wins_cap * 2 : 64;
-    const uint8_t **w = realloc(in->wins, cap * sizeof *w);
+    struct checkpoint *w = realloc(in->wcps, cap * sizeof *w);
     if (w)
-        in->wins = w;
-    uint32_t *l = realloc(in->wlens, cap * sizeof *l);
-    if (l)
-        in->wlens = l;
+        in->wcps = w;
     struct index_zwin *z = realloc(in->zw, cap * sizeof *z);
     if (z)
         in->zw = z;
-    if (!w || !l || !z)
+    if (!w || !z)
         return -ENOMEM;
     in->wins_cap = cap;
     return 0;
@@ -144,8 +142,7 @@ static void *decoder_main(void *arg)
                 in->decode_err = -ENOMEM;
                 break;
             }
-            in->wins[in->nwins] = cps[in->cps_seen].window;
-            in->wlens[in->nwins++] = cps[in->cps_seen].win_len;
+            in->wcps[in->nwins++] = cps[in->cps_seen];
         }
         in->free[in->nfree++] = b;
         pthread_cond_broadcast(&in->cv);
@@ -202,20 +199,47 @@ static int submit(struct ingest *in)
 
 /* The chunk thread: closes each chunk once the decoder has published its end and the receiving
  * thread has written its bytes (always true by then: the decoder saw them after the write). */
+/* Trims a checkpoint's window in place. Reads the CODEC_TRIM_IN blob bytes after it (fewer at
+ * the end of the blob: the same bytes whoever calls, so the index is the same) into buf. */
+static int trim_window(struct window_trimmer *t, int fd, uint64_t size, const struct checkpoint *cp,
+                       uint8_t *buf)
+{
+    if (!cp->win_len)
+        return 0;
+    uint64_t off = cp->in_bit / 8;
+    size_t n = (size_t)MIN((uint64_t)CODEC_TRIM_IN, size - MIN(off, size));
+    ssize_t got = pread(fd, buf, n, (off_t)off);
+    if (got < 0)
+        return err_set(-errno, "cannot read the download");
+    int rc = codec_window_trim(t, cp, cp->window, buf, (size_t)got);
+    return rc < 0 ? rc : 0;
+}
+
+/* Whether the bytes trim_window needs for checkpoint i are in the file. */
+static bool trim_ready(const struct ingest *in, size_t i)
+{
+    const struct checkpoint *cp = &in->wcps[i];
+    return !cp->win_len || in->written_pub >= MIN(cp->in_bit / 8 + CODEC_TRIM_IN, in->size);
+}
+
 static void *chunk_main(void *arg)
 {
     struct ingest *in = arg;
     struct index_zipper zp = {0};
+    struct window_trimmer *wt = NULL;
+    uint8_t *tbuf = malloc(CODEC_TRIM_IN);
     /* Hashing chunks can wait; inflate cannot. With three threads on two cores, an equal share
      * would slow the decoder to 2/3 of a core: this thread yields to it instead. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     int zrc = index_zipper_init(&zp);
+    if (!zrc && (!tbuf || window_trimmer_new(&wt) < 0))
+        zrc = -ENOMEM;
     pthread_mutex_lock(&in->mu);
     for (;;) {
         bool cut, win;
         for (;;) {
             cut = in->cuts_done < in->ncuts && in->cuts[in->cuts_done] <= in->written_pub;
-            win = zrc == 0 && in->nzw < in->nwins;
+            win = zrc == 0 && in->nzw < in->nwins && trim_ready(in, in->nzw);
             if (cut || win || in->chunk_eof || in->abort)
                 break;
             pthread_cond_wait(&in->cv, &in->mu);
@@ -232,14 +256,15 @@ static void *chunk_main(void *arg)
             in->cuts_done++;
         } else if (win) {
             size_t i = in->nzw;
-            const uint8_t *w = in->wins[i];
-            uint32_t len = in->wlens[i];
+            struct checkpoint cp = in->wcps[i];
             struct index_zwin z;
             pthread_mutex_unlock(&in->mu);
-            int rc = index_window_zip(&zp, w, len, &z);
+            int rc = trim_window(wt, in->fd, in->size, &cp, tbuf);
+            if (rc == 0)
+                rc = index_window_zip(&zp, cp.window, cp.win_len, &z);
             pthread_mutex_lock(&in->mu);
             if (rc < 0) {
-                zrc = rc; /* the rest is deflated at serialize time */
+                zrc = rc; /* the rest is trimmed and deflated at the end */
             } else {
                 in->zw[i] = z;
                 in->nzw++;
@@ -250,6 +275,8 @@ static void *chunk_main(void *arg)
     }
     pthread_mutex_unlock(&in->mu);
     index_zipper_release(&zp);
+    window_trimmer_free(wt);
+    free(tbuf);
     return NULL;
 }
 
@@ -346,8 +373,7 @@ static void pipe_release(struct ingest *in)
     for (size_t i = 0; i < in->nzw; i++)
         free(in->zw[i].z);
     free(in->zw);
-    free(in->wins);
-    free(in->wlens);
+    free(in->wcps);
     pthread_mutex_destroy(&in->mu);
     pthread_cond_destroy(&in->cv);
 }
@@ -397,6 +423,21 @@ static int feed_fd(void *src, struct ingest *in)
     }
 }
 
+/* Trims the windows the chunk thread did not get to (index_serialize_z deflates them). */
+static int trim_rest(struct ingest *in)
+{
+    if (in->nzw >= in->ix.ncps)
+        return 0;
+    struct window_trimmer *t = NULL;
+    uint8_t *buf = malloc(CODEC_TRIM_IN);
+    int rc = buf ? window_trimmer_new(&t) : -ENOMEM;
+    for (size_t i = in->nzw; rc == 0 && i < in->ix.ncps; i++)
+        rc = trim_window(t, in->fd, in->size, &in->ix.cps[i], buf);
+    window_trimmer_free(t);
+    free(buf);
+    return rc;
+}
+
 /* Fetches, verifies, indexes and commits one layer. */
 static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct descriptor *d,
                         uint64_t resv_id, uint64_t resv_bytes, struct ingest *in)
@@ -412,6 +453,7 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     if ((rc = layer_format(d->media_type, &fmt)) < 0)
         return rc;
     in->ix.format = fmt;
+    in->size = d->size;
     if ((rc = sha256_init(&in->h)) < 0 || (rc = chunker_init(&in->ch, &in->ix)) < 0)
         goto out;
     if ((rc = tar_parser_new(&in->tp, index_add_entry, &in->ix)) < 0 ||
@@ -455,7 +497,7 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     size_t ncps;
     in->ix.cps = codec_indexer_take(in->cx, &ncps);
     in->ix.ncps = (uint32_t)ncps;
-    if ((rc = chunker_finish(&in->ch, in->fd)) < 0)
+    if ((rc = chunker_finish(&in->ch, in->fd)) < 0 || (rc = trim_rest(in)) < 0)
         goto out;
     uint64_t t3 = time_mono_ns();
     if ((rc = index_serialize_z(&in->ix, in->zw, in->nzw, &ixbytes)) < 0)

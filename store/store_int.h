@@ -226,8 +226,8 @@ struct checkpoint {
 
 /* Checkpoint spacing: a new one is taken once the stream has advanced by this much since the
  * last, in compressed or uncompressed bytes, whichever comes first. */
-#define CODEC_SPAN_IN (512u << 10)
-#define CODEC_SPAN_OUT (1u << 20)
+#define CODEC_SPAN_IN (256u << 10)
+#define CODEC_SPAN_OUT (512u << 10)
 
 typedef int (*codec_out_cb)(void *arg, const uint8_t *p, size_t n);
 
@@ -252,6 +252,20 @@ struct checkpoint *codec_indexer_take(struct codec_indexer *ix, size_t *n);
 uint64_t codec_indexer_out_bytes(const struct codec_indexer *ix);
 void codec_indexer_free(struct codec_indexer *ix);
 void checkpoints_free(struct checkpoint *cps, size_t n);
+
+/* Sparse windows. Decoding from a checkpoint reads only a few of its window's bytes (7% of
+ * them on a Debian layer): the others can be zeroed, and then deflate to almost nothing in the
+ * index. codec_window_trim zeroes, in window (cp's window or a copy of it), every byte that
+ * decoding from cp never reads. in[0..n) are the blob's bytes from byte cp->in_bit / 8 on; the
+ * result depends only on them, and CODEC_TRIM_IN of them are always enough for a real encoder.
+ * Returns 1 if trimmed, 0 if the input ran out first or cp has no window (window unchanged),
+ * AFSP_E_FORMAT for data that does not decode. One trimmer per thread. */
+#define CODEC_TRIM_IN (64u << 10)
+struct window_trimmer;
+int window_trimmer_new(struct window_trimmer **out);
+void window_trimmer_free(struct window_trimmer *t);
+int codec_window_trim(struct window_trimmer *t, const struct checkpoint *cp, uint8_t *window,
+                      const uint8_t *in, size_t n);
 
 /* Reads compressed bytes [off, off+len) of the blob into buf. Returns the number of bytes read
  * (len, or fewer only at the end of the blob) or a negative code. */
