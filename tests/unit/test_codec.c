@@ -391,8 +391,8 @@ static void check_reads(enum layer_format fmt, const struct blob *b, const struc
 
 /* Sparse windows: trimmed in place (only ever to zeros), every read still gives the right
  * bytes. */
-static void check_trimmed(const struct blob *b, const struct blob *ref,
-                              const struct indexed *x, int nrandom)
+static void check_trimmed(const struct blob *b, const struct blob *ref, const struct indexed *x,
+                          int nrandom)
 {
     struct window_trimmer *t;
     CHECK(window_trimmer_new(&t) == 0);
