@@ -19,6 +19,8 @@
 #           (and the bytes decoded); sequential reads of a 256 MiB file (one more cached image:
 #           the first 256 MiB of the rootfs as tar, twice over) cold, warm and from tmpfs, against
 #           ISA-L inflate of its layer; `find` and `ls -lR` over the mount vs the unpacked tree.
+#   p2p     bench/p2p_frames: 1 MiB frames through two p2p_conns in memory (the handshake's
+#           keys, AES-256-GCM both ways) against the bare AEADs it could have used.
 #
 # Page caches are not dropped (not reliably possible here, and not what a node sees): every
 # input is read once before it is timed, and `sync` runs before each timed command so no run
@@ -26,7 +28,8 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount"   which parts to run (the image is made whenever needed)
+#   BENCH_ONLY="pull ingest store mount p2p"   which parts to run (the image is made whenever
+#                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
 #   BENCH_TMP=/var/tmp   parent of the scratch directory (must be a disk, not tmpfs)
@@ -41,7 +44,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount}"
+: "${BENCH_ONLY:=pull ingest store mount p2p}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -548,11 +551,28 @@ profile_ingest() {
     rm -rf "$d"
 }
 
+# ---------------------------------------------------------------------------------------------
+# p2p: what the transport's encryption costs
+
+bench_p2p() {
+    log "p2p_frames (bench/p2p_frames.c)"
+    "$AFSP_BENCH_BIN/p2p_frames" | tee "$TEST_TMPDIR/p2p.txt"
+    {
+        echo "### Peer transport: 1 MiB frames in memory, one core (bench/p2p_frames, median of 5 x 512 MiB)"
+        echo
+        echo "| | MB/s |"
+        echo "|---|---|"
+        grep -v '^RESULT' "$TEST_TMPDIR/p2p.txt" | sed -E 's/^(.*[^ ]) +([0-9.]+) MB\/s$/| \1 | \2 |/'
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
 wants store && bench_store
 wants mount && bench_mount
+wants p2p && bench_p2p
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})) && type -P perf >/dev/null; then profile_ingest; fi ;;

@@ -92,8 +92,9 @@ int cmd_prune(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
+int cmd_genkey(int argc, char **argv);
 
 extern const struct command cmd_pull_def, cmd_images_def, cmd_layers_def, cmd_prune_def,
-    cmd_inspect_def, cmd_mount_def, cmd_umount_def;
+    cmd_inspect_def, cmd_mount_def, cmd_umount_def, cmd_genkey_def;
 
 #endif

@@ -16,7 +16,7 @@ struct global_opts g_opts;
 
 static const struct command *const commands[] = {
     &cmd_pull_def,  &cmd_images_def, &cmd_layers_def,  &cmd_prune_def,
-    &cmd_mount_def, &cmd_umount_def, &cmd_inspect_def,
+    &cmd_mount_def, &cmd_umount_def, &cmd_inspect_def, &cmd_genkey_def,
 };
 
 static const char main_usage[] =

@@ -7,7 +7,7 @@ D=$TEST_TMPDIR/data
 afsp() { "$AFSP_BIN" --data "$D" "$@"; }
 
 out=$("$AFSP_BIN" --help)
-for c in pull images layers prune inspect; do assert_contains "$out" "  $c " "afsp --help lists $c"; done
+for c in pull images layers prune inspect genkey; do assert_contains "$out" "  $c " "afsp --help lists $c"; done
 out=$("$AFSP_BIN" pull --help)
 assert_contains "$out" "usage: afsp pull" "pull --help"
 assert_contains "$out" "--platform" "pull --help documents --platform"
@@ -61,4 +61,11 @@ expect_fail afsp inspect files sha256:000000000000000000000000000000000000000000
 assert_contains "$EXPECT_FAIL_OUTPUT" "not found"
 expect_fail afsp inspect extract 127.0.0.1:1/none:1 "$TEST_TMPDIR/x"
 assert_contains "$EXPECT_FAIL_OUTPUT" "is not in the store"
+# genkey: 32 random bytes in base64, a new key each time
+k1=$("$AFSP_BIN" genkey) k2=$("$AFSP_BIN" genkey)
+assert_eq 32 "$(printf '%s' "$k1" | base64 -d | wc -c)" "genkey prints 32 bytes in base64"
+assert_eq 44 "${#k1}" "one line of 44 characters"
+[ "$k1" != "$k2" ] || fail "two genkey runs printed the same key"
+expect_fail afsp genkey extra
+assert_contains "$EXPECT_FAIL_OUTPUT" "unexpected argument extra"
 log "cli ok"

@@ -1,0 +1,56 @@
+/*
+ * fuzz/handshake.c - libFuzzer target for the handshake side of p2p_conn_input: whatever bytes
+ * arrive before a connection is established, as responder or initiator, must neither crash nor
+ * establish it (nobody but a cluster member can finish a handshake, and the fuzzer is not one:
+ * its bytes are not keyed). The first byte picks the role and how the rest is split.
+ */
+#include "../p2p/noise_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void rng(void *arg, uint8_t *buf, size_t n)
+{
+    (void)arg;
+    memset(buf, 0x5a, n);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct p2p_identity id;
+    static bool ready;
+    uint8_t key[32];
+    if (!ready) {
+        uint8_t seed[32];
+        memset(seed, 9, sizeof seed);
+        if (p2p_identity_from_seed(&id, seed) != 0)
+            abort();
+        ready = true;
+    }
+    if (size < 1)
+        return 0;
+    memset(key, 7, sizeof key);
+    bool initiator = data[0] & 1;
+    size_t step = 1 + (data[0] >> 1) * 7;
+    struct p2p_conn_cfg cfg = {initiator, &id, key, rng, NULL, 0, 0};
+    struct p2p_conn *c;
+    if (p2p_conn_new(&c, &cfg) != 0)
+        abort();
+    data++, size--;
+    for (size_t off = 0; off < size;) {
+        size_t used, k = step < size - off ? step : size - off;
+        if (p2p_conn_input(c, data + off, k, 1, &used) != 0)
+            break;
+        if (p2p_conn_established(c))
+            abort(); /* unkeyed bytes finished a handshake */
+        if (!used)
+            abort(); /* nothing is buffered before the handshake ends */
+        off += used;
+        const uint8_t *p;
+        p2p_conn_sent(c, p2p_conn_pending(c, &p));
+    }
+    p2p_conn_free(c);
+    return 0;
+}

@@ -1,0 +1,324 @@
+/*
+ * conn.c - a peer connection without I/O: the handshake messages, then frames, on a byte
+ * stream.
+ *
+ * On the wire every message is a 4-byte little-endian length L and L bytes. The three handshake
+ * messages have fixed lengths (noise_int.h); anything else fails the handshake. After it, a
+ * frame is L = payload + 16 bytes of AES-256-GCM ciphertext and tag under the sender's own key
+ * (the two directions have different keys: a frame reflected back to its sender does not
+ * decrypt), its nonce the count of frames sent before it, with the 4 length bytes as associated
+ * data. L over P2P_FRAME_MAX + 16 ends the connection before any of the frame is read; a frame
+ * that does not authenticate ends it with nothing delivered. Every rekey_every frames each side
+ * replaces its sending key (Noise Rekey) and the receiver its receiving key, at the same frame.
+ *
+ * Owns: the receive buffer (one frame at most) and the send buffer. Must not: read a clock,
+ * draw randomness other than through cfg->rng, or log a key.
+ */
+#include "noise_int.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LEN_BYTES 4
+#define RX_MAX (LEN_BYTES + P2P_FRAME_MAX + NOISE_TAG)
+/* Frames queued but not yet taken by the I/O side: beyond this, send says ENOBUFS and the
+ * caller's flow control has failed. */
+#define TX_MAX (64u << 20)
+
+struct p2p_conn {
+    struct noise_hs hs;
+    struct noise_cipher tx, rx;
+    bool established;
+    int err;
+    uint64_t deadline, rekey_every;
+    uint8_t peer_id[P2P_ID_LEN], peer_ed[32];
+    uint8_t *rbuf; /* received bytes not yet consumed */
+    size_t rlen, rcap;
+    size_t rskip; /* bytes of the frame returned by the last recv, to drop on the next call */
+    struct buf out;
+    size_t out_sent;
+};
+
+static int fail(struct p2p_conn *c, int rc)
+{
+    if (!c->err)
+        c->err = rc;
+    noise_hs_wipe(&c->hs);
+    noise_cipher_wipe(&c->tx);
+    noise_cipher_wipe(&c->rx);
+    return c->err;
+}
+
+static void put_len(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < LEN_BYTES; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_len(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Appends room for n bytes to the send buffer. */
+static uint8_t *out_room(struct p2p_conn *c, size_t n)
+{
+    if (c->out_sent && c->out_sent >= c->out.len / 2) { /* keep the unsent part at the front */
+        memmove(c->out.p, c->out.p + c->out_sent, c->out.len - c->out_sent);
+        c->out.len -= c->out_sent;
+        c->out_sent = 0;
+    }
+    if (c->out.len - c->out_sent + n > TX_MAX || buf_reserve(&c->out, n) < 0)
+        return NULL;
+    uint8_t *p = c->out.p + c->out.len;
+    c->out.len += n;
+    return p;
+}
+
+static int write_hs(struct p2p_conn *c)
+{
+    uint8_t msg[NOISE_MSG2];
+    size_t len = 0;
+    int rc = noise_hs_write(&c->hs, msg, &len);
+    if (rc)
+        return fail(c, rc);
+    uint8_t *p = out_room(c, LEN_BYTES + len);
+    if (!p)
+        return fail(c, -ENOMEM);
+    put_len(p, (uint32_t)len);
+    memcpy(p + LEN_BYTES, msg, len);
+    return 0;
+}
+
+static int finish_hs(struct p2p_conn *c)
+{
+    int rc = noise_hs_split(&c->hs, &c->tx, &c->rx);
+    if (rc)
+        return fail(c, rc);
+    memcpy(c->peer_ed, c->hs.peer_ed, 32);
+    sha256_buf(c->peer_ed, 32, c->peer_id);
+    noise_hs_wipe(&c->hs);
+    c->established = true;
+    c->deadline = UINT64_MAX;
+    return 0;
+}
+
+int p2p_conn_new(struct p2p_conn **out, const struct p2p_conn_cfg *cfg)
+{
+    uint8_t e_seed[32];
+    if (sodium_init() < 0)
+        return err_set(-EIO, "libsodium cannot start");
+    struct p2p_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->deadline = cfg->now_ms + P2P_HANDSHAKE_TIMEOUT_MS;
+    c->rekey_every = cfg->rekey_every ? cfg->rekey_every : P2P_REKEY_EVERY;
+    if (cfg->rng)
+        cfg->rng(cfg->rng_arg, e_seed, sizeof e_seed);
+    else
+        randombytes_buf(e_seed, sizeof e_seed);
+    int rc = noise_hs_init(&c->hs, cfg->initiator, cfg->id, cfg->cluster_key, e_seed);
+    sodium_memzero(e_seed, sizeof e_seed);
+    if (rc == 0 && cfg->initiator)
+        rc = write_hs(c);
+    if (rc) {
+        p2p_conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void p2p_conn_free(struct p2p_conn *c)
+{
+    if (!c)
+        return;
+    noise_hs_wipe(&c->hs);
+    noise_cipher_wipe(&c->tx);
+    noise_cipher_wipe(&c->rx);
+    if (c->rbuf)
+        sodium_memzero(c->rbuf, c->rcap);
+    free(c->rbuf);
+    buf_release(&c->out);
+    free(c);
+}
+
+/* Drops the bytes of the frame the last recv returned. */
+static void rx_consume(struct p2p_conn *c)
+{
+    if (!c->rskip)
+        return;
+    memmove(c->rbuf, c->rbuf + c->rskip, c->rlen - c->rskip);
+    c->rlen -= c->rskip;
+    c->rskip = 0;
+}
+
+/* The handshake message at the front of the buffer, if whole. Returns 1 if one was taken. */
+static int hs_step(struct p2p_conn *c)
+{
+    if (c->rlen < LEN_BYTES)
+        return 0;
+    uint32_t len = get_len(c->rbuf);
+    if (len > NOISE_MSG2)
+        return fail(c, AFSP_E_FORMAT);
+    if (c->rlen < LEN_BYTES + len)
+        return 0;
+    int rc = noise_hs_read(&c->hs, c->rbuf + LEN_BYTES, len);
+    if (rc)
+        return fail(c, rc);
+    c->rskip = LEN_BYTES + len;
+    rx_consume(c);
+    if (c->hs.step == HS_WRITE2 || c->hs.step == HS_WRITE3) {
+        bool last = c->hs.step == HS_WRITE3;
+        if ((rc = write_hs(c)) < 0)
+            return rc;
+        if (last && (rc = finish_hs(c)) < 0) /* the initiator is done once msg 3 is out */
+            return rc;
+    } else if (c->hs.step == HS_DONE && (rc = finish_hs(c)) < 0) {
+        return rc;
+    }
+    return 1;
+}
+
+int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_ms, size_t *used)
+{
+    *used = 0;
+    if (c->err)
+        return c->err;
+    if (!c->established && now_ms >= c->deadline)
+        return fail(c, err_set(-ETIMEDOUT, "handshake"));
+    rx_consume(c);
+    while (n) {
+        /* never buffer more than one frame: the rest waits in the caller's (socket) buffer */
+        size_t room = RX_MAX - c->rlen;
+        if (!room)
+            return 0; /* a whole frame is buffered: the caller must recv it first */
+        size_t k = MIN(n, room);
+        if (c->rlen + k > c->rcap) {
+            size_t cap = MAX(c->rcap * 2, (size_t)4096);
+            while (cap < c->rlen + k)
+                cap *= 2;
+            cap = MIN(cap, (size_t)RX_MAX);
+            uint8_t *b = realloc(c->rbuf, cap);
+            if (!b)
+                return fail(c, -ENOMEM);
+            c->rbuf = b;
+            c->rcap = cap;
+        }
+        memcpy(c->rbuf + c->rlen, p, k);
+        c->rlen += k;
+        p += k;
+        n -= k;
+        *used += k;
+        int rc;
+        while (!c->established && (rc = hs_step(c)) == 1)
+            ;
+        if (c->err)
+            return c->err;
+        /* a frame too big for us fails now, before it is read */
+        if (c->established && c->rlen >= LEN_BYTES &&
+            get_len(c->rbuf) > P2P_FRAME_MAX + NOISE_TAG)
+            return fail(c, AFSP_E_FORMAT);
+    }
+    return 0;
+}
+
+const uint8_t *p2p_conn_recv(struct p2p_conn *c, size_t *len)
+{
+    if (c->err || !c->established)
+        return NULL;
+    rx_consume(c);
+    if (c->rlen < LEN_BYTES)
+        return NULL;
+    uint32_t l = get_len(c->rbuf);
+    if (l > P2P_FRAME_MAX + NOISE_TAG || l < NOISE_TAG) {
+        fail(c, AFSP_E_FORMAT);
+        return NULL;
+    }
+    if (c->rlen < LEN_BYTES + l)
+        return NULL;
+    uint8_t *body = c->rbuf + LEN_BYTES;
+    int rc = noise_decrypt(&c->rx, c->rbuf, LEN_BYTES, body, l, body);
+    if (rc == 0 && c->rx.n % c->rekey_every == 0)
+        rc = noise_rekey(&c->rx);
+    if (rc) {
+        fail(c, rc);
+        return NULL;
+    }
+    c->rskip = LEN_BYTES + l;
+    *len = l - NOISE_TAG;
+    return body;
+}
+
+int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n)
+{
+    if (c->err)
+        return c->err;
+    if (!c->established || n > P2P_FRAME_MAX)
+        return err_set(AFSP_E_USAGE, "p2p_conn_send");
+    uint8_t *p = out_room(c, LEN_BYTES + n + NOISE_TAG);
+    if (!p)
+        return c->out.len - c->out_sent + n > TX_MAX ? -ENOBUFS : -ENOMEM;
+    put_len(p, (uint32_t)(n + NOISE_TAG));
+    int rc = noise_encrypt(&c->tx, p, LEN_BYTES, payload, n, p + LEN_BYTES);
+    if (rc == 0 && c->tx.n % c->rekey_every == 0)
+        rc = noise_rekey(&c->tx);
+    if (rc) {
+        c->out.len -= LEN_BYTES + n + NOISE_TAG;
+        return fail(c, rc);
+    }
+    return 0;
+}
+
+size_t p2p_conn_pending(const struct p2p_conn *c, const uint8_t **p)
+{
+    *p = c->out.p + c->out_sent;
+    return c->out.len - c->out_sent;
+}
+
+void p2p_conn_sent(struct p2p_conn *c, size_t n)
+{
+    c->out_sent += MIN(n, c->out.len - c->out_sent);
+}
+
+uint64_t p2p_conn_deadline(const struct p2p_conn *c)
+{
+    return c->err ? UINT64_MAX : c->deadline;
+}
+
+int p2p_conn_tick(struct p2p_conn *c, uint64_t now_ms)
+{
+    if (c->err)
+        return c->err;
+    if (!c->established && now_ms >= c->deadline)
+        return fail(c, err_set(-ETIMEDOUT, "handshake"));
+    return 0;
+}
+
+bool p2p_conn_established(const struct p2p_conn *c)
+{
+    return c->established && !c->err;
+}
+
+int p2p_conn_error(const struct p2p_conn *c)
+{
+    return c->err;
+}
+
+const uint8_t *p2p_conn_peer_id(const struct p2p_conn *c)
+{
+    return c->established ? c->peer_id : NULL;
+}
+
+const uint8_t *p2p_conn_peer_key(const struct p2p_conn *c)
+{
+    return c->established ? c->peer_ed : NULL;
+}
+
+void p2p_conn_test_set_nonces(struct p2p_conn *c, uint64_t tx, uint64_t rx)
+{
+    c->tx.n = tx;
+    c->rx.n = rx;
+}

@@ -1,0 +1,520 @@
+/*
+ * test_p2p.c - the peer transport's sans-IO core: the handshake with fixed keys, refusals
+ * (wrong cluster key, tampering, small-order keys, timeouts), frames, and the nonce and rekey
+ * boundaries. Two connections talk through memory; time and randomness are the test's.
+ */
+#include "../../p2p/noise_int.h"
+#include "test.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+/* ---- harness -------------------------------------------------------------------------------- */
+
+static void det_rng(void *arg, uint8_t *buf, size_t n)
+{
+    uint64_t *s = arg;
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = (uint8_t)(*s >> 56);
+    }
+}
+
+static struct p2p_identity ident(uint8_t fill)
+{
+    uint8_t seed[32];
+    memset(seed, fill, sizeof seed);
+    struct p2p_identity id;
+    CHECK(p2p_identity_from_seed(&id, seed) == 0);
+    return id;
+}
+
+struct pair {
+    struct p2p_identity ia, ib;
+    uint8_t ka[32], kb[32];
+    uint64_t ra, rb; /* rng states */
+    struct p2p_conn *a, *b;
+};
+
+static void pair_new(struct pair *p, uint64_t rekey_a, uint64_t rekey_b, bool same_key)
+{
+    memset(p, 0, sizeof *p);
+    p->ia = ident(1);
+    p->ib = ident(2);
+    memset(p->ka, 7, 32);
+    memset(p->kb, same_key ? 7 : 8, 32);
+    p->ra = 11;
+    p->rb = 22;
+    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, det_rng, &p->ra, 1000, rekey_a};
+    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, det_rng, &p->rb, 1000, rekey_b};
+    CHECK(p2p_conn_new(&p->a, &ca) == 0);
+    CHECK(p2p_conn_new(&p->b, &cb) == 0);
+}
+
+static void pair_free(struct pair *p)
+{
+    p2p_conn_free(p->a);
+    p2p_conn_free(p->b);
+}
+
+/* Moves everything pending from one side to the other, step bytes at a time (0: all at once).
+ * Returns the receiver's input result. */
+static int move(struct p2p_conn *from, struct p2p_conn *to, size_t step, uint64_t now)
+{
+    const uint8_t *p;
+    size_t n = p2p_conn_pending(from, &p);
+    uint8_t *copy = malloc(n ? n : 1);
+    CHECK(copy);
+    memcpy(copy, p, n);
+    p2p_conn_sent(from, n);
+    int rc = 0;
+    for (size_t off = 0; off < n && rc == 0;) {
+        size_t k = step ? MIN(step, n - off) : n - off, used;
+        rc = p2p_conn_input(to, copy + off, k, now, &used);
+        off += used;
+        if (rc == 0 && used < k) { /* a whole frame is buffered: the test reads frames itself */
+            free(copy);
+            return -EAGAIN;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+static void handshake(struct pair *p)
+{
+    CHECK_INT(move(p->a, p->b, 0, 1001), ==, 0); /* -> psk, e */
+    CHECK_INT(move(p->b, p->a, 0, 1002), ==, 0); /* <- e, ee, s, es */
+    CHECK(p2p_conn_established(p->a));
+    CHECK(!p2p_conn_established(p->b));
+    CHECK_INT(move(p->a, p->b, 0, 1003), ==, 0); /* -> s, se */
+    CHECK(p2p_conn_established(p->b));
+}
+
+/* The bytes pending on c (copied), for tampering. */
+static size_t take(struct p2p_conn *c, uint8_t *buf, size_t cap)
+{
+    const uint8_t *p;
+    size_t n = p2p_conn_pending(c, &p);
+    CHECK(n <= cap);
+    memcpy(buf, p, n);
+    p2p_conn_sent(c, n);
+    return n;
+}
+
+static int feed(struct p2p_conn *c, const uint8_t *p, size_t n)
+{
+    size_t used;
+    return p2p_conn_input(c, p, n, 1005, &used);
+}
+
+/* ---- the handshake ------------------------------------------------------------------------- */
+
+TEST(p2p_handshake_fixed_keys)
+{
+    struct pair p;
+    pair_new(&p, 0, 0, true);
+    const uint8_t *x;
+    CHECK_INT(p2p_conn_pending(p.a, &x), ==, 4 + NOISE_MSG1);
+    CHECK_INT(p2p_conn_pending(p.b, &x), ==, 0); /* the responder speaks second */
+    uint8_t m1[256], m2[256], m3[256];
+    size_t n1 = take(p.a, m1, sizeof m1);
+    CHECK_INT(feed(p.b, m1, n1), ==, 0);
+    size_t n2 = take(p.b, m2, sizeof m2);
+    CHECK_INT(n2, ==, 4 + NOISE_MSG2);
+    CHECK_INT(feed(p.a, m2, n2), ==, 0);
+    size_t n3 = take(p.a, m3, sizeof m3);
+    CHECK_INT(n3, ==, 4 + NOISE_MSG3);
+    CHECK_INT(feed(p.b, m3, n3), ==, 0);
+    CHECK(p2p_conn_established(p.a) && p2p_conn_established(p.b));
+    /* each knows the other by its identity */
+    CHECK(!memcmp(p2p_conn_peer_id(p.a), p.ib.id, 32));
+    CHECK(!memcmp(p2p_conn_peer_id(p.b), p.ia.id, 32));
+    CHECK(!memcmp(p2p_conn_peer_key(p.a), p.ib.ed_pk, 32));
+    CHECK_INT(p2p_conn_deadline(p.a), ==, UINT64_MAX);
+    pair_free(&p);
+
+    /* fixed keys and randomness: the same transcript, byte for byte */
+    struct pair q;
+    pair_new(&q, 0, 0, true);
+    uint8_t r1[256], r2[256], r3[256];
+    CHECK_INT(take(q.a, r1, sizeof r1), ==, n1);
+    CHECK_INT(feed(q.b, r1, n1), ==, 0);
+    CHECK_INT(take(q.b, r2, sizeof r2), ==, n2);
+    CHECK_INT(feed(q.a, r2, n2), ==, 0);
+    CHECK_INT(take(q.a, r3, sizeof r3), ==, n3);
+    CHECK(!memcmp(m1, r1, n1) && !memcmp(m2, r2, n2) && !memcmp(m3, r3, n3));
+    /* and the identities never appear in clear */
+    for (size_t i = 0; i + 32 <= n2; i++)
+        CHECK(memcmp(m2 + i, q.ib.ed_pk, 32) && memcmp(m2 + i, q.ib.x_pk, 32));
+    for (size_t i = 0; i + 32 <= n3; i++)
+        CHECK(memcmp(m3 + i, q.ia.ed_pk, 32) && memcmp(m3 + i, q.ia.x_pk, 32));
+    pair_free(&q);
+}
+
+TEST(p2p_wrong_cluster_key_gets_nothing)
+{
+    struct pair p;
+    pair_new(&p, 0, 0, false);
+    CHECK_INT(move(p.a, p.b, 0, 1001), ==, AFSP_E_AUTH); /* fails at the first message */
+    const uint8_t *x;
+    CHECK_INT(p2p_conn_pending(p.b, &x), ==, 0); /* no answer at all */
+    CHECK(!p2p_conn_established(p.b));
+    CHECK_INT(p2p_conn_error(p.b), ==, AFSP_E_AUTH);
+    CHECK(p2p_conn_send(p.b, "x", 1) == AFSP_E_AUTH); /* dead for good */
+    pair_free(&p);
+}
+
+/* A bit flipped anywhere in any handshake message fails the receiver. */
+TEST(p2p_handshake_tampering)
+{
+    for (int msg = 1; msg <= 3; msg++) {
+        size_t len = 4 + (msg == 1 ? NOISE_MSG1 : msg == 2 ? NOISE_MSG2 : NOISE_MSG3);
+        for (size_t pos = 0; pos < len; pos++) {
+            struct pair p;
+            pair_new(&p, 0, 0, true);
+            uint8_t m[256];
+            size_t n;
+            struct p2p_conn *to = msg == 2 ? p.a : p.b;
+            if (msg >= 2) {
+                CHECK_INT(move(p.a, p.b, 0, 1001), ==, 0);
+            }
+            if (msg == 3) {
+                CHECK_INT(move(p.b, p.a, 0, 1002), ==, 0);
+            }
+            n = take(msg == 2 ? p.b : p.a, m, sizeof m);
+            CHECK_INT(n, ==, len);
+            m[pos] ^= (uint8_t)(1u << (pos % 8));
+            const uint8_t *x;
+            size_t before = p2p_conn_pending(to, &x);
+            int rc = feed(to, m, n);
+            if (pos < 4) /* the length: a wrong-size message, or one that never completes */
+                CHECK(rc == AFSP_E_FORMAT || (rc == 0 && p2p_conn_pending(to, &x) == before));
+            else
+                CHECK_INT(rc, ==, AFSP_E_AUTH);
+            CHECK(!p2p_conn_established(to));
+            pair_free(&p);
+        }
+    }
+}
+
+/* A member that sends a small-order ephemeral key is refused: every DH with it is zero. */
+TEST(p2p_small_order_keys)
+{
+    static const uint8_t bad[][32] = {
+        {0},
+        {1},
+        {0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3,
+         0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32,
+         0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00},
+    };
+    struct p2p_identity ia = ident(1), ib = ident(2);
+    uint8_t key[32], seed[32];
+    memset(key, 7, 32);
+    memset(seed, 3, 32);
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        struct noise_hs a, b;
+        uint8_t m[NOISE_MSG2];
+        size_t n;
+        CHECK(noise_hs_init(&a, true, &ia, key, seed) == 0);
+        CHECK(noise_hs_init(&b, false, &ib, key, seed) == 0);
+        memcpy(a.e_pk, bad[i], 32); /* the attacker holds the cluster key */
+        CHECK(noise_hs_write(&a, m, &n) == 0);
+        CHECK(noise_hs_read(&b, m, n) == 0); /* the tag is right */
+        CHECK_INT(noise_hs_write(&b, m, &n), ==, AFSP_E_AUTH); /* ee is zero */
+        noise_hs_wipe(&a);
+        noise_hs_wipe(&b);
+    }
+}
+
+/* The payload's Ed25519 key must be the static key's: a node cannot claim another's identity. */
+TEST(p2p_identity_must_match_static_key)
+{
+    struct p2p_identity ia = ident(1), ib = ident(2), other = ident(3);
+    uint8_t key[32], s1[32], s2[32];
+    memset(key, 7, 32);
+    memset(s1, 4, 32);
+    memset(s2, 5, 32);
+    struct noise_hs a, b;
+    uint8_t m[NOISE_MSG2];
+    size_t n;
+    struct p2p_identity liar = ib;
+    memcpy(liar.ed_pk, other.ed_pk, 32); /* b's static key, another node's identity */
+    CHECK(noise_hs_init(&a, true, &ia, key, s1) == 0);
+    CHECK(noise_hs_init(&b, false, &liar, key, s2) == 0);
+    CHECK(noise_hs_write(&a, m, &n) == 0);
+    CHECK(noise_hs_read(&b, m, n) == 0);
+    CHECK(noise_hs_write(&b, m, &n) == 0);
+    CHECK_INT(noise_hs_read(&a, m, n), ==, AFSP_E_AUTH);
+    noise_hs_wipe(&a);
+    noise_hs_wipe(&b);
+}
+
+TEST(p2p_handshake_timeout)
+{
+    struct pair p;
+    pair_new(&p, 0, 0, true);
+    CHECK_INT(p2p_conn_deadline(p.a), ==, 1000 + P2P_HANDSHAKE_TIMEOUT_MS);
+    CHECK_INT(p2p_conn_tick(p.a, 1000 + P2P_HANDSHAKE_TIMEOUT_MS - 1), ==, 0);
+    CHECK_INT(p2p_conn_tick(p.a, 1000 + P2P_HANDSHAKE_TIMEOUT_MS), ==, -ETIMEDOUT);
+    CHECK_INT(p2p_conn_deadline(p.a), ==, UINT64_MAX);
+    /* input after the deadline fails too */
+    CHECK_INT(move(p.a, p.b, 0, 1000 + P2P_HANDSHAKE_TIMEOUT_MS), ==, -ETIMEDOUT);
+    pair_free(&p);
+    /* an established connection has no deadline */
+    pair_new(&p, 0, 0, true);
+    handshake(&p);
+    CHECK_INT(p2p_conn_tick(p.a, UINT64_MAX - 1), ==, 0);
+    pair_free(&p);
+}
+
+/* ---- frames -------------------------------------------------------------------------------- */
+
+static void send_ok(struct p2p_conn *c, const void *p, size_t n)
+{
+    CHECK_INT(p2p_conn_send(c, p, n), ==, 0);
+}
+
+/* Moves from -> to and checks that exactly the frames want[0..nwant) arrive, in order. */
+static void expect_frames(struct p2p_conn *from, struct p2p_conn *to, size_t step,
+                          const uint8_t *const *want, const size_t *wlen, size_t nwant)
+{
+    const uint8_t *p;
+    size_t n = p2p_conn_pending(from, &p);
+    uint8_t *copy = malloc(n ? n : 1);
+    CHECK(copy);
+    memcpy(copy, p, n);
+    p2p_conn_sent(from, n);
+    size_t got = 0, off = 0;
+    while (off < n) {
+        size_t k = step ? MIN(step, n - off) : n - off, used;
+        CHECK_INT(p2p_conn_input(to, copy + off, k, 2000, &used), ==, 0);
+        off += used;
+        const uint8_t *f;
+        size_t flen;
+        while ((f = p2p_conn_recv(to, &flen))) {
+            CHECK(got < nwant);
+            CHECK_INT(flen, ==, wlen[got]);
+            CHECK(!memcmp(f, want[got], flen));
+            got++;
+        }
+        CHECK_INT(p2p_conn_error(to), ==, 0);
+    }
+    CHECK_INT(got, ==, nwant);
+    free(copy);
+}
+
+TEST(p2p_frames)
+{
+    struct pair p;
+    pair_new(&p, 0, 0, true);
+    handshake(&p);
+    size_t sizes[] = {0, 1, 1000, 65536, P2P_FRAME_MAX, 3};
+    uint8_t *bufs[ARRAY_SIZE(sizes)];
+    for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+        bufs[i] = malloc(sizes[i] + 1);
+        CHECK(bufs[i]);
+        for (size_t j = 0; j < sizes[i]; j++)
+            bufs[i][j] = (uint8_t)(i * 31 + j * 7);
+        send_ok(p.a, bufs[i], sizes[i]);
+    }
+    expect_frames(p.a, p.b, 0, (const uint8_t *const *)bufs, sizes, ARRAY_SIZE(sizes));
+    /* the other way, fed in odd pieces and one byte at a time */
+    for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+        send_ok(p.b, bufs[i], sizes[i]);
+    expect_frames(p.b, p.a, 4093, (const uint8_t *const *)bufs, sizes, ARRAY_SIZE(sizes));
+    for (size_t i = 0; i < 3; i++)
+        send_ok(p.b, bufs[i], sizes[i]);
+    expect_frames(p.b, p.a, 1, (const uint8_t *const *)bufs, sizes, 3);
+    /* too big to send */
+    CHECK_INT(p2p_conn_send(p.a, bufs[4], P2P_FRAME_MAX + 1), ==, AFSP_E_USAGE);
+    for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+        free(bufs[i]);
+    pair_free(&p);
+
+    /* nothing can be sent before the handshake */
+    pair_new(&p, 0, 0, true);
+    CHECK_INT(p2p_conn_send(p.a, "x", 1), ==, AFSP_E_USAGE);
+    pair_free(&p);
+}
+
+/* One flipped bit anywhere in a frame: the connection ends and nothing is delivered. */
+TEST(p2p_frame_bit_flips)
+{
+    uint8_t payload[300];
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)i;
+    size_t len = 4 + sizeof payload + NOISE_TAG;
+    for (size_t pos = 0; pos < len; pos++) {
+        struct pair p;
+        pair_new(&p, 0, 0, true);
+        handshake(&p);
+        send_ok(p.a, payload, sizeof payload);
+        uint8_t m[4 + 300 + NOISE_TAG + 8];
+        size_t n = take(p.a, m, sizeof m);
+        CHECK_INT(n, ==, len);
+        m[pos] ^= (uint8_t)(0x80u >> (pos % 8));
+        size_t used, flen;
+        int rc = p2p_conn_input(p.b, m, n, 2000, &used);
+        const uint8_t *f = rc == 0 ? p2p_conn_recv(p.b, &flen) : NULL;
+        CHECK(f == NULL);
+        uint32_t l = (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 |
+                     (uint32_t)m[3] << 24;
+        if (pos >= 4 || l < len - 4) /* the tag fails, at the frame's end or a shorter one's */
+            CHECK(p2p_conn_error(p.b) == AFSP_E_AUTH || p2p_conn_error(p.b) == AFSP_E_FORMAT);
+        else if (l > P2P_FRAME_MAX + NOISE_TAG) /* too long: refused from the length alone */
+            CHECK_INT(rc, ==, AFSP_E_FORMAT);
+        else /* longer: it waits for bytes that never come, delivering nothing */
+            CHECK_INT(p2p_conn_error(p.b), ==, 0);
+        pair_free(&p);
+    }
+}
+
+TEST(p2p_replay_reflection_oversize)
+{
+    struct pair p;
+    pair_new(&p, 0, 0, true);
+    handshake(&p);
+    send_ok(p.a, "hello", 5);
+    uint8_t m[64];
+    size_t n = take(p.a, m, sizeof m), used, flen;
+    /* reflected back to its sender: the directions have different keys */
+    CHECK_INT(p2p_conn_input(p.a, m, n, 2000, &used), ==, 0);
+    CHECK(p2p_conn_recv(p.a, &flen) == NULL);
+    CHECK_INT(p2p_conn_error(p.a), ==, AFSP_E_AUTH);
+    /* delivered, then replayed: the nonce has moved on */
+    CHECK_INT(p2p_conn_input(p.b, m, n, 2000, &used), ==, 0);
+    CHECK(p2p_conn_recv(p.b, &flen) != NULL);
+    CHECK_INT(p2p_conn_input(p.b, m, n, 2000, &used), ==, 0);
+    CHECK(p2p_conn_recv(p.b, &flen) == NULL);
+    CHECK_INT(p2p_conn_error(p.b), ==, AFSP_E_AUTH);
+    pair_free(&p);
+
+    /* a length over the maximum ends the connection as soon as the length is read */
+    pair_new(&p, 0, 0, true);
+    handshake(&p);
+    uint8_t big[4];
+    uint32_t l = P2P_FRAME_MAX + NOISE_TAG + 1;
+    for (int i = 0; i < 4; i++)
+        big[i] = (uint8_t)(l >> (8 * i));
+    CHECK_INT(p2p_conn_input(p.b, big, 4, 2000, &used), ==, AFSP_E_FORMAT);
+    pair_free(&p);
+}
+
+/* Keys change every rekey_every frames, the same on both sides: with 3, ten frames each way
+ * arrive; a receiver that rekeys at another count fails at the first frame after a change. */
+TEST(p2p_rekey)
+{
+    struct pair p;
+    pair_new(&p, 3, 3, true);
+    handshake(&p);
+    for (int i = 0; i < 10; i++) {
+        uint8_t v = (uint8_t)i;
+        const uint8_t *w[1] = {&v};
+        size_t wl[1] = {1};
+        send_ok(p.a, &v, 1);
+        expect_frames(p.a, p.b, 0, w, wl, 1);
+        send_ok(p.b, &v, 1);
+        expect_frames(p.b, p.a, 0, w, wl, 1);
+    }
+    pair_free(&p);
+
+    pair_new(&p, 3, 4, true);
+    handshake(&p);
+    for (int i = 0; i < 4; i++)
+        send_ok(p.a, "x", 1);
+    const uint8_t *x;
+    size_t n = p2p_conn_pending(p.a, &x), used, flen;
+    uint8_t *copy = malloc(n);
+    CHECK(copy);
+    memcpy(copy, x, n);
+    int ok = 0;
+    for (size_t off = 0; off < n;) {
+        CHECK_INT(p2p_conn_input(p.b, copy + off, n - off, 2000, &used), ==, 0);
+        off += used;
+        while (p2p_conn_recv(p.b, &flen))
+            ok++;
+        if (p2p_conn_error(p.b))
+            break;
+    }
+    CHECK_INT(ok, ==, 3); /* frames 0-2 under the first key; frame 3 under the new one fails */
+    CHECK_INT(p2p_conn_error(p.b), ==, AFSP_E_AUTH);
+    free(copy);
+    pair_free(&p);
+}
+
+/* The counter never wraps: the last nonce is used, then sending fails and the connection is
+ * dead. */
+TEST(p2p_nonce_exhaustion)
+{
+    struct pair p;
+    pair_new(&p, 0, 0, true);
+    handshake(&p);
+    p2p_conn_test_set_nonces(p.a, UINT64_MAX - 2, 0);
+    p2p_conn_test_set_nonces(p.b, 0, UINT64_MAX - 2);
+    uint8_t v = 1;
+    const uint8_t *w[2] = {&v, &v};
+    size_t wl[2] = {1, 1};
+    send_ok(p.a, &v, 1); /* nonce 2^64 - 3 */
+    send_ok(p.a, &v, 1); /* nonce 2^64 - 2, the last one */
+    expect_frames(p.a, p.b, 0, w, wl, 2);
+    CHECK_INT(p2p_conn_send(p.a, &v, 1), ==, -EOVERFLOW);
+    CHECK_INT(p2p_conn_error(p.a), ==, -EOVERFLOW);
+    const uint8_t *x;
+    CHECK_INT(p2p_conn_pending(p.a, &x), ==, 0);
+    pair_free(&p);
+}
+
+/* ---- key files ----------------------------------------------------------------------------- */
+
+static void spit(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+TEST(p2p_key_files)
+{
+    char path[512], kpath[512];
+    snprintf(path, sizeof path, "%s/node.key", test_tmpdir());
+    snprintf(kpath, sizeof kpath, "%s/cluster.key", test_tmpdir());
+    struct p2p_identity a, b;
+    bool created;
+    CHECK(p2p_identity_load(&a, path, &created) == 0 && created);
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    CHECK_INT(st.st_mode & 0777, ==, 0600);
+    CHECK_INT(st.st_size, ==, 32);
+    CHECK(p2p_identity_load(&b, path, &created) == 0 && !created);
+    CHECK(!memcmp(a.id, b.id, 32) && !memcmp(a.ed_sk, b.ed_sk, 64));
+    uint8_t h[32];
+    sha256_buf(a.ed_pk, 32, h);
+    CHECK(!memcmp(h, a.id, 32));
+    spit(path, "short");
+    CHECK_INT(p2p_identity_load(&b, path, &created), ==, AFSP_E_FORMAT);
+
+    uint8_t k1[32], k2[32];
+    CHECK(p2p_cluster_key_create(k1, kpath) == 0);
+    CHECK(stat(kpath, &st) == 0);
+    CHECK_INT(st.st_mode & 0777, ==, 0600);
+    CHECK(p2p_cluster_key_load(k2, kpath) == 0);
+    CHECK(!memcmp(k1, k2, 32));
+    CHECK(p2p_cluster_key_create(k1, kpath) < 0); /* never overwritten */
+    char text[45], buf[128];
+    p2p_key_b64(k1, text);
+    snprintf(buf, sizeof buf, "  %s\r\n\n", text);
+    spit(kpath, buf);
+    CHECK(p2p_cluster_key_load(k2, kpath) == 0 && !memcmp(k1, k2, 32));
+    const char *bad[] = {"", "\n", "c2hvcnQ=\n", "!!!!", "AAAA", text + 1};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        spit(kpath, bad[i]);
+        CHECK_INT(p2p_cluster_key_load(k2, kpath), ==, AFSP_E_FORMAT);
+    }
+    snprintf(buf, sizeof buf, "%s%s", text, "AAAA");
+    spit(kpath, buf);
+    CHECK_INT(p2p_cluster_key_load(k2, kpath), ==, AFSP_E_FORMAT);
+    snprintf(kpath, sizeof kpath, "%s/missing", test_tmpdir());
+    CHECK_INT(p2p_cluster_key_load(k2, kpath), ==, -ENOENT);
+}
