@@ -120,7 +120,8 @@ int main(void)
     const char *names[4] = {"p2p_conn", "aes256gcm_openssl", "chacha20poly1305_openssl",
                             "chacha20poly1305_sodium"};
     const char *what[4] = {"p2p_conn: 1 MiB frames, encrypt + decrypt (AES-256-GCM)",
-                           "OpenSSL AES-256-GCM, encrypt only", "OpenSSL ChaCha20-Poly1305, encrypt only",
+                           "OpenSSL AES-256-GCM, encrypt only",
+                           "OpenSSL ChaCha20-Poly1305, encrypt only",
                            "libsodium ChaCha20-Poly1305, encrypt only"};
     for (int k = 0; k < 4; k++) {
         qsort(r[k], RUNS, sizeof r[k][0], cmp_double);

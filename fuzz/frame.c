@@ -5,7 +5,8 @@
  * must be the one sent at that place (a flipped bit never yields a frame, let alone a wrong
  * one), and without flips every frame must arrive.
  *
- * Input: u8 step, u8 nframes (up to 16), then per frame u16 length (mod 4096) and that many
+ * Input: u8 step, u8 nframes (up to 16), then per frame u16 length (mod 4096, or with the top
+ * bit set P2P_FRAME_MAX minus the low 15 bits: frames that fill the receive buffer) and that many
  * payload bytes (zeros past the input's end), then u16 bit positions to flip.
  */
 #include "../p2p/noise_int.h"
@@ -65,8 +66,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t slen[16];
     for (size_t i = 0; i < nframes; i++) {
         size_t l = 0;
-        if (off + 2 <= size)
-            l = (data[off] | (size_t)data[off + 1] << 8) % 4096;
+        if (off + 2 <= size) {
+            size_t v = data[off] | (size_t)data[off + 1] << 8;
+            l = v & 0x8000 ? P2P_FRAME_MAX - (v & 0x7fff) : v % 4096;
+        }
         off += 2;
         sent[i] = calloc(1, l + 1);
         if (!sent[i])
@@ -86,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(wire, p, n);
     size_t flips = 0;
     for (; off + 2 <= size && n; off += 2, flips++) {
-        size_t bit = (data[off] | (size_t)data[off + 1] << 8) % (8 * n);
+        size_t bit = ((data[off] | (size_t)data[off + 1] << 8) * 2654435761u) % (8 * n);
         wire[bit / 8] ^= (uint8_t)(1u << (bit % 8));
     }
     size_t got = 0;

@@ -1,8 +1,10 @@
 /*
  * fuzz/handshake.c - libFuzzer target for the handshake side of p2p_conn_input: whatever bytes
- * arrive before a connection is established, as responder or initiator, must neither crash nor
- * establish it (nobody but a cluster member can finish a handshake, and the fuzzer is not one:
- * its bytes are not keyed). The first byte picks the role and how the rest is split.
+ * arrive before a connection is established must neither crash nor establish it (nobody but a
+ * cluster member can finish a handshake, and the fuzzer is not one: its bytes are not keyed).
+ * The first byte picks the place (a fresh responder, an initiator whose first message is out,
+ * or a responder that has answered a real member's first message and waits for the third) and
+ * how the rest is split.
  */
 #include "../p2p/noise_int.h"
 
@@ -32,12 +34,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     memset(key, 7, sizeof key);
-    bool initiator = data[0] & 1;
-    size_t step = 1 + (data[0] >> 1) * 7;
-    struct p2p_conn_cfg cfg = {initiator, &id, key, rng, NULL, 0, 0};
+    int mode = data[0] % 3;
+    size_t step = 1 + (data[0] / 3) * 7;
+    struct p2p_conn_cfg cfg = {mode == 1, &id, key, rng, NULL, 0, 0};
     struct p2p_conn *c;
     if (p2p_conn_new(&c, &cfg) != 0)
         abort();
+    if (mode == 2) { /* a real member's first message, answered */
+        struct p2p_conn_cfg icfg = {true, &id, key, rng, NULL, 0, 0};
+        struct p2p_conn *m;
+        const uint8_t *p;
+        size_t n, used;
+        if (p2p_conn_new(&m, &icfg) != 0)
+            abort();
+        n = p2p_conn_pending(m, &p);
+        if (p2p_conn_input(c, p, n, 1, &used) != 0 || used != n)
+            abort();
+        p2p_conn_free(m);
+    }
     data++, size--;
     for (size_t off = 0; off < size;) {
         size_t used, k = step < size - off ? step : size - off;

@@ -8,7 +8,8 @@
  * (the two directions have different keys: a frame reflected back to its sender does not
  * decrypt), its nonce the count of frames sent before it, with the 4 length bytes as associated
  * data. L over P2P_FRAME_MAX + 16 ends the connection before any of the frame is read; a frame
- * that does not authenticate ends it with nothing delivered. Every rekey_every frames each side
+ * that does not authenticate ends it with nothing delivered. At most one largest frame's worth
+ * of bytes is buffered. Every rekey_every frames each side
  * replaces its sending key (Noise Rekey) and the receiver its receiving key, at the same frame.
  *
  * Owns: the receive buffer (one frame at most) and the send buffer. Must not: read a clock,
@@ -33,9 +34,9 @@ struct p2p_conn {
     bool established;
     int err;
     uint64_t deadline, rekey_every;
-    uint8_t peer_id[P2P_ID_LEN], peer_ed[32];
-    uint8_t *rbuf; /* received bytes not yet consumed */
-    size_t rlen, rcap;
+    uint8_t peer_id[P2P_ID_LEN], peer_key[32];
+    uint8_t *rbuf; /* received bytes: [rstart, rlen) not yet consumed */
+    size_t rstart, rlen, rcap;
     size_t rskip; /* bytes of the frame returned by the last recv, to drop on the next call */
     struct buf out;
     size_t out_sent;
@@ -48,6 +49,9 @@ static int fail(struct p2p_conn *c, int rc)
     noise_hs_wipe(&c->hs);
     noise_cipher_wipe(&c->tx);
     noise_cipher_wipe(&c->rx);
+    if (c->rbuf)
+        sodium_memzero(c->rbuf, c->rcap); /* decrypted frames */
+    c->rstart = c->rlen = c->rskip = 0;
     return c->err;
 }
 
@@ -97,8 +101,8 @@ static int finish_hs(struct p2p_conn *c)
     int rc = noise_hs_split(&c->hs, &c->tx, &c->rx);
     if (rc)
         return fail(c, rc);
-    memcpy(c->peer_ed, c->hs.peer_ed, 32);
-    sha256_buf(c->peer_ed, 32, c->peer_id);
+    memcpy(c->peer_key, c->hs.rs, 32);
+    sha256_buf(c->peer_key, 32, c->peer_id);
     noise_hs_wipe(&c->hs);
     c->established = true;
     c->deadline = UINT64_MAX;
@@ -145,27 +149,61 @@ void p2p_conn_free(struct p2p_conn *c)
     free(c);
 }
 
-/* Drops the bytes of the frame the last recv returned. */
+/* Drops the bytes of the frame the last recv returned (they stay in place until room is needed:
+ * taking many small frames must not move the rest each time). */
 static void rx_consume(struct p2p_conn *c)
 {
-    if (!c->rskip)
-        return;
-    memmove(c->rbuf, c->rbuf + c->rskip, c->rlen - c->rskip);
-    c->rlen -= c->rskip;
+    c->rstart += c->rskip;
     c->rskip = 0;
+    if (c->rstart == c->rlen)
+        c->rstart = c->rlen = 0;
+}
+
+/* Makes room for k more bytes: the unconsumed ones moved to the front, the buffer grown (the
+ * old one wiped: it held plaintext). */
+static int rx_room(struct p2p_conn *c, size_t k)
+{
+    if (c->rlen + k <= c->rcap)
+        return 0;
+    size_t have = c->rlen - c->rstart;
+    if (c->rstart) {
+        memmove(c->rbuf, c->rbuf + c->rstart, have);
+        sodium_memzero(c->rbuf + have, c->rlen - have);
+        c->rstart = 0;
+        c->rlen = have;
+        if (have + k <= c->rcap)
+            return 0;
+    }
+    size_t cap = MAX(c->rcap * 2, (size_t)4096);
+    while (cap < have + k)
+        cap *= 2;
+    cap = MIN(cap, (size_t)RX_MAX);
+    uint8_t *b = malloc(cap);
+    if (!b)
+        return -ENOMEM;
+    if (c->rbuf) {
+        memcpy(b, c->rbuf, have);
+        sodium_memzero(c->rbuf, c->rcap);
+        free(c->rbuf);
+    }
+    c->rbuf = b;
+    c->rcap = cap;
+    return 0;
 }
 
 /* The handshake message at the front of the buffer, if whole. Returns 1 if one was taken. */
 static int hs_step(struct p2p_conn *c)
 {
-    if (c->rlen < LEN_BYTES)
+    const uint8_t *p = c->rbuf + c->rstart;
+    size_t have = c->rlen - c->rstart;
+    if (have < LEN_BYTES)
         return 0;
-    uint32_t len = get_len(c->rbuf);
+    uint32_t len = get_len(p);
     if (len > NOISE_MSG2)
         return fail(c, AFSP_E_FORMAT);
-    if (c->rlen < LEN_BYTES + len)
+    if (have < LEN_BYTES + len)
         return 0;
-    int rc = noise_hs_read(&c->hs, c->rbuf + LEN_BYTES, len);
+    int rc = noise_hs_read(&c->hs, p + LEN_BYTES, len);
     if (rc)
         return fail(c, rc);
     c->rskip = LEN_BYTES + len;
@@ -191,22 +229,16 @@ int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_
         return fail(c, err_set(-ETIMEDOUT, "handshake"));
     rx_consume(c);
     while (n) {
-        /* never buffer more than one frame: the rest waits in the caller's (socket) buffer */
-        size_t room = RX_MAX - c->rlen;
+        /* never buffer more than one frame (before the handshake ends, one handshake message):
+         * the rest waits in the caller's (socket) buffer */
+        size_t have = c->rlen - c->rstart;
+        size_t max = c->established ? RX_MAX : LEN_BYTES + NOISE_MSG2;
+        size_t room = max > have ? max - have : 0;
         if (!room)
             return 0; /* a whole frame is buffered: the caller must recv it first */
         size_t k = MIN(n, room);
-        if (c->rlen + k > c->rcap) {
-            size_t cap = MAX(c->rcap * 2, (size_t)4096);
-            while (cap < c->rlen + k)
-                cap *= 2;
-            cap = MIN(cap, (size_t)RX_MAX);
-            uint8_t *b = realloc(c->rbuf, cap);
-            if (!b)
-                return fail(c, -ENOMEM);
-            c->rbuf = b;
-            c->rcap = cap;
-        }
+        if (rx_room(c, k) < 0)
+            return fail(c, -ENOMEM);
         memcpy(c->rbuf + c->rlen, p, k);
         c->rlen += k;
         p += k;
@@ -218,8 +250,8 @@ int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_
         if (c->err)
             return c->err;
         /* a frame too big for us fails now, before it is read */
-        if (c->established && c->rlen >= LEN_BYTES &&
-            get_len(c->rbuf) > P2P_FRAME_MAX + NOISE_TAG)
+        if (c->established && c->rlen - c->rstart >= LEN_BYTES &&
+            get_len(c->rbuf + c->rstart) > P2P_FRAME_MAX + NOISE_TAG)
             return fail(c, AFSP_E_FORMAT);
     }
     return 0;
@@ -230,17 +262,19 @@ const uint8_t *p2p_conn_recv(struct p2p_conn *c, size_t *len)
     if (c->err || !c->established)
         return NULL;
     rx_consume(c);
-    if (c->rlen < LEN_BYTES)
+    uint8_t *p = c->rbuf + c->rstart;
+    size_t have = c->rlen - c->rstart;
+    if (have < LEN_BYTES)
         return NULL;
-    uint32_t l = get_len(c->rbuf);
+    uint32_t l = get_len(p);
     if (l > P2P_FRAME_MAX + NOISE_TAG || l < NOISE_TAG) {
         fail(c, AFSP_E_FORMAT);
         return NULL;
     }
-    if (c->rlen < LEN_BYTES + l)
+    if (have < LEN_BYTES + l)
         return NULL;
-    uint8_t *body = c->rbuf + LEN_BYTES;
-    int rc = noise_decrypt(&c->rx, c->rbuf, LEN_BYTES, body, l, body);
+    uint8_t *body = p + LEN_BYTES;
+    int rc = noise_decrypt(&c->rx, p, LEN_BYTES, body, l, body);
     if (rc == 0 && c->rx.n % c->rekey_every == 0)
         rc = noise_rekey(&c->rx);
     if (rc) {
@@ -258,9 +292,10 @@ int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n)
         return c->err;
     if (!c->established || n > P2P_FRAME_MAX)
         return err_set(AFSP_E_USAGE, "p2p_conn_send");
-    uint8_t *p = out_room(c, LEN_BYTES + n + NOISE_TAG);
+    size_t need = LEN_BYTES + n + NOISE_TAG;
+    uint8_t *p = out_room(c, need);
     if (!p)
-        return c->out.len - c->out_sent + n > TX_MAX ? -ENOBUFS : -ENOMEM;
+        return c->out.len - c->out_sent + need > TX_MAX ? -ENOBUFS : -ENOMEM;
     put_len(p, (uint32_t)(n + NOISE_TAG));
     int rc = noise_encrypt(&c->tx, p, LEN_BYTES, payload, n, p + LEN_BYTES);
     if (rc == 0 && c->tx.n % c->rekey_every == 0)
@@ -314,7 +349,7 @@ const uint8_t *p2p_conn_peer_id(const struct p2p_conn *c)
 
 const uint8_t *p2p_conn_peer_key(const struct p2p_conn *c)
 {
-    return c->established ? c->peer_ed : NULL;
+    return c->established ? c->peer_key : NULL;
 }
 
 void p2p_conn_test_set_nonces(struct p2p_conn *c, uint64_t tx, uint64_t rx)

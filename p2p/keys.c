@@ -2,8 +2,10 @@
  * keys.c - the node's identity and the cluster key, and the files that keep them.
  *
  * Identity: an Ed25519 key pair made from a 32-byte seed, kept in DATA/node.key (the seed, raw,
- * mode 0600); node ID = SHA-256 of the public key. The handshake's static key is the same key
- * converted to X25519 (libsodium's crypto_sign_ed25519_*_to_curve25519).
+ * mode 0600). The handshake's static key is the same key converted to X25519 (libsodium's
+ * crypto_sign_ed25519_*_to_curve25519), and the node ID is the SHA-256 of that X25519 public
+ * key: the key the handshake proves. (Not of the Ed25519 key: the conversion ignores its sign
+ * bit, so a node could claim two IDs with one key.)
  * Cluster key: 32 random bytes, in base64 in a file (what `afsp genkey` prints, like
  * `wg genpsk`). Keys never appear in a log line.
  */
@@ -11,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sodium.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -33,7 +36,7 @@ int p2p_identity_from_seed(struct p2p_identity *id, const uint8_t seed[static 32
         p2p_identity_wipe(id);
         return err_set(AFSP_E_FORMAT, "not a usable identity key");
     }
-    sha256_buf(id->ed_pk, sizeof id->ed_pk, id->id);
+    sha256_buf(id->x_pk, sizeof id->x_pk, id->id);
     return 0;
 }
 
@@ -66,18 +69,25 @@ static ssize_t read_small(const char *path, uint8_t *buf, size_t n)
     return (ssize_t)got;
 }
 
-/* Writes a new file (must not exist) with mode 0600 and syncs it. */
+/* Writes a new file (must not exist: -EEXIST) with mode 0600, whole or not at all: written and
+ * synced under a temporary name, then linked into place, so that a crash never leaves a short
+ * key file and a concurrent reader never sees one. */
 static int write_new(const char *path, const void *p, size_t n)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return -ENAMETOOLONG;
+    unlink(tmp); /* a leftover of a crashed run of this pid */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     int rc = 0;
     if (write(fd, p, n) != (ssize_t)n || fsync(fd) != 0)
         rc = errno ? -errno : -EIO;
     close(fd);
-    if (rc)
-        unlink(path);
+    if (rc == 0 && link(tmp, path) != 0)
+        rc = -errno;
+    unlink(tmp);
     return rc;
 }
 
@@ -126,13 +136,14 @@ int p2p_cluster_key_load(uint8_t key[static P2P_KEY_LEN], const char *path)
         return err_set((int)n, "cannot read the cluster key %s", path);
     size_t len = 0;
     const char *end = NULL;
-    if (n > 128 || sodium_base642bin(key, P2P_KEY_LEN, (const char *)text, (size_t)n, " \t\r\n",
-                                     &len, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+    if (n > 128 ||
+        sodium_base642bin(key, P2P_KEY_LEN, (const char *)text, (size_t)n, " \t\r\n", &len, &end,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
         len != P2P_KEY_LEN || end != (const char *)text + n) {
         sodium_memzero(text, sizeof text);
         sodium_memzero(key, P2P_KEY_LEN);
-        return err_set(AFSP_E_FORMAT, "%s: not a cluster key (32 bytes in base64, as `afsp genkey` writes)",
-                       path);
+        return err_set(AFSP_E_FORMAT,
+                       "%s: not a cluster key (32 bytes in base64, as `afsp genkey` writes)", path);
     }
     sodium_memzero(text, sizeof text);
     return 0;

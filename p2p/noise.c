@@ -7,11 +7,12 @@
  *   -> s, se
  *
  * psk is the cluster key, mixed in before the first message, so a node without it fails at the
- * first message's tag: it learns nothing and gets nothing. The static keys are the nodes'
- * Ed25519 identities converted to X25519 (libsodium); each side's payload is its Ed25519 public
- * key, which must convert to the static key it proved it holds. Every DH result that is all
- * zeros (a small-order point) fails the handshake. SHA-256, HMAC and AES-256-GCM are OpenSSL's;
- * X25519 and the key conversions libsodium's. Secrets are wiped on every exit.
+ * first message's tag. The static keys are the nodes' Ed25519 identities converted to X25519
+ * (libsodium); a node's ID is the SHA-256 of that X25519 key, the one the handshake proves (not
+ * of the Ed25519 key: the conversion ignores its sign bit, so an ID made from it would give
+ * every node a second one for free). Payloads are empty. Every DH result that is all zeros (a
+ * small-order point) fails the handshake. SHA-256, HMAC and AES-256-GCM are OpenSSL's; X25519
+ * and the key conversions libsodium's. Secrets are wiped on every exit.
  */
 #include "noise_int.h"
 
@@ -34,9 +35,8 @@ int noise_cipher_init(struct noise_cipher *c, const uint8_t k[static 32])
 {
     if (!c->ctx && !(c->ctx = EVP_CIPHER_CTX_new()))
         return -ENOMEM;
-    memcpy(c->k, k, 32);
     c->n = 0;
-    if (EVP_CipherInit_ex(c->ctx, EVP_aes_256_gcm(), NULL, c->k, NULL, -1) != 1)
+    if (EVP_CipherInit_ex(c->ctx, EVP_aes_256_gcm(), NULL, k, NULL, -1) != 1)
         return err_set(-EIO, "AES-256-GCM setup");
     return 0;
 }
@@ -110,49 +110,59 @@ int noise_rekey(struct noise_cipher *c)
 
 /* ---- SymmetricState ------------------------------------------------------------------------ */
 
-static void hmac(const uint8_t key[NOISE_HASH], const uint8_t *a, size_t an, const uint8_t *b,
-                 size_t bn, uint8_t out[NOISE_HASH])
+static int hmac(const uint8_t key[NOISE_HASH], const uint8_t *a, size_t an, const uint8_t *b,
+                size_t bn, uint8_t out[NOISE_HASH])
 {
-    uint8_t buf[NOISE_HASH + 1 + 32];
+    uint8_t buf[NOISE_HASH + 1];
     unsigned len = NOISE_HASH;
-    /* callers pass at most 33 + 32 bytes in all */
+    /* callers pass at most 32 + 1 bytes in all */
     memcpy(buf, a, an);
     if (bn)
         memcpy(buf + an, b, bn);
-    HMAC(EVP_sha256(), key, NOISE_HASH, buf, an + bn, out, &len);
+    bool ok = HMAC(EVP_sha256(), key, NOISE_HASH, buf, an + bn, out, &len) != NULL;
     sodium_memzero(buf, sizeof buf);
+    return ok ? 0 : err_set(-EIO, "HMAC-SHA256");
 }
 
-/* HKDF(ck, ikm) with 2 or 3 outputs (o3 may be NULL). */
-static void hkdf(const uint8_t ck[NOISE_HASH], const uint8_t *ikm, size_t ikmlen,
-                 uint8_t o1[NOISE_HASH], uint8_t o2[NOISE_HASH], uint8_t *o3)
+/* HKDF(ck, ikm) with 2 or 3 outputs (o3 may be NULL). o1 may be ck. */
+static int hkdf(const uint8_t ck[NOISE_HASH], const uint8_t *ikm, size_t ikmlen,
+                uint8_t o1[NOISE_HASH], uint8_t o2[NOISE_HASH], uint8_t *o3)
 {
     uint8_t temp[NOISE_HASH], one = 1, two = 2, three = 3;
     unsigned len = NOISE_HASH;
-    HMAC(EVP_sha256(), ck, NOISE_HASH, ikmlen ? ikm : (const uint8_t *)"", ikmlen, temp, &len);
-    hmac(temp, &one, 1, NULL, 0, o1);
-    hmac(temp, o1, NOISE_HASH, &two, 1, o2);
-    if (o3)
-        hmac(temp, o2, NOISE_HASH, &three, 1, o3);
+    int rc =
+        HMAC(EVP_sha256(), ck, NOISE_HASH, ikmlen ? ikm : (const uint8_t *)"", ikmlen, temp, &len)
+            ? 0
+            : err_set(-EIO, "HMAC-SHA256");
+    if (rc == 0)
+        rc = hmac(temp, &one, 1, NULL, 0, o1);
+    if (rc == 0)
+        rc = hmac(temp, o1, NOISE_HASH, &two, 1, o2);
+    if (rc == 0 && o3)
+        rc = hmac(temp, o2, NOISE_HASH, &three, 1, o3);
     sodium_memzero(temp, sizeof temp);
+    return rc;
 }
 
-static void mix_hash(struct noise_hs *hs, const uint8_t *p, size_t n)
+static int mix_hash(struct noise_hs *hs, const uint8_t *p, size_t n)
 {
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     unsigned len = NOISE_HASH;
+    int rc = 0;
     if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
         EVP_DigestUpdate(m, hs->h, NOISE_HASH) != 1 || (n && EVP_DigestUpdate(m, p, n) != 1) ||
         EVP_DigestFinal_ex(m, hs->h, &len) != 1)
-        memset(hs->h, 0xff, NOISE_HASH); /* cannot happen short of ENOMEM; fails the handshake */
+        rc = err_set(m ? -EIO : -ENOMEM, "SHA-256");
     EVP_MD_CTX_free(m);
+    return rc;
 }
 
 static int mix_key(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 {
     uint8_t k[NOISE_HASH];
-    hkdf(hs->ck, ikm, n, hs->ck, k, NULL);
-    int rc = noise_cipher_init(&hs->c, k);
+    int rc = hkdf(hs->ck, ikm, n, hs->ck, k, NULL);
+    if (rc == 0)
+        rc = noise_cipher_init(&hs->c, k);
     sodium_memzero(k, sizeof k);
     return rc;
 }
@@ -160,9 +170,11 @@ static int mix_key(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 static int mix_key_and_hash(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 {
     uint8_t th[NOISE_HASH], k[NOISE_HASH];
-    hkdf(hs->ck, ikm, n, hs->ck, th, k);
-    mix_hash(hs, th, NOISE_HASH);
-    int rc = noise_cipher_init(&hs->c, k);
+    int rc = hkdf(hs->ck, ikm, n, hs->ck, th, k);
+    if (rc == 0)
+        rc = mix_hash(hs, th, NOISE_HASH);
+    if (rc == 0)
+        rc = noise_cipher_init(&hs->c, k);
     sodium_memzero(k, sizeof k);
     sodium_memzero(th, sizeof th);
     return rc;
@@ -172,9 +184,7 @@ static int mix_key_and_hash(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 static int encrypt_and_hash(struct noise_hs *hs, const uint8_t *p, size_t n, uint8_t *out)
 {
     int rc = noise_encrypt(&hs->c, hs->h, NOISE_HASH, p, n, out);
-    if (rc == 0)
-        mix_hash(hs, out, n + NOISE_TAG);
-    return rc;
+    return rc ? rc : mix_hash(hs, out, n + NOISE_TAG);
 }
 
 static int decrypt_and_hash(struct noise_hs *hs, const uint8_t *in, size_t n, uint8_t *out)
@@ -182,9 +192,7 @@ static int decrypt_and_hash(struct noise_hs *hs, const uint8_t *in, size_t n, ui
     uint8_t h[NOISE_HASH];
     memcpy(h, hs->h, NOISE_HASH);
     int rc = noise_decrypt(&hs->c, h, NOISE_HASH, in, n, out);
-    if (rc == 0)
-        mix_hash(hs, in, n);
-    return rc;
+    return rc ? rc : mix_hash(hs, in, n);
 }
 
 /* MixKey(DH(sk, pk)); a small-order pk gives all zeros, which libsodium refuses. */
@@ -214,36 +222,27 @@ int noise_hs_init(struct noise_hs *hs, bool initiator, const struct p2p_identity
     _Static_assert(sizeof NOISE_PROTOCOL - 1 == NOISE_HASH, "protocol name length");
     memcpy(hs->h, NOISE_PROTOCOL, NOISE_HASH);
     memcpy(hs->ck, hs->h, NOISE_HASH);
-    mix_hash(hs, (const uint8_t *)NOISE_PROLOGUE, sizeof NOISE_PROLOGUE - 1);
     memcpy(hs->e_sk, e_seed, 32);
-    crypto_scalarmult_base(hs->e_pk, hs->e_sk);
+    int rc = mix_hash(hs, (const uint8_t *)NOISE_PROLOGUE, sizeof NOISE_PROLOGUE - 1);
+    if (rc == 0 && crypto_scalarmult_base(hs->e_pk, hs->e_sk) != 0)
+        rc = err_set(-EIO, "X25519");
     /* psk (first token of the first message, same on both sides) */
-    return mix_key_and_hash(hs, hs->psk, 32);
+    return rc ? rc : mix_key_and_hash(hs, hs->psk, 32);
 }
 
 /* "e" on the writing side: the key in clear, MixHash, and (psk modes) MixKey */
 static int write_e(struct noise_hs *hs, uint8_t *out)
 {
     memcpy(out, hs->e_pk, 32);
-    mix_hash(hs, hs->e_pk, 32);
-    return mix_key(hs, hs->e_pk, 32);
+    int rc = mix_hash(hs, hs->e_pk, 32);
+    return rc ? rc : mix_key(hs, hs->e_pk, 32);
 }
 
 static int read_e(struct noise_hs *hs, const uint8_t *in)
 {
     memcpy(hs->re, in, 32);
-    mix_hash(hs, hs->re, 32);
-    return mix_key(hs, hs->re, 32);
-}
-
-/* The payload: our Ed25519 key, which the peer checks against our static key. */
-static int check_peer_ed(struct noise_hs *hs)
-{
-    uint8_t x[32];
-    if (crypto_sign_ed25519_pk_to_curve25519(x, hs->peer_ed) != 0 ||
-        sodium_memcmp(x, hs->rs, 32) != 0)
-        return AFSP_E_AUTH;
-    return 0;
+    int rc = mix_hash(hs, hs->re, 32);
+    return rc ? rc : mix_key(hs, hs->re, 32);
 }
 
 int noise_hs_write(struct noise_hs *hs, uint8_t *out, size_t *len)
@@ -260,7 +259,7 @@ int noise_hs_write(struct noise_hs *hs, uint8_t *out, size_t *len)
         if ((rc = write_e(hs, out)) || (rc = mix_dh(hs, hs->e_sk, hs->re)) ||
             (rc = encrypt_and_hash(hs, hs->s->x_pk, 32, out + 32)) ||
             (rc = mix_dh(hs, hs->s->x_sk, hs->re)) ||
-            (rc = encrypt_and_hash(hs, hs->s->ed_pk, 32, out + 32 + 32 + NOISE_TAG)))
+            (rc = encrypt_and_hash(hs, NULL, 0, out + 32 + 32 + NOISE_TAG)))
             return rc;
         *len = NOISE_MSG2;
         hs->step = HS_READ3;
@@ -268,7 +267,7 @@ int noise_hs_write(struct noise_hs *hs, uint8_t *out, size_t *len)
     case HS_WRITE3: /* -> s, se */
         if ((rc = encrypt_and_hash(hs, hs->s->x_pk, 32, out)) ||
             (rc = mix_dh(hs, hs->s->x_sk, hs->re)) ||
-            (rc = encrypt_and_hash(hs, hs->s->ed_pk, 32, out + 32 + NOISE_TAG)))
+            (rc = encrypt_and_hash(hs, NULL, 0, out + 32 + NOISE_TAG)))
             return rc;
         *len = NOISE_MSG3;
         hs->step = HS_DONE;
@@ -280,7 +279,7 @@ int noise_hs_write(struct noise_hs *hs, uint8_t *out, size_t *len)
 
 int noise_hs_read(struct noise_hs *hs, const uint8_t *in, size_t len)
 {
-    uint8_t empty[1];
+    uint8_t empty[1]; /* payloads are empty */
     int rc;
     switch (hs->step) {
     case HS_READ1: /* -> psk, e */
@@ -296,8 +295,7 @@ int noise_hs_read(struct noise_hs *hs, const uint8_t *in, size_t len)
         if ((rc = read_e(hs, in)) || (rc = mix_dh(hs, hs->e_sk, hs->re)) ||
             (rc = decrypt_and_hash(hs, in + 32, 32 + NOISE_TAG, hs->rs)) ||
             (rc = mix_dh(hs, hs->e_sk, hs->rs)) ||
-            (rc = decrypt_and_hash(hs, in + 32 + 32 + NOISE_TAG, 32 + NOISE_TAG, hs->peer_ed)) ||
-            (rc = check_peer_ed(hs)))
+            (rc = decrypt_and_hash(hs, in + 32 + 32 + NOISE_TAG, NOISE_TAG, empty)))
             return rc;
         hs->step = HS_WRITE3;
         return 0;
@@ -306,8 +304,7 @@ int noise_hs_read(struct noise_hs *hs, const uint8_t *in, size_t len)
             return AFSP_E_FORMAT;
         if ((rc = decrypt_and_hash(hs, in, 32 + NOISE_TAG, hs->rs)) ||
             (rc = mix_dh(hs, hs->e_sk, hs->rs)) ||
-            (rc = decrypt_and_hash(hs, in + 32 + NOISE_TAG, 32 + NOISE_TAG, hs->peer_ed)) ||
-            (rc = check_peer_ed(hs)))
+            (rc = decrypt_and_hash(hs, in + 32 + NOISE_TAG, NOISE_TAG, empty)))
             return rc;
         hs->step = HS_DONE;
         return 0;
@@ -321,9 +318,10 @@ int noise_hs_split(struct noise_hs *hs, struct noise_cipher *tx, struct noise_ci
     uint8_t k1[NOISE_HASH], k2[NOISE_HASH];
     if (hs->step != HS_DONE)
         return AFSP_E_USAGE;
-    hkdf(hs->ck, NULL, 0, k1, k2, NULL);
     /* k1 carries initiator -> responder, k2 the other way: each side sends with its own */
-    int rc = noise_cipher_init(tx, hs->initiator ? k1 : k2);
+    int rc = hkdf(hs->ck, NULL, 0, k1, k2, NULL);
+    if (rc == 0)
+        rc = noise_cipher_init(tx, hs->initiator ? k1 : k2);
     if (rc == 0)
         rc = noise_cipher_init(rx, hs->initiator ? k2 : k1);
     sodium_memzero(k1, sizeof k1);

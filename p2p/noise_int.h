@@ -11,19 +11,19 @@
 #define NOISE_TAG 16
 #define NOISE_HASH 32
 
-/* The fixed sizes of the three handshake messages (without the stream's length prefix):
- *   -> psk, e            e (32) + empty payload (tag 16)
- *   <- e, ee, s, es      e (32) + s (32 + 16) + payload: Ed25519 key (32 + 16)
- *   -> s, se             s (32 + 16) + payload: Ed25519 key (32 + 16) */
+/* The fixed sizes of the three handshake messages (without the stream's length prefix); every
+ * payload is empty, its tag 16 bytes:
+ *   -> psk, e            e (32) + payload tag
+ *   <- e, ee, s, es      e (32) + s (32 + 16) + payload tag
+ *   -> s, se             s (32 + 16) + payload tag */
 #define NOISE_MSG1 (32 + NOISE_TAG)
-#define NOISE_MSG2 (32 + 32 + NOISE_TAG + 32 + NOISE_TAG)
-#define NOISE_MSG3 (32 + NOISE_TAG + 32 + NOISE_TAG)
+#define NOISE_MSG2 (32 + 32 + NOISE_TAG + NOISE_TAG)
+#define NOISE_MSG3 (32 + NOISE_TAG + NOISE_TAG)
 
 /* A CipherState: AES-256-GCM with a 64-bit counter nonce (OpenSSL: 3.5 GB/s here, against
  * 0.7 for libsodium's ChaCha20-Poly1305). */
 struct noise_cipher {
-    void *ctx; /* EVP_CIPHER_CTX, keyed; NULL: no key yet */
-    uint8_t k[32];
+    void *ctx; /* EVP_CIPHER_CTX, keyed (the only copy of the key); NULL: no key yet */
     uint64_t n;
 };
 
@@ -48,7 +48,6 @@ struct noise_hs {
     uint8_t e_sk[32], e_pk[32], re[32], rs[32];
     const struct p2p_identity *s;
     uint8_t psk[32];
-    uint8_t peer_ed[32];
 };
 
 /* e_seed: 32 random bytes for the ephemeral key. */
@@ -57,8 +56,8 @@ int noise_hs_init(struct noise_hs *hs, bool initiator, const struct p2p_identity
 /* Writes the next message (the size above) into out. */
 int noise_hs_write(struct noise_hs *hs, uint8_t *out, size_t *len);
 /* Reads the peer's next message: AFSP_E_FORMAT for a wrong size, AFSP_E_AUTH for anything that
- * does not authenticate (wrong cluster key, tampering, a small-order key, an Ed25519 key that is
- * not the static key's). */
+ * does not authenticate (wrong cluster key, tampering, a small-order key). After the last one,
+ * hs->rs is the peer's static key. */
 int noise_hs_read(struct noise_hs *hs, const uint8_t *in, size_t len);
 /* After the last message: the two transport ciphers (Split), the initiator's sending one first
  * for the initiator, and the handshake state wiped. */

@@ -33,9 +33,9 @@
 /* ---- keys.c ----------------------------------------------------------------------------- */
 
 struct p2p_identity {
-    uint8_t ed_pk[32], ed_sk[64]; /* Ed25519: the node's identity */
+    uint8_t ed_pk[32], ed_sk[64]; /* Ed25519: the node's key pair (signatures) */
     uint8_t x_pk[32], x_sk[32];   /* X25519 from the same key: the Noise static key */
-    uint8_t id[P2P_ID_LEN];       /* SHA-256 of ed_pk */
+    uint8_t id[P2P_ID_LEN];       /* node ID: SHA-256 of x_pk, the key the handshake proves */
 };
 
 /* The identity whose Ed25519 seed is seed (tests, and the key file's contents). */
@@ -59,12 +59,12 @@ typedef void (*p2p_rng_fn)(void *arg, uint8_t *buf, size_t n);
 
 struct p2p_conn_cfg {
     bool initiator;
-    const struct p2p_identity *id;           /* borrowed; must outlive the connection */
-    const uint8_t *cluster_key;              /* P2P_KEY_LEN bytes, copied */
-    p2p_rng_fn rng;                          /* NULL: libsodium's randombytes_buf */
+    const struct p2p_identity *id; /* borrowed; must outlive the connection */
+    const uint8_t *cluster_key;    /* P2P_KEY_LEN bytes, copied */
+    p2p_rng_fn rng;                /* NULL: libsodium's randombytes_buf */
     void *rng_arg;
-    uint64_t now_ms;                         /* when the connection began */
-    uint64_t rekey_every;                    /* frames per key; 0: P2P_REKEY_EVERY */
+    uint64_t now_ms;      /* when the connection began */
+    uint64_t rekey_every; /* frames per key; 0: P2P_REKEY_EVERY */
 };
 
 struct p2p_conn;
@@ -74,11 +74,12 @@ int p2p_conn_new(struct p2p_conn **out, const struct p2p_conn_cfg *cfg);
 /* Secrets are wiped. */
 void p2p_conn_free(struct p2p_conn *c);
 
-/* Bytes received from the peer; *used says how many were taken: fewer than n only when a whole
- * frame is buffered, which p2p_conn_recv must take before the rest is offered again (so a
- * connection never holds more than one frame). Returns 0, or an error after which the
- * connection is dead (every later call returns it): AFSP_E_AUTH for anything that fails
- * authentication (a wrong cluster key, a flipped bit, a replayed or reordered frame, a
+/* Bytes received from the peer; *used says how many were taken: fewer than n only when the
+ * buffer holds as much as the largest frame, so whole frames are buffered, which p2p_conn_recv
+ * must take before the rest is offered again (a connection never holds more than 1 MiB + 276
+ * bytes, and before the handshake ends no more than one handshake message). Returns 0, or an error
+ * after which the connection is dead (every later call returns it): AFSP_E_AUTH for anything that
+ * fails authentication (a wrong cluster key, a flipped bit, a replayed or reordered frame, a
  * small-order key), AFSP_E_FORMAT for a frame over P2P_FRAME_MAX or a handshake message of the
  * wrong size, -ETIMEDOUT. Handshake messages are processed here; frames wait for
  * p2p_conn_recv. */
@@ -87,10 +88,14 @@ int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_
  * the next call on c. NULL when no whole frame is buffered (or on error: see p2p_conn_error). */
 const uint8_t *p2p_conn_recv(struct p2p_conn *c, size_t *len);
 /* Queues a frame (once established). Returns 0, AFSP_E_USAGE (not established, or over
- * P2P_FRAME_MAX), -EOVERFLOW (the nonces are spent: the connection is dead), -ENOMEM. */
+ * P2P_FRAME_MAX), -ENOBUFS (64 MiB already wait to be sent: the caller's flow control failed;
+ * the connection lives on), -EOVERFLOW (the nonces are spent: the connection is dead),
+ * -ENOMEM. */
 int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n);
 
-/* Bytes waiting to go to the peer, and how many were sent. */
+/* Bytes waiting to go to the peer, and how many were sent. The pointer is valid only until the
+ * next call that may queue bytes (p2p_conn_send, p2p_conn_input): the I/O side copies the bytes
+ * out, or finishes writing them, before calling either again. */
 size_t p2p_conn_pending(const struct p2p_conn *c, const uint8_t **p);
 void p2p_conn_sent(struct p2p_conn *c, size_t n);
 
@@ -102,7 +107,7 @@ int p2p_conn_tick(struct p2p_conn *c, uint64_t now_ms);
 bool p2p_conn_established(const struct p2p_conn *c);
 /* The error that killed the connection, or 0. */
 int p2p_conn_error(const struct p2p_conn *c);
-/* Once established: the peer's node ID and Ed25519 public key. */
+/* Once established: the peer's node ID and its static (X25519) public key. */
 const uint8_t *p2p_conn_peer_id(const struct p2p_conn *c);
 const uint8_t *p2p_conn_peer_key(const struct p2p_conn *c);
 
