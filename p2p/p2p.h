@@ -11,6 +11,7 @@
  *   keys.c   identity (Ed25519, node ID = SHA-256 of the public key) and cluster key files
  *   noise.c  the Noise_XXpsk0_25519_AESGCM_SHA256 handshake and the transport ciphers
  *   conn.c   the connection: handshake messages and frames on a byte stream
+ *   msg.c    the messages inside frames: requests and answers
  */
 #ifndef AFSP_P2P_H
 #define AFSP_P2P_H
@@ -110,5 +111,44 @@ int p2p_conn_error(const struct p2p_conn *c);
 /* Once established: the peer's node ID and its static (X25519) public key. */
 const uint8_t *p2p_conn_peer_id(const struct p2p_conn *c);
 const uint8_t *p2p_conn_peer_key(const struct p2p_conn *c);
+
+/* ---- msg.c ------------------------------------------------------------------------------- */
+
+/* One message per frame (docs/protocol.md, "Messages"). Requests carry an id the requester
+ * chose; every answer names it. */
+enum p2p_msg_type {
+    P2P_GET_BLOB = 0x01,   /* digest, off, len: bytes of a stored blob (manifest, config, layer) */
+    P2P_GET_INDEX = 0x02,  /* digest (a layer), off, len: bytes of its index */
+    P2P_GET_CHUNK = 0x03,  /* digest (a layer), chunk: one chunk's bytes */
+    P2P_HAVE = 0x04,       /* digest (a layer): which chunks the peer holds */
+    P2P_CANCEL = 0x05,     /* the request id is no longer wanted */
+    P2P_DATA = 0x81,       /* total, off, bytes: a piece of the answer; P2P_LAST on the last */
+    P2P_HAVE_REPLY = 0x82, /* nchunks, bitmap (bit i of byte i/8: chunk i present) */
+    P2P_ERROR = 0x83,      /* code: the request ends without (more) data */
+};
+#define P2P_LAST 0x01
+enum p2p_err_code { P2P_ERR_NOT_FOUND = 1, P2P_ERR_BUSY = 2, P2P_ERR_BAD_REQUEST = 3 };
+#define P2P_DATA_MAX (1u << 20)     /* bytes in one DATA message */
+#define P2P_OBJECT_MAX (1ull << 44) /* bytes in one blob or index (16 TiB) */
+#define P2P_CHUNKS_MAX (1u << 22)   /* chunks in one layer (the index's file bound) */
+
+struct p2p_msg {
+    enum p2p_msg_type type;
+    uint8_t flags;
+    uint32_t id;
+    uint8_t digest[DIGEST_LEN];
+    uint64_t off, total;
+    uint32_t len, chunk, code, nchunks;
+    const uint8_t *data; /* DATA bytes, HAVE_REPLY bitmap: points into the parsed frame */
+};
+
+/* Parses a frame's payload. Returns 0 or AFSP_E_FORMAT: an unknown type, a reserved bit, a body
+ * of the wrong size, a range past its object, a bitmap with padding bits set. */
+int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m);
+/* The encoded size of m. */
+size_t p2p_msg_size(const struct p2p_msg *m);
+/* Encodes m into out (cap bytes); *len is the size. Returns 0, or AFSP_E_USAGE for a message
+ * that does not fit, or that the parser would refuse. */
+int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *len);
 
 #endif

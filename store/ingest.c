@@ -9,7 +9,8 @@
  *  - the decoder thread runs the codec indexer, whose output feeds the tar parser, which fills
  *    the index, and publishes the byte position of each checkpoint it finds;
  *  - the chunk thread hashes each chunk as soon as its end is published and its bytes are
- *    written, reading them back while they are still in the page cache.
+ *    written, reading them back while they are still in the page cache, and trims
+ *    (codec_window_trim) and deflates each checkpoint's window.
  * Only when the whole blob matches its digest is anything made visible (store_layer_commit). A
  * decode error does not stop the download: a digest mismatch is the more useful thing to report
  * when a registry serves wrong bytes.
@@ -197,8 +198,6 @@ static int submit(struct ingest *in)
     return 0;
 }
 
-/* The chunk thread: closes each chunk once the decoder has published its end and the receiving
- * thread has written its bytes (always true by then: the decoder saw them after the write). */
 /* Trims a checkpoint's window in place. Reads the CODEC_TRIM_IN blob bytes after it (fewer at
  * the end of the blob: the same bytes whoever calls, so the index is the same) into buf. */
 static int trim_window(struct window_trimmer *t, int fd, uint64_t size, const struct checkpoint *cp,
@@ -222,6 +221,9 @@ static bool trim_ready(const struct ingest *in, size_t i)
     return !cp->win_len || in->written_pub >= MIN(cp->in_bit / 8 + CODEC_TRIM_IN, in->size);
 }
 
+/* The chunk thread: closes each chunk once the decoder has published its end and the receiving
+ * thread has written its bytes (always true by then: the decoder saw them after the write), and
+ * trims and deflates the windows. */
 static void *chunk_main(void *arg)
 {
     struct ingest *in = arg;

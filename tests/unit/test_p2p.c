@@ -595,3 +595,101 @@ TEST(p2p_key_files)
     snprintf(kpath, sizeof kpath, "%s/missing", test_tmpdir());
     CHECK_INT(p2p_cluster_key_load(k2, kpath), ==, -ENOENT);
 }
+
+/* ---- messages ------------------------------------------------------------------------------ */
+
+/* Encodes m, parses it back, and checks that every field survived and that one byte more or
+ * less is refused (except in a DATA piece before the last, whose length is free). */
+static void roundtrip(const struct p2p_msg *m)
+{
+    uint8_t buf[4096 + 64];
+    size_t n;
+    CHECK_INT(p2p_msg_encode(m, buf, sizeof buf - 1, &n), ==, 0);
+    CHECK_INT(n, ==, p2p_msg_size(m));
+    struct p2p_msg b;
+    CHECK_INT(p2p_msg_parse(buf, n, &b), ==, 0);
+    CHECK_INT(b.type, ==, m->type);
+    CHECK_INT(b.flags, ==, m->flags);
+    CHECK_INT(b.id, ==, m->id);
+    CHECK_INT(b.len, ==, m->len);
+    CHECK_INT(b.off, ==, m->off);
+    uint8_t again[4096 + 64];
+    size_t n2;
+    CHECK_INT(p2p_msg_encode(&b, again, sizeof again, &n2), ==, 0);
+    CHECK(n2 == n && !memcmp(buf, again, n)); /* canonical */
+    buf[n] = 0;
+    if (m->type != P2P_DATA || m->flags & P2P_LAST) {
+        CHECK_INT(p2p_msg_parse(buf, n + 1, &b), ==, AFSP_E_FORMAT);
+        CHECK_INT(p2p_msg_parse(buf, n - 1, &b), ==, AFSP_E_FORMAT);
+    }
+    for (int k = 2; k < 4; k++) { /* the reserved bytes */
+        buf[k] = 1;
+        CHECK_INT(p2p_msg_parse(buf, n, &b), ==, AFSP_E_FORMAT);
+        buf[k] = 0;
+    }
+}
+
+TEST(p2p_messages)
+{
+    uint8_t bytes[3000], bits[3];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7);
+    struct p2p_msg m = {.type = P2P_GET_BLOB, .id = 77, .off = 123, .len = 456};
+    memset(m.digest, 0xab, DIGEST_LEN);
+    roundtrip(&m);
+    m.type = P2P_GET_INDEX;
+    roundtrip(&m);
+    struct p2p_msg c = {.type = P2P_GET_CHUNK, .id = 1, .chunk = 464};
+    roundtrip(&c);
+    struct p2p_msg h = {.type = P2P_HAVE, .id = 2};
+    roundtrip(&h);
+    struct p2p_msg x = {.type = P2P_CANCEL, .id = 3};
+    roundtrip(&x);
+    struct p2p_msg e = {.type = P2P_ERROR, .id = 4, .code = P2P_ERR_BUSY};
+    roundtrip(&e);
+    struct p2p_msg d = {
+        .type = P2P_DATA, .id = 5, .total = 10000, .off = 1000, .len = 3000, .data = bytes};
+    roundtrip(&d);
+    d.off = 7000, d.flags = P2P_LAST;
+    roundtrip(&d);
+    struct p2p_msg z = {.type = P2P_DATA, .id = 6, .flags = P2P_LAST}; /* an empty object */
+    roundtrip(&z);
+    bits[0] = 0xff, bits[1] = 0x0f, bits[2] = 0x01;
+    struct p2p_msg r = {.type = P2P_HAVE_REPLY, .id = 7, .nchunks = 17, .data = bits, .len = 3};
+    roundtrip(&r);
+
+    /* what the parser refuses */
+    uint8_t buf[4096];
+    size_t n;
+    struct p2p_msg b;
+    CHECK_INT(p2p_msg_parse(buf, 0, &b), ==, AFSP_E_FORMAT);
+    CHECK(p2p_msg_encode(&d, buf, sizeof buf, &n) == 0);
+    buf[1] = 0; /* the last piece without LAST: the flag must match the end */
+    CHECK_INT(p2p_msg_parse(buf, n, &b), ==, AFSP_E_FORMAT);
+    struct p2p_msg bad = d;
+    bad.flags = 0;
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bad = d, bad.off = 8000; /* past the end of the object */
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bad = c, bad.chunk = P2P_CHUNKS_MAX;
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bad = e, bad.code = 99;
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bad = m, bad.off = P2P_OBJECT_MAX, bad.len = 1;
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bad = h, bad.flags = P2P_LAST; /* only DATA has flags */
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bits[2] = 0x03; /* a padding bit past chunk 16 */
+    CHECK_INT(p2p_msg_encode(&r, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
+    bad = r, bad.nchunks = P2P_CHUNKS_MAX + 1;
+    CHECK(p2p_msg_encode(&bad, buf, sizeof buf, &n) != 0);
+    CHECK(p2p_msg_encode(&d, buf, 10, &n) == AFSP_E_USAGE); /* no room */
+    for (unsigned t = 0; t < 256; t++) {                    /* only the known types */
+        bool known = (t >= 1 && t <= 5) || (t >= 0x81 && t <= 0x83);
+        memset(buf, 0, 64);
+        buf[0] = (uint8_t)t;
+        if (!known)
+            for (size_t l = 8; l < 64; l++)
+                CHECK_INT(p2p_msg_parse(buf, l, &b), ==, AFSP_E_FORMAT);
+    }
+}
