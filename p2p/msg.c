@@ -102,8 +102,7 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
         return 0;
     case P2P_ERROR:
         m->code = get32(b);
-        return m->code >= P2P_ERR_NOT_FOUND && m->code <= P2P_ERR_BAD_REQUEST ? 0
-                                                                               : AFSP_E_FORMAT;
+        return m->code >= P2P_ERR_NOT_FOUND && m->code <= P2P_ERR_BAD_REQUEST ? 0 : AFSP_E_FORMAT;
     case P2P_DATA:
         if (bn < 16)
             return AFSP_E_FORMAT;

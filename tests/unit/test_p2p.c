@@ -58,16 +58,24 @@ static void pair_free(struct pair *p)
     p2p_conn_free(p->b);
 }
 
+/* Everything pending on c, copied (the caller frees it) and marked sent. */
+static uint8_t *drain(struct p2p_conn *c, size_t *n)
+{
+    const uint8_t *p;
+    *n = p2p_conn_pending(c, &p);
+    uint8_t *copy = malloc(*n ? *n : 1);
+    CHECK(copy);
+    memcpy(copy, p, *n);
+    p2p_conn_sent(c, *n);
+    return copy;
+}
+
 /* Moves everything pending from one side to the other, step bytes at a time (0: all at once).
  * Returns the receiver's input result. */
 static int move(struct p2p_conn *from, struct p2p_conn *to, size_t step, uint64_t now)
 {
-    const uint8_t *p;
-    size_t n = p2p_conn_pending(from, &p);
-    uint8_t *copy = malloc(n ? n : 1);
-    CHECK(copy);
-    memcpy(copy, p, n);
-    p2p_conn_sent(from, n);
+    size_t n;
+    uint8_t *copy = drain(from, &n);
     int rc = 0;
     for (size_t off = 0; off < n && rc == 0;) {
         size_t k = step ? MIN(step, n - off) : n - off, used;
@@ -343,12 +351,8 @@ static void send_ok(struct p2p_conn *c, const void *p, size_t n)
 static void expect_frames(struct p2p_conn *from, struct p2p_conn *to, size_t step,
                           const uint8_t *const *want, const size_t *wlen, size_t nwant)
 {
-    const uint8_t *p;
-    size_t n = p2p_conn_pending(from, &p);
-    uint8_t *copy = malloc(n ? n : 1);
-    CHECK(copy);
-    memcpy(copy, p, n);
-    p2p_conn_sent(from, n);
+    size_t n;
+    uint8_t *copy = drain(from, &n);
     size_t got = 0, off = 0, partial = 0;
     while (off < n) {
         size_t k = step ? MIN(step, n - off) : n - off, used;
@@ -500,11 +504,8 @@ TEST(p2p_rekey)
     handshake(&p);
     for (int i = 0; i < 4; i++)
         send_ok(p.a, "x", 1);
-    const uint8_t *x;
-    size_t n = p2p_conn_pending(p.a, &x), used, flen;
-    uint8_t *copy = malloc(n);
-    CHECK(copy);
-    memcpy(copy, x, n);
+    size_t n, used, flen;
+    uint8_t *copy = drain(p.a, &n);
     int ok = 0;
     for (size_t off = 0; off < n;) {
         CHECK_INT(p2p_conn_input(p.b, copy + off, n - off, 2000, &used), ==, 0);
