@@ -10,7 +10,7 @@
  * Encoding (all integers little-endian), see docs/format.md:
  *   header   "AFSPIDX1" u32 version u32 format u64 blob_size u64 tar_size
  *            u32 nchunks u32 ncps u32 nfiles u32 nxattrs u32 strtab_len u32 windows_len
- *   chunks   nchunks x { u64 off, u32 len, u8 sha256[32] }
+ *   chunks   nchunks x { u64 off, u32 len, u8 h[32] }  (h: SHA-256 chaining value at its end)
  *   cps      ncps x { u64 in_bit, u64 out_off, u32 win_off, u32 win_zlen, u32 win_len }
  *   files    nfiles x { u32 path_off, path_len, link_off, link_len, u8 type, u8 pad[3],
  *                       u32 mode, uid, gid, i64 mtime_sec, u32 mtime_nsec, devmajor, devminor,
@@ -29,7 +29,7 @@
 #include <zlib.h>
 
 #define IDX_MAGIC "AFSPIDX1"
-#define IDX_VERSION 1
+#define IDX_VERSION 2
 #define HDR_SIZE (8 + 4 + 4 + 8 + 8 + 6 * 4)
 #define CHUNK_REC 44
 #define CP_REC 28
@@ -111,17 +111,12 @@ int chunker_init(struct chunker *c, struct layer_index *ix)
     c->buf = malloc(INDEX_CHUNK_MAX);
     if (!c->buf)
         return -ENOMEM;
-    int rc = sha256_init(&c->h);
-    if (rc < 0) {
-        free(c->buf);
-        c->buf = NULL;
-    }
-    return rc;
+    sha256c_start(&c->h, NULL, 0);
+    return 0;
 }
 
-/* Chunk starts are the checkpoints' bytes; a gap over INDEX_CHUNK_MAX is cut into
- * INDEX_CHUNK_SPLIT pieces (the last piece takes the rest once it is at most INDEX_CHUNK_MAX). */
-int chunker_cut(struct chunker *c, int fd, uint64_t end)
+/* Closes chunks from c->start to end, hashing their bytes into the chain. */
+static int cut_to(struct chunker *c, int fd, uint64_t end)
 {
     struct layer_index *ix = c->ix;
     int rc;
@@ -139,11 +134,23 @@ int chunker_cut(struct chunker *c, int fd, uint64_t end)
         struct index_chunk *ch = &ix->chunks[ix->nchunks++];
         ch->off = c->start;
         ch->len = (uint32_t)len;
-        sha256_update(&c->h, c->buf, len);
-        sha256_final(&c->h, ch->sha256);
+        sha256c_update(&c->h, c->buf, len);
         c->start += len;
+        if (c->start == ix->blob_size && c->final)
+            sha256c_final(&c->h, ch->h);
+        else if (sha256c_cv(&c->h, ch->h) < 0)
+            return err_set(AFSP_E_FORMAT, "chunk %u does not end at a multiple of 64", ix->nchunks);
     }
     return 0;
+}
+
+/* A chunk starts at the multiple of 64 at or before each checkpoint's byte, where the chain can
+ * be resumed; a gap over INDEX_CHUNK_MAX is cut into INDEX_CHUNK_SPLIT pieces (the last piece
+ * takes the rest once it is at most INDEX_CHUNK_MAX). */
+int chunker_cut(struct chunker *c, int fd, uint64_t end)
+{
+    end &= ~(uint64_t)(INDEX_CHUNK_ALIGN - 1);
+    return end > c->start ? cut_to(c, fd, end) : 0;
 }
 
 int chunker_finish(struct chunker *c, int fd)
@@ -151,26 +158,25 @@ int chunker_finish(struct chunker *c, int fd)
     struct layer_index *ix = c->ix;
     int rc;
     for (uint32_t i = 1; i < ix->ncps; i++)
-        if (ix->cps[i].in_bit / 8 > c->start &&
-            (rc = chunker_cut(c, fd, ix->cps[i].in_bit / 8)) < 0)
+        if ((rc = chunker_cut(c, fd, ix->cps[i].in_bit / 8)) < 0)
             return rc;
-    if ((rc = chunker_cut(c, fd, ix->blob_size)) < 0)
+    c->final = true; /* the last chunk ends with the digest, not a chaining value */
+    if ((rc = cut_to(c, fd, ix->blob_size)) < 0)
         return rc;
     if (ix->nchunks == 0) { /* an empty blob still has one (empty) chunk */
         if ((rc = grow((void **)&ix->chunks, &c->cap, 1, sizeof *ix->chunks)) < 0)
             return rc;
         memset(&ix->chunks[0], 0, sizeof ix->chunks[0]);
-        sha256_final(&c->h, ix->chunks[0].sha256);
+        sha256c_final(&c->h, ix->chunks[0].h);
         ix->nchunks = 1;
     }
+    memcpy(c->digest, ix->chunks[ix->nchunks - 1].h, DIGEST_LEN);
     return 0;
 }
 
 void chunker_release(struct chunker *c)
 {
     free(c->buf);
-    if (c->h.ctx)
-        sha256_release(&c->h);
     memset(c, 0, sizeof *c);
 }
 
@@ -330,7 +336,7 @@ int index_serialize_z(const struct layer_index *ix, const struct index_zwin *zw,
     for (uint32_t i = 0; i < ix->nchunks; i++, p += CHUNK_REC) {
         put_le64(p, ix->chunks[i].off);
         put_le32(p + 8, ix->chunks[i].len);
-        memcpy(p + 12, ix->chunks[i].sha256, DIGEST_LEN);
+        memcpy(p + 12, ix->chunks[i].h, DIGEST_LEN);
     }
     for (uint32_t i = 0; i < ix->ncps; i++, p += CP_REC) {
         put_le64(p, ix->cps[i].in_bit);
@@ -440,9 +446,9 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
         struct index_chunk *c = &ix.chunks[i];
         c->off = get_le64(q);
         c->len = get_le32(q + 8);
-        memcpy(c->sha256, q + 12, DIGEST_LEN);
-        if (c->off != pos || c->len > INDEX_CHUNK_MAX || (c->len == 0 && ix.blob_size != 0) ||
-            !in_range(c->off, c->len, ix.blob_size)) {
+        memcpy(c->h, q + 12, DIGEST_LEN);
+        if (c->off != pos || c->off % INDEX_CHUNK_ALIGN || c->len > INDEX_CHUNK_MAX ||
+            (c->len == 0 && ix.blob_size != 0) || !in_range(c->off, c->len, ix.blob_size)) {
             rc = bad("chunks do not tile the blob");
             goto fail;
         }

@@ -1,16 +1,18 @@
 /*
  * ingest.c - `pull`: from a reference to verified, indexed layers in the store.
  *
- * One streaming pass per layer, on three threads so that the work (inflate ~45%, two SHA-256
- * passes ~30%, the copy into the page cache ~20%) spreads over both cores:
- *  - the receiving thread (curl's callback, or a file reader) hashes every byte (SHA-256,
- *    OpenSSL), writes it to a temporary file in 1 MiB buffers, starts their writeback
- *    (sync_file_range) so the final fdatasync is short, and hands each buffer to the decoder;
+ * One streaming pass per layer, on three threads so that the work (inflate ~50%, one SHA-256
+ * pass ~20%, the copy into the page cache ~20%) spreads over both cores:
+ *  - the receiving thread (curl's callback, or a file reader) writes every byte to a temporary
+ *    file in 1 MiB buffers, starts their writeback (sync_file_range) so the final fdatasync is
+ *    short, and hands each buffer to the decoder;
  *  - the decoder thread runs the codec indexer, whose output feeds the tar parser, which fills
  *    the index, and publishes the byte position of each checkpoint it finds;
  *  - the chunk thread hashes each chunk as soon as its end is published and its bytes are
- *    written, reading them back while they are still in the page cache, and trims
- *    (codec_window_trim) and deflates each checkpoint's window.
+ *    written, reading them back while they are still in the page cache: one SHA-256 pass, in
+ *    order, whose states at the chunk ends are the chunk hashes and whose end is the blob
+ *    digest (docs/format.md); and it trims (codec_window_trim) and deflates each checkpoint's
+ *    window.
  * Only when the whole blob matches its digest is anything made visible (store_layer_commit). A
  * decode error does not stop the download: a digest mismatch is the more useful thing to report
  * when a registry serves wrong bytes.
@@ -41,7 +43,6 @@ struct pipe_buf {
 
 struct ingest {
     /* receiving thread */
-    struct sha256 h;
     int fd;
     uint64_t received, written, writeback;
     uint64_t stalled_ns;  /* time spent waiting for the decoder to free a buffer */
@@ -286,7 +287,6 @@ static void *chunk_main(void *arg)
  * the buffer submitted once full. */
 static int on_filled(struct ingest *in, size_t n)
 {
-    sha256_update(&in->h, in->cur->p + in->cur->len, n);
     in->received += n;
     in->cur->len += n;
     if (in->opts && in->opts->progress) {
@@ -446,7 +446,6 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
 {
     char tmp[PATH_MAX];
     enum layer_format fmt = LAYER_TAR;
-    uint8_t got[DIGEST_LEN];
     struct buf ixbytes = {0};
     int rc;
 
@@ -456,7 +455,7 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
         return rc;
     in->ix.format = fmt;
     in->size = d->size;
-    if ((rc = sha256_init(&in->h)) < 0 || (rc = chunker_init(&in->ch, &in->ix)) < 0)
+    if ((rc = chunker_init(&in->ch, &in->ix)) < 0)
         goto out;
     if ((rc = tar_parser_new(&in->tp, index_add_entry, &in->ix)) < 0 ||
         (rc = codec_indexer_new(&in->cx, fmt, tar_out, in)) < 0)
@@ -486,20 +485,26 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
                      (unsigned long long)in->received, (unsigned long long)d->size);
         goto out;
     }
-    sha256_final(&in->h, got);
-    if (memcmp(got, d->digest, DIGEST_LEN)) {
+    /* The chunk chain is the blob's digest. A corrupt blob usually breaks the decoder too, but a
+     * digest mismatch is the more useful thing to report: the chunks are closed either way, at
+     * the checkpoints found if the decode worked, else without them. */
+    int drc = in->decode_err;
+    if (drc == 0 && (drc = codec_indexer_finish(in->cx)) == 0)
+        drc = tar_parser_finish(in->tp);
+    in->ix.blob_size = d->size;
+    if (drc == 0) {
+        size_t ncps;
+        in->ix.tar_size = codec_indexer_out_bytes(in->cx);
+        in->ix.cps = codec_indexer_take(in->cx, &ncps);
+        in->ix.ncps = (uint32_t)ncps;
+    }
+    if ((rc = chunker_finish(&in->ch, in->fd)) < 0)
+        goto out;
+    if (memcmp(in->ch.digest, d->digest, DIGEST_LEN)) {
         rc = err_set(AFSP_E_DIGEST, NULL);
         goto out;
     }
-    if ((rc = in->decode_err) < 0 || (rc = codec_indexer_finish(in->cx)) < 0 ||
-        (rc = tar_parser_finish(in->tp)) < 0)
-        goto out;
-    in->ix.blob_size = d->size;
-    in->ix.tar_size = codec_indexer_out_bytes(in->cx);
-    size_t ncps;
-    in->ix.cps = codec_indexer_take(in->cx, &ncps);
-    in->ix.ncps = (uint32_t)ncps;
-    if ((rc = chunker_finish(&in->ch, in->fd)) < 0 || (rc = trim_rest(in)) < 0)
+    if ((rc = drc) < 0 || (rc = trim_rest(in)) < 0)
         goto out;
     uint64_t t3 = time_mono_ns();
     if ((rc = index_serialize_z(&in->ix, in->zw, in->nzw, &ixbytes)) < 0)
@@ -518,8 +523,6 @@ out:
         close(in->fd);
     if (rc < 0 && tmp[0])
         unlink(tmp);
-    if (in->h.ctx)
-        sha256_release(&in->h);
     chunker_release(&in->ch);
     codec_indexer_free(in->cx);
     tar_parser_free(in->tp);

@@ -1047,29 +1047,34 @@ static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 }
 
 /* Checks chunk i of the blob file against the index (once per handle; concurrent first uses
- * may both check, which is harmless). Hashes through a small buffer: no allocation the size of
- * a chunk (fresh pages cost more than the hashing). */
+ * may both check, which is harmless): the blob's SHA-256 resumed at the chunk's start must reach
+ * the chunk's chaining value, or for the last chunk the layer digest itself. Hashes through a
+ * small buffer: no allocation the size of a chunk (fresh pages cost more than the hashing). */
 static int chunk_verify(struct store_layer *l, uint32_t i)
 {
     const struct index_chunk *c = &l->ix.chunks[i];
     uint8_t got[DIGEST_LEN], buf[64 << 10];
-    struct sha256 h;
-    int rc;
+    struct sha256c h;
+    int rc = 0;
 
     if (bit_get(l->verified, i))
         return 0;
-    if ((rc = sha256_init(&h)) < 0)
-        return rc;
+    sha256c_start(&h, i ? l->ix.chunks[i - 1].h : NULL, c->off);
     for (uint64_t off = 0; off < c->len && rc == 0;) {
         size_t n = (size_t)MIN((uint64_t)sizeof buf, c->len - off);
         if ((rc = pread_full(l->fd, buf, n, c->off + off)) == 0)
-            sha256_update(&h, buf, n);
+            sha256c_update(&h, buf, n);
         off += n;
     }
-    sha256_final(&h, got);
-    sha256_release(&h);
-    if (rc == 0 && memcmp(got, c->sha256, DIGEST_LEN))
-        rc = AFSP_E_DIGEST;
+    if (rc == 0) {
+        bool last = i + 1 == l->ix.nchunks;
+        if (last)
+            sha256c_final(&h, got);
+        else
+            rc = sha256c_cv(&h, got);
+        if (rc == 0 && memcmp(got, last ? l->digest : c->h, DIGEST_LEN))
+            rc = AFSP_E_DIGEST;
+    }
     if (rc < 0) {
         char dg[DIGEST_STR_LEN + 1];
         digest_fmt(l->digest, dg);

@@ -291,11 +291,18 @@ void codec_reader_free(struct codec_reader *r);
 /* ==== index.c =============================================================================== */
 
 /* A chunk: the unit of transfer and storage, a contiguous range of the compressed blob. Chunks
- * start at every checkpoint's byte; a gap longer than INDEX_CHUNK_MAX (a single-frame zstd layer,
- * say) is cut into INDEX_CHUNK_SPLIT pieces, which are transfer units but not decode entry
- * points. */
+ * start at the multiple of INDEX_CHUNK_ALIGN at or before every checkpoint's byte; a gap longer
+ * than INDEX_CHUNK_MAX (a single-frame zstd layer, say) is cut into INDEX_CHUNK_SPLIT pieces,
+ * which are transfer units but not decode entry points.
+ *
+ * A chunk is checked by resuming the blob's SHA-256 at its start from the chaining value the
+ * previous chunk ends with (the IV for the first) and comparing the chaining value at its end
+ * (the blob's digest, for the last chunk) with its own h. So the chunk hashes are the blob
+ * digest's own work, done once at ingest, and a full set of chunks that each check out is the
+ * blob: the last one ends in the layer digest. */
 #define INDEX_CHUNK_MAX (4u << 20)
 #define INDEX_CHUNK_SPLIT (1u << 20)
+#define INDEX_CHUNK_ALIGN 64 /* SHA-256's block */
 /* Bounds on an index from the network or the store. */
 #define INDEX_MAX_BYTES (512u << 20)
 #define INDEX_MAX_FILES (4u << 20)
@@ -303,7 +310,7 @@ void codec_reader_free(struct codec_reader *r);
 struct index_chunk {
     uint64_t off;
     uint32_t len;
-    uint8_t sha256[DIGEST_LEN];
+    uint8_t h[DIGEST_LEN]; /* the chaining value at off + len; the blob digest for the last */
 };
 
 struct index_file {
@@ -340,18 +347,21 @@ struct layer_index {
  * AFSP_E_FORMAT when over INDEX_MAX_FILES. */
 int index_add_entry(void *arg, const struct tar_entry *e);
 /* Derives the chunk table from ix->cps and ix->blob_size and hashes each chunk's bytes read from
- * fd (the complete blob). Returns 0 or a negative code. */
+ * fd (the complete blob). Returns 0 or a negative code. The blob's digest is the last chunk's h. */
 int index_make_chunks(struct layer_index *ix, int fd);
 
 /* The same, incrementally, while a blob is being written: chunker_cut(end) closes the chunks
  * before byte end (a checkpoint's byte, in order; the bytes must be in fd already), hashing them
  * while they are still in the page cache; chunker_finish() closes the rest from ix->cps and
- * ix->blob_size. index_make_chunks() is init + finish. Chunks go to ix->chunks. */
+ * ix->blob_size. index_make_chunks() is init + finish. Chunks go to ix->chunks. The bytes are
+ * hashed once, in order: c->digest is the blob's SHA-256. */
 struct chunker {
     struct layer_index *ix;
     uint32_t cap;
     uint64_t start; /* where the next chunk starts */
-    struct sha256 h;
+    struct sha256c h;
+    bool final;                 /* the blob's last chunk is being cut */
+    uint8_t digest[DIGEST_LEN]; /* the blob's digest, after chunker_finish */
     uint8_t *buf;
 };
 int chunker_init(struct chunker *c, struct layer_index *ix);

