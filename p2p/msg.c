@@ -47,6 +47,8 @@ static long fixed_body(enum p2p_msg_type t)
         return DIGEST_LEN + 4;
     case P2P_HAVE:
         return DIGEST_LEN;
+    case P2P_HELLO:
+        return 4;
     case P2P_CANCEL:
         return 0;
     case P2P_ERROR:
@@ -58,7 +60,7 @@ static long fixed_body(enum p2p_msg_type t)
 
 static bool known_type(unsigned t)
 {
-    return (t >= P2P_GET_BLOB && t <= P2P_CANCEL) || (t >= P2P_DATA && t <= P2P_ERROR);
+    return (t >= P2P_GET_BLOB && t <= P2P_HELLO) || (t >= P2P_DATA && t <= P2P_ERROR);
 }
 
 static size_t bitmap_len(uint32_t nbits)
@@ -100,6 +102,9 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
         return 0;
     case P2P_CANCEL:
         return 0;
+    case P2P_HELLO:
+        m->port = get32(b);
+        return m->id == 0 && m->port <= 65535 ? 0 : AFSP_E_FORMAT;
     case P2P_ERROR:
         m->code = get32(b);
         return m->code >= P2P_ERR_NOT_FOUND && m->code <= P2P_ERR_BAD_REQUEST ? 0 : AFSP_E_FORMAT;
@@ -172,14 +177,17 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
         break;
     case P2P_CANCEL:
         break;
+    case P2P_HELLO:
+        put32(b, m->port);
+        break;
     case P2P_ERROR:
         put32(b, m->code);
         break;
     case P2P_DATA:
         put64(b, m->total);
         put64(b + 8, m->off);
-        if (m->len)
-            memcpy(b + 16, m->data, m->len);
+        if (m->len) /* may already be in place: see P2P_DATA_HDR */
+            memmove(b + 16, m->data, m->len);
         break;
     case P2P_HAVE_REPLY:
         put32(b, m->nchunks);

@@ -12,6 +12,7 @@
  *   noise.c  the Noise_XXpsk0_25519_AESGCM_SHA256 handshake and the transport ciphers
  *   conn.c   the connection: handshake messages and frames on a byte stream
  *   msg.c    the messages inside frames: requests and answers
+ *   peer.c   requests and answers over one connection: ids, windows, stalls, serving limits
  */
 #ifndef AFSP_P2P_H
 #define AFSP_P2P_H
@@ -122,6 +123,7 @@ enum p2p_msg_type {
     P2P_GET_CHUNK = 0x03,  /* digest (a layer), chunk: one chunk's bytes */
     P2P_HAVE = 0x04,       /* digest (a layer): which chunks the peer holds */
     P2P_CANCEL = 0x05,     /* the request id is no longer wanted */
+    P2P_HELLO = 0x06,      /* port (id 0): where the sender listens for peers, 0 for nowhere */
     P2P_DATA = 0x81,       /* total, off, bytes: a piece of the answer; P2P_LAST on the last */
     P2P_HAVE_REPLY = 0x82, /* nchunks, bitmap (bit i of byte i/8: chunk i present) */
     P2P_ERROR = 0x83,      /* code: the request ends without (more) data */
@@ -131,6 +133,9 @@ enum p2p_err_code { P2P_ERR_NOT_FOUND = 1, P2P_ERR_BUSY = 2, P2P_ERR_BAD_REQUEST
 #define P2P_DATA_MAX (1u << 20)     /* bytes in one DATA message */
 #define P2P_OBJECT_MAX (1ull << 44) /* bytes in one blob or index (16 TiB) */
 #define P2P_CHUNKS_MAX (1u << 22)   /* chunks in one layer (the index's file bound) */
+/* A DATA message's bytes start this far into it: encode with m.data already at out + this, and
+ * they are not copied. */
+#define P2P_DATA_HDR 24
 
 struct p2p_msg {
     enum p2p_msg_type type;
@@ -138,7 +143,7 @@ struct p2p_msg {
     uint32_t id;
     uint8_t digest[DIGEST_LEN];
     uint64_t off, total;
-    uint32_t len, chunk, code, nchunks;
+    uint32_t len, chunk, code, nchunks, port;
     const uint8_t *data; /* DATA bytes, HAVE_REPLY bitmap: points into the parsed frame */
 };
 
@@ -150,5 +155,99 @@ size_t p2p_msg_size(const struct p2p_msg *m);
 /* Encodes m into out (cap bytes); *len is the size. Returns 0, or AFSP_E_USAGE for a message
  * that does not fit, or that the parser would refuse. */
 int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *len);
+
+/* ---- peer.c ------------------------------------------------------------------------------ */
+
+/* Requests and answers over one connection, still without I/O. The requester keeps at most a
+ * window of requests outstanding, each identified by an id it chose; every answer is checked
+ * against its request (pieces in order, the same total, no more than was asked for) and a
+ * violation ends the connection with AFSP_E_PROTO. A request that gets no piece for stall_ms
+ * fails with -ETIMEDOUT (and is cancelled at the peer). The server side answers at most
+ * P2P_SERVING_MAX requests of one peer at once (more get ERROR busy) and produces answer bytes
+ * only when the connection has room (p2p_peer_pump), so a slow reader costs memory bounded by
+ * the caller's budget. */
+#define P2P_WINDOW 32      /* requests outstanding to one peer */
+#define P2P_SERVING_MAX 64 /* requests of one peer answered at once */
+#define P2P_STALL_MS 5000  /* a request with no progress for this long fails */
+
+struct p2p_peer;
+
+/* Where an answer's bytes come from: read fills buf with n bytes at off of the object (returns 0
+ * or a negative code, which ends the answer with ERROR not-found); done, if not NULL, is called
+ * once when the answer ends for any reason. */
+struct p2p_source {
+    int (*read)(void *arg, uint64_t off, uint8_t *buf, size_t n);
+    void (*done)(void *arg);
+    void *arg;
+};
+
+struct p2p_peer_ops {
+    /* A request from the peer (GET_BLOB, GET_INDEX, GET_CHUNK, HAVE; m is valid during the
+     * call). Answer it, now or later, with one p2p_peer_answer_*(m->id, ...). */
+    void (*request)(void *arg, struct p2p_peer *p, const struct p2p_msg *m);
+    /* Bytes [off, off + n) of the answer to our request req, an object of total bytes; pieces
+     * come in order. b is valid during the call. Returns 0, or a negative code to give the
+     * request up (it is cancelled at the peer, and done reports the code). */
+    int (*data)(void *arg, struct p2p_peer *p, void *req, uint64_t total, uint64_t off,
+                const uint8_t *b, size_t n);
+    /* The answer to our HAVE request req (bitmap valid during the call). */
+    void (*have)(void *arg, struct p2p_peer *p, void *req, uint32_t nchunks, const uint8_t *bitmap);
+    /* Request req ended: 0 (every byte came, or the HAVE answer did), AFSP_E_NOTFOUND, -EBUSY,
+     * AFSP_E_PROTO (the peer called it a bad request), -ETIMEDOUT (stalled), data's code, or the
+     * connection's error. Called exactly once for each request p2p_peer_request accepted and
+     * p2p_peer_cancel did not withdraw. */
+    void (*done)(void *arg, struct p2p_peer *p, void *req, int rc);
+    /* The peer's HELLO: the port it listens on (0: none). May be NULL. */
+    void (*hello)(void *arg, struct p2p_peer *p, uint16_t port);
+};
+
+struct p2p_peer_cfg {
+    struct p2p_conn_cfg conn;
+    const struct p2p_peer_ops *ops; /* borrowed */
+    void *arg;
+    uint32_t window;   /* 0: P2P_WINDOW */
+    uint32_t stall_ms; /* 0: P2P_STALL_MS */
+};
+
+int p2p_peer_new(struct p2p_peer **out, const struct p2p_peer_cfg *cfg);
+/* Ends every outstanding request (done with rc, or -ECONNRESET for 0) and every answer (its
+ * source's done), then frees p. */
+void p2p_peer_free(struct p2p_peer *p, int rc);
+/* The connection: its pending bytes go to the peer (p2p_conn_pending / p2p_conn_sent). */
+struct p2p_conn *p2p_peer_conn(struct p2p_peer *p);
+/* The error that ended the connection, or 0. */
+int p2p_peer_error(const struct p2p_peer *p);
+uint32_t p2p_peer_inflight(const struct p2p_peer *p);
+uint32_t p2p_peer_serving(const struct p2p_peer *p);
+
+/* Bytes from the peer, as p2p_conn_input, with every whole frame dispatched to the ops. Returns
+ * 0 or the error that ended the connection (every request is done with it by then). */
+int p2p_peer_input(struct p2p_peer *p, const uint8_t *b, size_t n, uint64_t now_ms, size_t *used);
+/* Sends request m (GET_BLOB, GET_INDEX, GET_CHUNK or HAVE; its id is chosen here). The answer's
+ * object may be at most max_total bytes. req is the caller's, passed back to data/have/done.
+ * Returns 0, -EAGAIN (the window is full), AFSP_E_USAGE (not established, not a request), or
+ * the connection's error. */
+int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_total, void *req);
+/* Withdraws request req: CANCEL goes to the peer, done is not called, late answers are
+ * dropped. */
+void p2p_peer_cancel(struct p2p_peer *p, void *req);
+int p2p_peer_hello(struct p2p_peer *p, uint16_t port);
+
+/* The answers to request id (from ops->request). A request answered after the peer cancelled
+ * it, or after the connection died, is dropped (answer_data calls src->done at once). */
+int p2p_peer_answer_error(struct p2p_peer *p, uint32_t id, enum p2p_err_code code);
+int p2p_peer_answer_have(struct p2p_peer *p, uint32_t id, uint32_t nchunks, const uint8_t *bitmap);
+/* Bytes [off, off + len) of an object of total bytes (len clipped at total), read from src as
+ * p2p_peer_pump needs them. */
+int p2p_peer_answer_data(struct p2p_peer *p, uint32_t id, uint64_t total, uint64_t off,
+                         uint64_t len, const struct p2p_source *src);
+/* Produces answer bytes, round robin over the answers, until the connection holds budget bytes
+ * to send or no answer has more. Returns 0 or the connection's error. */
+int p2p_peer_pump(struct p2p_peer *p, size_t budget);
+
+/* When p2p_peer_tick must next run (UINT64_MAX: never), and the tick: the handshake timeout,
+ * and requests that stalled. */
+uint64_t p2p_peer_deadline(const struct p2p_peer *p);
+int p2p_peer_tick(struct p2p_peer *p, uint64_t now_ms);
 
 #endif

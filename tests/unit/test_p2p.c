@@ -646,6 +646,14 @@ TEST(p2p_messages)
     roundtrip(&h);
     struct p2p_msg x = {.type = P2P_CANCEL, .id = 3};
     roundtrip(&x);
+    struct p2p_msg hi = {.type = P2P_HELLO, .port = 7070};
+    roundtrip(&hi);
+    uint8_t enc[64];
+    size_t elen;
+    hi.id = 1; /* HELLO is not a request: it has no id */
+    CHECK_INT(p2p_msg_encode(&hi, enc, sizeof enc, &elen), ==, AFSP_E_USAGE);
+    hi.id = 0, hi.port = 65536;
+    CHECK_INT(p2p_msg_encode(&hi, enc, sizeof enc, &elen), ==, AFSP_E_USAGE);
     struct p2p_msg e = {.type = P2P_ERROR, .id = 4, .code = P2P_ERR_BUSY};
     roundtrip(&e);
     struct p2p_msg d = {

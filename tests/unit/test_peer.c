@@ -1,0 +1,302 @@
+/*
+ * test_peer.c - requests and answers over one connection (p2p/peer.c), two peers in memory:
+ * answers in pieces and in order, the window, errors, stalls and cancels, the serving limit,
+ * and a peer that breaks the protocol.
+ */
+#include "../../p2p/p2p.h"
+#include "test.h"
+
+#include <errno.h>
+
+struct side {
+    struct p2p_peer *p;
+    struct p2p_identity id;
+    uint8_t key[32];
+    uint64_t rng;
+    /* as a server: what to do with requests */
+    enum { SERVE, IGNORE, NOT_FOUND } mode;
+    const uint8_t *object;
+    size_t object_len;
+    uint32_t pending_ids[256], npending;
+    int sources_done;
+    /* as a requester */
+    uint8_t *got;
+    size_t got_len;
+    int ndone, last_rc, hellos;
+    uint16_t hello_port;
+};
+
+static void rng(void *arg, uint8_t *buf, size_t n)
+{
+    uint64_t *s = arg;
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = (uint8_t)(*s >> 56);
+    }
+}
+
+static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t n)
+{
+    struct side *s = arg;
+    CHECK(off + n <= s->object_len);
+    memcpy(buf, s->object + off, n);
+    return 0;
+}
+
+static void src_done(void *arg)
+{
+    ((struct side *)arg)->sources_done++;
+}
+
+static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
+{
+    struct side *s = arg;
+    struct p2p_source src = {src_read, src_done, s};
+    if (s->mode == IGNORE)
+        s->pending_ids[s->npending++] = m->id;
+    else if (s->mode == NOT_FOUND)
+        CHECK(p2p_peer_answer_error(p, m->id, P2P_ERR_NOT_FOUND) == 0);
+    else
+        CHECK(p2p_peer_answer_data(p, m->id, s->object_len, 0, s->object_len, &src) == 0);
+}
+
+static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uint64_t off,
+                   const uint8_t *b, size_t n)
+{
+    struct side *s = arg;
+    (void)p;
+    (void)req;
+    CHECK_INT(off, ==, s->got_len);
+    s->got = realloc(s->got, total ? total : 1);
+    CHECK(s->got);
+    memcpy(s->got + off, b, n);
+    s->got_len += n;
+    return 0;
+}
+
+static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
+{
+    struct side *s = arg;
+    (void)p;
+    (void)req;
+    s->ndone++;
+    s->last_rc = rc;
+}
+
+static void on_hello(void *arg, struct p2p_peer *p, uint16_t port)
+{
+    struct side *s = arg;
+    (void)p;
+    s->hellos++;
+    s->hello_port = port;
+}
+
+static const struct p2p_peer_ops ops = {
+    .request = on_request, .data = on_data, .done = on_done, .hello = on_hello};
+
+static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t window)
+{
+    uint8_t seed[32];
+    memset(s, 0, sizeof *s);
+    memset(seed, seed_fill, sizeof seed);
+    CHECK(p2p_identity_from_seed(&s->id, seed) == 0);
+    memset(s->key, 7, sizeof s->key);
+    s->rng = seed_fill;
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng, &s->rng, 1000, 0},
+                             .ops = &ops,
+                             .arg = s,
+                             .window = window,
+                             .stall_ms = 3000};
+    CHECK(p2p_peer_new(&s->p, &c) == 0);
+}
+
+/* Moves bytes both ways (answers produced as the connection drains) until nothing moves. */
+static int shuttle(struct side *a, struct side *b, uint64_t now)
+{
+    int rc = 0;
+    for (bool moved = true; moved && rc == 0;) {
+        moved = false;
+        struct side *sides[2] = {a, b};
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            struct side *from = sides[k], *to = sides[1 - k];
+            p2p_peer_pump(from->p, 4u << 20);
+            const uint8_t *q;
+            size_t n = p2p_conn_pending(p2p_peer_conn(from->p), &q);
+            if (n == 0)
+                continue;
+            uint8_t *copy = malloc(n);
+            CHECK(copy);
+            memcpy(copy, q, n);
+            p2p_conn_sent(p2p_peer_conn(from->p), n);
+            for (size_t off = 0; off < n && rc == 0;) {
+                size_t used;
+                rc = p2p_peer_input(to->p, copy + off, n - off, now, &used);
+                off += used;
+            }
+            free(copy);
+            moved = true;
+        }
+    }
+    return rc;
+}
+
+static void pair(struct side *a, struct side *b, uint32_t window)
+{
+    side_new(a, true, 1, window);
+    side_new(b, false, 2, 0);
+    CHECK(shuttle(a, b, 1000) == 0);
+    CHECK(p2p_conn_established(p2p_peer_conn(a->p)));
+    CHECK(p2p_conn_established(p2p_peer_conn(b->p)));
+}
+
+static void sides_free(struct side *a, struct side *b)
+{
+    p2p_peer_free(a->p, 0);
+    p2p_peer_free(b->p, 0);
+    free(a->got);
+    free(b->got);
+}
+
+static struct p2p_msg get_chunk(uint32_t n)
+{
+    struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = n};
+    memset(m.digest, 0xab, DIGEST_LEN);
+    return m;
+}
+
+TEST(peer_answers_come_whole_and_in_order)
+{
+    struct side a, b;
+    pair(&a, &b, 0);
+    size_t len = (5u << 20) / 2 + 17; /* three DATA pieces */
+    uint8_t *obj = malloc(len);
+    CHECK(obj);
+    for (size_t i = 0; i < len; i++)
+        obj[i] = (uint8_t)(i * 7 + (i >> 12));
+    b.object = obj;
+    b.object_len = len;
+    struct p2p_msg m = get_chunk(3);
+    CHECK(p2p_peer_hello(b.p, 7070) == 0);
+    CHECK(p2p_peer_request(a.p, &m, len, &a) == 0);
+    CHECK_INT(p2p_peer_inflight(a.p), ==, 1);
+    CHECK(shuttle(&a, &b, 1001) == 0);
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(a.last_rc, ==, 0);
+    CHECK_INT(a.got_len, ==, len);
+    CHECK(memcmp(a.got, obj, len) == 0);
+    CHECK_INT(b.sources_done, ==, 1);
+    CHECK_INT(p2p_peer_inflight(a.p), ==, 0);
+    CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    CHECK_INT(a.hellos, ==, 1);
+    CHECK_INT(a.hello_port, ==, 7070);
+
+    /* A ranged GET_BLOB ends at its range, not at the object's end. */
+    free(a.got);
+    a.got = NULL;
+    a.got_len = 0;
+    struct p2p_msg r = {.type = P2P_GET_BLOB, .off = 0, .len = 1000};
+    b.mode = IGNORE;
+    CHECK(p2p_peer_request(a.p, &r, len, &a) == 0);
+    CHECK(shuttle(&a, &b, 1002) == 0);
+    struct p2p_source src = {src_read, src_done, &b};
+    CHECK(p2p_peer_answer_data(b.p, b.pending_ids[0], len, 0, 1000, &src) == 0);
+    CHECK(shuttle(&a, &b, 1003) == 0);
+    CHECK_INT(a.ndone, ==, 2);
+    CHECK_INT(a.last_rc, ==, 0);
+    CHECK_INT(a.got_len, ==, 1000);
+    sides_free(&a, &b);
+    free(obj);
+}
+
+TEST(peer_window_errors_stalls_and_cancels)
+{
+    struct side a, b;
+    pair(&a, &b, 4);
+    b.mode = NOT_FOUND;
+    struct p2p_msg m = get_chunk(1);
+    CHECK(p2p_peer_request(a.p, &m, 100, &a) == 0);
+    CHECK(shuttle(&a, &b, 1001) == 0);
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(a.last_rc, ==, AFSP_E_NOTFOUND);
+
+    /* The window: four outstanding, the fifth waits. */
+    b.mode = IGNORE;
+    for (int i = 0; i < 4; i++)
+        CHECK(p2p_peer_request(a.p, &m, 100, &a) == 0);
+    CHECK_INT(p2p_peer_request(a.p, &m, 100, &a), ==, -EAGAIN);
+    CHECK(shuttle(&a, &b, 1002) == 0);
+    CHECK_INT(p2p_peer_serving(b.p), ==, 4);
+
+    /* Nothing comes: each fails at the stall deadline and is cancelled at the server. */
+    CHECK_INT(p2p_peer_deadline(a.p), ==, 1001 + 3000);
+    CHECK(p2p_peer_tick(a.p, 3999) == 0);
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK(p2p_peer_tick(a.p, 4002) == 0);
+    CHECK_INT(a.ndone, ==, 5);
+    CHECK_INT(a.last_rc, ==, -ETIMEDOUT);
+    CHECK(shuttle(&a, &b, 4003) == 0);
+    CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    /* An answer that comes after the cancel is dropped on both sides. */
+    struct p2p_source src = {src_read, src_done, &b};
+    CHECK(p2p_peer_answer_data(b.p, b.pending_ids[0], 0, 0, 0, &src) == 0);
+    CHECK_INT(b.sources_done, ==, 1);
+    CHECK(shuttle(&a, &b, 4004) == 0);
+    CHECK_INT(a.ndone, ==, 5);
+
+    /* The requester withdraws: done is not called. */
+    CHECK(p2p_peer_request(a.p, &m, 100, &b) == 0);
+    p2p_peer_cancel(a.p, &b);
+    CHECK_INT(p2p_peer_inflight(a.p), ==, 0);
+    CHECK(shuttle(&a, &b, 4005) == 0);
+    CHECK_INT(a.ndone, ==, 5);
+    CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    sides_free(&a, &b);
+}
+
+TEST(peer_serving_limit_answers_busy)
+{
+    struct side a, b;
+    pair(&a, &b, P2P_SERVING_MAX + 8);
+    b.mode = IGNORE;
+    struct p2p_msg m = get_chunk(1);
+    for (int i = 0; i < P2P_SERVING_MAX + 8; i++)
+        CHECK(p2p_peer_request(a.p, &m, 100, &a) == 0);
+    CHECK(shuttle(&a, &b, 1001) == 0);
+    CHECK_INT(p2p_peer_serving(b.p), ==, P2P_SERVING_MAX);
+    CHECK_INT(a.ndone, ==, 8);
+    CHECK_INT(a.last_rc, ==, -EBUSY);
+    CHECK_INT(p2p_peer_error(b.p), ==, 0);
+    sides_free(&a, &b);
+}
+
+TEST(peer_breaking_the_protocol_ends_the_connection)
+{
+    struct side a, b;
+    uint8_t obj[300] = {1, 2, 3};
+    /* An answer bigger than what was asked for. */
+    pair(&a, &b, 0);
+    b.object = obj;
+    b.object_len = sizeof obj;
+    struct p2p_msg m = get_chunk(1);
+    CHECK(p2p_peer_request(a.p, &m, 200, &a) == 0);
+    CHECK_INT(shuttle(&a, &b, 1001), ==, AFSP_E_PROTO);
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(a.last_rc, ==, AFSP_E_PROTO);
+    CHECK_INT(p2p_peer_request(a.p, &m, 200, &a), ==, AFSP_E_PROTO);
+    sides_free(&a, &b);
+
+    /* Two outstanding requests with one id. */
+    pair(&a, &b, 0);
+    b.mode = IGNORE;
+    uint8_t frame[64];
+    size_t n;
+    struct p2p_msg dup = get_chunk(2);
+    dup.id = 9;
+    CHECK(p2p_msg_encode(&dup, frame, sizeof frame, &n) == 0);
+    CHECK(p2p_conn_send(p2p_peer_conn(a.p), frame, n) == 0);
+    CHECK(p2p_conn_send(p2p_peer_conn(a.p), frame, n) == 0);
+    CHECK_INT(shuttle(&a, &b, 1001), ==, AFSP_E_PROTO);
+    CHECK_INT(p2p_peer_error(b.p), ==, AFSP_E_PROTO);
+    CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    sides_free(&a, &b);
+}
