@@ -2,7 +2,7 @@
 # source folders. `make SANITIZER=address,undefined` builds an instrumented tree in build/asan,
 # `make SANITIZER=thread` one in build/tsan.
 
-PKGS      := lmdb libcurl jansson libcrypto zlib libzstd libisal fuse3 libsodium
+PKGS      := lmdb libcurl jansson libcrypto zlib libzstd libisal fuse3 libsodium libuv
 CC        ?= cc
 SANITIZER ?=
 ifeq ($(SANITIZER),)

@@ -85,6 +85,11 @@ int pull_opt(struct cmd_iter *it, const char *arg, struct pull_args *pa);
 int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
              uint8_t digest[DIGEST_LEN]);
 
+/* Sends {"cmd": name} to the node running on data_dir() and returns its answer (the caller
+ * json_decref's it), or NULL after printing why (no node, or its error). peers.c. */
+struct json_t;
+struct json_t *ctl_ask(const char *name);
+
 int cmd_pull(int argc, char **argv);
 int cmd_images(int argc, char **argv);
 int cmd_layers(int argc, char **argv);
@@ -93,8 +98,12 @@ int cmd_inspect(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_genkey(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_peers(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
 
 extern const struct command cmd_pull_def, cmd_images_def, cmd_layers_def, cmd_prune_def,
-    cmd_inspect_def, cmd_mount_def, cmd_umount_def, cmd_genkey_def;
+    cmd_inspect_def, cmd_mount_def, cmd_umount_def, cmd_genkey_def, cmd_node_def, cmd_peers_def,
+    cmd_stats_def;
 
 #endif

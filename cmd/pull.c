@@ -2,6 +2,7 @@
  * pull.c - `afsp pull IMAGE`: fetch an image's layers into the store, verified and indexed.
  */
 #include "cmd.h"
+#include "ctl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,9 @@ const struct command cmd_pull_def = {
     "  --insecure-registry HOST reach HOST over plain HTTP (loopback registries always are)\n"
     "\n"
     "Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json (auths).\n"
+    "When a node runs on the data directory (afsp node), the pull goes through it: the\n"
+    "manifest (by digest), the config and the layers come from its peers when they hold\n"
+    "them, every chunk checked, and from the registry otherwise.\n"
     "Prints the manifest digest on success.\n",
     false};
 
@@ -75,6 +79,29 @@ int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
     return store_pull(s, ref, &po, digest);
 }
 
+/* The pull, run by the node on this data directory (so that peers are asked first). */
+static int pull_via_node(int fd, const char *ref, const struct pull_args *pa)
+{
+    json_t *ins = json_array(), *ans = NULL;
+    for (size_t i = 0; i < pa->ninsecure; i++)
+        json_array_append_new(ins, json_string(pa->insecure[i]));
+    json_t *req = json_pack("{s:s, s:s, s:o}", "cmd", "pull", "ref", ref, "insecure", ins);
+    if (pa->platform)
+        json_object_set_new(req, "platform", json_string(pa->platform));
+    int rc = ctl_call(fd, req, &ans);
+    json_decref(req);
+    close(fd);
+    if (rc < 0)
+        return die("cannot pull %s: %s", ref, err_msg(rc));
+    const char *e = json_string_value(json_object_get(ans, "error"));
+    const char *dg = json_string_value(json_object_get(ans, "digest"));
+    int status = e || !dg ? die("cannot pull %s: %s", ref, e ? e : "no answer") : 0;
+    if (!status)
+        printf("%s %s\n", ref, dg);
+    json_decref(ans);
+    return status;
+}
+
 int cmd_pull(int argc, char **argv)
 {
     const char *ref = NULL;
@@ -102,6 +129,9 @@ int cmd_pull(int argc, char **argv)
         return it.status;
     if (!ref)
         return cmd_usage_error(&cmd_pull_def, "IMAGE is missing");
+    int fd = ctl_connect();
+    if (fd >= 0)
+        return pull_via_node(fd, ref, &pa);
     if (open_store(&s, false))
         return 1;
     int rc = pull_run(s, ref, &pa, digest);

@@ -380,7 +380,7 @@ static void pipe_release(struct ingest *in)
     pthread_cond_destroy(&in->cv);
 }
 
-static int layer_format(const char *mt, enum layer_format *f)
+int layer_format(const char *mt, enum layer_format *f)
 {
     size_t n = strlen(mt);
     if (n >= 4 && !strcmp(mt + n - 4, "gzip")) /* +gzip, .tar.gzip */
@@ -547,7 +547,27 @@ struct meta_source {
     const struct image_ref *ref;
     const struct registry_opts *ro;
     struct registry *reg;
+    const struct pull_peers *peers;
 };
+
+/* A small blob (manifest, config) from peers, checked against its digest and kept. */
+static int meta_peers(struct meta_source *m, const uint8_t digest[DIGEST_LEN], uint64_t max,
+                      struct buf *body)
+{
+    uint8_t got[DIGEST_LEN];
+    if (!m->peers || !m->peers->get_blob)
+        return AFSP_E_NOTFOUND;
+    body->len = 0;
+    int rc = m->peers->get_blob(m->peers->arg, digest, max, body);
+    if (rc == 0) {
+        sha256_buf(body->p, body->len, got);
+        if (memcmp(got, digest, DIGEST_LEN))
+            rc = err_set(AFSP_E_DIGEST, "a blob from a peer");
+    }
+    if (rc < 0)
+        body->len = 0;
+    return rc;
+}
 
 static int meta_registry(struct meta_source *m, struct registry **out)
 {
@@ -565,7 +585,9 @@ static int meta_manifest(struct meta_source *m, const char *reference, struct bu
 {
     struct registry *reg;
     int rc;
-    if (digest_parse(reference, digest) == 0 && store_small_get(m->s, digest, body) == 0) {
+    if (digest_parse(reference, digest) == 0 &&
+        (store_small_get(m->s, digest, body) == 0 ||
+         meta_peers(m, digest, MANIFEST_MAX_BYTES, body) == 0)) {
         *ctype = NULL;
         return 0;
     }
@@ -578,11 +600,35 @@ static int meta_config(struct meta_source *m, const uint8_t digest[DIGEST_LEN], 
 {
     struct registry *reg;
     int rc;
-    if (store_small_get(m->s, digest, body) == 0)
+    if (store_small_get(m->s, digest, body) == 0 || meta_peers(m, digest, CONFIG_MAX, body) == 0)
         return 0;
     if ((rc = meta_registry(m, &reg)) < 0)
         return rc;
     return registry_get_small_blob(reg, digest, CONFIG_MAX, body);
+}
+
+/* A layer whole from peers: their index, checked against the descriptor, then every chunk,
+ * checked as it comes; committed like a download. Any failure leaves the store as it was and
+ * the caller goes to the registry. */
+static int layer_from_peers(struct store *s, const struct pull_peers *p, const struct descriptor *d,
+                            uint64_t resv_id)
+{
+    struct buf ix = {0};
+    struct store_fetch *f = NULL;
+    char dg[DIGEST_STR_LEN + 1];
+    int rc = p->get_index(p->arg, d->digest, &ix);
+    if (rc == 0)
+        rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, &f);
+    if (rc == 0)
+        rc = p->get_chunks(p->arg, f);
+    if (rc == 0)
+        rc = store_fetch_commit(f, resv_id, layer_allowance(d->size), d->media_type);
+    if (rc < 0 && rc != AFSP_E_NOTFOUND)
+        log_warn("layer %s from peers: %s; trying the registry", digest_fmt(d->digest, dg),
+                 err_msg(rc));
+    store_fetch_free(f);
+    buf_release(&ix);
+    return rc;
 }
 
 /* Builds the image record kept in DB_IMAGES. */
@@ -610,7 +656,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
 {
     struct image_ref ref = {0};
     struct registry_opts ro = {0};
-    struct meta_source ms = {s, &ref, &ro, NULL};
+    struct meta_source ms = {s, &ref, &ro, NULL, opts ? opts->peers : NULL};
     struct buf body = {0}, cfg = {0};
     struct manifest m = {0}, idx = {0};
     struct platform want;
@@ -709,6 +755,10 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         char dg[DIGEST_STR_LEN + 1];
         if (store_layer_get(s, d->digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
             continue;
+        if (ms.peers && (rc = layer_from_peers(s, ms.peers, d, resv_id)) == 0) {
+            done += d->size;
+            continue;
+        }
         struct ingest in = {.opts = opts, .prog = prog, .base_done = done};
         struct registry *reg;
         if ((rc = meta_registry(&ms, &reg)) < 0)

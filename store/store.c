@@ -1335,3 +1335,26 @@ ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t 
 {
     return store_reader_read(l->rd, off, buf, n);
 }
+
+uint32_t store_layer_nchunks(const struct store_layer *l)
+{
+    return l->ix.nchunks;
+}
+
+void store_layer_chunk(const struct store_layer *l, uint32_t i, uint64_t *off, uint32_t *len)
+{
+    *off = l->ix.chunks[i].off;
+    *len = l->ix.chunks[i].len;
+}
+
+bool store_layer_chunk_present(const struct store_layer *l, uint32_t i)
+{
+    return i < l->ix.nchunks && bit_get(l->present, i);
+}
+
+int store_layer_read_blob(struct store_layer *l, uint64_t off, void *buf, size_t n)
+{
+    if (off > l->ix.blob_size || n > l->ix.blob_size - off)
+        return AFSP_E_USAGE;
+    return pread_full(l->fd, buf, n, off);
+}

@@ -54,12 +54,29 @@ struct pull_progress {
 };
 typedef void (*pull_progress_cb)(void *arg, const struct pull_progress *p);
 
+struct store_fetch;
+
+/* Where a pull looks before the registry: a node's peers (the daemon's). The functions run on
+ * the pulling thread and may block. Any code but 0 makes the pull ask the registry for that
+ * object (AFSP_E_NOTFOUND: no peer has it, said without a warning). */
+struct pull_peers {
+    void *arg;
+    /* Appends blob digest (a manifest or config, at most max bytes) to out; the pull checks the
+     * digest. */
+    int (*get_blob)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t max, struct buf *out);
+    /* Appends layer digest's index (docs/format.md) to out. */
+    int (*get_index)(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out);
+    /* Fills every chunk of f (store_fetch_chunk_*), from any peers. */
+    int (*get_chunks)(void *arg, struct store_fetch *f);
+};
+
 struct pull_opts {
     const char *platform;              /* "os/arch[/variant]"; NULL: this machine */
     const char *const *insecure_hosts; /* NULL-terminated, may be NULL */
     const char *docker_config;         /* NULL: $DOCKER_CONFIG or ~/.docker */
     pull_progress_cb progress;         /* may be NULL */
     void *progress_arg;
+    const struct pull_peers *peers; /* may be NULL: the registry only */
 };
 
 /* Pulls image ref (Docker reference syntax) into the store: resolves the manifest (platform from
@@ -70,6 +87,43 @@ struct pull_opts {
  * digest_out is not NULL it receives the manifest digest. */
 int store_pull(struct store *s, const char *ref, const struct pull_opts *opts,
                uint8_t digest_out[DIGEST_LEN]);
+
+/* ---- layers from peers -------------------------------------------------------------------- */
+
+/* A layer being fetched whole, chunk by chunk, into a temporary file (fetch.c). The index comes
+ * from a peer: store_fetch_new refuses one that does not describe the layer (size, format, or a
+ * chain that does not end in its digest). Each chunk's bytes are checked as they arrive; only
+ * when every chunk checks out can the layer be committed, and then the whole blob is proven
+ * against its digest. One thread at a time per fetch. */
+int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                    const char *media_type, uint64_t size, const uint8_t *index, size_t index_len,
+                    struct store_fetch **out);
+/* Drops the download unless it was committed. */
+void store_fetch_free(struct store_fetch *f);
+const uint8_t *store_fetch_digest(const struct store_fetch *f);
+uint32_t store_fetch_nchunks(const struct store_fetch *f);
+/* Chunks not yet checked and written. */
+uint32_t store_fetch_missing(const struct store_fetch *f);
+/* Chunk i is bytes [*off, *off + *len) of the blob. */
+void store_fetch_chunk(const struct store_fetch *f, uint32_t i, uint64_t *off, uint32_t *len);
+bool store_fetch_has(const struct store_fetch *f, uint32_t i);
+
+/* One chunk's bytes, in order, in pieces: begin, data for each piece (written at once, hashed),
+ * end (checks; only then the chunk counts). A chunk that fails can simply be begun again. */
+struct store_chunk_in {
+    struct sha256c h;
+    uint32_t i, got;
+};
+void store_fetch_chunk_begin(struct store_fetch *f, uint32_t i, struct store_chunk_in *w);
+/* Returns 0, AFSP_E_SIZE (more bytes than the chunk has), or a write error. */
+int store_fetch_chunk_data(struct store_fetch *f, struct store_chunk_in *w, const uint8_t *p,
+                           size_t n);
+/* Returns 0, AFSP_E_SIZE (short) or AFSP_E_DIGEST (the bytes are not the chunk). */
+int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w);
+/* Makes the layer visible (store_pull does this; exposed for tests and benchmarks): every chunk
+ * must be in. Takes up to resv_bytes from reservation resv_id. */
+int store_fetch_commit(struct store_fetch *f, uint64_t resv_id, uint64_t resv_bytes,
+                       const char *media_type);
 
 /* ---- listings ------------------------------------------------------------------------------ */
 
@@ -165,6 +219,20 @@ uint32_t store_layer_nspans(const struct store_layer *l);
 void store_layer_span(const struct store_layer *l, uint32_t k, uint64_t *start, uint64_t *end);
 /* The span holding uncompressed byte off (the last one if off is past the end). */
 uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off);
+
+/* Appends a small blob (a manifest or config, kept once verified) to out; AFSP_E_NOTFOUND if
+ * absent. */
+int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+/* Appends the layer's encoded index, as stored, to out (what a peer is sent). Returns 0 or
+ * AFSP_E_NOTFOUND. */
+int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+/* The layer's chunks (what peers exchange): chunk i is blob bytes [*off, *off + *len). */
+uint32_t store_layer_nchunks(const struct store_layer *l);
+void store_layer_chunk(const struct store_layer *l, uint32_t i, uint64_t *off, uint32_t *len);
+bool store_layer_chunk_present(const struct store_layer *l, uint32_t i);
+/* Raw (compressed) blob bytes, as stored: what a peer is sent; it checks them itself. Returns 0,
+ * AFSP_E_USAGE (past the end), or a read error. Thread-safe. */
+int store_layer_read_blob(struct store_layer *l, uint64_t off, void *buf, size_t n);
 
 /* Makes sure every chunk that decoding uncompressed bytes [off, off + len) needs is present and
  * verified (a later issue fetches missing ones from peers). Thread-safe. Returns 0 or a negative

@@ -288,6 +288,9 @@ uint64_t codec_reader_pos(const struct codec_reader *r);
 uint64_t codec_reader_decoded(const struct codec_reader *r);
 void codec_reader_free(struct codec_reader *r);
 
+/* The layer format a media type names (ingest.c). Returns 0 or AFSP_E_UNSUPPORTED. */
+int layer_format(const char *media_type, enum layer_format *f);
+
 /* ==== index.c =============================================================================== */
 
 /* A chunk: the unit of transfer and storage, a contiguous range of the compressed blob. Chunks
@@ -425,8 +428,6 @@ int store_tmp_create(struct store *s, const uint8_t digest[static DIGEST_LEN], c
 
 /* Reads a layer record; AFSP_E_NOTFOUND if absent. */
 int store_layer_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct layer_rec *r);
-/* Appends the layer's encoded index, as stored, to out (what a peer will be sent). */
-int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 
 /* Reserves need bytes for a pull of the layers in pin (which are never evicted to make room):
  * evicts least-recently-used layers as needed. AFSP_E_TOOBIG if the image can never fit (its
@@ -453,7 +454,6 @@ int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n,
  * against their digest. get appends the bytes to out; AFSP_E_NOTFOUND if absent. */
 int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], const void *p,
                     size_t n);
-int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 /* Ingests a local blob file as a layer (the same pass as a pull: verify, store, index).
  * Returns 0, AFSP_E_DIGEST, ... (ingest.c; used by benchmarks and, later, by peers). */
 int store_ingest_file(struct store *s, const char *path, const char *media_type,

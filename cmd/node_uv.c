@@ -1,0 +1,1515 @@
+/*
+ * node_uv.c - `afsp node`: the daemon. One libuv loop carries the peer connections (p2p_peer,
+ * sans-IO, driven here), the control socket through which the CLI talks to the node, and the
+ * signals that stop it. Pulls run on their own threads (store_pull blocks) and ask the loop for
+ * blobs, indexes and chunks from peers through a job queue.
+ *
+ * Owns: the sockets, the peer links, the fetch jobs, the node's counters. Must not: block the
+ * loop on the network (all peer I/O is libuv's), write a key to a log, or serve anything to a
+ * connection that has not completed the handshake.
+ */
+#include "cmd.h"
+#include "ctl.h"
+
+#include "../p2p/p2p.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define NODE_MAX_SEEDS 32
+#define LINK_RBUF (256u << 10)
+#define SEND_BUDGET (4u << 20) /* answer bytes queued per link before we wait for the socket */
+#define BAN_MS 60000           /* a peer that sent a bad chunk or stalled is skipped this long */
+#define RETRY_MIN_MS 500
+#define RETRY_MAX_MS 30000
+#define ACCEPT_BURST 20 /* handshakes a source may start at once ... */
+#define ACCEPT_PER_S 5  /* ... and per second after that */
+#define ACCEPT_SOURCES 256
+#define LAYER_CACHE 8
+
+const struct command cmd_node_def = {
+    "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
+    "[--listen HOST:PORT] [--seed HOST:PORT]... [--cluster-key-file FILE]\n"
+    "\n"
+    "Runs this data directory's node until SIGTERM or SIGINT. It listens for peers on\n"
+    "--listen (default 0.0.0.0:" CTL_DEFAULT_PORT_STR
+    "), connects to every --seed, and serves the\n"
+    "layers it holds to cluster members only: every connection starts with a Noise\n"
+    "handshake keyed by the cluster key, and a peer without it gets nothing but a closed\n"
+    "connection. While it runs, `afsp pull` on this data directory goes through it:\n"
+    "manifests, configs and layers come from peers when they hold them (every chunk\n"
+    "checked against the layer digest), else from the registry.\n"
+    "\n"
+    "  --listen HOST:PORT       where peers connect (port 0: do not listen)\n"
+    "  --seed HOST:PORT         a node to connect to (repeatable)\n"
+    "  --cluster-key-file FILE  the cluster key (afsp genkey); default DATA/cluster.key,\n"
+    "                           created on first start\n"
+    "\n"
+    "The node's identity is DATA/node.key (created on first start); its control socket is\n"
+    "DATA/afsp.sock (mode 0600). Log lines go to stderr; -v for connections and fetches.\n",
+    false};
+
+struct node;
+struct link;
+
+/* A layer opened for serving chunks: shared by the answers that read it. */
+struct served_layer {
+    uint8_t digest[DIGEST_LEN];
+    struct store_layer *l;
+    unsigned refs;
+    uint64_t used;
+};
+
+/* One answer's bytes: from memory (a small blob, an index) or from a layer's blob file. */
+struct src {
+    struct node *n;
+    struct buf mem;
+    struct served_layer *sl;
+    uint64_t base; /* where the object starts in the blob file */
+};
+
+struct seed {
+    char text[300];
+    struct sockaddr_storage addr;
+    bool resolved;
+    struct link *link;
+    uv_timer_t retry;
+    uint64_t backoff;
+};
+
+struct link {
+    struct node *n;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    struct p2p_peer *p;
+    struct seed *seed;
+    struct link *next;
+    bool initiator, up, closing, writing, reading;
+    char addr[300];
+    uint16_t hello_port;
+    uint64_t serial; /* unique for the node's life: jobs remember links by it */
+    uint64_t t0, since, rtt_ms, bytes_in, bytes_out, ban_until;
+    uint8_t *rbuf;
+};
+
+/* A request of a fetch job on one link. */
+struct xreq {
+    struct job *j;
+    struct link *k;
+    uint32_t chunk;
+    struct store_chunk_in w;
+    struct xreq *next; /* the job's list */
+};
+
+enum job_kind { JOB_BLOB, JOB_INDEX, JOB_CHUNKS };
+
+/* A pull thread's request to the loop; the thread waits on cv until done. */
+struct job {
+    enum job_kind kind;
+    uint8_t digest[DIGEST_LEN];
+    uint64_t max;
+    struct buf *out;
+    struct store_fetch *f;
+    int rc;
+    bool done, released;
+    struct job *next;
+    /* loop side */
+    uint64_t *tried; /* serials of the links asked (blob, index) or that lack the layer */
+    size_t ntried;
+    uint8_t *inflight; /* JOB_CHUNKS: chunk bitmap */
+    struct xreq *reqs;
+    uint32_t nreq;
+};
+
+struct pull_task {
+    struct node *n;
+    struct ctl_client *c;
+    char *ref;
+    struct pull_args pa;
+    char *insecure_copy[PULL_MAX_INSECURE];
+    pthread_t th;
+    int rc;
+    char msg[512];
+    uint8_t digest[DIGEST_LEN];
+    struct pull_task *next;
+};
+
+struct accept_src {
+    uint32_t ip;
+    double tokens;
+    uint64_t t;
+};
+
+struct node {
+    uv_loop_t loop;
+    struct store *s;
+    struct p2p_identity id;
+    uint8_t ckey[P2P_KEY_LEN];
+    uv_tcp_t listener;
+    bool listening;
+    uint16_t port;
+    char listen_text[300];
+    struct seed seeds[NODE_MAX_SEEDS];
+    size_t nseeds;
+    struct link *links;
+    uv_pipe_t ctl;
+    char ctl_path[4200];
+    uv_signal_t sigterm, sigint;
+    uv_async_t wake;
+    pthread_mutex_t mu; /* jobs, finished pulls */
+    struct job *jobs;
+    struct pull_task *finished, *running;
+    struct served_layer layers[LAYER_CACHE];
+    struct accept_src sources[ACCEPT_SOURCES];
+    bool stopping, dispatching;
+    uint64_t started, serials;
+    pthread_cond_t cv; /* a job was released */
+    struct {
+        uint64_t chunks_served, bytes_served, chunks_fetched, bytes_fetched, blobs_fetched;
+        uint64_t bad_chunks, stalls, peer_errors, handshake_failures, rate_limited;
+        uint64_t pulls, pulls_failed;
+    } st;
+    struct pull_peers peers;
+};
+
+static uint64_t now_ms(struct node *n)
+{
+    return uv_now(&n->loop);
+}
+
+static const char *id_short(const uint8_t *id, char out[17])
+{
+    return hex_fmt(id, 8, out);
+}
+
+/* ---- links: connect, handshake, bytes in and out --------------------------------------------- */
+
+static void link_close(struct link *k, int rc);
+static void link_flush(struct link *k);
+static void jobs_dispatch(struct node *n);
+
+static void on_link_closed(uv_handle_t *h)
+{
+    struct link *k = h->data;
+    if (h == (uv_handle_t *)&k->tcp) {
+        uv_close((uv_handle_t *)&k->timer, on_link_closed);
+        return;
+    }
+    free(k->rbuf);
+    free(k);
+}
+
+static void seed_schedule(struct seed *sd);
+
+static void link_close(struct link *k, int rc)
+{
+    struct node *n = k->n;
+    char id[17];
+    if (k->closing)
+        return;
+    k->closing = true;
+    if (k->up)
+        log_info("event=peer_down id=%s addr=%s reason=\"%s\"",
+                 id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr, err_str(rc));
+    else if (rc != -ECANCELED)
+        log_info("event=handshake_failed addr=%s reason=\"%s\"", k->addr, err_str(rc));
+    if (!k->up && (rc == AFSP_E_AUTH || rc == AFSP_E_FORMAT || rc == -ETIMEDOUT))
+        n->st.handshake_failures++;
+    if (k->up && rc != -ECANCELED && rc != -ECONNRESET && rc != 0)
+        n->st.peer_errors++;
+    for (struct link **pp = &n->links; *pp; pp = &(*pp)->next)
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    if (k->seed) {
+        k->seed->link = NULL;
+        if (!n->stopping)
+            seed_schedule(k->seed);
+    }
+    /* The peer's requests end here (their jobs move the chunks to other links). */
+    struct p2p_peer *p = k->p;
+    k->p = NULL;
+    p2p_peer_free(p, rc ? rc : -ECONNRESET);
+    uv_close((uv_handle_t *)&k->tcp, on_link_closed);
+    jobs_dispatch(n);
+}
+
+static void link_arm(struct link *k);
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct link *k = w->data;
+    free(w);
+    if (k->closing)
+        return;
+    k->writing = false;
+    if (status < 0) {
+        link_close(k, -ECONNRESET);
+        return;
+    }
+    link_flush(k);
+}
+
+/* Sends what the connection has pending: as much as the socket takes at once without a copy,
+ * the rest copied into one write. Produces more answer bytes while there is room. */
+static void link_flush(struct link *k)
+{
+    for (int round = 0; round < 64 && !k->closing && !k->writing; round++) {
+        if (k->up && p2p_peer_pump(k->p, SEND_BUDGET) < 0) {
+            link_close(k, p2p_peer_error(k->p));
+            return;
+        }
+        struct p2p_conn *c = p2p_peer_conn(k->p);
+        const uint8_t *p;
+        size_t n = p2p_conn_pending(c, &p);
+        if (n == 0)
+            break;
+        uv_buf_t b = uv_buf_init((char *)p, (unsigned)(n > (1u << 30) ? 1u << 30 : n));
+        int w = uv_try_write((uv_stream_t *)&k->tcp, &b, 1);
+        if (w > 0) {
+            p2p_conn_sent(c, (size_t)w);
+            k->bytes_out += (uint64_t)w;
+            continue;
+        }
+        if (w != UV_EAGAIN) {
+            link_close(k, -ECONNRESET);
+            return;
+        }
+        /* The socket is full: copy the rest into a write request, which libuv finishes. */
+        uv_write_t *req = malloc(sizeof *req + b.len);
+        if (!req) {
+            link_close(k, -ENOMEM);
+            return;
+        }
+        memcpy(req + 1, p, b.len);
+        p2p_conn_sent(c, b.len);
+        k->bytes_out += b.len;
+        req->data = k;
+        uv_buf_t copy = uv_buf_init((char *)(req + 1), b.len);
+        if (uv_write(req, (uv_stream_t *)&k->tcp, &copy, 1, on_write) < 0) {
+            free(req);
+            link_close(k, -ECONNRESET);
+            return;
+        }
+        k->writing = true;
+    }
+    if (!k->closing)
+        link_arm(k);
+}
+
+static void on_link_timer(uv_timer_t *t)
+{
+    struct link *k = t->data;
+    if (k->closing)
+        return;
+    if (p2p_peer_tick(k->p, now_ms(k->n)) < 0) {
+        link_close(k, p2p_peer_error(k->p));
+        return;
+    }
+    link_flush(k);
+    jobs_dispatch(k->n);
+}
+
+static void link_arm(struct link *k)
+{
+    uint64_t d = p2p_peer_deadline(k->p), now = now_ms(k->n);
+    if (d == UINT64_MAX)
+        uv_timer_stop(&k->timer);
+    else
+        uv_timer_start(&k->timer, on_link_timer, d > now ? d - now : 0, 0);
+}
+
+static bool link_usable(const struct link *k, uint64_t now)
+{
+    return k->up && !k->closing && k->ban_until <= now;
+}
+
+static void link_up(struct link *k)
+{
+    struct node *n = k->n;
+    const uint8_t *pid = p2p_conn_peer_id(p2p_peer_conn(k->p));
+    char id[17];
+    k->up = true;
+    k->since = time_now_ns();
+    k->rtt_ms = now_ms(n) - k->t0;
+    if (!memcmp(pid, n->id.id, P2P_ID_LEN)) {
+        link_close(k, -ECANCELED); /* ourselves, through a seed that is our own address */
+        return;
+    }
+    /* One connection per pair: of two, both ends keep the one the smaller ID initiated. */
+    for (struct link *o = n->links; o; o = o->next) {
+        if (o == k || !o->up || o->closing ||
+            memcmp(p2p_conn_peer_id(p2p_peer_conn(o->p)), pid, P2P_ID_LEN))
+            continue;
+        bool we_smaller = memcmp(n->id.id, pid, P2P_ID_LEN) < 0;
+        /* the link we initiated, if we are the smaller; else the one the peer initiated */
+        struct link *keep = (k->initiator == we_smaller) ? k : o;
+        struct link *drop = keep == k ? o : k;
+        if (drop->seed) {
+            keep->seed = drop->seed;
+            drop->seed->link = keep;
+            drop->seed = NULL;
+        }
+        link_close(drop, -ECANCELED);
+        if (drop == k)
+            return;
+        break;
+    }
+    log_info("event=peer_up id=%s addr=%s initiator=%d rtt_ms=%" PRIu64, id_short(pid, id), k->addr,
+             k->initiator, k->rtt_ms);
+    if (k->seed)
+        k->seed->backoff = 0;
+    p2p_peer_hello(k->p, n->listening ? n->port : 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct link *k = h->data;
+    (void)hint;
+    *b = uv_buf_init((char *)k->rbuf, LINK_RBUF);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct link *k = s->data;
+    size_t used;
+    if (nread == 0 || k->closing)
+        return;
+    if (nread < 0) {
+        link_close(k, -ECONNRESET);
+        return;
+    }
+    k->bytes_in += (uint64_t)nread;
+    bool was_up = p2p_conn_established(p2p_peer_conn(k->p));
+    if (p2p_peer_input(k->p, (const uint8_t *)b->base, (size_t)nread, now_ms(k->n), &used) < 0) {
+        link_close(k, p2p_peer_error(k->p));
+        return;
+    }
+    if (used != (size_t)nread) { /* p2p_peer_input takes everything it can frame */
+        link_close(k, AFSP_E_PROTO);
+        return;
+    }
+    if (!was_up && p2p_conn_established(p2p_peer_conn(k->p)))
+        link_up(k);
+    if (!k->closing)
+        link_flush(k);
+    jobs_dispatch(k->n);
+}
+
+static void rng(void *arg, uint8_t *buf, size_t n)
+{
+    (void)arg;
+    randombytes_buf(buf, n);
+}
+
+static const struct p2p_peer_ops peer_ops;
+
+static struct link *link_new(struct node *n, bool initiator)
+{
+    struct link *k = calloc(1, sizeof *k);
+    if (!k || !(k->rbuf = malloc(LINK_RBUF))) {
+        free(k);
+        return NULL;
+    }
+    k->n = n;
+    k->serial = ++n->serials;
+    k->initiator = initiator;
+    k->t0 = now_ms(n);
+    struct p2p_peer_cfg cfg = {
+        .conn = {initiator, &n->id, n->ckey, rng, NULL, k->t0, 0}, .ops = &peer_ops, .arg = k};
+    if (p2p_peer_new(&k->p, &cfg) < 0) {
+        free(k->rbuf);
+        free(k);
+        return NULL;
+    }
+    uv_tcp_init(&n->loop, &k->tcp);
+    uv_timer_init(&n->loop, &k->timer);
+    k->tcp.data = k->timer.data = k;
+    k->next = n->links;
+    n->links = k;
+    return k;
+}
+
+static void addr_fmt(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(out, cap, "%s:%d", host, ntohs(a->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(out, cap, "[%s]:%d", host, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, cap, "?");
+    }
+}
+
+static void link_start(struct link *k)
+{
+    uv_tcp_nodelay(&k->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read) < 0) {
+        link_close(k, -ECONNRESET);
+        return;
+    }
+    link_flush(k); /* the initiator's first handshake message */
+}
+
+/* ---- seeds: dial, and dial again after a failure -------------------------------------------- */
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct link *k = req->data;
+    free(req);
+    if (k->closing)
+        return;
+    if (status < 0) {
+        log_info("event=connect_failed addr=%s reason=\"%s\"", k->addr, uv_strerror(status));
+        link_close(k, -ECANCELED);
+        return;
+    }
+    link_start(k);
+}
+
+static void seed_dial(struct seed *sd, struct node *n)
+{
+    if (n->stopping || sd->link)
+        return;
+    struct link *k = link_new(n, true);
+    if (!k) {
+        seed_schedule(sd);
+        return;
+    }
+    snprintf(k->addr, sizeof k->addr, "%s", sd->text);
+    k->seed = sd;
+    sd->link = k;
+    uv_connect_t *req = malloc(sizeof *req);
+    if (!req) {
+        link_close(k, -ENOMEM);
+        return;
+    }
+    req->data = k;
+    int rc = uv_tcp_connect(req, &k->tcp, (const struct sockaddr *)&sd->addr, on_connect);
+    if (rc < 0) {
+        free(req);
+        log_info("event=connect_failed addr=%s reason=\"%s\"", sd->text, uv_strerror(rc));
+        link_close(k, -ECANCELED);
+    }
+}
+
+static void seed_retry_cb(uv_timer_t *t)
+{
+    seed_dial(t->data, t->loop->data);
+}
+
+static void seed_schedule(struct seed *sd)
+{
+    sd->backoff = sd->backoff ? sd->backoff * 2 : RETRY_MIN_MS;
+    if (sd->backoff > RETRY_MAX_MS)
+        sd->backoff = RETRY_MAX_MS;
+    uv_timer_start(&sd->retry, seed_retry_cb, sd->backoff, 0);
+}
+
+/* ---- the listener, with a per-source rate limit on new connections -------------------------- */
+
+static bool accept_allowed(struct node *n, const struct sockaddr *sa)
+{
+    uint32_t ip = 0;
+    if (sa->sa_family == AF_INET)
+        ip = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+    else if (sa->sa_family == AF_INET6)
+        memcpy(&ip, (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr + 12, 4);
+    uint64_t t = now_ms(n) + 1; /* 0 marks a free slot */
+    struct accept_src *slot = NULL, *oldest = &n->sources[0];
+    for (size_t i = 0; i < ACCEPT_SOURCES && !slot; i++) {
+        if (n->sources[i].t && n->sources[i].ip == ip)
+            slot = &n->sources[i];
+        else if (n->sources[i].t < oldest->t)
+            oldest = &n->sources[i];
+    }
+    if (!slot) {
+        slot = oldest;
+        *slot = (struct accept_src){ip, ACCEPT_BURST, t};
+    }
+    slot->tokens += (double)(t - slot->t) * ACCEPT_PER_S / 1000.0;
+    if (slot->tokens > ACCEPT_BURST)
+        slot->tokens = ACCEPT_BURST;
+    slot->t = t;
+    if (slot->tokens < 1)
+        return false;
+    slot->tokens -= 1;
+    return true;
+}
+
+static void on_accept(uv_stream_t *server, int status)
+{
+    struct node *n = server->data;
+    if (status < 0 || n->stopping)
+        return;
+    struct link *k = link_new(n, false);
+    if (!k)
+        return; /* the connection waits in the backlog */
+    if (uv_accept(server, (uv_stream_t *)&k->tcp) < 0) {
+        link_close(k, -ECANCELED);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    uv_tcp_getpeername(&k->tcp, (struct sockaddr *)&ss, &len);
+    addr_fmt((struct sockaddr *)&ss, k->addr, sizeof k->addr);
+    if (!accept_allowed(n, (struct sockaddr *)&ss)) {
+        n->st.rate_limited++;
+        log_debug("event=rate_limited addr=%s", k->addr);
+        link_close(k, -ECANCELED);
+        return;
+    }
+    link_start(k);
+}
+
+/* ---- serving ------------------------------------------------------------------------------- */
+
+static struct served_layer *layer_get(struct node *n, const uint8_t digest[DIGEST_LEN])
+{
+    struct served_layer *free_slot = NULL, *lru = NULL;
+    for (size_t i = 0; i < LAYER_CACHE; i++) {
+        struct served_layer *sl = &n->layers[i];
+        if (sl->l && !memcmp(sl->digest, digest, DIGEST_LEN)) {
+            sl->used = now_ms(n);
+            return sl;
+        }
+        if (!sl->l && !free_slot)
+            free_slot = sl;
+        if (sl->l && !sl->refs && (!lru || sl->used < lru->used))
+            lru = sl;
+    }
+    struct served_layer *slot = free_slot ? free_slot : lru;
+    struct store_layer *l;
+    if (!slot || store_layer_open(n->s, digest, &l) < 0)
+        return NULL; /* every slot is being read, or we do not hold it */
+    if (slot->l)
+        store_layer_close(slot->l);
+    memcpy(slot->digest, digest, DIGEST_LEN);
+    slot->l = l;
+    slot->refs = 0;
+    slot->used = now_ms(n);
+    return slot;
+}
+
+static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t len)
+{
+    struct src *s = arg;
+    if (s->sl)
+        return store_layer_read_blob(s->sl->l, s->base + off, buf, len);
+    if (off > s->mem.len || len > s->mem.len - off)
+        return AFSP_E_USAGE;
+    memcpy(buf, s->mem.p + off, len);
+    return 0;
+}
+
+static void src_done(void *arg)
+{
+    struct src *s = arg;
+    if (s->sl)
+        s->sl->refs--;
+    buf_release(&s->mem);
+    free(s);
+}
+
+/* A layer is served whole only when every chunk is here (a complete layer). */
+static bool layer_whole(struct store_layer *l)
+{
+    for (uint32_t i = 0; i < store_layer_nchunks(l); i++)
+        if (!store_layer_chunk_present(l, i))
+            return false;
+    return true;
+}
+
+static void answer_have(struct p2p_peer *p, const struct p2p_msg *m, struct served_layer *sl)
+{
+    uint32_t nc = store_layer_nchunks(sl->l);
+    uint8_t *bm = calloc((nc + 7) / 8 + 1, 1);
+    if (!bm) {
+        p2p_peer_answer_error(p, m->id, P2P_ERR_BUSY);
+        return;
+    }
+    for (uint32_t i = 0; i < nc; i++)
+        if (store_layer_chunk_present(sl->l, i))
+            bm[i / 8] |= (uint8_t)(1u << (i % 8));
+    p2p_peer_answer_have(p, m->id, nc, bm);
+    free(bm);
+}
+
+static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
+{
+    struct link *k = arg;
+    struct node *n = k->n;
+    struct src *s = calloc(1, sizeof *s);
+    uint64_t total = 0, off = 0, len = UINT64_MAX;
+    int rc = s ? 0 : -ENOMEM;
+    if (rc == 0) {
+        switch (m->type) {
+        case P2P_GET_BLOB:
+            off = m->off, len = m->len;
+            if (store_small_get(n->s, m->digest, &s->mem) == 0) {
+                total = s->mem.len;
+            } else if ((s->sl = layer_get(n, m->digest)) && layer_whole(s->sl->l)) {
+                uint64_t coff;
+                uint32_t clen;
+                store_layer_chunk(s->sl->l, store_layer_nchunks(s->sl->l) - 1, &coff, &clen);
+                total = coff + clen;
+            } else {
+                s->sl = NULL;
+                rc = AFSP_E_NOTFOUND;
+            }
+            break;
+        case P2P_GET_INDEX:
+            off = m->off, len = m->len;
+            rc = store_index_bytes(n->s, m->digest, &s->mem);
+            total = s->mem.len;
+            break;
+        case P2P_GET_CHUNK:
+            if (!(s->sl = layer_get(n, m->digest)) || m->chunk >= store_layer_nchunks(s->sl->l) ||
+                !store_layer_chunk_present(s->sl->l, m->chunk)) {
+                s->sl = NULL;
+                rc = AFSP_E_NOTFOUND;
+            } else {
+                uint32_t clen;
+                store_layer_chunk(s->sl->l, m->chunk, &s->base, &clen);
+                total = clen;
+            }
+            break;
+        case P2P_HAVE: {
+            struct served_layer *sl = layer_get(n, m->digest);
+            if (sl)
+                answer_have(p, m, sl);
+            rc = sl ? 1 : AFSP_E_NOTFOUND;
+            break;
+        }
+        default:
+            rc = AFSP_E_PROTO;
+        }
+    }
+    if (rc != 0) {
+        if (rc < 0)
+            p2p_peer_answer_error(p, m->id,
+                                  rc == AFSP_E_PROTO ? P2P_ERR_BAD_REQUEST
+                                  : rc == -ENOMEM    ? P2P_ERR_BUSY
+                                                     : P2P_ERR_NOT_FOUND);
+        if (s)
+            buf_release(&s->mem);
+        free(s);
+        return;
+    }
+    s->n = n;
+    if (s->sl)
+        s->sl->refs++;
+    if (m->type == P2P_GET_CHUNK)
+        n->st.chunks_served++;
+    if (off < total)
+        n->st.bytes_served += len < total - off ? len : total - off;
+    struct p2p_source ps = {src_read, src_done, s};
+    p2p_peer_answer_data(p, m->id, total, off > total ? total : off, len, &ps);
+}
+
+/* ---- fetch jobs: blobs, indexes and chunks for a pull thread -------------------------------- */
+
+static void job_finish(struct node *n, struct job *j, int rc)
+{
+    pthread_mutex_lock(&n->mu);
+    j->rc = rc;
+    j->done = true;
+    pthread_mutex_unlock(&n->mu);
+}
+
+static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uint64_t off,
+                   const uint8_t *b, size_t len)
+{
+    struct xreq *x = req;
+    struct job *j = x->j;
+    (void)arg;
+    (void)p;
+    (void)total;
+    if (j->kind == JOB_CHUNKS)
+        return store_fetch_chunk_data(j->f, &x->w, b, len);
+    if (off != j->out->len)
+        return AFSP_E_PROTO;
+    return buf_append(j->out, b, len);
+}
+
+static void job_remove_req(struct job *j, struct xreq *x)
+{
+    for (struct xreq **pp = &j->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == x) {
+            *pp = x->next;
+            break;
+        }
+    j->nreq--;
+}
+
+static void link_ban(struct link *k, const char *why)
+{
+    char id[17];
+    k->ban_until = now_ms(k->n) + BAN_MS;
+    log_warn("event=peer_banned id=%s addr=%s for_s=%d reason=\"%s\"",
+             id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr, BAN_MS / 1000, why);
+}
+
+static bool tried(const struct job *j, const struct link *k)
+{
+    for (size_t i = 0; i < j->ntried; i++)
+        if (j->tried[i] == k->serial)
+            return true;
+    return false;
+}
+
+static int job_exclude(struct job *j, const struct link *k)
+{
+    uint64_t *t = realloc(j->tried, (j->ntried + 1) * sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    j->tried = t;
+    j->tried[j->ntried++] = k->serial;
+    return 0;
+}
+
+static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
+{
+    struct xreq *x = req;
+    struct job *j = x->j;
+    struct link *k = arg;
+    struct node *n = k->n;
+    (void)p;
+    job_remove_req(j, x);
+    if (j->kind == JOB_CHUNKS) {
+        j->inflight[x->chunk / 8] &= (uint8_t) ~(1u << (x->chunk % 8));
+        if (rc == 0 && (rc = store_fetch_chunk_end(j->f, &x->w)) == 0) {
+            n->st.chunks_fetched++;
+            n->st.bytes_fetched += x->w.got;
+        } else if (rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE) {
+            n->st.bad_chunks++;
+            link_ban(k, "sent a chunk that does not match the index");
+        } else if (rc == -ETIMEDOUT) {
+            n->st.stalls++;
+            link_ban(k, "stalled");
+        } else if (rc == AFSP_E_NOTFOUND) {
+            job_exclude(j, k); /* this peer lacks the layer: not asked again for it */
+        }
+    } else if (rc == 0) {
+        n->st.blobs_fetched++;
+        if (!j->done)
+            job_finish(n, j, 0);
+    } else {
+        j->out->len = 0; /* the next peer starts over */
+    }
+    free(x);
+}
+
+static void on_hello(void *arg, struct p2p_peer *p, uint16_t port)
+{
+    struct link *k = arg;
+    (void)p;
+    k->hello_port = port;
+}
+
+static const struct p2p_peer_ops peer_ops = {
+    .request = on_request, .data = on_data, .done = on_done, .hello = on_hello};
+
+static struct xreq *xreq_new(struct job *j, struct link *k)
+{
+    struct xreq *x = calloc(1, sizeof *x);
+    if (x) {
+        x->j = j;
+        x->k = k;
+    }
+    return x;
+}
+
+static void xreq_add(struct job *j, struct xreq *x)
+{
+    x->next = j->reqs;
+    j->reqs = x;
+    j->nreq++;
+}
+
+/* Moves job j on: a blob or an index goes to the next peer not yet asked; chunks go to every
+ * usable peer, as many as its window takes, in order. Returns true once the job is finished. */
+static bool job_step(struct node *n, struct job *j)
+{
+    uint64_t now = now_ms(n);
+    if (j->done)
+        return j->nreq == 0;
+    if (j->kind != JOB_CHUNKS) {
+        if (j->nreq)
+            return false;
+        for (struct link *k = n->links; k; k = k->next) {
+            if (!link_usable(k, now) || tried(j, k))
+                continue;
+            struct xreq *x = xreq_new(j, k);
+            if (!x || job_exclude(j, k) < 0) {
+                free(x);
+                break;
+            }
+            struct p2p_msg m = {.type = j->kind == JOB_BLOB ? P2P_GET_BLOB : P2P_GET_INDEX,
+                                .len = (uint32_t)(j->max < UINT32_MAX ? j->max : UINT32_MAX)};
+            memcpy(m.digest, j->digest, DIGEST_LEN);
+            j->out->len = 0;
+            if (p2p_peer_request(k->p, &m, j->max, x) < 0) {
+                free(x);
+                continue;
+            }
+            xreq_add(j, x);
+            link_flush(k);
+            return false;
+        }
+        job_finish(n, j, AFSP_E_NOTFOUND);
+        return true;
+    }
+    uint32_t nc = store_fetch_nchunks(j->f), next = 0;
+    if (store_fetch_missing(j->f) == 0) {
+        if (j->nreq == 0)
+            job_finish(n, j, 0);
+        return j->nreq == 0;
+    }
+    bool any = false;
+    for (struct link *k = n->links; k; k = k->next) {
+        if (!link_usable(k, now) || tried(j, k))
+            continue;
+        any = true;
+        for (; next < nc; next++) {
+            uint32_t i = next;
+            if (store_fetch_has(j->f, i) || (j->inflight[i / 8] >> (i % 8) & 1))
+                continue;
+            struct xreq *x = xreq_new(j, k);
+            if (!x)
+                break;
+            struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
+            uint64_t coff;
+            uint32_t clen;
+            memcpy(m.digest, j->digest, DIGEST_LEN);
+            store_fetch_chunk(j->f, i, &coff, &clen);
+            x->chunk = i;
+            store_fetch_chunk_begin(j->f, i, &x->w);
+            if (p2p_peer_request(k->p, &m, clen, x) < 0) {
+                free(x);
+                break; /* this link's window is full: the next link */
+            }
+            xreq_add(j, x);
+            j->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
+        }
+        link_flush(k);
+    }
+    if (!any && j->nreq == 0) {
+        job_finish(n, j, AFSP_E_NOTFOUND);
+        return true;
+    }
+    return false;
+}
+
+static void jobs_dispatch(struct node *n)
+{
+    if (n->dispatching)
+        return; /* called back from inside a step: the outer loop goes on */
+    n->dispatching = true;
+    pthread_mutex_lock(&n->mu);
+    struct job *list = n->jobs;
+    pthread_mutex_unlock(&n->mu);
+    for (struct job *j = list; j; j = j->next)
+        job_step(n, j);
+    /* Release the threads whose jobs are done and have nothing in flight. */
+    pthread_mutex_lock(&n->mu);
+    for (struct job **pp = &n->jobs; *pp;) {
+        struct job *j = *pp;
+        if (j->done && j->nreq == 0) {
+            *pp = j->next;
+            j->released = true;
+            pthread_cond_broadcast(&n->cv);
+        } else {
+            pp = &j->next;
+        }
+    }
+    pthread_mutex_unlock(&n->mu);
+    n->dispatching = false;
+}
+
+/* On a pull thread: hands job j to the loop and waits until it is released. */
+static int job_run(struct node *n, struct job *j)
+{
+    pthread_mutex_lock(&n->mu);
+    if (n->stopping) {
+        pthread_mutex_unlock(&n->mu);
+        return -ECANCELED;
+    }
+    j->next = n->jobs;
+    n->jobs = j;
+    uv_async_send(&n->wake);
+    while (!j->released)
+        pthread_cond_wait(&n->cv, &n->mu);
+    pthread_mutex_unlock(&n->mu);
+    free(j->tried);
+    free(j->inflight);
+    return j->rc;
+}
+
+static int peers_get_blob(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t max,
+                          struct buf *out)
+{
+    struct job j = {.kind = JOB_BLOB, .max = max, .out = out};
+    memcpy(j.digest, digest, DIGEST_LEN);
+    return job_run(arg, &j);
+}
+
+static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out)
+{
+    struct job j = {.kind = JOB_INDEX, .max = 512u << 20, .out = out};
+    memcpy(j.digest, digest, DIGEST_LEN);
+    return job_run(arg, &j);
+}
+
+static int peers_get_chunks(void *arg, struct store_fetch *f)
+{
+    struct job j = {.kind = JOB_CHUNKS, .f = f};
+    memcpy(j.digest, store_fetch_digest(f), DIGEST_LEN);
+    j.inflight = calloc((store_fetch_nchunks(f) + 7) / 8, 1);
+    if (!j.inflight)
+        return -ENOMEM;
+    return job_run(arg, &j);
+}
+
+/* ---- the control socket ------------------------------------------------------------------- */
+
+struct ctl_client {
+    uv_pipe_t pipe;
+    struct node *n;
+    struct buf in;
+    struct pull_task *task;
+    bool answered;
+};
+
+static void on_ctl_closed(uv_handle_t *h)
+{
+    struct ctl_client *c = h->data;
+    buf_release(&c->in);
+    free(c);
+}
+
+static void ctl_close(struct ctl_client *c)
+{
+    if (c->task)
+        c->task->c = NULL; /* its pull goes on; no one hears the end */
+    if (!uv_is_closing((uv_handle_t *)&c->pipe))
+        uv_close((uv_handle_t *)&c->pipe, on_ctl_closed);
+}
+
+static void on_ctl_written(uv_write_t *w, int status)
+{
+    struct ctl_client *c = w->data;
+    (void)status;
+    free(w);
+    ctl_close(c);
+}
+
+/* Sends the answer (consumed) and closes the connection after it. */
+static void ctl_answer(struct ctl_client *c, json_t *ans)
+{
+    char *text = json_dumps(ans, JSON_COMPACT);
+    json_decref(ans);
+    size_t n = text ? strlen(text) : 0;
+    uv_write_t *w = text ? malloc(sizeof *w + n + 1) : NULL;
+    c->answered = true;
+    if (!w) {
+        free(text);
+        ctl_close(c);
+        return;
+    }
+    memcpy(w + 1, text, n);
+    ((char *)(w + 1))[n] = '\n';
+    free(text);
+    w->data = c;
+    uv_buf_t b = uv_buf_init((char *)(w + 1), (unsigned)n + 1);
+    if (uv_write(w, (uv_stream_t *)&c->pipe, &b, 1, on_ctl_written) < 0) {
+        free(w);
+        ctl_close(c);
+    }
+}
+
+static json_t *error_answer(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_t *error_answer(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return json_pack("{s:s}", "error", msg);
+}
+
+static json_t *peers_json(struct node *n)
+{
+    json_t *a = json_array();
+    char id[2 * P2P_ID_LEN + 1], since[32];
+    for (struct link *k = n->links; k; k = k->next) {
+        if (!k->up || k->closing)
+            continue;
+        hex_fmt(p2p_conn_peer_id(p2p_peer_conn(k->p)), P2P_ID_LEN, id);
+        json_array_append_new(
+            a,
+            json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:I, s:s, s:b, s:i, s:i}", "id", id,
+                      "address", k->addr, "listen_port", (int)k->hello_port, "initiator",
+                      k->initiator, "rtt_ms", (json_int_t)k->rtt_ms, "bytes_in",
+                      (json_int_t)k->bytes_in, "bytes_out", (json_int_t)k->bytes_out, "since",
+                      time_fmt(k->since, since), "banned", k->ban_until > now_ms(n), "requests_out",
+                      (int)p2p_peer_inflight(k->p), "requests_in", (int)p2p_peer_serving(k->p)));
+    }
+    return a;
+}
+
+static json_t *stats_json(struct node *n)
+{
+    struct store_usage u = {0};
+    char id[2 * P2P_ID_LEN + 1], since[32];
+    size_t npeers = 0;
+    for (struct link *k = n->links; k; k = k->next)
+        npeers += k->up && !k->closing;
+    store_usage_get(n->s, &u);
+    json_t *store = json_pack("{s:I, s:I, s:I, s:I, s:I}", "used", (json_int_t)u.used, "reserved",
+                              (json_int_t)u.reserved, "limit", (json_int_t)u.limit, "layers",
+                              (json_int_t)u.nlayers, "images", (json_int_t)u.nimages);
+    json_t *c = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chunks_served",
+        (json_int_t)n->st.chunks_served, "bytes_served", (json_int_t)n->st.bytes_served,
+        "chunks_fetched", (json_int_t)n->st.chunks_fetched, "bytes_fetched",
+        (json_int_t)n->st.bytes_fetched, "blobs_fetched", (json_int_t)n->st.blobs_fetched,
+        "bad_chunks", (json_int_t)n->st.bad_chunks, "stalls", (json_int_t)n->st.stalls,
+        "peer_errors", (json_int_t)n->st.peer_errors, "handshake_failures",
+        (json_int_t)n->st.handshake_failures, "rate_limited", (json_int_t)n->st.rate_limited,
+        "pulls", (json_int_t)n->st.pulls, "pulls_failed", (json_int_t)n->st.pulls_failed);
+    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "id", hex_fmt(n->id.id, P2P_ID_LEN, id),
+                     "listen", n->listening ? n->listen_text : "", "started",
+                     time_fmt(n->started, since), "peers", (json_int_t)npeers, "store", store,
+                     "counters", c);
+}
+
+static void *pull_main(void *arg)
+{
+    struct pull_task *t = arg;
+    struct pull_opts po = {
+        .platform = t->pa.platform, .insecure_hosts = t->pa.insecure, .peers = &t->n->peers};
+    t->rc = store_pull(t->n->s, t->ref, &po, t->digest);
+    if (t->rc < 0)
+        snprintf(t->msg, sizeof t->msg, "%s", err_msg(t->rc));
+    pthread_mutex_lock(&t->n->mu);
+    t->next = t->n->finished;
+    t->n->finished = t;
+    pthread_mutex_unlock(&t->n->mu);
+    uv_async_send(&t->n->wake);
+    return NULL;
+}
+
+static void pull_task_free(struct pull_task *t)
+{
+    for (size_t i = 0; i < t->pa.ninsecure; i++)
+        free(t->insecure_copy[i]);
+    free(t->ref);
+    free(t);
+}
+
+static void ctl_pull(struct ctl_client *c, json_t *req)
+{
+    struct node *n = c->n;
+    const char *ref = json_string_value(json_object_get(req, "ref"));
+    const char *platform = json_string_value(json_object_get(req, "platform"));
+    json_t *ins = json_object_get(req, "insecure");
+    struct pull_task *t = calloc(1, sizeof *t);
+    if (!ref || !t || (ins && (!json_is_array(ins) || json_array_size(ins) > PULL_MAX_INSECURE))) {
+        free(t);
+        ctl_answer(c, error_answer("bad pull request"));
+        return;
+    }
+    t->n = n;
+    t->c = c;
+    t->ref = strdup(ref);
+    t->pa.platform = platform ? strdup(platform) : NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ins, i, v)
+    {
+        const char *h = json_string_value(v);
+        if (h) {
+            t->insecure_copy[t->pa.ninsecure] = strdup(h);
+            t->pa.insecure[t->pa.ninsecure] = t->insecure_copy[t->pa.ninsecure];
+            t->pa.ninsecure++;
+        }
+    }
+    if (platform) /* kept with the insecure hosts, to be freed with them */
+        t->insecure_copy[t->pa.ninsecure] = (char *)t->pa.platform;
+    n->st.pulls++;
+    c->task = t;
+    if (!t->ref || pthread_create(&t->th, NULL, pull_main, t) != 0) {
+        c->task = NULL;
+        free((char *)t->pa.platform);
+        pull_task_free(t);
+        ctl_answer(c, error_answer("cannot start the pull"));
+        return;
+    }
+    t->next = n->running;
+    n->running = t;
+}
+
+static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct ctl_client *c = s->data;
+    if (nread < 0) {
+        free(b->base);
+        if (!c->task)
+            ctl_close(c);
+        else
+            uv_read_stop(s);
+        return;
+    }
+    if (nread > 0 && buf_append(&c->in, b->base, (size_t)nread) < 0)
+        nread = -1;
+    free(b->base);
+    if (nread < 0 || c->in.len > (64u << 10)) {
+        ctl_close(c);
+        return;
+    }
+    if (!memchr(c->in.p, '\n', c->in.len) || c->answered || c->task)
+        return;
+    uv_read_stop(s);
+    json_t *req = json_loadb((const char *)c->in.p, c->in.len, JSON_DISABLE_EOF_CHECK, NULL);
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    if (!cmd)
+        ctl_answer(c, error_answer("bad request"));
+    else if (!strcmp(cmd, "peers"))
+        ctl_answer(c, json_pack("{s:b, s:o}", "ok", 1, "peers", peers_json(c->n)));
+    else if (!strcmp(cmd, "stats"))
+        ctl_answer(c, json_pack("{s:b, s:o}", "ok", 1, "stats", stats_json(c->n)));
+    else if (!strcmp(cmd, "pull"))
+        ctl_pull(c, req);
+    else
+        ctl_answer(c, error_answer("unknown command %s", cmd));
+    json_decref(req);
+}
+
+static void on_ctl_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h;
+    (void)hint;
+    b->base = malloc(4096);
+    b->len = b->base ? 4096 : 0;
+}
+
+static void on_ctl_connection(uv_stream_t *server, int status)
+{
+    struct node *n = server->data;
+    if (status < 0)
+        return;
+    struct ctl_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->n = n;
+    uv_pipe_init(&n->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 ||
+        uv_read_start((uv_stream_t *)&c->pipe, on_ctl_alloc, on_ctl_read) < 0)
+        ctl_close(c);
+}
+
+/* ---- the loop's wake-ups: jobs from pull threads, finished pulls ----------------------------- */
+
+/* The wake-up handle outlives the loop's other handles until the last pull thread is done
+ * with it. */
+static void wake_close_if_idle(struct node *n)
+{
+    if (n->stopping && !n->running && !uv_is_closing((uv_handle_t *)&n->wake))
+        uv_close((uv_handle_t *)&n->wake, NULL);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    struct node *n = a->data;
+    jobs_dispatch(n);
+    pthread_mutex_lock(&n->mu);
+    struct pull_task *done = n->finished;
+    n->finished = NULL;
+    pthread_mutex_unlock(&n->mu);
+    while (done) {
+        struct pull_task *t = done;
+        done = t->next;
+        pthread_join(t->th, NULL);
+        for (struct pull_task **pp = &n->running; *pp; pp = &(*pp)->next)
+            if (*pp == t) {
+                *pp = t->next;
+                break;
+            }
+        char dg[DIGEST_STR_LEN + 1];
+        if (t->rc < 0)
+            n->st.pulls_failed++;
+        log_info("event=pull ref=%s result=\"%s\"", t->ref, t->rc < 0 ? t->msg : "ok");
+        if (t->c) {
+            t->c->task = NULL;
+            ctl_answer(t->c, t->rc < 0 ? error_answer("%s", t->msg)
+                                       : json_pack("{s:b, s:s}", "ok", 1, "digest",
+                                                   digest_fmt(t->digest, dg)));
+        }
+        pull_task_free(t);
+    }
+    wake_close_if_idle(n);
+}
+
+/* ---- start and stop ------------------------------------------------------------------------ */
+
+static void on_any_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, on_any_closed);
+}
+
+static void node_stop(struct node *n, const char *why)
+{
+    if (n->stopping)
+        return;
+    log_info("event=stopping reason=%s", why);
+    /* Every job ends now (pull threads fall back to the registry, or fail, and finish). */
+    pthread_mutex_lock(&n->mu);
+    n->stopping = true;
+    for (struct job *j = n->jobs; j; j = j->next)
+        if (!j->done) {
+            j->rc = -ECANCELED;
+            j->done = true;
+        }
+    pthread_mutex_unlock(&n->mu);
+    while (n->links)
+        link_close(n->links, -ECANCELED);
+    jobs_dispatch(n);
+    if (n->listening)
+        uv_close((uv_handle_t *)&n->listener, NULL);
+    uv_close((uv_handle_t *)&n->ctl, NULL);
+    unlink(n->ctl_path);
+    for (size_t i = 0; i < n->nseeds; i++)
+        uv_close((uv_handle_t *)&n->seeds[i].retry, NULL);
+    uv_close((uv_handle_t *)&n->sigterm, NULL);
+    uv_close((uv_handle_t *)&n->sigint, NULL);
+    wake_close_if_idle(n);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    node_stop(s->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int parse_hostport(const char *text, const char *def_host, struct sockaddr_storage *out)
+{
+    char host[256];
+    const char *colon = strrchr(text, ':');
+    if (!colon || colon == text + strlen(text) - 1)
+        return AFSP_E_USAGE;
+    size_t hl = (size_t)(colon - text);
+    if (hl >= sizeof host)
+        return AFSP_E_USAGE;
+    memcpy(host, text, hl);
+    host[hl] = 0;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return AFSP_E_USAGE;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int e = getaddrinfo(host[0] ? host : def_host, colon + 1, &hints, &res);
+    if (e != 0)
+        return err_set(AFSP_E_NET, "cannot resolve %s: %s", host, gai_strerror(e));
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* The control socket: refuses to start when another node answers on it; a stale one (its node
+ * died) is replaced. */
+static int ctl_listen(struct node *n)
+{
+    int fd = ctl_connect();
+    if (fd >= 0) {
+        close(fd);
+        return err_set(-EADDRINUSE, "a node already runs on %s", data_dir());
+    }
+    unlink(n->ctl_path);
+    uv_pipe_init(&n->loop, &n->ctl, 0);
+    n->ctl.data = n;
+    mode_t old = umask(077);
+    int rc = uv_pipe_bind(&n->ctl, n->ctl_path);
+    umask(old);
+    if (rc == 0 && chmod(n->ctl_path, 0600) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&n->ctl, 16, on_ctl_connection);
+    return rc < 0 ? err_set(rc, "cannot listen on %s: %s", n->ctl_path, uv_strerror(rc)) : 0;
+}
+
+static int node_keys(struct node *n, const char *key_file)
+{
+    char path[4200];
+    bool created;
+    int rc;
+    snprintf(path, sizeof path, "%s/node.key", data_dir());
+    if ((rc = p2p_identity_load(&n->id, path, &created)) < 0)
+        return err_ctx(rc, "node identity %s", path);
+    if (key_file) {
+        if ((rc = p2p_cluster_key_load(n->ckey, key_file)) < 0)
+            return err_ctx(rc, "cluster key %s", key_file);
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/cluster.key", data_dir());
+    rc = p2p_cluster_key_load(n->ckey, path);
+    if (rc == -ENOENT) {
+        if ((rc = p2p_cluster_key_create(n->ckey, path)) < 0)
+            return err_ctx(rc, "cluster key %s", path);
+        fprintf(stderr,
+                "afsp: created a new cluster key in %s; give other nodes a copy of it\n"
+                "      (--cluster-key-file) so that they can join this one\n",
+                path);
+        return 0;
+    }
+    return rc < 0 ? err_ctx(rc, "cluster key %s", path) : 0;
+}
+
+int cmd_node(int argc, char **argv)
+{
+    const char *listen = "0.0.0.0:" CTL_DEFAULT_PORT_STR, *key_file = NULL, *v, *arg;
+    const char *seeds[NODE_MAX_SEEDS];
+    size_t nseeds = 0;
+    struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
+    int r, rc;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if ((v = cmd_value(&it, "--listen")))
+            listen = v;
+        else if ((v = cmd_value(&it, "--cluster-key-file")))
+            key_file = v;
+        else if ((v = cmd_value(&it, "--seed"))) {
+            if (nseeds == NODE_MAX_SEEDS)
+                return cmd_usage_error(&cmd_node_def, "at most %d --seed", NODE_MAX_SEEDS);
+            seeds[nseeds++] = v;
+        } else
+            return cmd_usage_error(&cmd_node_def, "unexpected argument %s", arg);
+    }
+    if (r < 0)
+        return it.status;
+    if (sodium_init() < 0)
+        return die("libsodium cannot start");
+    if (log_level < LOG_INFO && g_opts.verbose == 0)
+        log_level = LOG_WARN;
+
+    struct node *n = calloc(1, sizeof *n);
+    if (!n)
+        return die("out of memory");
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    n->started = time_now_ns();
+    n->peers = (struct pull_peers){n, peers_get_blob, peers_get_index, peers_get_chunks};
+    int status = 1;
+    bool loop_ok = false;
+    struct sockaddr_storage la;
+    if (open_store(&n->s, false))
+        goto out;
+    if ((rc = node_keys(n, key_file)) < 0) {
+        die("%s", err_msg(rc));
+        goto out;
+    }
+    snprintf(n->ctl_path, sizeof n->ctl_path, "%s/%s", data_dir(), CTL_SOCK);
+    if (strlen(n->ctl_path) >= 108) {
+        die("the data directory's path is too long for a socket: %s", n->ctl_path);
+        goto out;
+    }
+    if ((rc = parse_hostport(listen, "0.0.0.0", &la)) < 0) {
+        status = cmd_usage_error(&cmd_node_def, "bad --listen %s: %s", listen, err_msg(rc));
+        goto out;
+    }
+    for (size_t i = 0; i < nseeds; i++) {
+        struct seed *sd = &n->seeds[n->nseeds];
+        snprintf(sd->text, sizeof sd->text, "%s", seeds[i]);
+        if ((rc = parse_hostport(seeds[i], "127.0.0.1", &sd->addr)) < 0) {
+            status = cmd_usage_error(&cmd_node_def, "bad --seed %s: %s", seeds[i], err_msg(rc));
+            goto out;
+        }
+        n->nseeds++;
+    }
+    uv_loop_init(&n->loop);
+    loop_ok = true;
+    n->loop.data = n;
+    uv_async_init(&n->loop, &n->wake, on_wake);
+    n->wake.data = n;
+    if ((rc = ctl_listen(n)) < 0) {
+        die("%s", err_msg(rc));
+        goto out;
+    }
+    n->port = ntohs(la.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&la)->sin6_port
+                                             : ((struct sockaddr_in *)&la)->sin_port);
+    if (n->port) {
+        uv_tcp_init(&n->loop, &n->listener);
+        n->listener.data = n;
+        if ((rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&la, 0)) < 0 ||
+            (rc = uv_listen((uv_stream_t *)&n->listener, 128, on_accept)) < 0) {
+            die("cannot listen on %s: %s", listen, uv_strerror(rc));
+            uv_close((uv_handle_t *)&n->listener, NULL);
+            goto out;
+        }
+        n->listening = true;
+        snprintf(n->listen_text, sizeof n->listen_text, "%s", listen);
+    }
+    uv_signal_init(&n->loop, &n->sigterm);
+    uv_signal_init(&n->loop, &n->sigint);
+    n->sigterm.data = n->sigint.data = n;
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < n->nseeds; i++) {
+        uv_timer_init(&n->loop, &n->seeds[i].retry);
+        n->seeds[i].retry.data = &n->seeds[i];
+        seed_dial(&n->seeds[i], n);
+    }
+    char id[2 * P2P_ID_LEN + 1];
+    log_warn("event=started id=%s listen=%s seeds=%zu data=%s", hex_fmt(n->id.id, P2P_ID_LEN, id),
+             n->listening ? listen : "-", n->nseeds, data_dir());
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    status = 0; /* the loop ends once the last pull thread is joined (on_wake) */
+    log_warn("event=stopped");
+out:
+    if (loop_ok) {
+        uv_walk(&n->loop, close_walk, NULL);
+        uv_run(&n->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&n->loop);
+    }
+    for (size_t i = 0; i < LAYER_CACHE; i++)
+        if (n->layers[i].l)
+            store_layer_close(n->layers[i].l);
+    if (n->s)
+        store_close(n->s);
+    p2p_identity_wipe(&n->id);
+    sodium_memzero(n->ckey, sizeof n->ckey);
+    pthread_mutex_destroy(&n->mu);
+    pthread_cond_destroy(&n->cv);
+    free(n);
+    return status;
+}

@@ -1,0 +1,90 @@
+/*
+ * peers.c - `afsp peers`: the peers the node on this data directory is connected to.
+ */
+#include "cmd.h"
+#include "ctl.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const struct command cmd_peers_def = {
+    "peers", cmd_peers, "list the peers the running node is connected to",
+    "[--json]\n"
+    "\n"
+    "Asks the node running on the data directory (afsp node) for its peers: node ID,\n"
+    "address, round-trip time of the handshake, bytes in and out, connected since.\n"
+    "\n"
+    "  --json   one JSON object: {\"peers\": [{\"id\", \"address\", \"listen_port\",\n"
+    "           \"initiator\", \"rtt_ms\", \"bytes_in\", \"bytes_out\", \"since\", \"banned\",\n"
+    "           \"requests_out\", \"requests_in\"}]}\n",
+    false};
+
+/* Sends {"cmd": name} to the node and returns its answer, or NULL after printing why. */
+json_t *ctl_ask(const char *name)
+{
+    int fd = ctl_connect();
+    if (fd < 0) {
+        die("no node runs on %s (start one with: afsp node)", data_dir());
+        return NULL;
+    }
+    json_t *req = json_pack("{s:s}", "cmd", name), *ans = NULL;
+    int rc = ctl_call(fd, req, &ans);
+    json_decref(req);
+    close(fd);
+    if (rc < 0) {
+        die("%s", err_msg(rc));
+        return NULL;
+    }
+    const char *e = json_string_value(json_object_get(ans, "error"));
+    if (e) {
+        die("the node says: %s", e);
+        json_decref(ans);
+        return NULL;
+    }
+    return ans;
+}
+
+int cmd_peers(int argc, char **argv)
+{
+    struct cmd_iter it = CMD_ITER(&cmd_peers_def, argc, argv);
+    const char *arg;
+    int r, json = 0;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (!strcmp(arg, "--json"))
+            json = 1;
+        else
+            return cmd_usage_error(&cmd_peers_def, "unexpected argument %s", arg);
+    }
+    if (r < 0)
+        return it.status;
+    json_t *ans = ctl_ask("peers");
+    if (!ans)
+        return 1;
+    json_t *peers = json_object_get(ans, "peers");
+    if (json) {
+        json_t *out = json_pack("{s:O}", "peers", peers ? peers : json_array());
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+        json_decref(out);
+    } else {
+        size_t i;
+        json_t *p;
+        char a[16], b[16];
+        printf("%-16s  %-22s  %6s  %9s  %9s  %s\n", "ID", "ADDRESS", "RTT", "IN", "OUT", "SINCE");
+        json_array_foreach(peers, i, p)
+        {
+            printf("%-16.16s  %-22s  %4" PRId64 "ms  %9s  %9s  %s%s\n",
+                   json_string_value(json_object_get(p, "id")),
+                   json_string_value(json_object_get(p, "address")),
+                   (int64_t)json_integer_value(json_object_get(p, "rtt_ms")),
+                   bytes_fmt((uint64_t)json_integer_value(json_object_get(p, "bytes_in")), a),
+                   bytes_fmt((uint64_t)json_integer_value(json_object_get(p, "bytes_out")), b),
+                   json_string_value(json_object_get(p, "since")),
+                   json_is_true(json_object_get(p, "banned")) ? "  (banned)" : "");
+        }
+    }
+    json_decref(ans);
+    return 0;
+}

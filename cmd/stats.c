@@ -1,0 +1,65 @@
+/*
+ * stats.c - `afsp stats`: the running node's store use and counters.
+ */
+#include "cmd.h"
+#include "ctl.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+const struct command cmd_stats_def = {
+    "stats", cmd_stats, "show the running node's store use and counters",
+    "[--json]\n"
+    "\n"
+    "Asks the node running on the data directory (afsp node) for its statistics: node ID,\n"
+    "peers, store use against the cache limit, chunks and bytes served and fetched, bad\n"
+    "chunks caught, stalled requests, peer errors, failed handshakes, rate-limited\n"
+    "connections, pulls.\n"
+    "\n"
+    "  --json   one JSON object: {\"stats\": {\"id\", \"listen\", \"started\", \"peers\",\n"
+    "           \"store\": {\"used\", \"reserved\", \"limit\", \"layers\", \"images\"},\n"
+    "           \"counters\": {...}}}\n",
+    false};
+
+int cmd_stats(int argc, char **argv)
+{
+    struct cmd_iter it = CMD_ITER(&cmd_stats_def, argc, argv);
+    const char *arg;
+    int r, json = 0;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (!strcmp(arg, "--json"))
+            json = 1;
+        else
+            return cmd_usage_error(&cmd_stats_def, "unexpected argument %s", arg);
+    }
+    if (r < 0)
+        return it.status;
+    json_t *ans = ctl_ask("stats");
+    if (!ans)
+        return 1;
+    json_t *st = json_object_get(ans, "stats");
+    if (json) {
+        json_t *out = json_pack("{s:O}", "stats", st ? st : json_object());
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+        json_decref(out);
+    } else {
+        json_t *s = json_object_get(st, "store"), *c = json_object_get(st, "counters"), *v;
+        const char *k;
+        char a[16], b[16];
+        printf("node      %s\n", json_string_value(json_object_get(st, "id")));
+        printf("listen    %s\n", json_string_value(json_object_get(st, "listen")));
+        printf("since     %s\n", json_string_value(json_object_get(st, "started")));
+        printf("peers     %" PRId64 "\n",
+               (int64_t)json_integer_value(json_object_get(st, "peers")));
+        printf("store     %s of %s, %" PRId64 " layers, %" PRId64 " images\n",
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(s, "used")), a),
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(s, "limit")), b),
+               (int64_t)json_integer_value(json_object_get(s, "layers")),
+               (int64_t)json_integer_value(json_object_get(s, "images")));
+        json_object_foreach(c, k, v)
+            printf("%-20s %" PRId64 "\n", k, (int64_t)json_integer_value(v));
+    }
+    json_decref(ans);
+    return 0;
+}
