@@ -62,6 +62,9 @@ const struct command *cmd_find(const char *name);
 const char *data_dir(void);
 /* Opens the store at data_dir(); prints the error and returns non-zero on failure. */
 int open_store(struct store **s, bool readonly);
+/* For commands whose one option is --json: parses it. Returns -1 to go on, else the exit status
+ * (help or usage already printed). */
+int json_only_args(const struct command *c, int argc, char **argv, int *json);
 /* For listings (`images`, `layers`): parses their one option, --json, and opens the store
  * read-only, or sets *s to NULL when the data directory holds none yet (nothing pulled: an
  * empty list, not an error). Returns -1 to go on, else the exit status (help, usage or error
@@ -84,11 +87,6 @@ int pull_opt(struct cmd_iter *it, const char *arg, struct pull_args *pa);
 /* store_pull with progress on a terminal. */
 int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
              uint8_t digest[DIGEST_LEN]);
-
-/* Sends {"cmd": name} to the node running on data_dir() and returns its answer (the caller
- * json_decref's it), or NULL after printing why (no node, or its error). peers.c. */
-struct json_t;
-struct json_t *ctl_ask(const char *name);
 
 int cmd_pull(int argc, char **argv);
 int cmd_images(int argc, char **argv);

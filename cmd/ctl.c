@@ -78,3 +78,34 @@ int ctl_call(int fd, json_t *req, json_t **ans)
     buf_release(&in);
     return rc;
 }
+
+json_t *ctl_exchange(int fd, json_t *req, const char *what)
+{
+    json_t *ans = NULL;
+    int rc = ctl_call(fd, req, &ans);
+    close(fd);
+    if (rc < 0) {
+        die("%s: %s", what, err_msg(rc));
+        return NULL;
+    }
+    const char *e = json_string_value(json_object_get(ans, "error"));
+    if (e) {
+        die("%s: %s", what, e);
+        json_decref(ans);
+        return NULL;
+    }
+    return ans;
+}
+
+json_t *ctl_ask(const char *name)
+{
+    int fd = ctl_connect();
+    if (fd < 0) {
+        die("no node runs on %s (start one with: afsp node)", data_dir());
+        return NULL;
+    }
+    json_t *req = json_pack("{s:s}", "cmd", name);
+    json_t *ans = ctl_exchange(fd, req, name);
+    json_decref(req);
+    return ans;
+}

@@ -196,20 +196,26 @@ int open_store(struct store **s, bool readonly)
     return 0;
 }
 
-int listing_start(const struct command *c, int argc, char **argv, int *json, struct store **s)
+int json_only_args(const struct command *c, int argc, char **argv, int *json)
 {
     struct cmd_iter it = CMD_ITER(c, argc, argv);
     const char *arg;
     int r;
     *json = 0;
-    *s = NULL;
     while ((r = cmd_next(&it, &arg)) > 0) {
         if (strcmp(arg, "--json"))
             return cmd_usage_error(c, "unexpected argument %s", arg);
         *json = 1;
     }
-    if (r < 0)
-        return it.status;
+    return r < 0 ? it.status : -1;
+}
+
+int listing_start(const struct command *c, int argc, char **argv, int *json, struct store **s)
+{
+    *s = NULL;
+    int r = json_only_args(c, argc, argv, json);
+    if (r >= 0)
+        return r;
     if (store_exists(data_dir()) && open_store(s, true))
         return 1;
     return -1;

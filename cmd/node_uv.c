@@ -74,7 +74,6 @@ struct served_layer {
 
 /* One answer's bytes: from memory (a small blob, an index) or from a layer's blob file. */
 struct src {
-    struct node *n;
     struct buf mem;
     struct served_layer *sl;
     uint64_t base; /* where the object starts in the blob file */
@@ -83,7 +82,6 @@ struct src {
 struct seed {
     char text[300];
     struct sockaddr_storage addr;
-    bool resolved;
     struct link *link;
     uv_timer_t retry;
     uint64_t backoff;
@@ -96,7 +94,7 @@ struct link {
     struct p2p_peer *p;
     struct seed *seed;
     struct link *next;
-    bool initiator, up, closing, writing, reading;
+    bool initiator, up, closing, writing;
     char addr[300];
     uint16_t hello_port;
     uint64_t serial; /* unique for the node's life: jobs remember links by it */
@@ -107,10 +105,8 @@ struct link {
 /* A request of a fetch job on one link. */
 struct xreq {
     struct job *j;
-    struct link *k;
     uint32_t chunk;
     struct store_chunk_in w;
-    struct xreq *next; /* the job's list */
 };
 
 enum job_kind { JOB_BLOB, JOB_INDEX, JOB_CHUNKS };
@@ -129,16 +125,14 @@ struct job {
     uint64_t *tried; /* serials of the links asked (blob, index) or that lack the layer */
     size_t ntried;
     uint8_t *inflight; /* JOB_CHUNKS: chunk bitmap */
-    struct xreq *reqs;
-    uint32_t nreq;
+    uint32_t nreq;     /* requests of this job on the links */
 };
 
 struct pull_task {
     struct node *n;
     struct ctl_client *c;
     char *ref;
-    struct pull_args pa;
-    char *insecure_copy[PULL_MAX_INSECURE];
+    struct pull_args pa; /* its strings are the task's */
     pthread_t th;
     int rc;
     char msg[512];
@@ -714,7 +708,6 @@ static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
         free(s);
         return;
     }
-    s->n = n;
     if (s->sl)
         s->sl->refs++;
     if (m->type == P2P_GET_CHUNK)
@@ -750,16 +743,6 @@ static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uin
     return buf_append(j->out, b, len);
 }
 
-static void job_remove_req(struct job *j, struct xreq *x)
-{
-    for (struct xreq **pp = &j->reqs; *pp; pp = &(*pp)->next)
-        if (*pp == x) {
-            *pp = x->next;
-            break;
-        }
-    j->nreq--;
-}
-
 static void link_ban(struct link *k, const char *why)
 {
     char id[17];
@@ -793,7 +776,7 @@ static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
     struct link *k = arg;
     struct node *n = k->n;
     (void)p;
-    job_remove_req(j, x);
+    j->nreq--;
     if (j->kind == JOB_CHUNKS) {
         j->inflight[x->chunk / 8] &= (uint8_t) ~(1u << (x->chunk % 8));
         if (rc == 0 && (rc = store_fetch_chunk_end(j->f, &x->w)) == 0) {
@@ -828,37 +811,21 @@ static void on_hello(void *arg, struct p2p_peer *p, uint16_t port)
 static const struct p2p_peer_ops peer_ops = {
     .request = on_request, .data = on_data, .done = on_done, .hello = on_hello};
 
-static struct xreq *xreq_new(struct job *j, struct link *k)
-{
-    struct xreq *x = calloc(1, sizeof *x);
-    if (x) {
-        x->j = j;
-        x->k = k;
-    }
-    return x;
-}
-
-static void xreq_add(struct job *j, struct xreq *x)
-{
-    x->next = j->reqs;
-    j->reqs = x;
-    j->nreq++;
-}
-
 /* Moves job j on: a blob or an index goes to the next peer not yet asked; chunks go to every
- * usable peer, as many as its window takes, in order. Returns true once the job is finished. */
-static bool job_step(struct node *n, struct job *j)
+ * usable peer, as many as its window takes, in order. Finished jobs are released by
+ * jobs_dispatch once nothing of theirs is in flight. */
+static void job_step(struct node *n, struct job *j)
 {
     uint64_t now = now_ms(n);
     if (j->done)
-        return j->nreq == 0;
+        return;
     if (j->kind != JOB_CHUNKS) {
         if (j->nreq)
-            return false;
+            return;
         for (struct link *k = n->links; k; k = k->next) {
             if (!link_usable(k, now) || tried(j, k))
                 continue;
-            struct xreq *x = xreq_new(j, k);
+            struct xreq *x = calloc(1, sizeof *x);
             if (!x || job_exclude(j, k) < 0) {
                 free(x);
                 break;
@@ -867,22 +834,23 @@ static bool job_step(struct node *n, struct job *j)
                                 .len = (uint32_t)(j->max < UINT32_MAX ? j->max : UINT32_MAX)};
             memcpy(m.digest, j->digest, DIGEST_LEN);
             j->out->len = 0;
+            x->j = j;
             if (p2p_peer_request(k->p, &m, j->max, x) < 0) {
                 free(x);
                 continue;
             }
-            xreq_add(j, x);
+            j->nreq++;
             link_flush(k);
-            return false;
+            return;
         }
         job_finish(n, j, AFSP_E_NOTFOUND);
-        return true;
+        return;
     }
     uint32_t nc = store_fetch_nchunks(j->f), next = 0;
     if (store_fetch_missing(j->f) == 0) {
         if (j->nreq == 0)
             job_finish(n, j, 0);
-        return j->nreq == 0;
+        return;
     }
     bool any = false;
     for (struct link *k = n->links; k; k = k->next) {
@@ -893,7 +861,7 @@ static bool job_step(struct node *n, struct job *j)
             uint32_t i = next;
             if (store_fetch_has(j->f, i) || (j->inflight[i / 8] >> (i % 8) & 1))
                 continue;
-            struct xreq *x = xreq_new(j, k);
+            struct xreq *x = calloc(1, sizeof *x);
             if (!x)
                 break;
             struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
@@ -901,22 +869,20 @@ static bool job_step(struct node *n, struct job *j)
             uint32_t clen;
             memcpy(m.digest, j->digest, DIGEST_LEN);
             store_fetch_chunk(j->f, i, &coff, &clen);
+            x->j = j;
             x->chunk = i;
             store_fetch_chunk_begin(j->f, i, &x->w);
             if (p2p_peer_request(k->p, &m, clen, x) < 0) {
                 free(x);
                 break; /* this link's window is full: the next link */
             }
-            xreq_add(j, x);
+            j->nreq++;
             j->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
         }
         link_flush(k);
     }
-    if (!any && j->nreq == 0) {
+    if (!any && j->nreq == 0)
         job_finish(n, j, AFSP_E_NOTFOUND);
-        return true;
-    }
-    return false;
 }
 
 static void jobs_dispatch(struct node *n)
@@ -1122,7 +1088,8 @@ static void *pull_main(void *arg)
 static void pull_task_free(struct pull_task *t)
 {
     for (size_t i = 0; i < t->pa.ninsecure; i++)
-        free(t->insecure_copy[i]);
+        free((char *)t->pa.insecure[i]);
+    free((char *)t->pa.platform);
     free(t->ref);
     free(t);
 }
@@ -1148,19 +1115,15 @@ static void ctl_pull(struct ctl_client *c, json_t *req)
     json_array_foreach(ins, i, v)
     {
         const char *h = json_string_value(v);
-        if (h) {
-            t->insecure_copy[t->pa.ninsecure] = strdup(h);
-            t->pa.insecure[t->pa.ninsecure] = t->insecure_copy[t->pa.ninsecure];
-            t->pa.ninsecure++;
-        }
+        char *copy = h ? strdup(h) : NULL;
+        if (copy)
+            t->pa.insecure[t->pa.ninsecure++] = copy;
     }
-    if (platform) /* kept with the insecure hosts, to be freed with them */
-        t->insecure_copy[t->pa.ninsecure] = (char *)t->pa.platform;
     n->st.pulls++;
     c->task = t;
-    if (!t->ref || pthread_create(&t->th, NULL, pull_main, t) != 0) {
+    if (!t->ref || (platform && !t->pa.platform) ||
+        pthread_create(&t->th, NULL, pull_main, t) != 0) {
         c->task = NULL;
-        free((char *)t->pa.platform);
         pull_task_free(t);
         ctl_answer(c, error_answer("cannot start the pull"));
         return;

@@ -21,44 +21,11 @@ const struct command cmd_peers_def = {
     "           \"requests_out\", \"requests_in\"}]}\n",
     false};
 
-/* Sends {"cmd": name} to the node and returns its answer, or NULL after printing why. */
-json_t *ctl_ask(const char *name)
-{
-    int fd = ctl_connect();
-    if (fd < 0) {
-        die("no node runs on %s (start one with: afsp node)", data_dir());
-        return NULL;
-    }
-    json_t *req = json_pack("{s:s}", "cmd", name), *ans = NULL;
-    int rc = ctl_call(fd, req, &ans);
-    json_decref(req);
-    close(fd);
-    if (rc < 0) {
-        die("%s", err_msg(rc));
-        return NULL;
-    }
-    const char *e = json_string_value(json_object_get(ans, "error"));
-    if (e) {
-        die("the node says: %s", e);
-        json_decref(ans);
-        return NULL;
-    }
-    return ans;
-}
-
 int cmd_peers(int argc, char **argv)
 {
-    struct cmd_iter it = CMD_ITER(&cmd_peers_def, argc, argv);
-    const char *arg;
-    int r, json = 0;
-    while ((r = cmd_next(&it, &arg)) > 0) {
-        if (!strcmp(arg, "--json"))
-            json = 1;
-        else
-            return cmd_usage_error(&cmd_peers_def, "unexpected argument %s", arg);
-    }
-    if (r < 0)
-        return it.status;
+    int json, r = json_only_args(&cmd_peers_def, argc, argv, &json);
+    if (r >= 0)
+        return r;
     json_t *ans = ctl_ask("peers");
     if (!ans)
         return 1;

@@ -88,15 +88,15 @@ static int pull_via_node(int fd, const char *ref, const struct pull_args *pa)
     json_t *req = json_pack("{s:s, s:s, s:o}", "cmd", "pull", "ref", ref, "insecure", ins);
     if (pa->platform)
         json_object_set_new(req, "platform", json_string(pa->platform));
-    int rc = ctl_call(fd, req, &ans);
+    char what[600];
+    snprintf(what, sizeof what, "cannot pull %s", ref);
+    ans = ctl_exchange(fd, req, what);
     json_decref(req);
-    close(fd);
-    if (rc < 0)
-        return die("cannot pull %s: %s", ref, err_msg(rc));
-    const char *e = json_string_value(json_object_get(ans, "error"));
+    if (!ans)
+        return 1;
     const char *dg = json_string_value(json_object_get(ans, "digest"));
-    int status = e || !dg ? die("cannot pull %s: %s", ref, e ? e : "no answer") : 0;
-    if (!status)
+    int status = dg ? 0 : die("%s: the node gave no digest", what);
+    if (dg)
         printf("%s %s\n", ref, dg);
     json_decref(ans);
     return status;

@@ -23,17 +23,9 @@ const struct command cmd_stats_def = {
 
 int cmd_stats(int argc, char **argv)
 {
-    struct cmd_iter it = CMD_ITER(&cmd_stats_def, argc, argv);
-    const char *arg;
-    int r, json = 0;
-    while ((r = cmd_next(&it, &arg)) > 0) {
-        if (!strcmp(arg, "--json"))
-            json = 1;
-        else
-            return cmd_usage_error(&cmd_stats_def, "unexpected argument %s", arg);
-    }
-    if (r < 0)
-        return it.status;
+    int json, r = json_only_args(&cmd_stats_def, argc, argv, &json);
+    if (r >= 0)
+        return r;
     json_t *ans = ctl_ask("stats");
     if (!ans)
         return 1;

@@ -113,7 +113,7 @@ void store_fetch_chunk_begin(struct store_fetch *f, uint32_t i, struct store_chu
 {
     w->i = i;
     w->got = 0;
-    sha256c_start(&w->h, i ? f->ix.chunks[i - 1].h : NULL, f->ix.chunks[i].off);
+    index_chunk_hash_start(&f->ix, i, &w->h);
 }
 
 int store_fetch_chunk_data(struct store_fetch *f, struct store_chunk_in *w, const uint8_t *p,
@@ -137,16 +137,9 @@ int store_fetch_chunk_data(struct store_fetch *f, struct store_chunk_in *w, cons
 
 int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w)
 {
-    const struct index_chunk *c = &f->ix.chunks[w->i];
-    uint8_t got[DIGEST_LEN];
-    bool last = w->i + 1 == f->ix.nchunks;
-    if (w->got != c->len)
+    if (w->got != f->ix.chunks[w->i].len)
         return err_set(AFSP_E_SIZE, "chunk %u is shorter than the index says", w->i);
-    if (last)
-        sha256c_final(&w->h, got);
-    else if (sha256c_cv(&w->h, got) < 0)
-        return err_set(AFSP_E_FORMAT, "chunk %u does not end at a block", w->i);
-    if (memcmp(got, last ? f->digest : c->h, DIGEST_LEN))
+    if (index_chunk_hash_check(&f->ix, w->i, f->digest, &w->h) < 0)
         return err_set(AFSP_E_DIGEST, "chunk %u", w->i);
     if (!store_fetch_has(f, w->i)) {
         f->has[w->i / 8] |= (uint8_t)(1u << (w->i % 8));

@@ -170,7 +170,6 @@ int chunker_finish(struct chunker *c, int fd)
         sha256c_final(&c->h, ix->chunks[0].h);
         ix->nchunks = 1;
     }
-    memcpy(c->digest, ix->chunks[ix->nchunks - 1].h, DIGEST_LEN);
     return 0;
 }
 
@@ -191,6 +190,23 @@ int index_make_chunks(struct layer_index *ix, int fd)
         rc = chunker_finish(&c, fd);
     chunker_release(&c);
     return rc;
+}
+
+void index_chunk_hash_start(const struct layer_index *ix, uint32_t i, struct sha256c *h)
+{
+    sha256c_start(h, i ? ix->chunks[i - 1].h : NULL, ix->chunks[i].off);
+}
+
+int index_chunk_hash_check(const struct layer_index *ix, uint32_t i,
+                           const uint8_t digest[static DIGEST_LEN], struct sha256c *h)
+{
+    uint8_t got[DIGEST_LEN];
+    bool last = i + 1 == ix->nchunks;
+    if (last)
+        sha256c_final(h, got);
+    else if (sha256c_cv(h, got) < 0)
+        return AFSP_E_DIGEST; /* a length the index cannot have: the chunk is not what it says */
+    return memcmp(got, last ? digest : ix->chunks[i].h, DIGEST_LEN) ? AFSP_E_DIGEST : 0;
 }
 
 uint32_t index_chunk_at(const struct layer_index *ix, uint64_t off)

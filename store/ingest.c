@@ -500,7 +500,7 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     }
     if ((rc = chunker_finish(&in->ch, in->fd)) < 0)
         goto out;
-    if (memcmp(in->ch.digest, d->digest, DIGEST_LEN)) {
+    if (memcmp(in->ix.chunks[in->ix.nchunks - 1].h, d->digest, DIGEST_LEN)) {
         rc = err_set(AFSP_E_DIGEST, NULL);
         goto out;
     }

@@ -1053,28 +1053,21 @@ static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 static int chunk_verify(struct store_layer *l, uint32_t i)
 {
     const struct index_chunk *c = &l->ix.chunks[i];
-    uint8_t got[DIGEST_LEN], buf[64 << 10];
+    uint8_t buf[64 << 10];
     struct sha256c h;
     int rc = 0;
 
     if (bit_get(l->verified, i))
         return 0;
-    sha256c_start(&h, i ? l->ix.chunks[i - 1].h : NULL, c->off);
+    index_chunk_hash_start(&l->ix, i, &h);
     for (uint64_t off = 0; off < c->len && rc == 0;) {
         size_t n = (size_t)MIN((uint64_t)sizeof buf, c->len - off);
         if ((rc = pread_full(l->fd, buf, n, c->off + off)) == 0)
             sha256c_update(&h, buf, n);
         off += n;
     }
-    if (rc == 0) {
-        bool last = i + 1 == l->ix.nchunks;
-        if (last)
-            sha256c_final(&h, got);
-        else
-            rc = sha256c_cv(&h, got);
-        if (rc == 0 && memcmp(got, last ? l->digest : c->h, DIGEST_LEN))
-            rc = AFSP_E_DIGEST;
-    }
+    if (rc == 0)
+        rc = index_chunk_hash_check(&l->ix, i, l->digest, &h);
     if (rc < 0) {
         char dg[DIGEST_STR_LEN + 1];
         digest_fmt(l->digest, dg);

@@ -357,14 +357,13 @@ int index_make_chunks(struct layer_index *ix, int fd);
  * before byte end (a checkpoint's byte, in order; the bytes must be in fd already), hashing them
  * while they are still in the page cache; chunker_finish() closes the rest from ix->cps and
  * ix->blob_size. index_make_chunks() is init + finish. Chunks go to ix->chunks. The bytes are
- * hashed once, in order: c->digest is the blob's SHA-256. */
+ * hashed once, in order: the last chunk's h is the blob's SHA-256. */
 struct chunker {
     struct layer_index *ix;
     uint32_t cap;
     uint64_t start; /* where the next chunk starts */
     struct sha256c h;
-    bool final;                 /* the blob's last chunk is being cut */
-    uint8_t digest[DIGEST_LEN]; /* the blob's digest, after chunker_finish */
+    bool final; /* the blob's last chunk is being cut */
     uint8_t *buf;
 };
 int chunker_init(struct chunker *c, struct layer_index *ix);
@@ -395,6 +394,12 @@ int index_serialize_z(const struct layer_index *ix, const struct index_zwin *zw,
  * AFSP_E_FORMAT; on success out owns copies and is released with index_release(). */
 int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
 void index_release(struct layer_index *ix);
+/* Checking chunk i on its own (see INDEX_CHUNK_ALIGN): start resumes the blob's SHA-256 at the
+ * chunk's offset; after its bytes, check says 0 if they are the chunk, AFSP_E_DIGEST if not (the
+ * last chunk must end in digest, the layer's own, whatever the index says). */
+void index_chunk_hash_start(const struct layer_index *ix, uint32_t i, struct sha256c *h);
+int index_chunk_hash_check(const struct layer_index *ix, uint32_t i,
+                           const uint8_t digest[static DIGEST_LEN], struct sha256c *h);
 /* The chunk holding compressed byte off (binary search); nchunks if none. */
 uint32_t index_chunk_at(const struct layer_index *ix, uint64_t off);
 
