@@ -87,6 +87,10 @@ int pull_opt(struct cmd_iter *it, const char *arg, struct pull_args *pa);
 /* store_pull with progress on a terminal. */
 int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
              uint8_t digest[DIGEST_LEN]);
+/* The pull, run by the node whose control socket is fd (so that peers are asked first; lazy:
+ * layers a peer has come as they are read). Returns 0 or 1 after saying why. */
+int pull_via_node(int fd, const char *ref, const struct pull_args *pa, bool lazy,
+                  uint8_t digest[DIGEST_LEN]);
 
 int cmd_pull(int argc, char **argv);
 int cmd_images(int argc, char **argv);

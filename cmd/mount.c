@@ -12,6 +12,7 @@
 #include "cmd.h"
 
 #include "../fs/fs.h"
+#include "ctl.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -151,26 +152,80 @@ static int open_layers(struct store *s, const char *ref, struct image_info *ii,
     return 0;
 }
 
-/* Finds the image in the store, pulling it if it is not there. */
+/* Finds the image in the store, pulling it if it is not there. With a node on the data
+ * directory the pull is the node's and lazy: layers a peer has are added in part, and their
+ * chunks come as they are read. Without one every layer must be whole. */
 static int find_image(struct mount_args *a, struct image_info *ii)
 {
     struct store *s;
-    if (open_store(&s, false))
+    int fd = ctl_connect();
+    if (open_store(&s, false)) {
+        if (fd >= 0)
+            close(fd);
         return 1;
+    }
     int rc = store_image_find(s, a->ref, ii);
-    if (rc == 0 && ii->nlayers_present < ii->nlayers) { /* some layers were evicted */
-        free(ii->layers);
+    if (rc == 0 && (fd >= 0 ? ii->nlayers_present : ii->nlayers_complete) < ii->nlayers) {
+        free(ii->layers); /* some layers were evicted, or are partial */
         rc = AFSP_E_NOTFOUND;
     }
-    if (rc == AFSP_E_NOTFOUND) {
+    if (rc == AFSP_E_NOTFOUND && fd >= 0) {
+        uint8_t d[DIGEST_LEN];
+        int st = pull_via_node(fd, a->ref, &a->pa, true, d); /* closes fd */
+        fd = -1;
+        if (st) {
+            store_close(s);
+            return 1;
+        }
+        rc = store_image_find(s, a->ref, ii);
+    } else if (rc == AFSP_E_NOTFOUND) {
         uint8_t d[DIGEST_LEN];
         if ((rc = pull_run(s, a->ref, &a->pa, d)) == 0)
             rc = store_image_find(s, a->ref, ii);
     }
+    if (fd >= 0)
+        close(fd);
     store_close(s);
     if (rc < 0)
         return die("cannot mount %s: %s", a->ref, err_msg(rc));
     return 0;
+}
+
+/* The store's fetcher in the mount process: chunks of a partial layer, asked of the node on the
+ * data directory, which stores them before it answers. */
+struct node_fetcher {
+    const char *ref;
+    const struct pull_args *pa;
+};
+
+static int fetch_via_node(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                          uint32_t last)
+{
+    struct node_fetcher *nf = arg;
+    char dg[DIGEST_STR_LEN + 1];
+    json_t *ans = NULL;
+    int fd = ctl_connect();
+    if (fd < 0)
+        return err_set(AFSP_E_NOTFOUND,
+                       "chunks %u-%u of layer %s are not here, and no node runs "
+                       "on %s to fetch them",
+                       first, last, digest_fmt(digest, dg), data_dir());
+    json_t *ins = json_array();
+    for (size_t i = 0; i < nf->pa->ninsecure; i++)
+        json_array_append_new(ins, json_string(nf->pa->insecure[i]));
+    json_t *req = json_pack("{s:s, s:s, s:I, s:I, s:s, s:o}", "cmd", "fetch", "layer",
+                            digest_fmt(digest, dg), "first", (json_int_t)first, "last",
+                            (json_int_t)last, "ref", nf->ref, "insecure", ins);
+    int rc = req ? ctl_call(fd, req, &ans) : -ENOMEM;
+    close(fd);
+    json_decref(req);
+    if (rc == 0 && !json_is_true(json_object_get(ans, "ok"))) {
+        const char *e = json_string_value(json_object_get(ans, "error"));
+        rc = err_set(AFSP_E_NOTFOUND, "chunks %u-%u of layer %s: %s", first, last, dg,
+                     e ? e : "the node did not fetch them");
+    }
+    json_decref(ans);
+    return rc;
 }
 
 /* The mount process: opens the store and the layers and serves until unmounted. */
@@ -189,6 +244,8 @@ static int serve(struct mount_args *a, int ready_fd)
         store_close(s);
         return die("cannot mount %s: %s", a->ref, err_msg(rc));
     }
+    struct node_fetcher nf = {ii.ref, &a->pa};
+    store_set_fetcher(s, fetch_via_node, &nf);
     if (open_layers(s, a->ref, &ii, &ls))
         goto out;
     /* layers in use are not evicted while this process lives */

@@ -38,6 +38,9 @@
 #define ACCEPT_PER_S 5  /* ... and per second after that */
 #define ACCEPT_SOURCES 256
 #define LAYER_CACHE 8
+#define JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes a fetch job has asked for and not received */
+#define JOB_LINKS_MAX 256            /* links one fetch job spreads its chunks over */
+#define TASKS_MAX 64                 /* pulls and fetches running at once */
 
 const struct command cmd_node_def = {
     "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
@@ -118,6 +121,7 @@ struct job {
     uint64_t max;
     struct buf *out;
     struct store_fetch *f;
+    uint32_t first, last; /* JOB_CHUNKS: the chunks wanted */
     int rc;
     bool done, released;
     struct job *next;
@@ -126,13 +130,19 @@ struct job {
     size_t ntried;
     uint8_t *inflight; /* JOB_CHUNKS: chunk bitmap */
     uint32_t nreq;     /* requests of this job on the links */
+    uint64_t inflight_bytes;
+    size_t turn; /* the link that gets the next chunk */
 };
 
+/* A control request that runs on its own thread: a pull, or a fetch of chunks for a mount. */
 struct pull_task {
     struct node *n;
     struct ctl_client *c;
-    char *ref;
+    bool fetch, lazy, via_registry;
+    char *ref;           /* the image (for a fetch: where the registry is; may be NULL) */
     struct pull_args pa; /* its strings are the task's */
+    uint8_t layer[DIGEST_LEN];
+    uint32_t first, last;
     pthread_t th;
     int rc;
     char msg[512];
@@ -173,7 +183,7 @@ struct node {
     struct {
         uint64_t chunks_served, bytes_served, chunks_fetched, bytes_fetched, blobs_fetched;
         uint64_t bad_chunks, stalls, peer_errors, handshake_failures, rate_limited;
-        uint64_t pulls, pulls_failed;
+        uint64_t pulls, pulls_failed, fetches, fetches_failed, registry_fetches;
     } st;
     struct pull_peers peers;
 };
@@ -676,7 +686,10 @@ static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
             total = s->mem.len;
             break;
         case P2P_GET_CHUNK:
-            if (!(s->sl = layer_get(n, m->digest)) || m->chunk >= store_layer_nchunks(s->sl->l) ||
+            if ((s->sl = layer_get(n, m->digest)) && m->chunk < store_layer_nchunks(s->sl->l) &&
+                !store_layer_chunk_present(s->sl->l, m->chunk))
+                store_layer_refresh(s->sl->l); /* a partial layer: the chunk may have come */
+            if (!s->sl || m->chunk >= store_layer_nchunks(s->sl->l) ||
                 !store_layer_chunk_present(s->sl->l, m->chunk)) {
                 s->sl = NULL;
                 rc = AFSP_E_NOTFOUND;
@@ -688,8 +701,10 @@ static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
             break;
         case P2P_HAVE: {
             struct served_layer *sl = layer_get(n, m->digest);
-            if (sl)
+            if (sl) {
+                store_layer_refresh(sl->l);
                 answer_have(p, m, sl);
+            }
             rc = sl ? 1 : AFSP_E_NOTFOUND;
             break;
         }
@@ -746,9 +761,11 @@ static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uin
 static void link_ban(struct link *k, const char *why)
 {
     char id[17];
+    bool again = k->ban_until > now_ms(k->n);
     k->ban_until = now_ms(k->n) + BAN_MS;
-    log_warn("event=peer_banned id=%s addr=%s for_s=%d reason=\"%s\"",
-             id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr, BAN_MS / 1000, why);
+    if (!again) /* one line for the answers of a window that fail together */
+        log_warn("event=peer_banned id=%s addr=%s for_s=%d reason=\"%s\"",
+                 id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr, BAN_MS / 1000, why);
 }
 
 static bool tried(const struct job *j, const struct link *k)
@@ -778,8 +795,14 @@ static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
     (void)p;
     j->nreq--;
     if (j->kind == JOB_CHUNKS) {
+        uint64_t coff;
+        uint32_t clen;
+        store_fetch_chunk(j->f, x->chunk, &coff, &clen);
+        j->inflight_bytes -= clen;
         j->inflight[x->chunk / 8] &= (uint8_t) ~(1u << (x->chunk % 8));
-        if (rc == 0 && (rc = store_fetch_chunk_end(j->f, &x->w)) == 0) {
+        if (rc != 0)
+            store_fetch_chunk_drop(&x->w);
+        else if ((rc = store_fetch_chunk_end(j->f, &x->w)) == 0) {
             n->st.chunks_fetched++;
             n->st.bytes_fetched += x->w.got;
         } else if (rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE) {
@@ -846,42 +869,49 @@ static void job_step(struct node *n, struct job *j)
         job_finish(n, j, AFSP_E_NOTFOUND);
         return;
     }
-    uint32_t nc = store_fetch_nchunks(j->f), next = 0;
-    if (store_fetch_missing(j->f) == 0) {
+    while (j->first <= j->last && store_fetch_has(j->f, j->first))
+        j->first++; /* done from the front: later steps start after it */
+    if (j->first > j->last) {
         if (j->nreq == 0)
             job_finish(n, j, 0);
         return;
     }
-    bool any = false;
-    for (struct link *k = n->links; k; k = k->next) {
-        if (!link_usable(k, now) || tried(j, k))
+    /* The chunks go round the usable links, one each in turn, while windows have room: the
+     * layer comes from every peer at once. */
+    struct link *use[JOB_LINKS_MAX];
+    size_t nuse = 0, full = 0;
+    for (struct link *k = n->links; k && nuse < JOB_LINKS_MAX; k = k->next)
+        if (link_usable(k, now) && !tried(j, k))
+            use[nuse++] = k;
+    for (uint32_t i = j->first;
+         nuse && full < nuse && i <= j->last && j->inflight_bytes < JOB_INFLIGHT_MAX; i++) {
+        if (store_fetch_has(j->f, i) || (j->inflight[i / 8] >> (i % 8) & 1))
             continue;
-        any = true;
-        for (; next < nc; next++) {
-            uint32_t i = next;
-            if (store_fetch_has(j->f, i) || (j->inflight[i / 8] >> (i % 8) & 1))
-                continue;
+        struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
+        uint64_t coff;
+        uint32_t clen;
+        memcpy(m.digest, j->digest, DIGEST_LEN);
+        store_fetch_chunk(j->f, i, &coff, &clen);
+        for (full = 0; full < nuse; full++) {
+            struct link *k = use[j->turn++ % nuse];
             struct xreq *x = calloc(1, sizeof *x);
             if (!x)
-                break;
-            struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
-            uint64_t coff;
-            uint32_t clen;
-            memcpy(m.digest, j->digest, DIGEST_LEN);
-            store_fetch_chunk(j->f, i, &coff, &clen);
+                return;
             x->j = j;
             x->chunk = i;
             store_fetch_chunk_begin(j->f, i, &x->w);
-            if (p2p_peer_request(k->p, &m, clen, x) < 0) {
-                free(x);
-                break; /* this link's window is full: the next link */
+            if (p2p_peer_request(k->p, &m, clen, x) == 0) {
+                j->nreq++;
+                j->inflight_bytes += clen;
+                j->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
+                break;
             }
-            j->nreq++;
-            j->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
+            free(x); /* this link's window is full: the next one */
         }
-        link_flush(k);
     }
-    if (!any && j->nreq == 0)
+    for (size_t u = 0; u < nuse; u++)
+        link_flush(use[u]);
+    if (!nuse && j->nreq == 0)
         job_finish(n, j, AFSP_E_NOTFOUND);
 }
 
@@ -945,14 +975,22 @@ static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], struct b
     return job_run(arg, &j);
 }
 
-static int peers_get_chunks(void *arg, struct store_fetch *f)
+/* Chunks [first, last] of f from peers (those it lacks). */
+static int chunks_from_peers(struct node *n, struct store_fetch *f, uint32_t first, uint32_t last)
 {
-    struct job j = {.kind = JOB_CHUNKS, .f = f};
+    static size_t turns;
+    struct job j = {.kind = JOB_CHUNKS, .f = f, .first = first, .last = last};
+    j.turn = __atomic_fetch_add(&turns, 1, __ATOMIC_RELAXED); /* jobs start at different peers */
     memcpy(j.digest, store_fetch_digest(f), DIGEST_LEN);
     j.inflight = calloc((store_fetch_nchunks(f) + 7) / 8, 1);
     if (!j.inflight)
         return -ENOMEM;
-    return job_run(arg, &j);
+    return job_run(n, &j);
+}
+
+static int peers_get_chunks(void *arg, struct store_fetch *f)
+{
+    return chunks_from_peers(arg, f, 0, store_fetch_nchunks(f) - 1);
 }
 
 /* ---- the control socket ------------------------------------------------------------------- */
@@ -1055,26 +1093,51 @@ static json_t *stats_json(struct node *n)
                               (json_int_t)u.reserved, "limit", (json_int_t)u.limit, "layers",
                               (json_int_t)u.nlayers, "images", (json_int_t)u.nimages);
     json_t *c = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chunks_served",
-        (json_int_t)n->st.chunks_served, "bytes_served", (json_int_t)n->st.bytes_served,
-        "chunks_fetched", (json_int_t)n->st.chunks_fetched, "bytes_fetched",
-        (json_int_t)n->st.bytes_fetched, "blobs_fetched", (json_int_t)n->st.blobs_fetched,
-        "bad_chunks", (json_int_t)n->st.bad_chunks, "stalls", (json_int_t)n->st.stalls,
-        "peer_errors", (json_int_t)n->st.peer_errors, "handshake_failures",
-        (json_int_t)n->st.handshake_failures, "rate_limited", (json_int_t)n->st.rate_limited,
-        "pulls", (json_int_t)n->st.pulls, "pulls_failed", (json_int_t)n->st.pulls_failed);
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "chunks_served", (json_int_t)n->st.chunks_served, "bytes_served",
+        (json_int_t)n->st.bytes_served, "chunks_fetched", (json_int_t)n->st.chunks_fetched,
+        "bytes_fetched", (json_int_t)n->st.bytes_fetched, "blobs_fetched",
+        (json_int_t)n->st.blobs_fetched, "bad_chunks", (json_int_t)n->st.bad_chunks, "stalls",
+        (json_int_t)n->st.stalls, "peer_errors", (json_int_t)n->st.peer_errors,
+        "handshake_failures", (json_int_t)n->st.handshake_failures, "rate_limited",
+        (json_int_t)n->st.rate_limited, "pulls", (json_int_t)n->st.pulls, "pulls_failed",
+        (json_int_t)n->st.pulls_failed, "fetches", (json_int_t)n->st.fetches, "fetches_failed",
+        (json_int_t)n->st.fetches_failed, "registry_fetches", (json_int_t)n->st.registry_fetches);
     return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "id", hex_fmt(n->id.id, P2P_ID_LEN, id),
                      "listen", n->listening ? n->listen_text : "", "started",
                      time_fmt(n->started, since), "peers", (json_int_t)npeers, "store", store,
                      "counters", c);
 }
 
+/* Chunks [first, last] of a layer the store has in part, for a mount: from peers, else from
+ * the registry of the image (when the request named it); stored before the answer. */
+static int fetch_run(struct pull_task *t, const struct pull_opts *po)
+{
+    struct store_fetch *f;
+    int rc = store_fetch_open(t->n->s, t->layer, &f);
+    if (rc < 0)
+        return rc;
+    if (t->first > t->last || t->last >= store_fetch_nchunks(f))
+        rc = err_set(AFSP_E_USAGE, "the layer has no chunk %u", t->last);
+    if (rc == 0)
+        rc = chunks_from_peers(t->n, f, t->first, t->last);
+    if (rc < 0 && rc != -ECANCELED && t->ref) {
+        rc = store_fetch_registry(f, t->ref, po, t->first, t->last);
+        t->via_registry = rc == 0;
+    }
+    int frc = store_fetch_flush(f, 0);
+    store_fetch_free(f);
+    return rc < 0 ? rc : frc;
+}
+
 static void *pull_main(void *arg)
 {
     struct pull_task *t = arg;
-    struct pull_opts po = {
-        .platform = t->pa.platform, .insecure_hosts = t->pa.insecure, .peers = &t->n->peers};
-    t->rc = store_pull(t->n->s, t->ref, &po, t->digest);
+    struct pull_opts po = {.platform = t->pa.platform,
+                           .insecure_hosts = t->pa.insecure,
+                           .peers = &t->n->peers,
+                           .lazy = t->lazy};
+    t->rc = t->fetch ? fetch_run(t, &po) : store_pull(t->n->s, t->ref, &po, t->digest);
     if (t->rc < 0)
         snprintf(t->msg, sizeof t->msg, "%s", err_msg(t->rc));
     pthread_mutex_lock(&t->n->mu);
@@ -1094,21 +1157,42 @@ static void pull_task_free(struct pull_task *t)
     free(t);
 }
 
-static void ctl_pull(struct ctl_client *c, json_t *req)
+/* {"cmd":"pull", "ref":R, ["platform":P], ["insecure":[H...]], ["lazy":true]} and
+ * {"cmd":"fetch", "layer":D, "first":I, "last":J, ["ref":R], ["insecure":[H...]]}: each runs on
+ * a thread of its own and is answered when done. */
+static void ctl_task(struct ctl_client *c, json_t *req, bool fetch)
 {
     struct node *n = c->n;
     const char *ref = json_string_value(json_object_get(req, "ref"));
     const char *platform = json_string_value(json_object_get(req, "platform"));
+    const char *layer = json_string_value(json_object_get(req, "layer"));
     json_t *ins = json_object_get(req, "insecure");
+    json_t *first = json_object_get(req, "first"), *last = json_object_get(req, "last");
+    size_t running = 0;
+    for (struct pull_task *r = n->running; r; r = r->next)
+        running++;
+    if (running >= TASKS_MAX) {
+        ctl_answer(c, error_answer("busy: %zu requests are running", running));
+        return;
+    }
     struct pull_task *t = calloc(1, sizeof *t);
-    if (!ref || !t || (ins && (!json_is_array(ins) || json_array_size(ins) > PULL_MAX_INSECURE))) {
+    if (!t || (!fetch && !ref) ||
+        (ins && (!json_is_array(ins) || json_array_size(ins) > PULL_MAX_INSECURE)) ||
+        (fetch && (!layer || digest_parse(layer, t->layer) < 0 || !json_is_integer(first) ||
+                   !json_is_integer(last) || json_integer_value(first) < 0 ||
+                   json_integer_value(last) < json_integer_value(first) ||
+                   json_integer_value(last) > UINT32_MAX))) {
         free(t);
-        ctl_answer(c, error_answer("bad pull request"));
+        ctl_answer(c, error_answer("bad %s request", fetch ? "fetch" : "pull"));
         return;
     }
     t->n = n;
     t->c = c;
-    t->ref = strdup(ref);
+    t->fetch = fetch;
+    t->lazy = json_is_true(json_object_get(req, "lazy"));
+    t->first = (uint32_t)json_integer_value(first);
+    t->last = (uint32_t)json_integer_value(last);
+    t->ref = ref ? strdup(ref) : NULL;
     t->pa.platform = platform ? strdup(platform) : NULL;
     size_t i;
     json_t *v;
@@ -1119,9 +1203,12 @@ static void ctl_pull(struct ctl_client *c, json_t *req)
         if (copy)
             t->pa.insecure[t->pa.ninsecure++] = copy;
     }
-    n->st.pulls++;
+    if (fetch)
+        n->st.fetches++;
+    else
+        n->st.pulls++;
     c->task = t;
-    if (!t->ref || (platform && !t->pa.platform) ||
+    if ((ref && !t->ref) || (platform && !t->pa.platform) ||
         pthread_create(&t->th, NULL, pull_main, t) != 0) {
         c->task = NULL;
         pull_task_free(t);
@@ -1162,7 +1249,9 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     else if (!strcmp(cmd, "stats"))
         ctl_answer(c, json_pack("{s:b, s:o}", "ok", 1, "stats", stats_json(c->n)));
     else if (!strcmp(cmd, "pull"))
-        ctl_pull(c, req);
+        ctl_task(c, req, false);
+    else if (!strcmp(cmd, "fetch"))
+        ctl_task(c, req, true);
     else
         ctl_answer(c, error_answer("unknown command %s", cmd));
     json_decref(req);
@@ -1220,9 +1309,21 @@ static void on_wake(uv_async_t *a)
                 break;
             }
         char dg[DIGEST_STR_LEN + 1];
-        if (t->rc < 0)
-            n->st.pulls_failed++;
-        log_info("event=pull ref=%s result=\"%s\"", t->ref, t->rc < 0 ? t->msg : "ok");
+        if (t->fetch) {
+            n->st.fetches_failed += t->rc < 0;
+            n->st.registry_fetches += t->via_registry;
+            if (t->rc < 0)
+                log_warn("event=fetch layer=%s chunks=%u-%u result=\"%s\"",
+                         digest_fmt(t->layer, dg), t->first, t->last, t->msg);
+            else
+                log_debug("event=fetch layer=%s chunks=%u-%u from=%s", digest_fmt(t->layer, dg),
+                          t->first, t->last, t->via_registry ? "registry" : "peers");
+        } else {
+            if (t->rc < 0)
+                n->st.pulls_failed++;
+            log_info("event=pull ref=%s lazy=%d result=\"%s\"", t->ref, t->lazy,
+                     t->rc < 0 ? t->msg : "ok");
+        }
         if (t->c) {
             t->c->task = NULL;
             ctl_answer(t->c, t->rc < 0 ? error_answer("%s", t->msg)

@@ -79,13 +79,14 @@ int pull_run(struct store *s, const char *ref, const struct pull_args *pa,
     return store_pull(s, ref, &po, digest);
 }
 
-/* The pull, run by the node on this data directory (so that peers are asked first). */
-static int pull_via_node(int fd, const char *ref, const struct pull_args *pa)
+int pull_via_node(int fd, const char *ref, const struct pull_args *pa, bool lazy,
+                  uint8_t digest[DIGEST_LEN])
 {
     json_t *ins = json_array(), *ans = NULL;
     for (size_t i = 0; i < pa->ninsecure; i++)
         json_array_append_new(ins, json_string(pa->insecure[i]));
-    json_t *req = json_pack("{s:s, s:s, s:o}", "cmd", "pull", "ref", ref, "insecure", ins);
+    json_t *req =
+        json_pack("{s:s, s:s, s:o, s:b}", "cmd", "pull", "ref", ref, "insecure", ins, "lazy", lazy);
     if (pa->platform)
         json_object_set_new(req, "platform", json_string(pa->platform));
     char what[600];
@@ -95,9 +96,7 @@ static int pull_via_node(int fd, const char *ref, const struct pull_args *pa)
     if (!ans)
         return 1;
     const char *dg = json_string_value(json_object_get(ans, "digest"));
-    int status = dg ? 0 : die("%s: the node gave no digest", what);
-    if (dg)
-        printf("%s %s\n", ref, dg);
+    int status = dg && digest_parse(dg, digest) == 0 ? 0 : die("%s: the node gave no digest", what);
     json_decref(ans);
     return status;
 }
@@ -130,8 +129,12 @@ int cmd_pull(int argc, char **argv)
     if (!ref)
         return cmd_usage_error(&cmd_pull_def, "IMAGE is missing");
     int fd = ctl_connect();
-    if (fd >= 0)
-        return pull_via_node(fd, ref, &pa);
+    if (fd >= 0) {
+        if (pull_via_node(fd, ref, &pa, false, digest))
+            return 1;
+        printf("%s %s\n", ref, digest_fmt(digest, dg));
+        return 0;
+    }
     if (open_store(&s, false))
         return 1;
     int rc = pull_run(s, ref, &pa, digest);

@@ -1,16 +1,20 @@
 /*
- * fetch.c - a layer fetched whole from peers, chunk by chunk, into a temporary file: the
- * index the peer sent is checked before any chunk is asked for, every chunk is checked against
- * it as its bytes arrive (the SHA-256 chain, resumed at the chunk's start), and a layer whose
- * chunks all check out is the blob itself, because the chain ends in the layer digest
- * (docs/format.md). store_pull commits it like a download from the registry.
+ * fetch.c - a layer filled chunk by chunk from peers (or any source of chunk bytes), in place:
+ * the layer is a partial layer of the store (store.c: its record, index and chunk map exist from
+ * the start, its blob file is sparse), each chunk's bytes are kept in memory until they check
+ * out against the index (the SHA-256 chain, resumed at the chunk's start), and only then written
+ * to the blob file. store_fetch_flush makes written chunks durable and marks them present in one
+ * transaction. A layer whose chunks all check out is the blob itself, because the chain ends in
+ * the layer digest (docs/format.md).
  *
- * Owns: the temporary file and the parsed index until the commit. Must not: touch LMDB (the
- * commit is store.c's), or mark a chunk present before its last byte is checked.
+ * Invariant: only checked bytes are ever written to a file under DATA/blobs, so a reader that
+ * finds a chunk present reads the right bytes whoever else is fetching the same layer. Must not:
+ * mark a chunk present before it is checked and synced.
  */
 #include "store_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,51 +24,76 @@ struct store_fetch {
     struct store *s;
     uint8_t digest[DIGEST_LEN];
     struct layer_index ix;
-    struct buf ixbytes;
-    char tmp[PATH_MAX];
     int fd;
-    uint8_t *has; /* bitmap of chunks checked and written */
-    uint32_t nhas;
+    uint8_t *has;   /* bitmap of chunks present or checked and written */
+    uint8_t *fresh; /* bitmap of chunks written since the last flush */
+    uint32_t nhas, nfresh;
 };
 
 int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
                     const char *media_type, uint64_t size, const uint8_t *index, size_t index_len,
                     struct store_fetch **out)
 {
+    struct layer_index ix;
     enum layer_format fmt;
+    int rc;
+    if ((rc = layer_format(media_type, &fmt)) < 0 || (rc = index_parse(index, index_len, &ix)) < 0)
+        return rc;
+    /* What the index claims must fit what the manifest says; the chunks' own check is the
+     * chain, whose last link is the layer digest itself. */
+    if (ix.blob_size != size || ix.format != fmt ||
+        memcmp(ix.chunks[ix.nchunks - 1].h, digest, DIGEST_LEN))
+        rc = err_set(AFSP_E_FORMAT, "the index does not describe this layer");
+    const struct buf ib = {(uint8_t *)index, index_len, index_len};
+    if (rc == 0)
+        rc = store_layer_add_partial(s, digest, media_type, &ix, &ib);
+    index_release(&ix);
+    return rc < 0 ? rc : store_fetch_open(s, digest, out);
+}
+
+int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                     struct store_fetch **out)
+{
     struct store_fetch *f = calloc(1, sizeof *f);
+    struct layer_rec r;
+    struct buf ib = {0}, bm = {0};
+    char path[PATH_MAX];
     int rc;
     if (!f)
         return -ENOMEM;
     f->fd = -1;
+    f->s = s;
     memcpy(f->digest, digest, DIGEST_LEN);
-    if ((rc = layer_format(media_type, &fmt)) < 0 ||
-        (rc = index_parse(index, index_len, &f->ix)) < 0)
+    if ((rc = store_layer_get(s, digest, &r)) < 0 || (rc = store_index_bytes(s, digest, &ib)) < 0 ||
+        (rc = index_parse(ib.p, ib.len, &f->ix)) < 0 ||
+        (rc = store_present_get(s, digest, &bm)) < 0)
         goto fail;
-    /* What the index claims must fit what the manifest says; the chunks' own check is the
-     * chain, whose last link is the layer digest itself. */
-    if (f->ix.blob_size != size || f->ix.format != fmt ||
-        memcmp(f->ix.chunks[f->ix.nchunks - 1].h, digest, DIGEST_LEN)) {
-        rc = err_set(AFSP_E_FORMAT, "the index does not describe this layer");
-        goto fail;
-    }
-    if ((rc = buf_append(&f->ixbytes, index, index_len)) < 0)
-        goto fail;
-    f->has = calloc((f->ix.nchunks + 7) / 8, 1);
-    if (!f->has) {
+    size_t bmlen = (f->ix.nchunks + 7) / 8;
+    f->has = calloc(bmlen, 1);
+    f->fresh = calloc(bmlen, 1);
+    if (!f->has || !f->fresh) {
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = f->fd = store_tmp_create(s, digest, f->tmp)) < 0)
-        goto fail;
-    if (ftruncate(f->fd, (off_t)size) < 0) {
-        rc = err_set(-errno, "cannot size the download");
+    if (bm.len != bmlen) {
+        rc = err_set(AFSP_E_STORE, "bad chunk map");
         goto fail;
     }
-    f->s = s;
+    memcpy(f->has, bm.p, bmlen);
+    for (uint32_t i = 0; i < f->ix.nchunks; i++)
+        f->nhas += store_fetch_has(f, i);
+    store_blob_path(s, digest, path);
+    if ((f->fd = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+        rc = err_set(-errno, "cannot open %s", path);
+        goto fail;
+    }
+    buf_release(&ib);
+    buf_release(&bm);
     *out = f;
     return 0;
 fail:
+    buf_release(&ib);
+    buf_release(&bm);
     store_fetch_free(f);
     return rc;
 }
@@ -75,11 +104,9 @@ void store_fetch_free(struct store_fetch *f)
         return;
     if (f->fd >= 0)
         close(f->fd);
-    if (f->tmp[0])
-        unlink(f->tmp);
     index_release(&f->ix);
-    buf_release(&f->ixbytes);
     free(f->has);
+    free(f->fresh);
     free(f);
 }
 
@@ -104,6 +131,11 @@ void store_fetch_chunk(const struct store_fetch *f, uint32_t i, uint64_t *off, u
     *len = f->ix.chunks[i].len;
 }
 
+uint32_t store_fetch_chunk_at(const struct store_fetch *f, uint64_t off)
+{
+    return index_chunk_at(&f->ix, off);
+}
+
 bool store_fetch_has(const struct store_fetch *f, uint32_t i)
 {
     return f->has[i / 8] >> (i % 8) & 1;
@@ -113,51 +145,75 @@ void store_fetch_chunk_begin(struct store_fetch *f, uint32_t i, struct store_chu
 {
     w->i = i;
     w->got = 0;
+    w->buf = NULL;
     index_chunk_hash_start(&f->ix, i, &w->h);
 }
 
 int store_fetch_chunk_data(struct store_fetch *f, struct store_chunk_in *w, const uint8_t *p,
                            size_t n)
 {
-    const struct index_chunk *c = &f->ix.chunks[w->i];
-    if (n > c->len - w->got)
+    uint32_t len = f->ix.chunks[w->i].len;
+    if (n > len - w->got)
         return err_set(AFSP_E_SIZE, "chunk %u is longer than the index says", w->i);
+    if (!w->buf && !(w->buf = malloc(len ? len : 1)))
+        return -ENOMEM;
     sha256c_update(&w->h, p, n);
-    for (size_t done = 0; done < n;) {
-        ssize_t k = pwrite(f->fd, p + done, n - done, (off_t)(c->off + w->got + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return err_set(k < 0 ? -errno : -EIO, "cannot write the download");
-        done += (size_t)k;
-    }
+    memcpy(w->buf + w->got, p, n);
     w->got += (uint32_t)n;
     return 0;
 }
 
-int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w)
+void store_fetch_chunk_drop(struct store_chunk_in *w)
 {
-    if (w->got != f->ix.chunks[w->i].len)
-        return err_set(AFSP_E_SIZE, "chunk %u is shorter than the index says", w->i);
-    if (index_chunk_hash_check(&f->ix, w->i, f->digest, &w->h) < 0)
-        return err_set(AFSP_E_DIGEST, "chunk %u", w->i);
-    if (!store_fetch_has(f, w->i)) {
-        f->has[w->i / 8] |= (uint8_t)(1u << (w->i % 8));
-        f->nhas++;
-    }
-    return 0;
+    free(w->buf);
+    w->buf = NULL;
 }
 
-int store_fetch_commit(struct store_fetch *f, uint64_t resv_id, uint64_t resv_bytes,
-                       const char *media_type)
+int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w)
 {
-    if (f->nhas != f->ix.nchunks)
-        return err_set(AFSP_E_TRUNCATED, "%u of %u chunks", f->nhas, f->ix.nchunks);
+    const struct index_chunk *c = &f->ix.chunks[w->i];
+    int rc = 0;
+    if (w->got != c->len)
+        rc = err_set(AFSP_E_SIZE, "chunk %u is shorter than the index says", w->i);
+    else if (index_chunk_hash_check(&f->ix, w->i, f->digest, &w->h) < 0)
+        rc = err_set(AFSP_E_DIGEST, "chunk %u", w->i);
+    for (size_t done = 0; rc == 0 && !store_fetch_has(f, w->i) && done < c->len;) {
+        ssize_t k = pwrite(f->fd, w->buf + done, c->len - done, (off_t)(c->off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            rc = err_set(k < 0 ? -errno : -EIO, "cannot write the layer");
+        else
+            done += (size_t)k;
+    }
+    store_fetch_chunk_drop(w);
+    if (rc == 0 && !store_fetch_has(f, w->i)) {
+        f->has[w->i / 8] |= (uint8_t)(1u << (w->i % 8));
+        f->fresh[w->i / 8] |= (uint8_t)(1u << (w->i % 8));
+        f->nhas++;
+        f->nfresh++;
+    }
+    return rc;
+}
+
+int store_fetch_flush(struct store_fetch *f, uint64_t resv_id)
+{
+    if (f->nfresh == 0)
+        return 0;
     if (fdatasync(f->fd) < 0)
-        return err_set(-errno, "cannot sync the download");
-    int rc = store_layer_commit(f->s, resv_id, resv_bytes, f->digest, media_type, &f->ix,
-                                &f->ixbytes, f->tmp);
-    if (rc == 0)
-        f->tmp[0] = 0; /* renamed, or removed as a duplicate */
+        return err_set(-errno, "cannot sync the layer");
+    int rc = store_chunks_mark(f->s, f->digest, &f->ix, f->fresh, resv_id, NULL);
+    if (rc == 0) {
+        memset(f->fresh, 0, (f->ix.nchunks + 7) / 8);
+        f->nfresh = 0;
+    }
+    return rc;
+}
+
+int store_fetch_finish(struct store_fetch *f, uint64_t resv_id)
+{
+    int rc = store_fetch_flush(f, resv_id);
+    if (rc == 0 && f->nhas != f->ix.nchunks)
+        rc = err_set(AFSP_E_TRUNCATED, "%u of %u chunks", f->nhas, f->ix.nchunks);
     return rc;
 }

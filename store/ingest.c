@@ -607,25 +607,117 @@ static int meta_config(struct meta_source *m, const uint8_t digest[DIGEST_LEN], 
     return registry_get_small_blob(reg, digest, CONFIG_MAX, body);
 }
 
-/* A layer whole from peers: their index, checked against the descriptor, then every chunk,
- * checked as it comes; committed like a download. Any failure leaves the store as it was and
- * the caller goes to the registry. */
+/* A layer from peers: their index, checked against the descriptor, makes it a partial layer
+ * (unless the store has one already), then every missing chunk, checked as it comes. On a
+ * failure the chunks that arrived stay, and the caller goes to the registry. */
 static int layer_from_peers(struct store *s, const struct pull_peers *p, const struct descriptor *d,
                             uint64_t resv_id)
 {
     struct buf ix = {0};
     struct store_fetch *f = NULL;
     char dg[DIGEST_STR_LEN + 1];
-    int rc = p->get_index(p->arg, d->digest, &ix);
-    if (rc == 0)
+    int rc = store_fetch_open(s, d->digest, &f);
+    if (rc == AFSP_E_NOTFOUND && (rc = p->get_index(p->arg, d->digest, &ix)) == 0)
         rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, &f);
-    if (rc == 0)
+    if (rc == 0 && store_fetch_missing(f))
         rc = p->get_chunks(p->arg, f);
-    if (rc == 0)
-        rc = store_fetch_commit(f, resv_id, layer_allowance(d->size), d->media_type);
+    if (f) {
+        int frc = store_fetch_finish(f, resv_id);
+        if (rc == 0)
+            rc = frc;
+    }
     if (rc < 0 && rc != AFSP_E_NOTFOUND)
         log_warn("layer %s from peers: %s; trying the registry", digest_fmt(d->digest, dg),
                  err_msg(rc));
+    store_fetch_free(f);
+    buf_release(&ix);
+    return rc;
+}
+
+/* Chunk bytes from a range of the blob, in order: the chunks the layer lacks are checked and
+ * written, the others skipped. */
+struct range_sink {
+    struct store_fetch *f;
+    uint32_t i;
+    uint64_t pos;
+    struct store_chunk_in w;
+};
+
+static int range_data(void *arg, const uint8_t *p, size_t n)
+{
+    struct range_sink *r = arg;
+    while (n) {
+        uint64_t off;
+        uint32_t len;
+        int rc = 0;
+        if (r->i >= store_fetch_nchunks(r->f))
+            return err_set(AFSP_E_SIZE, "more bytes than the layer has");
+        store_fetch_chunk(r->f, r->i, &off, &len);
+        bool want = !store_fetch_has(r->f, r->i);
+        if (r->pos == off && want)
+            store_fetch_chunk_begin(r->f, r->i, &r->w);
+        size_t k = (size_t)MIN((uint64_t)n, off + len - r->pos);
+        if (want && (rc = store_fetch_chunk_data(r->f, &r->w, p, k)) < 0)
+            return rc;
+        r->pos += k;
+        p += k;
+        n -= k;
+        if (r->pos == off + len) {
+            if (want && (rc = store_fetch_chunk_end(r->f, &r->w)) < 0)
+                return rc;
+            r->i++;
+        }
+    }
+    return 0;
+}
+
+static int fetch_range(struct store_fetch *f, struct registry *reg, uint32_t first, uint32_t last)
+{
+    uint64_t a, b, size;
+    uint32_t len;
+    while (first <= last && store_fetch_has(f, first))
+        first++;
+    while (last > first && store_fetch_has(f, last))
+        last--;
+    if (first > last)
+        return 0;
+    store_fetch_chunk(f, first, &a, &len);
+    store_fetch_chunk(f, last, &b, &len);
+    b += len;
+    store_fetch_chunk(f, store_fetch_nchunks(f) - 1, &size, &len);
+    size += len;
+    struct range_sink r = {.f = f, .i = first, .pos = a};
+    int rc = registry_get_blob_range(reg, store_fetch_digest(f), size, a, b, range_data, &r);
+    store_fetch_chunk_drop(&r.w);
+    return rc;
+}
+
+int store_fetch_registry(struct store_fetch *f, const char *refstr, const struct pull_opts *opts,
+                         uint32_t first, uint32_t last)
+{
+    struct image_ref ref = {0};
+    struct registry_opts ro = {0};
+    struct registry *reg = NULL;
+    int rc;
+    if ((rc = ref_parse(refstr, &ref)) < 0)
+        return rc;
+    ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
+    ro.docker_config = opts ? opts->docker_config : NULL;
+    if ((rc = registry_new(&reg, &ref, &ro)) == 0)
+        rc = fetch_range(f, reg, first, last);
+    registry_free(reg);
+    ref_release(&ref);
+    return rc;
+}
+
+/* A layer's index from peers makes it a partial layer, with no chunk yet. */
+static int layer_lazy(struct store *s, const struct pull_peers *p, const struct descriptor *d)
+{
+    struct buf ix = {0};
+    struct store_fetch *f = NULL;
+    int rc = p->get_index(p->arg, d->digest, &ix);
+    if (rc == 0)
+        rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, &f);
     store_fetch_free(f);
     buf_release(&ix);
     return rc;
@@ -741,6 +833,20 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         need += layer_allowance(m.layers[i].size);
         total += m.layers[i].size;
     }
+    /* Lazily: a layer some peer has an index of is added as a partial layer (its chunks come
+     * when read); the others are pulled whole, below. */
+    for (size_t i = 0; opts && opts->lazy && ms.peers && i < m.nlayers; i++) {
+        struct layer_rec r;
+        const struct descriptor *d = &m.layers[i];
+        if (store_layer_get(s, d->digest, &r) == 0) {
+            if (r.flags & LAYER_COMPLETE)
+                continue; /* not counted above */
+        } else if (layer_lazy(s, ms.peers, d) < 0) {
+            continue;
+        }
+        need -= MIN(need, layer_allowance(d->size));
+        total -= MIN(total, d->size);
+    }
     if (need) {
         if ((rc = store_reserve(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, need, &resv_id)) <
             0)
@@ -753,7 +859,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         struct layer_rec r;
         const struct descriptor *d = &m.layers[i];
         char dg[DIGEST_STR_LEN + 1];
-        if (store_layer_get(s, d->digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
+        if (store_layer_get(s, d->digest, &r) == 0 &&
+            ((r.flags & LAYER_COMPLETE) || (opts && opts->lazy)))
             continue;
         if (ms.peers && (rc = layer_from_peers(s, ms.peers, d, resv_id)) == 0) {
             done += d->size;
@@ -761,8 +868,24 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         }
         struct ingest in = {.opts = opts, .prog = prog, .base_done = done};
         struct registry *reg;
+        struct store_fetch *f;
         if ((rc = meta_registry(&ms, &reg)) < 0)
             goto out;
+        if (store_fetch_open(s, d->digest, &f) == 0) {
+            /* A partial layer: the chunks it lacks, by range. */
+            rc = fetch_range(f, reg, 0, store_fetch_nchunks(f) - 1);
+            int frc = store_fetch_finish(f, resv_id);
+            store_fetch_free(f);
+            if ((rc = rc ? rc : frc) == 0) {
+                done += d->size;
+                continue;
+            }
+            if (rc != AFSP_E_DIGEST) {
+                err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
+                goto out;
+            }
+            /* its index does not match the registry's blob: replaced by a whole download */
+        }
         struct registry_src src = {reg, d};
         in.prog.layer = i;
         rc = ingest_layer(s, feed_registry, &src, d, resv_id, layer_allowance(d->size), &in);

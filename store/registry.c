@@ -60,6 +60,7 @@ struct xfer {
     bool token_request;             /* to a token realm: send tok_auth there, never answer a 401 */
     const char *tok_auth;           /* secret, borrowed */
     uint64_t range_from;            /* > 0: ask for the bytes from here on */
+    uint64_t range_end;             /* > 0: ... up to here (exclusive) */
     int (*prepare)(struct xfer *x); /* before each attempt */
     int (*on_headers)(struct xfer *x);                          /* 2xx headers complete */
     int (*on_body)(struct xfer *x, const uint8_t *p, size_t n); /* 2xx body bytes */
@@ -500,7 +501,13 @@ static int perform(struct registry *r, struct xfer *x, const char *url, const ch
             goto nomem;
         h = t;
     }
-    if (x->range_from) {
+    if (x->range_end) {
+        snprintf(line, sizeof line, "Range: bytes=%" PRIu64 "-%" PRIu64, x->range_from,
+                 x->range_end - 1);
+        if (!(t = curl_slist_append(h, line)))
+            goto nomem;
+        h = t;
+    } else if (x->range_from) {
         snprintf(line, sizeof line, "Range: bytes=%" PRIu64 "-", x->range_from);
         if (!(t = curl_slist_append(h, line)))
             goto nomem;
@@ -1191,7 +1198,7 @@ out:
 }
 
 struct blob_sink {
-    uint64_t size, delivered, skip;
+    uint64_t size, delivered, skip, end; /* bytes [delivered, end) are wanted */
     registry_data_cb cb;
     void *arg;
 };
@@ -1200,6 +1207,7 @@ static int blob_prepare(struct xfer *x)
 {
     struct blob_sink *s = x->arg;
     x->range_from = s->delivered;
+    x->range_end = s->end < s->size ? s->end : 0;
     s->skip = 0;
     return 0;
 }
@@ -1216,7 +1224,7 @@ static int blob_headers(struct xfer *x)
         if (x->range_total != UINT64_MAX && x->range_total != s->size)
             return err_set(AFSP_E_SIZE, "%s from %s has %" PRIu64 " bytes, not %" PRIu64, x->what,
                            x->host, x->range_total, s->size);
-        if (x->content_length >= 0 && (uint64_t)x->content_length > s->size - s->delivered)
+        if (x->content_length >= 0 && (uint64_t)x->content_length > s->end - s->delivered)
             return err_set(AFSP_E_SIZE,
                            "%s from %s: %" PRIu64 " bytes past offset %" PRIu64 " of %" PRIu64,
                            x->what, x->host, (uint64_t)x->content_length, s->delivered, s->size);
@@ -1241,9 +1249,15 @@ static int blob_data(struct xfer *x, const uint8_t *p, size_t n)
         if (!n)
             return 0;
     }
-    if (n > s->size - s->delivered)
-        return err_set(AFSP_E_SIZE, "%s from %s: more than %" PRIu64 " bytes", x->what, x->host,
-                       s->size);
+    if (n > s->end - s->delivered) {
+        if (x->status != 206 && s->end < s->size)
+            n = (size_t)(s->end - s->delivered); /* a whole blob where a range was asked */
+        else
+            return err_set(AFSP_E_SIZE, "%s from %s: more than %" PRIu64 " bytes", x->what, x->host,
+                           s->size);
+        if (!n)
+            return 0;
+    }
     int rc = s->cb(s->arg, p, n);
     if (rc)
         return rc;
@@ -1255,7 +1269,7 @@ static int blob_data(struct xfer *x, const uint8_t *p, size_t n)
 static int blob_check(struct xfer *x)
 {
     struct blob_sink *s = x->arg;
-    if (s->delivered == s->size)
+    if (s->delivered == s->end)
         return 0;
     return err_set(AFSP_E_TRUNCATED, "%s from %s ended after %" PRIu64 " of %" PRIu64 " bytes",
                    x->what, x->host, s->delivered, s->size);
@@ -1272,8 +1286,17 @@ static char *blob_url(const struct registry *r, const uint8_t digest[static DIGE
 int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], uint64_t size,
                       registry_data_cb cb, void *arg)
 {
+    return registry_get_blob_range(r, digest, size, 0, size, cb, arg);
+}
+
+int registry_get_blob_range(struct registry *r, const uint8_t digest[static DIGEST_LEN],
+                            uint64_t size, uint64_t from, uint64_t end, registry_data_cb cb,
+                            void *arg)
+{
     char *url = blob_url(r, digest);
-    struct blob_sink sink = {.size = size, .cb = cb, .arg = arg};
+    struct blob_sink sink = {.size = size, .delivered = from, .end = end, .cb = cb, .arg = arg};
+    if (from > end || end > size)
+        return err_set(AFSP_E_USAGE, "bad blob range");
     int rc;
 
     if (!url)

@@ -608,8 +608,20 @@ static int commit_fn(MDB_txn *txn, void *arg)
             return rc;
     }
     if (db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v) == 0) {
-        a->existed = 1; /* another pull got there first */
-        return 0;
+        struct layer_rec old;
+        if ((rc = layer_rec_decode(&v, &old)) < 0)
+            return rc;
+        if (old.flags & LAYER_COMPLETE) {
+            a->existed = 1; /* another pull got there first */
+            return 0;
+        }
+        /* A partial layer (chunks from peers) is replaced by the whole blob. */
+        lru_key(old.last_access, a->digest, key);
+        if ((rc = db_del(txn, s->db.dbi[DB_LRU], key, sizeof key)) < 0)
+            return rc;
+        uint64_t used = meta_u64(txn, s, "used");
+        if ((rc = meta_put_u64(txn, s, "used", used > old.stored ? used - old.stored : 0)) < 0)
+            return rc;
     }
     r.flags = LAYER_COMPLETE;
     r.format = a->ix->format;
@@ -670,6 +682,176 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
     if (a.existed || rc < 0)
         unlink(tmp_path);
     evicted_finish(s, &a.ev);
+    return rc;
+}
+
+/* ---- partial layers: chunks one by one ----------------------------------------------------- */
+
+struct partial_args {
+    struct store *s;
+    const uint8_t *digest;
+    const char *media_type;
+    const struct layer_index *ix;
+    const struct buf *index_bytes;
+    struct evicted ev;
+};
+
+static int partial_fn(MDB_txn *txn, void *arg)
+{
+    struct partial_args *a = arg;
+    struct store *s = a->s;
+    struct layer_rec r = {0};
+    uint8_t rec[LAYER_REC_SIZE], key[40];
+    char path[PATH_MAX];
+    MDB_val v;
+    uint64_t freed = 0;
+    int rc;
+
+    a->ev.n = 0;
+    if (db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v) == 0)
+        return 0; /* there already, whole or in part */
+    r.format = a->ix->format;
+    r.nchunks = a->ix->nchunks;
+    r.nfiles = a->ix->nfiles;
+    r.size = a->ix->blob_size;
+    r.usize = a->ix->tar_size;
+    r.stored = a->index_bytes->len; /* chunks count as they arrive */
+    r.last_access = time_now_ns();
+    snprintf(r.media_type, sizeof r.media_type, "%s", a->media_type);
+    sha256_buf(a->index_bytes->p, a->index_bytes->len, r.index_digest);
+    uint8_t pin[1][DIGEST_LEN];
+    memcpy(pin[0], a->digest, DIGEST_LEN);
+    if ((rc = evict_until(txn, s, (const uint8_t(*)[DIGEST_LEN])pin, 1, r.stored, 0, &a->ev,
+                          &freed)) < 0)
+        return rc;
+    size_t bmlen = (r.nchunks + 7) / 8;
+    uint8_t *bm = calloc(bmlen ? bmlen : 1, 1);
+    if (!bm)
+        return -ENOMEM;
+    layer_rec_encode(&r, rec);
+    lru_key(r.last_access, a->digest, key);
+    rc = db_put(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, rec, sizeof rec);
+    if (rc == 0)
+        rc = db_put(txn, s->db.dbi[DB_INDEX], a->digest, DIGEST_LEN, a->index_bytes->p,
+                    a->index_bytes->len);
+    if (rc == 0)
+        rc = db_put(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, bm, bmlen);
+    free(bm);
+    if (rc == 0)
+        rc = db_put(txn, s->db.dbi[DB_LRU], key, sizeof key, "", 0);
+    if (rc == 0)
+        rc = meta_put_u64(txn, s, "used", meta_u64(txn, s, "used") + r.stored);
+    if (rc < 0)
+        return rc;
+    /* The (sparse) blob file, inside the transaction: the orphan sweep of another process's
+     * store_open runs in one too, so it cannot take the file before the record exists. */
+    store_blob_path(s, a->digest, path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(-errno, "cannot create %s", path);
+    rc = ftruncate(fd, (off_t)r.size) < 0 ? err_set(-errno, "cannot size %s", path) : 0;
+    close(fd);
+    return rc < 0 ? rc : fsync_dir(s, "blobs/sha256");
+}
+
+int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                            const char *media_type, const struct layer_index *ix,
+                            const struct buf *index_bytes)
+{
+    struct partial_args a = {s, digest, media_type, ix, index_bytes, {0}};
+    int rc = db_write(&s->db, partial_fn, &a);
+    evicted_finish(s, &a.ev);
+    return rc;
+}
+
+struct mark_args {
+    struct store *s;
+    const uint8_t *digest;
+    const struct layer_index *ix;
+    const uint8_t *map;
+    uint64_t resv_id;
+    struct evicted ev;
+    bool complete;
+};
+
+static int mark_fn(MDB_txn *txn, void *arg)
+{
+    struct mark_args *a = arg;
+    struct store *s = a->s;
+    struct layer_rec r;
+    uint8_t rec[LAYER_REC_SIZE], rkey[16];
+    uint64_t added = 0, take = 0, freed = 0;
+    uint32_t have = 0;
+    MDB_val v, bv;
+    int rc;
+
+    a->ev.n = 0;
+    a->complete = false;
+    if ((rc = db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v)) < 0)
+        return rc == AFSP_E_NOTFOUND ? err_set(rc, "the layer was evicted") : rc;
+    if ((rc = layer_rec_decode(&v, &r)) < 0)
+        return rc;
+    if (r.flags & LAYER_COMPLETE) {
+        a->complete = true;
+        return 0;
+    }
+    size_t bmlen = (a->ix->nchunks + 7) / 8;
+    if (r.nchunks != a->ix->nchunks ||
+        (rc = db_get(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, &bv)) < 0 ||
+        bv.mv_size != bmlen)
+        return rc < 0 ? rc : err_set(AFSP_E_STORE, "bad chunk map");
+    uint8_t *bm = malloc(bmlen ? bmlen : 1);
+    if (!bm)
+        return -ENOMEM;
+    memcpy(bm, bv.mv_data, bmlen);
+    for (uint32_t i = 0; i < a->ix->nchunks; i++) {
+        uint8_t m = (uint8_t)(1u << (i % 8));
+        if ((a->map[i / 8] & m) && !(bm[i / 8] & m)) {
+            bm[i / 8] |= m;
+            added += a->ix->chunks[i].len;
+        }
+        have += (bm[i / 8] & m) != 0;
+    }
+    /* Bytes a pull reserved for this layer pay for its chunks first. */
+    put_be64(rkey, (uint64_t)getpid());
+    put_be64(rkey + 8, a->resv_id);
+    if (a->resv_id && db_get(txn, s->db.dbi[DB_RESV], rkey, 16, &v) == 0 && v.mv_size == 16) {
+        uint8_t val[16];
+        uint64_t left = get_be64(v.mv_data);
+        take = MIN(left, added);
+        memcpy(val, v.mv_data, 16);
+        put_be64(val, left - take);
+        if ((rc = db_put(txn, s->db.dbi[DB_RESV], rkey, 16, val, 16)) < 0)
+            goto out;
+    }
+    uint8_t pin[1][DIGEST_LEN];
+    memcpy(pin[0], a->digest, DIGEST_LEN);
+    if (added > take && (rc = evict_until(txn, s, (const uint8_t(*)[DIGEST_LEN])pin, 1,
+                                          added - take, 0, &a->ev, &freed)) < 0)
+        goto out;
+    r.stored += added;
+    if (have == a->ix->nchunks) {
+        r.flags |= LAYER_COMPLETE;
+        a->complete = true;
+    }
+    layer_rec_encode(&r, rec);
+    if ((rc = db_put(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, rec, sizeof rec)) == 0 &&
+        (rc = db_put(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, bm, bmlen)) == 0)
+        rc = meta_put_u64(txn, s, "used", meta_u64(txn, s, "used") + added);
+out:
+    free(bm);
+    return rc;
+}
+
+int store_chunks_mark(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                      const struct layer_index *ix, const uint8_t *map, uint64_t resv_id,
+                      bool *complete)
+{
+    struct mark_args a = {s, digest, ix, map, resv_id, {0}, false};
+    int rc = db_write(&s->db, mark_fn, &a);
+    evicted_finish(s, &a.ev);
+    if (complete)
+        *complete = a.complete;
     return rc;
 }
 
@@ -874,8 +1056,11 @@ static int image_decode(const MDB_val *k, const MDB_val *v, MDB_txn *txn, struct
         if (digest_parse(json_string_value(json_object_get(l, "digest")), ii->layers[i]) < 0)
             goto out;
         ii->size += (uint64_t)json_integer_value(json_object_get(l, "size"));
-        if (db_get(txn, s->db.dbi[DB_LAYERS], ii->layers[i], DIGEST_LEN, &lv) == 0)
+        struct layer_rec r;
+        if (db_get(txn, s->db.dbi[DB_LAYERS], ii->layers[i], DIGEST_LEN, &lv) == 0) {
             ii->nlayers_present++;
+            ii->nlayers_complete += layer_rec_decode(&lv, &r) == 0 && (r.flags & LAYER_COMPLETE);
+        }
     }
     rc = 0;
 out:
@@ -1080,8 +1265,63 @@ static int chunk_verify(struct store_layer *l, uint32_t i)
     return 0;
 }
 
+void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg)
+{
+    s->fetcher = fn;
+    s->fetcher_arg = arg;
+}
+
+/* Takes in the chunk map as stored now (chunks only ever become present while a handle is
+ * open: eviction skips pinned layers). When the layer was replaced by a whole download (a
+ * partial layer completed from the registry), the handle's file is swapped for the new one,
+ * atomically for concurrent readers (dup2). */
+int store_layer_refresh(struct store_layer *l)
+{
+    struct buf bm = {0};
+    struct stat a, b;
+    char path[PATH_MAX];
+    int rc = store_present_get(l->s, l->digest, &bm);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < bm.len && i < (l->ix.nchunks + 7) / 8u; i++)
+        __atomic_fetch_or(&l->present[i], bm.p[i], __ATOMIC_ACQ_REL);
+    buf_release(&bm);
+    store_blob_path(l->s, l->digest, path);
+    if (stat(path, &a) == 0 && fstat(l->fd, &b) == 0 && a.st_ino != b.st_ino) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return err_set(-errno, "cannot open %s", path);
+        rc = dup2(fd, l->fd) < 0 ? -errno : 0;
+        close(fd);
+    }
+    return rc;
+}
+
+/* Makes chunks [first, last] present: those missing are asked of the fetcher (the node), which
+ * returns once it has stored them. */
+static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
+{
+    uint32_t a = first;
+    while (a <= last && bit_get(l->present, a))
+        a++;
+    if (a > last)
+        return 0;
+    uint32_t b = last;
+    while (b > a && bit_get(l->present, b))
+        b--;
+    if (!l->s->fetcher)
+        return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", a);
+    int rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b);
+    if (rc == 0)
+        rc = store_layer_refresh(l);
+    for (uint32_t i = a; rc == 0 && i <= b; i++)
+        if (!bit_get(l->present, i))
+            rc = err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
+    return rc;
+}
+
 /* The codec's source: compressed bytes from the blob file, only from chunks that are present
- * and verified. A missing chunk is where a later issue fetches from peers. */
+ * (fetched first if they are not) and verified. */
 static ssize_t layer_src(void *arg, uint64_t off, uint8_t *buf, size_t len)
 {
     struct store_layer *l = arg;
@@ -1091,12 +1331,11 @@ static ssize_t layer_src(void *arg, uint64_t off, uint8_t *buf, size_t len)
     if (len > l->ix.blob_size - off)
         len = l->ix.blob_size - off;
     uint32_t first = index_chunk_at(&l->ix, off), last = index_chunk_at(&l->ix, off + len - 1);
-    for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++) {
-        if (!bit_get(l->present, i))
-            return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
+    if ((rc = chunks_need(l, first, last)) < 0)
+        return rc;
+    for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++)
         if ((rc = chunk_verify(l, i)) < 0)
             return rc;
-    }
     if ((rc = pread_full(l->fd, buf, len, off)) < 0)
         return rc;
     return (ssize_t)len;
@@ -1115,10 +1354,11 @@ int store_layer_fetch(struct store_layer *l, uint64_t off, uint64_t len)
             b = MIN(b, (l->ix.cps[k1 + 1].in_bit + 7) / 8);
     }
     uint32_t first = index_chunk_at(&l->ix, a), last = index_chunk_at(&l->ix, b - 1);
+    int rc = chunks_need(l, first, last);
+    if (rc < 0)
+        return rc;
     for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++) {
-        if (!bit_get(l->present, i))
-            return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
-        int rc = chunk_verify(l, i);
+        rc = chunk_verify(l, i);
         if (rc < 0)
             return rc;
     }
@@ -1206,6 +1446,19 @@ int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], 
     if (rc < 0)
         return rc;
     if ((rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) == 0)
+        rc = buf_append(out, v.mv_data, v.mv_size);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int store_present_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    int rc = db_read_begin(&s->db, &txn);
+    if (rc < 0)
+        return rc;
+    if ((rc = db_get(txn, s->db.dbi[DB_PRESENT], digest, DIGEST_LEN, &v)) == 0)
         rc = buf_append(out, v.mv_data, v.mv_size);
     mdb_txn_abort(txn);
     return rc;

@@ -77,6 +77,8 @@ struct pull_opts {
     pull_progress_cb progress;         /* may be NULL */
     void *progress_arg;
     const struct pull_peers *peers; /* may be NULL: the registry only */
+    bool lazy; /* with peers: a layer a peer has is added partial (its index only); its chunks
+                  come as a mount reads them (store_set_fetcher) */
 };
 
 /* Pulls image ref (Docker reference syntax) into the store: resolves the manifest (platform from
@@ -90,40 +92,59 @@ int store_pull(struct store *s, const char *ref, const struct pull_opts *opts,
 
 /* ---- layers from peers -------------------------------------------------------------------- */
 
-/* A layer being fetched whole, chunk by chunk, into a temporary file (fetch.c). The index comes
- * from a peer: store_fetch_new refuses one that does not describe the layer (size, format, or a
- * chain that does not end in its digest). Each chunk's bytes are checked as they arrive; only
- * when every chunk checks out can the layer be committed, and then the whole blob is proven
- * against its digest. One thread at a time per fetch. */
+/* A layer filled chunk by chunk (fetch.c), in place: it is a partial layer of the store from the
+ * start (record, index, chunk map, sparse blob file), readable chunk by chunk as chunks are
+ * marked present. Each chunk's bytes are checked before they are written; a flush syncs them and
+ * marks them present. When every chunk checks out the layer is complete: the chain of chunk
+ * hashes ends in the layer digest. One thread at a time per handle. */
+
+/* Adds the layer as a partial layer (unless the store has it, whole or in part) and opens it.
+ * The index comes from a peer: refused if it does not describe the layer (size, format, or a
+ * chain that does not end in its digest). */
 int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
                     const char *media_type, uint64_t size, const uint8_t *index, size_t index_len,
                     struct store_fetch **out);
-/* Drops the download unless it was committed. */
+/* Opens a layer the store has, whole or in part (AFSP_E_NOTFOUND if neither), with its stored
+ * index and chunk map. */
+int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                     struct store_fetch **out);
+/* Closes the handle; chunks written but not flushed are simply not marked present. */
 void store_fetch_free(struct store_fetch *f);
 const uint8_t *store_fetch_digest(const struct store_fetch *f);
 uint32_t store_fetch_nchunks(const struct store_fetch *f);
-/* Chunks not yet checked and written. */
+/* Chunks neither present when opened nor checked and written since. */
 uint32_t store_fetch_missing(const struct store_fetch *f);
 /* Chunk i is bytes [*off, *off + *len) of the blob. */
 void store_fetch_chunk(const struct store_fetch *f, uint32_t i, uint64_t *off, uint32_t *len);
+/* The chunk holding blob byte off. */
+uint32_t store_fetch_chunk_at(const struct store_fetch *f, uint64_t off);
 bool store_fetch_has(const struct store_fetch *f, uint32_t i);
 
-/* One chunk's bytes, in order, in pieces: begin, data for each piece (written at once, hashed),
- * end (checks; only then the chunk counts). A chunk that fails can simply be begun again. */
+/* One chunk's bytes, in order, in pieces: begin, data for each piece (hashed, kept), end (checks,
+ * then writes; only then the chunk counts) or drop. A chunk that fails can be begun again. */
 struct store_chunk_in {
     struct sha256c h;
     uint32_t i, got;
+    uint8_t *buf;
 };
 void store_fetch_chunk_begin(struct store_fetch *f, uint32_t i, struct store_chunk_in *w);
-/* Returns 0, AFSP_E_SIZE (more bytes than the chunk has), or a write error. */
+/* Returns 0, AFSP_E_SIZE (more bytes than the chunk has), or -ENOMEM. */
 int store_fetch_chunk_data(struct store_fetch *f, struct store_chunk_in *w, const uint8_t *p,
                            size_t n);
-/* Returns 0, AFSP_E_SIZE (short) or AFSP_E_DIGEST (the bytes are not the chunk). */
+/* Returns 0, AFSP_E_SIZE (short), AFSP_E_DIGEST (the bytes are not the chunk), or a write error.
+ * Frees what the chunk held either way. */
 int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w);
-/* Makes the layer visible (store_pull does this; exposed for tests and benchmarks): every chunk
- * must be in. Takes up to resv_bytes from reservation resv_id. */
-int store_fetch_commit(struct store_fetch *f, uint64_t resv_id, uint64_t resv_bytes,
-                       const char *media_type);
+/* Forgets a chunk begun but not ended. */
+void store_fetch_chunk_drop(struct store_chunk_in *w);
+/* Syncs the chunks written since the last flush and marks them present (their bytes taken first
+ * from reservation resv_id if not 0). AFSP_E_NOTFOUND if the layer was evicted meanwhile. */
+int store_fetch_flush(struct store_fetch *f, uint64_t resv_id);
+/* Flushes, then AFSP_E_TRUNCATED unless every chunk is present. */
+int store_fetch_finish(struct store_fetch *f, uint64_t resv_id);
+/* Fills the chunks the layer lacks among [first, last] from the registry of image ref (one Range
+ * request, from the first missing chunk to the end of the last), checking each; flush after. */
+int store_fetch_registry(struct store_fetch *f, const char *ref, const struct pull_opts *opts,
+                         uint32_t first, uint32_t last);
 
 /* ---- listings ------------------------------------------------------------------------------ */
 
@@ -131,7 +152,8 @@ struct image_info {
     char ref[512]; /* canonical reference as pulled */
     uint8_t manifest_digest[DIGEST_LEN];
     char platform[100];
-    size_t nlayers, nlayers_present;
+    size_t nlayers, nlayers_present; /* present: whole or in part */
+    size_t nlayers_complete;
     uint64_t size;                 /* compressed bytes of all layers */
     uint64_t pulled_ns;            /* wall-clock time of the pull */
     uint8_t (*layers)[DIGEST_LEN]; /* owned by the listing */
@@ -207,8 +229,15 @@ ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t 
 
 /* Every compressed byte a read uses comes from a chunk that was checked against its SHA-256 in
  * the index, the first time the handle used it: a chunk that fails is never decoded, the read
- * fails with AFSP_E_DIGEST, and the failure is logged once per chunk and handle. Chunks that are
- * not present fail with AFSP_E_NOTFOUND (where a later issue fetches them from peers). */
+ * fails with AFSP_E_DIGEST, and the failure is logged once per chunk and handle. A chunk that is
+ * not present (a partial layer) is asked of the store's fetcher, and without one (or if it
+ * fails) the read fails with AFSP_E_NOTFOUND or the fetcher's code. */
+
+/* Gets chunks [first, last] of layer digest into the store (the node does, for a mount), and
+ * returns once they are marked present; called by reading threads, concurrently. */
+typedef int (*store_fetcher_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                                uint32_t last);
+void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);
 
 /* The uncompressed (tar) size of the layer. */
 uint64_t store_layer_size(const struct store_layer *l);
@@ -224,19 +253,22 @@ uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off);
  * absent. */
 int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 /* Appends the layer's encoded index, as stored, to out (what a peer is sent). Returns 0 or
- * AFSP_E_NOTFOUND. */
+ * AFSP_E_NOTFOUND. store_present_get appends its chunk map (bit i: chunk i present). */
 int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+int store_present_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 /* The layer's chunks (what peers exchange): chunk i is blob bytes [*off, *off + *len). */
 uint32_t store_layer_nchunks(const struct store_layer *l);
 void store_layer_chunk(const struct store_layer *l, uint32_t i, uint64_t *off, uint32_t *len);
 bool store_layer_chunk_present(const struct store_layer *l, uint32_t i);
+/* Takes in chunks marked present since the handle was opened (by the node, for a partial
+ * layer). Thread-safe. */
+int store_layer_refresh(struct store_layer *l);
 /* Raw (compressed) blob bytes, as stored: what a peer is sent; it checks them itself. Returns 0,
  * AFSP_E_USAGE (past the end), or a read error. Thread-safe. */
 int store_layer_read_blob(struct store_layer *l, uint64_t off, void *buf, size_t n);
 
-/* Makes sure every chunk that decoding uncompressed bytes [off, off + len) needs is present and
- * verified (a later issue fetches missing ones from peers). Thread-safe. Returns 0 or a negative
- * code. */
+/* Makes sure every chunk that decoding uncompressed bytes [off, off + len) needs is present
+ * (fetching missing ones) and verified. Thread-safe. Returns 0 or a negative code. */
 int store_layer_fetch(struct store_layer *l, uint64_t off, uint64_t len);
 
 /* A decoder of one layer for one thread at a time; a handle may have many, used concurrently.

@@ -139,6 +139,11 @@ typedef int (*registry_data_cb)(void *arg, const uint8_t *p, size_t n);
  * AFSP_E_TRUNCATED if it cannot deliver all of them. */
 int registry_get_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], uint64_t size,
                       registry_data_cb cb, void *arg);
+/* The same for bytes [from, end) of the blob (a Range request; a registry that answers with the
+ * whole blob works too, more slowly). */
+int registry_get_blob_range(struct registry *r, const uint8_t digest[static DIGEST_LEN],
+                            uint64_t size, uint64_t from, uint64_t end, registry_data_cb cb,
+                            void *arg);
 
 /* Small blobs (configs): fetched whole into body and verified against digest.
  * Fails with AFSP_E_TOOBIG if over max bytes. */
@@ -413,6 +418,8 @@ struct store {
     uint64_t cache_max;
     store_evict_cb evict_cb;
     void *evict_arg;
+    store_fetcher_fn fetcher;
+    void *fetcher_arg;
 };
 
 /* A layer's record in DB_LAYERS. */
@@ -451,6 +458,19 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
                        const uint8_t digest[static DIGEST_LEN], const char *media_type,
                        const struct layer_index *ix, const struct buf *index_bytes,
                        const char *tmp_path);
+/* Adds a partial layer: its record and index, an empty chunk map, and a sparse blob file of the
+ * blob's size that chunks are written into (fetch.c). Counts only the index against the limit;
+ * chunks count as store_chunks_mark adds them. Nothing happens if the layer is there already,
+ * whole or in part. */
+int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                            const char *media_type, const struct layer_index *ix,
+                            const struct buf *index_bytes);
+/* Marks the chunks set in map (written, checked and fdatasync'ed) present, counting their bytes
+ * (taken first from reservation resv_id if not 0), evicting LRU layers as needed; the layer is
+ * complete once every chunk is. AFSP_E_NOTFOUND if the layer was evicted meanwhile. */
+int store_chunks_mark(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                      const struct layer_index *ix, const uint8_t *map, uint64_t resv_id,
+                      bool *complete);
 /* Marks layers as accessed now (LRU order). Unless force, a layer accessed less than a minute
  * ago is left alone, so that reads do not turn into a write transaction each. */
 int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n, bool force);

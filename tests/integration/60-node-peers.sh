@@ -4,6 +4,7 @@
 # node with another cluster key gets nothing; the control socket is 0600; SIGTERM stops a node
 # cleanly.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-node.sh"
 
 start_registry
 build_fixture_image "$TEST_TMPDIR/oci" fx
@@ -25,8 +26,6 @@ start_bg nodeB "$AFSP_BIN" -v --data "$B" node --listen "127.0.0.1:$pb" --seed "
 PIDB=$BG_PID
 wait_port "$pb" 15 "$PIDB"
 
-peer_count() { "$AFSP_BIN" --data "$1" peers --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["peers"]))'; }
-has_peers() { [ "$(peer_count "$1")" = "$2" ]; }
 wait_until 15 has_peers "$A" 1
 wait_until 15 has_peers "$B" 1
 

@@ -1,0 +1,40 @@
+#!/bin/bash
+# A bit flipped in transit between two nodes (a proxy between C and A flips one bit of A's
+# stream, once): the frame fails authentication, the link ends with nothing of it delivered,
+# and C's pull gets what it lacks from B; its layers equal A's byte for byte.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-node.sh"
+
+T=$TEST_TMPDIR
+start_registry
+build_stress_image "$T/oci" stress
+push_image "$T/oci" stress "$REGISTRY/stress:1" --compress gzip
+digest=$PUSHED_DIGEST
+name=$REGISTRY/stress
+
+pa=$(free_port) pb=$(free_port) pc=$(free_port) pp=$(free_port)
+A=$T/A B=$T/B C=$T/C
+
+start_node nodeA "$A" "$pa"
+start_node nodeB "$B" "$pb" "$pa"
+wait_until 15 has_peers "$B" 1
+"$AFSP_BIN" --data "$A" pull "$REGISTRY/stress:1" >/dev/null
+"$AFSP_BIN" --data "$B" pull "$name@$digest" >/dev/null
+kill_bg "$REGISTRY_PID"
+
+# C reaches A only through the proxy, which flips a bit 200 KB into A's stream to C.
+start_bg flipproxy "$PY" "$LIB_DIR/flipproxy.py" "$pp" "$pa" 200000
+PROXY_LOG=$BG_LOG
+wait_port "$pp" 15 "$BG_PID"
+start_node nodeC "$C" "$pc" "$pp" "$pb"
+wait_until 15 has_peers "$C" 2
+"$AFSP_BIN" --data "$C" pull "$name@$digest" >/dev/null
+grep -q flipped "$PROXY_LOG" || fail "the proxy flipped no bit: A sent C under 200 KB"
+# The flipped frame ended C's link to A (or, had it hit a length, stalled it): never a bad chunk.
+errs=$(($(counter "$C" peer_errors) + $(counter "$C" stalls)))
+((errs >= 1)) || fail "C did not notice the flipped bit"
+assert_eq 0 "$(counter "$C" bad_chunks)" "bad chunks on C"
+for l in $(cd "$A/blobs/sha256" && ls); do
+    cmp "$A/blobs/sha256/$l" "$C/blobs/sha256/$l" || fail "blob $l on C differs from A's"
+done
+log "ok"
