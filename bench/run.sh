@@ -21,6 +21,10 @@
 #           ISA-L inflate of its layer; `find` and `ls -lR` over the mount vs the unpacked tree.
 #   p2p     bench/p2p_frames: 1 MiB frames through two p2p_conns in memory (the handshake's
 #           keys, AES-256-GCM both ways) against the bare AEADs it could have used.
+#   peer    two nodes on loopback: B pulls a 256 MiB layer of random bytes by digest from A,
+#           against bench/tcp_copy (the same bytes over TCP into a file, and the same with the
+#           receiver hashing them) and `skopeo copy` from the registry; CPU of each side. Then
+#           20 nodes pull the layer from one node at once: errors, concurrency, peak RSS.
 #
 # Page caches are not dropped (not reliably possible here, and not what a node sees): every
 # input is read once before it is timed, and `sync` runs before each timed command so no run
@@ -28,7 +32,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -44,7 +48,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount p2p}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -567,12 +571,160 @@ bench_p2p() {
     } >>"$SUMMARY"
 }
 
+# ---------------------------------------------------------------------------------------------
+# peer: a layer from another node vs plain TCP copies of its bytes; concurrent streams
+
+# cpu_s PID: user + system CPU seconds of a process so far
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# random_image DIR OCI MIB: a one-layer image of one file of MIB MiB of random bytes (once)
+random_image() {
+    if [ ! -e "$2/index.json" ]; then
+        mkdir -p "$1"
+        head -c $(($3 << 20)) /dev/urandom >"$1/random.bin"
+        build_oci_of_dir "$1" "$2" r
+        rm -rf "$1"
+    fi
+}
+
+bench_peer() {
+    require skopeo umoci docker-registry
+    . "$SRC/tests/integration/lib-node.sh"
+    local big=$BENCH_CACHE/random256.oci
+    random_image "$TEST_TMPDIR/r256" "$big" 256
+    start_registry
+    local oci=$TEST_TMPDIR/peer.oci name=$REGISTRY/bench/random
+    cp -a "$big" "$oci"
+    push_image "$oci" r "$name:256" --compress none >/dev/null
+    local d256=$PUSHED_DIGEST
+    rm -rf "$oci"
+    local pa pb A=$TEST_TMPDIR/peerA B=$TEST_TMPDIR/peerB
+    pa=$(free_port) pb=$(free_port)
+    start_node peerA "$A" "$pa"
+    local pida=$BG_PID
+    start_node peerB "$B" "$pb" "$pa"
+    local pidb=$BG_PID
+    wait_until 15 has_peers "$B" 1
+    "$AFSP_BIN" --data "$A" pull "$name:256" >/dev/null
+    local blob
+    blob=$(ls -S "$A"/blobs/sha256/* | head -1)
+    local bytes
+    bytes=$(stat -c %s "$blob")
+    log "peer: layer of $((bytes / 1000000)) MB ($blob)"
+    cat "$blob" >/dev/null
+
+    local r t t1 t2 ts c1 c2 res T1=() T2=() TA=() TS=() C1S=() C1R=() C2S=() C2R=() CAS=() CAR=()
+    local a0 b0
+    m_tcp() { # [--sha256]
+        sync
+        res=$("$AFSP_BENCH_BIN/tcp_copy" "$blob" "$TEST_TMPDIR/copy.out" "$@")
+        rm -f "$TEST_TMPDIR/copy.out"
+        if (($#)); then
+            read -r _ t2 c1 c2 <<<"$(grep RESULT <<<"$res")"
+            ((r)) && T2+=("$t2") C2S+=("$c1") C2R+=("$c2")
+        else
+            read -r _ t1 c1 c2 <<<"$(grep RESULT <<<"$res")"
+            ((r)) && T1+=("$t1") C1S+=("$c1") C1R+=("$c2")
+        fi
+        return 0
+    }
+    m_afsp() {
+        "$AFSP_BIN" --data "$B" prune --percent 100 >/dev/null
+        sync
+        a0=$(cpu_s "$pida") b0=$(cpu_s "$pidb")
+        timed t "$AFSP_BIN" --data "$B" pull "$name@$d256" >/dev/null
+        ((r)) && TA+=("$t") CAS+=("$(awk -v a="$a0" -v b="$(cpu_s "$pida")" 'BEGIN { printf "%.3f", b - a }')") \
+            CAR+=("$(awk -v a="$b0" -v b="$(cpu_s "$pidb")" 'BEGIN { printf "%.3f", b - a }')")
+        cmp "$blob" "$B/blobs/sha256/${blob##*/}" || fail "B's copy of the layer differs"
+    }
+    m_skopeo() {
+        rm -rf "$TEST_TMPDIR/sk.oci"
+        sync
+        timed ts skopeo copy --insecure-policy --src-tls-verify=false "docker://$name@$d256" \
+            "oci:$TEST_TMPDIR/sk.oci:t" >/dev/null 2>&1 || fail "skopeo copy failed"
+        ((r)) && TS+=("$ts")
+        return 0
+    }
+    # round 0 warms up; odd rounds run the four in one order, even rounds in the other
+    for ((r = 0; r <= BENCH_ROUNDS; r++)); do
+        if ((r % 2)); then
+            m_tcp && m_tcp --sha256 && m_afsp && m_skopeo
+        else
+            m_skopeo && m_afsp && m_tcp --sha256 && m_tcp
+        fi
+        log "peer round $r: tcp ${t1}s, tcp+sha256 ${t2}s, afsp pull from A ${t}s, skopeo copy ${ts}s"
+    done
+    rm -rf "$TEST_TMPDIR/sk.oci"
+    gb() { awk -v b="$bytes" -v c="$1" 'BEGIN { printf "%.2f", c / (b / 1e9) }'; }
+    mbs() { awk -v b="$bytes" -v t="$1" 'BEGIN { printf "%.0f", b / 1e6 / t }'; }
+    local m1 m2 ma ms
+    m1=$(median "${T1[@]}") m2=$(median "${T2[@]}") ma=$(median "${TA[@]}") ms=$(median "${TS[@]}")
+
+    # 20 nodes pull the layer from one server node at once: their transfers overlap.
+    local ps S=$TEST_TMPDIR/peerS i pids=() cps=() dirs=()
+    ps=$(free_port)
+    start_node peerS "$S" "$ps"
+    "$AFSP_BIN" --data "$S" pull "$name:256" >/dev/null
+    kill_bg "$BG_PID" # a fresh process serves: its peak RSS is the serving's
+    start_node peerS "$S" "$ps"
+    local pids_srv=$BG_PID
+    for ((i = 0; i < 20; i++)); do
+        cps[i]=$(free_port)
+        dirs[i]=$TEST_TMPDIR/peer$i
+        start_node "peer$i" "${dirs[i]}" "${cps[i]}" "$ps"
+        pids[i]=$BG_PID
+    done
+    wait_until 30 has_peers "$S" 20
+    local nchunks peak pulls=() t20
+    nchunks=$("$AFSP_BIN" --data "$S" layers --json | "$PY" -c 'import json,sys; print(sum(x["chunks"] for x in json.load(sys.stdin)))')
+    local t0 failed=0
+    t0=$(date +%s%N)
+    for ((i = 0; i < 20; i++)); do
+        "$AFSP_BIN" --data "${dirs[i]}" pull "$name@$d256" >"${dirs[i]}.pull" 2>&1 &
+        pulls[i]=$!
+    done
+    for ((i = 0; i < 20; i++)); do wait "${pulls[i]}" || failed=$((failed + 1)); done
+    t20=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+    ((failed == 0)) || fail "$failed of 20 concurrent pulls failed"
+    local served errs rss_s rss_c=0 x reqs=0 reqmin=1000000
+    served=$(counter "$S" chunks_served)
+    peak=$(counter "$S" serving_peak)
+    errs=$(($(counter "$S" peer_errors)))
+    for ((i = 0; i < 20; i++)); do
+        errs=$((errs + $(counter "${dirs[i]}" bad_chunks) + $(counter "${dirs[i]}" stalls) + $(counter "${dirs[i]}" peer_errors)))
+        x=$(counter "${dirs[i]}" requests_peak)
+        reqs=$((reqs + x))
+        ((x < reqmin)) && reqmin=$x
+        x=$(awk '/^VmHWM/ { print $2 }' "/proc/${pids[i]}/status")
+        ((x > rss_c)) && rss_c=$x
+    done
+    rss_s=$(awk '/^VmHWM/ { print $2 }' "/proc/$pids_srv/status")
+    ((served == 20 * nchunks)) || fail "the server sent $served chunks, not 20 x $nchunks"
+    log "20 pulls of the layer at once: ${t20}s, peak $peak requests being served, server RSS ${rss_s} kB"
+    {
+        echo "### A layer from a peer (256 MiB of random bytes, plain tar, $(((bytes + 500000) / 1000000)) MB; loopback; median of $BENCH_ROUNDS, range)"
+        echo
+        echo "| | seconds | MB/s | CPU s/GB sender | CPU s/GB receiver |"
+        echo "|---|---|---|---|---|"
+        echo "| TCP copy into a file (+ fdatasync), \`bench/tcp_copy\` | $m1 ($(minmax "${T1[@]}")) | $(mbs "$m1") | $(gb "$(median "${C1S[@]}")") | $(gb "$(median "${C1R[@]}")") |"
+        echo "| the same, receiver hashes (SHA-256) | **$m2** ($(minmax "${T2[@]}")) | $(mbs "$m2") | $(gb "$(median "${C2S[@]}")") | $(gb "$(median "${C2R[@]}")") |"
+        echo "| \`afsp pull\` by digest from node A (encrypted, every chunk checked, stored) | **$ma** ($(minmax "${TA[@]}")) | $(mbs "$ma") | $(gb "$(median "${CAS[@]}")") | $(gb "$(median "${CAR[@]}")") |"
+        echo "| \`skopeo copy\` of the same image from the registry | $ms ($(minmax "${TS[@]}")) | $(mbs "$ms") | | |"
+        echo
+        echo "afsp from a peer runs at **$(awk -v a="$m2" -v b="$ma" 'BEGIN { printf "%.0f", 100 * a / b }')%** of the TCP + SHA-256 baseline's speed (target: 80%), and takes $(ratio "$ms" "$ma")x less time than skopeo copy from the registry."
+        echo
+        echo "20 nodes pulled the layer from one node at once: $t20 s ($(awk -v b="$bytes" -v t="$t20" 'BEGIN { printf "%.0f", 20 * b / 1e6 / t }') MB/s in all), $served chunks served ($nchunks each), $errs errors (bad chunks, stalls, link errors); each pulling node had up to $reqmin-$((reqs / 20)) (min-mean) chunk requests waiting on the server at once (\`requests_peak\`), the server at most $peak answers in production at once (\`serving_peak\`: the rest were queued in its send budget of 4 MiB per link); peak RSS of the serving node $((rss_s / 1024)) MiB, of a pulling node at most $((rss_c / 1024)) MiB."
+        echo
+    } >>"$SUMMARY"
+    for ((i = 0; i < 20; i++)); do kill_bg "${pids[i]}"; done
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
 wants store && bench_store
 wants mount && bench_mount
 wants p2p && bench_p2p
+wants peer && bench_peer
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})) && type -P perf >/dev/null; then profile_ingest; fi ;;

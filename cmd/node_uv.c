@@ -77,6 +77,7 @@ struct served_layer {
 
 /* One answer's bytes: from memory (a small blob, an index) or from a layer's blob file. */
 struct src {
+    struct node *n;
     struct buf mem;
     struct served_layer *sl;
     uint64_t base; /* where the object starts in the blob file */
@@ -184,7 +185,10 @@ struct node {
         uint64_t chunks_served, bytes_served, chunks_fetched, bytes_fetched, blobs_fetched;
         uint64_t bad_chunks, stalls, peer_errors, handshake_failures, rate_limited;
         uint64_t pulls, pulls_failed, fetches, fetches_failed, registry_fetches;
+        uint64_t serving_peak;  /* the most answers in progress at once */
+        uint64_t requests_peak; /* the most requests of ours waiting for answers at once */
     } st;
+    uint64_t serving, requesting; /* now, all links */
     struct pull_peers peers;
 };
 
@@ -629,6 +633,7 @@ static void src_done(void *arg)
     struct src *s = arg;
     if (s->sl)
         s->sl->refs--;
+    s->n->serving--;
     buf_release(&s->mem);
     free(s);
 }
@@ -725,6 +730,9 @@ static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
     }
     if (s->sl)
         s->sl->refs++;
+    s->n = n;
+    if (++n->serving > n->st.serving_peak)
+        n->st.serving_peak = n->serving;
     if (m->type == P2P_GET_CHUNK)
         n->st.chunks_served++;
     if (off < total)
@@ -756,6 +764,12 @@ static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uin
     if (off != j->out->len)
         return AFSP_E_PROTO;
     return buf_append(j->out, b, len);
+}
+
+static void requesting_inc(struct node *n)
+{
+    if (++n->requesting > n->st.requests_peak)
+        n->st.requests_peak = n->requesting;
 }
 
 static void link_ban(struct link *k, const char *why)
@@ -794,6 +808,7 @@ static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
     struct node *n = k->n;
     (void)p;
     j->nreq--;
+    n->requesting--;
     if (j->kind == JOB_CHUNKS) {
         uint64_t coff;
         uint32_t clen;
@@ -863,6 +878,7 @@ static void job_step(struct node *n, struct job *j)
                 continue;
             }
             j->nreq++;
+            requesting_inc(n);
             link_flush(k);
             return;
         }
@@ -902,6 +918,7 @@ static void job_step(struct node *n, struct job *j)
             store_fetch_chunk_begin(j->f, i, &x->w);
             if (p2p_peer_request(k->p, &m, clen, x) == 0) {
                 j->nreq++;
+                requesting_inc(n);
                 j->inflight_bytes += clen;
                 j->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
                 break;
@@ -1093,7 +1110,7 @@ static json_t *stats_json(struct node *n)
                               (json_int_t)u.reserved, "limit", (json_int_t)u.limit, "layers",
                               (json_int_t)u.nlayers, "images", (json_int_t)u.nimages);
     json_t *c = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
         "chunks_served", (json_int_t)n->st.chunks_served, "bytes_served",
         (json_int_t)n->st.bytes_served, "chunks_fetched", (json_int_t)n->st.chunks_fetched,
         "bytes_fetched", (json_int_t)n->st.bytes_fetched, "blobs_fetched",
@@ -1102,7 +1119,9 @@ static json_t *stats_json(struct node *n)
         "handshake_failures", (json_int_t)n->st.handshake_failures, "rate_limited",
         (json_int_t)n->st.rate_limited, "pulls", (json_int_t)n->st.pulls, "pulls_failed",
         (json_int_t)n->st.pulls_failed, "fetches", (json_int_t)n->st.fetches, "fetches_failed",
-        (json_int_t)n->st.fetches_failed, "registry_fetches", (json_int_t)n->st.registry_fetches);
+        (json_int_t)n->st.fetches_failed, "registry_fetches", (json_int_t)n->st.registry_fetches,
+        "serving_peak", (json_int_t)n->st.serving_peak, "requests_peak",
+        (json_int_t)n->st.requests_peak);
     return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "id", hex_fmt(n->id.id, P2P_ID_LEN, id),
                      "listen", n->listening ? n->listen_text : "", "started",
                      time_fmt(n->started, since), "peers", (json_int_t)npeers, "store", store,
