@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,12 +197,24 @@ static int find_image(struct mount_args *a, struct image_info *ii)
 struct node_fetcher {
     const char *ref;
     const struct pull_args *pa;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct inflight *inflight; /* requests to the node now */
 };
 
-static int fetch_via_node(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
-                          uint32_t last)
+/* A request to the node in progress: a reader that needs chunks it covers waits for it instead
+ * of asking for them again (decoder threads often miss the same chunk at once). */
+struct inflight {
+    uint8_t digest[DIGEST_LEN];
+    uint32_t first, last;
+    bool done;
+    int rc, waiters;
+    struct inflight *next;
+};
+
+static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                      uint32_t last, bool *busy)
 {
-    struct node_fetcher *nf = arg;
     char dg[DIGEST_STR_LEN + 1];
     json_t *ans = NULL;
     int fd = ctl_connect();
@@ -221,10 +234,67 @@ static int fetch_via_node(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t 
     json_decref(req);
     if (rc == 0 && !json_is_true(json_object_get(ans, "ok"))) {
         const char *e = json_string_value(json_object_get(ans, "error"));
+        *busy = json_is_true(json_object_get(ans, "busy"));
         rc = err_set(AFSP_E_NOTFOUND, "chunks %u-%u of layer %s: %s", first, last, dg,
                      e ? e : "the node did not fetch them");
     }
     json_decref(ans);
+    return rc;
+}
+
+/* A node that runs as many requests as it takes answers busy: ask again, backing off from 10 ms
+ * to 0.5 s, for up to about 15 s in all. */
+static int fetch_retrying(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                          uint32_t last)
+{
+    unsigned waited_ms = 0, ms = 10;
+    for (;;) {
+        bool busy = false;
+        int rc = fetch_once(nf, digest, first, last, &busy);
+        if (!busy || waited_ms >= 15000)
+            return rc;
+        usleep(ms * 1000);
+        waited_ms += ms;
+        ms = ms < 500 ? ms * 2 : 500;
+    }
+}
+
+static int fetch_via_node(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                          uint32_t last)
+{
+    struct node_fetcher *nf = arg;
+    struct inflight *f, me = {.first = first, .last = last};
+    memcpy(me.digest, digest, DIGEST_LEN);
+    pthread_mutex_lock(&nf->mu);
+    for (f = nf->inflight; f; f = f->next)
+        if (!memcmp(f->digest, digest, DIGEST_LEN) && f->first <= first && last <= f->last)
+            break;
+    if (f) { /* asked already: its answer is ours (the caller checks what is present) */
+        f->waiters++;
+        while (!f->done)
+            pthread_cond_wait(&nf->cv, &nf->mu);
+        int rc = f->rc;
+        if (--f->waiters == 0)
+            pthread_cond_broadcast(&nf->cv);
+        pthread_mutex_unlock(&nf->mu);
+        return rc;
+    }
+    me.next = nf->inflight;
+    nf->inflight = &me;
+    pthread_mutex_unlock(&nf->mu);
+    int rc = fetch_retrying(nf, digest, first, last);
+    pthread_mutex_lock(&nf->mu);
+    for (struct inflight **pp = &nf->inflight; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
+    me.rc = rc;
+    me.done = true;
+    pthread_cond_broadcast(&nf->cv);
+    while (me.waiters) /* they read me.rc: stay until they have */
+        pthread_cond_wait(&nf->cv, &nf->mu);
+    pthread_mutex_unlock(&nf->mu);
     return rc;
 }
 
@@ -244,7 +314,8 @@ static int serve(struct mount_args *a, int ready_fd)
         store_close(s);
         return die("cannot mount %s: %s", a->ref, err_msg(rc));
     }
-    struct node_fetcher nf = {ii.ref, &a->pa};
+    struct node_fetcher nf = {ii.ref, &a->pa, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                              NULL};
     store_set_fetcher(s, fetch_via_node, &nf);
     if (open_layers(s, a->ref, &ii, &ls))
         goto out;

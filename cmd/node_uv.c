@@ -675,7 +675,9 @@ static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
             off = m->off, len = m->len;
             if (store_small_get(n->s, m->digest, &s->mem) == 0) {
                 total = s->mem.len;
-            } else if ((s->sl = layer_get(n, m->digest)) && layer_whole(s->sl->l)) {
+            } else if ((s->sl = layer_get(n, m->digest)) &&
+                       (layer_whole(s->sl->l) ||
+                        (store_layer_refresh(s->sl->l) == 0 && layer_whole(s->sl->l)))) {
                 uint64_t coff;
                 uint32_t clen;
                 store_layer_chunk(s->sl->l, store_layer_nchunks(s->sl->l) - 1, &coff, &clen);
@@ -1191,7 +1193,8 @@ static void ctl_task(struct ctl_client *c, json_t *req, bool fetch)
     for (struct pull_task *r = n->running; r; r = r->next)
         running++;
     if (running >= TASKS_MAX) {
-        ctl_answer(c, error_answer("busy: %zu requests are running", running));
+        ctl_answer(
+            c, json_pack("{s:s, s:b}", "error", "busy: too many requests are running", "busy", 1));
         return;
     }
     struct pull_task *t = calloc(1, sizeof *t);

@@ -8,7 +8,7 @@
  *   the mount  the FUSE low-level frontend over both (fuse.c)
  *
  * Nothing here knows how a layer's bytes reached the store: reads go through store_reader, and a
- * chunk the store lacks is an error today and a fetch from peers later.
+ * chunk the store lacks is fetched by the store's fetcher (the node), or the read fails.
  */
 #ifndef AFSP_FS_H
 #define AFSP_FS_H

@@ -521,3 +521,122 @@ TEST(store_reads_verify_chunks_and_fail_on_corruption)
     free(data);
     free(buf);
 }
+
+/* The test's fetcher: fills chunks of the layer from the bytes it knows, as the node would. */
+struct fill_arg {
+    struct store *s;
+    const uint8_t *data;
+    int calls;
+};
+
+static int fill_chunks(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last)
+{
+    struct fill_arg *a = arg;
+    struct store_fetch *f;
+    int rc = store_fetch_open(a->s, digest, &f);
+    a->calls++;
+    for (uint32_t i = first; rc == 0 && i <= last; i++) {
+        struct store_chunk_in w;
+        uint64_t off;
+        uint32_t len;
+        store_fetch_chunk(f, i, &off, &len);
+        store_fetch_chunk_begin(f, i, &w);
+        rc = store_fetch_chunk_data(f, &w, a->data + off, len);
+        rc = rc ? rc : store_fetch_chunk_end(f, &w);
+    }
+    rc = rc ? rc : store_fetch_flush(f, 0);
+    store_fetch_free(f);
+    return rc;
+}
+
+/* A layer added from another node's index is partial: it counts its index and then each chunk
+ * as it is marked, evicting others for room; a chunk that fails its check is not written; reads
+ * of missing chunks go to the fetcher; the last chunk makes the layer complete and the blob file
+ * the blob. */
+TEST(store_partial_layer_fills_in_place_and_counts_its_bytes)
+{
+    struct store *src = open_at("pfrom", 1ull << 30), *s = open_at("pto", 8u << 20);
+    const size_t size = 6u << 20;
+    uint8_t d[DIGEST_LEN], other[DIGEST_LEN];
+    struct buf ib = {0};
+    CHECK(put_layer(src, 0, 9, size, d) == 0);
+    CHECK(store_index_bytes(src, d, &ib) == 0);
+    uint8_t *data = malloc(size), *buf = malloc(1 << 20);
+    CHECK(data && buf);
+    for (size_t i = 0; i < size; i++)
+        data[i] = (uint8_t)(9 * 31 + i * 7);
+    CHECK(put_layer(s, 0, 4, 3u << 20, other) == 0);
+
+    const char *mt = "application/vnd.oci.image.layer.v1.tar";
+    struct store_fetch *f;
+    CHECK_INT(store_fetch_new(s, d, mt, size - 1, ib.p, ib.len, &f), ==, AFSP_E_FORMAT);
+    CHECK(store_fetch_new(s, d, mt, size, ib.p, ib.len, &f) == 0);
+    struct store_usage u;
+    CHECK(store_usage_get(s, &u) == 0);
+    uint64_t other_stored = u.used - ib.len; /* the other layer's blob and index */
+    CHECK_INT(other_stored, >, 3u << 20);
+    CHECK_INT(store_fetch_nchunks(f), ==, 3); /* [0,1), [1,2), [2,6) MiB */
+    CHECK_INT(store_fetch_missing(f), ==, 3);
+
+    /* chunk 1: a flipped byte is refused and not written; the right bytes, in two pieces, are */
+    struct store_chunk_in w;
+    uint8_t *bad = malloc(1 << 20);
+    CHECK(bad);
+    memcpy(bad, data + (1u << 20), 1 << 20);
+    bad[12345] ^= 1;
+    store_fetch_chunk_begin(f, 1, &w);
+    CHECK(store_fetch_chunk_data(f, &w, bad, 1 << 20) == 0);
+    CHECK_INT(store_fetch_chunk_end(f, &w), ==, AFSP_E_DIGEST);
+    CHECK(!store_fetch_has(f, 1));
+    store_fetch_chunk_begin(f, 1, &w);
+    CHECK(store_fetch_chunk_data(f, &w, data + (1u << 20), 1000) == 0);
+    CHECK(store_fetch_chunk_data(f, &w, data + (1u << 20) + 1000, (1 << 20) - 1000) == 0);
+    CHECK(store_fetch_chunk_end(f, &w) == 0);
+    CHECK(store_fetch_flush(f, 0) == 0);
+    store_fetch_free(f);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.used, ==, other_stored + ib.len + (1u << 20));
+
+    /* reads: chunk 1 is here; chunk 0 is not, and without a fetcher that is an error */
+    struct store_layer *l;
+    CHECK(store_layer_open(s, d, &l) == 0);
+    CHECK_INT(store_layer_read(l, (1u << 20) + 5, buf, 1000), ==, 1000);
+    CHECK(!memcmp(buf, data + (1u << 20) + 5, 1000));
+    CHECK_INT(store_layer_read(l, 10, buf, 1000), ==, AFSP_E_NOTFOUND);
+    struct fill_arg fa = {s, data, 0};
+    store_set_fetcher(s, fill_chunks, &fa);
+    CHECK_INT(store_layer_read(l, 10, buf, 1000), ==, 1000);
+    CHECK(!memcmp(buf, data + 10, 1000));
+    CHECK_INT(fa.calls, ==, 1);
+    CHECK(has_layer(s, other));
+    /* chunk 2 (4 MiB) does not fit beside the other layer: it is evicted */
+    CHECK_INT(store_layer_read(l, size - 1000, buf, 1000), ==, 1000);
+    CHECK(!memcmp(buf, data + size - 1000, 1000));
+    CHECK_INT(fa.calls, ==, 2);
+    CHECK(!has_layer(s, other));
+    store_layer_close(l);
+
+    /* complete: the record says so, the bytes are all counted, the file is the blob */
+    struct layer_info *li;
+    size_t n;
+    CHECK(store_layers_list(s, &li, &n) == 0);
+    CHECK_INT(n, ==, 1);
+    CHECK(li[0].complete && li[0].chunks_present == 3);
+    CHECK_INT(li[0].stored_bytes, ==, size + ib.len);
+    free(li);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.used, ==, size + ib.len);
+    char path[PATH_MAX];
+    store_blob_path(s, d, path);
+    int fd = open(path, O_RDONLY);
+    uint8_t *back = malloc(size);
+    CHECK(fd >= 0 && back && read(fd, back, size) == (ssize_t)size && !memcmp(back, data, size));
+    close(fd);
+    free(back);
+    free(bad);
+    free(buf);
+    free(data);
+    buf_release(&ib);
+    store_close(s);
+    store_close(src);
+}
