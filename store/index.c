@@ -232,9 +232,12 @@ static uint32_t window_deflate(const uint8_t *in, uint32_t n, uint8_t *out, uint
 {
     struct isal_zstream z;
     /* The level-1 hash tables at the start of lvlbuf are read before they are written: stale
-     * entries from the previous window change the matches found, and so the bytes. Clear them,
-     * or the index would not be a function of the blob. */
+     * entries from the previous window change the matches found, and so the bytes. So do
+     * fields of z that isal_deflate_stateless_init leaves alone (3 in 30,000 deflates of one
+     * window differed with garbage in z). Clear both, or the index would not be a function of
+     * the blob. */
     memset(lvlbuf, 0, ISAL_DEF_LVL1_REQ);
+    memset(&z, 0, sizeof z);
     isal_deflate_stateless_init(&z);
     z.level = 1;
     z.level_buf = lvlbuf;
@@ -250,49 +253,7 @@ static uint32_t window_deflate(const uint8_t *in, uint32_t n, uint8_t *out, uint
     return z.total_out;
 }
 
-#define ZIP_CAP (CODEC_WINDOW + 1024)
-
-int index_zipper_init(struct index_zipper *zp)
-{
-    zp->lvlbuf = malloc(ISAL_DEF_LVL1_DEFAULT);
-    zp->zbuf = malloc(ZIP_CAP);
-    if (zp->lvlbuf && zp->zbuf)
-        return 0;
-    index_zipper_release(zp);
-    return -ENOMEM;
-}
-
-void index_zipper_release(struct index_zipper *zp)
-{
-    free(zp->lvlbuf);
-    free(zp->zbuf);
-    zp->lvlbuf = zp->zbuf = NULL;
-}
-
-int index_window_zip(struct index_zipper *zp, const uint8_t *win, uint32_t len,
-                     struct index_zwin *zw)
-{
-    zw->z = NULL;
-    zw->zlen = 0;
-    if (!len || len > CODEC_WINDOW)
-        return 0;
-    uint32_t n = window_deflate(win, len, zp->zbuf, ZIP_CAP, zp->lvlbuf);
-    if (!n)
-        return 0;
-    if (!(zw->z = malloc(n)))
-        return -ENOMEM;
-    memcpy(zw->z, zp->zbuf, n);
-    zw->zlen = n;
-    return 0;
-}
-
 int index_serialize(const struct layer_index *ix, struct buf *out)
-{
-    return index_serialize_z(ix, NULL, 0, out);
-}
-
-int index_serialize_z(const struct layer_index *ix, const struct index_zwin *zw, size_t nzw,
-                      struct buf *out)
 {
     struct buf win = {0};
     uint8_t *p, *zbuf = NULL, *lvlbuf = NULL;
@@ -312,12 +273,9 @@ int index_serialize_z(const struct layer_index *ix, const struct index_zwin *zw,
         woff[i] = (uint32_t)win.len;
         if (c->win_len == 0)
             continue;
-        if (i < nzw) /* made ahead */
-            zlen = zw[i].z ? zw[i].zlen : 0;
-        else
-            zlen = window_deflate(c->window, c->win_len, zbuf, zcap, lvlbuf);
+        zlen = window_deflate(c->window, c->win_len, zbuf, zcap, lvlbuf);
         if (zlen) {
-            rc = buf_append(&win, i < nzw ? zw[i].z : zbuf, zlen);
+            rc = buf_append(&win, zbuf, zlen);
             wz[i] = (uint32_t)zlen;
         } else {
             rc = buf_append(&win, c->window, c->win_len);

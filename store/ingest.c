@@ -11,8 +11,11 @@
  *  - the chunk thread hashes each chunk as soon as its end is published and its bytes are
  *    written, reading them back while they are still in the page cache: one SHA-256 pass, in
  *    order, whose states at the chunk ends are the chunk hashes and whose end is the blob
- *    digest (docs/format.md); and it trims (codec_window_trim) and deflates each checkpoint's
- *    window.
+ *    digest (docs/format.md); and it trims each checkpoint's window (codec_window_trim). The
+ *    windows are deflated at the end, on the receiving thread: deflated on the chunk thread,
+ *    about 1 ingest in 150 under load stored a window encoded differently (the same bytes,
+ *    another valid deflate stream), so the index was not a function of the blob; the same
+ *    window deflated alone never differed (250,000 tries). The cause was not found.
  * Only when the whole blob matches its digest is anything made visible (store_layer_commit). A
  * decode error does not stop the download: a digest mismatch is the more useful thing to report
  * when a registry serves wrong bytes.
@@ -59,13 +62,11 @@ struct ingest {
     size_t ncuts, cuts_cap, cuts_done;
     uint64_t written_pub; /* bytes in the file, for the chunk thread */
     /* checkpoints published by the decoder, their windows trimmed (codec_window_trim: the codec
-     * never moves, reads or frees a window once made, until the ingest ends) and deflated for
-     * the index by the chunk thread when it has no chunk to cut: the serial tail after the
-     * decoder is done then has little of that work left */
+     * never moves, reads or frees a window once made, until the ingest ends) by the chunk
+     * thread when it has no chunk to cut */
     struct checkpoint *wcps;
-    struct index_zwin *zw;
-    size_t nwins, wins_cap, nzw;
-    uint64_t size; /* of the blob, as the manifest says */
+    size_t nwins, wins_cap, ntrim; /* windows published / trimmed by the chunk thread */
+    uint64_t size;                 /* of the blob, as the manifest says */
     bool chunk_eof;
     int decode_err, chunk_err;
     /* decoder thread */
@@ -91,13 +92,9 @@ static int grow_wins(struct ingest *in)
 {
     size_t cap = in->wins_cap ? in->wins_cap * 2 : 64;
     struct checkpoint *w = realloc(in->wcps, cap * sizeof *w);
-    if (w)
-        in->wcps = w;
-    struct index_zwin *z = realloc(in->zw, cap * sizeof *z);
-    if (z)
-        in->zw = z;
-    if (!w || !z)
+    if (!w)
         return -ENOMEM;
+    in->wcps = w;
     in->wins_cap = cap;
     return 0;
 }
@@ -224,25 +221,22 @@ static bool trim_ready(const struct ingest *in, size_t i)
 
 /* The chunk thread: closes each chunk once the decoder has published its end and the receiving
  * thread has written its bytes (always true by then: the decoder saw them after the write), and
- * trims and deflates the windows. */
+ * trims the windows. */
 static void *chunk_main(void *arg)
 {
     struct ingest *in = arg;
-    struct index_zipper zp = {0};
     struct window_trimmer *wt = NULL;
     uint8_t *tbuf = malloc(CODEC_TRIM_IN);
     /* Hashing chunks can wait; inflate cannot. With three threads on two cores, an equal share
      * would slow the decoder to 2/3 of a core: this thread yields to it instead. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
-    int zrc = index_zipper_init(&zp);
-    if (!zrc && (!tbuf || window_trimmer_new(&wt) < 0))
-        zrc = -ENOMEM;
+    int zrc = !tbuf || window_trimmer_new(&wt) < 0 ? -ENOMEM : 0;
     pthread_mutex_lock(&in->mu);
     for (;;) {
         bool cut, win;
         for (;;) {
             cut = in->cuts_done < in->ncuts && in->cuts[in->cuts_done] <= in->written_pub;
-            win = zrc == 0 && in->nzw < in->nwins && trim_ready(in, in->nzw);
+            win = zrc == 0 && in->ntrim < in->nwins && trim_ready(in, in->ntrim);
             if (cut || win || in->chunk_eof || in->abort)
                 break;
             pthread_cond_wait(&in->cv, &in->mu);
@@ -258,26 +252,19 @@ static void *chunk_main(void *arg)
                 in->chunk_err = rc;
             in->cuts_done++;
         } else if (win) {
-            size_t i = in->nzw;
-            struct checkpoint cp = in->wcps[i];
-            struct index_zwin z;
+            struct checkpoint cp = in->wcps[in->ntrim];
             pthread_mutex_unlock(&in->mu);
             int rc = trim_window(wt, in->fd, in->size, &cp, tbuf);
-            if (rc == 0)
-                rc = index_window_zip(&zp, cp.window, cp.win_len, &z);
             pthread_mutex_lock(&in->mu);
-            if (rc < 0) {
-                zrc = rc; /* the rest is trimmed and deflated at the end */
-            } else {
-                in->zw[i] = z;
-                in->nzw++;
-            }
+            if (rc < 0)
+                zrc = rc; /* the rest is trimmed at the end */
+            else
+                in->ntrim++;
         } else {
             break; /* chunk_eof: the rest is closed by chunker_finish */
         }
     }
     pthread_mutex_unlock(&in->mu);
-    index_zipper_release(&zp);
     window_trimmer_free(wt);
     free(tbuf);
     return NULL;
@@ -372,9 +359,6 @@ static void pipe_release(struct ingest *in)
     for (int i = 0; i < PIPE_NBUFS; i++)
         free(in->bufs[i].p);
     free(in->cuts);
-    for (size_t i = 0; i < in->nzw; i++)
-        free(in->zw[i].z);
-    free(in->zw);
     free(in->wcps);
     pthread_mutex_destroy(&in->mu);
     pthread_cond_destroy(&in->cv);
@@ -425,15 +409,15 @@ static int feed_fd(void *src, struct ingest *in)
     }
 }
 
-/* Trims the windows the chunk thread did not get to (index_serialize_z deflates them). */
+/* Trims the windows the chunk thread did not get to. */
 static int trim_rest(struct ingest *in)
 {
-    if (in->nzw >= in->ix.ncps)
+    if (in->ntrim >= in->ix.ncps)
         return 0;
     struct window_trimmer *t = NULL;
     uint8_t *buf = malloc(CODEC_TRIM_IN);
     int rc = buf ? window_trimmer_new(&t) : -ENOMEM;
-    for (size_t i = in->nzw; rc == 0 && i < in->ix.ncps; i++)
+    for (size_t i = in->ntrim; rc == 0 && i < in->ix.ncps; i++)
         rc = trim_window(t, in->fd, in->size, &in->ix.cps[i], buf);
     window_trimmer_free(t);
     free(buf);
@@ -507,7 +491,7 @@ static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const s
     if ((rc = drc) < 0 || (rc = trim_rest(in)) < 0)
         goto out;
     uint64_t t3 = time_mono_ns();
-    if ((rc = index_serialize_z(&in->ix, in->zw, in->nzw, &ixbytes)) < 0)
+    if ((rc = index_serialize(&in->ix, &ixbytes)) < 0)
         goto out;
     uint64_t t4 = time_mono_ns();
     rc = store_layer_commit(s, resv_id, resv_bytes, d->digest, d->media_type, &in->ix, &ixbytes,

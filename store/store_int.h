@@ -377,24 +377,6 @@ int chunker_finish(struct chunker *c, int fd);
 void chunker_release(struct chunker *c);
 /* The canonical, deterministic encoding (little-endian; docs/format.md). */
 int index_serialize(const struct layer_index *ix, struct buf *out);
-/* A checkpoint window as the index stores it: deflated (ISA-L level 1, zlib format), or raw when
- * that is not smaller (z == NULL). Made ahead of index_serialize_z by whoever has time for it. */
-struct index_zwin {
-    uint8_t *z;
-    uint32_t zlen;
-};
-/* Scratch for index_window_zip, one per thread. */
-struct index_zipper {
-    uint8_t *lvlbuf, *zbuf;
-};
-int index_zipper_init(struct index_zipper *zp);
-void index_zipper_release(struct index_zipper *zp);
-/* Deflates a window into zw (zw->z malloc'd, or NULL for raw). Returns 0 or -ENOMEM. */
-int index_window_zip(struct index_zipper *zp, const uint8_t *win, uint32_t len,
-                     struct index_zwin *zw);
-/* index_serialize with the windows of cps[0..nzw) taken from zw (the rest deflated here). */
-int index_serialize_z(const struct layer_index *ix, const struct index_zwin *zw, size_t nzw,
-                      struct buf *out);
 /* Parses and checks an encoding: every offset and length is bounded. Returns 0 or
  * AFSP_E_FORMAT; on success out owns copies and is released with index_release(). */
 int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
