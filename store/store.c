@@ -572,6 +572,52 @@ static int fsync_dir(const struct store *s, const char *sub)
     return rc;
 }
 
+/* Adds layer digest inside txn: its record, index, chunk map and LRU entry, and its stored bytes
+ * (complete: the blob and the index, every chunk present; else the index only, no chunk yet),
+ * evicting least-recently-used layers, never this one, to make room. */
+static int layer_insert(MDB_txn *txn, struct store *s, const uint8_t *digest,
+                        const char *media_type, const struct layer_index *ix,
+                        const struct buf *index_bytes, bool complete, struct evicted *ev)
+{
+    struct layer_rec r = {0};
+    uint8_t rec[LAYER_REC_SIZE], key[40], pin[1][DIGEST_LEN];
+    uint64_t freed = 0;
+    int rc;
+
+    r.flags = complete ? LAYER_COMPLETE : 0;
+    r.format = ix->format;
+    r.nchunks = ix->nchunks;
+    r.nfiles = ix->nfiles;
+    r.size = ix->blob_size;
+    r.usize = ix->tar_size;
+    r.stored = (complete ? ix->blob_size : 0) + index_bytes->len;
+    r.last_access = time_now_ns();
+    snprintf(r.media_type, sizeof r.media_type, "%s", media_type);
+    sha256_buf(index_bytes->p, index_bytes->len, r.index_digest);
+    memcpy(pin[0], digest, DIGEST_LEN);
+    if ((rc = evict_until(txn, s, (const uint8_t(*)[DIGEST_LEN])pin, 1, r.stored, 0, ev, &freed)) <
+        0)
+        return rc;
+    size_t bmlen = (r.nchunks + 7) / 8;
+    uint8_t *bm = malloc(bmlen ? bmlen : 1);
+    if (!bm)
+        return -ENOMEM;
+    memset(bm, complete ? 0xff : 0, bmlen);
+    layer_rec_encode(&r, rec);
+    lru_key(r.last_access, digest, key);
+    rc = db_put(txn, s->db.dbi[DB_LAYERS], digest, DIGEST_LEN, rec, sizeof rec);
+    if (rc == 0)
+        rc = db_put(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, index_bytes->p, index_bytes->len);
+    if (rc == 0)
+        rc = db_put(txn, s->db.dbi[DB_PRESENT], digest, DIGEST_LEN, bm, bmlen);
+    free(bm);
+    if (rc == 0)
+        rc = db_put(txn, s->db.dbi[DB_LRU], key, sizeof key, "", 0);
+    if (rc == 0)
+        rc = meta_put_u64(txn, s, "used", meta_u64(txn, s, "used") + r.stored);
+    return rc;
+}
+
 struct commit_args {
     struct store *s;
     uint64_t id, resv_bytes;
@@ -588,8 +634,7 @@ static int commit_fn(MDB_txn *txn, void *arg)
 {
     struct commit_args *a = arg;
     struct store *s = a->s;
-    struct layer_rec r = {0};
-    uint8_t rec[LAYER_REC_SIZE], key[40], rkey[16];
+    uint8_t key[40], rkey[16];
     char path[PATH_MAX];
     MDB_val v;
     int rc;
@@ -623,44 +668,8 @@ static int commit_fn(MDB_txn *txn, void *arg)
         if ((rc = meta_put_u64(txn, s, "used", used > old.stored ? used - old.stored : 0)) < 0)
             return rc;
     }
-    r.flags = LAYER_COMPLETE;
-    r.format = a->ix->format;
-    r.nchunks = a->ix->nchunks;
-    r.nfiles = a->ix->nfiles;
-    r.size = a->ix->blob_size;
-    r.usize = a->ix->tar_size;
-    r.stored = a->ix->blob_size + a->index_bytes->len;
-    r.last_access = time_now_ns();
-    snprintf(r.media_type, sizeof r.media_type, "%s", a->media_type);
-    sha256_buf(a->index_bytes->p, a->index_bytes->len, r.index_digest);
-
-    /* Room for the real size: the reservation was an estimate of the index. */
-    uint64_t freed = 0;
-    uint8_t pin[1][DIGEST_LEN];
-    memcpy(pin[0], a->digest, DIGEST_LEN);
-    if ((rc = evict_until(txn, s, (const uint8_t(*)[DIGEST_LEN])pin, 1, r.stored, 0, &a->ev,
-                          &freed)) < 0)
-        return rc;
-
-    size_t bmlen = (r.nchunks + 7) / 8;
-    uint8_t *bm = malloc(bmlen ? bmlen : 1);
-    if (!bm)
-        return -ENOMEM;
-    memset(bm, 0xff, bmlen);
-    layer_rec_encode(&r, rec);
-    lru_key(r.last_access, a->digest, key);
-    rc = db_put(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, rec, sizeof rec);
-    if (rc == 0)
-        rc = db_put(txn, s->db.dbi[DB_INDEX], a->digest, DIGEST_LEN, a->index_bytes->p,
-                    a->index_bytes->len);
-    if (rc == 0)
-        rc = db_put(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, bm, bmlen);
-    free(bm);
-    if (rc == 0)
-        rc = db_put(txn, s->db.dbi[DB_LRU], key, sizeof key, "", 0);
-    if (rc == 0)
-        rc = meta_put_u64(txn, s, "used", meta_u64(txn, s, "used") + r.stored);
-    if (rc < 0)
+    if ((rc = layer_insert(txn, s, a->digest, a->media_type, a->ix, a->index_bytes, true, &a->ev)) <
+        0)
         return rc;
     /* Last, the file, made durable before the record can be: if the commit then fails the file
      * is an orphan that the next open sweeps; if this function runs again (map full) the rename
@@ -700,48 +709,15 @@ static int partial_fn(MDB_txn *txn, void *arg)
 {
     struct partial_args *a = arg;
     struct store *s = a->s;
-    struct layer_rec r = {0};
-    uint8_t rec[LAYER_REC_SIZE], key[40];
     char path[PATH_MAX];
     MDB_val v;
-    uint64_t freed = 0;
     int rc;
 
     a->ev.n = 0;
     if (db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v) == 0)
         return 0; /* there already, whole or in part */
-    r.format = a->ix->format;
-    r.nchunks = a->ix->nchunks;
-    r.nfiles = a->ix->nfiles;
-    r.size = a->ix->blob_size;
-    r.usize = a->ix->tar_size;
-    r.stored = a->index_bytes->len; /* chunks count as they arrive */
-    r.last_access = time_now_ns();
-    snprintf(r.media_type, sizeof r.media_type, "%s", a->media_type);
-    sha256_buf(a->index_bytes->p, a->index_bytes->len, r.index_digest);
-    uint8_t pin[1][DIGEST_LEN];
-    memcpy(pin[0], a->digest, DIGEST_LEN);
-    if ((rc = evict_until(txn, s, (const uint8_t(*)[DIGEST_LEN])pin, 1, r.stored, 0, &a->ev,
-                          &freed)) < 0)
-        return rc;
-    size_t bmlen = (r.nchunks + 7) / 8;
-    uint8_t *bm = calloc(bmlen ? bmlen : 1, 1);
-    if (!bm)
-        return -ENOMEM;
-    layer_rec_encode(&r, rec);
-    lru_key(r.last_access, a->digest, key);
-    rc = db_put(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, rec, sizeof rec);
-    if (rc == 0)
-        rc = db_put(txn, s->db.dbi[DB_INDEX], a->digest, DIGEST_LEN, a->index_bytes->p,
-                    a->index_bytes->len);
-    if (rc == 0)
-        rc = db_put(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, bm, bmlen);
-    free(bm);
-    if (rc == 0)
-        rc = db_put(txn, s->db.dbi[DB_LRU], key, sizeof key, "", 0);
-    if (rc == 0)
-        rc = meta_put_u64(txn, s, "used", meta_u64(txn, s, "used") + r.stored);
-    if (rc < 0)
+    if ((rc = layer_insert(txn, s, a->digest, a->media_type, a->ix, a->index_bytes, false,
+                           &a->ev)) < 0)
         return rc;
     /* The (sparse) blob file, inside the transaction: the orphan sweep of another process's
      * store_open runs in one too, so it cannot take the file before the record exists. */
@@ -749,7 +725,7 @@ static int partial_fn(MDB_txn *txn, void *arg)
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return err_set(-errno, "cannot create %s", path);
-    rc = ftruncate(fd, (off_t)r.size) < 0 ? err_set(-errno, "cannot size %s", path) : 0;
+    rc = ftruncate(fd, (off_t)a->ix->blob_size) < 0 ? err_set(-errno, "cannot size %s", path) : 0;
     close(fd);
     return rc < 0 ? rc : fsync_dir(s, "blobs/sha256");
 }

@@ -8,11 +8,7 @@
 . "$(dirname "$0")/lib-node.sh"
 
 T=$TEST_TMPDIR
-start_registry
-build_stress_image "$T/oci" stress
-push_image "$T/oci" stress "$REGISTRY/stress:1" --compress gzip
-digest=$PUSHED_DIGEST
-name=$REGISTRY/stress
+registry_with_stress_image
 
 pa=$(free_port) pb=$(free_port) pc=$(free_port) pp=$(free_port)
 A=$T/A B=$T/B C=$T/C

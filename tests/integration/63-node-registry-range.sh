@@ -8,11 +8,7 @@
 . "$(dirname "$0")/lib-mount.sh"
 
 T=$TEST_TMPDIR
-start_registry
-build_stress_image "$T/oci" stress
-push_image "$T/oci" stress "$REGISTRY/stress:1" --compress gzip
-digest=$PUSHED_DIGEST
-name=$REGISTRY/stress
+registry_with_stress_image
 umoci_unpack_ref "$REGISTRY/stress:1" "$T/oracle"
 
 pa=$(free_port) pb=$(free_port)

@@ -6,6 +6,8 @@
 #   has_peers DATA N                           ... exactly N
 #   counter DATA NAME                          one of its stats counters
 #   chunks DATA                                "present total" chunks over its layers
+#   registry_with_stress_image                 a registry serving the stress image (gzip) as
+#                                              $name:1; sets name and digest (its manifest's)
 
 start_node() {
     local name=$1 data=$2 port=$3 seeds=() s
@@ -31,4 +33,12 @@ counter() {
 chunks() {
     "$AFSP_BIN" --data "$1" layers --json | "$PY" -c 'import json,sys
 l = json.load(sys.stdin); print(sum(x["chunksPresent"] for x in l), sum(x["chunks"] for x in l))'
+}
+
+registry_with_stress_image() {
+    start_registry
+    build_stress_image "$TEST_TMPDIR/oci" stress
+    push_image "$TEST_TMPDIR/oci" stress "$REGISTRY/stress:1" --compress gzip
+    digest=$PUSHED_DIGEST
+    name=$REGISTRY/stress
 }
