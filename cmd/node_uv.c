@@ -11,6 +11,7 @@
 #include "cmd.h"
 #include "ctl.h"
 
+#include "../dht/dht.h"
 #include "../p2p/p2p.h"
 
 #include <arpa/inet.h>
@@ -41,6 +42,13 @@
 #define JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes a fetch job has asked for and not received */
 #define JOB_LINKS_MAX 256            /* links one fetch job spreads its chunks over */
 #define TASKS_MAX 64                 /* pulls and fetches running at once */
+#define LINK_DUPLICATE (-EALREADY)   /* a link closed because the pair has another */
+#define LINK_DHT_QUEUE 64            /* DHT messages waiting for a connection to come up */
+#define PCACHE 64                    /* layers whose providers are remembered */
+#define PROVIDERS_WANT 4             /* a provider lookup stops once it knows this many */
+#define PROVIDERS_FRESH_MS 30000     /* providers are looked up again after this long ... */
+#define PROVIDERS_RETRY_MS 1000      /* ... or, when none could serve, after this long */
+#define RECONCILE_MS 10000           /* what the store holds is compared with what we announce */
 
 const struct command cmd_node_def = {
     "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
@@ -60,6 +68,10 @@ const struct command cmd_node_def = {
     "  --cluster-key-file FILE  the cluster key (afsp genkey); default DATA/cluster.key,\n"
     "                           created on first start\n"
     "\n"
+    "Nodes form a Kademlia DHT over these connections: a node announces the layers and\n"
+    "manifests it holds in full, and finds who holds one by its digest, so one --seed is\n"
+    "enough to reach every node of the cluster.\n"
+    "\n"
     "The node's identity is DATA/node.key (created on first start); its control socket is\n"
     "DATA/afsp.sock (mode 0600). Log lines go to stderr; -v for connections and fetches.\n",
     false};
@@ -73,6 +85,7 @@ struct served_layer {
     struct store_layer *l;
     unsigned refs;
     uint64_t used;
+    bool gone; /* evicted: answers under way finish, no new one starts */
 };
 
 /* One answer's bytes: from memory (a small blob, an index) or from a layer's blob file. */
@@ -91,6 +104,13 @@ struct seed {
     uint64_t backoff;
 };
 
+/* A DHT message waiting for its connection to come up. */
+struct dq {
+    struct dq *next;
+    size_t len;
+    uint8_t msg[];
+};
+
 struct link {
     struct node *n;
     uv_tcp_t tcp;
@@ -99,6 +119,12 @@ struct link {
     struct seed *seed;
     struct link *next;
     bool initiator, up, closing, writing;
+    bool expect; /* dialed to reach the node expect_id (a DHT contact) */
+    uint8_t expect_id[P2P_ID_LEN];
+    struct dht_addr dialed;   /* the address we dialed (port 0: the peer dialed us) */
+    struct dq *dq, **dq_tail; /* DHT messages for expect_id, sent once it is up */
+    unsigned ndq;
+    int doom; /* close with this once the input being read is done */
     char addr[300];
     uint16_t hello_port;
     uint64_t serial; /* unique for the node's life: jobs remember links by it */
@@ -127,6 +153,7 @@ struct job {
     bool done, released;
     struct job *next;
     /* loop side */
+    bool relooked;   /* the providers were looked up again after every link failed */
     uint64_t *tried; /* serials of the links asked (blob, index) or that lack the layer */
     size_t ntried;
     uint8_t *inflight; /* JOB_CHUNKS: chunk bitmap */
@@ -149,6 +176,16 @@ struct pull_task {
     char msg[512];
     uint8_t digest[DIGEST_LEN];
     struct pull_task *next;
+};
+
+/* The providers of a blob or layer, as the DHT last said. */
+struct pcache {
+    uint8_t digest[DIGEST_LEN];
+    struct dht_contact prov[DHT_K_MAX];
+    unsigned n;
+    uint64_t t; /* when the last lookup ended (0: none has) */
+    bool used, looking, dialed;
+    struct node *node;
 };
 
 struct accept_src {
@@ -181,12 +218,19 @@ struct node {
     bool stopping, dispatching;
     uint64_t started, serials;
     pthread_cond_t cv; /* a job was released */
+    struct dht *dht;
+    uv_timer_t dht_timer, reconcile;
+    uv_idle_t dht_idle; /* runs the DHT's side effects from the top of the loop */
+    struct dht_out dht_out;
+    struct pcache pc[PCACHE];
+    bool reconcile_due; /* set by the store's eviction hook, on any thread */
     struct {
         uint64_t chunks_served, bytes_served, chunks_fetched, bytes_fetched, blobs_fetched;
         uint64_t bad_chunks, stalls, peer_errors, handshake_failures, rate_limited;
         uint64_t pulls, pulls_failed, fetches, fetches_failed, registry_fetches;
         uint64_t serving_peak;  /* the most answers in progress at once */
         uint64_t requests_peak; /* the most requests of ours waiting for answers at once */
+        uint64_t provider_lookups, providers_found, dht_dials;
     } st;
     uint64_t serving, requesting; /* now, all links */
     struct pull_peers peers;
@@ -207,6 +251,9 @@ static const char *id_short(const uint8_t *id, char out[17])
 static void link_close(struct link *k, int rc);
 static void link_flush(struct link *k);
 static void jobs_dispatch(struct node *n);
+static void dq_send(struct link *from, struct link *to);
+static struct link *link_to(struct node *n, const uint8_t id[P2P_ID_LEN], bool pending);
+static void sockaddr_dht(const struct sockaddr *sa, uint16_t port, struct dht_addr *out);
 
 static void on_link_closed(uv_handle_t *h)
 {
@@ -220,6 +267,8 @@ static void on_link_closed(uv_handle_t *h)
 }
 
 static void seed_schedule(struct seed *sd);
+static void dht_mark(struct node *n);
+static void dq_drop(struct link *k);
 
 static void link_close(struct link *k, int rc)
 {
@@ -228,6 +277,18 @@ static void link_close(struct link *k, int rc)
     if (k->closing)
         return;
     k->closing = true;
+    /* The DHT hears at once that a node it was talking to is gone (not when it is a duplicate
+     * connection closed, or the node stops): its requests fail now, not at their timeout. */
+    if (n->dht && !n->stopping && rc != LINK_DUPLICATE) {
+        const uint8_t *gone = k->up       ? p2p_conn_peer_id(p2p_peer_conn(k->p))
+                              : k->expect ? k->expect_id
+                                          : NULL;
+        struct link *other = gone ? link_to(n, gone, true) : NULL;
+        if (gone && (!other || other == k) && (k->up ? rc != 0 : true))
+            dht_unreachable(n->dht, gone, now_ms(n));
+        dht_mark(n);
+    }
+    dq_drop(k);
     if (k->up)
         log_info("event=peer_down id=%s addr=%s reason=\"%s\"",
                  id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr, err_str(rc));
@@ -235,7 +296,7 @@ static void link_close(struct link *k, int rc)
         log_info("event=handshake_failed addr=%s reason=\"%s\"", k->addr, err_str(rc));
     if (!k->up && (rc == AFSP_E_AUTH || rc == AFSP_E_FORMAT || rc == -ETIMEDOUT))
         n->st.handshake_failures++;
-    if (k->up && rc != -ECANCELED && rc != -ECONNRESET && rc != 0)
+    if (k->up && rc != -ECANCELED && rc != LINK_DUPLICATE && rc != -ECONNRESET && rc != 0)
         n->st.peer_errors++;
     for (struct link **pp = &n->links; *pp; pp = &(*pp)->next)
         if (*pp == k) {
@@ -357,6 +418,11 @@ static void link_up(struct link *k)
         link_close(k, -ECANCELED); /* ourselves, through a seed that is our own address */
         return;
     }
+    if (k->expect && memcmp(pid, k->expect_id, P2P_ID_LEN)) {
+        log_info("event=wrong_node addr=%s id=%s", k->addr, id_short(pid, id));
+        link_close(k, AFSP_E_AUTH); /* the node we dialed for is not there */
+        return;
+    }
     /* One connection per pair: of two, both ends keep the one the smaller ID initiated. */
     for (struct link *o = n->links; o; o = o->next) {
         if (o == k || !o->up || o->closing ||
@@ -371,7 +437,11 @@ static void link_up(struct link *k)
             drop->seed->link = keep;
             drop->seed = NULL;
         }
-        link_close(drop, -ECANCELED);
+        if (drop->dialed.port && !keep->dialed.port)
+            keep->dialed = drop->dialed; /* we reached it there: the address is proven */
+        if (drop == k)
+            dq_send(k, keep);
+        link_close(drop, LINK_DUPLICATE);
         if (drop == k)
             return;
         break;
@@ -381,6 +451,13 @@ static void link_up(struct link *k)
     if (k->seed)
         k->seed->backoff = 0;
     p2p_peer_hello(k->p, n->listening ? n->port : 0);
+    dq_send(k, k);
+    if (k->seed && k->dialed.port) {
+        struct dht_contact c = {.addr = k->dialed};
+        memcpy(c.id, pid, P2P_ID_LEN);
+        dht_add_contact(n->dht, &c, now_ms(n)); /* and, the first time, the join lookup */
+    }
+    dht_mark(n);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -410,6 +487,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         link_close(k, AFSP_E_PROTO);
         return;
     }
+    if (k->doom) {
+        link_close(k, k->doom);
+        return;
+    }
     if (!was_up && p2p_conn_established(p2p_peer_conn(k->p)))
         link_up(k);
     if (!k->closing)
@@ -433,6 +514,7 @@ static struct link *link_new(struct node *n, bool initiator)
         return NULL;
     }
     k->n = n;
+    k->dq_tail = &k->dq;
     k->serial = ++n->serials;
     k->initiator = initiator;
     k->t0 = now_ms(n);
@@ -503,6 +585,7 @@ static void seed_dial(struct seed *sd, struct node *n)
         return;
     }
     snprintf(k->addr, sizeof k->addr, "%s", sd->text);
+    sockaddr_dht((const struct sockaddr *)&sd->addr, 0, &k->dialed);
     k->seed = sd;
     sd->link = k;
     uv_connect_t *req = malloc(sizeof *req);
@@ -530,6 +613,355 @@ static void seed_schedule(struct seed *sd)
     if (sd->backoff > RETRY_MAX_MS)
         sd->backoff = RETRY_MAX_MS;
     uv_timer_start(&sd->retry, seed_retry_cb, sd->backoff, 0);
+}
+
+/* ---- the DHT: its messages over the links, and what the node announces ---------------------- */
+
+/* port 0: the sockaddr's own */
+static void sockaddr_dht(const struct sockaddr *sa, uint16_t port, struct dht_addr *out)
+{
+    memset(out, 0, sizeof *out);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)sa;
+        out->family = 4;
+        memcpy(out->ip, &a->sin_addr, 4);
+        out->port = port ? port : ntohs(a->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+            out->family = 4;
+            memcpy(out->ip, (const uint8_t *)&a->sin6_addr + 12, 4);
+        } else {
+            out->family = 6;
+            memcpy(out->ip, &a->sin6_addr, 16);
+        }
+        out->port = port ? port : ntohs(a->sin6_port);
+    }
+}
+
+static void dht_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (a->family == 4) {
+        struct sockaddr_in *s4 = (void *)ss;
+        s4->sin_family = AF_INET;
+        memcpy(&s4->sin_addr, a->ip, 4);
+        s4->sin_port = htons(a->port);
+    } else {
+        struct sockaddr_in6 *s6 = (void *)ss;
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, a->ip, 16);
+        s6->sin6_port = htons(a->port);
+    }
+}
+
+/* Where k's peer listens, as this node sees it: the address we dialed, else the connection's
+ * address with the port of the peer's HELLO (port 0: it does not listen, or has not said). */
+static void link_peer_addr(struct link *k, struct dht_addr *out)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (k->dialed.port) {
+        *out = k->dialed;
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    if (k->hello_port && uv_tcp_getpeername(&k->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sockaddr_dht((struct sockaddr *)&ss, k->hello_port, out);
+}
+
+static void dq_drop(struct link *k)
+{
+    while (k->dq) {
+        struct dq *q = k->dq;
+        k->dq = q->next;
+        free(q);
+    }
+    k->dq_tail = &k->dq;
+    k->ndq = 0;
+}
+
+static void link_send_dht(struct link *k, const uint8_t *msg, size_t len)
+{
+    if (p2p_peer_send_dht(k->p, msg, len) < 0) {
+        link_close(k, p2p_peer_error(k->p) ? p2p_peer_error(k->p) : -ECONNRESET);
+        return;
+    }
+    link_flush(k);
+}
+
+/* The messages waiting on from go out over to (up: from itself, or the pair's other link). */
+static void dq_send(struct link *from, struct link *to)
+{
+    while (from->dq && !to->closing) {
+        struct dq *q = from->dq;
+        from->dq = q->next;
+        link_send_dht(to, q->msg, q->len);
+        free(q);
+    }
+    dq_drop(from);
+}
+
+/* The up link to node id, else (pending) a connection being made to reach it. */
+static struct link *link_to(struct node *n, const uint8_t id[P2P_ID_LEN], bool pending)
+{
+    for (struct link *k = n->links; k; k = k->next)
+        if (k->up && !k->closing && !memcmp(p2p_conn_peer_id(p2p_peer_conn(k->p)), id, P2P_ID_LEN))
+            return k;
+    for (struct link *k = n->links; k && pending; k = k->next)
+        if (!k->up && !k->closing && k->expect && !memcmp(k->expect_id, id, P2P_ID_LEN))
+            return k;
+    return NULL;
+}
+
+/* A new connection to node c at its address. */
+static struct link *link_dial(struct node *n, const struct dht_contact *c)
+{
+    struct sockaddr_storage ss;
+    struct link *k = link_new(n, true);
+    if (!k)
+        return NULL;
+    n->st.dht_dials++;
+    k->expect = true;
+    memcpy(k->expect_id, c->id, P2P_ID_LEN);
+    k->dialed = c->addr;
+    k->dq_tail = &k->dq;
+    dht_sockaddr(&c->addr, &ss);
+    addr_fmt((struct sockaddr *)&ss, k->addr, sizeof k->addr);
+    uv_connect_t *req = malloc(sizeof *req);
+    if (!req) {
+        link_close(k, -ENOMEM);
+        return NULL;
+    }
+    req->data = k;
+    int rc = uv_tcp_connect(req, &k->tcp, (struct sockaddr *)&ss, on_connect);
+    if (rc < 0) {
+        free(req);
+        log_info("event=connect_failed addr=%s reason=\"%s\"", k->addr, uv_strerror(rc));
+        link_close(k, rc);
+        return NULL;
+    }
+    link_arm(k); /* the handshake's deadline covers the connect */
+    return k;
+}
+
+/* One message from the DHT: over the link to its node (whichever end opened it: the handshake
+ * proved the ID), or queued on a connection being made to the address the DHT gave. */
+static void dht_route(struct node *n, const struct dht_out *o)
+{
+    struct link *k = link_to(n, o->to.id, false);
+    if (k) {
+        link_send_dht(k, o->msg, o->len);
+        return;
+    }
+    k = link_to(n, o->to.id, true);
+    if (!k && !(k = link_dial(n, &o->to)))
+        return; /* link_close told the DHT */
+    struct dq *q = k->ndq < LINK_DHT_QUEUE ? malloc(sizeof *q + o->len) : NULL;
+    if (!q)
+        return; /* the request times out */
+    q->next = NULL;
+    q->len = o->len;
+    memcpy(q->msg, o->msg, o->len);
+    *k->dq_tail = q;
+    k->dq_tail = &q->next;
+    k->ndq++;
+}
+
+static void on_dht_timer(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    dht_tick(n->dht, now_ms(n));
+    dht_mark(n);
+}
+
+/* The top of the loop: what the DHT wants sent goes out, jobs waiting on providers move, and
+ * the timer follows the DHT's next deadline. */
+static void on_dht_idle(uv_idle_t *h)
+{
+    struct node *n = h->data;
+    uv_idle_stop(h);
+    if (n->stopping)
+        return;
+    while (dht_output(n->dht, &n->dht_out))
+        dht_route(n, &n->dht_out);
+    jobs_dispatch(n);
+    uint64_t d = dht_deadline(n->dht), now = now_ms(n);
+    uv_timer_start(&n->dht_timer, on_dht_timer, d > now ? d - now : 0, 0);
+}
+
+static void dht_mark(struct node *n)
+{
+    if (n->dht && !n->stopping)
+        uv_idle_start(&n->dht_idle, on_dht_idle);
+}
+
+static void on_dht(void *arg, struct p2p_peer *p, const uint8_t *b, size_t len)
+{
+    struct link *k = arg;
+    struct node *n = k->n;
+    struct dht_addr a;
+    link_peer_addr(k, &a);
+    int rc = dht_input(n->dht, p2p_conn_peer_id(p2p_peer_conn(p)), &a, b, len, now_ms(n));
+    if (rc == AFSP_E_FORMAT && !k->doom)
+        k->doom = AFSP_E_PROTO; /* closed once p2p_peer_input returns */
+    dht_mark(n);
+}
+
+static int digest_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, DIGEST_LEN);
+}
+
+/* What the DHT announces follows what the store holds: every complete layer and every image
+ * manifest is provided, and what is gone (evicted, pruned) is withdrawn. */
+static void node_reconcile(struct node *n)
+{
+    struct layer_info *ls = NULL;
+    struct image_info *is = NULL;
+    size_t nl = 0, ni = 0, nw = 0;
+    __atomic_store_n(&n->reconcile_due, false, __ATOMIC_SEQ_CST);
+    if (store_layers_list(n->s, &ls, &nl) < 0)
+        return;
+    if (store_images_list(n->s, &is, &ni) < 0) {
+        free(ls);
+        return;
+    }
+    uint8_t(*want)[DIGEST_LEN] = malloc((nl + ni + 1) * DIGEST_LEN);
+    if (want) {
+        for (size_t i = 0; i < nl; i++)
+            if (ls[i].complete)
+                memcpy(want[nw++], ls[i].digest, DIGEST_LEN);
+        for (size_t i = 0; i < ni; i++)
+            memcpy(want[nw++], is[i].manifest_digest, DIGEST_LEN);
+        qsort(want, nw, DIGEST_LEN, digest_cmp);
+        uint64_t now = now_ms(n);
+        /* a layer evicted is served no more, though its file may still be open here */
+        for (size_t i = 0; i < LAYER_CACHE; i++) {
+            struct served_layer *sl = &n->layers[i];
+            bool present = false;
+            for (size_t j = 0; j < nl && sl->l && !present; j++)
+                present = !memcmp(ls[j].digest, sl->digest, DIGEST_LEN);
+            if (sl->l && !present)
+                sl->gone = true;
+        }
+        for (size_t i = 0; i < nw; i++)
+            if (!dht_providing(n->dht, want[i]))
+                dht_provide(n->dht, want[i], now);
+        const uint8_t *key;
+        for (size_t i = 0; (key = dht_provided_key(n->dht, i));) {
+            if (bsearch(key, want, nw, DIGEST_LEN, digest_cmp)) {
+                i++;
+                continue;
+            }
+            uint8_t k[DIGEST_LEN];
+            char dg[DIGEST_STR_LEN + 1];
+            memcpy(k, key, DIGEST_LEN);
+            dht_withdraw(n->dht, k);
+            log_debug("event=withdrawn digest=%s", digest_fmt(k, dg));
+        }
+        free(want);
+    }
+    free(ls);
+    store_images_free(is, ni);
+    dht_mark(n);
+}
+
+static void on_reconcile_timer(uv_timer_t *t)
+{
+    node_reconcile(t->data);
+}
+
+/* The store's eviction hook, on whichever thread evicted: the loop withdraws at its next turn. */
+static void on_evict(void *arg, const uint8_t digest[static DIGEST_LEN])
+{
+    struct node *n = arg;
+    (void)digest;
+    __atomic_store_n(&n->reconcile_due, true, __ATOMIC_SEQ_CST);
+    uv_async_send(&n->wake);
+}
+
+/* ---- providers: who holds a blob, by its digest --------------------------------------------- */
+
+static void on_providers(void *arg, int rc, const struct dht_result *r)
+{
+    struct pcache *pc = arg;
+    struct node *n = pc->node;
+    char dg[DIGEST_STR_LEN + 1];
+    pc->looking = false;
+    pc->dialed = false;
+    pc->t = now_ms(n);
+    pc->n = 0;
+    if (rc == 0)
+        for (size_t i = 0; i < r->nproviders && pc->n < DHT_K_MAX; i++)
+            pc->prov[pc->n++] = r->providers[i];
+    n->st.providers_found += pc->n;
+    log_debug("event=providers digest=%s found=%u ms=%" PRIu64 " hops=%u messages=%u",
+              digest_fmt(pc->digest, dg), pc->n, r->ms, r->hops, r->messages);
+    dht_mark(n);
+}
+
+/* The providers of digest: looked up when unknown or old (again: also when the last lookup is
+ * older than PROVIDERS_RETRY_MS, after every peer failed), and dialed once per lookup. */
+static struct pcache *providers(struct node *n, const uint8_t digest[DIGEST_LEN], bool again)
+{
+    struct pcache *pc = NULL, *victim = NULL;
+    uint64_t now = now_ms(n);
+    for (size_t i = 0; i < PCACHE && !pc; i++) {
+        struct pcache *c = &n->pc[i];
+        if (c->used && !memcmp(c->digest, digest, DIGEST_LEN))
+            pc = c;
+        else if (!c->looking && (!victim || !c->used || (victim->used && c->t < victim->t)))
+            victim = c;
+    }
+    if (!pc) {
+        if (!victim)
+            return NULL;
+        pc = victim;
+        memset(pc, 0, sizeof *pc);
+        pc->used = true;
+        pc->node = n;
+        memcpy(pc->digest, digest, DIGEST_LEN);
+    }
+    if (!pc->looking && (!pc->t || now - pc->t > PROVIDERS_FRESH_MS ||
+                         (again && now - pc->t > PROVIDERS_RETRY_MS))) {
+        if (dht_find_providers(n->dht, digest, PROVIDERS_WANT, on_providers, pc, now, NULL) == 0) {
+            pc->looking = true;
+            n->st.provider_lookups++;
+            dht_mark(n);
+        } else {
+            pc->t = now; /* no DHT contact: nothing to wait for */
+            pc->n = 0;
+        }
+    }
+    if (!pc->looking && !pc->dialed) {
+        pc->dialed = true;
+        for (unsigned i = 0; i < pc->n; i++)
+            if (!link_to(n, pc->prov[i].id, true))
+                link_dial(n, &pc->prov[i]);
+    }
+    return pc;
+}
+
+static bool pc_has(const struct pcache *pc, const uint8_t id[P2P_ID_LEN])
+{
+    for (unsigned i = 0; pc && i < pc->n; i++)
+        if (!memcmp(pc->prov[i].id, id, P2P_ID_LEN))
+            return true;
+    return false;
+}
+
+/* Whether providers of pc may still become usable: the lookup runs, or a dial to one does. */
+static bool pc_waiting(struct node *n, const struct pcache *pc)
+{
+    if (!pc)
+        return false;
+    if (pc->looking)
+        return true;
+    for (struct link *k = n->links; k; k = k->next)
+        if (!k->up && !k->closing && k->expect && pc_has(pc, k->expect_id))
+            return true;
+    return false;
 }
 
 /* ---- the listener, with a per-source rate limit on new connections -------------------------- */
@@ -595,7 +1027,11 @@ static struct served_layer *layer_get(struct node *n, const uint8_t digest[DIGES
     struct served_layer *free_slot = NULL, *lru = NULL;
     for (size_t i = 0; i < LAYER_CACHE; i++) {
         struct served_layer *sl = &n->layers[i];
-        if (sl->l && !memcmp(sl->digest, digest, DIGEST_LEN)) {
+        if (sl->l && sl->gone && !sl->refs) {
+            store_layer_close(sl->l);
+            sl->l = NULL;
+        }
+        if (sl->l && !sl->gone && !memcmp(sl->digest, digest, DIGEST_LEN)) {
             sl->used = now_ms(n);
             return sl;
         }
@@ -613,6 +1049,7 @@ static struct served_layer *layer_get(struct node *n, const uint8_t digest[DIGES
     memcpy(slot->digest, digest, DIGEST_LEN);
     slot->l = l;
     slot->refs = 0;
+    slot->gone = false;
     slot->used = now_ms(n);
     return slot;
 }
@@ -849,16 +1286,31 @@ static void on_hello(void *arg, struct p2p_peer *p, uint16_t port)
 }
 
 static const struct p2p_peer_ops peer_ops = {
-    .request = on_request, .data = on_data, .done = on_done, .hello = on_hello};
+    .request = on_request, .data = on_data, .done = on_done, .hello = on_hello, .dht = on_dht};
+
+/* No link is left to ask: look the providers up again (once a job), wait for the lookup or a
+ * dial to one, or give up. */
+static void job_exhausted(struct node *n, struct job *j)
+{
+    if (!j->relooked) {
+        j->relooked = true;
+        providers(n, j->digest, true);
+    }
+    if (!pc_waiting(n, providers(n, j->digest, false)))
+        job_finish(n, j, AFSP_E_NOTFOUND);
+}
 
 /* Moves job j on: a blob or an index goes to the next peer not yet asked; chunks go to every
- * usable peer, as many as its window takes, in order. Finished jobs are released by
+ * usable peer, as many as its window takes, in order, and only to the layer's providers when
+ * the DHT named some that are connected. Meanwhile the providers are looked up, and dialed,
+ * so that a peer this node was not connected to joins the job. Finished jobs are released by
  * jobs_dispatch once nothing of theirs is in flight. */
 static void job_step(struct node *n, struct job *j)
 {
     uint64_t now = now_ms(n);
     if (j->done)
         return;
+    struct pcache *pc = providers(n, j->digest, false);
     if (j->kind != JOB_CHUNKS) {
         if (j->nreq)
             return;
@@ -884,7 +1336,7 @@ static void job_step(struct node *n, struct job *j)
             link_flush(k);
             return;
         }
-        job_finish(n, j, AFSP_E_NOTFOUND);
+        job_exhausted(n, j);
         return;
     }
     while (j->first <= j->last && store_fetch_has(j->f, j->first))
@@ -898,9 +1350,11 @@ static void job_step(struct node *n, struct job *j)
      * layer comes from every peer at once. */
     struct link *use[JOB_LINKS_MAX];
     size_t nuse = 0, full = 0;
-    for (struct link *k = n->links; k && nuse < JOB_LINKS_MAX; k = k->next)
-        if (link_usable(k, now) && !tried(j, k))
-            use[nuse++] = k;
+    for (int only_providers = 1; only_providers >= 0 && !nuse; only_providers--)
+        for (struct link *k = n->links; k && nuse < JOB_LINKS_MAX; k = k->next)
+            if (link_usable(k, now) && !tried(j, k) &&
+                (!only_providers || pc_has(pc, p2p_conn_peer_id(p2p_peer_conn(k->p)))))
+                use[nuse++] = k;
     for (uint32_t i = j->first;
          nuse && full < nuse && i <= j->last && j->inflight_bytes < JOB_INFLIGHT_MAX; i++) {
         if (store_fetch_has(j->f, i) || (j->inflight[i / 8] >> (i % 8) & 1))
@@ -931,7 +1385,7 @@ static void job_step(struct node *n, struct job *j)
     for (size_t u = 0; u < nuse; u++)
         link_flush(use[u]);
     if (!nuse && j->nreq == 0)
-        job_finish(n, j, AFSP_E_NOTFOUND);
+        job_exhausted(n, j);
 }
 
 static void jobs_dispatch(struct node *n)
@@ -1124,10 +1578,22 @@ static json_t *stats_json(struct node *n)
         (json_int_t)n->st.fetches_failed, "registry_fetches", (json_int_t)n->st.registry_fetches,
         "serving_peak", (json_int_t)n->st.serving_peak, "requests_peak",
         (json_int_t)n->st.requests_peak);
-    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "id", hex_fmt(n->id.id, P2P_ID_LEN, id),
+    struct dht_stats ds;
+    dht_stats_get(n->dht, &ds);
+    json_t *dht = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "contacts", (json_int_t)ds.contacts, "buckets", (json_int_t)ds.buckets, "replacements",
+        (json_int_t)ds.replacements, "keys", (json_int_t)ds.keys, "records", (json_int_t)ds.records,
+        "providing", (json_int_t)ds.providing, "lookups", (json_int_t)ds.lookups, "lookups_failed",
+        (json_int_t)ds.lookups_failed, "lookup_ms_p50", (json_int_t)ds.lookup_ms_p50,
+        "lookup_ms_p99", (json_int_t)ds.lookup_ms_p99, "hops_p50", (json_int_t)ds.hops_p50,
+        "messages_in", (json_int_t)ds.msgs_in, "messages_out", (json_int_t)ds.msgs_out, "timeouts",
+        (json_int_t)ds.timeouts, "refused", (json_int_t)ds.refused, "provider_lookups",
+        (json_int_t)n->st.provider_lookups, "dials", (json_int_t)n->st.dht_dials);
+    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "id", hex_fmt(n->id.id, P2P_ID_LEN, id),
                      "listen", n->listening ? n->listen_text : "", "started",
                      time_fmt(n->started, since), "peers", (json_int_t)npeers, "store", store,
-                     "counters", c);
+                     "counters", c, "dht", dht);
 }
 
 /* Chunks [first, last] of a layer the store has in part, for a mount: from peers, else from
@@ -1268,7 +1734,10 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         ctl_answer(c, error_answer("bad request"));
     else if (!strcmp(cmd, "peers"))
         ctl_answer(c, json_pack("{s:b, s:o}", "ok", 1, "peers", peers_json(c->n)));
-    else if (!strcmp(cmd, "stats"))
+    else if (!strcmp(cmd, "reconcile")) { /* the store changed under the node: afsp prune */
+        node_reconcile(c->n);
+        ctl_answer(c, json_pack("{s:b}", "ok", 1));
+    } else if (!strcmp(cmd, "stats"))
         ctl_answer(c, json_pack("{s:b, s:o}", "ok", 1, "stats", stats_json(c->n)));
     else if (!strcmp(cmd, "pull"))
         ctl_task(c, req, false);
@@ -1321,6 +1790,7 @@ static void on_wake(uv_async_t *a)
     struct pull_task *done = n->finished;
     n->finished = NULL;
     pthread_mutex_unlock(&n->mu);
+    bool reconcile = __atomic_load_n(&n->reconcile_due, __ATOMIC_SEQ_CST);
     while (done) {
         struct pull_task *t = done;
         done = t->next;
@@ -1353,7 +1823,10 @@ static void on_wake(uv_async_t *a)
                                                    digest_fmt(t->digest, dg)));
         }
         pull_task_free(t);
+        reconcile = true;
     }
+    if (reconcile && !n->stopping)
+        node_reconcile(n); /* a layer may have completed, or another been evicted for it */
     wake_close_if_idle(n);
 }
 
@@ -1396,6 +1869,9 @@ static void node_stop(struct node *n, const char *why)
         uv_close((uv_handle_t *)&n->seeds[i].retry, NULL);
     uv_close((uv_handle_t *)&n->sigterm, NULL);
     uv_close((uv_handle_t *)&n->sigint, NULL);
+    uv_close((uv_handle_t *)&n->dht_timer, NULL);
+    uv_close((uv_handle_t *)&n->reconcile, NULL);
+    uv_close((uv_handle_t *)&n->dht_idle, NULL);
     wake_close_if_idle(n);
 }
 
@@ -1546,6 +2022,15 @@ int cmd_node(int argc, char **argv)
     n->loop.data = n;
     uv_async_init(&n->loop, &n->wake, on_wake);
     n->wake.data = n;
+    struct dht_cfg dcfg = {.id = n->id.id, .rng = rng, .now_ms = now_ms(n)};
+    if ((rc = dht_new(&n->dht, &dcfg)) < 0) {
+        die("cannot start the DHT: %s", err_msg(rc));
+        goto out;
+    }
+    uv_timer_init(&n->loop, &n->dht_timer);
+    uv_timer_init(&n->loop, &n->reconcile);
+    uv_idle_init(&n->loop, &n->dht_idle);
+    n->dht_timer.data = n->reconcile.data = n->dht_idle.data = n;
     if ((rc = ctl_listen(n)) < 0) {
         die("%s", err_msg(rc));
         goto out;
@@ -1575,6 +2060,10 @@ int cmd_node(int argc, char **argv)
         n->seeds[i].retry.data = &n->seeds[i];
         seed_dial(&n->seeds[i], n);
     }
+    /* what the store holds is announced (again, after a restart: the same ID, from node.key) */
+    store_set_evict_hook(n->s, on_evict, n);
+    node_reconcile(n);
+    uv_timer_start(&n->reconcile, on_reconcile_timer, RECONCILE_MS, RECONCILE_MS);
     char id[2 * P2P_ID_LEN + 1];
     log_warn("event=started id=%s listen=%s seeds=%zu data=%s", hex_fmt(n->id.id, P2P_ID_LEN, id),
              n->listening ? listen : "-", n->nseeds, data_dir());
@@ -1590,6 +2079,7 @@ out:
     for (size_t i = 0; i < LAYER_CACHE; i++)
         if (n->layers[i].l)
             store_layer_close(n->layers[i].l);
+    dht_free(n->dht);
     if (n->s)
         store_close(n->s);
     p2p_identity_wipe(&n->id);

@@ -2,6 +2,7 @@
  * prune.c - `afsp prune --percent N`: evict least-recently-used layers.
  */
 #include "cmd.h"
+#include "ctl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,8 @@ const struct command cmd_prune_def = {
     "--percent N\n"
     "\n"
     "Evicts least-recently-accessed layers until N% of the stored bytes are freed\n"
-    "(0 <= N <= 100; any N > 0 frees at least one layer of a non-empty store).\n",
+    "(0 <= N <= 100; any N > 0 frees at least one layer of a non-empty store).\n"
+    "A node running on the data directory withdraws them from the DHT at once.\n",
     false};
 
 int cmd_prune(int argc, char **argv)
@@ -49,6 +51,14 @@ int cmd_prune(int argc, char **argv)
     store_close(s);
     if (rc < 0)
         return die("cannot prune: %s", err_msg(rc));
+    /* a node on this data directory stops announcing and serving what went */
+    int fd = ctl_connect();
+    if (fd >= 0) {
+        json_t *ans = ctl_exchange(fd, json_pack("{s:s}", "cmd", "reconcile"), "tell the node");
+        if (!ans)
+            return 1;
+        json_decref(ans);
+    }
     printf("freed %s in %zu layer(s); %s stored\n", bytes_fmt(freed, a),
            before.nlayers - after.nlayers, bytes_fmt(after.used, b));
     return 0;

@@ -465,6 +465,11 @@ bool dht_providing(const struct dht *d, const uint8_t key[static DHT_ID_LEN])
     return idvec_find(&d->providing, key, NULL) != NULL;
 }
 
+const uint8_t *dht_provided_key(const struct dht *d, size_t i)
+{
+    return i < d->providing.n ? idvec_at(&d->providing, i) : NULL;
+}
+
 /* ---- inspection ---------------------------------------------------------------------------- */
 
 static int cmp_u32(const void *a, const void *b)

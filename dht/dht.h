@@ -92,9 +92,10 @@ void dht_free(struct dht *d);
 int dht_input(struct dht *d, const uint8_t from[static DHT_ID_LEN], const struct dht_addr *addr,
               const uint8_t *msg, size_t n, uint64_t now);
 
-/* A message to send. dial: the message verifies a new contact, so it must go over a connection
- * the transport opens itself to to.addr (which proves the node listens there), not over one
- * the contact opened. */
+/* A message to send: over a connection to to.id if one is up (whichever end opened it: the
+ * transport proves the peer's ID), else over one the transport opens to to.addr. dial: the
+ * message verifies a contact that is not in the routing table yet (informational: the
+ * answer, over a connection that proved the ID, is the verification). */
 struct dht_out {
     struct dht_contact to;
     bool dial;
@@ -160,6 +161,9 @@ int dht_provide(struct dht *d, const uint8_t key[static DHT_ID_LEN], uint64_t no
  * others hold expire with their TTL. */
 void dht_withdraw(struct dht *d, const uint8_t key[static DHT_ID_LEN]);
 bool dht_providing(const struct dht *d, const uint8_t key[static DHT_ID_LEN]);
+/* The i-th key this node provides (in key order), or NULL past the last; valid until the next
+ * dht_provide or dht_withdraw. */
+const uint8_t *dht_provided_key(const struct dht *d, size_t i);
 
 /* ---- inspection ---------------------------------------------------------------------------- */
 

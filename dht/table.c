@@ -2,9 +2,10 @@
  * table.c - the routing table: 256 k-buckets by the number of leading bits a contact shares
  * with this node, each with a small cache of verified replacements.
  *
- * A contact enters only once it has proven itself: it answered one of our requests (sent over
- * a connection we opened to its address, for one we had not verified), or it is a seed the
- * transport reached. A node that merely sends us a request is pinged first. A full bucket keeps
+ * A contact enters only once it has proven itself: it answered one of our requests (over a
+ * connection whose handshake proved its ID, at the address the transport observed), or it is a
+ * seed the transport reached. A node that merely sends us a request, or that an answer names,
+ * is asked first. A full bucket keeps
  * its contacts while they answer (old contacts that stay up are the best predictor of
  * uptime); newcomers wait in the replacement cache, and the least recently seen contact is
  * pinged when it goes stale. A contact that fails DHT_FAILS_MAX requests in a row, or one

@@ -60,7 +60,7 @@ static long fixed_body(enum p2p_msg_type t)
 
 static bool known_type(unsigned t)
 {
-    return (t >= P2P_GET_BLOB && t <= P2P_HELLO) || (t >= P2P_DATA && t <= P2P_ERROR);
+    return (t >= P2P_GET_BLOB && t <= P2P_DHT) || (t >= P2P_DATA && t <= P2P_ERROR);
 }
 
 static size_t bitmap_len(uint32_t nbits)
@@ -105,6 +105,10 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
     case P2P_HELLO:
         m->port = get32(b);
         return m->id == 0 && m->port <= 65535 ? 0 : AFSP_E_FORMAT;
+    case P2P_DHT:
+        m->data = b;
+        m->len = (uint32_t)bn;
+        return m->id == 0 && bn >= 1 && bn <= P2P_DHT_MAX ? 0 : AFSP_E_FORMAT;
     case P2P_ERROR:
         m->code = get32(b);
         return m->code >= P2P_ERR_NOT_FOUND && m->code <= P2P_ERR_BAD_REQUEST ? 0 : AFSP_E_FORMAT;
@@ -146,6 +150,8 @@ size_t p2p_msg_size(const struct p2p_msg *m)
         return HDR + (size_t)fixed;
     if (m->type == P2P_DATA)
         return HDR + 16 + m->len;
+    if (m->type == P2P_DHT)
+        return HDR + m->len;
     return HDR + 4 + bitmap_len(m->nchunks); /* HAVE_REPLY */
 }
 
@@ -182,6 +188,9 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
         break;
     case P2P_ERROR:
         put32(b, m->code);
+        break;
+    case P2P_DHT:
+        memmove(b, m->data, m->len);
         break;
     case P2P_DATA:
         put64(b, m->total);

@@ -124,6 +124,7 @@ enum p2p_msg_type {
     P2P_HAVE = 0x04,       /* digest (a layer): which chunks the peer holds */
     P2P_CANCEL = 0x05,     /* the request id is no longer wanted */
     P2P_HELLO = 0x06,      /* port (id 0): where the sender listens for peers, 0 for nowhere */
+    P2P_DHT = 0x07,        /* bytes (id 0): a DHT message (dht/), opaque here */
     P2P_DATA = 0x81,       /* total, off, bytes: a piece of the answer; P2P_LAST on the last */
     P2P_HAVE_REPLY = 0x82, /* nchunks, bitmap (bit i of byte i/8: chunk i present) */
     P2P_ERROR = 0x83,      /* code: the request ends without (more) data */
@@ -133,6 +134,7 @@ enum p2p_err_code { P2P_ERR_NOT_FOUND = 1, P2P_ERR_BUSY = 2, P2P_ERR_BAD_REQUEST
 #define P2P_DATA_MAX (1u << 20)     /* bytes in one DATA message */
 #define P2P_OBJECT_MAX (1ull << 44) /* bytes in one blob or index (16 TiB) */
 #define P2P_CHUNKS_MAX (1u << 22)   /* chunks in one layer (the index's file bound) */
+#define P2P_DHT_MAX 16384           /* bytes of one DHT message */
 /* A DATA message's bytes start this far into it: encode with m.data already at out + this, and
  * they are not copied. */
 #define P2P_DATA_HDR 24
@@ -144,7 +146,7 @@ struct p2p_msg {
     uint8_t digest[DIGEST_LEN];
     uint64_t off, total;
     uint32_t len, chunk, code, nchunks, port;
-    const uint8_t *data; /* DATA bytes, HAVE_REPLY bitmap: points into the parsed frame */
+    const uint8_t *data; /* DATA and DHT bytes, HAVE_REPLY bitmap: points into the frame */
 };
 
 /* Parses a frame's payload. Returns 0 or AFSP_E_FORMAT: an unknown type, a reserved bit, a body
@@ -199,6 +201,8 @@ struct p2p_peer_ops {
     void (*done)(void *arg, struct p2p_peer *p, void *req, int rc);
     /* The peer's HELLO: the port it listens on (0: none). May be NULL. */
     void (*hello)(void *arg, struct p2p_peer *p, uint16_t port);
+    /* A DHT message (b valid during the call). May be NULL: the message is dropped. */
+    void (*dht)(void *arg, struct p2p_peer *p, const uint8_t *b, size_t n);
 };
 
 struct p2p_peer_cfg {
@@ -232,6 +236,9 @@ int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_t
  * dropped. */
 void p2p_peer_cancel(struct p2p_peer *p, void *req);
 int p2p_peer_hello(struct p2p_peer *p, uint16_t port);
+/* Sends a DHT message (1 to P2P_DHT_MAX bytes). Returns 0, AFSP_E_USAGE, or the connection's
+ * error. */
+int p2p_peer_send_dht(struct p2p_peer *p, const uint8_t *b, size_t n);
 
 /* The answers to request id (from ops->request). A request answered after the peer cancelled
  * it, or after the connection died, is dropped (answer_data calls src->done at once). */

@@ -216,6 +216,19 @@ int p2p_peer_hello(struct p2p_peer *p, uint16_t port)
     return p->err ? p->err : send_msg(p, &m);
 }
 
+int p2p_peer_send_dht(struct p2p_peer *p, const uint8_t *b, size_t n)
+{
+    uint8_t buf[8 + P2P_DHT_MAX];
+    struct p2p_msg m = {.type = P2P_DHT, .data = b, .len = (uint32_t)n};
+    size_t len;
+    if (p->err)
+        return p->err;
+    if (n < 1 || n > P2P_DHT_MAX || p2p_msg_encode(&m, buf, sizeof buf, &len) < 0)
+        return AFSP_E_USAGE;
+    int rc = p2p_conn_send(p->conn, buf, len);
+    return rc == -ENOBUFS || rc == -EOVERFLOW ? peer_fail(p, rc) : rc;
+}
+
 /* ---- answers we send ----------------------------------------------------------------------- */
 
 static struct answer *answer_take(struct p2p_peer *p, uint32_t id)
@@ -378,6 +391,10 @@ static int on_frame(struct p2p_peer *p, const uint8_t *b, size_t n)
     case P2P_HELLO:
         if (p->ops->hello)
             p->ops->hello(p->arg, p, m.port);
+        return p->err;
+    case P2P_DHT:
+        if (p->ops->dht)
+            p->ops->dht(p->arg, p, m.data, m.len);
         return p->err;
     case P2P_DATA:
     case P2P_HAVE_REPLY:

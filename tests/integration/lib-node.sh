@@ -3,8 +3,10 @@
 #
 #   start_node NAME DATA PORT [SEED_PORT...]   a node on 127.0.0.1:PORT; sets BG_PID
 #   peer_count DATA                            peers the node on DATA has
-#   has_peers DATA N                           ... exactly N
+#   has_peers DATA N                           ... at least N (the DHT may connect more)
+#   no_peers DATA                              ... none
 #   counter DATA NAME                          one of its stats counters
+#   dht DATA NAME                              one of its DHT stats (stats --json .dht)
 #   chunks DATA                                "present total" chunks over its layers
 #   registry_with_stress_image                 a registry serving the stress image (gzip) as
 #                                              $name:1; sets name and digest (its manifest's)
@@ -23,11 +25,17 @@ peer_count() {
     "$AFSP_BIN" --data "$1" peers --json |
         "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["peers"]))'
 }
-has_peers() { [ "$(peer_count "$1")" = "$2" ]; }
+has_peers() { (($(peer_count "$1") >= $2)); }
+no_peers() { [ "$(peer_count "$1")" = 0 ]; }
 
 counter() {
     "$AFSP_BIN" --data "$1" stats --json |
         "$PY" -c 'import json,sys; print(json.load(sys.stdin)["stats"]["counters"][sys.argv[1]])' "$2"
+}
+
+dht() {
+    "$AFSP_BIN" --data "$1" stats --json |
+        "$PY" -c 'import json,sys; print(json.load(sys.stdin)["stats"]["dht"][sys.argv[1]])' "$2"
 }
 
 chunks() {
