@@ -694,11 +694,23 @@ TEST(p2p_messages)
     CHECK(p2p_msg_encode(&bad, buf, sizeof buf, &n) != 0);
     CHECK(p2p_msg_encode(&d, buf, 10, &n) == AFSP_E_USAGE); /* no room */
     for (unsigned t = 0; t < 256; t++) {                    /* only the known types */
-        bool known = (t >= 1 && t <= 6) || (t >= 0x81 && t <= 0x83);
+        bool known = (t >= 1 && t <= 7) || (t >= 0x81 && t <= 0x83);
         memset(buf, 0, 64);
         buf[0] = (uint8_t)t;
         if (!known)
             for (size_t l = 8; l < 64; l++)
                 CHECK_INT(p2p_msg_parse(buf, l, &b), ==, AFSP_E_FORMAT);
     }
+    /* DHT: opaque bytes, 1 to P2P_DHT_MAX of them, id 0 */
+    static uint8_t big[8 + P2P_DHT_MAX + 1];
+    uint8_t body[3] = {1, 2, 3};
+    struct p2p_msg dm = {.type = P2P_DHT, .data = body, .len = 3};
+    CHECK(p2p_msg_encode(&dm, buf, sizeof buf, &n) == 0 && n == 11);
+    CHECK(p2p_msg_parse(buf, n, &b) == 0 && b.len == 3 && !memcmp(b.data, body, 3));
+    CHECK_INT(p2p_msg_parse(buf, 8, &b), ==, AFSP_E_FORMAT); /* empty */
+    buf[4] = 1;                                              /* an id */
+    CHECK_INT(p2p_msg_parse(buf, n, &b), ==, AFSP_E_FORMAT);
+    big[0] = P2P_DHT;
+    CHECK_INT(p2p_msg_parse(big, sizeof big, &b), ==, AFSP_E_FORMAT);
+    CHECK_INT(p2p_msg_parse(big, sizeof big - 1, &b), ==, 0);
 }
