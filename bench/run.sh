@@ -25,6 +25,8 @@
 #           against bench/tcp_copy (the same bytes over TCP into a file, and the same with the
 #           receiver hashing them) and `skopeo copy` from the registry; CPU of each side. Then
 #           20 nodes pull the layer from one node at once: errors, concurrency, peak RSS.
+#   dht     bench/dht_hops: lookups among 200, 1,000 and 5,000 in-process DHT cores (sim/):
+#           hops, messages, virtual latency and exactness per lookup, at alpha 1, 2, 3 and 5.
 #
 # Page caches are not dropped (not reliably possible here, and not what a node sees): every
 # input is read once before it is timed, and `sync` runs before each timed command so no run
@@ -32,7 +34,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer dht"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -48,7 +50,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer dht}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -558,6 +560,22 @@ profile_ingest() {
 # ---------------------------------------------------------------------------------------------
 # p2p: what the transport's encryption costs
 
+bench_dht() {
+    log "dht_hops (bench/dht_hops.c)"
+    "$AFSP_BENCH_BIN/dht_hops" 200,1000,5000 1,2,3,5 500 | tee "$TEST_TMPDIR/dht.txt"
+    {
+        echo "### DHT lookups among in-process cores (bench/dht_hops, 500 lookups each, 1-5 ms a message)"
+        echo
+        echo "| nodes | alpha | hops p50 / p99 / max | messages p50 / p99 | virtual ms p50 / p99 | true k closest | failed |"
+        echo "|---|---|---|---|---|---|---|"
+        awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+               printf "| %s | %s | %s / %s / %s | %s / %s | %s / %s | %s | %s |\n", v["nodes"], v["alpha"],
+                   v["hops_p50"], v["hops_p99"], v["hops_max"], v["msgs_p50"], v["msgs_p99"],
+                   v["vms_p50"], v["vms_p99"], v["exact_k"], v["failed"] }' "$TEST_TMPDIR/dht.txt"
+        echo
+    } >>"$SUMMARY"
+}
+
 bench_p2p() {
     log "p2p_frames (bench/p2p_frames.c)"
     "$AFSP_BENCH_BIN/p2p_frames" | tee "$TEST_TMPDIR/p2p.txt"
@@ -725,6 +743,7 @@ wants store && bench_store
 wants mount && bench_mount
 wants p2p && bench_p2p
 wants peer && bench_peer
+wants dht && bench_dht
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})) && type -P perf >/dev/null; then profile_ingest; fi ;;
