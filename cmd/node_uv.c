@@ -985,14 +985,7 @@ static bool accept_allowed(struct node *n, const struct sockaddr *sa)
         slot = oldest;
         *slot = (struct accept_src){ip, ACCEPT_BURST, t};
     }
-    slot->tokens += (double)(t - slot->t) * ACCEPT_PER_S / 1000.0;
-    if (slot->tokens > ACCEPT_BURST)
-        slot->tokens = ACCEPT_BURST;
-    slot->t = t;
-    if (slot->tokens < 1)
-        return false;
-    slot->tokens -= 1;
-    return true;
+    return tokens_take(&slot->tokens, &slot->t, t, ACCEPT_PER_S, ACCEPT_BURST);
 }
 
 static void on_accept(uv_stream_t *server, int status)

@@ -210,14 +210,7 @@ static bool rate_ok(struct dht *d, const uint8_t id[DHT_ID_LEN], uint64_t now)
         r->tokens = DHT_REQ_BURST;
         r->t = now;
     }
-    r->tokens += (double)(now - r->t) * DHT_REQ_PER_S / 1000.0;
-    if (r->tokens > DHT_REQ_BURST)
-        r->tokens = DHT_REQ_BURST;
-    r->t = now;
-    if (r->tokens < 1)
-        return false;
-    r->tokens -= 1;
-    return true;
+    return tokens_take(&r->tokens, &r->t, now, DHT_REQ_PER_S, DHT_REQ_BURST);
 }
 
 /* The k closest contacts to target but the requester. */

@@ -17,17 +17,6 @@
 
 #define HDR 8
 
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static int contact_get(const uint8_t *p, struct dht_contact *c)
 {
     memcpy(c->id, p, DHT_ID_LEN);
@@ -78,7 +67,7 @@ int dht_msg_parse(const uint8_t *p, size_t n, struct dht_msg *m)
     if (n < HDR || p[1] || p[2] || p[3])
         return AFSP_E_FORMAT;
     m->type = p[0];
-    m->tx = get32(p + 4);
+    m->tx = get_le32(p + 4);
     const uint8_t *b = p + HDR;
     size_t bn = n - HDR;
     switch (m->type) {
@@ -128,7 +117,7 @@ int dht_msg_encode(const struct dht_msg *m, uint8_t *out)
     uint8_t *b = out + HDR;
     out[0] = (uint8_t)m->type;
     out[1] = out[2] = out[3] = 0;
-    put32(out + 4, m->tx);
+    put_le32(out + 4, m->tx);
     switch (m->type) {
     case DHT_PING:
     case DHT_PONG:

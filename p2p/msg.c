@@ -14,28 +14,6 @@
 
 #define HDR 8
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* The body size of a type with a fixed one, or -1. */
 static long fixed_body(enum p2p_msg_type t)
 {
@@ -75,7 +53,7 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
         return AFSP_E_FORMAT;
     m->type = p[0];
     m->flags = p[1];
-    m->id = get32(p + 4);
+    m->id = get_le32(p + 4);
     const uint8_t *b = p + HDR;
     size_t bn = n - HDR;
     /* only DATA has a flag */
@@ -88,14 +66,14 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
     case P2P_GET_BLOB:
     case P2P_GET_INDEX:
         memcpy(m->digest, b, DIGEST_LEN);
-        m->off = get64(b + DIGEST_LEN);
-        m->len = get32(b + DIGEST_LEN + 8);
+        m->off = get_le64(b + DIGEST_LEN);
+        m->len = get_le32(b + DIGEST_LEN + 8);
         if (m->off > P2P_OBJECT_MAX || m->len > P2P_OBJECT_MAX - m->off)
             return AFSP_E_FORMAT;
         return 0;
     case P2P_GET_CHUNK:
         memcpy(m->digest, b, DIGEST_LEN);
-        m->chunk = get32(b + DIGEST_LEN);
+        m->chunk = get_le32(b + DIGEST_LEN);
         return m->chunk < P2P_CHUNKS_MAX ? 0 : AFSP_E_FORMAT;
     case P2P_HAVE:
         memcpy(m->digest, b, DIGEST_LEN);
@@ -103,20 +81,20 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
     case P2P_CANCEL:
         return 0;
     case P2P_HELLO:
-        m->port = get32(b);
+        m->port = get_le32(b);
         return m->id == 0 && m->port <= 65535 ? 0 : AFSP_E_FORMAT;
     case P2P_DHT:
         m->data = b;
         m->len = (uint32_t)bn;
         return m->id == 0 && bn >= 1 && bn <= P2P_DHT_MAX ? 0 : AFSP_E_FORMAT;
     case P2P_ERROR:
-        m->code = get32(b);
+        m->code = get_le32(b);
         return m->code >= P2P_ERR_NOT_FOUND && m->code <= P2P_ERR_BAD_REQUEST ? 0 : AFSP_E_FORMAT;
     case P2P_DATA:
         if (bn < 16)
             return AFSP_E_FORMAT;
-        m->total = get64(b);
-        m->off = get64(b + 8);
+        m->total = get_le64(b);
+        m->off = get_le64(b + 8);
         m->data = b + 16;
         m->len = (uint32_t)(bn - 16);
         if (m->total > P2P_OBJECT_MAX || m->off > m->total || m->len > m->total - m->off ||
@@ -129,7 +107,7 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
     case P2P_HAVE_REPLY: {
         if (bn < 4)
             return AFSP_E_FORMAT;
-        m->nchunks = get32(b);
+        m->nchunks = get_le32(b);
         if (m->nchunks > P2P_CHUNKS_MAX || bn - 4 != bitmap_len(m->nchunks))
             return AFSP_E_FORMAT;
         m->data = b + 4;
@@ -165,18 +143,18 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
     out[0] = (uint8_t)m->type;
     out[1] = m->flags;
     out[2] = out[3] = 0;
-    put32(out + 4, m->id);
+    put_le32(out + 4, m->id);
     uint8_t *b = out + HDR;
     switch (m->type) {
     case P2P_GET_BLOB:
     case P2P_GET_INDEX:
         memcpy(b, m->digest, DIGEST_LEN);
-        put64(b + DIGEST_LEN, m->off);
-        put32(b + DIGEST_LEN + 8, m->len);
+        put_le64(b + DIGEST_LEN, m->off);
+        put_le32(b + DIGEST_LEN + 8, m->len);
         break;
     case P2P_GET_CHUNK:
         memcpy(b, m->digest, DIGEST_LEN);
-        put32(b + DIGEST_LEN, m->chunk);
+        put_le32(b + DIGEST_LEN, m->chunk);
         break;
     case P2P_HAVE:
         memcpy(b, m->digest, DIGEST_LEN);
@@ -184,22 +162,22 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
     case P2P_CANCEL:
         break;
     case P2P_HELLO:
-        put32(b, m->port);
+        put_le32(b, m->port);
         break;
     case P2P_ERROR:
-        put32(b, m->code);
+        put_le32(b, m->code);
         break;
     case P2P_DHT:
         memmove(b, m->data, m->len);
         break;
     case P2P_DATA:
-        put64(b, m->total);
-        put64(b + 8, m->off);
+        put_le64(b, m->total);
+        put_le64(b + 8, m->off);
         if (m->len) /* may already be in place: see P2P_DATA_HDR */
             memmove(b + 16, m->data, m->len);
         break;
     case P2P_HAVE_REPLY:
-        put32(b, m->nchunks);
+        put_le32(b, m->nchunks);
         if (m->nchunks)
             memcpy(b + 4, m->data, bitmap_len(m->nchunks));
         break;

@@ -289,3 +289,15 @@ void freep(void *p)
 {
     free(*(void **)p);
 }
+
+bool tokens_take(double *tokens, uint64_t *t, uint64_t now_ms, double per_s, double burst)
+{
+    *tokens += (double)(now_ms - *t) * per_s / 1000.0;
+    if (*tokens > burst)
+        *tokens = burst;
+    *t = now_ms;
+    if (*tokens < 1)
+        return false;
+    *tokens -= 1;
+    return true;
+}

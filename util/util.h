@@ -7,6 +7,7 @@
 #define AFSP_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -169,6 +170,10 @@ char *bytes_fmt(uint64_t n, char *out);
 /* Parses a byte count: "123", or with a binary suffix "10K", "5M", "2G", "1T" (also "5MiB").
  * Returns 0 or AFSP_E_USAGE. */
 int bytes_parse(const char *s, uint64_t *out);
+
+/* A token bucket: *tokens refill at per_s a second (from *t, in ms) up to burst; takes one
+ * token and returns true if there is one. Start a bucket full: *tokens = burst, *t = now. */
+bool tokens_take(double *tokens, uint64_t *t, uint64_t now_ms, double per_s, double burst);
 
 /* Frees *p; for __attribute__((cleanup(freep))). */
 void freep(void *p);
