@@ -167,6 +167,7 @@ struct pull_task {
     struct node *n;
     struct ctl_client *c;
     bool fetch, lazy, via_registry;
+    bool completed;      /* a fetch: the layer has every chunk now (flushed) */
     char *ref;           /* the image (for a fetch: where the registry is; may be NULL) */
     struct pull_args pa; /* its strings are the task's */
     uint8_t layer[DIGEST_LEN];
@@ -1606,6 +1607,7 @@ static int fetch_run(struct pull_task *t, const struct pull_opts *po)
         t->via_registry = rc == 0;
     }
     int frc = store_fetch_flush(f, 0);
+    t->completed = frc == 0 && store_fetch_missing(f) == 0;
     store_fetch_free(f);
     return rc < 0 ? rc : frc;
 }
@@ -1815,11 +1817,18 @@ static void on_wake(uv_async_t *a)
                                        : json_pack("{s:b, s:s}", "ok", 1, "digest",
                                                    digest_fmt(t->digest, dg)));
         }
+        /* A fetch (a mount's read) that completed its layer announces just that layer; a
+         * pull may have completed several, and evicted others: all is compared. A completion
+         * two fetches share, and neither saw, waits for the timer's comparison. */
+        if (t->fetch && t->completed && !n->stopping) {
+            dht_provide(n->dht, t->layer, now_ms(n));
+            dht_mark(n);
+        }
+        reconcile |= !t->fetch;
         pull_task_free(t);
-        reconcile = true;
     }
     if (reconcile && !n->stopping)
-        node_reconcile(n); /* a layer may have completed, or another been evicted for it */
+        node_reconcile(n);
     wake_close_if_idle(n);
 }
 
