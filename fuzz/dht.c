@@ -7,20 +7,12 @@
  * Input: repeated [u8 sender (low 2 bits), u8 ms to advance, u16 length, message bytes].
  */
 #include "../dht/dht.h"
+#include "../util/util.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void rng(void *arg, uint8_t *buf, size_t n)
-{
-    uint64_t *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(*s >> 56);
-    }
-}
 
 static void parse_roundtrip(const uint8_t *p, size_t n)
 {
@@ -38,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     parse_roundtrip(data, size);
     uint64_t seed = 1;
     uint8_t id[DHT_ID_LEN] = {0x80};
-    struct dht_cfg cfg = {.id = id, .rng = rng, .rng_arg = &seed, .now_ms = 1000};
+    struct dht_cfg cfg = {.id = id, .rng = rng_lcg, .rng_arg = &seed, .now_ms = 1000};
     struct dht *d;
     if (dht_new(&d, &cfg) != 0)
         return 0;

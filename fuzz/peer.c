@@ -33,15 +33,6 @@ struct side {
 
 static const uint8_t object[3000];
 
-static void rng(void *arg, uint8_t *buf, size_t n)
-{
-    uint64_t *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(*s >> 56);
-    }
-}
-
 static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t n)
 {
     (void)arg;
@@ -124,7 +115,7 @@ static int side_new(struct side *s, bool initiator, uint8_t fill)
         return -1;
     memset(s->key, 7, sizeof s->key);
     s->rng = fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng, &s->rng, 1000, 0},
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_lcg, &s->rng, 1000, 0},
                              .ops = &ops,
                              .arg = s,
                              .window = 8,

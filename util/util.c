@@ -301,3 +301,12 @@ bool tokens_take(double *tokens, uint64_t *t, uint64_t now_ms, double per_s, dou
     *tokens -= 1;
     return true;
 }
+
+void rng_lcg(void *arg, uint8_t *buf, size_t n)
+{
+    uint64_t *s = arg;
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = (uint8_t)(*s >> 56);
+    }
+}

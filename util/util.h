@@ -175,6 +175,10 @@ int bytes_parse(const char *s, uint64_t *out);
  * token and returns true if there is one. Start a bucket full: *tokens = burst, *t = now. */
 bool tokens_take(double *tokens, uint64_t *t, uint64_t now_ms, double per_s, double burst);
 
+/* Deterministic bytes from a 64-bit state (arg: a uint64_t, the seed): for tests and fuzz
+ * targets that need an RNG function and a repeatable run. Never for keys. */
+void rng_lcg(void *arg, uint8_t *buf, size_t n);
+
 /* Frees *p; for __attribute__((cleanup(freep))). */
 void freep(void *p);
 #define _cleanup_free_ __attribute__((cleanup(freep)))

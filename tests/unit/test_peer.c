@@ -26,15 +26,6 @@ struct side {
     uint16_t hello_port;
 };
 
-static void rng(void *arg, uint8_t *buf, size_t n)
-{
-    uint64_t *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(*s >> 56);
-    }
-}
-
 static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t n)
 {
     struct side *s = arg;
@@ -102,7 +93,7 @@ static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t
     CHECK(p2p_identity_from_seed(&s->id, seed) == 0);
     memset(s->key, 7, sizeof s->key);
     s->rng = seed_fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng, &s->rng, 1000, 0},
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_lcg, &s->rng, 1000, 0},
                              .ops = &ops,
                              .arg = s,
                              .window = window,
