@@ -371,7 +371,7 @@ static int bad(const char *what)
     return err_set(AFSP_E_FORMAT, "layer index: %s", what);
 }
 
-int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool load_windows)
 {
     struct layer_index ix = {0};
     int rc;
@@ -447,7 +447,7 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
             rc = bad("bad checkpoint");
             goto fail;
         }
-        if (c->win_len) {
+        if (c->win_len && load_windows) {
             c->window = malloc(c->win_len);
             if (!c->window) {
                 rc = -ENOMEM;
@@ -518,6 +518,16 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
 fail:
     index_release(&ix);
     return rc;
+}
+
+int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    return parse(p, n, out, true);
+}
+
+int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    return parse(p, n, out, false);
 }
 
 void index_release(struct layer_index *ix)

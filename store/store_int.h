@@ -380,6 +380,10 @@ int index_serialize(const struct layer_index *ix, struct buf *out);
 /* Parses and checks an encoding: every offset and length is bounded. Returns 0 or
  * AFSP_E_FORMAT; on success out owns copies and is released with index_release(). */
 int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
+/* The same without the checkpoints' windows (their window is NULL, win_len still set; their
+ * bytes are not inflated or checked): for what needs only the chunks (store_fetch), which would
+ * otherwise inflate 32 KiB per checkpoint (about 20 ms for the python image's 465) each time. */
+int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out);
 void index_release(struct layer_index *ix);
 /* Checking chunk i on its own (see INDEX_CHUNK_ALIGN): start resumes the blob's SHA-256 at the
  * chunk's offset; after its bytes, check says 0 if they are the chunk, AFSP_E_DIGEST if not (the
