@@ -25,6 +25,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -42,13 +43,20 @@
 #define JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes a fetch job has asked for and not received */
 #define JOB_LINKS_MAX 256            /* links one fetch job spreads its chunks over */
 #define TASKS_MAX 64                 /* pulls and fetches running at once */
-#define LINK_DUPLICATE (-EALREADY)   /* a link closed because the pair has another */
-#define LINK_DHT_QUEUE 64            /* DHT messages waiting for a connection to come up */
-#define PCACHE 64                    /* layers whose providers are remembered */
-#define PROVIDERS_WANT 4             /* a provider lookup stops once it knows this many */
-#define PROVIDERS_FRESH_MS 30000     /* providers are looked up again after this long ... */
-#define PROVIDERS_RETRY_MS 1000      /* ... or, when none could serve, after this long */
-#define RECONCILE_MS 10000           /* what the store holds is compared with what we announce */
+#define HEDGE_MS 1000                /* a chunk request silent this long goes to a 2nd peer */
+#define HEDGE_MAX 8                  /* requests of one job hedged at once */
+#define JOBS_TICK_MS (HEDGE_MS / 4)
+#define LINK_DUPLICATE (-EALREADY) /* a link closed because the pair has another */
+#define LINK_IDLE (-ETIME)         /* a link closed because nothing used it for a while */
+#define LINK_IDLE_S 120            /* the default of --idle-timeout */
+#define LINKS_MAX 4096             /* connections at once (fewer if the fd limit is lower) */
+#define LINKS_FD_SPARE 128         /* descriptors kept for the store, pulls and the CLI */
+#define LINK_DHT_QUEUE 64          /* DHT messages waiting for a connection to come up */
+#define PCACHE 64                  /* layers whose providers are remembered */
+#define PROVIDERS_WANT 4           /* a provider lookup stops once it knows this many */
+#define PROVIDERS_FRESH_MS 30000   /* providers are looked up again after this long ... */
+#define PROVIDERS_RETRY_MS 1000    /* ... or, when none could serve, after this long */
+#define RECONCILE_MS 10000         /* what the store holds is compared with what we announce */
 
 const struct command cmd_node_def = {
     "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
@@ -67,6 +75,8 @@ const struct command cmd_node_def = {
     "  --seed HOST:PORT         a node to connect to (repeatable)\n"
     "  --cluster-key-file FILE  the cluster key (afsp genkey); default DATA/cluster.key,\n"
     "                           created on first start\n"
+    "  --idle-timeout SECONDS   close a connection nothing used for this long (default 120;\n"
+    "                           0: never); connections to seeds stay open\n"
     "\n"
     "Nodes form a Kademlia DHT over these connections: a node announces the layers and\n"
     "manifests it holds in full, and finds who holds one by its digest, so one --seed is\n"
@@ -119,7 +129,8 @@ struct link {
     struct seed *seed;
     struct link *next;
     bool initiator, up, closing, writing;
-    bool expect; /* dialed to reach the node expect_id (a DHT contact) */
+    bool flush_due; /* a request was cancelled on it from another link's input: flush it soon */
+    bool expect;    /* dialed to reach the node expect_id (a DHT contact) */
     uint8_t expect_id[P2P_ID_LEN];
     struct dht_addr dialed;   /* the address we dialed (port 0: the peer dialed us) */
     struct dq *dq, **dq_tail; /* DHT messages for expect_id, sent once it is up */
@@ -129,7 +140,7 @@ struct link {
     uint16_t hello_port;
     uint64_t serial; /* unique for the node's life: jobs remember links by it */
     uint64_t t0, since, rtt_ms, bytes_in, bytes_out, ban_until;
-    uint8_t *rbuf;
+    uint64_t last_io; /* when bytes last went either way (ms) */
 };
 
 /* A request of a fetch job on one link. */
@@ -137,6 +148,12 @@ struct xreq {
     struct job *j;
     uint32_t chunk;
     struct store_chunk_in w;
+    /* chunk requests: */
+    struct link *k;
+    uint64_t last;            /* when it was sent or its last byte came */
+    struct xreq *twin;        /* the same chunk asked of another peer (hedged), or NULL */
+    bool hedge;               /* this is the second request of the pair */
+    struct xreq *prev, *next; /* the job's chunk requests */
 };
 
 enum job_kind { JOB_BLOB, JOB_INDEX, JOB_CHUNKS };
@@ -159,7 +176,9 @@ struct job {
     uint8_t *inflight; /* JOB_CHUNKS: chunk bitmap */
     uint32_t nreq;     /* requests of this job on the links */
     uint64_t inflight_bytes;
-    size_t turn; /* the link that gets the next chunk */
+    size_t turn;       /* the link that gets the next chunk */
+    struct xreq *reqs; /* JOB_CHUNKS: the requests on the links */
+    unsigned nhedged;  /* pairs of requests for one chunk */
 };
 
 /* A control request that runs on its own thread: a pull, or a fetch of chunks for a mount. */
@@ -207,6 +226,9 @@ struct node {
     struct seed seeds[NODE_MAX_SEEDS];
     size_t nseeds;
     struct link *links;
+    size_t nlinks, links_max;
+    uint64_t idle_ms; /* --idle-timeout (0: never) */
+    uint8_t *rbuf;    /* every link reads into this, one at a time: p2p_conn copies what it keeps */
     uv_pipe_t ctl;
     char ctl_path[4200];
     uv_signal_t sigterm, sigint;
@@ -221,7 +243,9 @@ struct node {
     pthread_cond_t cv; /* a job was released */
     struct dht *dht;
     uv_timer_t dht_timer, reconcile;
-    uv_idle_t dht_idle; /* runs the DHT's side effects from the top of the loop */
+    uv_timer_t jobs_timer; /* steps the jobs while any runs: hedging needs time to pass */
+    uv_timer_t idle_timer; /* closes idle links */
+    uv_idle_t dht_idle;    /* runs the DHT's side effects from the top of the loop */
     struct dht_out dht_out;
     struct pcache pc[PCACHE];
     bool reconcile_due; /* set by the store's eviction hook, on any thread */
@@ -232,6 +256,8 @@ struct node {
         uint64_t serving_peak;  /* the most answers in progress at once */
         uint64_t requests_peak; /* the most requests of ours waiting for answers at once */
         uint64_t provider_lookups, providers_found, dht_dials;
+        uint64_t links_idle_closed, links_refused; /* idle; over links_max */
+        uint64_t hedges, hedges_won; /* chunk requests sent to a second peer; it answered first */
     } st;
     uint64_t serving, requesting; /* now, all links */
     struct pull_peers peers;
@@ -263,7 +289,6 @@ static void on_link_closed(uv_handle_t *h)
         uv_close((uv_handle_t *)&k->timer, on_link_closed);
         return;
     }
-    free(k->rbuf);
     free(k);
 }
 
@@ -285,23 +310,26 @@ static void link_close(struct link *k, int rc)
                               : k->expect ? k->expect_id
                                           : NULL;
         struct link *other = gone ? link_to(n, gone, true) : NULL;
-        if (gone && (!other || other == k) && (k->up ? rc != 0 : true))
+        if (gone && (!other || other == k) && (k->up ? rc != 0 && rc != LINK_IDLE : true))
             dht_unreachable(n->dht, gone, now_ms(n));
         dht_mark(n);
     }
     dq_drop(k);
     if (k->up)
         log_info("event=peer_down id=%s addr=%s reason=\"%s\"",
-                 id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr, err_str(rc));
+                 id_short(p2p_conn_peer_id(p2p_peer_conn(k->p)), id), k->addr,
+                 rc == LINK_IDLE ? "idle" : err_str(rc));
     else if (rc != -ECANCELED)
         log_info("event=handshake_failed addr=%s reason=\"%s\"", k->addr, err_str(rc));
     if (!k->up && (rc == AFSP_E_AUTH || rc == AFSP_E_FORMAT || rc == -ETIMEDOUT))
         n->st.handshake_failures++;
-    if (k->up && rc != -ECANCELED && rc != LINK_DUPLICATE && rc != -ECONNRESET && rc != 0)
+    if (k->up && rc != -ECANCELED && rc != LINK_DUPLICATE && rc != LINK_IDLE && rc != -ECONNRESET &&
+        rc != 0)
         n->st.peer_errors++;
     for (struct link **pp = &n->links; *pp; pp = &(*pp)->next)
         if (*pp == k) {
             *pp = k->next;
+            n->nlinks--;
             break;
         }
     if (k->seed) {
@@ -352,6 +380,7 @@ static void link_flush(struct link *k)
         if (w > 0) {
             p2p_conn_sent(c, (size_t)w);
             k->bytes_out += (uint64_t)w;
+            k->last_io = now_ms(k->n);
             continue;
         }
         if (w != UV_EAGAIN) {
@@ -367,6 +396,7 @@ static void link_flush(struct link *k)
         memcpy(req + 1, p, b.len);
         p2p_conn_sent(c, b.len);
         k->bytes_out += b.len;
+        k->last_io = now_ms(k->n);
         req->data = k;
         uv_buf_t copy = uv_buf_init((char *)(req + 1), b.len);
         if (uv_write(req, (uv_stream_t *)&k->tcp, &copy, 1, on_write) < 0) {
@@ -465,7 +495,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     struct link *k = h->data;
     (void)hint;
-    *b = uv_buf_init((char *)k->rbuf, LINK_RBUF);
+    *b = uv_buf_init((char *)k->n->rbuf, LINK_RBUF);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -479,6 +509,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     }
     k->bytes_in += (uint64_t)nread;
+    k->last_io = now_ms(k->n);
     bool was_up = p2p_conn_established(p2p_peer_conn(k->p));
     if (p2p_peer_input(k->p, (const uint8_t *)b->base, (size_t)nread, now_ms(k->n), &used) < 0) {
         link_close(k, p2p_peer_error(k->p));
@@ -510,19 +541,16 @@ static const struct p2p_peer_ops peer_ops;
 static struct link *link_new(struct node *n, bool initiator)
 {
     struct link *k = calloc(1, sizeof *k);
-    if (!k || !(k->rbuf = malloc(LINK_RBUF))) {
-        free(k);
+    if (!k)
         return NULL;
-    }
     k->n = n;
     k->dq_tail = &k->dq;
     k->serial = ++n->serials;
     k->initiator = initiator;
-    k->t0 = now_ms(n);
+    k->t0 = k->last_io = now_ms(n);
     struct p2p_peer_cfg cfg = {
         .conn = {initiator, &n->id, n->ckey, rng, NULL, k->t0, 0}, .ops = &peer_ops, .arg = k};
     if (p2p_peer_new(&k->p, &cfg) < 0) {
-        free(k->rbuf);
         free(k);
         return NULL;
     }
@@ -531,6 +559,7 @@ static struct link *link_new(struct node *n, bool initiator)
     k->tcp.data = k->timer.data = k;
     k->next = n->links;
     n->links = k;
+    n->nlinks++;
     return k;
 }
 
@@ -558,6 +587,57 @@ static void link_start(struct link *k)
         return;
     }
     link_flush(k); /* the initiator's first handshake message */
+}
+
+/* ---- idle links: closed after --idle-timeout, or to make room ------------------------------ */
+
+/* Nothing waits on the link: no request either way, no byte to send, no DHT message queued, and
+ * it is not a seed's (those stay: they are how the node finds the cluster again). */
+static bool link_idle(const struct link *k)
+{
+    return k->up && !k->closing && !k->seed && !k->writing && !k->ndq && !p2p_peer_inflight(k->p) &&
+           !p2p_peer_serving(k->p) &&
+           !p2p_conn_pending(p2p_peer_conn(k->p), &(const uint8_t *){NULL});
+}
+
+/* The idle link used longest ago, if any. */
+static struct link *link_idlest(struct node *n)
+{
+    struct link *best = NULL;
+    for (struct link *k = n->links; k; k = k->next)
+        if (link_idle(k) && (!best || k->last_io < best->last_io))
+            best = k;
+    return best;
+}
+
+/* Room for one more link: true if there is, or an idle link was closed to make it. */
+static bool links_room(struct node *n)
+{
+    if (n->nlinks < n->links_max)
+        return true;
+    struct link *k = link_idlest(n);
+    if (!k) {
+        n->st.links_refused++;
+        log_debug("event=links_full links=%zu", n->nlinks);
+        return false;
+    }
+    n->st.links_idle_closed++;
+    link_close(k, LINK_IDLE);
+    return true;
+}
+
+static void on_idle_timer(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    uint64_t now = now_ms(n);
+    struct link *next;
+    for (struct link *k = n->links; k; k = next) {
+        next = k->next; /* link_close unlinks k, and only k */
+        if (link_idle(k) && now - k->last_io >= n->idle_ms) {
+            n->st.links_idle_closed++;
+            link_close(k, LINK_IDLE);
+        }
+    }
 }
 
 /* ---- seeds: dial, and dial again after a failure -------------------------------------------- */
@@ -719,9 +799,12 @@ static struct link *link_to(struct node *n, const uint8_t id[P2P_ID_LEN], bool p
 static struct link *link_dial(struct node *n, const struct dht_contact *c)
 {
     struct sockaddr_storage ss;
-    struct link *k = link_new(n, true);
-    if (!k)
+    struct link *k = links_room(n) ? link_new(n, true) : NULL;
+    if (!k) {
+        dht_unreachable(n->dht, c->id, now_ms(n));
+        dht_mark(n);
         return NULL;
+    }
     n->st.dht_dials++;
     k->expect = true;
     memcpy(k->expect_id, c->id, P2P_ID_LEN);
@@ -776,14 +859,22 @@ static void on_dht_timer(uv_timer_t *t)
     dht_mark(n);
 }
 
-/* The top of the loop: what the DHT wants sent goes out, jobs waiting on providers move, and
- * the timer follows the DHT's next deadline. */
+/* The top of the loop: links that had a request cancelled flush, what the DHT wants sent goes
+ * out, jobs waiting on providers move, and the timer follows the DHT's next deadline. */
 static void on_dht_idle(uv_idle_t *h)
 {
     struct node *n = h->data;
     uv_idle_stop(h);
     if (n->stopping)
         return;
+    struct link *next;
+    for (struct link *k = n->links; k; k = next) {
+        next = k->next; /* link_flush may close k, which unlinks only k */
+        if (k->flush_due && !k->closing) {
+            k->flush_due = false;
+            link_flush(k);
+        }
+    }
     while (dht_output(n->dht, &n->dht_out))
         dht_route(n, &n->dht_out);
     jobs_dispatch(n);
@@ -994,6 +1085,7 @@ static void on_accept(uv_stream_t *server, int status)
     struct node *n = server->data;
     if (status < 0 || n->stopping)
         return;
+    bool room = links_room(n); /* else the connection is taken and closed */
     struct link *k = link_new(n, false);
     if (!k)
         return; /* the connection waits in the backlog */
@@ -1008,6 +1100,10 @@ static void on_accept(uv_stream_t *server, int status)
     if (!accept_allowed(n, (struct sockaddr *)&ss)) {
         n->st.rate_limited++;
         log_debug("event=rate_limited addr=%s", k->addr);
+        link_close(k, -ECANCELED);
+        return;
+    }
+    if (!room) {
         link_close(k, -ECANCELED);
         return;
     }
@@ -1189,11 +1285,13 @@ static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uin
 {
     struct xreq *x = req;
     struct job *j = x->j;
-    (void)arg;
+    struct link *k = arg;
     (void)p;
     (void)total;
-    if (j->kind == JOB_CHUNKS)
+    if (j->kind == JOB_CHUNKS) {
+        x->last = now_ms(k->n);
         return store_fetch_chunk_data(j->f, &x->w, b, len);
+    }
     if (off != j->out->len)
         return AFSP_E_PROTO;
     return buf_append(j->out, b, len);
@@ -1208,6 +1306,8 @@ static void requesting_inc(struct node *n)
 static void link_ban(struct link *k, const char *why)
 {
     char id[17];
+    if (k->closing)
+        return; /* its requests end with the connection */
     bool again = k->ban_until > now_ms(k->n);
     k->ban_until = now_ms(k->n) + BAN_MS;
     if (!again) /* one line for the answers of a window that fail together */
@@ -1233,6 +1333,39 @@ static int job_exclude(struct job *j, const struct link *k)
     return 0;
 }
 
+/* A chunk request leaves the job's books (it ended, or was withdrawn). */
+static void xreq_end(struct node *n, struct job *j, struct xreq *x)
+{
+    uint64_t coff;
+    uint32_t clen;
+    store_fetch_chunk(j->f, x->chunk, &coff, &clen);
+    j->nreq--;
+    n->requesting--;
+    j->inflight_bytes -= clen;
+    *(x->prev ? &x->prev->next : &j->reqs) = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    if (x->twin) { /* the other of the pair goes on alone */
+        x->twin->twin = NULL;
+        j->nhedged--;
+    } else {
+        j->inflight[x->chunk / 8] &= (uint8_t) ~(1u << (x->chunk % 8));
+    }
+}
+
+/* The chunk came through the other request of a pair: t is cancelled at its peer. */
+static void xreq_withdraw(struct node *n, struct job *j, struct xreq *t)
+{
+    if (!t->k->p) /* its link is being closed: its done comes from there */
+        return;
+    p2p_peer_cancel(t->k->p, t);
+    t->k->flush_due = true; /* the CANCEL goes out from the top of the loop */
+    dht_mark(n);
+    xreq_end(n, j, t);
+    store_fetch_chunk_drop(&t->w);
+    free(t);
+}
+
 static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
 {
     struct xreq *x = req;
@@ -1240,19 +1373,23 @@ static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
     struct link *k = arg;
     struct node *n = k->n;
     (void)p;
-    j->nreq--;
-    n->requesting--;
     if (j->kind == JOB_CHUNKS) {
-        uint64_t coff;
-        uint32_t clen;
-        store_fetch_chunk(j->f, x->chunk, &coff, &clen);
-        j->inflight_bytes -= clen;
-        j->inflight[x->chunk / 8] &= (uint8_t) ~(1u << (x->chunk % 8));
-        if (rc != 0)
+        struct xreq *twin = x->twin;
+        xreq_end(n, j, x);
+        if (rc == 0)
+            rc = store_fetch_chunk_end(j->f, &x->w); /* frees what it held either way */
+        else
             store_fetch_chunk_drop(&x->w);
-        else if ((rc = store_fetch_chunk_end(j->f, &x->w)) == 0) {
+        /* the peer's code (a stall, not-found, a size overrun from on_data) or the check's */
+        if (rc == 0) {
             n->st.chunks_fetched++;
             n->st.bytes_fetched += x->w.got;
+            if (twin && x->hedge) {
+                n->st.hedges_won++;
+                link_ban(twin->k, "slow: another peer sent a chunk first");
+            }
+            if (twin)
+                xreq_withdraw(n, j, twin);
         } else if (rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE) {
             n->st.bad_chunks++;
             link_ban(k, "sent a chunk that does not match the index");
@@ -1262,7 +1399,12 @@ static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)
         } else if (rc == AFSP_E_NOTFOUND) {
             job_exclude(j, k); /* this peer lacks the layer: not asked again for it */
         }
-    } else if (rc == 0) {
+        free(x);
+        return;
+    }
+    j->nreq--;
+    n->requesting--;
+    if (rc == 0) {
         n->st.blobs_fetched++;
         if (!j->done)
             job_finish(n, j, 0);
@@ -1292,6 +1434,64 @@ static void job_exhausted(struct node *n, struct job *j)
     }
     if (!pc_waiting(n, providers(n, j->digest, false)))
         job_finish(n, j, AFSP_E_NOTFOUND);
+}
+
+/* Asks link k for chunk i of job j (the second time, if twin is the first request). Returns 0,
+ * or -1 if its window is full or memory ran out. */
+static int chunk_request(struct node *n, struct job *j, struct link *k, uint32_t i,
+                         struct xreq *twin)
+{
+    struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
+    uint64_t coff;
+    uint32_t clen;
+    memcpy(m.digest, j->digest, DIGEST_LEN);
+    store_fetch_chunk(j->f, i, &coff, &clen);
+    struct xreq *x = calloc(1, sizeof *x);
+    if (!x)
+        return -1;
+    x->j = j;
+    x->chunk = i;
+    x->k = k;
+    x->last = now_ms(n);
+    store_fetch_chunk_begin(j->f, i, &x->w);
+    if (p2p_peer_request(k->p, &m, clen, x) < 0) {
+        free(x);
+        return -1;
+    }
+    j->nreq++;
+    requesting_inc(n);
+    j->inflight_bytes += clen;
+    x->next = j->reqs;
+    if (j->reqs)
+        j->reqs->prev = x;
+    j->reqs = x;
+    if (twin) {
+        x->twin = twin;
+        x->hedge = true;
+        twin->twin = x;
+        j->nhedged++;
+        n->st.hedges++;
+    }
+    return 0;
+}
+
+/* A chunk request that got no byte for HEDGE_MS goes to a second usable link too (up to
+ * HEDGE_MAX of a job at once): whichever answer comes first is kept, the other cancelled, and a
+ * peer beaten this way is banned (not given new requests for a while). The requests still on a
+ * banned peer go to another link at once. A peer that stops answering costs a reader about
+ * HEDGE_MS, not the stall timeout. */
+static void job_hedge(struct node *n, struct job *j, struct link **use, size_t nuse, uint64_t now)
+{
+    for (struct xreq *x = j->reqs; x && nuse; x = x->next) {
+        bool banned = x->k->ban_until > now;
+        if (x->twin || (!banned && (now - x->last < HEDGE_MS || j->nhedged >= HEDGE_MAX)))
+            continue;
+        for (size_t u = 0; u < nuse; u++) {
+            struct link *k = use[(j->turn + u) % nuse];
+            if (k != x->k && chunk_request(n, j, k, x->chunk, x) == 0)
+                break; /* the new request went in front of x: the walk goes on after x */
+        }
+    }
 }
 
 /* Moves job j on: a blob or an index goes to the next peer not yet asked; chunks go to every
@@ -1353,33 +1553,23 @@ static void job_step(struct node *n, struct job *j)
          nuse && full < nuse && i <= j->last && j->inflight_bytes < JOB_INFLIGHT_MAX; i++) {
         if (store_fetch_has(j->f, i) || (j->inflight[i / 8] >> (i % 8) & 1))
             continue;
-        struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
-        uint64_t coff;
-        uint32_t clen;
-        memcpy(m.digest, j->digest, DIGEST_LEN);
-        store_fetch_chunk(j->f, i, &coff, &clen);
         for (full = 0; full < nuse; full++) {
-            struct link *k = use[j->turn++ % nuse];
-            struct xreq *x = calloc(1, sizeof *x);
-            if (!x)
-                return;
-            x->j = j;
-            x->chunk = i;
-            store_fetch_chunk_begin(j->f, i, &x->w);
-            if (p2p_peer_request(k->p, &m, clen, x) == 0) {
-                j->nreq++;
-                requesting_inc(n);
-                j->inflight_bytes += clen;
+            if (chunk_request(n, j, use[j->turn++ % nuse], i, NULL) == 0) {
                 j->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
                 break;
             }
-            free(x); /* this link's window is full: the next one */
         }
     }
+    job_hedge(n, j, use, nuse, now);
     for (size_t u = 0; u < nuse; u++)
         link_flush(use[u]);
     if (!nuse && j->nreq == 0)
         job_exhausted(n, j);
+}
+
+static void on_jobs_timer(uv_timer_t *t)
+{
+    jobs_dispatch(t->data);
 }
 
 static void jobs_dispatch(struct node *n)
@@ -1392,6 +1582,10 @@ static void jobs_dispatch(struct node *n)
     pthread_mutex_unlock(&n->mu);
     for (struct job *j = list; j; j = j->next)
         job_step(n, j);
+    if (list && !uv_is_active((uv_handle_t *)&n->jobs_timer))
+        uv_timer_start(&n->jobs_timer, on_jobs_timer, JOBS_TICK_MS, JOBS_TICK_MS);
+    else if (!list)
+        uv_timer_stop(&n->jobs_timer);
     /* Release the threads whose jobs are done and have nothing in flight. */
     pthread_mutex_lock(&n->mu);
     for (struct job **pp = &n->jobs; *pp;) {
@@ -1467,12 +1661,15 @@ struct ctl_client {
     struct node *n;
     struct buf in;
     struct pull_task *task;
+    struct dht_lookup *lookup; /* a "providers" request's */
     bool answered;
 };
 
 static void on_ctl_closed(uv_handle_t *h)
 {
     struct ctl_client *c = h->data;
+    if (c->lookup) /* closed with the loop (the node stops): the lookup must not answer it */
+        dht_lookup_cancel(c->lookup);
     buf_release(&c->in);
     free(c);
 }
@@ -1481,6 +1678,10 @@ static void ctl_close(struct ctl_client *c)
 {
     if (c->task)
         c->task->c = NULL; /* its pull goes on; no one hears the end */
+    if (c->lookup) {
+        dht_lookup_cancel(c->lookup);
+        c->lookup = NULL;
+    }
     if (!uv_is_closing((uv_handle_t *)&c->pipe))
         uv_close((uv_handle_t *)&c->pipe, on_ctl_closed);
 }
@@ -1560,7 +1761,8 @@ static json_t *stats_json(struct node *n)
                               (json_int_t)u.reserved, "limit", (json_int_t)u.limit, "layers",
                               (json_int_t)u.nlayers, "images", (json_int_t)u.nimages);
     json_t *c = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:I, s:I}",
         "chunks_served", (json_int_t)n->st.chunks_served, "bytes_served",
         (json_int_t)n->st.bytes_served, "chunks_fetched", (json_int_t)n->st.chunks_fetched,
         "bytes_fetched", (json_int_t)n->st.bytes_fetched, "blobs_fetched",
@@ -1571,7 +1773,9 @@ static json_t *stats_json(struct node *n)
         (json_int_t)n->st.pulls_failed, "fetches", (json_int_t)n->st.fetches, "fetches_failed",
         (json_int_t)n->st.fetches_failed, "registry_fetches", (json_int_t)n->st.registry_fetches,
         "serving_peak", (json_int_t)n->st.serving_peak, "requests_peak",
-        (json_int_t)n->st.requests_peak);
+        (json_int_t)n->st.requests_peak, "links_idle_closed", (json_int_t)n->st.links_idle_closed,
+        "links_refused", (json_int_t)n->st.links_refused, "hedges", (json_int_t)n->st.hedges,
+        "hedges_won", (json_int_t)n->st.hedges_won);
     struct dht_stats ds;
     dht_stats_get(n->dht, &ds);
     json_t *dht = json_pack(
@@ -1702,6 +1906,48 @@ static void ctl_task(struct ctl_client *c, json_t *req, bool fetch)
     n->running = t;
 }
 
+static void on_ctl_providers(void *arg, int rc, const struct dht_result *r)
+{
+    struct ctl_client *c = arg;
+    c->lookup = NULL;
+    if (rc < 0) {
+        ctl_answer(c, error_answer("the lookup failed: %s", err_str(rc)));
+        return;
+    }
+    json_t *a = json_array();
+    char id[2 * P2P_ID_LEN + 1], addr[64];
+    for (size_t i = 0; i < r->nproviders; i++)
+        json_array_append_new(a, json_pack("{s:s, s:s}", "id",
+                                           hex_fmt(r->providers[i].id, P2P_ID_LEN, id), "address",
+                                           dht_addr_fmt(&r->providers[i].addr, addr, sizeof addr)));
+    json_t *lk =
+        json_pack("{s:I, s:I, s:I, s:I}", "ms", (json_int_t)r->ms, "hops", (json_int_t)r->hops,
+                  "messages", (json_int_t)r->messages, "closest", (json_int_t)r->nclosest);
+    ctl_answer(c, json_pack("{s:b, s:o, s:o}", "ok", 1, "providers", a, "lookup", lk));
+}
+
+/* {"cmd": "providers", "digest": D}: a full provider lookup, answered when it ends. */
+static void ctl_providers(struct ctl_client *c, json_t *req)
+{
+    struct node *n = c->n;
+    uint8_t d[DIGEST_LEN];
+    const char *text = json_string_value(json_object_get(req, "digest"));
+    if (!text || digest_parse(text, d) < 0) {
+        ctl_answer(c, error_answer("bad digest"));
+        return;
+    }
+    n->st.provider_lookups++;
+    int rc = dht_find_providers(n->dht, d, 0, on_ctl_providers, c, now_ms(n), &c->lookup);
+    if (rc < 0) {
+        c->lookup = NULL;
+        ctl_answer(c, error_answer("cannot look up: %s", rc == -EHOSTUNREACH
+                                                             ? "no node of the cluster is known yet"
+                                                             : err_str(rc)));
+        return;
+    }
+    dht_mark(n);
+}
+
 static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct ctl_client *c = s->data;
@@ -1734,6 +1980,8 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         ctl_answer(c, json_pack("{s:b}", "ok", 1));
     } else if (!strcmp(cmd, "stats"))
         ctl_answer(c, json_pack("{s:b, s:o}", "ok", 1, "stats", stats_json(c->n)));
+    else if (!strcmp(cmd, "providers"))
+        ctl_providers(c, req);
     else if (!strcmp(cmd, "pull"))
         ctl_task(c, req, false);
     else if (!strcmp(cmd, "fetch"))
@@ -1873,6 +2121,8 @@ static void node_stop(struct node *n, const char *why)
     uv_close((uv_handle_t *)&n->sigint, NULL);
     uv_close((uv_handle_t *)&n->dht_timer, NULL);
     uv_close((uv_handle_t *)&n->reconcile, NULL);
+    uv_close((uv_handle_t *)&n->jobs_timer, NULL);
+    uv_close((uv_handle_t *)&n->idle_timer, NULL);
     uv_close((uv_handle_t *)&n->dht_idle, NULL);
     wake_close_if_idle(n);
 }
@@ -1959,11 +2209,31 @@ static int node_keys(struct node *n, const char *key_file)
     return rc < 0 ? err_ctx(rc, "cluster key %s", path) : 0;
 }
 
+/* How many links the node keeps at once: LINKS_MAX, or fewer when the descriptor limit (raised
+ * to its hard limit first) leaves less room. */
+static size_t links_max(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 256;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = {rl.rlim_max, rl.rlim_max};
+        if (up.rlim_cur > LINKS_MAX + LINKS_FD_SPARE)
+            up.rlim_cur = LINKS_MAX + LINKS_FD_SPARE;
+        if (up.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl.rlim_cur = up.rlim_cur;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= LINKS_MAX + LINKS_FD_SPARE)
+        return LINKS_MAX;
+    return rl.rlim_cur > 2 * LINKS_FD_SPARE ? rl.rlim_cur - LINKS_FD_SPARE : rl.rlim_cur / 2;
+}
+
 int cmd_node(int argc, char **argv)
 {
     const char *listen = "0.0.0.0:" CTL_DEFAULT_PORT_STR, *key_file = NULL, *v, *arg;
     const char *seeds[NODE_MAX_SEEDS];
     size_t nseeds = 0;
+    uint64_t idle_s = LINK_IDLE_S;
     struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
     int r, rc;
     while ((r = cmd_next(&it, &arg)) > 0) {
@@ -1971,7 +2241,14 @@ int cmd_node(int argc, char **argv)
             listen = v;
         else if ((v = cmd_value(&it, "--cluster-key-file")))
             key_file = v;
-        else if ((v = cmd_value(&it, "--seed"))) {
+        else if ((v = cmd_value(&it, "--idle-timeout"))) {
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(v, &end, 10);
+            if (!*v || *end || errno || x > 86400ull * 365 || v[0] == '-')
+                return cmd_usage_error(&cmd_node_def, "bad --idle-timeout %s (seconds)", v);
+            idle_s = x;
+        } else if ((v = cmd_value(&it, "--seed"))) {
             if (nseeds == NODE_MAX_SEEDS)
                 return cmd_usage_error(&cmd_node_def, "at most %d --seed", NODE_MAX_SEEDS);
             seeds[nseeds++] = v;
@@ -1992,9 +2269,15 @@ int cmd_node(int argc, char **argv)
     pthread_cond_init(&n->cv, NULL);
     n->started = time_now_ns();
     n->peers = (struct pull_peers){n, peers_get_blob, peers_get_index, peers_get_chunks};
+    n->idle_ms = idle_s * 1000;
+    n->links_max = links_max();
     int status = 1;
     bool loop_ok = false;
     struct sockaddr_storage la;
+    if (!(n->rbuf = malloc(LINK_RBUF))) {
+        die("out of memory");
+        goto out;
+    }
     if (open_store(&n->s, false))
         goto out;
     if ((rc = node_keys(n, key_file)) < 0) {
@@ -2031,8 +2314,11 @@ int cmd_node(int argc, char **argv)
     }
     uv_timer_init(&n->loop, &n->dht_timer);
     uv_timer_init(&n->loop, &n->reconcile);
+    uv_timer_init(&n->loop, &n->jobs_timer);
+    uv_timer_init(&n->loop, &n->idle_timer);
     uv_idle_init(&n->loop, &n->dht_idle);
-    n->dht_timer.data = n->reconcile.data = n->dht_idle.data = n;
+    n->dht_timer.data = n->reconcile.data = n->dht_idle.data = n->jobs_timer.data =
+        n->idle_timer.data = n;
     if ((rc = ctl_listen(n)) < 0) {
         die("%s", err_msg(rc));
         goto out;
@@ -2066,9 +2352,16 @@ int cmd_node(int argc, char **argv)
     store_set_evict_hook(n->s, on_evict, n);
     node_reconcile(n);
     uv_timer_start(&n->reconcile, on_reconcile_timer, RECONCILE_MS, RECONCILE_MS);
+    if (n->idle_ms) { /* links are looked at four times per timeout, at most every 10 s */
+        uint64_t every = n->idle_ms / 4 < 250     ? 250
+                         : n->idle_ms / 4 > 10000 ? 10000
+                                                  : n->idle_ms / 4;
+        uv_timer_start(&n->idle_timer, on_idle_timer, every, every);
+    }
     char id[2 * P2P_ID_LEN + 1];
-    log_warn("event=started id=%s listen=%s seeds=%zu data=%s", hex_fmt(n->id.id, P2P_ID_LEN, id),
-             n->listening ? listen : "-", n->nseeds, data_dir());
+    log_warn("event=started id=%s listen=%s seeds=%zu links_max=%zu data=%s",
+             hex_fmt(n->id.id, P2P_ID_LEN, id), n->listening ? listen : "-", n->nseeds,
+             n->links_max, data_dir());
     uv_run(&n->loop, UV_RUN_DEFAULT);
     status = 0; /* the loop ends once the last pull thread is joined (on_wake) */
     log_warn("event=stopped");
@@ -2088,6 +2381,7 @@ out:
     sodium_memzero(n->ckey, sizeof n->ckey);
     pthread_mutex_destroy(&n->mu);
     pthread_cond_destroy(&n->cv);
+    free(n->rbuf);
     free(n);
     return status;
 }

@@ -62,8 +62,8 @@ int cmd_providers(int argc, char **argv)
         json_array_foreach(provs, i, p)
             printf("%-64s  %s\n", json_string_value(json_object_get(p, "id")),
                    json_string_value(json_object_get(p, "address")));
-        fprintf(stderr, "%zu provider(s); lookup %" PRId64 " ms, %" PRId64 " hops, %" PRId64
-                        " messages\n",
+        fprintf(stderr,
+                "%zu provider(s); lookup %" PRId64 " ms, %" PRId64 " hops, %" PRId64 " messages\n",
                 json_array_size(provs), (int64_t)json_integer_value(json_object_get(lk, "ms")),
                 (int64_t)json_integer_value(json_object_get(lk, "hops")),
                 (int64_t)json_integer_value(json_object_get(lk, "messages")));

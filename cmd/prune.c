@@ -54,7 +54,9 @@ int cmd_prune(int argc, char **argv)
     /* a node on this data directory stops announcing and serving what went */
     int fd = ctl_connect();
     if (fd >= 0) {
-        json_t *ans = ctl_exchange(fd, json_pack("{s:s}", "cmd", "reconcile"), "tell the node");
+        json_t *req = json_pack("{s:s}", "cmd", "reconcile");
+        json_t *ans = ctl_exchange(fd, req, "tell the node");
+        json_decref(req);
         if (!ans)
             return 1;
         json_decref(ans);

@@ -44,7 +44,8 @@ struct p2p_peer {
     uint32_t nreqs;
     struct answer ans[P2P_SERVING_MAX];
     uint32_t nans, rr; /* answers in the table; where the next pump starts (round robin) */
-    uint8_t *scratch;  /* one DATA message being built */
+    uint8_t *scratch;  /* one DATA message being built (made when first needed: a peer that only
+                        * exchanges DHT messages never does) */
     int err;
 };
 
@@ -59,11 +60,9 @@ int p2p_peer_new(struct p2p_peer **out, const struct p2p_peer_cfg *cfg)
     p->stall_ms = cfg->stall_ms ? cfg->stall_ms : P2P_STALL_MS;
     p->now = cfg->conn.now_ms;
     p->reqs = calloc(p->window, sizeof *p->reqs);
-    p->scratch = malloc(P2P_DATA_HDR + P2P_DATA_MAX);
-    int rc = p->reqs && p->scratch ? p2p_conn_new(&p->conn, &cfg->conn) : -ENOMEM;
+    int rc = p->reqs ? p2p_conn_new(&p->conn, &cfg->conn) : -ENOMEM;
     if (rc < 0) {
         free(p->reqs);
-        free(p->scratch);
         free(p);
         return rc;
     }
@@ -247,12 +246,23 @@ int p2p_peer_answer_error(struct p2p_peer *p, uint32_t id, enum p2p_err_code cod
     return send_msg(p, &m);
 }
 
+/* The buffer for one DATA or HAVE_REPLY message, or NULL (the connection failed with
+ * -ENOMEM). */
+static uint8_t *scratch(struct p2p_peer *p)
+{
+    if (!p->scratch && !(p->scratch = malloc(P2P_DATA_HDR + P2P_DATA_MAX)))
+        peer_fail(p, -ENOMEM);
+    return p->scratch;
+}
+
 int p2p_peer_answer_have(struct p2p_peer *p, uint32_t id, uint32_t nchunks, const uint8_t *bitmap)
 {
     struct answer *a = answer_take(p, id);
     if (!a)
         return p->err;
     answer_end(p, a);
+    if (!scratch(p))
+        return p->err;
     struct p2p_msg m = {.type = P2P_HAVE_REPLY, .id = id, .nchunks = nchunks, .data = bitmap};
     size_t n;
     int rc = p2p_msg_encode(&m, p->scratch, P2P_DATA_HDR + P2P_DATA_MAX, &n);
@@ -296,6 +306,8 @@ int p2p_peer_pump(struct p2p_peer *p, size_t budget)
         }
         if (!a)
             break; /* every answer waits for its owner */
+        if (!scratch(p))
+            return p->err;
         p->rr = (uint32_t)(a - p->ans + 1) % P2P_SERVING_MAX;
         uint64_t n = a->end - a->next;
         if (n > P2P_DATA_MAX)

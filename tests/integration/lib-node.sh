@@ -38,6 +38,8 @@ dht() {
         "$PY" -c 'import json,sys; print(json.load(sys.stdin)["stats"]["dht"][sys.argv[1]])' "$2"
 }
 
+dht_at_least() { (($(dht "$1" "$2") >= $3)); } # DATA FIELD N
+
 chunks() {
     "$AFSP_BIN" --data "$1" layers --json | "$PY" -c 'import json,sys
 l = json.load(sys.stdin); print(sum(x["chunksPresent"] for x in l), sum(x["chunks"] for x in l))'
