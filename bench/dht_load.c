@@ -162,8 +162,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     bool was = p2p_conn_established(p2p_peer_conn(f->p));
     if (p2p_peer_input(f->p, (const uint8_t *)b->base, (size_t)nread, uv_now(loop), &used) < 0 ||
         used != (size_t)nread) {
-        fprintf(stderr, "dht_load: peer %d: %s\n", (int)(f - fakes),
-                err_str(p2p_peer_error(f->p)));
+        fprintf(stderr, "dht_load: peer %d: %s\n", (int)(f - fakes), err_str(p2p_peer_error(f->p)));
         f->closed = true;
         uv_read_stop(s);
         return;
@@ -193,7 +192,8 @@ static void fake_start(int i)
     uint8_t seed[32];
     randombytes_buf(seed, sizeof seed);
     uint64_t now = uv_now(loop);
-    struct p2p_peer_cfg cfg = {.conn = {true, &f->id, ckey, rng, NULL, now, 0}, .ops = &ops, .arg = f};
+    struct p2p_peer_cfg cfg = {
+        .conn = {true, &f->id, ckey, rng, NULL, now, 0}, .ops = &ops, .arg = f};
     struct dht_cfg dc = {.id = f->id.id, .rng = rng, .now_ms = now};
     if (p2p_identity_from_seed(&f->id, seed) < 0 || p2p_peer_new(&f->p, &cfg) < 0 ||
         dht_new(&f->d, &dc) < 0)

@@ -25,8 +25,14 @@
 #           against bench/tcp_copy (the same bytes over TCP into a file, and the same with the
 #           receiver hashing them) and `skopeo copy` from the registry; CPU of each side. Then
 #           20 nodes pull the layer from one node at once: errors, concurrency, peak RSS.
+#   cold    node A pulls the python image; a new node with an empty data directory, seeded with
+#           A, runs `afsp mount` + `chroot DIR python3 -c 'import json'` (everything through the
+#           DHT and A), vs `skopeo copy` + `umoci unpack` + the same; the bytes the new node's
+#           links took in.
 #   dht     bench/dht_hops: lookups among 200, 1,000 and 5,000 in-process DHT cores (sim/):
 #           hops, messages, virtual latency and exactness per lookup, at alpha 1, 2, 3 and 5.
+#           Then 50 daemons on loopback: `afsp providers` lookups, ms, hops and messages; and
+#           one node that bench/dht_load's 1,000 peers announce 10,000 records to: its RSS.
 #
 # Page caches are not dropped (not reliably possible here, and not what a node sees): every
 # input is read once before it is timed, and `sync` runs before each timed command so no run
@@ -34,7 +40,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer dht"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -50,7 +56,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer dht}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -576,6 +582,93 @@ bench_dht() {
     } >>"$SUMMARY"
 }
 
+# lookups through 50 daemons on loopback, each seeded with one earlier node: `afsp providers`
+# (a full lookup, to the k closest) of random digests from random nodes
+bench_dht_cluster() {
+    . "$SRC/tests/integration/lib-node.sh"
+    local N=50 L=300 i ports=() dirs=() pids=()
+    for ((i = 0; i < N; i++)); do
+        ports[i]=$(free_port)
+        dirs[i]=$TEST_TMPDIR/dht$i
+        if ((i == 0)); then start_node "dht$i" "${dirs[i]}" "${ports[i]}"; else
+            start_node "dht$i" "${dirs[i]}" "${ports[i]}" "${ports[RANDOM % i]}"
+        fi
+        pids[i]=$BG_PID
+    done
+    # every node knows at least 20 others (a full bucket's worth) before the first lookup
+    for ((i = 0; i < N; i++)); do wait_until 60 dht_at_least "${dirs[i]}" contacts 20; done
+    local out=$TEST_TMPDIR/dht_cluster.txt
+    : >"$out"
+    for ((i = 0; i < L; i++)); do
+        "$AFSP_BIN" --data "${dirs[RANDOM % N]}" providers --json \
+            "sha256:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" |
+            "$PY" -c 'import json,sys; l = json.load(sys.stdin)["lookup"]
+print(l["ms"], l["hops"], l["messages"], l["closest"])' >>"$out"
+    done
+    local rss=0 x
+    for ((i = 0; i < N; i++)); do
+        x=$(awk '/^VmRSS/ { print $2 }' "/proc/${pids[i]}/status")
+        ((x > rss)) && rss=$x
+    done
+    pct() { sort -g | awk -v p="$1" '{ a[NR] = $1 } END { i = int(NR * p / 100 + 0.5); if (i < 1) i = 1; print a[i] }'; }
+    local ms50 ms99 h50 h99 m50 m99 full
+    ms50=$(cut -d' ' -f1 "$out" | pct 50) ms99=$(cut -d' ' -f1 "$out" | pct 99)
+    h50=$(cut -d' ' -f2 "$out" | pct 50) h99=$(cut -d' ' -f2 "$out" | pct 99)
+    m50=$(cut -d' ' -f3 "$out" | pct 50) m99=$(cut -d' ' -f3 "$out" | pct 99)
+    full=$(awk '$4 >= 20 { n++ } END { print n + 0 }' "$out")
+    log "50 daemons: lookup ms p50 $ms50 p99 $ms99, hops $h50/$h99, messages $m50/$m99, $full of $L reached 20 nodes"
+    {
+        echo "### DHT lookups among $N daemons on loopback (\`afsp providers\` of random digests, $L lookups, alpha 3)"
+        echo
+        echo "| | p50 | p99 |"
+        echo "|---|---|---|"
+        echo "| lookup, ms (the node's clock, 1 ms steps) | $ms50 | $ms99 |"
+        echo "| hops | $h50 | $h99 |"
+        echo "| messages (requests sent) | $m50 | $m99 |"
+        echo
+        echo "$full of $L lookups ended with answers from 20 nodes (k); the largest daemon RSS was $((rss / 1024)) MiB."
+        echo
+    } >>"$SUMMARY"
+    for ((i = 0; i < N; i++)); do kill_bg "${pids[i]}"; done
+}
+
+# one node that 1,000 DHT peers (bench/dht_load: real cores and connections, one process)
+# connect to and announce 10 keys each to: its RSS, against the same node idle
+bench_dht_memory() {
+    . "$SRC/tests/integration/lib-node.sh"
+    local d=$TEST_TMPDIR/dhtmem port pid idle peers=1000 recs=10
+    port=$(free_port)
+    start_node dhtmem "$d" "$port"
+    pid=$BG_PID
+    wait_until 15 test -S "$d/afsp.sock"
+    "$AFSP_BIN" --data "$d" stats >/dev/null
+    idle=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+    start_bg dht_load "$AFSP_BENCH_BIN/dht_load" "127.0.0.1:$port" "$TEST_TMPDIR/cluster.key" $peers $recs
+    local lpid=$BG_PID
+    wait_until 120 dht_at_least "$d" records $((peers * recs))
+    wait_until 60 has_peers "$d" $peers
+    local st rss hwm
+    st=$("$AFSP_BIN" --data "$d" stats --json | "$PY" -c 'import json,sys; s = json.load(sys.stdin)["stats"]; d = s["dht"]
+print(s["peers"], d["contacts"], d["replacements"], d["keys"], d["records"])')
+    rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+    hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+    read -r np nc nr nk nrec <<<"$st"
+    log "node with $np peers, $nc contacts + $nr replacements, $nrec records on $nk keys: RSS $rss kB (peak $hwm kB), idle $idle kB"
+    {
+        echo "### Node memory with $peers DHT peers and $((peers * recs)) provider records (bench/dht_load)"
+        echo
+        echo "| | RSS MiB |"
+        echo "|---|---|"
+        echo "| the node idle (no peer, no record) | $(awk -v k="$idle" 'BEGIN { printf "%.1f", k / 1024 }') |"
+        echo "| with $np peers connected, $nrec records on $nk keys | **$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')** (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }'); target 64) |"
+        echo
+        echo "Its routing table held $nc contacts and $nr replacements: Kademlia keeps k = 20 per distance bucket, so 1,000 random IDs fill about 11 buckets; every peer had a live, authenticated connection and an entry in the DHT's per-peer rate table."
+        echo
+    } >>"$SUMMARY"
+    kill_bg "$lpid"
+    kill_bg "$pid"
+}
+
 bench_p2p() {
     log "p2p_frames (bench/p2p_frames.c)"
     "$AFSP_BENCH_BIN/p2p_frames" | tee "$TEST_TMPDIR/p2p.txt"
@@ -736,6 +829,80 @@ bench_peer() {
     for ((i = 0; i < 20; i++)); do kill_bg "${pids[i]}"; done
 }
 
+# ---------------------------------------------------------------------------------------------
+# cold: a node holding nothing starts python3 from an image another node holds
+
+# link_bytes_in DATA: bytes the node received over all its peer links so far
+link_bytes_in() {
+    "$AFSP_BIN" --data "$1" peers --json | "$PY" -c 'import json,sys
+print(sum(p["bytes_in"] for p in json.load(sys.stdin)["peers"]))'
+}
+
+bench_cold() {
+    require skopeo umoci docker-registry
+    . "$SRC/tests/integration/lib-node.sh"
+    [ -n "${REGISTRY:-}" ] || start_registry
+    local ref=$REGISTRY/bench/cold oci=$TEST_TMPDIR/cold.oci A=$TEST_TMPDIR/coldA mnt=$TEST_TMPDIR/coldmnt
+    cp -a "$OCI" "$oci"
+    push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
+    local dg=$PUSHED_DIGEST pa
+    rm -rf "$oci"
+    pa=$(free_port)
+    start_node coldA "$A" "$pa"
+    local pida=$BG_PID
+    "$AFSP_BIN" --data "$A" pull "$ref@$dg" >/dev/null
+    local img
+    img=$("$AFSP_BIN" --data "$A" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
+    mkdir -p "$mnt"
+    on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
+    local r t A_T=() S_T=() BYTES=() b=0
+    m_afsp() {
+        local B=$TEST_TMPDIR/coldB$r pb pidb
+        pb=$(free_port)
+        start_node "coldB$r" "$B" "$pb" "$pa"
+        pidb=$BG_PID
+        wait_until 15 dht_at_least "$B" contacts 1
+        sync
+        timed t eval "'$AFSP_BIN' --data '$B' mount '$ref@$dg' '$mnt' && chroot '$mnt' /usr/bin/python3 -c 'import json'"
+        b=$(link_bytes_in "$B")
+        (($(counter "$B" registry_fetches) == 0)) || fail "the cold node went to the registry"
+        "$AFSP_BIN" --data "$B" umount "$mnt"
+        kill_bg "$pidb"
+        rm -rf "$B"
+        ((r)) && A_T+=("$t") BYTES+=("$b")
+        return 0
+    }
+    m_skopeo() {
+        local u
+        u=$(mktemp -d "$TEST_TMPDIR/cold.XXXX")
+        sync
+        timed t eval "skopeo copy --insecure-policy --src-tls-verify=false 'docker://$ref@$dg' 'oci:$u/o:t' >/dev/null 2>&1 &&
+            umoci unpack --image '$u/o:t' '$u/b' >/dev/null 2>&1 && chroot '$u/b/rootfs' /usr/bin/python3 -c 'import json'"
+        rm -rf "$u"
+        ((r)) && S_T+=("$t")
+        return 0
+    }
+    local ta ts
+    for ((r = 0; r <= BENCH_ROUNDS; r++)); do # round 0 warms up
+        if ((r % 2)); then m_afsp; ta=$t; m_skopeo; ts=$t; else m_skopeo; ts=$t; m_afsp; ta=$t; fi
+        log "cold round $r: afsp mount from a peer + python3 ${ta}s ($b bytes in), skopeo copy + umoci unpack + python3 ${ts}s"
+    done
+    kill_bg "$pida"
+    local ma ms mb
+    ma=$(median "${A_T[@]}") ms=$(median "${S_T[@]}") mb=$(median "${BYTES[@]}")
+    {
+        echo "### Cold start from a peer: \`python3 -c 'import json'\` on a node holding nothing (median of $BENCH_ROUNDS, range)"
+        echo
+        echo "| | seconds | bytes over the network |"
+        echo "|---|---|---|"
+        echo "| \`afsp mount\` (image held by another node; manifest, config, index and chunks found through the DHT) + chroot python3 | **$ma** ($(minmax "${A_T[@]}")) | $(awk -v b="$mb" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
+        echo "| \`skopeo copy\` from the registry + \`umoci unpack\` + chroot python3 | $ms ($(minmax "${S_T[@]}")) | $(awk -v b="$img" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
+        echo
+        echo "afsp is **$(ratio "$ms" "$ma")x** faster (target: 10x). The new node's links took in $(awk -v b="$mb" 'BEGIN { printf "%.1f", b / 1e6 }') MB (handshakes, DHT, frames, the layer's index and its chunks): **$(awk -v b="$mb" -v i="$ROOTFS_BYTES" 'BEGIN { printf "%.1f", 100 * b / i }')%** of the image's $((ROOTFS_BYTES / 1000000)) MB of files (the measure of the mount part's decoded bytes), **$(awk -v b="$mb" -v i="$img" 'BEGIN { printf "%.1f", 100 * b / i }')%** of its $(awk -v b="$img" 'BEGIN { printf "%.1f", b / 1e6 }') MB gzip layer (target: 10%). Each round starts a new node with an empty data directory, seeded with the holder; the registry was never asked."
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
@@ -743,7 +910,10 @@ wants store && bench_store
 wants mount && bench_mount
 wants p2p && bench_p2p
 wants peer && bench_peer
+wants cold && bench_cold
 wants dht && bench_dht
+wants dht && bench_dht_cluster
+wants dht && bench_dht_memory
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})) && type -P perf >/dev/null; then profile_ingest; fi ;;
