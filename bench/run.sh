@@ -842,17 +842,17 @@ bench_cold() {
     require skopeo umoci docker-registry
     . "$SRC/tests/integration/lib-node.sh"
     [ -n "${REGISTRY:-}" ] || start_registry
-    local ref=$REGISTRY/bench/cold oci=$TEST_TMPDIR/cold.oci A=$TEST_TMPDIR/coldA mnt=$TEST_TMPDIR/coldmnt
+    local ref=$REGISTRY/bench/cold oci=$TEST_TMPDIR/cold.oci H=$TEST_TMPDIR/coldA mnt=$TEST_TMPDIR/coldmnt
     cp -a "$OCI" "$oci"
     push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
     local dg=$PUSHED_DIGEST pa
     rm -rf "$oci"
     pa=$(free_port)
-    start_node coldA "$A" "$pa"
+    start_node coldA "$H" "$pa"
     local pida=$BG_PID
-    "$AFSP_BIN" --data "$A" pull "$ref@$dg" >/dev/null
+    "$AFSP_BIN" --data "$H" pull "$ref@$dg" >/dev/null
     local img
-    img=$("$AFSP_BIN" --data "$A" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
+    img=$("$AFSP_BIN" --data "$H" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
     mkdir -p "$mnt"
     on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
     local r t A_T=() S_T=() BYTES=() b=0

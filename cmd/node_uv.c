@@ -1582,7 +1582,7 @@ static void jobs_dispatch(struct node *n)
     pthread_mutex_unlock(&n->mu);
     for (struct job *j = list; j; j = j->next)
         job_step(n, j);
-    if (list && !uv_is_active((uv_handle_t *)&n->jobs_timer))
+    if (list && !n->stopping && !uv_is_active((uv_handle_t *)&n->jobs_timer))
         uv_timer_start(&n->jobs_timer, on_jobs_timer, JOBS_TICK_MS, JOBS_TICK_MS);
     else if (!list)
         uv_timer_stop(&n->jobs_timer);
