@@ -71,6 +71,9 @@ int json_only_args(const struct command *c, int argc, char **argv, int *json);
  * already printed). */
 int listing_start(const struct command *c, int argc, char **argv, int *json, struct store **s);
 
+/* Prints v on stdout, indented, keys in the order they were added, and a newline; consumes v. */
+struct json_t;
+void json_print(struct json_t *v);
 /* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
 char *time_fmt(uint64_t ns, char *out);
 

@@ -45,9 +45,7 @@ int cmd_images(int argc, char **argv)
                              (json_int_t)v[i].nlayers_present, "size", (json_int_t)v[i].size,
                              "pulled", time_fmt(v[i].pulled_ns, t)));
         }
-        json_dumpf(a, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(a);
+        json_print(a);
     } else {
         printf("%-50s %-19s %-14s %-7s %s\n", "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE");
         for (size_t i = 0; i < n; i++) {

@@ -44,9 +44,7 @@ int cmd_layers(int argc, char **argv)
                                (json_int_t)v[i].chunks_present, "files", (json_int_t)v[i].nfiles,
                                "storedBytes", (json_int_t)v[i].stored_bytes, "complete",
                                v[i].complete, "lastAccess", time_fmt(v[i].last_access_ns, t)));
-        json_dumpf(arr, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(arr);
+        json_print(arr);
     } else {
         printf("%-19s %-10s %-10s %-9s %-45s %s\n", "DIGEST", "SIZE", "UNPACKED", "CHUNKS",
                "MEDIA TYPE", "LAST ACCESS");

@@ -5,6 +5,7 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +195,13 @@ int open_store(struct store **s, bool readonly)
     if (rc < 0)
         return die("cannot open the store in %s: %s", o.dir, err_msg(rc));
     return 0;
+}
+
+void json_print(json_t *v)
+{
+    json_dumpf(v, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    putchar('\n');
+    json_decref(v);
 }
 
 int json_only_args(const struct command *c, int argc, char **argv, int *json)

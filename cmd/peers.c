@@ -31,10 +31,7 @@ int cmd_peers(int argc, char **argv)
         return 1;
     json_t *peers = json_object_get(ans, "peers");
     if (json) {
-        json_t *out = json_pack("{s:O}", "peers", peers ? peers : json_array());
-        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("\n");
-        json_decref(out);
+        json_print(json_pack("{s:O}", "peers", peers ? peers : json_array()));
     } else {
         size_t i;
         json_t *p;

@@ -50,11 +50,8 @@ int cmd_providers(int argc, char **argv)
         return 1;
     json_t *provs = json_object_get(ans, "providers"), *lk = json_object_get(ans, "lookup");
     if (json) {
-        json_t *out = json_pack("{s:O, s:O}", "providers", provs ? provs : json_array(), "lookup",
-                                lk ? lk : json_object());
-        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("\n");
-        json_decref(out);
+        json_print(json_pack("{s:O, s:O}", "providers", provs ? provs : json_array(), "lookup",
+                             lk ? lk : json_object()));
     } else {
         size_t i;
         json_t *p;

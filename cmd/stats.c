@@ -31,10 +31,7 @@ int cmd_stats(int argc, char **argv)
         return 1;
     json_t *st = json_object_get(ans, "stats");
     if (json) {
-        json_t *out = json_pack("{s:O}", "stats", st ? st : json_object());
-        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("\n");
-        json_decref(out);
+        json_print(json_pack("{s:O}", "stats", st ? st : json_object()));
     } else {
         json_t *s = json_object_get(st, "store"), *c = json_object_get(st, "counters"), *v;
         const char *k;

@@ -32,12 +32,10 @@ void *idvec_find(const struct idvec *iv, const uint8_t key[static DHT_ID_LEN], s
 void *idvec_insert(struct idvec *iv, size_t pos, const uint8_t key[static DHT_ID_LEN])
 {
     if (iv->n == iv->cap) {
-        size_t cap = iv->cap ? iv->cap * 2 : 16;
-        uint8_t *v = realloc(iv->v, cap * iv->esz);
+        uint8_t *v = array_grow(iv->v, &iv->cap, iv->esz, 16);
         if (!v)
             return NULL;
         iv->v = v;
-        iv->cap = cap;
     }
     uint8_t *e = idvec_at(iv, pos);
     memmove(e + iv->esz, e, (iv->n - pos) * iv->esz);

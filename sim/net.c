@@ -37,7 +37,8 @@ struct sim {
     struct sim_cfg cfg;
     uint64_t rng, now, seq, delivered, dropped;
     struct node *nodes;
-    unsigned n, cap;
+    unsigned n;
+    size_t cap;
     struct event *heap;
     size_t nheap, heapcap;
     struct dht_out out;
@@ -75,12 +76,10 @@ static bool ev_less(const struct event *a, const struct event *b)
 static int push(struct sim *s, struct event *e)
 {
     if (s->nheap == s->heapcap) {
-        size_t cap = s->heapcap ? s->heapcap * 2 : 1024;
-        struct event *h = realloc(s->heap, cap * sizeof *h);
+        struct event *h = array_grow(s->heap, &s->heapcap, sizeof *h, 1024);
         if (!h)
             return -ENOMEM;
         s->heap = h;
-        s->heapcap = cap;
     }
     e->seq = s->seq++;
     size_t i = s->nheap++;
@@ -186,12 +185,10 @@ static int node_start(struct sim *s, unsigned i)
 int sim_node_add(struct sim *s)
 {
     if (s->n == s->cap) {
-        unsigned cap = s->cap ? s->cap * 2 : 256;
-        struct node *v = realloc(s->nodes, cap * sizeof *v);
+        struct node *v = array_grow(s->nodes, &s->cap, sizeof *v, 256);
         if (!v)
             return -ENOMEM;
         s->nodes = v;
-        s->cap = cap;
     }
     if (s->n >= (1u << 24) - 2)
         return -ENOSPC;

@@ -90,12 +90,10 @@ static int tar_out(void *arg, const uint8_t *p, size_t n)
 
 static int grow_wins(struct ingest *in)
 {
-    size_t cap = in->wins_cap ? in->wins_cap * 2 : 64;
-    struct checkpoint *w = realloc(in->wcps, cap * sizeof *w);
+    struct checkpoint *w = array_grow(in->wcps, &in->wins_cap, sizeof *w, 64);
     if (!w)
         return -ENOMEM;
     in->wcps = w;
-    in->wins_cap = cap;
     return 0;
 }
 
@@ -126,14 +124,12 @@ static void *decoder_main(void *arg)
             in->decode_err = rc;
         for (; in->cps_seen < n; in->cps_seen++) {
             if (in->ncuts == in->cuts_cap) {
-                size_t cap = in->cuts_cap ? in->cuts_cap * 2 : 64;
-                uint64_t *v = realloc(in->cuts, cap * sizeof *v);
+                uint64_t *v = array_grow(in->cuts, &in->cuts_cap, sizeof *v, 64);
                 if (!v) {
                     in->decode_err = -ENOMEM;
                     break;
                 }
                 in->cuts = v;
-                in->cuts_cap = cap;
             }
             if (in->cps_seen > 0) /* checkpoint 0 starts the first chunk */
                 in->cuts[in->ncuts++] = cps[in->cps_seen].in_bit / 8;

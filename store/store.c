@@ -323,12 +323,10 @@ static int evict_one(MDB_txn *txn, struct store *s, const uint8_t digest[static 
     if ((rc = meta_put_u64(txn, s, "used", used > r.stored ? used - r.stored : 0)) < 0)
         return rc;
     if (ev->n == ev->cap) {
-        size_t cap = ev->cap ? ev->cap * 2 : 16;
-        void *p = realloc(ev->d, cap * DIGEST_LEN);
+        void *p = array_grow(ev->d, &ev->cap, DIGEST_LEN, 16);
         if (!p)
             return -ENOMEM;
         ev->d = p;
-        ev->cap = cap;
     }
     memcpy(ev->d[ev->n++], digest, DIGEST_LEN);
     *freed += r.stored;
@@ -966,8 +964,7 @@ int store_layers_list(struct store *s, struct layer_info **out, size_t *n)
         if (k.mv_size != DIGEST_LEN || layer_rec_decode(&v, &r) < 0)
             continue;
         if (cnt == cap) {
-            cap = cap ? cap * 2 : 32;
-            void *p = realloc(vec, cap * sizeof *vec);
+            void *p = array_grow(vec, &cap, sizeof *vec, 32);
             if (!p) {
                 rc = -ENOMEM;
                 break;
@@ -1061,8 +1058,7 @@ int store_images_list(struct store *s, struct image_info **out, size_t *n)
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (cnt == cap) {
-            cap = cap ? cap * 2 : 16;
-            void *p = realloc(vec, cap * sizeof *vec);
+            void *p = array_grow(vec, &cap, sizeof *vec, 16);
             if (!p) {
                 rc = -ENOMEM;
                 break;

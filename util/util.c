@@ -162,6 +162,17 @@ char *digest_fmt(const uint8_t d[static DIGEST_LEN], char out[static DIGEST_STR_
     return out;
 }
 
+void *array_grow(void *p, size_t *cap, size_t elem, size_t first)
+{
+    size_t c = *cap ? *cap * 2 : first;
+    if (c < *cap || c > SIZE_MAX / elem)
+        return NULL;
+    void *q = realloc(p, c * elem);
+    if (q)
+        *cap = c;
+    return q;
+}
+
 int buf_reserve(struct buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)

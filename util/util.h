@@ -119,7 +119,11 @@ char *digest_fmt(const uint8_t d[static DIGEST_LEN], char out[static DIGEST_STR_
 /* Writes the 64 hex characters and a NUL. */
 char *hex_fmt(const uint8_t *p, size_t n, char *out);
 
-/* ---- growable buffer ---------------------------------------------------------------------- */
+/* ---- growable arrays and buffers ---------------------------------------------------------- */
+/* Array p of *cap elements of elem bytes, full: returns it reallocated to twice the elements
+ * (first, the first time) with *cap updated, or NULL (p and *cap unchanged). */
+void *array_grow(void *p, size_t *cap, size_t elem, size_t first);
+
 struct buf {
     uint8_t *p; /* owned; NULL while empty */
     size_t len, cap;
