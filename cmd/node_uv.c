@@ -1454,7 +1454,7 @@ static int chunk_request(struct node *n, struct job *j, struct link *k, uint32_t
     x->k = k;
     x->last = now_ms(n);
     store_fetch_chunk_begin(j->f, i, &x->w);
-    if (p2p_peer_request(k->p, &m, clen, x) < 0) {
+    if (p2p_peer_request(k->p, &m, clen, x, now_ms(n)) < 0) {
         free(x);
         return -1;
     }
@@ -1521,7 +1521,7 @@ static void job_step(struct node *n, struct job *j)
             memcpy(m.digest, j->digest, DIGEST_LEN);
             j->out->len = 0;
             x->j = j;
-            if (p2p_peer_request(k->p, &m, j->max, x) < 0) {
+            if (p2p_peer_request(k->p, &m, j->max, x, now) < 0) {
                 free(x);
                 continue;
             }

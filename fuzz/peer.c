@@ -144,11 +144,11 @@ static int move(struct side *from, struct side *to, uint64_t now)
     return rc;
 }
 
-static int ask(struct side *v, int i, enum p2p_msg_type t, uint32_t chunk)
+static int ask(struct side *v, int i, enum p2p_msg_type t, uint32_t chunk, uint64_t now)
 {
     struct p2p_msg m = {.type = t, .chunk = chunk};
     memset(m.digest, 0xab, sizeof m.digest);
-    int rc = p2p_peer_request(v->p, &m, 4096, &v->state[i]);
+    int rc = p2p_peer_request(v->p, &m, 4096, &v->state[i], now);
     if (rc == 0)
         v->state[i] = 1;
     return rc;
@@ -169,9 +169,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!p2p_conn_established(p2p_peer_conn(v.p)))
         abort();
     int nreq = 0;
-    ask(&v, nreq++, P2P_GET_CHUNK, 1);
-    ask(&v, nreq++, P2P_GET_BLOB, 0);
-    ask(&v, nreq++, P2P_HAVE, 0);
+    ask(&v, nreq++, P2P_GET_CHUNK, 1, now);
+    ask(&v, nreq++, P2P_GET_BLOB, 0, now);
+    ask(&v, nreq++, P2P_HAVE, 0, now);
     move(&v, &h, now); /* the hostile side drops what it receives: it answers only by script */
     p2p_conn_sent(p2p_peer_conn(h.p), p2p_conn_pending(p2p_peer_conn(h.p), &(const uint8_t *){0}));
 
@@ -190,7 +190,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             now += (uint64_t)data[i++] * 64;
             p2p_peer_tick(v.p, now);
         } else if (op == 2 && nreq < NREQ) {
-            ask(&v, nreq, P2P_GET_CHUNK, (uint32_t)nreq);
+            ask(&v, nreq, P2P_GET_CHUNK, (uint32_t)nreq, now);
             nreq++;
         } else if (op == 3) {
             for (int k = 0; k < nreq; k++)

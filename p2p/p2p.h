@@ -227,11 +227,13 @@ uint32_t p2p_peer_serving(const struct p2p_peer *p);
 /* Bytes from the peer, as p2p_conn_input, with every whole frame dispatched to the ops. Returns
  * 0 or the error that ended the connection (every request is done with it by then). */
 int p2p_peer_input(struct p2p_peer *p, const uint8_t *b, size_t n, uint64_t now_ms, size_t *used);
-/* Sends request m (GET_BLOB, GET_INDEX, GET_CHUNK or HAVE; its id is chosen here). The answer's
- * object may be at most max_total bytes. req is the caller's, passed back to data/have/done.
- * Returns 0, -EAGAIN (the window is full), AFSP_E_USAGE (not established, not a request), or
- * the connection's error. */
-int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_total, void *req);
+/* Sends request m (GET_BLOB, GET_INDEX, GET_CHUNK or HAVE; its id is chosen here) at time now:
+ * it stalls if no piece of its answer comes by now + stall_ms (a connection that carried nothing
+ * for a while must not start a request in the past). The answer's object may be at most
+ * max_total bytes. req is the caller's, passed back to data/have/done. Returns 0, -EAGAIN (the
+ * window is full), AFSP_E_USAGE (not established, not a request), or the connection's error. */
+int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_total, void *req,
+                     uint64_t now);
 /* Withdraws request req: CANCEL goes to the peer, done is not called, late answers are
  * dropped. */
 void p2p_peer_cancel(struct p2p_peer *p, void *req);

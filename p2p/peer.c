@@ -159,7 +159,8 @@ static struct answer *answer_find(struct p2p_peer *p, uint32_t id)
     return NULL;
 }
 
-int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_total, void *arg)
+int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_total, void *arg,
+                     uint64_t now)
 {
     if (p->err)
         return p->err;
@@ -189,7 +190,7 @@ int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_t
                       .end = m->type == P2P_GET_CHUNK ? UINT64_MAX : m->off + m->len,
                       .max_total = max_total,
                       .total = UINT64_MAX,
-                      .deadline = p->now + p->stall_ms};
+                      .deadline = now + p->stall_ms};
     p->nreqs++;
     return 0;
 }

@@ -168,7 +168,7 @@ TEST(peer_answers_come_whole_and_in_order)
     b.object_len = len;
     struct p2p_msg m = get_chunk(3);
     CHECK(p2p_peer_hello(b.p, 7070) == 0);
-    CHECK(p2p_peer_request(a.p, &m, len, &a) == 0);
+    CHECK(p2p_peer_request(a.p, &m, len, &a, 1000) == 0);
     CHECK_INT(p2p_peer_inflight(a.p), ==, 1);
     CHECK(shuttle(&a, &b, 1001) == 0);
     CHECK_INT(a.ndone, ==, 1);
@@ -187,7 +187,7 @@ TEST(peer_answers_come_whole_and_in_order)
     a.got_len = 0;
     struct p2p_msg r = {.type = P2P_GET_BLOB, .off = 0, .len = 1000};
     b.mode = IGNORE;
-    CHECK(p2p_peer_request(a.p, &r, len, &a) == 0);
+    CHECK(p2p_peer_request(a.p, &r, len, &a, 1001) == 0);
     CHECK(shuttle(&a, &b, 1002) == 0);
     struct p2p_source src = {src_read, src_done, &b};
     CHECK(p2p_peer_answer_data(b.p, b.pending_ids[0], len, 0, 1000, &src) == 0);
@@ -205,7 +205,7 @@ TEST(peer_window_errors_stalls_and_cancels)
     pair(&a, &b, 4);
     b.mode = NOT_FOUND;
     struct p2p_msg m = get_chunk(1);
-    CHECK(p2p_peer_request(a.p, &m, 100, &a) == 0);
+    CHECK(p2p_peer_request(a.p, &m, 100, &a, 1000) == 0);
     CHECK(shuttle(&a, &b, 1001) == 0);
     CHECK_INT(a.ndone, ==, 1);
     CHECK_INT(a.last_rc, ==, AFSP_E_NOTFOUND);
@@ -213,8 +213,8 @@ TEST(peer_window_errors_stalls_and_cancels)
     /* The window: four outstanding, the fifth waits. */
     b.mode = IGNORE;
     for (int i = 0; i < 4; i++)
-        CHECK(p2p_peer_request(a.p, &m, 100, &a) == 0);
-    CHECK_INT(p2p_peer_request(a.p, &m, 100, &a), ==, -EAGAIN);
+        CHECK(p2p_peer_request(a.p, &m, 100, &a, 1001) == 0);
+    CHECK_INT(p2p_peer_request(a.p, &m, 100, &a, 1001), ==, -EAGAIN);
     CHECK(shuttle(&a, &b, 1002) == 0);
     CHECK_INT(p2p_peer_serving(b.p), ==, 4);
 
@@ -235,12 +235,40 @@ TEST(peer_window_errors_stalls_and_cancels)
     CHECK_INT(a.ndone, ==, 5);
 
     /* The requester withdraws: done is not called. */
-    CHECK(p2p_peer_request(a.p, &m, 100, &b) == 0);
+    CHECK(p2p_peer_request(a.p, &m, 100, &b, 4004) == 0);
     p2p_peer_cancel(a.p, &b);
     CHECK_INT(p2p_peer_inflight(a.p), ==, 0);
     CHECK(shuttle(&a, &b, 4005) == 0);
     CHECK_INT(a.ndone, ==, 5);
     CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    sides_free(&a, &b);
+}
+
+/* A connection that carried nothing for longer than the stall timeout (here 60 s, at 3 s) and
+ * then gets a request: the request has its full stall time from when it was made. (It used to
+ * take its deadline from the last byte received, so it stalled at once: issue 14's idle bug.) */
+TEST(peer_request_after_an_idle_connection_has_its_whole_stall_time)
+{
+    struct side a, b;
+    pair(&a, &b, 0);
+    uint8_t obj[100] = {9};
+    b.object = obj;
+    b.object_len = sizeof obj;
+    uint64_t later = 1000 + 60000; /* nothing ran on the connection meanwhile: no timer was due */
+    struct p2p_msg m = get_chunk(1);
+    b.mode = IGNORE;
+    CHECK(p2p_peer_request(a.p, &m, sizeof obj, &a, later + 5) == 0);
+    CHECK_INT(p2p_peer_deadline(a.p), ==, later + 5 + 3000);
+    CHECK(p2p_peer_tick(a.p, later + 5) == 0);
+    CHECK(p2p_peer_tick(a.p, later + 3004) == 0);
+    CHECK_INT(a.ndone, ==, 0);
+    CHECK(shuttle(&a, &b, later + 3004) == 0);
+    struct p2p_source src = {src_read, src_done, &b};
+    CHECK(p2p_peer_answer_data(b.p, b.pending_ids[0], sizeof obj, 0, sizeof obj, &src) == 0);
+    CHECK(shuttle(&a, &b, later + 3004) == 0);
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(a.last_rc, ==, 0);
+    CHECK_INT(a.got_len, ==, sizeof obj);
     sides_free(&a, &b);
 }
 
@@ -251,7 +279,7 @@ TEST(peer_serving_limit_answers_busy)
     b.mode = IGNORE;
     struct p2p_msg m = get_chunk(1);
     for (int i = 0; i < P2P_SERVING_MAX + 8; i++)
-        CHECK(p2p_peer_request(a.p, &m, 100, &a) == 0);
+        CHECK(p2p_peer_request(a.p, &m, 100, &a, 1000) == 0);
     CHECK(shuttle(&a, &b, 1001) == 0);
     CHECK_INT(p2p_peer_serving(b.p), ==, P2P_SERVING_MAX);
     CHECK_INT(a.ndone, ==, 8);
@@ -269,11 +297,11 @@ TEST(peer_breaking_the_protocol_ends_the_connection)
     b.object = obj;
     b.object_len = sizeof obj;
     struct p2p_msg m = get_chunk(1);
-    CHECK(p2p_peer_request(a.p, &m, 200, &a) == 0);
+    CHECK(p2p_peer_request(a.p, &m, 200, &a, 1000) == 0);
     CHECK_INT(shuttle(&a, &b, 1001), ==, AFSP_E_PROTO);
     CHECK_INT(a.ndone, ==, 1);
     CHECK_INT(a.last_rc, ==, AFSP_E_PROTO);
-    CHECK_INT(p2p_peer_request(a.p, &m, 200, &a), ==, AFSP_E_PROTO);
+    CHECK_INT(p2p_peer_request(a.p, &m, 200, &a, 1001), ==, AFSP_E_PROTO);
     sides_free(&a, &b);
 
     /* Two outstanding requests with one id. */
