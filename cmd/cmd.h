@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../node/node.h"
 #include "../store/store.h"
 
 /* Options every command accepts (before or after its name). */
@@ -71,11 +72,15 @@ int json_only_args(const struct command *c, int argc, char **argv, int *json);
  * already printed). */
 int listing_start(const struct command *c, int argc, char **argv, int *json, struct store **s);
 
+/* The answer of the node on data_dir() to verb (fields: borrowed, may be NULL), or NULL after
+ * saying on stderr "afsp: what: why" (or that no node runs there). fd: a connection to the node
+ * (closed here), or -1 to make one. The caller json_decref's the answer. */
+struct json_t;
+struct json_t *node_ask(int fd, enum node_ctl_verb verb, struct json_t *fields, const char *what);
+
 /* Prints v on stdout, indented, keys in the order they were added, and a newline; consumes v. */
 struct json_t;
 void json_print(struct json_t *v);
-/* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
-char *time_fmt(uint64_t ns, char *out);
 
 /* The options of `pull` that other commands that may pull (mount) take too. */
 #define PULL_MAX_INSECURE 32

@@ -229,19 +229,6 @@ int listing_start(const struct command *c, int argc, char **argv, int *json, str
     return -1;
 }
 
-char *time_fmt(uint64_t ns, char *out)
-{
-    if (!ns) {
-        strcpy(out, "-");
-        return out;
-    }
-    time_t t = (time_t)(ns / 1000000000u);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return out;
-}
-
 int main(int argc, char **argv)
 {
     int i = 1;

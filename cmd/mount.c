@@ -12,14 +12,12 @@
 #include "cmd.h"
 
 #include "../fs/fs.h"
-#include "ctl.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,35 +129,13 @@ static void state_path(const char *mountpoint, const char *ext, char *out, size_
     snprintf(out, cap, "%s/mounts/%s.%s", data_dir(), hex, ext);
 }
 
-/* The image's layers, opened; each must be stored whole with its index. */
-static int open_layers(struct store *s, const char *ref, struct image_info *ii,
-                       struct store_layer ***out)
-{
-    struct store_layer **ls = calloc(ii->nlayers + 1, sizeof *ls);
-    if (!ls)
-        return die("cannot mount %s: out of memory", ref);
-    for (size_t k = 0; k < ii->nlayers; k++) {
-        int rc = store_layer_open(s, ii->layers[k], &ls[k]);
-        if (rc < 0) {
-            char dg[DIGEST_STR_LEN + 1];
-            for (size_t j = 0; j < k; j++)
-                store_layer_close(ls[j]);
-            free(ls);
-            return die("cannot mount %s: layer %s: %s", ref, digest_fmt(ii->layers[k], dg),
-                       rc == AFSP_E_NOTFOUND ? "its index is not in the store" : err_msg(rc));
-        }
-    }
-    *out = ls;
-    return 0;
-}
-
 /* Finds the image in the store, pulling it if it is not there. With a node on the data
  * directory the pull is the node's and lazy: layers a peer has are added in part, and their
  * chunks come as they are read. Without one every layer must be whole. */
 static int find_image(struct mount_args *a, struct image_info *ii)
 {
     struct store *s;
-    int fd = ctl_connect();
+    int fd = node_client_connect(data_dir());
     if (open_store(&s, false)) {
         if (fd >= 0)
             close(fd);
@@ -192,135 +168,29 @@ static int find_image(struct mount_args *a, struct image_info *ii)
     return 0;
 }
 
-/* The store's fetcher in the mount process: chunks of a partial layer, asked of the node on the
- * data directory, which stores them before it answers. */
-struct node_fetcher {
-    const char *ref;
-    const struct pull_args *pa;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct inflight *inflight; /* requests to the node now */
-};
-
-/* A request to the node in progress: a reader that needs chunks it covers waits for it instead
- * of asking for them again (decoder threads often miss the same chunk at once). */
-struct inflight {
-    uint8_t digest[DIGEST_LEN];
-    uint32_t first, last;
-    bool done;
-    int rc, waiters;
-    struct inflight *next;
-};
-
-static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
-                      uint32_t last, bool *busy)
-{
-    char dg[DIGEST_STR_LEN + 1];
-    json_t *ans = NULL;
-    int fd = ctl_connect();
-    if (fd < 0)
-        return err_set(AFSP_E_NOTFOUND,
-                       "chunks %u-%u of layer %s are not here, and no node runs "
-                       "on %s to fetch them",
-                       first, last, digest_fmt(digest, dg), data_dir());
-    json_t *ins = json_array();
-    for (size_t i = 0; i < nf->pa->ninsecure; i++)
-        json_array_append_new(ins, json_string(nf->pa->insecure[i]));
-    json_t *req = json_pack("{s:s, s:s, s:I, s:I, s:s, s:o}", "cmd", "fetch", "layer",
-                            digest_fmt(digest, dg), "first", (json_int_t)first, "last",
-                            (json_int_t)last, "ref", nf->ref, "insecure", ins);
-    int rc = req ? ctl_call(fd, req, &ans) : -ENOMEM;
-    close(fd);
-    json_decref(req);
-    if (rc == 0 && !json_is_true(json_object_get(ans, "ok"))) {
-        const char *e = json_string_value(json_object_get(ans, "error"));
-        *busy = json_is_true(json_object_get(ans, "busy"));
-        rc = err_set(AFSP_E_NOTFOUND, "chunks %u-%u of layer %s: %s", first, last, dg,
-                     e ? e : "the node did not fetch them");
-    }
-    json_decref(ans);
-    return rc;
-}
-
-/* A node that runs as many requests as it takes answers busy: ask again, backing off from 10 ms
- * to 0.5 s, for up to about 15 s in all. */
-static int fetch_retrying(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
-                          uint32_t last)
-{
-    unsigned waited_ms = 0, ms = 10;
-    for (;;) {
-        bool busy = false;
-        int rc = fetch_once(nf, digest, first, last, &busy);
-        if (!busy || waited_ms >= 15000)
-            return rc;
-        usleep(ms * 1000);
-        waited_ms += ms;
-        ms = ms < 500 ? ms * 2 : 500;
-    }
-}
-
-static int fetch_via_node(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
-                          uint32_t last)
-{
-    struct node_fetcher *nf = arg;
-    struct inflight *f, me = {.first = first, .last = last};
-    memcpy(me.digest, digest, DIGEST_LEN);
-    pthread_mutex_lock(&nf->mu);
-    for (f = nf->inflight; f; f = f->next)
-        if (!memcmp(f->digest, digest, DIGEST_LEN) && f->first <= first && last <= f->last)
-            break;
-    if (f) { /* asked already: its answer is ours (the caller checks what is present) */
-        f->waiters++;
-        while (!f->done)
-            pthread_cond_wait(&nf->cv, &nf->mu);
-        int rc = f->rc;
-        if (--f->waiters == 0)
-            pthread_cond_broadcast(&nf->cv);
-        pthread_mutex_unlock(&nf->mu);
-        return rc;
-    }
-    me.next = nf->inflight;
-    nf->inflight = &me;
-    pthread_mutex_unlock(&nf->mu);
-    int rc = fetch_retrying(nf, digest, first, last);
-    pthread_mutex_lock(&nf->mu);
-    for (struct inflight **pp = &nf->inflight; *pp; pp = &(*pp)->next)
-        if (*pp == &me) {
-            *pp = me.next;
-            break;
-        }
-    me.rc = rc;
-    me.done = true;
-    pthread_cond_broadcast(&nf->cv);
-    while (me.waiters) /* they read me.rc: stay until they have */
-        pthread_cond_wait(&nf->cv, &nf->mu);
-    pthread_mutex_unlock(&nf->mu);
-    return rc;
-}
-
-/* The mount process: opens the store and the layers and serves until unmounted. */
+/* The mount process: opens the store and the image (its partial layers' chunks asked of the
+ * node on the data directory) and serves until unmounted. */
 static int serve(struct mount_args *a, int ready_fd)
 {
     struct store *s;
-    struct image_info ii;
-    struct store_layer **ls = NULL;
+    struct fs_image im = {0};
+    struct node_fetcher *nf = NULL;
     char pidf[PATH_MAX + 64];
     int ret = 1;
 
     if (open_store(&s, false))
         return 1;
+    struct image_info ii;
     int rc = store_image_find(s, a->ref, &ii);
-    if (rc < 0) {
-        store_close(s);
-        return die("cannot mount %s: %s", a->ref, err_msg(rc));
+    if (rc == 0) {
+        rc = node_fetcher_new(&nf, data_dir(), ii.ref, a->pa.insecure);
+        free(ii.layers);
     }
-    struct node_fetcher nf = {ii.ref, &a->pa, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                              NULL};
-    store_set_fetcher(s, fetch_via_node, &nf);
-    if (open_layers(s, a->ref, &ii, &ls))
-        goto out;
-    /* layers in use are not evicted while this process lives */
-    if ((rc = store_pin(s, (const uint8_t(*)[DIGEST_LEN])ii.layers, ii.nlayers)) < 0) {
+    if (rc == 0) {
+        store_set_fetcher(s, node_fetcher_fetch, nf);
+        rc = fs_image_open(s, a->ref, &im);
+    }
+    if (rc < 0) {
         die("cannot mount %s: %s", a->ref, err_msg(rc));
         goto out;
     }
@@ -334,26 +204,23 @@ static int serve(struct mount_args *a, int ready_fd)
         fclose(pf);
     }
     struct fs_mount_opts o = {.mountpoint = a->mountpoint,
-                              .fsname = ii.ref,
+                              .fsname = im.info.ref,
                               .prefetch_file = a->prefetch,
                               .preload = a->preload,
                               .ready_fd = ready_fd,
                               .cache = {.mem_bytes = a->cache_mem}};
     if (log_level < LOG_INFO)
         log_level = LOG_INFO;
-    rc = fs_serve(ls, ii.nlayers, &o);
+    rc = fs_serve(im.layers, im.info.nlayers, &o);
     unlink(pidf);
-    store_unpin(s, (const uint8_t(*)[DIGEST_LEN])ii.layers, ii.nlayers);
     if (rc < 0)
         die("cannot mount %s on %s: %s", a->ref, a->dir, err_msg(rc));
     else
         ret = 0;
 out:
-    for (size_t k = 0; ls && k < ii.nlayers; k++)
-        store_layer_close(ls[k]);
-    free(ls);
-    free(ii.layers);
+    fs_image_close(&im);
     store_close(s);
+    node_fetcher_free(nf);
     return ret;
 }
 

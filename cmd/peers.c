@@ -2,7 +2,7 @@
  * peers.c - `afsp peers`: the peers the node on this data directory is connected to.
  */
 #include "cmd.h"
-#include "ctl.h"
+#include <jansson.h>
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -26,7 +26,7 @@ int cmd_peers(int argc, char **argv)
     int json, r = json_only_args(&cmd_peers_def, argc, argv, &json);
     if (r >= 0)
         return r;
-    json_t *ans = ctl_ask("peers");
+    json_t *ans = node_ask(-1, NODE_CTL_PEERS, NULL, "peers");
     if (!ans)
         return 1;
     json_t *peers = json_object_get(ans, "peers");

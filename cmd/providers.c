@@ -2,7 +2,7 @@
  * providers.c - `afsp providers DIGEST`: who holds a layer (or any blob), as the DHT says.
  */
 #include "cmd.h"
-#include "ctl.h"
+#include <jansson.h>
 
 #include <inttypes.h>
 #include <string.h>
@@ -40,11 +40,8 @@ int cmd_providers(int argc, char **argv)
     if (digest_parse(digest, d) < 0)
         return cmd_usage_error(&cmd_providers_def, "bad digest %s (sha256:<64 hex digits>)",
                                digest);
-    int fd = ctl_connect();
-    if (fd < 0)
-        return die("no node runs on %s (start one with: afsp node)", data_dir());
-    json_t *req = json_pack("{s:s, s:s}", "cmd", "providers", "digest", digest);
-    json_t *ans = ctl_exchange(fd, req, "providers");
+    json_t *req = json_pack("{s:s}", "digest", digest);
+    json_t *ans = node_ask(-1, NODE_CTL_PROVIDERS, req, "providers");
     json_decref(req);
     if (!ans)
         return 1;

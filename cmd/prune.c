@@ -2,7 +2,7 @@
  * prune.c - `afsp prune --percent N`: evict least-recently-used layers.
  */
 #include "cmd.h"
-#include "ctl.h"
+#include <jansson.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +52,9 @@ int cmd_prune(int argc, char **argv)
     if (rc < 0)
         return die("cannot prune: %s", err_msg(rc));
     /* a node on this data directory stops announcing and serving what went */
-    int fd = ctl_connect();
+    int fd = node_client_connect(data_dir());
     if (fd >= 0) {
-        json_t *req = json_pack("{s:s}", "cmd", "reconcile");
-        json_t *ans = ctl_exchange(fd, req, "tell the node");
-        json_decref(req);
+        json_t *ans = node_ask(fd, NODE_CTL_RECONCILE, NULL, "tell the node");
         if (!ans)
             return 1;
         json_decref(ans);

@@ -2,7 +2,8 @@
  * pull.c - `afsp pull IMAGE`: fetch an image's layers into the store, verified and indexed.
  */
 #include "cmd.h"
-#include "ctl.h"
+
+#include <jansson.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -85,13 +86,12 @@ int pull_via_node(int fd, const char *ref, const struct pull_args *pa, bool lazy
     json_t *ins = json_array(), *ans = NULL;
     for (size_t i = 0; i < pa->ninsecure; i++)
         json_array_append_new(ins, json_string(pa->insecure[i]));
-    json_t *req =
-        json_pack("{s:s, s:s, s:o, s:b}", "cmd", "pull", "ref", ref, "insecure", ins, "lazy", lazy);
+    json_t *req = json_pack("{s:s, s:o, s:b}", "ref", ref, "insecure", ins, "lazy", lazy);
     if (pa->platform)
         json_object_set_new(req, "platform", json_string(pa->platform));
     char what[600];
     snprintf(what, sizeof what, "cannot pull %s", ref);
-    ans = ctl_exchange(fd, req, what);
+    ans = node_ask(fd, NODE_CTL_PULL, req, what);
     json_decref(req);
     if (!ans)
         return 1;
@@ -128,7 +128,7 @@ int cmd_pull(int argc, char **argv)
         return it.status;
     if (!ref)
         return cmd_usage_error(&cmd_pull_def, "IMAGE is missing");
-    int fd = ctl_connect();
+    int fd = node_client_connect(data_dir());
     if (fd >= 0) {
         if (pull_via_node(fd, ref, &pa, false, digest))
             return 1;

@@ -2,7 +2,7 @@
  * stats.c - `afsp stats`: the running node's store use and counters.
  */
 #include "cmd.h"
-#include "ctl.h"
+#include <jansson.h>
 
 #include <inttypes.h>
 #include <string.h>
@@ -26,7 +26,7 @@ int cmd_stats(int argc, char **argv)
     int json, r = json_only_args(&cmd_stats_def, argc, argv, &json);
     if (r >= 0)
         return r;
-    json_t *ans = ctl_ask("stats");
+    json_t *ans = node_ask(-1, NODE_CTL_STATS, NULL, "stats");
     if (!ans)
         return 1;
     json_t *st = json_object_get(ans, "stats");

@@ -21,6 +21,21 @@
 
 #include "../store/store.h"
 
+/* ---- an image opened for reading (image.c) ------------------------------------------------ */
+
+struct fs_image {
+    struct store *s;             /* borrowed: outlives the image */
+    struct image_info info;      /* its reference, manifest digest and layer digests */
+    struct store_layer **layers; /* info.nlayers layers, bottom first */
+};
+/* Opens image ref of store s (any spelling of its reference, or its manifest digest): every
+ * layer through its index (held whole or in part; chunks a partial one lacks come through the
+ * store's fetcher), and pins the layers for this process. Returns 0, AFSP_E_NOTFOUND (no such
+ * image, or a layer without its index), or another code, with err_msg saying which. */
+int fs_image_open(struct store *s, const char *ref, struct fs_image *out);
+/* Unpins and closes the layers. */
+void fs_image_close(struct fs_image *im);
+
 /* ---- the merged tree ----------------------------------------------------------------------- */
 
 #define FS_ROOT_INO 1

@@ -35,7 +35,8 @@ struct p2p_conn {
     int err;
     uint64_t deadline, rekey_every;
     uint8_t peer_id[P2P_ID_LEN], peer_key[32];
-    uint8_t *rbuf; /* received bytes: [rstart, rlen) not yet consumed */
+    uint8_t hh[NOISE_HASH]; /* the handshake hash, once established (the same at both ends) */
+    uint8_t *rbuf;          /* received bytes: [rstart, rlen) not yet consumed */
     size_t rstart, rlen, rcap;
     size_t rskip; /* bytes of the frame returned by the last recv, to drop on the next call */
     struct buf out;
@@ -98,6 +99,7 @@ static int write_hs(struct p2p_conn *c)
 
 static int finish_hs(struct p2p_conn *c)
 {
+    memcpy(c->hh, c->hs.h, NOISE_HASH); /* Split wipes it */
     int rc = noise_hs_split(&c->hs, &c->tx, &c->rx);
     if (rc)
         return fail(c, rc);
@@ -117,7 +119,7 @@ int p2p_conn_new(struct p2p_conn **out, const struct p2p_conn_cfg *cfg)
     struct p2p_conn *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->deadline = cfg->now_ms + P2P_HANDSHAKE_TIMEOUT_MS;
+    c->deadline = cfg->now_ms + (cfg->handshake_ms ? cfg->handshake_ms : P2P_HANDSHAKE_TIMEOUT_MS);
     c->rekey_every = cfg->rekey_every ? cfg->rekey_every : P2P_REKEY_EVERY;
     if (cfg->rng)
         cfg->rng(cfg->rng_arg, e_seed, sizeof e_seed);
@@ -350,6 +352,11 @@ const uint8_t *p2p_conn_peer_id(const struct p2p_conn *c)
 const uint8_t *p2p_conn_peer_key(const struct p2p_conn *c)
 {
     return c->established ? c->peer_key : NULL;
+}
+
+const uint8_t *p2p_conn_handshake_hash(const struct p2p_conn *c)
+{
+    return c->established ? c->hh : NULL;
 }
 
 void p2p_conn_test_set_nonces(struct p2p_conn *c, uint64_t tx, uint64_t rx)

@@ -65,8 +65,9 @@ struct p2p_conn_cfg {
     const uint8_t *cluster_key;    /* P2P_KEY_LEN bytes, copied */
     p2p_rng_fn rng;                /* NULL: libsodium's randombytes_buf */
     void *rng_arg;
-    uint64_t now_ms;      /* when the connection began */
-    uint64_t rekey_every; /* frames per key; 0: P2P_REKEY_EVERY */
+    uint64_t now_ms;       /* when the connection began */
+    uint64_t rekey_every;  /* frames per key; 0: P2P_REKEY_EVERY */
+    uint64_t handshake_ms; /* the handshake's time limit; 0: P2P_HANDSHAKE_TIMEOUT_MS */
 };
 
 struct p2p_conn;
@@ -112,6 +113,10 @@ int p2p_conn_error(const struct p2p_conn *c);
 /* Once established: the peer's node ID and its static (X25519) public key. */
 const uint8_t *p2p_conn_peer_id(const struct p2p_conn *c);
 const uint8_t *p2p_conn_peer_key(const struct p2p_conn *c);
+/* Once established: the Noise handshake hash (32 bytes), the same at both ends and different for
+ * every connection; public (it commits to the transcript, it reveals no key). The node breaks
+ * ties between two connections of one pair with it. */
+const uint8_t *p2p_conn_handshake_hash(const struct p2p_conn *c);
 
 /* ---- msg.c ------------------------------------------------------------------------------- */
 

@@ -321,3 +321,16 @@ void rng_lcg(void *arg, uint8_t *buf, size_t n)
         buf[i] = (uint8_t)(*s >> 56);
     }
 }
+
+char *time_fmt(uint64_t ns, char *out)
+{
+    if (!ns) {
+        strcpy(out, "-");
+        return out;
+    }
+    time_t t = (time_t)(ns / 1000000000u);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return out;
+}

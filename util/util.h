@@ -169,6 +169,8 @@ static inline uint64_t get_be64(const uint8_t *p)
 uint64_t time_now_ns(void);
 /* Monotonic time in nanoseconds (for durations and rates). */
 uint64_t time_mono_ns(void);
+/* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
+char *time_fmt(uint64_t ns, char *out);
 /* Formats a byte count as "12.3 MB" (SI units) into out (at least 16 bytes); returns out. */
 char *bytes_fmt(uint64_t n, char *out);
 /* Parses a byte count: "123", or with a binary suffix "10K", "5M", "2G", "1T" (also "5MiB").
@@ -178,6 +180,10 @@ int bytes_parse(const char *s, uint64_t *out);
 /* A token bucket: *tokens refill at per_s a second (from *t, in ms) up to burst; takes one
  * token and returns true if there is one. Start a bucket full: *tokens = burst, *t = now. */
 bool tokens_take(double *tokens, uint64_t *t, uint64_t now_ms, double per_s, double burst);
+
+/* A source of random bytes, injected into the sans-IO cores (p2p, dht, node): libsodium's in the
+ * daemon, a deterministic one in tests and the simulator. */
+typedef void (*rng_fn)(void *arg, uint8_t *buf, size_t n);
 
 /* Deterministic bytes from a 64-bit state (arg: a uint64_t, the seed): for tests and fuzz
  * targets that need an RNG function and a repeatable run. Never for keys. */

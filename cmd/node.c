@@ -1,0 +1,254 @@
+/*
+ * node.c - `afsp node`: parses the options, loads the node's keys, opens the store and runs the
+ * daemon (node_run, node/node_uv.c). The node lives in node/.
+ */
+#include "cmd.h"
+
+#include "../node/node.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+const struct command cmd_node_def = {
+    "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
+    "[--listen HOST:PORT] [--seed HOST:PORT]... [--cluster-key-file FILE]\n"
+    "       [--idle-timeout SECONDS]\n"
+    "\n"
+    "Runs this data directory's node until SIGTERM or SIGINT. It listens for peers on\n"
+    "--listen (default 0.0.0.0:" NODE_DEFAULT_PORT_STR
+    "), connects to every --seed, and serves the\n"
+    "layers it holds to cluster members only: every connection starts with a Noise\n"
+    "handshake keyed by the cluster key, and a peer without it gets nothing but a closed\n"
+    "connection. While it runs, `afsp pull` on this data directory goes through it:\n"
+    "manifests, configs and layers come from peers when they hold them (every chunk\n"
+    "checked against the layer digest), else from the registry.\n"
+    "\n"
+    "  --listen HOST:PORT       where peers connect (port 0: do not listen)\n"
+    "  --seed HOST:PORT         a node to connect to (repeatable)\n"
+    "  --cluster-key-file FILE  the cluster key (afsp genkey); default DATA/cluster.key,\n"
+    "                           created on first start\n"
+    "  --idle-timeout SECONDS   close a connection nothing used for this long (default 120;\n"
+    "                           0: never); connections to seeds stay open\n"
+    "\n"
+    "Nodes form a Kademlia DHT over these connections: a node announces the layers and\n"
+    "manifests it holds in full, and finds who holds one by its digest, so one --seed is\n"
+    "enough to reach every node of the cluster.\n"
+    "\n"
+    "The node's identity is DATA/node.key (created on first start); its control socket is\n"
+    "DATA/afsp.sock (mode 0600). Log lines go to stderr; -v for connections and fetches.\n"
+    "For tests only: AFSP_TEST_TIME_DIVISOR=N divides every duration of the node by N.\n",
+    false};
+
+#define LINKS_FD_SPARE 128 /* descriptors kept for the store, pulls and the CLI */
+
+static int parse_hostport(const char *text, const char *def_host, struct sockaddr_storage *out)
+{
+    char host[256];
+    const char *colon = strrchr(text, ':');
+    if (!colon || colon == text + strlen(text) - 1)
+        return AFSP_E_USAGE;
+    size_t hl = (size_t)(colon - text);
+    if (hl >= sizeof host)
+        return AFSP_E_USAGE;
+    memcpy(host, text, hl);
+    host[hl] = 0;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return AFSP_E_USAGE;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int e = getaddrinfo(host[0] ? host : def_host, colon + 1, &hints, &res);
+    if (e != 0)
+        return err_set(AFSP_E_NET, "cannot resolve %s: %s", host, gai_strerror(e));
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void sockaddr_dht(const struct sockaddr_storage *ss, struct dht_addr *out)
+{
+    memset(out, 0, sizeof *out);
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        out->family = 4;
+        memcpy(out->ip, &a->sin_addr, 4);
+        out->port = ntohs(a->sin_port);
+    } else {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        bool v4 = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr);
+        out->family = v4 ? 4 : 6;
+        memcpy(out->ip, (const uint8_t *)&a->sin6_addr + (v4 ? 12 : 0), v4 ? 4 : 16);
+        out->port = ntohs(a->sin6_port);
+    }
+}
+
+static int node_keys(struct p2p_identity *id, uint8_t ckey[P2P_KEY_LEN], const char *key_file)
+{
+    char path[4200];
+    bool created;
+    int rc;
+    snprintf(path, sizeof path, "%s/node.key", data_dir());
+    if ((rc = p2p_identity_load(id, path, &created)) < 0)
+        return err_ctx(rc, "node identity %s", path);
+    if (key_file) {
+        if ((rc = p2p_cluster_key_load(ckey, key_file)) < 0)
+            return err_ctx(rc, "cluster key %s", key_file);
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/cluster.key", data_dir());
+    rc = p2p_cluster_key_load(ckey, path);
+    if (rc == -ENOENT) {
+        if ((rc = p2p_cluster_key_create(ckey, path)) < 0)
+            return err_ctx(rc, "cluster key %s", path);
+        fprintf(stderr,
+                "afsp: created a new cluster key in %s; give other nodes a copy of it\n"
+                "      (--cluster-key-file) so that they can join this one\n",
+                path);
+        return 0;
+    }
+    return rc < 0 ? err_ctx(rc, "cluster key %s", path) : 0;
+}
+
+/* How many links the node keeps at once: NODE_LINKS_MAX, or fewer when the descriptor limit
+ * (raised to its hard limit first) leaves less room. */
+static size_t links_max(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 256;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = {rl.rlim_max, rl.rlim_max};
+        if (up.rlim_cur > NODE_LINKS_MAX + LINKS_FD_SPARE)
+            up.rlim_cur = NODE_LINKS_MAX + LINKS_FD_SPARE;
+        if (up.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl.rlim_cur = up.rlim_cur;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= NODE_LINKS_MAX + LINKS_FD_SPARE)
+        return NODE_LINKS_MAX;
+    return rl.rlim_cur > 2 * LINKS_FD_SPARE ? rl.rlim_cur - LINKS_FD_SPARE : rl.rlim_cur / 2;
+}
+
+static void rng(void *arg, uint8_t *buf, size_t n)
+{
+    (void)arg;
+    randombytes_buf(buf, n);
+}
+
+static int number(const char *v, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || errno || x > max || v[0] == '-')
+        return -1;
+    *out = x;
+    return 0;
+}
+
+int cmd_node(int argc, char **argv)
+{
+    const char *listen = "0.0.0.0:" NODE_DEFAULT_PORT_STR, *key_file = NULL, *v, *arg;
+    const char *seed_texts[NODE_SEEDS_MAX];
+    struct dht_addr seeds[NODE_SEEDS_MAX];
+    size_t nseeds = 0;
+    unsigned long long idle_s = 0, divisor = 1;
+    bool idle_given = false;
+    struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
+    int r, rc;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if ((v = cmd_value(&it, "--listen")))
+            listen = v;
+        else if ((v = cmd_value(&it, "--cluster-key-file")))
+            key_file = v;
+        else if ((v = cmd_value(&it, "--idle-timeout"))) {
+            if (number(v, 86400ull * 365, &idle_s) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --idle-timeout %s (seconds)", v);
+            idle_given = true;
+        } else if ((v = cmd_value(&it, "--seed"))) {
+            if (nseeds == NODE_SEEDS_MAX)
+                return cmd_usage_error(&cmd_node_def, "at most %d --seed", NODE_SEEDS_MAX);
+            seed_texts[nseeds++] = v;
+        } else
+            return cmd_usage_error(&cmd_node_def, "unexpected argument %s", arg);
+    }
+    if (r < 0)
+        return it.status;
+    const char *dv = getenv("AFSP_TEST_TIME_DIVISOR");
+    if (dv && (number(dv, 1000000, &divisor) < 0 || divisor == 0))
+        return die("bad AFSP_TEST_TIME_DIVISOR %s (a whole number from 1)", dv);
+    struct sockaddr_storage la;
+    if ((rc = parse_hostport(listen, "0.0.0.0", &la)) < 0)
+        return cmd_usage_error(&cmd_node_def, "bad --listen %s: %s", listen, err_msg(rc));
+    for (size_t i = 0; i < nseeds; i++) {
+        struct sockaddr_storage ss;
+        if ((rc = parse_hostport(seed_texts[i], "127.0.0.1", &ss)) < 0)
+            return cmd_usage_error(&cmd_node_def, "bad --seed %s: %s", seed_texts[i],
+                                   err_msg(rc));
+        sockaddr_dht(&ss, &seeds[i]);
+    }
+    if (sodium_init() < 0)
+        return die("libsodium cannot start");
+    if (log_level < LOG_INFO && g_opts.verbose == 0)
+        log_level = LOG_WARN;
+
+    char ctl_path[4200];
+    snprintf(ctl_path, sizeof ctl_path, "%s/" NODE_CTL_SOCK, data_dir());
+    if (strlen(ctl_path) >= 108)
+        return die("the data directory's path is too long for a socket: %s", ctl_path);
+    struct node_durations t;
+    node_durations_init(&t, (unsigned)divisor);
+    if (idle_given)
+        t.idle = idle_s * 1000 / divisor;
+    struct p2p_identity id;
+    uint8_t ckey[P2P_KEY_LEN];
+    struct store *s = NULL;
+    int status = 1;
+    if (open_store(&s, false))
+        return 1;
+    int fd = node_client_connect(data_dir());
+    if (fd >= 0) {
+        close(fd);
+        store_close(s);
+        return die("a node already runs on %s", data_dir());
+    }
+    if ((rc = node_keys(&id, ckey, key_file)) < 0) {
+        die("%s", err_msg(rc));
+        goto out;
+    }
+    struct dht_addr la_dht;
+    sockaddr_dht(&la, &la_dht);
+    struct node_run_cfg cfg = {
+        .core = {.id = &id,
+                 .cluster_key = ckey,
+                 .rng = rng,
+                 .listen_port = la_dht.port,
+                 .listen_text = listen,
+                 .seeds = seeds,
+                 .seed_texts = seed_texts,
+                 .nseeds = nseeds,
+                 .links_max = links_max(),
+                 .t = &t},
+        .listen = la_dht.port ? (const struct sockaddr *)&la : NULL,
+        .store = s,
+        .ctl_path = ctl_path,
+        .data_dir = data_dir()};
+    if ((rc = node_run(&cfg)) < 0)
+        die("%s", err_msg(rc));
+    else
+        status = 0;
+out:
+    store_close(s);
+    p2p_identity_wipe(&id);
+    sodium_memzero(ckey, sizeof ckey);
+    return status;
+}

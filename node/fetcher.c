@@ -1,0 +1,159 @@
+/*
+ * fetcher.c - a mount's chunks through the node (node.h, node_fetcher_*): the store's fetcher
+ * (store_set_fetcher) in a process that reads layers the store holds in part. Reading threads
+ * that miss chunks ask the node on the data directory to fetch and store them (verb "fetch"),
+ * and read them from the store once it answers. A reader that needs chunks another reader has
+ * already asked for waits for that answer (decoder threads often miss the same chunk at once);
+ * a node that answers busy is asked again, backing off.
+ *
+ * Owns: the requests in progress. Must not: read a chunk's bytes (the store does, checked).
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BUSY_WAIT_MAX_MS 15000 /* a node that stays busy this long fails the read */
+#define BUSY_BACKOFF_MIN_MS 10
+#define BUSY_BACKOFF_MAX_MS 500
+
+/* A request to the node in progress, which later readers of the same chunks wait for. */
+struct inflight {
+    uint8_t digest[DIGEST_LEN];
+    uint32_t first, last;
+    bool done;
+    int rc, waiters;
+    struct inflight *next;
+};
+
+struct node_fetcher {
+    char *dir, *ref;
+    char **insecure; /* NULL-terminated */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct inflight *inflight;
+};
+
+int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref,
+                     const char *const *insecure)
+{
+    struct node_fetcher *f = calloc(1, sizeof *f);
+    size_t n = 0;
+    while (insecure && insecure[n])
+        n++;
+    if (!f || !(f->dir = strdup(dir)) || (ref && !(f->ref = strdup(ref))) ||
+        !(f->insecure = calloc(n + 1, sizeof *f->insecure))) {
+        node_fetcher_free(f);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(f->insecure[i] = strdup(insecure[i]))) {
+            node_fetcher_free(f);
+            return -ENOMEM;
+        }
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    *out = f;
+    return 0;
+}
+
+void node_fetcher_free(struct node_fetcher *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; f->insecure && f->insecure[i]; i++)
+        free(f->insecure[i]);
+    free(f->insecure);
+    free(f->dir);
+    free(f->ref);
+    free(f);
+}
+
+static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                      uint32_t last, bool *busy)
+{
+    char dg[DIGEST_STR_LEN + 1];
+    json_t *ans = NULL;
+    digest_fmt(digest, dg);
+    int fd = node_client_connect(nf->dir);
+    if (fd < 0)
+        return err_set(AFSP_E_NOTFOUND,
+                       "chunks %u-%u of layer %s are not here, and no node runs on %s to fetch "
+                       "them",
+                       first, last, dg, nf->dir);
+    json_t *ins = json_array();
+    for (size_t i = 0; nf->insecure[i]; i++)
+        json_array_append_new(ins, json_string(nf->insecure[i]));
+    json_t *req = json_pack("{s:s, s:I, s:I, s:o}", "layer", dg, "first", (json_int_t)first,
+                            "last", (json_int_t)last, "insecure", ins);
+    if (req && nf->ref)
+        json_object_set_new(req, "ref", json_string(nf->ref));
+    int rc = req ? node_client_call(fd, NODE_CTL_FETCH, req, &ans) : -ENOMEM;
+    close(fd);
+    json_decref(req);
+    if (rc == 0 && !json_is_true(json_object_get(ans, "ok"))) {
+        const char *e = json_string_value(json_object_get(ans, "error"));
+        *busy = json_is_true(json_object_get(ans, "busy"));
+        rc = err_set(AFSP_E_NOTFOUND, "chunks %u-%u of layer %s: %s", first, last, dg,
+                     e ? e : "the node did not fetch them");
+    }
+    json_decref(ans);
+    return rc;
+}
+
+static int fetch_retrying(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
+                          uint32_t last)
+{
+    unsigned waited_ms = 0, ms = BUSY_BACKOFF_MIN_MS;
+    for (;;) {
+        bool busy = false;
+        int rc = fetch_once(nf, digest, first, last, &busy);
+        if (!busy || waited_ms >= BUSY_WAIT_MAX_MS)
+            return rc;
+        usleep(ms * 1000);
+        waited_ms += ms;
+        ms = ms < BUSY_BACKOFF_MAX_MS ? ms * 2 : BUSY_BACKOFF_MAX_MS;
+    }
+}
+
+int node_fetcher_fetch(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last)
+{
+    struct node_fetcher *nf = arg;
+    struct inflight *f, me = {.first = first, .last = last};
+    memcpy(me.digest, digest, DIGEST_LEN);
+    pthread_mutex_lock(&nf->mu);
+    for (f = nf->inflight; f; f = f->next)
+        if (!memcmp(f->digest, digest, DIGEST_LEN) && f->first <= first && last <= f->last)
+            break;
+    if (f) { /* asked already: its answer is ours (the caller checks what is present) */
+        f->waiters++;
+        while (!f->done)
+            pthread_cond_wait(&nf->cv, &nf->mu);
+        int rc = f->rc;
+        if (--f->waiters == 0)
+            pthread_cond_broadcast(&nf->cv);
+        pthread_mutex_unlock(&nf->mu);
+        return rc;
+    }
+    me.next = nf->inflight;
+    nf->inflight = &me;
+    pthread_mutex_unlock(&nf->mu);
+    int rc = fetch_retrying(nf, digest, first, last);
+    pthread_mutex_lock(&nf->mu);
+    for (struct inflight **pp = &nf->inflight; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
+    me.rc = rc;
+    me.done = true;
+    pthread_cond_broadcast(&nf->cv);
+    while (me.waiters) /* they read me.rc: stay until they have */
+        pthread_cond_wait(&nf->cv, &nf->mu);
+    pthread_mutex_unlock(&nf->mu);
+    return rc;
+}

@@ -1,0 +1,419 @@
+/*
+ * node.h - the one public header of node/: the node core, its edges, and the control protocol.
+ *
+ * The core is sans-IO, like dht/ and p2p/ (model: h2o/quicly): events go in, each with the
+ * time; effects come out through a queue (node_effect_next); node_deadline says when the core
+ * next needs node_tick. It never opens a socket, starts a thread, reads a clock or calls
+ * random(): time is a parameter (milliseconds, any epoch, never decreasing) and randomness
+ * comes from the caller's rng_fn. It has no globals, so many cores run in one process (the
+ * unit tests and sim/). A call never both fails and has side effects, and no effect runs
+ * inside a call: the caller takes every effect after each call, in order.
+ *
+ * Its edges are interfaces: the store (struct node_store_ops: the LMDB store in the daemon,
+ * an in-memory one in tests and the simulator), links that carry p2p messages (bytes of a
+ * p2p_peer, moved by the caller: sockets in the daemon, a simulated network in sim/), and
+ * tasks (pulls and fetches: threads in the daemon, node/task.c; modelled in sim/).
+ *
+ *   node.c       the core: lifecycle, the effect queue, settling after each event, stop
+ *   timers.c     every duration of the node, and the deadline
+ *   link.c       links and their states (the state machine is drawn there), the duplicate-link
+ *                rule, idle close, room for new links, the per-source accept limit
+ *   seed.c       seeds: dial, back off, dial again
+ *   route.c      DHT messages over links: dial on demand, queue until up, unreachable nodes
+ *   providers.c  the provider cache: who holds a digest, as the DHT last said
+ *   announce.c   what the node announces follows what the store holds
+ *   serve.c      answering peers' requests from the store
+ *   fetch.c      fetch jobs: blobs, indexes and chunks from peers, hedging, bans
+ *   ctl.c        the control verbs (JSON), answered through the effect queue
+ *   counters.c   the counters and stats as JSON
+ *   task.c       tasks on threads, for the daemon (not part of the core)
+ *   store_lmdb.c node_store_ops over store/ (the daemon's)
+ *   client.c     the control client: the CLI's and the mount's side of the socket
+ *   fetcher.c    the mount's chunk fetcher through the node (coalescing, busy back-off)
+ *   node_uv.c    the daemon: libuv glue that only translates events and effects
+ */
+#ifndef AFSP_NODE_H
+#define AFSP_NODE_H
+
+#include "../dht/dht.h"
+#include "../p2p/p2p.h"
+#include "../util/util.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- durations ------------------------------------------------------------------------------
+ * Every duration the node uses, in milliseconds, including those it gives the DHT and the peer
+ * protocol: X(name, default, what it is). A test scales them all down with one divisor
+ * (node_durations_init; the daemon's AFSP_TEST_TIME_DIVISOR), so that a cluster can sit idle
+ * longer than every timeout in a few seconds of real time. */
+#define NODE_DURATIONS(X)                                                                          \
+    X(ban, 60000, "a peer that sent a bad chunk or stalled gets no request this long")           \
+    X(seed_retry_min, 500, "the first wait before a seed is dialed again")                       \
+    X(seed_retry_max, 30000, "the longest wait (it doubles from the first)")                     \
+    X(hedge, 1000, "a chunk request silent this long is asked of a second peer too")             \
+    X(idle, 120000, "a link nothing used this long is closed (--idle-timeout; 0: never)")        \
+    X(providers_fresh, 30000, "the providers of a digest are looked up again after this long")   \
+    X(providers_retry, 1000, "... or after this long when none of them could serve")            \
+    X(accept_refill, 200, "a source address earns one more new connection every this long")     \
+    X(stall, P2P_STALL_MS, "a request with no byte of its answer this long fails")              \
+    X(handshake, P2P_HANDSHAKE_TIMEOUT_MS, "a handshake not finished this long is abandoned")   \
+    X(dht_ttl, DHT_TTL_MS, "a provider record lives this long")                                 \
+    X(dht_republish, DHT_REPUBLISH_MS,                                                         \
+      "what the node provides is announced again this often, and the store compared first")   \
+    X(dht_refresh, DHT_REFRESH_MS, "a bucket no lookup went through is refreshed")              \
+    X(dht_stale, DHT_STALE_MS, "a contact not heard from this long is pinged")                  \
+    X(dht_rpc_timeout, DHT_RPC_TIMEOUT_MS, "a DHT request with no answer fails")                \
+    X(dht_slow, DHT_SLOW_MS, "a DHT request stops holding a lookup's slot after this")
+
+struct node_durations {
+#define X(name, ms, doc) uint64_t name;
+    NODE_DURATIONS(X)
+#undef X
+};
+
+/* Scaled durations never go below this (a round trip on a loaded machine), unless their
+ * default is already lower. */
+#define NODE_DURATION_FLOOR_MS 250
+
+/* The defaults divided by divisor (1: as they are; 0 counts as 1), none below
+ * NODE_DURATION_FLOOR_MS unless its default is. */
+void node_durations_init(struct node_durations *d, unsigned divisor);
+
+/* ---- limits --------------------------------------------------------------------------------- */
+#define NODE_SEEDS_MAX 32
+#define NODE_LINKS_MAX 4096       /* connections at once (the daemon lowers it to its fd limit) */
+#define NODE_SEND_BUDGET (4u << 20) /* answer bytes queued on a link before the socket drains */
+#define NODE_ACCEPT_BURST 20        /* handshakes one source address may start at once */
+#define NODE_ACCEPT_SOURCES 256     /* source addresses remembered for that */
+#define NODE_LINK_DHT_QUEUE 64      /* DHT messages waiting for a connection to come up */
+#define NODE_LAYERS_OPEN 8          /* layers kept open for serving */
+#define NODE_JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes one job asked for and did not get */
+#define NODE_JOB_LINKS_MAX 256            /* links one job spreads its chunks over */
+#define NODE_TASKS_MAX 64                 /* pulls and fetches running at once */
+#define NODE_HEDGE_MAX 8                  /* requests of one job hedged at once */
+#define NODE_PROVIDERS_CACHED 64          /* digests whose providers are remembered */
+#define NODE_PROVIDERS_WANT 4             /* a job's provider lookup stops once it knows this many */
+#define NODE_CTL_MAX_REQUEST (64u << 10)  /* the longest control request */
+#define NODE_CTL_MAX_ANSWER (16u << 20)   /* the longest answer a client reads */
+
+/* ---- counters ------------------------------------------------------------------------------
+ * The node's counters, X(name, what it counts): the struct, `stats --json` and docs/cli.md are
+ * generated from this list (node_counters_doc). */
+#define NODE_COUNTERS(X)                                                                           \
+    X(chunks_served, "chunks this node sent to peers")                                             \
+    X(bytes_served, "bytes of blobs, indexes and chunks this node sent to peers")                  \
+    X(chunks_fetched, "chunks fetched from peers that checked out")                                \
+    X(bytes_fetched, "bytes of those chunks")                                                      \
+    X(blobs_fetched, "manifests, configs and indexes fetched from peers")                          \
+    X(bad_chunks, "chunks from peers that did not match the index (the peer is banned)")          \
+    X(stalls, "requests to peers that got no byte for the stall timeout (the peer is banned)")    \
+    X(peer_errors, "connections that ended with an error after the handshake")                    \
+    X(handshake_failures, "handshakes that failed: a wrong cluster key, a timeout, garbage")      \
+    X(rate_limited, "connections refused for their source's rate")                                \
+    X(pulls, "pulls run for the CLI")                                                              \
+    X(pulls_failed, "of those, failed")                                                            \
+    X(fetches, "a mount's requests for chunks")                                                    \
+    X(fetches_failed, "of those, failed")                                                          \
+    X(registry_fetches, "of those, answered by the registry (no peer had the chunks)")            \
+    X(serving_peak, "the most answers in production at once")                                    \
+    X(requests_peak, "the most requests of this node waiting for answers at once")                \
+    X(links_idle_closed, "links closed for being idle, or to make room")                          \
+    X(links_refused, "connections refused at the link cap")                                       \
+    X(hedges, "chunk requests sent to a second peer because the first was silent")               \
+    X(hedges_won, "of those, answered first by the second peer")                                  \
+    X(provider_lookups, "provider lookups (of fetch jobs and of afsp providers)")                  \
+    X(providers_found, "providers those lookups named")                                          \
+    X(dht_dials, "connections dialed to reach DHT contacts and providers")                        \
+    X(store_lists, "times the node listed the whole store (to compare what it announces)")
+
+struct node_counters {
+#define X(name, doc) uint64_t name;
+    NODE_COUNTERS(X)
+#undef X
+};
+
+/* The documentation of the counters and of the stats' "dht" section, as Markdown tables (what
+ * docs/cli.md holds; a unit test compares them). */
+void node_counters_doc(struct buf *out);
+
+/* ---- the store ------------------------------------------------------------------------------
+ * What the core needs of a store, as functions of the caller's (arg: node_cfg.store_arg). Each
+ * returns 0 or a negative code (AFSP_E_NOTFOUND for what is not held) unless said otherwise.
+ * Called on the core's thread only. A layer handle (void *) stays valid until layer_close; a
+ * fetch handle belongs to the task that submitted the job. */
+struct node_held {
+    uint8_t digest[DIGEST_LEN];
+    bool complete; /* a layer whose whole blob was checked against its digest, or a manifest */
+    bool manifest; /* an image manifest (else a layer, complete or partial) */
+};
+
+struct node_store_usage {
+    uint64_t used, reserved, limit;
+    uint64_t layers, images;
+};
+
+struct node_store_ops {
+    /* A manifest or config the store keeps whole: appended to out. */
+    int (*blob)(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+    /* A layer's encoded index (docs/format.md), appended to out. */
+    int (*index)(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+    /* What the store holds: layers (whole or partial) and manifests, a malloc'd array the caller
+     * frees. The node calls it rarely (store_lists counts the calls). */
+    int (*held)(void *arg, struct node_held **out, size_t *n);
+    int (*usage)(void *arg, struct node_store_usage *u);
+
+    /* A layer held whole or in part, for serving its bytes. */
+    int (*layer_open)(void *arg, const uint8_t digest[static DIGEST_LEN], void **layer);
+    void (*layer_close)(void *arg, void *layer);
+    uint32_t (*layer_nchunks)(void *layer);
+    /* Chunk i is blob bytes [*off, *off + *len). */
+    void (*layer_chunk)(void *layer, uint32_t i, uint64_t *off, uint32_t *len);
+    bool (*layer_has)(void *layer, uint32_t i);
+    /* Takes in chunks stored since the handle was opened (a partial layer filling). */
+    int (*layer_refresh)(void *layer);
+    /* Blob bytes [off, off + n) into buf; thread-safe (answers are produced on the core's
+     * thread, but a store may be shared). */
+    int (*layer_read)(void *layer, uint64_t off, uint8_t *buf, size_t n);
+
+    /* A fetch handle's layer (a task's, see struct node_job): its chunks and which it has. */
+    uint32_t (*fetch_nchunks)(void *fetch);
+    void (*fetch_chunk)(void *fetch, uint32_t i, uint64_t *off, uint32_t *len);
+    bool (*fetch_has)(void *fetch, uint32_t i);
+    /* One chunk's bytes from a peer, in order: begin makes *rx (the state of one receipt),
+     * data takes each piece (AFSP_E_SIZE past the chunk's end), end checks the chunk against
+     * the index and writes it (0, AFSP_E_SIZE short, AFSP_E_DIGEST, a write error) and frees
+     * rx either way; drop frees rx without a check. Two receipts of one chunk may run at once
+     * (a hedged request): the first that ends well counts. */
+    int (*chunk_begin)(void *fetch, uint32_t i, void **rx);
+    int (*chunk_data)(void *fetch, void *rx, const uint8_t *p, size_t n);
+    int (*chunk_end)(void *fetch, void *rx, uint64_t *bytes);
+    void (*chunk_drop)(void *fetch, void *rx);
+};
+
+/* ---- jobs: what a task asks of the node -----------------------------------------------------
+ * A task (a pull, a mount's fetch) that needs a blob, an index or chunks from peers fills a job
+ * and submits it (node_job_submit); the node works on it and hands it back with the effect
+ * NODE_FX_JOB_DONE once nothing of it is in flight, with rc: 0, AFSP_E_NOTFOUND (no peer could
+ * serve it), -ECANCELED (the node stops), -ENOMEM. Until then the job, its out buffer and its
+ * fetch handle are the node's to use; the task must not touch them. */
+enum node_job_kind { NODE_JOB_BLOB, NODE_JOB_INDEX, NODE_JOB_CHUNKS };
+
+struct node_job {
+    enum node_job_kind kind;
+    uint8_t digest[DIGEST_LEN]; /* the blob, or the layer */
+    uint64_t max;               /* BLOB, INDEX: the largest answer taken */
+    struct buf *out;            /* BLOB, INDEX: the bytes, appended (borrowed) */
+    void *fetch;                /* CHUNKS: the layer being filled (node_store_ops fetch_*) */
+    uint32_t first, last;       /* CHUNKS: the chunks wanted (those the layer lacks) */
+    int rc;                     /* set when handed back */
+    void *task_arg;             /* the task's own (the node never touches it) */
+    struct node_job_state *st;  /* the node's, while it holds the job */
+};
+
+/* ---- tasks -----------------------------------------------------------------------------------
+ * Work that blocks (a pull from a registry, a fetch that may fall back to one) runs outside the
+ * core: the core hands a task out with NODE_FX_TASK, the runner does it (submitting jobs meanwhile)
+ * and reports node_task_done. The core frees the task after that. */
+enum node_task_kind { NODE_TASK_PULL, NODE_TASK_FETCH };
+
+#define NODE_TASK_INSECURE_MAX 32
+struct node_task {
+    enum node_task_kind kind;
+    /* in (owned by the task) */
+    char *ref;      /* PULL: the image; FETCH: the image whose registry may be asked, or NULL */
+    char *platform; /* PULL: "os/arch[/variant]" or NULL */
+    char *insecure[NODE_TASK_INSECURE_MAX + 1]; /* NULL-terminated */
+    bool lazy;                                   /* PULL: layers a peer has are added partial */
+    uint8_t layer[DIGEST_LEN];                   /* FETCH */
+    uint32_t first, last;                        /* FETCH: chunks */
+    /* out, set by the runner */
+    int rc;
+    char msg[512];              /* rc's message */
+    uint8_t digest[DIGEST_LEN]; /* PULL: the manifest's */
+    bool completed;             /* FETCH: the layer has every chunk now */
+    bool via_registry;          /* FETCH: the registry answered */
+    /* the core's */
+    struct node_ctl *ctl;
+    struct node_task *next;
+};
+
+/* ---- the core ------------------------------------------------------------------------------- */
+struct node;
+struct node_link; /* a connection to a peer: owned by the core, carried by the caller */
+struct node_ctl;  /* a control client: the caller's, opaque to the core */
+
+struct node_cfg {
+    const struct p2p_identity *id; /* borrowed: must outlive the core */
+    const uint8_t *cluster_key;    /* P2P_KEY_LEN bytes, copied */
+    rng_fn rng;                    /* required: keys, IDs, lookups */
+    void *rng_arg;
+    uint64_t now;                     /* the core's clock at start */
+    uint64_t wall_ms;                 /* the wall clock then (ms since 1970), for reports */
+    uint16_t listen_port;             /* 0: not listening */
+    const char *listen_text;          /* for reports; may be NULL */
+    const struct dht_addr *seeds;     /* nseeds addresses, copied */
+    const char *const *seed_texts;    /* how each was given (logs); may be NULL */
+    size_t nseeds;                    /* at most NODE_SEEDS_MAX */
+    size_t links_max;                 /* 0: NODE_LINKS_MAX */
+    const struct node_durations *t;   /* copied; NULL: node_durations_init(, 1) */
+    const struct node_store_ops *store; /* borrowed */
+    void *store_arg;
+    unsigned k, alpha;                /* the DHT's; 0: DHT_K, DHT_ALPHA */
+};
+
+/* Returns 0, AFSP_E_USAGE (no rng, no store, too many seeds) or -ENOMEM. The seeds are dialed
+ * and the store announced at once (effects are waiting). */
+int node_new(struct node **out, const struct node_cfg *cfg);
+/* Frees the core. Call after NODE_FX_STOPPED, or at any time in tests (jobs still held are
+ * abandoned, links freed without effects). */
+void node_free(struct node *n);
+
+/* What the caller must do, in order; node_effect_next returns false when nothing waits. */
+enum node_fx {
+    NODE_FX_DIAL,     /* open a connection for link to addr; report connected or closed */
+    NODE_FX_SEND,     /* link has bytes to send: node_link_pending / node_link_sent */
+    NODE_FX_CLOSE,    /* close link's connection, then node_link_release */
+    NODE_FX_ANSWER,   /* send text (a JSON line, owned by the caller now) to ctl and close */
+    NODE_FX_TASK,     /* run task; report node_task_done */
+    NODE_FX_JOB_DONE, /* job is handed back (job->rc) */
+    NODE_FX_STOPPED,  /* the node stopped: no link, task or job is left */
+};
+
+struct node_effect {
+    enum node_fx type;
+    struct node_link *link; /* DIAL, SEND, CLOSE */
+    struct dht_addr addr;   /* DIAL */
+    struct node_ctl *ctl;   /* ANSWER */
+    char *text;             /* ANSWER: malloc'd, with its newline; the caller frees it */
+    size_t len;
+    struct node_task *task; /* TASK */
+    struct node_job *job;   /* JOB_DONE */
+};
+bool node_effect_next(struct node *n, struct node_effect *e);
+
+/* When node_tick must next run (UINT64_MAX: nothing waits on time), and the tick. */
+uint64_t node_deadline(const struct node *n);
+void node_tick(struct node *n, uint64_t now);
+
+/* ---- links: the caller's side ---------------------------------------------------------------
+ * The caller carries each link's bytes. A link is born from node_link_accepted (the caller
+ * accepted a connection) or NODE_FX_DIAL (the core wants one), and ends with NODE_FX_CLOSE,
+ * after which the caller closes the connection and calls node_link_release; the core makes no
+ * other use of the link then, and ignores events for it until released. */
+
+/* A connection the caller accepted, from addr (its source IP and port). Returns a new link
+ * (the handshake starts) or NULL when it must be closed at once (rate-limited, no room, no
+ * memory: counted). */
+struct node_link *node_link_accepted(struct node *n, const struct dht_addr *from, uint64_t now);
+/* The connection NODE_FX_DIAL asked for is up. */
+void node_link_connected(struct node *n, struct node_link *k, uint64_t now);
+/* Bytes from the peer (all are taken). */
+void node_link_input(struct node *n, struct node_link *k, const uint8_t *p, size_t len,
+                     uint64_t now);
+/* Bytes to send: *p valid until the next call on the core. Produces more answer bytes first
+ * while the link holds less than NODE_SEND_BUDGET. 0: nothing now. */
+size_t node_link_pending(struct node *n, struct node_link *k, const uint8_t **p);
+/* len bytes of node_link_pending's were written (or copied for writing). */
+void node_link_sent(struct node *n, struct node_link *k, size_t len, uint64_t now);
+/* The connection ended or failed (rc: a negative errno; -ECONNREFUSED etc. for a dial). */
+void node_link_closed(struct node *n, struct node_link *k, int rc, uint64_t now);
+/* After NODE_FX_CLOSE: the caller is done with k; it is freed. */
+void node_link_release(struct node *n, struct node_link *k);
+/* The caller's pointer for a link (its connection), set once and read back. */
+void node_link_set_io(struct node_link *k, void *io);
+void *node_link_io(const struct node_link *k);
+
+/* ---- control, tasks, jobs, the store -------------------------------------------------------- */
+
+/* One control request line (JSON, see NODE_CTL_VERBS) from client c. It is answered with
+ * NODE_FX_ANSWER, now or later. */
+void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size_t len,
+                      uint64_t now);
+/* Client c went away: it gets no answer (a pull it started goes on). */
+void node_ctl_gone(struct node *n, struct node_ctl *c);
+/* The runner finished task (its out fields set). */
+void node_task_done(struct node *n, struct node_task *t, uint64_t now);
+/* A task's job (see struct node_job). While the node stops, it comes back at once. */
+void node_job_submit(struct node *n, struct node_job *j, uint64_t now);
+/* The store changed under the node (an eviction): what it announces and serves follows. */
+void node_store_changed(struct node *n, uint64_t now);
+/* Stops: jobs end with -ECANCELED, links close, the DHT is left; NODE_FX_STOPPED comes once
+ * every task is done. */
+void node_stop(struct node *n, uint64_t now);
+
+/* ---- node_uv.c: the daemon ------------------------------------------------------------------- */
+
+struct sockaddr;
+struct store;
+struct node_run_cfg {
+    struct node_cfg core;          /* all but now, wall_ms, store and store_arg, filled here */
+    const struct sockaddr *listen; /* where peers connect; NULL: nowhere */
+    struct store *store;           /* open, writable; borrowed */
+    const char *ctl_path;          /* the control socket (DATA/afsp.sock) */
+    const char *data_dir;          /* for the log */
+};
+/* Runs the node until SIGTERM or SIGINT and every task it started is done. Returns 0, or a
+ * negative code with err_msg set (the sockets could not be made). */
+int node_run(const struct node_run_cfg *cfg);
+
+/* ---- inspection ------------------------------------------------------------------------------ */
+const struct node_counters *node_counters_get(const struct node *n);
+struct dht *node_dht(struct node *n);
+const uint8_t *node_id(const struct node *n);
+size_t node_links_up(const struct node *n);
+/* Whether an up link to node id exists (tests, the simulator). */
+bool node_linked(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
+
+/* ---- the control protocol -------------------------------------------------------------------
+ * DATA/afsp.sock (mode 0600): one JSON request line per connection, {"cmd": VERB, ...}, and one
+ * JSON answer line, {"ok": true, ...} or {"error": "...", ["busy": true]}. The verbs, X(id,
+ * name, fields of the request, what the answer holds); docs/cli.md lists the same. */
+#define NODE_CTL_VERBS(X)                                                                          \
+    X(PEERS, "peers", "", "peers: the up links")                                                  \
+    X(STATS, "stats", "", "stats: id, listen, started, peers, store, counters, dht")              \
+    X(RECONCILE, "reconcile", "",                                                                 \
+      "the store changed under the node (afsp prune): announce and serve what it holds now")     \
+    X(PROVIDERS, "providers", "digest", "providers, lookup: a full provider lookup of digest")   \
+    X(PULL, "pull", "ref, platform?, insecure?, lazy?", "digest: the image, pulled")             \
+    X(FETCH, "fetch", "layer, first, last, ref?, insecure?",                                      \
+      "chunks first..last of a layer held in part, stored before the answer")
+
+enum node_ctl_verb {
+#define X(id, name, req, ans) NODE_CTL_##id,
+    NODE_CTL_VERBS(X)
+#undef X
+        NODE_CTL_NVERBS
+};
+/* The verb's name, or NULL. */
+const char *node_ctl_verb_name(enum node_ctl_verb v);
+
+#define NODE_CTL_SOCK "afsp.sock"    /* in the data directory */
+#define NODE_DEFAULT_PORT_STR "7070" /* where a node listens for peers by default */
+
+/* ---- client.c: the control client (blocking; the CLI, the mount process) ------------------ */
+
+/* Connects to the node whose data directory is dir. Returns a socket, or -1 when none runs there
+ * (no socket, or nobody listening on it). */
+int node_client_connect(const char *dir);
+/* Sends {"cmd": verb, ...fields} (fields: a JSON object, borrowed, may be NULL) on fd and reads
+ * the answer into *ans (the caller's; an {"error": ...} answer is an answer too). Returns 0 or a
+ * negative code with err_msg set. fd stays open. */
+struct json_t;
+int node_client_call(int fd, enum node_ctl_verb verb, struct json_t *fields, struct json_t **ans);
+
+/* ---- fetcher.c: a mount's chunks through the node ------------------------------------------
+ * A store_fetcher_fn (store.h) that asks the node on dir for the chunks a reader lacks. Readers
+ * that need chunks already asked for wait for that answer instead of asking again; a node that
+ * answers busy is asked again, backing off from 10 ms to 0.5 s, for up to about 15 s. */
+struct node_fetcher;
+/* ref: the image whose registry the node may ask (copied); insecure: NULL-terminated hosts
+ * reached over plain HTTP (copied). Returns 0 or -ENOMEM. */
+int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref,
+                     const char *const *insecure);
+void node_fetcher_free(struct node_fetcher *f);
+/* The store_fetcher_fn, with f as its arg. */
+int node_fetcher_fetch(void *f, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last);
+
+#endif

@@ -1,0 +1,278 @@
+/*
+ * node_int.h - between the files of the node core (node.h's list). Nothing outside node/
+ * includes this.
+ *
+ * How an event is handled: an entry point (node_link_input, node_tick, ...) changes state and
+ * may mark things for later - a link to close (link_close), a link with bytes to send or a new
+ * deadline (link_touch), jobs to step (jobs_dirty) - then calls node_settle, which does the
+ * marked work until nothing is left and queues the effects. Nothing a callback of p2p_peer or
+ * dht does runs the caller's I/O or re-enters the object that called it.
+ */
+#ifndef AFSP_NODE_INT_H
+#define AFSP_NODE_INT_H
+
+#include "node.h"
+
+/* ---- timers.c: one heap of deadlines ------------------------------------------------------- */
+
+struct node_timer {
+    uint64_t at;  /* UINT64_MAX: not armed */
+    uint32_t idx; /* its place in the heap + 1 while armed; 0: not armed (a zeroed timer) */
+    void (*fire)(struct node *n, struct node_timer *t, uint64_t now);
+};
+
+void timer_init(struct node_timer *t, void (*fire)(struct node *, struct node_timer *, uint64_t));
+/* Arms t for at (UINT64_MAX disarms); re-arming moves it. */
+void timer_set(struct node *n, struct node_timer *t, uint64_t at);
+void timer_stop(struct node *n, struct node_timer *t);
+/* Fires every timer due by now. */
+void timers_run(struct node *n, uint64_t now);
+
+/* ---- link.c -------------------------------------------------------------------------------- */
+
+enum link_state { LINK_DIALING, LINK_HANDSHAKE, LINK_UP, LINK_CLOSING, LINK_CLOSED };
+
+/* A DHT message waiting for its connection to come up. */
+struct dq {
+    struct dq *next;
+    size_t len;
+    uint8_t msg[];
+};
+
+struct node_link {
+    struct node *n;
+    enum link_state state;
+    struct p2p_peer *p;
+    void *io;
+    struct seed *seed;               /* the seed this link reaches, or NULL */
+    struct node_link *next, **pprev; /* n->links */
+    struct node_link *touched_next;  /* n->touched, while touched */
+    struct node_link *closing_next;  /* n->closing, while CLOSING */
+    bool touched;
+    bool initiator;
+    bool expect;                  /* dialed to reach the node expect_id */
+    uint8_t expect_id[P2P_ID_LEN];
+    uint8_t peer_id[P2P_ID_LEN];  /* UP: the ID the handshake proved */
+    struct dht_addr dialed;       /* the address dialed (port 0: the peer dialed us) */
+    struct dht_addr from;         /* the address the connection came from (accepted) */
+    uint16_t hello_port;          /* the peer's HELLO: where it listens (0: nowhere, or unsaid) */
+    struct dq *dq, **dq_tail;     /* DHT messages for expect_id, sent once it is up */
+    unsigned ndq;
+    int close_rc;                 /* CLOSING, CLOSED: why */
+    enum link_state close_from;   /* CLOSING, CLOSED: the state it closed from */
+    int doom;                     /* close with this once the input being taken is done */
+    char addr[300];
+    uint64_t serial;              /* unique for the node's life: jobs remember links by it */
+    uint64_t t0, up_at, rtt_ms, bytes_in, bytes_out, ban_until;
+    uint64_t last_io; /* when bytes last went either way */
+    struct node_timer timer;      /* the handshake, stalled requests, idle close */
+};
+
+#define LINK_DUPLICATE (-EALREADY) /* closed: the pair has another link */
+#define LINK_IDLE (-ETIME)         /* closed: nothing used it for a while */
+
+/* Dials c (to reach node c->id, or a seed when c is NULL: see seed.c). Returns the new link
+ * (DIALING: NODE_FX_DIAL is queued) or NULL, having done nothing, when there is no room or
+ * memory. */
+struct node_link *link_dial(struct node *n, const struct dht_addr *addr, const uint8_t *expect_id,
+                            uint64_t now);
+/* Marks k to close with rc (its consequences run in node_settle). */
+void link_close(struct node_link *k, int rc);
+/* Runs the consequences of closing every link marked since. */
+void links_closing_run(struct node *n, uint64_t now);
+/* k has new bytes to send or a new deadline: node_settle looks at it. */
+void link_touch(struct node_link *k);
+/* For each link touched: NODE_FX_SEND if it has bytes, its timer re-armed. */
+void links_touched_run(struct node *n, uint64_t now);
+bool link_usable(const struct node_link *k, uint64_t now);
+/* The up link to node id, or (pending) a link being made to reach it; NULL if none. */
+struct node_link *link_to(struct node *n, const uint8_t id[static P2P_ID_LEN], bool pending);
+void link_ban(struct node_link *k, const char *why, uint64_t now);
+/* Where k's peer listens, as this node sees it (port 0: it does not, or has not said). */
+void link_peer_addr(const struct node_link *k, struct dht_addr *out);
+const char *id_short(const uint8_t *id, char out[static 17]);
+
+/* ---- seed.c --------------------------------------------------------------------------------- */
+
+struct seed {
+    struct dht_addr addr;
+    char text[256];
+    struct node_link *link;
+    uint64_t backoff;
+    struct node_timer timer; /* the next dial */
+};
+
+/* Dials seed s now (a failure schedules the next try). */
+void seed_dial(struct node *n, struct seed *s, uint64_t now);
+/* s's link closed (or its dial failed): dial again after the backoff. */
+void seed_timers_failed(struct node *n, struct seed *s, uint64_t now);
+/* s's link came up: the backoff starts over. */
+void seed_timers_up(struct seed *s);
+
+/* ---- route.c -------------------------------------------------------------------------------- */
+
+/* Sends what the DHT wants sent. Returns whether there was anything. */
+bool route_run(struct node *n, uint64_t now);
+/* The messages waiting on from go out over to (from itself when it came up, or the pair's
+ * other link). */
+void route_dq_send(struct node_link *from, struct node_link *to);
+void route_dq_drop(struct node_link *k);
+/* A DHT message from k's peer. */
+void route_input(struct node_link *k, const uint8_t *msg, size_t len, uint64_t now);
+/* The DHT's deadline may have moved. */
+void route_timer_update(struct node *n);
+
+/* ---- providers.c ---------------------------------------------------------------------------- */
+
+struct pcache {
+    uint8_t digest[DIGEST_LEN];
+    struct dht_contact prov[DHT_K_MAX];
+    unsigned n;
+    uint64_t t; /* when the last lookup ended (0: none has) */
+    bool used, looking, dialed;
+    struct node *node;
+};
+
+/* The providers of digest: looked up when unknown or old (again: also when the last lookup is
+ * older than providers_retry), dialed once per lookup. NULL when the cache is full of
+ * lookups. */
+struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_LEN], bool again,
+                             uint64_t now);
+bool providers_has(const struct pcache *pc, const uint8_t id[static P2P_ID_LEN]);
+/* Whether providers of pc may still become usable: its lookup runs, or a dial to one does. */
+bool providers_waiting(struct node *n, const struct pcache *pc);
+
+/* ---- announce.c ----------------------------------------------------------------------------- */
+
+/* Compares what the store holds with what the DHT announces: provides what is new, withdraws
+ * what is gone, and stops serving evicted layers. */
+void announce_reconcile(struct node *n, uint64_t now);
+/* One layer became complete. */
+void announce_layer(struct node *n, const uint8_t digest[static DIGEST_LEN], uint64_t now);
+
+/* ---- serve.c -------------------------------------------------------------------------------- */
+
+struct served_layer {
+    uint8_t digest[DIGEST_LEN];
+    void *l; /* the store's layer handle; NULL: a free slot */
+    unsigned refs;
+    uint64_t used;
+    bool gone; /* evicted: answers under way finish, no new one starts */
+};
+
+void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now);
+/* Layers no longer held (held: sorted by digest) are served no more. */
+void serve_forget(struct node *n, const struct node_held *held, size_t nheld);
+void serve_close_all(struct node *n);
+
+/* ---- fetch.c -------------------------------------------------------------------------------- */
+
+void jobs_step(struct node *n, uint64_t now);
+/* Hands back every job that is done and has nothing in flight. */
+void jobs_release(struct node *n);
+void jobs_cancel_all(struct node *n);
+/* Frees the jobs held, handing none back (node_free). */
+void jobs_free_all(struct node *n);
+/* p2p_peer callbacks of our requests. */
+int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b, size_t len,
+                  uint64_t now);
+void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now);
+
+/* ---- ctl.c / counters.c --------------------------------------------------------------------- */
+
+struct ctl_pending {
+    struct node_ctl *c;
+    struct node *n;
+    struct dht_lookup *lookup; /* PROVIDERS */
+    struct node_task *task;    /* PULL, FETCH */
+    struct ctl_pending *next;
+};
+
+void ctl_answer(struct node *n, struct node_ctl *c, struct json_t *ans);
+/* A task's answer, once done. */
+void ctl_task_done(struct node *n, struct node_task *t);
+void ctl_cancel_all(struct node *n);
+void node_task_free(struct node_task *t);
+struct json_t *counters_stats_json(struct node *n, uint64_t now);
+struct json_t *counters_peers_json(struct node *n, uint64_t now);
+
+/* ---- node.c --------------------------------------------------------------------------------- */
+
+struct effectq {
+    struct node_effect *v;
+    size_t head, len, cap;
+};
+int fx_push(struct node *n, const struct node_effect *e);
+
+struct accept_src {
+    uint32_t ip;
+    double tokens;
+    uint64_t t;
+};
+
+struct node {
+    struct node_cfg cfg;
+    struct node_durations t;
+    const struct p2p_identity *id;
+    uint8_t ckey[P2P_KEY_LEN];
+    struct dht *dht;
+    const struct node_store_ops *so;
+    void *sa;
+    uint64_t now; /* of the event being handled */
+    uint64_t started_wall_ms, started;
+
+    struct seed seeds[NODE_SEEDS_MAX];
+    size_t nseeds;
+
+    struct node_link *links, *touched, *closing;
+    size_t nlinks, links_max;
+    uint64_t serials;
+    struct accept_src sources[NODE_ACCEPT_SOURCES];
+
+    struct node_job_state *jobs; /* held, newest first */
+    bool jobs_dirty;
+    uint64_t job_turns; /* jobs start at different links */
+
+    struct pcache pc[NODE_PROVIDERS_CACHED];
+    struct served_layer layers[NODE_LAYERS_OPEN];
+    uint64_t serving, requesting; /* answers in production, requests waiting: all links */
+
+    struct ctl_pending *pending;
+    struct node_task *tasks; /* running */
+    size_t ntasks;
+
+    struct node_timer dht_timer, reconcile_timer;
+    struct node_timer **heap;
+    size_t nheap, heapcap;
+
+    struct effectq fx;
+    bool stopping, stopped;
+    struct node_counters st;
+};
+
+/* Does every piece of work marked, until none is left, and queues the effects. */
+void node_settle(struct node *n, uint64_t now);
+
+/* ==== the daemon's parts: not the core ========================================================= */
+
+/* store_lmdb.c: the store ops over store/ (store_arg: a struct store *). */
+extern const struct node_store_ops node_store_lmdb;
+
+/* task.c: tasks on threads of their own. A task's thread runs its pull or fetch on the store,
+ * submitting jobs (node_job_submit, on the loop's thread) for what peers may have. */
+struct store;
+struct tasks;
+/* wake(arg) is called from any thread when tasks_poll has work; it must only wake the loop. */
+int tasks_new(struct tasks **out, struct store *s, void (*wake)(void *arg), void *arg);
+/* After every task is done (tasks_running is 0). */
+void tasks_free(struct tasks *ts);
+/* A thread for t. Returns 0, or a negative code (nothing started: the caller reports t done). */
+int tasks_start(struct tasks *ts, struct node_task *t);
+size_t tasks_running(struct tasks *ts);
+/* On the loop's thread, after a wake: jobs submitted go to the core, finished tasks are joined
+ * and reported (node_task_done). */
+void tasks_poll(struct tasks *ts, struct node *n, uint64_t now);
+/* NODE_FX_JOB_DONE: the thread waiting on j goes on. */
+void tasks_job_done(struct tasks *ts, struct node_job *j);
+
+#endif
