@@ -12,15 +12,6 @@
 
 /* ---- harness -------------------------------------------------------------------------------- */
 
-static void det_rng(void *arg, uint8_t *buf, size_t n)
-{
-    uint64_t *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(*s >> 56);
-    }
-}
-
 static struct p2p_identity ident(uint8_t fill)
 {
     uint8_t seed[32];
@@ -46,8 +37,8 @@ static void pair_new(struct pair *p, uint64_t rekey_a, uint64_t rekey_b, bool sa
     memset(p->kb, same_key ? 7 : 8, 32);
     p->ra = 11;
     p->rb = 22;
-    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, det_rng, &p->ra, 1000, rekey_a};
-    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, det_rng, &p->rb, 1000, rekey_b};
+    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, rng_fill, &p->ra, 1000, rekey_a};
+    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, rng_fill, &p->rb, 1000, rekey_b};
     CHECK(p2p_conn_new(&p->a, &ca) == 0);
     CHECK(p2p_conn_new(&p->b, &cb) == 0);
 }

@@ -93,7 +93,7 @@ static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t
     CHECK(p2p_identity_from_seed(&s->id, seed) == 0);
     memset(s->key, 7, sizeof s->key);
     s->rng = seed_fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_lcg, &s->rng, 1000, 0},
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0},
                              .ops = &ops,
                              .arg = s,
                              .window = window,
