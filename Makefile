@@ -19,13 +19,17 @@ CFLAGS  += -std=gnu11 -g $(OPT) $(WARN) -D_GNU_SOURCE -MMD -MP \
 LDFLAGS += $(if $(SANITIZER),-fsanitize=$(SANITIZER))
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-LIB_SRC  := $(wildcard util/*.c store/*.c fs/*.c p2p/*.c dht/*.c node/*.c sim/*.c)
+LIB_SRC  := $(wildcard util/*.c store/*.c fs/*.c p2p/*.c dht/*.c node/*.c)
+# sim/ (the simulator and the in-memory links) is test support: its own archive, linked by the
+# test runner and the benches and compiled into the fuzz targets, never into build/afsp.
+SIM_SRC  := $(wildcard sim/*.c)
 CMD_SRC  := $(wildcard cmd/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c) tests/runner.c
 FUZZ_SRC := $(wildcard fuzz/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
@@ -40,13 +44,18 @@ $(BUILD)/libafsp.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(BUILD)/libafsp_sim.a: $(SIM_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(BUILD)/afsp: $(CMD_OBJ) $(BUILD)/libafsp.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/test-runner: $(UNIT_OBJ) $(BUILD)/libafsp.a
+# libafsp_sim.a before libafsp.a: sim/ calls into the library.
+$(BUILD)/test-runner: $(UNIT_OBJ) $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp.a
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -82,9 +91,9 @@ asan: deps
 FUZZ_SECS ?= 30
 FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-build/fuzz/%: fuzz/%.c $(LIB_SRC)
+build/fuzz/%: fuzz/%.c $(LIB_SRC) $(SIM_SRC)
 	@mkdir -p build/fuzz
-	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang $(FUZZ_FLAGS) -o $@ $< $(SIM_SRC) $(LIB_SRC) $(LDLIBS)
 fuzz: deps $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 	@set -e; for f in $(FUZZ_SRC:fuzz/%.c=%); do \
 	    mkdir -p build/fuzz/corpus-$$f; \

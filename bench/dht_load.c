@@ -13,6 +13,7 @@
  */
 #include "../dht/dht.h"
 #include "../p2p/p2p.h"
+#include "../sim/sim.h"
 #include "../util/util.h"
 
 #include <arpa/inet.h>
@@ -76,8 +77,7 @@ static void fake_flush(struct fake *f)
         uv_write_t *w = malloc(sizeof *w + n);
         if (!w)
             abort();
-        memcpy(w + 1, p, n);
-        p2p_conn_sent(c, n);
+        sim_conn_take(c, (uint8_t *)(w + 1), n);
         w->data = f;
         uv_buf_t b = uv_buf_init((char *)(w + 1), (unsigned)n);
         if (uv_write(w, (uv_stream_t *)&f->tcp, &b, 1, on_write) < 0) {

@@ -89,16 +89,9 @@ static struct layer pop[NLAYERS];
     } while (0)
 
 /* ---- PRNG, content, checksum ------------------------------------------------------------- */
-static inline uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 static uint64_t rnd_below(uint64_t *s, uint64_t n)
 {
-    return splitmix(s) % n;
+    return rng_next64(s) % n;
 }
 static inline uint64_t rotl(uint64_t x, int r)
 {
@@ -122,7 +115,7 @@ static uint64_t csum(const uint8_t *p, size_t n)
     a = rotl(a + w[0] * K, 31), b = rotl(b + w[1] * K, 31);
     c = rotl(c + w[2] * K, 31), d = rotl(d + w[3] * K, 31);
     uint64_t h = a ^ rotl(b, 17) ^ rotl(c, 29) ^ rotl(d, 43) ^ n;
-    return splitmix(&h);
+    return rng_next64(&h);
 }
 
 static size_t chunk_len(const struct layer *l, uint32_t i)
@@ -138,14 +131,9 @@ static void gen_layer(struct layer *l, uint8_t *out)
         DIE("out of memory");
     for (uint32_t i = 0; i < l->nchunks; i++) {
         uint8_t *p = out + (uint64_t)i * CHUNK;
-        size_t n = chunk_len(l, i), j = 0;
+        size_t n = chunk_len(l, i);
         uint64_t s = get_le64(l->digest) ^ ((uint64_t)i << 40);
-        for (; j + 8 <= n; j += 8) {
-            uint64_t v = splitmix(&s);
-            memcpy(p + j, &v, 8);
-        }
-        uint64_t v = splitmix(&s);
-        memcpy(p + j, &v, n - j);
+        rng_fill(&s, p, n);
         uint64_t sum = csum(p, n);
         if (fresh)
             l->sums[i] = sum;

@@ -20,6 +20,8 @@
 #ifndef AFSP_DHT_H
 #define AFSP_DHT_H
 
+#include "../util/util.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,11 +63,9 @@ struct dht_contact {
     struct dht_addr addr;
 };
 
-typedef void (*dht_rng_fn)(void *arg, uint8_t *buf, size_t n);
-
 struct dht_cfg {
     const uint8_t *id; /* DHT_ID_LEN bytes, copied */
-    dht_rng_fn rng;    /* required */
+    rng_fn rng;        /* required (util.h) */
     void *rng_arg;
     uint64_t now_ms;
     unsigned k, alpha; /* 0: DHT_K, DHT_ALPHA */

@@ -134,7 +134,7 @@ struct rate {
 
 struct dht {
     uint8_t id[DHT_ID_LEN];
-    dht_rng_fn rng;
+    rng_fn rng;
     void *rng_arg;
     unsigned k, alpha;
     uint64_t ttl, republish, refresh, stale, rpc_timeout, slow;

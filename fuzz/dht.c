@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     parse_roundtrip(data, size);
     uint64_t seed = 1;
     uint8_t id[DHT_ID_LEN] = {0x80};
-    struct dht_cfg cfg = {.id = id, .rng = rng_lcg, .rng_arg = &seed, .now_ms = 1000};
+    struct dht_cfg cfg = {.id = id, .rng = rng_fill, .rng_arg = &seed, .now_ms = 1000};
     struct dht *d;
     if (dht_new(&d, &cfg) != 0)
         return 0;

@@ -10,7 +10,9 @@
  * payload bytes (zeros past the input's end), then u16 bit positions to flip.
  */
 #include "../p2p/noise_int.h"
+#include "../sim/sim.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +26,32 @@ static void rng(void *arg, uint8_t *buf, size_t n)
 
 static void move_all(struct p2p_conn *from, struct p2p_conn *to)
 {
-    const uint8_t *p;
-    size_t n = p2p_conn_pending(from, &p), used;
-    if (p2p_conn_input(to, p, n, 1, &used) != 0 || used != n)
+    if (sim_conn_move(from, to, 0, 1, NULL, NULL) != 0) /* an error, or not all taken */
         abort();
-    p2p_conn_sent(from, n);
+}
+
+struct sent {
+    uint8_t **frames;
+    size_t *len, n, got;
+};
+
+/* After each piece: every frame delivered is the one sent at that place; a failed input or a
+ * dead connection ends the move. */
+static int check_frames(void *arg, struct p2p_conn *b, int rc, size_t offered, size_t used)
+{
+    struct sent *s = arg;
+    (void)offered;
+    (void)used;
+    if (rc != 0)
+        return rc;
+    const uint8_t *f;
+    size_t flen;
+    while ((f = p2p_conn_recv(b, &flen))) {
+        if (s->got >= s->n || flen != s->len[s->got] || memcmp(f, s->frames[s->got], flen))
+            abort(); /* a frame that was not sent, or not there */
+        s->got++;
+    }
+    return p2p_conn_error(b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -84,33 +107,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *p;
     size_t n = p2p_conn_pending(a, &p);
     uint8_t *wire = malloc(n ? n : 1);
-    if (!wire)
+    if (!wire || sim_conn_take(a, wire, n) != n)
         abort();
-    memcpy(wire, p, n);
     size_t flips = 0;
     for (; off + 2 <= size && n; off += 2, flips++) {
         size_t bit = ((data[off] | (size_t)data[off + 1] << 8) * 2654435761u) % (8 * n);
         wire[bit / 8] ^= (uint8_t)(1u << (bit % 8));
     }
-    size_t got = 0;
-    for (size_t o = 0; o < n;) {
-        size_t used, k = step < n - o ? step : n - o;
-        if (p2p_conn_input(b, wire + o, k, 1, &used) != 0)
-            break;
-        o += used;
-        const uint8_t *f;
-        size_t flen;
-        while ((f = p2p_conn_recv(b, &flen))) {
-            if (got >= nframes || flen != slen[got] || memcmp(f, sent[got], flen))
-                abort(); /* a frame that was not sent, or not there */
-            got++;
-        }
-        if (p2p_conn_error(b))
-            break;
-        if (!used && o < n)
-            abort(); /* stuck: nothing taken and no frame to take */
-    }
-    if (!flips && got != nframes)
+    struct sent s = {sent, slen, nframes, 0};
+    if (sim_feed(b, wire, n, step, 1, check_frames, &s) == -EAGAIN)
+        abort(); /* stuck: nothing taken and no frame to take */
+    if (!flips && s.got != nframes)
         abort();
     for (size_t i = 0; i < nframes; i++)
         free(sent[i]);

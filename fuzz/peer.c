@@ -12,6 +12,7 @@
  * source was released.
  */
 #include "../p2p/p2p.h"
+#include "../sim/sim.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -115,33 +116,12 @@ static int side_new(struct side *s, bool initiator, uint8_t fill)
         return -1;
     memset(s->key, 7, sizeof s->key);
     s->rng = fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_lcg, &s->rng, 1000, 0, 0},
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0, 0},
                              .ops = &ops,
                              .arg = s,
                              .window = 8,
                              .stall_ms = 3000};
     return p2p_peer_new(&s->p, &c);
-}
-
-/* Bytes from one side to the other; returns the receiver's error. */
-static int move(struct side *from, struct side *to, uint64_t now)
-{
-    const uint8_t *q;
-    size_t n = p2p_conn_pending(p2p_peer_conn(from->p), &q), off = 0;
-    int rc = 0;
-    uint8_t *copy = n ? malloc(n) : NULL;
-    if (n && !copy)
-        abort();
-    if (n)
-        memcpy(copy, q, n);
-    p2p_conn_sent(p2p_peer_conn(from->p), n);
-    while (off < n && rc == 0) {
-        size_t used;
-        rc = p2p_peer_input(to->p, copy + off, n - off, now, &used);
-        off += used;
-    }
-    free(copy);
-    return rc;
 }
 
 static int ask(struct side *v, int i, enum p2p_msg_type t, uint32_t chunk, uint64_t now)
@@ -162,18 +142,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&h, 0, sizeof h);
     if (side_new(&v, true, 1) < 0 || side_new(&h, false, 2) < 0)
         abort();
-    for (int k = 0; k < 4; k++) { /* the handshake */
-        move(&v, &h, now);
-        move(&h, &v, now);
-    }
+    sim_peer_shuttle(v.p, h.p, 0, now); /* the handshake */
     if (!p2p_conn_established(p2p_peer_conn(v.p)))
         abort();
     int nreq = 0;
     ask(&v, nreq++, P2P_GET_CHUNK, 1, now);
     ask(&v, nreq++, P2P_GET_BLOB, 0, now);
     ask(&v, nreq++, P2P_HAVE, 0, now);
-    move(&v, &h, now); /* the hostile side drops what it receives: it answers only by script */
-    p2p_conn_sent(p2p_peer_conn(h.p), p2p_conn_pending(p2p_peer_conn(h.p), &(const uint8_t *){0}));
+    /* the hostile side drops what it receives: it answers only by script */
+    sim_peer_move(v.p, h.p, now);
+    sim_conn_drop(p2p_peer_conn(h.p));
 
     size_t i = 0;
     while (i < size && !p2p_peer_error(v.p)) {
@@ -185,7 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 len = size - i;
             p2p_conn_send(p2p_peer_conn(h.p), data + i, len);
             i += len;
-            move(&h, &v, now);
+            sim_peer_move(h.p, v.p, now);
         } else if (op == 1 && i < size) {
             now += (uint64_t)data[i++] * 64;
             p2p_peer_tick(v.p, now);
@@ -202,8 +180,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         p2p_peer_pump(v.p, 1u << 20);
         /* what the victim sends is consumed by no one: only its bounds matter */
-        const uint8_t *q;
-        p2p_conn_sent(p2p_peer_conn(v.p), p2p_conn_pending(p2p_peer_conn(v.p), &q));
+        sim_conn_drop(p2p_peer_conn(v.p));
     }
     p2p_peer_free(v.p, 0);
     p2p_peer_free(h.p, 0);

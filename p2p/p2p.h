@@ -57,13 +57,11 @@ void p2p_key_b64(const uint8_t key[static P2P_KEY_LEN], char out[static 45]);
 
 /* ---- conn.c ------------------------------------------------------------------------------ */
 
-typedef void (*p2p_rng_fn)(void *arg, uint8_t *buf, size_t n);
-
 struct p2p_conn_cfg {
     bool initiator;
     const struct p2p_identity *id; /* borrowed; must outlive the connection */
     const uint8_t *cluster_key;    /* P2P_KEY_LEN bytes, copied */
-    p2p_rng_fn rng;                /* NULL: libsodium's randombytes_buf */
+    rng_fn rng;                    /* NULL: libsodium's randombytes_buf */
     void *rng_arg;
     uint64_t now_ms;       /* when the connection began */
     uint64_t rekey_every;  /* frames per key; 0: P2P_REKEY_EVERY */

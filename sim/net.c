@@ -44,26 +44,9 @@ struct sim {
     struct dht_out out;
 };
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 uint64_t sim_rand(struct sim *s)
 {
-    return splitmix(&s->rng);
-}
-
-static void node_rng(void *arg, uint8_t *buf, size_t n)
-{
-    uint64_t *st = arg;
-    for (size_t i = 0; i < n; i += 8) {
-        uint64_t v = splitmix(st);
-        memcpy(buf + i, &v, n - i < 8 ? n - i : 8);
-    }
+    return rng_next64(&s->rng);
 }
 
 /* ---- the event heap ----------------------------------------------------------------------- */
@@ -170,7 +153,7 @@ static int node_start(struct sim *s, unsigned i)
     struct node *nd = &s->nodes[i];
     struct dht_cfg cfg = s->cfg.dht;
     cfg.id = nd->c.id;
-    cfg.rng = node_rng;
+    cfg.rng = rng_fill;
     cfg.rng_arg = &nd->rng;
     cfg.now_ms = s->now;
     int rc = dht_new(&nd->d, &cfg);
@@ -195,7 +178,7 @@ int sim_node_add(struct sim *s)
     unsigned i = s->n;
     struct node *nd = &s->nodes[i];
     memset(nd, 0, sizeof *nd);
-    node_rng(&s->rng, nd->c.id, DHT_ID_LEN);
+    rng_fill(&s->rng, nd->c.id, DHT_ID_LEN);
     nd->rng = sim_rand(s);
     nd->c.addr.family = 4;
     nd->c.addr.ip[0] = 10;

@@ -1,5 +1,5 @@
 /*
- * util.h - the one public header of util/: errors, logging, digests, buffers, time.
+ * util.h - the one public header of util/: errors, logging, digests, buffers, time, one RNG type.
  *
  * Every module may include this. Nothing here does I/O beyond writing log lines to stderr.
  */
@@ -181,13 +181,19 @@ int bytes_parse(const char *s, uint64_t *out);
  * token and returns true if there is one. Start a bucket full: *tokens = burst, *t = now. */
 bool tokens_take(double *tokens, uint64_t *t, uint64_t now_ms, double per_s, double burst);
 
-/* A source of random bytes, injected into the sans-IO cores (p2p, dht, node): libsodium's in the
- * daemon, a deterministic one in tests and the simulator. */
+/* ---- randomness ----------------------------------------------------------------------------
+ * The one RNG type: sans-IO cores (p2p/, dht/) draw every random byte through an rng_fn their
+ * caller injects. Production passes one over libsodium's randombytes_buf; tests, fuzz targets,
+ * benchmarks and the simulator pass rng_fill over a seed, so that a run is a function of it.
+ */
+/* Fills buf with n random bytes; arg is the caller's (the generator's state). */
 typedef void (*rng_fn)(void *arg, uint8_t *buf, size_t n);
-
-/* Deterministic bytes from a 64-bit state (arg: a uint64_t, the seed): for tests and fuzz
- * targets that need an RNG function and a repeatable run. Never for keys. */
-void rng_lcg(void *arg, uint8_t *buf, size_t n);
+/* The next number of the deterministic generator (splitmix64) whose state *state is (any
+ * value, the seed; advanced). Never for keys. */
+uint64_t rng_next64(uint64_t *state);
+/* An rng_fn over rng_next64: state is a uint64_t. Bytes are the successive numbers in
+ * little-endian order, the last one cut short. */
+void rng_fill(void *state, uint8_t *buf, size_t n);
 
 /* Frees *p; for __attribute__((cleanup(freep))). */
 void freep(void *p);

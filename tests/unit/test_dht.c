@@ -105,7 +105,7 @@ TEST(dht_new_contacts_enter_the_table_only_once_they_answer)
 {
     uint64_t seed = 1;
     uint8_t id[DHT_ID_LEN] = {0x80};
-    struct dht_cfg cfg = {.id = id, .rng = rng_lcg, .rng_arg = &seed, .now_ms = 1000};
+    struct dht_cfg cfg = {.id = id, .rng = rng_fill, .rng_arg = &seed, .now_ms = 1000};
     struct dht *d;
     CHECK(dht_new(&d, &cfg) == 0);
     struct dht_out *o = malloc(sizeof *o);
@@ -176,7 +176,7 @@ TEST(dht_caps_hold_against_one_peer)
 {
     uint64_t seed = 2;
     uint8_t id[DHT_ID_LEN] = {0x80};
-    struct dht_cfg cfg = {.id = id, .rng = rng_lcg, .rng_arg = &seed, .now_ms = 1000};
+    struct dht_cfg cfg = {.id = id, .rng = rng_fill, .rng_arg = &seed, .now_ms = 1000};
     struct dht *d;
     CHECK(dht_new(&d, &cfg) == 0);
     struct dht_out *o = malloc(sizeof *o);

@@ -4,6 +4,7 @@
  * boundaries. Two connections talk through memory; time and randomness are the test's.
  */
 #include "../../p2p/noise_int.h"
+#include "../../sim/sim.h"
 #include "test.h"
 
 #include <errno.h>
@@ -11,15 +12,6 @@
 #include <sys/stat.h>
 
 /* ---- harness -------------------------------------------------------------------------------- */
-
-static void det_rng(void *arg, uint8_t *buf, size_t n)
-{
-    uint64_t *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(*s >> 56);
-    }
-}
 
 static struct p2p_identity ident(uint8_t fill)
 {
@@ -46,8 +38,8 @@ static void pair_new(struct pair *p, uint64_t rekey_a, uint64_t rekey_b, bool sa
     memset(p->kb, same_key ? 7 : 8, 32);
     p->ra = 11;
     p->rb = 22;
-    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, det_rng, &p->ra, 1000, rekey_a, 0};
-    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, det_rng, &p->rb, 1000, rekey_b, 0};
+    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, rng_fill, &p->ra, 1000, rekey_a, 0};
+    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, rng_fill, &p->rb, 1000, rekey_b, 0};
     CHECK(p2p_conn_new(&p->a, &ca) == 0);
     CHECK(p2p_conn_new(&p->b, &cb) == 0);
 }
@@ -58,56 +50,28 @@ static void pair_free(struct pair *p)
     p2p_conn_free(p->b);
 }
 
-/* Everything pending on c, copied (the caller frees it) and marked sent. */
-static uint8_t *drain(struct p2p_conn *c, size_t *n)
+/* Moves everything pending from one side to the other at once (sim/pipe.c). Returns the
+ * receiver's input result, -EAGAIN if a whole frame is buffered: the test reads frames itself. */
+static int move(struct p2p_conn *from, struct p2p_conn *to, uint64_t now)
 {
-    const uint8_t *p;
-    *n = p2p_conn_pending(c, &p);
-    uint8_t *copy = malloc(*n ? *n : 1);
-    CHECK(copy);
-    memcpy(copy, p, *n);
-    p2p_conn_sent(c, *n);
-    return copy;
-}
-
-/* Moves everything pending from one side to the other, step bytes at a time (0: all at once).
- * Returns the receiver's input result. */
-static int move(struct p2p_conn *from, struct p2p_conn *to, size_t step, uint64_t now)
-{
-    size_t n;
-    uint8_t *copy = drain(from, &n);
-    int rc = 0;
-    for (size_t off = 0; off < n && rc == 0;) {
-        size_t k = step ? MIN(step, n - off) : n - off, used;
-        rc = p2p_conn_input(to, copy + off, k, now, &used);
-        off += used;
-        if (rc == 0 && used < k) { /* a whole frame is buffered: the test reads frames itself */
-            free(copy);
-            return -EAGAIN;
-        }
-    }
-    free(copy);
-    return rc;
+    return sim_conn_move(from, to, 0, now, NULL, NULL);
 }
 
 static void handshake(struct pair *p)
 {
-    CHECK_INT(move(p->a, p->b, 0, 1001), ==, 0); /* -> psk, e */
-    CHECK_INT(move(p->b, p->a, 0, 1002), ==, 0); /* <- e, ee, s, es */
+    CHECK_INT(move(p->a, p->b, 1001), ==, 0); /* -> psk, e */
+    CHECK_INT(move(p->b, p->a, 1002), ==, 0); /* <- e, ee, s, es */
     CHECK(p2p_conn_established(p->a));
     CHECK(!p2p_conn_established(p->b));
-    CHECK_INT(move(p->a, p->b, 0, 1003), ==, 0); /* -> s, se */
+    CHECK_INT(move(p->a, p->b, 1003), ==, 0); /* -> s, se */
     CHECK(p2p_conn_established(p->b));
 }
 
-/* The bytes pending on c (copied), for tampering. */
+/* The bytes pending on c (copied, and marked sent), for tampering. */
 static size_t take(struct p2p_conn *c, uint8_t *buf, size_t cap)
 {
-    const uint8_t *p;
-    size_t n = p2p_conn_pending(c, &p);
+    size_t n = sim_conn_take(c, buf, cap);
     CHECK(n <= cap);
-    memcpy(buf, p, n);
-    p2p_conn_sent(c, n);
     return n;
 }
 
@@ -166,7 +130,7 @@ TEST(p2p_wrong_cluster_key_gets_nothing)
 {
     struct pair p;
     pair_new(&p, 0, 0, false);
-    CHECK_INT(move(p.a, p.b, 0, 1001), ==, AFSP_E_AUTH); /* fails at the first message */
+    CHECK_INT(move(p.a, p.b, 1001), ==, AFSP_E_AUTH); /* fails at the first message */
     const uint8_t *x;
     CHECK_INT(p2p_conn_pending(p.b, &x), ==, 0); /* no answer at all */
     CHECK(!p2p_conn_established(p.b));
@@ -187,10 +151,10 @@ TEST(p2p_handshake_tampering)
             size_t n;
             struct p2p_conn *to = msg == 2 ? p.a : p.b;
             if (msg >= 2) {
-                CHECK_INT(move(p.a, p.b, 0, 1001), ==, 0);
+                CHECK_INT(move(p.a, p.b, 1001), ==, 0);
             }
             if (msg == 3) {
-                CHECK_INT(move(p.b, p.a, 0, 1002), ==, 0);
+                CHECK_INT(move(p.b, p.a, 1002), ==, 0);
             }
             n = take(msg == 2 ? p.b : p.a, m, sizeof m);
             CHECK_INT(n, ==, len);
@@ -331,7 +295,7 @@ TEST(p2p_handshake_timeout)
     CHECK_INT(p2p_conn_tick(p.a, 1000 + P2P_HANDSHAKE_TIMEOUT_MS), ==, -ETIMEDOUT);
     CHECK_INT(p2p_conn_deadline(p.a), ==, UINT64_MAX);
     /* input after the deadline fails too */
-    CHECK_INT(move(p.a, p.b, 0, 1000 + P2P_HANDSHAKE_TIMEOUT_MS), ==, -ETIMEDOUT);
+    CHECK_INT(move(p.a, p.b, 1000 + P2P_HANDSHAKE_TIMEOUT_MS), ==, -ETIMEDOUT);
     pair_free(&p);
     /* an established connection has no deadline */
     pair_new(&p, 0, 0, true);
@@ -347,33 +311,43 @@ static void send_ok(struct p2p_conn *c, const void *p, size_t n)
     CHECK_INT(p2p_conn_send(c, p, n), ==, 0);
 }
 
-/* Moves from -> to and checks that exactly the frames want[0..nwant) arrive, in order. */
+struct expect {
+    const uint8_t *const *want;
+    const size_t *wlen;
+    size_t nwant, got, partial;
+};
+
+/* After each input of a move: it succeeded, and the frames it completed are the next wanted. */
+static int expect_input(void *arg, struct p2p_conn *to, int rc, size_t offered, size_t used)
+{
+    struct expect *e = arg;
+    CHECK_INT(rc, ==, 0);
+    e->partial += used < offered;
+    const uint8_t *f;
+    size_t flen;
+    while ((f = p2p_conn_recv(to, &flen))) {
+        CHECK(e->got < e->nwant);
+        CHECK_INT(flen, ==, e->wlen[e->got]);
+        CHECK(!memcmp(f, e->want[e->got], flen));
+        e->got++;
+    }
+    CHECK_INT(p2p_conn_error(to), ==, 0);
+    return 0;
+}
+
+/* Moves from -> to, step bytes at a time (0: all at once), and checks that exactly the frames
+ * want[0..nwant) arrive, in order. */
 static void expect_frames(struct p2p_conn *from, struct p2p_conn *to, size_t step,
                           const uint8_t *const *want, const size_t *wlen, size_t nwant)
 {
-    size_t n;
-    uint8_t *copy = drain(from, &n);
-    size_t got = 0, off = 0, partial = 0;
-    while (off < n) {
-        size_t k = step ? MIN(step, n - off) : n - off, used;
-        CHECK_INT(p2p_conn_input(to, copy + off, k, 2000, &used), ==, 0);
-        off += used;
-        partial += used < k;
-        const uint8_t *f;
-        size_t flen;
-        while ((f = p2p_conn_recv(to, &flen))) {
-            CHECK(got < nwant);
-            CHECK_INT(flen, ==, wlen[got]);
-            CHECK(!memcmp(f, want[got], flen));
-            got++;
-        }
-        CHECK_INT(p2p_conn_error(to), ==, 0);
-    }
-    CHECK_INT(got, ==, nwant);
+    const uint8_t *x;
+    size_t n = p2p_conn_pending(from, &x);
+    struct expect e = {want, wlen, nwant, 0, 0};
+    CHECK_INT(sim_conn_move(from, to, step, 2000, expect_input, &e), ==, 0);
+    CHECK_INT(e.got, ==, nwant);
     /* at most one largest frame's worth is held: bytes offered past that wait for recv */
     if (!step && n > 4 + P2P_FRAME_MAX + NOISE_TAG)
-        CHECK(partial > 0);
-    free(copy);
+        CHECK(e.partial > 0);
 }
 
 TEST(p2p_frames)
@@ -482,6 +456,20 @@ TEST(p2p_replay_reflection_oversize)
     pair_free(&p);
 }
 
+/* After each input of a move: it succeeded; counts the frames it completed, and stops the move
+ * once the connection has failed. */
+static int count_frames(void *arg, struct p2p_conn *to, int rc, size_t offered, size_t used)
+{
+    int *ok = arg;
+    size_t flen;
+    (void)offered;
+    (void)used;
+    CHECK_INT(rc, ==, 0);
+    while (p2p_conn_recv(to, &flen))
+        (*ok)++;
+    return p2p_conn_error(to);
+}
+
 /* Keys change every rekey_every frames, the same on both sides: with 3, ten frames each way
  * arrive; a receiver that rekeys at another count fails at the first frame after a change. */
 TEST(p2p_rekey)
@@ -504,20 +492,10 @@ TEST(p2p_rekey)
     handshake(&p);
     for (int i = 0; i < 4; i++)
         send_ok(p.a, "x", 1);
-    size_t n, used, flen;
-    uint8_t *copy = drain(p.a, &n);
     int ok = 0;
-    for (size_t off = 0; off < n;) {
-        CHECK_INT(p2p_conn_input(p.b, copy + off, n - off, 2000, &used), ==, 0);
-        off += used;
-        while (p2p_conn_recv(p.b, &flen))
-            ok++;
-        if (p2p_conn_error(p.b))
-            break;
-    }
+    CHECK_INT(sim_conn_move(p.a, p.b, 0, 2000, count_frames, &ok), ==, AFSP_E_AUTH);
     CHECK_INT(ok, ==, 3); /* frames 0-2 under the first key; frame 3 under the new one fails */
     CHECK_INT(p2p_conn_error(p.b), ==, AFSP_E_AUTH);
-    free(copy);
     pair_free(&p);
 }
 

@@ -4,6 +4,7 @@
  * and a peer that breaks the protocol.
  */
 #include "../../p2p/p2p.h"
+#include "../../sim/sim.h"
 #include "test.h"
 
 #include <errno.h>
@@ -93,7 +94,7 @@ static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t
     CHECK(p2p_identity_from_seed(&s->id, seed) == 0);
     memset(s->key, 7, sizeof s->key);
     s->rng = seed_fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_lcg, &s->rng, 1000, 0, 0},
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0, 0},
                              .ops = &ops,
                              .arg = s,
                              .window = window,
@@ -101,34 +102,11 @@ static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t
     CHECK(p2p_peer_new(&s->p, &c) == 0);
 }
 
-/* Moves bytes both ways (answers produced as the connection drains) until nothing moves. */
+/* Moves bytes both ways (answers produced as the connection drains, 4 MiB at a time) until
+ * nothing moves (sim/pipe.c). */
 static int shuttle(struct side *a, struct side *b, uint64_t now)
 {
-    int rc = 0;
-    for (bool moved = true; moved && rc == 0;) {
-        moved = false;
-        struct side *sides[2] = {a, b};
-        for (int k = 0; k < 2 && rc == 0; k++) {
-            struct side *from = sides[k], *to = sides[1 - k];
-            p2p_peer_pump(from->p, 4u << 20);
-            const uint8_t *q;
-            size_t n = p2p_conn_pending(p2p_peer_conn(from->p), &q);
-            if (n == 0)
-                continue;
-            uint8_t *copy = malloc(n);
-            CHECK(copy);
-            memcpy(copy, q, n);
-            p2p_conn_sent(p2p_peer_conn(from->p), n);
-            for (size_t off = 0; off < n && rc == 0;) {
-                size_t used;
-                rc = p2p_peer_input(to->p, copy + off, n - off, now, &used);
-                off += used;
-            }
-            free(copy);
-            moved = true;
-        }
-    }
-    return rc;
+    return sim_peer_shuttle(a->p, b->p, 4u << 20, now);
 }
 
 static void pair(struct side *a, struct side *b, uint32_t window)
