@@ -192,8 +192,7 @@ int cmd_node(int argc, char **argv)
     for (size_t i = 0; i < nseeds; i++) {
         struct sockaddr_storage ss;
         if ((rc = parse_hostport(seed_texts[i], "127.0.0.1", &ss)) < 0)
-            return cmd_usage_error(&cmd_node_def, "bad --seed %s: %s", seed_texts[i],
-                                   err_msg(rc));
+            return cmd_usage_error(&cmd_node_def, "bad --seed %s: %s", seed_texts[i], err_msg(rc));
         sockaddr_dht(&ss, &seeds[i]);
     }
     if (sodium_init() < 0)
@@ -227,21 +226,20 @@ int cmd_node(int argc, char **argv)
     }
     struct dht_addr la_dht;
     sockaddr_dht(&la, &la_dht);
-    struct node_run_cfg cfg = {
-        .core = {.id = &id,
-                 .cluster_key = ckey,
-                 .rng = rng,
-                 .listen_port = la_dht.port,
-                 .listen_text = listen,
-                 .seeds = seeds,
-                 .seed_texts = seed_texts,
-                 .nseeds = nseeds,
-                 .links_max = links_max(),
-                 .t = &t},
-        .listen = la_dht.port ? (const struct sockaddr *)&la : NULL,
-        .store = s,
-        .ctl_path = ctl_path,
-        .data_dir = data_dir()};
+    struct node_run_cfg cfg = {.core = {.id = &id,
+                                        .cluster_key = ckey,
+                                        .rng = rng,
+                                        .listen_port = la_dht.port,
+                                        .listen_text = listen,
+                                        .seeds = seeds,
+                                        .seed_texts = seed_texts,
+                                        .nseeds = nseeds,
+                                        .links_max = links_max(),
+                                        .t = &t},
+                               .listen = la_dht.port ? (const struct sockaddr *)&la : NULL,
+                               .store = s,
+                               .ctl_path = ctl_path,
+                               .data_dir = data_dir()};
     if ((rc = node_run(&cfg)) < 0)
         die("%s", err_msg(rc));
     else

@@ -24,10 +24,9 @@ int fs_image_open(struct store *s, const char *ref, struct fs_image *out)
     for (size_t k = 0; k < im.info.nlayers && rc == 0; k++) {
         char dg[DIGEST_STR_LEN + 1];
         if ((rc = store_layer_open(s, im.info.layers[k], &im.layers[k])) < 0)
-            rc = rc == AFSP_E_NOTFOUND
-                     ? err_set(rc, "layer %s: its index is not in the store",
-                               digest_fmt(im.info.layers[k], dg))
-                     : err_ctx(rc, "layer %s", digest_fmt(im.info.layers[k], dg));
+            rc = rc == AFSP_E_NOTFOUND ? err_set(rc, "layer %s: its index is not in the store",
+                                                 digest_fmt(im.info.layers[k], dg))
+                                       : err_ctx(rc, "layer %s", digest_fmt(im.info.layers[k], dg));
     }
     if (rc == 0 &&
         (rc = store_pin(s, (const uint8_t(*)[DIGEST_LEN])im.info.layers, im.info.nlayers)) == 0) {

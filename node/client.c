@@ -18,8 +18,7 @@
 int node_client_connect(const char *dir)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (snprintf(a.sun_path, sizeof a.sun_path, "%s/" NODE_CTL_SOCK, dir) >=
-        (int)sizeof a.sun_path)
+    if (snprintf(a.sun_path, sizeof a.sun_path, "%s/" NODE_CTL_SOCK, dir) >= (int)sizeof a.sun_path)
         return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)

@@ -12,21 +12,21 @@
 
 /* The "dht" section of stats: X(json name, the value, what it is). */
 #define NODE_DHT_STATS(X)                                                                          \
-    X("contacts", ds.contacts, "nodes in the routing table")                                      \
+    X("contacts", ds.contacts, "nodes in the routing table")                                       \
     X("buckets", ds.buckets, "non-empty buckets")                                                  \
     X("replacements", ds.replacements, "verified contacts waiting for room in a full bucket")      \
-    X("keys", ds.keys, "keys with provider records held for others")                              \
-    X("records", ds.records, "provider records held for others")                                  \
-    X("providing", ds.providing, "keys this node announces")                                      \
+    X("keys", ds.keys, "keys with provider records held for others")                               \
+    X("records", ds.records, "provider records held for others")                                   \
+    X("providing", ds.providing, "keys this node announces")                                       \
     X("lookups", ds.lookups, "lookups run")                                                        \
-    X("lookups_failed", ds.lookups_failed, "lookups no node answered")                            \
-    X("lookup_ms_p50", ds.lookup_ms_p50, "median lookup time of the last 256 (ms)")               \
-    X("lookup_ms_p99", ds.lookup_ms_p99, "99th percentile of the same (ms)")                      \
-    X("hops_p50", ds.hops_p50, "median hops of the last 256 lookups")                             \
-    X("messages_in", ds.msgs_in, "DHT messages received")                                         \
-    X("messages_out", ds.msgs_out, "DHT messages sent")                                           \
-    X("timeouts", ds.timeouts, "DHT requests that got no answer")                                 \
-    X("refused", ds.refused, "requests refused for the per-peer rate")                           \
+    X("lookups_failed", ds.lookups_failed, "lookups no node answered")                             \
+    X("lookup_ms_p50", ds.lookup_ms_p50, "median lookup time of the last 256 (ms)")                \
+    X("lookup_ms_p99", ds.lookup_ms_p99, "99th percentile of the same (ms)")                       \
+    X("hops_p50", ds.hops_p50, "median hops of the last 256 lookups")                              \
+    X("messages_in", ds.msgs_in, "DHT messages received")                                          \
+    X("messages_out", ds.msgs_out, "DHT messages sent")                                            \
+    X("timeouts", ds.timeouts, "DHT requests that got no answer")                                  \
+    X("refused", ds.refused, "requests refused for the per-peer rate")                             \
     X("provider_lookups", n->st.provider_lookups, "provider lookups (fetch jobs, afsp providers)") \
     X("dials", n->st.dht_dials, "connections dialed to reach DHT contacts and providers")
 
@@ -49,9 +49,10 @@ json_t *counters_stats_json(struct node *n, uint64_t now)
     NODE_DHT_STATS(X)
 #undef X
     (void)now;
-    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "id", hex_fmt(n->id->id, P2P_ID_LEN, id),
-                     "listen", n->cfg.listen_port && n->cfg.listen_text ? n->cfg.listen_text : "",
-                     "started", time_fmt(n->started_wall_ms * 1000000, since), "peers",
+    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "id",
+                     hex_fmt(n->id->id, P2P_ID_LEN, id), "listen",
+                     n->cfg.listen_port && n->cfg.listen_text ? n->cfg.listen_text : "", "started",
+                     time_fmt(n->started_wall_ms * 1000000, since), "peers",
                      (json_int_t)node_links_up(n), "store", store, "counters", c, "dht", dht);
 }
 
@@ -69,8 +70,8 @@ json_t *counters_peers_json(struct node *n, uint64_t now)
                          (int)k->hello_port, "initiator", k->initiator, "rtt_ms",
                          (json_int_t)k->rtt_ms, "bytes_in", (json_int_t)k->bytes_in, "bytes_out",
                          (json_int_t)k->bytes_out, "since", time_fmt(wall * 1000000, since),
-                         "banned", k->ban_until > now, "requests_out",
-                         (int)p2p_peer_inflight(k->p), "requests_in", (int)p2p_peer_serving(k->p)));
+                         "banned", k->ban_until > now, "requests_out", (int)p2p_peer_inflight(k->p),
+                         "requests_in", (int)p2p_peer_serving(k->p)));
     }
     return a;
 }

@@ -60,10 +60,8 @@ void ctl_answer(struct node *n, struct node_ctl *c, json_t *ans)
         line[len + 1] = 0;
     }
     pending_drop(n, c);
-    if (line && fx_push(n, &(struct node_effect){.type = NODE_FX_ANSWER,
-                                                 .ctl = c,
-                                                 .text = line,
-                                                 .len = len + 1}) < 0)
+    if (line && fx_push(n, &(struct node_effect){
+                               .type = NODE_FX_ANSWER, .ctl = c, .text = line, .len = len + 1}) < 0)
         free(line);
 }
 
@@ -117,7 +115,8 @@ void node_ctl_gone(struct node *n, struct node_ctl *c)
     free(p);
 }
 
-/* ---- providers -------------------------------------------------------------------------------- */
+/* ---- providers --------------------------------------------------------------------------------
+ */
 
 static void on_providers(void *arg, int rc, const struct dht_result *r)
 {
@@ -164,7 +163,8 @@ static void verb_providers(struct node *n, struct node_ctl *c, json_t *req, uint
     }
 }
 
-/* ---- pull, fetch: tasks ------------------------------------------------------------------------ */
+/* ---- pull, fetch: tasks ------------------------------------------------------------------------
+ */
 
 void node_task_free(struct node_task *t)
 {
@@ -185,9 +185,9 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
     json_t *ins = json_object_get(req, "insecure");
     json_t *first = json_object_get(req, "first"), *last = json_object_get(req, "last");
     if (n->ntasks >= NODE_TASKS_MAX) {
-        ctl_answer(n, c,
-                   json_pack("{s:s, s:b}", "error", "busy: too many requests are running", "busy",
-                             1));
+        ctl_answer(
+            n, c,
+            json_pack("{s:s, s:b}", "error", "busy: too many requests are running", "busy", 1));
         return;
     }
     struct node_task *t = calloc(1, sizeof *t);
@@ -199,15 +199,17 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
                      json_integer_value(last) > UINT32_MAX);
     if (!t || bad) {
         free(t);
-        ctl_answer(n, c, t ? error_answer("bad %s request", fetch ? "fetch" : "pull")
-                           : error_answer("out of memory"));
+        ctl_answer(n, c,
+                   t ? error_answer("bad %s request", fetch ? "fetch" : "pull")
+                     : error_answer("out of memory"));
         return;
     }
     t->kind = fetch ? NODE_TASK_FETCH : NODE_TASK_PULL;
     t->lazy = json_is_true(json_object_get(req, "lazy"));
     t->first = (uint32_t)json_integer_value(first);
     t->last = (uint32_t)json_integer_value(last);
-    bool nomem = (ref && !(t->ref = strdup(ref))) || (platform && !(t->platform = strdup(platform)));
+    bool nomem =
+        (ref && !(t->ref = strdup(ref))) || (platform && !(t->platform = strdup(platform)));
     size_t i, ni = 0;
     json_t *v;
     json_array_foreach(ins, i, v)
@@ -274,14 +276,15 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
     node_settle(n, now);
 }
 
-/* ---- the dispatcher ---------------------------------------------------------------------------- */
+/* ---- the dispatcher ----------------------------------------------------------------------------
+ */
 
 void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size_t len,
                       uint64_t now)
 {
     n->now = now;
-    json_t *req = len <= NODE_CTL_MAX_REQUEST ? json_loadb(line, len, JSON_DISABLE_EOF_CHECK, NULL)
-                                              : NULL;
+    json_t *req =
+        len <= NODE_CTL_MAX_REQUEST ? json_loadb(line, len, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
     const char *cmd = json_string_value(json_object_get(req, "cmd"));
     int v = 0;
     while (cmd && v < NODE_CTL_NVERBS && strcmp(cmd, verb_names[v]))

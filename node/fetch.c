@@ -47,9 +47,9 @@ struct node_job_state {
     uint32_t first;    /* CHUNKS: every chunk before it is here */
     uint32_t nreq;     /* requests of this job on the links */
     uint64_t inflight_bytes;
-    uint64_t turn;     /* the link that gets the next chunk */
-    struct xreq *reqs; /* CHUNKS */
-    unsigned nhedged;  /* pairs of requests for one chunk */
+    uint64_t turn;           /* the link that gets the next chunk */
+    struct xreq *reqs;       /* CHUNKS */
+    unsigned nhedged;        /* pairs of requests for one chunk */
     struct node_timer timer; /* the next request that may need a hedge */
 };
 
@@ -190,8 +190,8 @@ static void job_exhausted(struct node *n, struct node_job_state *js, uint64_t no
 
 /* Asks link k for chunk i (the second time, if twin is the first request). Returns 0, or -1 if
  * its window is full or memory ran out. */
-static int chunk_request(struct node *n, struct node_job_state *js, struct node_link *k,
-                         uint32_t i, struct xreq *twin, uint64_t now)
+static int chunk_request(struct node *n, struct node_job_state *js, struct node_link *k, uint32_t i,
+                         struct xreq *twin, uint64_t now)
 {
     struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
     uint64_t coff;
@@ -382,7 +382,7 @@ void node_job_submit(struct node *n, struct node_job *j, uint64_t now)
         rc = -ENOMEM;
     if (js && j->kind == NODE_JOB_CHUNKS) {
         uint32_t nc = n->so->fetch_nchunks(j->fetch);
-        rc = j->last >= nc || j->first > j->last            ? AFSP_E_USAGE
+        rc = j->last >= nc || j->first > j->last             ? AFSP_E_USAGE
              : !(js->inflight = calloc((nc + 7) / 8 + 1, 1)) ? -ENOMEM
                                                              : 0;
         js->first = j->first;

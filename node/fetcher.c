@@ -88,8 +88,8 @@ static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN],
     json_t *ins = json_array();
     for (size_t i = 0; nf->insecure[i]; i++)
         json_array_append_new(ins, json_string(nf->insecure[i]));
-    json_t *req = json_pack("{s:s, s:I, s:I, s:o}", "layer", dg, "first", (json_int_t)first,
-                            "last", (json_int_t)last, "insecure", ins);
+    json_t *req = json_pack("{s:s, s:I, s:I, s:o}", "layer", dg, "first", (json_int_t)first, "last",
+                            (json_int_t)last, "insecure", ins);
     if (req && nf->ref)
         json_object_set_new(req, "ref", json_string(nf->ref));
     int rc = req ? node_client_call(fd, NODE_CTL_FETCH, req, &ans) : -ENOMEM;

@@ -56,17 +56,16 @@ static struct node_link *link_new(struct node *n, bool initiator, uint64_t now)
     k->t0 = k->last_io = now;
     k->state = initiator ? LINK_DIALING : LINK_HANDSHAKE;
     timer_init(&k->timer, on_link_timer);
-    struct p2p_peer_cfg cfg = {
-        .conn = {.initiator = initiator,
-                 .id = n->id,
-                 .cluster_key = n->ckey,
-                 .rng = n->cfg.rng,
-                 .rng_arg = n->cfg.rng_arg,
-                 .now_ms = now,
-                 .handshake_ms = n->t.handshake},
-        .ops = &peer_ops,
-        .arg = k,
-        .stall_ms = (uint32_t)n->t.stall};
+    struct p2p_peer_cfg cfg = {.conn = {.initiator = initiator,
+                                        .id = n->id,
+                                        .cluster_key = n->ckey,
+                                        .rng = n->cfg.rng,
+                                        .rng_arg = n->cfg.rng_arg,
+                                        .now_ms = now,
+                                        .handshake_ms = n->t.handshake},
+                               .ops = &peer_ops,
+                               .arg = k,
+                               .stall_ms = (uint32_t)n->t.stall};
     if (p2p_peer_new(&k->p, &cfg) < 0) {
         free(k);
         return NULL;
@@ -476,9 +475,8 @@ void links_touched_run(struct node *n, uint64_t now)
             at = k->last_io + n->t.idle;
         timer_set(n, &k->timer, at);
         const uint8_t *p;
-        if (k->state != LINK_DIALING &&
-            (p2p_conn_pending(p2p_peer_conn(k->p), &p) ||
-             (k->state == LINK_UP && p2p_peer_serving(k->p))))
+        if (k->state != LINK_DIALING && (p2p_conn_pending(p2p_peer_conn(k->p), &p) ||
+                                         (k->state == LINK_UP && p2p_peer_serving(k->p))))
             fx_push(n, &(struct node_effect){.type = NODE_FX_SEND, .link = k});
     }
 }

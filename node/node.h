@@ -49,22 +49,22 @@
  * (node_durations_init; the daemon's AFSP_TEST_TIME_DIVISOR), so that a cluster can sit idle
  * longer than every timeout in a few seconds of real time. */
 #define NODE_DURATIONS(X)                                                                          \
-    X(ban, 60000, "a peer that sent a bad chunk or stalled gets no request this long")           \
-    X(seed_retry_min, 500, "the first wait before a seed is dialed again")                       \
-    X(seed_retry_max, 30000, "the longest wait (it doubles from the first)")                     \
-    X(hedge, 1000, "a chunk request silent this long is asked of a second peer too")             \
-    X(idle, 120000, "a link nothing used this long is closed (--idle-timeout; 0: never)")        \
-    X(providers_fresh, 30000, "the providers of a digest are looked up again after this long")   \
-    X(providers_retry, 1000, "... or after this long when none of them could serve")            \
-    X(accept_refill, 200, "a source address earns one more new connection every this long")     \
-    X(stall, P2P_STALL_MS, "a request with no byte of its answer this long fails")              \
-    X(handshake, P2P_HANDSHAKE_TIMEOUT_MS, "a handshake not finished this long is abandoned")   \
-    X(dht_ttl, DHT_TTL_MS, "a provider record lives this long")                                 \
-    X(dht_republish, DHT_REPUBLISH_MS,                                                         \
-      "what the node provides is announced again this often, and the store compared first")   \
-    X(dht_refresh, DHT_REFRESH_MS, "a bucket no lookup went through is refreshed")              \
-    X(dht_stale, DHT_STALE_MS, "a contact not heard from this long is pinged")                  \
-    X(dht_rpc_timeout, DHT_RPC_TIMEOUT_MS, "a DHT request with no answer fails")                \
+    X(ban, 60000, "a peer that sent a bad chunk or stalled gets no request this long")             \
+    X(seed_retry_min, 500, "the first wait before a seed is dialed again")                         \
+    X(seed_retry_max, 30000, "the longest wait (it doubles from the first)")                       \
+    X(hedge, 1000, "a chunk request silent this long is asked of a second peer too")               \
+    X(idle, 120000, "a link nothing used this long is closed (--idle-timeout; 0: never)")          \
+    X(providers_fresh, 30000, "the providers of a digest are looked up again after this long")     \
+    X(providers_retry, 1000, "... or after this long when none of them could serve")               \
+    X(accept_refill, 200, "a source address earns one more new connection every this long")        \
+    X(stall, P2P_STALL_MS, "a request with no byte of its answer this long fails")                 \
+    X(handshake, P2P_HANDSHAKE_TIMEOUT_MS, "a handshake not finished this long is abandoned")      \
+    X(dht_ttl, DHT_TTL_MS, "a provider record lives this long")                                    \
+    X(dht_republish, DHT_REPUBLISH_MS,                                                             \
+      "what the node provides is announced again this often, and the store compared first")        \
+    X(dht_refresh, DHT_REFRESH_MS, "a bucket no lookup went through is refreshed")                 \
+    X(dht_stale, DHT_STALE_MS, "a contact not heard from this long is pinged")                     \
+    X(dht_rpc_timeout, DHT_RPC_TIMEOUT_MS, "a DHT request with no answer fails")                   \
     X(dht_slow, DHT_SLOW_MS, "a DHT request stops holding a lookup's slot after this")
 
 struct node_durations {
@@ -83,7 +83,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 
 /* ---- limits --------------------------------------------------------------------------------- */
 #define NODE_SEEDS_MAX 32
-#define NODE_LINKS_MAX 4096       /* connections at once (the daemon lowers it to its fd limit) */
+#define NODE_LINKS_MAX 4096         /* connections at once (the daemon lowers it to its fd limit) */
 #define NODE_SEND_BUDGET (4u << 20) /* answer bytes queued on a link before the socket drains */
 #define NODE_ACCEPT_BURST 20        /* handshakes one source address may start at once */
 #define NODE_ACCEPT_SOURCES 256     /* source addresses remembered for that */
@@ -94,9 +94,9 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_TASKS_MAX 64                 /* pulls and fetches running at once */
 #define NODE_HEDGE_MAX 8                  /* requests of one job hedged at once */
 #define NODE_PROVIDERS_CACHED 64          /* digests whose providers are remembered */
-#define NODE_PROVIDERS_WANT 4             /* a job's provider lookup stops once it knows this many */
-#define NODE_CTL_MAX_REQUEST (64u << 10)  /* the longest control request */
-#define NODE_CTL_MAX_ANSWER (16u << 20)   /* the longest answer a client reads */
+#define NODE_PROVIDERS_WANT 4            /* a job's provider lookup stops once it knows this many */
+#define NODE_CTL_MAX_REQUEST (64u << 10) /* the longest control request */
+#define NODE_CTL_MAX_ANSWER (16u << 20)  /* the longest answer a client reads */
 
 /* ---- counters ------------------------------------------------------------------------------
  * The node's counters, X(name, what it counts): the struct, `stats --json` and docs/cli.md are
@@ -107,25 +107,25 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(chunks_fetched, "chunks fetched from peers that checked out")                                \
     X(bytes_fetched, "bytes of those chunks")                                                      \
     X(blobs_fetched, "manifests, configs and indexes fetched from peers")                          \
-    X(bad_chunks, "chunks from peers that did not match the index (the peer is banned)")          \
-    X(stalls, "requests to peers that got no byte for the stall timeout (the peer is banned)")    \
-    X(peer_errors, "connections that ended with an error after the handshake")                    \
-    X(handshake_failures, "handshakes that failed: a wrong cluster key, a timeout, garbage")      \
-    X(rate_limited, "connections refused for their source's rate")                                \
+    X(bad_chunks, "chunks from peers that did not match the index (the peer is banned)")           \
+    X(stalls, "requests to peers that got no byte for the stall timeout (the peer is banned)")     \
+    X(peer_errors, "connections that ended with an error after the handshake")                     \
+    X(handshake_failures, "handshakes that failed: a wrong cluster key, a timeout, garbage")       \
+    X(rate_limited, "connections refused for their source's rate")                                 \
     X(pulls, "pulls run for the CLI")                                                              \
     X(pulls_failed, "of those, failed")                                                            \
     X(fetches, "a mount's requests for chunks")                                                    \
     X(fetches_failed, "of those, failed")                                                          \
-    X(registry_fetches, "of those, answered by the registry (no peer had the chunks)")            \
-    X(serving_peak, "the most answers in production at once")                                    \
-    X(requests_peak, "the most requests of this node waiting for answers at once")                \
-    X(links_idle_closed, "links closed for being idle, or to make room")                          \
-    X(links_refused, "connections refused at the link cap")                                       \
-    X(hedges, "chunk requests sent to a second peer because the first was silent")               \
-    X(hedges_won, "of those, answered first by the second peer")                                  \
+    X(registry_fetches, "of those, answered by the registry (no peer had the chunks)")             \
+    X(serving_peak, "the most answers in production at once")                                      \
+    X(requests_peak, "the most requests of this node waiting for answers at once")                 \
+    X(links_idle_closed, "links closed for being idle, or to make room")                           \
+    X(links_refused, "connections refused at the link cap")                                        \
+    X(hedges, "chunk requests sent to a second peer because the first was silent")                 \
+    X(hedges_won, "of those, answered first by the second peer")                                   \
     X(provider_lookups, "provider lookups (of fetch jobs and of afsp providers)")                  \
-    X(providers_found, "providers those lookups named")                                          \
-    X(dht_dials, "connections dialed to reach DHT contacts and providers")                        \
+    X(providers_found, "providers those lookups named")                                            \
+    X(dht_dials, "connections dialed to reach DHT contacts and providers")                         \
     X(store_lists, "times the node listed the whole store (to compare what it announces)")
 
 struct node_counters {
@@ -225,9 +225,9 @@ struct node_task {
     char *ref;      /* PULL: the image; FETCH: the image whose registry may be asked, or NULL */
     char *platform; /* PULL: "os/arch[/variant]" or NULL */
     char *insecure[NODE_TASK_INSECURE_MAX + 1]; /* NULL-terminated */
-    bool lazy;                                   /* PULL: layers a peer has are added partial */
-    uint8_t layer[DIGEST_LEN];                   /* FETCH */
-    uint32_t first, last;                        /* FETCH: chunks */
+    bool lazy;                                  /* PULL: layers a peer has are added partial */
+    uint8_t layer[DIGEST_LEN];                  /* FETCH */
+    uint32_t first, last;                       /* FETCH: chunks */
     /* out, set by the runner */
     int rc;
     char msg[512];              /* rc's message */
@@ -249,18 +249,18 @@ struct node_cfg {
     const uint8_t *cluster_key;    /* P2P_KEY_LEN bytes, copied */
     rng_fn rng;                    /* required: keys, IDs, lookups */
     void *rng_arg;
-    uint64_t now;                     /* the core's clock at start */
-    uint64_t wall_ms;                 /* the wall clock then (ms since 1970), for reports */
-    uint16_t listen_port;             /* 0: not listening */
-    const char *listen_text;          /* for reports; may be NULL */
-    const struct dht_addr *seeds;     /* nseeds addresses, copied */
-    const char *const *seed_texts;    /* how each was given (logs); may be NULL */
-    size_t nseeds;                    /* at most NODE_SEEDS_MAX */
-    size_t links_max;                 /* 0: NODE_LINKS_MAX */
-    const struct node_durations *t;   /* copied; NULL: node_durations_init(, 1) */
+    uint64_t now;                       /* the core's clock at start */
+    uint64_t wall_ms;                   /* the wall clock then (ms since 1970), for reports */
+    uint16_t listen_port;               /* 0: not listening */
+    const char *listen_text;            /* for reports; may be NULL */
+    const struct dht_addr *seeds;       /* nseeds addresses, copied */
+    const char *const *seed_texts;      /* how each was given (logs); may be NULL */
+    size_t nseeds;                      /* at most NODE_SEEDS_MAX */
+    size_t links_max;                   /* 0: NODE_LINKS_MAX */
+    const struct node_durations *t;     /* copied; NULL: node_durations_init(, 1) */
     const struct node_store_ops *store; /* borrowed */
     void *store_arg;
-    unsigned k, alpha;                /* the DHT's; 0: DHT_K, DHT_ALPHA */
+    unsigned k, alpha; /* the DHT's; 0: DHT_K, DHT_ALPHA */
 };
 
 /* Returns 0, AFSP_E_USAGE (no rng, no store, too many seeds) or -ENOMEM. The seeds are dialed
@@ -371,13 +371,13 @@ bool node_linked(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
  * JSON answer line, {"ok": true, ...} or {"error": "...", ["busy": true]}. The verbs, X(id,
  * name, fields of the request, what the answer holds); docs/cli.md lists the same. */
 #define NODE_CTL_VERBS(X)                                                                          \
-    X(PEERS, "peers", "", "peers: the up links")                                                  \
-    X(STATS, "stats", "", "stats: id, listen, started, peers, store, counters, dht")              \
-    X(RECONCILE, "reconcile", "",                                                                 \
-      "the store changed under the node (afsp prune): announce and serve what it holds now")     \
-    X(PROVIDERS, "providers", "digest", "providers, lookup: a full provider lookup of digest")   \
-    X(PULL, "pull", "ref, platform?, insecure?, lazy?", "digest: the image, pulled")             \
-    X(FETCH, "fetch", "layer, first, last, ref?, insecure?",                                      \
+    X(PEERS, "peers", "", "peers: the up links")                                                   \
+    X(STATS, "stats", "", "stats: id, listen, started, peers, store, counters, dht")               \
+    X(RECONCILE, "reconcile", "",                                                                  \
+      "the store changed under the node (afsp prune): announce and serve what it holds now")       \
+    X(PROVIDERS, "providers", "digest", "providers, lookup: a full provider lookup of digest")     \
+    X(PULL, "pull", "ref, platform?, insecure?, lazy?", "digest: the image, pulled")               \
+    X(FETCH, "fetch", "layer, first, last, ref?, insecure?",                                       \
       "chunks first..last of a layer held in part, stored before the answer")
 
 enum node_ctl_verb {

@@ -50,22 +50,22 @@ struct node_link {
     struct node_link *closing_next;  /* n->closing, while CLOSING */
     bool touched;
     bool initiator;
-    bool expect;                  /* dialed to reach the node expect_id */
+    bool expect; /* dialed to reach the node expect_id */
     uint8_t expect_id[P2P_ID_LEN];
-    uint8_t peer_id[P2P_ID_LEN];  /* UP: the ID the handshake proved */
-    struct dht_addr dialed;       /* the address dialed (port 0: the peer dialed us) */
-    struct dht_addr from;         /* the address the connection came from (accepted) */
-    uint16_t hello_port;          /* the peer's HELLO: where it listens (0: nowhere, or unsaid) */
-    struct dq *dq, **dq_tail;     /* DHT messages for expect_id, sent once it is up */
+    uint8_t peer_id[P2P_ID_LEN]; /* UP: the ID the handshake proved */
+    struct dht_addr dialed;      /* the address dialed (port 0: the peer dialed us) */
+    struct dht_addr from;        /* the address the connection came from (accepted) */
+    uint16_t hello_port;         /* the peer's HELLO: where it listens (0: nowhere, or unsaid) */
+    struct dq *dq, **dq_tail;    /* DHT messages for expect_id, sent once it is up */
     unsigned ndq;
-    int close_rc;                 /* CLOSING, CLOSED: why */
-    enum link_state close_from;   /* CLOSING, CLOSED: the state it closed from */
-    int doom;                     /* close with this once the input being taken is done */
+    int close_rc;               /* CLOSING, CLOSED: why */
+    enum link_state close_from; /* CLOSING, CLOSED: the state it closed from */
+    int doom;                   /* close with this once the input being taken is done */
     char addr[300];
-    uint64_t serial;              /* unique for the node's life: jobs remember links by it */
+    uint64_t serial; /* unique for the node's life: jobs remember links by it */
     uint64_t t0, up_at, rtt_ms, bytes_in, bytes_out, ban_until;
-    uint64_t last_io; /* when bytes last went either way */
-    struct node_timer timer;      /* the handshake, stalled requests, idle close */
+    uint64_t last_io;        /* when bytes last went either way */
+    struct node_timer timer; /* the handshake, stalled requests, idle close */
 };
 
 #define LINK_DUPLICATE (-EALREADY) /* closed: the pair has another link */
@@ -253,7 +253,8 @@ struct node {
 /* Does every piece of work marked, until none is left, and queues the effects. */
 void node_settle(struct node *n, uint64_t now);
 
-/* ==== the daemon's parts: not the core ========================================================= */
+/* ==== the daemon's parts: not the core =========================================================
+ */
 
 /* store_lmdb.c: the store ops over store/ (store_arg: a struct store *). */
 extern const struct node_store_ops node_store_lmdb;

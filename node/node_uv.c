@@ -82,7 +82,8 @@ static void conn_close(struct uvc *c)
     }
 }
 
-/* ---- links: bytes in and out -------------------------------------------------------------------- */
+/* ---- links: bytes in and out --------------------------------------------------------------------
+ */
 
 static void link_write(struct uvc *c);
 
@@ -263,7 +264,8 @@ static void on_accept(uv_stream_t *server, int status)
     effects(u);
 }
 
-/* ---- the control socket ------------------------------------------------------------------------ */
+/* ---- the control socket ------------------------------------------------------------------------
+ */
 
 struct answer {
     uv_write_t w;
@@ -324,8 +326,8 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (!nl)
         return;
     c->asked = true;
-    node_ctl_request(u->n, (struct node_ctl *)c, (const char *)c->in.p,
-                     (size_t)(nl - c->in.p), now(u));
+    node_ctl_request(u->n, (struct node_ctl *)c, (const char *)c->in.p, (size_t)(nl - c->in.p),
+                     now(u));
     effects(u);
 }
 
@@ -341,7 +343,8 @@ static void on_ctl_connection(uv_stream_t *server, int status)
         conn_close(c);
 }
 
-/* ---- effects ----------------------------------------------------------------------------------- */
+/* ---- effects -----------------------------------------------------------------------------------
+ */
 
 /* At the end: what is still open closes (control clients waiting for an answer, the servers,
  * the timer, the async handle; the links closed through their effects). */
@@ -439,7 +442,8 @@ static void on_signal(uv_signal_t *s, int signum)
     effects(u);
 }
 
-/* ---- start --------------------------------------------------------------------------------------- */
+/* ---- start
+ * --------------------------------------------------------------------------------------- */
 
 int node_run(const struct node_run_cfg *o)
 {
@@ -501,8 +505,8 @@ int node_run(const struct node_run_cfg *o)
     store_set_evict_hook(o->store, on_evict, u);
     char id[2 * P2P_ID_LEN + 1];
     log_warn("event=started id=%s listen=%s seeds=%zu links_max=%zu data=%s",
-             hex_fmt(cfg.id->id, P2P_ID_LEN, id), u->listening ? cfg.listen_text : "-",
-             cfg.nseeds, cfg.links_max, o->data_dir);
+             hex_fmt(cfg.id->id, P2P_ID_LEN, id), u->listening ? cfg.listen_text : "-", cfg.nseeds,
+             cfg.links_max, o->data_dir);
     effects(u);
     uv_run(&u->loop, UV_RUN_DEFAULT);
     log_warn("event=stopped");

@@ -115,8 +115,7 @@ static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], struct b
 }
 
 /* Chunks [first, last] of f from peers (those it lacks). */
-static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t first,
-                             uint32_t last)
+static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t first, uint32_t last)
 {
     struct jwait w = {.j = {.kind = NODE_JOB_CHUNKS, .fetch = f, .first = first, .last = last}};
     memcpy(w.j.digest, store_fetch_digest(f), DIGEST_LEN);
