@@ -10,6 +10,7 @@
 #define AFSP_SIM_H
 
 #include "../dht/dht.h"
+#include "../node/node.h"
 #include "../p2p/p2p.h"
 
 /* ---- net.c -------------------------------------------------------------------------------
@@ -100,5 +101,101 @@ int sim_peer_move(struct p2p_peer *from, struct p2p_peer *to, uint64_t now_ms);
  * pump bytes as the budget; 0: no pumping) and moves what it has pending to the other. Returns
  * 0 or the first move's error, which ends it. */
 int sim_peer_shuttle(struct p2p_peer *a, struct p2p_peer *b, size_t pump, uint64_t now_ms);
+
+/* ---- memstore.c -----------------------------------------------------------------------------
+ * An in-memory store behind node_store_ops: layers whose chunk i is a pattern of the layer's
+ * digest and i (chunk_len bytes each), a bitmap of the chunks held, manifests as small blobs,
+ * and a count of every call. A chunk checks out when its bytes are the pattern; a store that
+ * lies (memstore_lie) serves every byte off by one bit. Its index and manifest encodings are the
+ * simulator's own. Fetch handles (node_job.fetch) come from memstore_fetch_open. */
+struct memstore;
+struct memstore_calls {
+    uint64_t blob, index, held, layer_open, layer_close, read, fetch_open;
+};
+extern const struct node_store_ops memstore_ops; /* store_arg: a struct memstore * */
+#define MEMSTORE_INDEX_LEN 16
+
+int memstore_new(struct memstore **out);
+void memstore_free(struct memstore *m);
+const struct memstore_calls *memstore_calls(const struct memstore *m);
+void memstore_lie(struct memstore *m, bool lie);
+/* A layer of nchunks chunks, held whole or with no chunk yet (a partial layer). -EEXIST if
+ * held. */
+int memstore_layer_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t nchunks,
+                       uint32_t chunk_len, bool whole);
+bool memstore_layer_known(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+bool memstore_layer_complete(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+/* Evicts a layer (handles open on it see no chunk after). */
+void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p,
+                      size_t n, bool manifest);
+bool memstore_blob_has(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+void memstore_index_encode(uint32_t nchunks, uint32_t chunk_len, uint8_t out[MEMSTORE_INDEX_LEN]);
+int memstore_index_decode(const uint8_t *p, size_t n, uint32_t *nchunks, uint32_t *chunk_len);
+/* A layer held whole or in part, to be filled (NULL: not held); closed with memstore_fetch_close. */
+void *memstore_fetch_open(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+void memstore_fetch_close(struct memstore *m, void *fetch);
+
+/* ---- nodes.c ----------------------------------------------------------------------------------
+ * Node cores wired by in-memory links on a virtual clock (the clock starts at 1000 ms). Node i
+ * listens at 10.x.y.z:SIMN_PORT (x.y.z = i + 1) and has its own memstore; its tasks run as the
+ * daemon's do, job by job, and fall back to the registry (simn_registry: a memstore every node
+ * reaches; a manifest there is "MEMMAN01", u32 n, n times (layer digest, u32 nchunks, u32
+ * chunk_len)). Calls that change a node (simn_ctl, simn_stop, ...) take its effects at once. */
+#define SIMN_PORT 7070
+
+struct simn_cfg {
+    uint64_t seed;
+    unsigned lat_ms;                /* one way, every link; 0: 1 ms */
+    const struct node_durations *t; /* every node's; NULL: the defaults */
+    size_t links_max;               /* 0: NODE_LINKS_MAX */
+    unsigned k, alpha;              /* the DHT's; 0: the defaults */
+};
+struct simn;
+
+int simn_new(struct simn **out, const struct simn_cfg *cfg);
+void simn_free(struct simn *s);
+/* A node, up, with an empty store and seeds (indices of nodes, dialed at start); returns its
+ * index or a negative code. */
+int simn_add(struct simn *s, const unsigned *seeds, size_t nseeds);
+struct node *simn_node(struct simn *s, unsigned i); /* NULL while down */
+struct memstore *simn_store(struct simn *s, unsigned i);
+const uint8_t *simn_id(const struct simn *s, unsigned i);
+/* Connections node i tried to open (NODE_FX_DIAL), since it was added. */
+uint64_t simn_dials(const struct simn *s, unsigned i);
+/* Open links between i and j (both ends up). */
+unsigned simn_links(const struct simn *s, unsigned i, unsigned j);
+/* Which of i and j dialed the one open link between them (-1: none, or more than one). */
+int simn_link_dialer(const struct simn *s, unsigned i, unsigned j);
+bool simn_stopped(const struct simn *s, unsigned i);
+
+/* Node i dies (kill -9: its peers see its links reset; its tasks end) and comes back (same
+ * identity and store); pauses (SIGSTOP: what it is sent waits, its timers wait) and goes on. */
+void simn_kill(struct simn *s, unsigned i);
+int simn_restart(struct simn *s, unsigned i);
+void simn_pause(struct simn *s, unsigned i, bool paused);
+/* Every link between i and j closes at both ends, now. */
+void simn_cut(struct simn *s, unsigned i, unsigned j);
+/* The links between i and j carry nothing (bytes wait), or carry again. */
+void simn_freeze(struct simn *s, unsigned i, unsigned j, bool frozen);
+
+/* A control request line to node i; returns a ticket whose answer simn_answer gives (NULL until
+ * the node answers). simn_ctl_gone: the client goes away. */
+int simn_ctl(struct simn *s, unsigned i, const char *request);
+const char *simn_answer(const struct simn *s, int ticket);
+void simn_ctl_gone(struct simn *s, unsigned i, int ticket);
+void simn_store_changed(struct simn *s, unsigned i);
+void simn_stop(struct simn *s, unsigned i);
+
+struct memstore *simn_registry(struct simn *s);
+/* Blobs, indexes and chunks the registry served. */
+uint64_t simn_registry_fetches(const struct simn *s);
+
+uint64_t simn_now(const struct simn *s);
+unsigned simn_count(const struct simn *s);
+void simn_run_until(struct simn *s, uint64_t until);
+/* Runs until done(arg) (checked after every event) or the clock passes limit; whether done. */
+bool simn_run(struct simn *s, bool (*done)(void *arg), void *arg, uint64_t limit);
 
 #endif

@@ -1,0 +1,993 @@
+/*
+ * nodes.c - node cores (node/) wired by in-memory links on a virtual clock: the node's unit
+ * tests' cluster, and the seed of the simulator. Each node has an identity, an in-memory store
+ * (memstore.c) and an address (10.x.y.z:7070); what its core asks for is done here: a dial
+ * reaches the node at the address after the latency (or is refused), bytes cross a link in one
+ * latency, a close reaches the other end, tasks (pulls, fetches) run as the daemon's would, job
+ * by job, falling back to a registry that every node reaches. A link can be frozen (its bytes
+ * wait) or cut, a node paused (SIGSTOP: nothing it is sent is read, its timers wait), killed and
+ * restarted. Events are ordered by (time, sequence): a run is a function of its seed.
+ *
+ * Owns: the nodes, links, tasks and events. Must not: read a clock or a random source of its
+ * own.
+ */
+#include "sim.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIMN_MANIFEST_MAX (1u << 20)
+
+enum ev_kind { EV_CONNECT, EV_CONNECTED, EV_DATA, EV_CLOSED, EV_TIMER, EV_TASK };
+
+struct pipe;
+struct stask;
+
+struct event {
+    uint64_t t, seq;
+    enum ev_kind kind;
+    unsigned node;    /* who it happens to */
+    uint64_t life;    /* that node's incarnation when it was scheduled */
+    struct pipe *p;   /* CONNECT, CONNECTED, DATA, CLOSED */
+    int side;         /* DATA, CLOSED: the receiving side (0: the dialer) */
+    struct buf bytes; /* DATA */
+    uint64_t gen;     /* TIMER */
+    struct stask *task;
+};
+
+struct pipe {
+    unsigned end[2];          /* node indices: [0] dialed [1] */
+    struct node_link *k[2];   /* each end's link (NULL: not made yet, or gone) */
+    bool open[2];             /* each end's link is the core's */
+    bool frozen;              /* bytes wait in held[] */
+    struct buf held[2];       /* bytes for side i, held while frozen */
+    uint16_t port;            /* the dialer's source port */
+    struct pipe *next;
+};
+
+struct snode {
+    struct node *n;
+    struct memstore *ms;
+    struct p2p_identity id;
+    uint64_t rng;
+    struct dht_addr addr;
+    struct dht_addr seeds[NODE_SEEDS_MAX];
+    size_t nseeds;
+    bool up, paused, stopped;
+    uint64_t life, timer_gen, timer_at;
+    uint64_t dials;
+    struct event **held; /* what came while it was paused, in order */
+    size_t nheld, capheld;
+};
+
+/* A task run as the daemon's thread would: step by step, a job at a time. */
+struct stask {
+    unsigned node;
+    uint64_t life;
+    struct node_task *t;
+    int state;
+    size_t layer;
+    struct node_job job;
+    struct buf out;
+    void *fetch;
+    uint8_t (*layers)[DIGEST_LEN];
+    size_t nlayers;
+    struct stask *next;
+};
+
+struct ticket {
+    char *answer;
+};
+
+struct simn {
+    struct simn_cfg cfg;
+    struct node_durations t;
+    uint8_t ckey[P2P_KEY_LEN];
+    uint64_t rng, now, seq;
+    struct snode *nodes;
+    unsigned n;
+    size_t cap;
+    struct event **heap;
+    size_t nheap, heapcap;
+    struct pipe *pipes;
+    uint16_t ports;
+    struct stask *tasks;
+    struct ticket **tickets;
+    size_t ntickets, captickets;
+    struct memstore *registry; /* what the registry serves */
+    uint64_t registry_fetches;
+};
+
+/* ---- events ---------------------------------------------------------------------------------- */
+
+static bool ev_less(const struct event *a, const struct event *b)
+{
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static struct event *ev_new(struct simn *s, enum ev_kind kind, unsigned node, uint64_t delay)
+{
+    struct event *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->kind = kind;
+    e->node = node;
+    e->life = s->nodes[node].life;
+    e->t = s->now + delay;
+    return e;
+}
+
+static void push(struct simn *s, struct event *e)
+{
+    if (!e)
+        return;
+    if (s->nheap == s->heapcap) {
+        struct event **h = array_grow(s->heap, &s->heapcap, sizeof *h, 256);
+        if (!h) {
+            buf_release(&e->bytes);
+            free(e);
+            return;
+        }
+        s->heap = h;
+    }
+    e->seq = s->seq++;
+    size_t i = s->nheap++;
+    while (i > 0 && ev_less(e, s->heap[(i - 1) / 2])) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = e;
+}
+
+static struct event *pop(struct simn *s)
+{
+    struct event *top = s->heap[0], *last = s->heap[--s->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nheap)
+            break;
+        if (c + 1 < s->nheap && ev_less(s->heap[c + 1], s->heap[c]))
+            c++;
+        if (!ev_less(s->heap[c], last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->nheap)
+        s->heap[i] = last;
+    return top;
+}
+
+/* ---- effects --------------------------------------------------------------------------------- */
+
+static void flush(struct simn *s, unsigned i);
+
+static int index_of(const struct simn *s, const struct dht_addr *a)
+{
+    unsigned i = ((unsigned)a->ip[1] << 16 | (unsigned)a->ip[2] << 8 | a->ip[3]) - 1;
+    if (a->family != 4 || a->ip[0] != 10 || a->port != SIMN_PORT || i >= s->n)
+        return -1;
+    return (int)i;
+}
+
+static int side_of(const struct pipe *p, const struct node_link *k)
+{
+    return p->k[0] == k ? 0 : 1;
+}
+
+/* Bytes from side `from` of p to the other side, after the latency (held while frozen). */
+static void send_bytes(struct simn *s, struct pipe *p, int from, const uint8_t *b, size_t len)
+{
+    int to = !from;
+    if (p->frozen) {
+        buf_append(&p->held[to], b, len);
+        return;
+    }
+    struct event *e = ev_new(s, EV_DATA, p->end[to], s->cfg.lat_ms);
+    if (!e)
+        return;
+    e->p = p;
+    e->side = to;
+    if (buf_append(&e->bytes, b, len) < 0) {
+        free(e);
+        return;
+    }
+    push(s, e);
+}
+
+static void close_side(struct simn *s, struct pipe *p, int side)
+{
+    p->open[side] = false;
+    p->k[side] = NULL;
+    if (p->open[!side] || !p->k[!side]) { /* the other end hears of it (or its connect fails) */
+        struct event *e = ev_new(s, EV_CLOSED, p->end[!side], s->cfg.lat_ms);
+        if (e) {
+            e->p = p;
+            e->side = !side;
+            push(s, e);
+        }
+    }
+}
+
+static void task_schedule(struct simn *s, struct stask *st)
+{
+    struct event *e = ev_new(s, EV_TASK, st->node, 0);
+    if (e) {
+        e->task = st;
+        push(s, e);
+    }
+}
+
+static void flush(struct simn *s, unsigned i)
+{
+    struct snode *sn = &s->nodes[i];
+    struct node_effect e;
+    while (sn->up && node_effect_next(sn->n, &e)) {
+        struct pipe *p = e.link ? node_link_io(e.link) : NULL;
+        switch (e.type) {
+        case NODE_FX_DIAL: {
+            sn->dials++;
+            struct pipe *np = calloc(1, sizeof *np);
+            int to = index_of(s, &e.addr);
+            if (!np) {
+                node_link_closed(sn->n, e.link, -ENOMEM, s->now);
+                break;
+            }
+            np->end[0] = i;
+            np->end[1] = to < 0 ? i : (unsigned)to;
+            np->k[0] = e.link;
+            np->open[0] = true;
+            np->port = (uint16_t)(40000 + s->ports++ % 20000);
+            np->next = s->pipes;
+            s->pipes = np;
+            node_link_set_io(e.link, np);
+            struct event *ev = ev_new(s, to < 0 ? EV_CLOSED : EV_CONNECT, to < 0 ? i : (unsigned)to,
+                                      s->cfg.lat_ms);
+            if (ev) {
+                ev->p = np;
+                ev->side = to < 0 ? 0 : 1;
+                push(s, ev);
+            }
+            break;
+        }
+        case NODE_FX_SEND: {
+            const uint8_t *b;
+            size_t len;
+            int side = p ? side_of(p, e.link) : 0;
+            while (p && p->open[side] && (len = node_link_pending(sn->n, e.link, &b))) {
+                send_bytes(s, p, side, b, len);
+                node_link_sent(sn->n, e.link, len, s->now);
+            }
+            break;
+        }
+        case NODE_FX_CLOSE:
+            if (p)
+                close_side(s, p, side_of(p, e.link));
+            node_link_release(sn->n, e.link);
+            break;
+        case NODE_FX_ANSWER: {
+            struct ticket *tk = (struct ticket *)e.ctl;
+            free(tk->answer);
+            tk->answer = e.text;
+            break;
+        }
+        case NODE_FX_TASK: {
+            struct stask *st = calloc(1, sizeof *st);
+            if (!st) {
+                e.task->rc = -ENOMEM;
+                node_task_done(sn->n, e.task, s->now);
+                break;
+            }
+            st->node = i;
+            st->life = sn->life;
+            st->t = e.task;
+            st->next = s->tasks;
+            s->tasks = st;
+            task_schedule(s, st);
+            break;
+        }
+        case NODE_FX_JOB_DONE:
+            task_schedule(s, (struct stask *)e.job->task_arg);
+            break;
+        case NODE_FX_STOPPED:
+            sn->stopped = true;
+            break;
+        }
+    }
+    uint64_t d = sn->up ? node_deadline(sn->n) : UINT64_MAX;
+    if (d == UINT64_MAX || d == sn->timer_at)
+        return;
+    sn->timer_at = d;
+    struct event *ev = ev_new(s, EV_TIMER, i, d > s->now ? d - s->now : 0);
+    if (ev) {
+        ev->gen = ++sn->timer_gen;
+        push(s, ev);
+    }
+}
+
+/* ---- tasks: a pull or a fetch, as node/task.c runs them ----------------------------------------
+ * The simulator's manifest lists its layers: "MEMMAN01", u32 n, n times (digest, u32 nchunks,
+ * u32 chunk_len). A task asks peers (a job) first and the registry after. */
+
+static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind,
+                       const uint8_t *digest)
+{
+    struct node_job *j = &st->job;
+    memset(j, 0, sizeof *j);
+    j->kind = kind;
+    memcpy(j->digest, digest, DIGEST_LEN);
+    j->task_arg = st;
+    j->max = SIMN_MANIFEST_MAX;
+    st->out.len = 0;
+    j->out = &st->out;
+    if (kind == NODE_JOB_CHUNKS) {
+        j->fetch = st->fetch;
+        j->first = st->t->kind == NODE_TASK_FETCH ? st->t->first : 0;
+        j->last = st->t->kind == NODE_TASK_FETCH ? st->t->last
+                                                 : memstore_ops.fetch_nchunks(st->fetch) - 1;
+    }
+    node_job_submit(s->nodes[st->node].n, j, s->now);
+}
+
+/* The registry fills chunks [first, last] that the fetch lacks. */
+static int registry_chunks(struct simn *s, void *fetch, const uint8_t *digest, uint32_t first,
+                           uint32_t last)
+{
+    if (!memstore_layer_present(s->registry, digest))
+        return AFSP_E_NOTFOUND;
+    for (uint32_t i = first; i <= last; i++) {
+        if (memstore_ops.fetch_has(fetch, i))
+            continue;
+        uint64_t off;
+        uint32_t len;
+        memstore_ops.fetch_chunk(fetch, i, &off, &len);
+        void *rx, *rl;
+        uint8_t *b = malloc(len);
+        int rc = b ? memstore_ops.layer_open(s->registry, digest, &rl) : -ENOMEM;
+        if (rc == 0) {
+            rc = memstore_ops.layer_read(rl, off, b, len);
+            memstore_ops.layer_close(s->registry, rl);
+        }
+        if (rc == 0 && (rc = memstore_ops.chunk_begin(fetch, i, &rx)) == 0) {
+            uint64_t got;
+            memstore_ops.chunk_data(fetch, rx, b, len);
+            rc = memstore_ops.chunk_end(fetch, rx, &got);
+        }
+        free(b);
+        if (rc < 0)
+            return rc;
+        s->registry_fetches++;
+    }
+    return 0;
+}
+
+static void task_finish(struct simn *s, struct stask *st, int rc)
+{
+    struct snode *sn = &s->nodes[st->node];
+    struct node_task *t = st->t;
+    t->rc = rc;
+    if (rc < 0)
+        snprintf(t->msg, sizeof t->msg, "%s", err_str(rc));
+    if (st->fetch)
+        memstore_fetch_close(sn->ms, st->fetch);
+    for (struct stask **pp = &s->tasks; *pp; pp = &(*pp)->next)
+        if (*pp == st) {
+            *pp = st->next;
+            break;
+        }
+    buf_release(&st->out);
+    free(st->layers);
+    free(st);
+    node_task_done(sn->n, t, s->now);
+}
+
+enum { T_START, T_MANIFEST, T_INDEX, T_CHUNKS, T_FETCH };
+
+/* A manifest's layers into st (0 or AFSP_E_FORMAT). */
+static int manifest_parse(struct stask *st, const uint8_t *p, size_t n)
+{
+    if (n < 12 || memcmp(p, "MEMMAN01", 8))
+        return AFSP_E_FORMAT;
+    uint32_t k = get_le32(p + 8);
+    if (k > 1024 || n != 12 + (size_t)k * (DIGEST_LEN + 8))
+        return AFSP_E_FORMAT;
+    if (!(st->layers = calloc(k + 1, DIGEST_LEN)))
+        return -ENOMEM;
+    for (uint32_t i = 0; i < k; i++)
+        memcpy(st->layers[i], p + 12 + (size_t)i * (DIGEST_LEN + 8), DIGEST_LEN);
+    st->nlayers = k;
+    return 0;
+}
+
+static void task_step(struct simn *s, struct stask *st)
+{
+    struct snode *sn = &s->nodes[st->node];
+    struct node_task *t = st->t;
+    struct node_job *j = &st->job;
+    struct buf reg = {0};
+    int rc = 0;
+    switch (st->state) {
+    case T_START:
+        if (t->kind == NODE_TASK_FETCH) {
+            if (!(st->fetch = memstore_fetch_open(sn->ms, t->layer))) {
+                task_finish(s, st, AFSP_E_NOTFOUND);
+                return;
+            }
+            st->state = T_FETCH;
+            job_submit(s, st, NODE_JOB_CHUNKS, t->layer);
+            return;
+        }
+        if (digest_parse(t->ref, t->digest) < 0) {
+            task_finish(s, st, AFSP_E_REF);
+            return;
+        }
+        if (memstore_ops.blob(sn->ms, t->digest, &st->out) == 0) {
+            rc = manifest_parse(st, st->out.p, st->out.len);
+            st->layer = 0;
+            if (rc < 0) {
+                task_finish(s, st, rc);
+                return;
+            }
+            break; /* on to the layers */
+        }
+        st->state = T_MANIFEST;
+        job_submit(s, st, NODE_JOB_BLOB, t->digest);
+        return;
+    case T_MANIFEST: {
+        uint8_t d[DIGEST_LEN];
+        struct buf *b = &st->out;
+        if (j->rc == 0)
+            sha256_buf(b->p, b->len, d);
+        if (j->rc < 0 || memcmp(d, t->digest, DIGEST_LEN)) { /* from the registry, then */
+            b = &reg;
+            if (memstore_ops.blob(s->registry, t->digest, b) < 0) {
+                task_finish(s, st, AFSP_E_NOTFOUND);
+                return;
+            }
+            s->registry_fetches++;
+        }
+        rc = manifest_parse(st, b->p, b->len);
+        if (rc == 0)
+            rc = memstore_blob_add(sn->ms, t->digest, b->p, b->len, true);
+        buf_release(&reg);
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        st->layer = 0;
+        break;
+    }
+    case T_INDEX: { /* the answer to the index job of layer st->layer */
+        uint32_t nc, cl;
+        struct buf *b = &st->out;
+        if (j->rc < 0 || memstore_index_decode(b->p, b->len, &nc, &cl) < 0) {
+            b = &reg;
+            if (memstore_ops.index(s->registry, st->layers[st->layer], b) < 0) {
+                task_finish(s, st, AFSP_E_NOTFOUND);
+                return;
+            }
+            s->registry_fetches++;
+        }
+        rc = memstore_index_decode(b->p, b->len, &nc, &cl);
+        if (rc == 0)
+            rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false);
+        buf_release(&reg);
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        break;
+    }
+    case T_CHUNKS:
+        if (j->rc < 0)
+            rc = registry_chunks(s, st->fetch, st->layers[st->layer], 0,
+                                 memstore_ops.fetch_nchunks(st->fetch) - 1);
+        memstore_fetch_close(sn->ms, st->fetch);
+        st->fetch = NULL;
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        st->layer++;
+        break;
+    case T_FETCH:
+        if (j->rc < 0 && j->rc != -ECANCELED && t->ref) {
+            rc = registry_chunks(s, st->fetch, t->layer, t->first, t->last);
+            t->via_registry = rc == 0;
+        } else {
+            rc = j->rc;
+        }
+        t->completed = memstore_layer_complete(sn->ms, t->layer);
+        task_finish(s, st, rc);
+        return;
+    }
+    /* the next layer the store lacks: its index (a lazy pull stops there), then its chunks */
+    for (; st->layer < st->nlayers; st->layer++) {
+        const uint8_t *d = st->layers[st->layer];
+        if (!memstore_layer_known(sn->ms, d)) {
+            st->state = T_INDEX;
+            job_submit(s, st, NODE_JOB_INDEX, d);
+            return;
+        }
+        if (!t->lazy && !memstore_layer_complete(sn->ms, d)) {
+            st->fetch = memstore_fetch_open(sn->ms, d);
+            st->state = T_CHUNKS;
+            job_submit(s, st, NODE_JOB_CHUNKS, d);
+            return;
+        }
+    }
+    task_finish(s, st, 0);
+}
+
+/* ---- running ---------------------------------------------------------------------------------- */
+
+static int hold(struct snode *sn, struct event *e)
+{
+    if (sn->nheld == sn->capheld) {
+        struct event **v = array_grow(sn->held, &sn->capheld, sizeof *v, 16);
+        if (!v)
+            return -ENOMEM;
+        sn->held = v;
+    }
+    sn->held[sn->nheld++] = e;
+    return 0;
+}
+
+static void step(struct simn *s)
+{
+    struct event *e = pop(s);
+    struct snode *sn = &s->nodes[e->node];
+    struct pipe *p = e->p;
+    s->now = e->t;
+    bool alive = sn->up && e->life == sn->life;
+    if (alive && sn->paused && e->kind != EV_TASK) { /* it reads nothing until it goes on */
+        if (e->kind == EV_TIMER || hold(sn, e) < 0) { /* its timer is re-armed then */
+            buf_release(&e->bytes);
+            free(e);
+        }
+        return;
+    }
+    switch (alive ? e->kind : EV_TASK + 1) {
+    case EV_CONNECT: /* at the dialed node */
+        if (!p->open[0])
+            break; /* the dialer gave up */
+        {
+            struct dht_addr from = s->nodes[p->end[0]].addr;
+            from.port = p->port;
+            struct node_link *k = node_link_accepted(sn->n, &from, s->now);
+            if (!k) {
+                close_side(s, p, 1);
+            } else {
+                p->k[1] = k;
+                p->open[1] = true;
+                node_link_set_io(k, p);
+                struct event *c = ev_new(s, EV_CONNECTED, p->end[0], s->cfg.lat_ms);
+                if (c) {
+                    c->p = p;
+                    push(s, c);
+                }
+            }
+        }
+        flush(s, e->node);
+        break;
+    case EV_CONNECTED:
+        if (p->open[0]) {
+            node_link_connected(sn->n, p->k[0], s->now);
+            flush(s, e->node);
+        }
+        break;
+    case EV_DATA:
+        if (!p->open[e->side])
+            break;
+        if (p->frozen) {
+            buf_append(&p->held[e->side], e->bytes.p, e->bytes.len);
+            break;
+        }
+        node_link_input(sn->n, p->k[e->side], e->bytes.p, e->bytes.len, s->now);
+        flush(s, e->node);
+        break;
+    case EV_CLOSED:
+        if (!p->open[e->side])
+            break;
+        node_link_closed(sn->n, p->k[e->side], -ECONNRESET, s->now);
+        flush(s, e->node);
+        break;
+    case EV_TIMER:
+        if (e->gen != sn->timer_gen)
+            break; /* superseded */
+        sn->timer_at = UINT64_MAX;
+        node_tick(sn->n, s->now);
+        flush(s, e->node);
+        break;
+    case EV_TASK:
+        task_step(s, e->task);
+        flush(s, e->node);
+        break;
+    default: /* for a node that is down, or came back since */
+        break;
+    }
+    buf_release(&e->bytes);
+    free(e);
+}
+
+void simn_run_until(struct simn *s, uint64_t until)
+{
+    while (s->nheap && s->heap[0]->t <= until)
+        step(s);
+    if (s->now < until)
+        s->now = until;
+}
+
+bool simn_run(struct simn *s, bool (*done)(void *arg), void *arg, uint64_t limit)
+{
+    while (!done(arg)) {
+        if (!s->nheap || s->heap[0]->t > limit)
+            return false;
+        step(s);
+    }
+    return true;
+}
+
+unsigned simn_count(const struct simn *s)
+{
+    return s->n;
+}
+
+uint64_t simn_now(const struct simn *s)
+{
+    return s->now;
+}
+
+/* ---- nodes ----------------------------------------------------------------------------------- */
+
+static int node_start(struct simn *s, unsigned i)
+{
+    struct snode *sn = &s->nodes[i];
+    struct node_cfg cfg = {.id = &sn->id,
+                           .cluster_key = s->ckey,
+                           .rng = rng_fill,
+                           .rng_arg = &sn->rng,
+                           .now = s->now,
+                           .wall_ms = 1800000000000ull + s->now,
+                           .listen_port = SIMN_PORT,
+                           .listen_text = "sim",
+                           .seeds = sn->seeds,
+                           .nseeds = sn->nseeds,
+                           .links_max = s->cfg.links_max,
+                           .t = &s->t,
+                           .store = &memstore_ops,
+                           .store_arg = sn->ms,
+                           .k = s->cfg.k,
+                           .alpha = s->cfg.alpha};
+    int rc = node_new(&sn->n, &cfg);
+    if (rc < 0)
+        return rc;
+    sn->up = true;
+    sn->stopped = false;
+    sn->timer_at = UINT64_MAX;
+    flush(s, i);
+    return 0;
+}
+
+int simn_add(struct simn *s, const unsigned *seeds, size_t nseeds)
+{
+    if (nseeds > NODE_SEEDS_MAX)
+        return AFSP_E_USAGE;
+    if (s->n == s->cap) {
+        struct snode *v = array_grow(s->nodes, &s->cap, sizeof *v, 16);
+        if (!v)
+            return -ENOMEM;
+        s->nodes = v;
+    }
+    unsigned i = s->n;
+    struct snode *sn = &s->nodes[i];
+    memset(sn, 0, sizeof *sn);
+    uint8_t seed[32];
+    rng_fill(&s->rng, seed, sizeof seed);
+    int rc = p2p_identity_from_seed(&sn->id, seed);
+    if (rc == 0)
+        rc = memstore_new(&sn->ms);
+    if (rc < 0)
+        return rc;
+    sn->rng = rng_next64(&s->rng);
+    sn->addr = (struct dht_addr){.family = 4, .port = SIMN_PORT};
+    sn->addr.ip[0] = 10;
+    sn->addr.ip[1] = (uint8_t)((i + 1) >> 16);
+    sn->addr.ip[2] = (uint8_t)((i + 1) >> 8);
+    sn->addr.ip[3] = (uint8_t)(i + 1);
+    for (size_t k = 0; k < nseeds; k++) {
+        struct dht_addr a = {.family = 4, .port = SIMN_PORT};
+        a.ip[0] = 10;
+        a.ip[1] = (uint8_t)((seeds[k] + 1) >> 16);
+        a.ip[2] = (uint8_t)((seeds[k] + 1) >> 8);
+        a.ip[3] = (uint8_t)(seeds[k] + 1);
+        sn->seeds[sn->nseeds++] = a;
+    }
+    s->n++;
+    rc = node_start(s, i);
+    return rc < 0 ? rc : (int)i;
+}
+
+/* Every link of node i ends: its side is closed at once, the other ends hear it. */
+static void node_links_drop(struct simn *s, unsigned i)
+{
+    for (struct pipe *p = s->pipes; p; p = p->next)
+        for (int side = 0; side < 2; side++)
+            if (p->end[side] == i && p->open[side])
+                close_side(s, p, side);
+}
+
+void simn_kill(struct simn *s, unsigned i)
+{
+    struct snode *sn = &s->nodes[i];
+    if (!sn->up)
+        return;
+    node_links_drop(s, i);
+    for (struct stask *st = s->tasks; st; st = st->next)
+        if (st->node == i && st->life == sn->life && st->fetch) {
+            memstore_fetch_close(sn->ms, st->fetch);
+            st->fetch = NULL;
+        }
+    node_free(sn->n); /* frees the tasks it held; the simulator's go with the node's life */
+    for (struct stask **pp = &s->tasks; *pp;) {
+        struct stask *st = *pp;
+        if (st->node == i && st->life == sn->life) {
+            *pp = st->next;
+            buf_release(&st->out);
+            free(st->layers);
+            free(st);
+        } else {
+            pp = &st->next;
+        }
+    }
+    sn->n = NULL;
+    sn->up = false;
+    sn->life++;
+}
+
+int simn_restart(struct simn *s, unsigned i)
+{
+    return s->nodes[i].up ? 0 : node_start(s, i);
+}
+
+void simn_pause(struct simn *s, unsigned i, bool paused)
+{
+    struct snode *sn = &s->nodes[i];
+    sn->paused = paused;
+    if (paused)
+        return;
+    for (size_t k = 0; k < sn->nheld; k++) {
+        sn->held[k]->t = s->now;
+        push(s, sn->held[k]);
+    }
+    sn->nheld = 0;
+    if (sn->up) {
+        sn->timer_at = UINT64_MAX;
+        flush(s, i);
+    }
+}
+
+static void pipes_of(struct simn *s, unsigned i, unsigned j, void (*fn)(struct simn *, struct pipe *))
+{
+    for (struct pipe *p = s->pipes; p; p = p->next)
+        if ((p->end[0] == i && p->end[1] == j) || (p->end[0] == j && p->end[1] == i))
+            fn(s, p);
+}
+
+static void pipe_cut(struct simn *s, struct pipe *p)
+{
+    for (int side = 0; side < 2; side++)
+        if (p->open[side] && s->nodes[p->end[side]].up) {
+            struct event *e = ev_new(s, EV_CLOSED, p->end[side], 0);
+            if (e) {
+                e->p = p;
+                e->side = side;
+                push(s, e);
+            }
+        }
+}
+
+static void pipe_freeze(struct simn *s, struct pipe *p)
+{
+    (void)s;
+    p->frozen = true;
+}
+
+static void pipe_thaw(struct simn *s, struct pipe *p)
+{
+    p->frozen = false;
+    for (int side = 0; side < 2; side++)
+        if (p->held[side].len) {
+            struct event *e = ev_new(s, EV_DATA, p->end[side], s->cfg.lat_ms);
+            if (e) {
+                e->p = p;
+                e->side = side;
+                e->bytes = p->held[side];
+                memset(&p->held[side], 0, sizeof p->held[side]);
+                push(s, e);
+            }
+        }
+}
+
+void simn_cut(struct simn *s, unsigned i, unsigned j)
+{
+    pipes_of(s, i, j, pipe_cut);
+}
+
+void simn_freeze(struct simn *s, unsigned i, unsigned j, bool frozen)
+{
+    pipes_of(s, i, j, frozen ? pipe_freeze : pipe_thaw);
+}
+
+/* ---- inspection and requests ------------------------------------------------------------------- */
+
+struct node *simn_node(struct simn *s, unsigned i)
+{
+    return s->nodes[i].up ? s->nodes[i].n : NULL;
+}
+
+struct memstore *simn_store(struct simn *s, unsigned i)
+{
+    return s->nodes[i].ms;
+}
+
+const uint8_t *simn_id(const struct simn *s, unsigned i)
+{
+    return s->nodes[i].id.id;
+}
+
+uint64_t simn_dials(const struct simn *s, unsigned i)
+{
+    return s->nodes[i].dials;
+}
+
+bool simn_stopped(const struct simn *s, unsigned i)
+{
+    return s->nodes[i].stopped;
+}
+
+unsigned simn_links(const struct simn *s, unsigned i, unsigned j)
+{
+    unsigned n = 0;
+    for (const struct pipe *p = s->pipes; p; p = p->next)
+        if (p->open[0] && p->open[1] && ((p->end[0] == i && p->end[1] == j) ||
+                                         (p->end[0] == j && p->end[1] == i)))
+            n++;
+    return n;
+}
+
+int simn_link_dialer(const struct simn *s, unsigned i, unsigned j)
+{
+    int dialer = -1, n = 0;
+    for (const struct pipe *p = s->pipes; p; p = p->next)
+        if (p->open[0] && p->open[1] &&
+            ((p->end[0] == i && p->end[1] == j) || (p->end[0] == j && p->end[1] == i))) {
+            dialer = (int)p->end[0];
+            n++;
+        }
+    return n == 1 ? dialer : -1;
+}
+
+struct memstore *simn_registry(struct simn *s)
+{
+    return s->registry;
+}
+
+uint64_t simn_registry_fetches(const struct simn *s)
+{
+    return s->registry_fetches;
+}
+
+int simn_ctl(struct simn *s, unsigned i, const char *request)
+{
+    if (s->ntickets == s->captickets) {
+        struct ticket **v = array_grow(s->tickets, &s->captickets, sizeof *v, 16);
+        if (!v)
+            return -ENOMEM;
+        s->tickets = v;
+    }
+    struct ticket *tk = calloc(1, sizeof *tk);
+    if (!tk)
+        return -ENOMEM;
+    s->tickets[s->ntickets] = tk;
+    if (s->nodes[i].up) {
+        node_ctl_request(s->nodes[i].n, (struct node_ctl *)tk, request, strlen(request), s->now);
+        flush(s, i);
+    }
+    return (int)s->ntickets++;
+}
+
+const char *simn_answer(const struct simn *s, int ticket)
+{
+    return ticket >= 0 && (size_t)ticket < s->ntickets ? s->tickets[ticket]->answer : NULL;
+}
+
+void simn_ctl_gone(struct simn *s, unsigned i, int ticket)
+{
+    if (s->nodes[i].up) {
+        node_ctl_gone(s->nodes[i].n, (struct node_ctl *)s->tickets[ticket]);
+        flush(s, i);
+    }
+}
+
+void simn_store_changed(struct simn *s, unsigned i)
+{
+    if (s->nodes[i].up) {
+        node_store_changed(s->nodes[i].n, s->now);
+        flush(s, i);
+    }
+}
+
+void simn_stop(struct simn *s, unsigned i)
+{
+    if (s->nodes[i].up) {
+        node_stop(s->nodes[i].n, s->now);
+        flush(s, i);
+    }
+}
+
+/* ---- the network ------------------------------------------------------------------------------- */
+
+int simn_new(struct simn **out, const struct simn_cfg *cfg)
+{
+    struct simn *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    if (!s->cfg.lat_ms)
+        s->cfg.lat_ms = 1;
+    if (cfg->t)
+        s->t = *cfg->t;
+    else
+        node_durations_init(&s->t, 1);
+    s->cfg.t = NULL;
+    s->rng = cfg->seed;
+    s->now = 1000;
+    rng_fill(&s->rng, s->ckey, sizeof s->ckey);
+    int rc = memstore_new(&s->registry);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void simn_free(struct simn *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < s->n; i++) {
+        if (s->nodes[i].up)
+            simn_kill(s, i);
+        memstore_free(s->nodes[i].ms);
+        p2p_identity_wipe(&s->nodes[i].id);
+        for (size_t k = 0; k < s->nodes[i].nheld; k++) {
+            buf_release(&s->nodes[i].held[k]->bytes);
+            free(s->nodes[i].held[k]);
+        }
+        free(s->nodes[i].held);
+    }
+    for (size_t i = 0; i < s->nheap; i++) {
+        buf_release(&s->heap[i]->bytes);
+        free(s->heap[i]);
+    }
+    while (s->pipes) {
+        struct pipe *p = s->pipes;
+        s->pipes = p->next;
+        buf_release(&p->held[0]);
+        buf_release(&p->held[1]);
+        free(p);
+    }
+    for (size_t i = 0; i < s->ntickets; i++) {
+        free(s->tickets[i]->answer);
+        free(s->tickets[i]);
+    }
+    free(s->tickets);
+    free(s->heap);
+    free(s->nodes);
+    memstore_free(s->registry);
+    free(s);
+}
