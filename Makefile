@@ -33,7 +33,7 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all demo test asan fuzz bench format format-check deps clean
+.PHONY: all demo test check-tools asan fuzz bench format format-check deps clean
 all: $(BUILD)/afsp $(BUILD)/test-runner
 
 $(BUILD)/obj/%.o: %.c
@@ -72,6 +72,11 @@ test: deps
 	$(MAKE) all
 	AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_SRC=$(CURDIR) \
 	    $(BUILD)/test-runner --scripts tests/integration $(T)
+
+# Every command the tests, scripts and recipes call comes from a package deps.sh installs (also
+# run by `make test`, as the integration test 01-tools).
+check-tools: deps
+	scripts/check-tools.py
 
 # Sanitizer reports go to files, so that one from a command a test expects to fail (exit status
 # ignored) still fails the run.
@@ -114,6 +119,7 @@ FORMAT_SRC := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:
+	@test -n "$(FORMAT_SRC)" || { echo "format-check: git ls-files lists no C file"; exit 1; }
 	clang-format --dry-run --Werror $(FORMAT_SRC)
 
 clean:

@@ -10,7 +10,7 @@
 #           `afsp pull` into a fresh data directory vs `skopeo copy` + `umoci unpack` into fresh
 #           directories: one warm-up of each, then BENCH_ROUNDS rounds in alternating order.
 #           `afsp inspect extract` of the pulled image is timed too, for reference.
-#   ingest  the same layer blob: `gzip -dc` (and `igzip -dc` when installed), bench/inflate_speed
+#   ingest  the same layer blob: `gzip -dc` and `igzip -dc`, bench/inflate_speed
 #           (zlib, ISA-L, the codec indexer) and bench/ingest_speed (zlib, ISA-L,
 #           store_ingest_file: the real ingest pass into a fresh store).
 #   store   bench/store_2000: 2,000 small layers through the real store under a cache limit of
@@ -49,7 +49,7 @@
 #   BENCH_OUT            also write the summary here (markdown)
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
-#                        auto: only when ingest misses its target and perf is installed; 0: never
+#                        auto: only when ingest misses its target; 0: never
 
 set -Eeuo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -278,14 +278,13 @@ bench_ingest() {
     done
     local usize
     usize=$(gzip -dc "$BLOB" | wc -c)
-    if type -P igzip >/dev/null; then
-        igzip -dc "$BLOB" >/dev/null
-        for ((r = 0; r < 5; r++)); do
-            timed t igzip -dc "$BLOB" >/dev/null
-            ig+=("$t")
-        done
-    fi
-    log "gzip -dc: ${gz[*]} s; igzip -dc: ${ig[*]:-not installed} s ($usize bytes out)"
+    require igzip
+    igzip -dc "$BLOB" >/dev/null
+    for ((r = 0; r < 5; r++)); do
+        timed t igzip -dc "$BLOB" >/dev/null
+        ig+=("$t")
+    done
+    log "gzip -dc: ${gz[*]} s; igzip -dc: ${ig[*]} s ($usize bytes out)"
 
     log "inflate_speed (bench/inflate_speed.c)"
     "$AFSP_BENCH_BIN/inflate_speed" "$BLOB" | tee "$TEST_TMPDIR/inflate_speed.txt"
@@ -916,7 +915,7 @@ wants dht && bench_dht_cluster
 wants dht && bench_dht_memory
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
-auto) if ((${INGEST_MISSED:-0})) && type -P perf >/dev/null; then profile_ingest; fi ;;
+auto) if ((${INGEST_MISSED:-0})); then profile_ingest; fi ;;
 esac
 
 echo

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs the Debian 12 packages that building, testing and benchmarking afsp need.
 # Idempotent: does nothing when every package is already installed. Needs root to install.
+# scripts/check-tools.py (run by `make test`) fails when a test, script or recipe calls a
+# command that none of these packages (nor their dependencies, nor Debian's Essential ones) has.
 set -eu
 
 PKGS="
@@ -8,7 +10,7 @@ build-essential pkg-config clang clang-format libclang-rt-14-dev openssl libcap2
 liblmdb-dev lmdb-utils libcurl4-openssl-dev libjansson-dev libssl-dev
 libisal-dev zlib1g-dev libzstd-dev zstd libsodium-dev libuv1-dev libfuse3-dev fuse3
 docker-registry umoci skopeo busybox-static apache2-utils python3 curl
-debootstrap runc hyperfine isal linux-perf
+debootstrap runc hyperfine isal linux-perf attr procps git apt
 "
 
 missing=""

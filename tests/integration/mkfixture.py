@@ -25,9 +25,6 @@ import struct
 import sys
 import tarfile
 
-# the capability set by `setcap cap_net_raw+ep` (VFS_CAP_REVISION_2, effective, permitted bit 13)
-CAP_NET_RAW_EP = bytes.fromhex("0100000200200000000000000000000000000000")
-
 LONG1 = "L" * 150  # a 150-character component (ext4 allows 255)
 LONG2 = "M" * 100
 LONG3 = "N" * 60
@@ -173,12 +170,8 @@ def populate(root, nfiles, seed):
     os.makedirs(j("caps"))
     with open("/bin/busybox", "rb") as f:
         write(j("caps", "ping"), f.read(), 0o755)
-    try:
-        subprocess.run(["setcap", "cap_net_raw+ep", j("caps", "ping")], check=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        print("mkfixture: setcap failed (%s), writing security.capability directly" % e,
-              file=sys.stderr)
-        os.setxattr(j("caps", "ping"), "security.capability", CAP_NET_RAW_EP)
+    # setcap (libcap2-bin, installed by scripts/deps.sh) must be there: a missing tool fails
+    subprocess.run(["setcap", "cap_net_raw+ep", j("caps", "ping")], check=True)
 
     # 10. things layers 3 and 4 change
     for n in ("a", "b"):
