@@ -33,7 +33,7 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all demo test check-tools asan fuzz bench format format-check deps clean
+.PHONY: all docs demo test check-tools asan fuzz bench format format-check deps clean
 all: $(BUILD)/afsp $(BUILD)/test-runner
 
 $(BUILD)/obj/%.o: %.c
@@ -58,6 +58,10 @@ $(BUILD)/test-runner: $(UNIT_OBJ) $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# docs/cli.md's counters table, from the counters' list (a unit test checks they agree).
+docs: all
+	bash scripts/docs-counters.sh $(BUILD)/afsp docs/cli.md
 
 deps:
 	@sh scripts/deps.sh

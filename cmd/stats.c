@@ -18,14 +18,32 @@ const struct command cmd_stats_def = {
     "\n"
     "  --json   one JSON object: {\"stats\": {\"id\", \"listen\", \"started\", \"peers\",\n"
     "           \"store\": {\"used\", \"reserved\", \"limit\", \"layers\", \"images\"},\n"
-    "           \"counters\": {...}}}\n",
+    "           \"counters\": {...}, \"dht\": {...}}}\n"
+    "  --doc    print what each counter and DHT figure is (Markdown), without asking a node\n",
     false};
 
 int cmd_stats(int argc, char **argv)
 {
-    int json, r = json_only_args(&cmd_stats_def, argc, argv, &json);
-    if (r >= 0)
-        return r;
+    struct cmd_iter it = CMD_ITER(&cmd_stats_def, argc, argv);
+    const char *arg;
+    int r, json = 0, doc = 0;
+    while ((r = cmd_next(&it, &arg)) > 0) {
+        if (!strcmp(arg, "--json"))
+            json = 1;
+        else if (!strcmp(arg, "--doc"))
+            doc = 1;
+        else
+            return cmd_usage_error(&cmd_stats_def, "unexpected argument %s", arg);
+    }
+    if (r < 0)
+        return it.status;
+    if (doc) {
+        struct buf b = {0};
+        node_counters_doc(&b);
+        fwrite(b.p, 1, b.len, stdout);
+        buf_release(&b);
+        return 0;
+    }
     json_t *ans = node_ask(-1, NODE_CTL_STATS, NULL, "stats");
     if (!ans)
         return 1;

@@ -178,12 +178,8 @@ static void link_closed(struct node_link *k, uint64_t now)
     k->next = NULL;
     n->nlinks--;
     timer_stop(n, &k->timer);
-    if (k->seed) {
-        k->seed->link = NULL;
-        if (!n->stopping)
-            seed_timers_failed(n, k->seed, now);
-        k->seed = NULL;
-    }
+    if (k->seeds && !n->stopping)
+        seed_timers_failed(n, k, now);
     struct p2p_peer *p = k->p;
     k->p = NULL;
     k->state = LINK_CLOSED;
@@ -215,9 +211,17 @@ void node_link_release(struct node *n, struct node_link *k)
  * it is not a seed's (those stay: they are how the node finds the cluster again). */
 static bool link_idle(const struct node_link *k)
 {
-    return k->state == LINK_UP && !k->seed && !k->ndq && !p2p_peer_inflight(k->p) &&
+    return k->state == LINK_UP && !k->seeds && !k->ndq && !p2p_peer_inflight(k->p) &&
            !p2p_peer_serving(k->p) &&
            !p2p_conn_pending(p2p_peer_conn(k->p), &(const uint8_t *){NULL});
+}
+
+/* A link is closed for being idle by the node that dialed it, never by the other: a node dials
+ * its seeds, so the other end cannot close a seed's link under it (docs/protocol.md). Room at
+ * the link cap is made from any idle link. */
+static bool link_idle_closes(const struct node *n, const struct node_link *k)
+{
+    return n->t.idle && k->initiator && link_idle(k);
 }
 
 /* Room for one more link: true if there is, or the idlest link was closed to make it. */
@@ -358,11 +362,7 @@ static void link_up(struct node_link *k, uint64_t now)
         if (o == k || o->state != LINK_UP || memcmp(o->peer_id, k->peer_id, P2P_ID_LEN))
             continue;
         struct node_link *keep = link_keeps(n, k, o) ? k : o, *drop = keep == k ? o : k;
-        if (drop->seed) {
-            keep->seed = drop->seed;
-            keep->seed->link = keep;
-            drop->seed = NULL;
-        }
+        seed_move(n, drop, keep);
         if (drop->dialed.port && !keep->dialed.port)
             keep->dialed = drop->dialed; /* we reached it there: the address is proven */
         route_dq_send(drop, keep);
@@ -373,11 +373,10 @@ static void link_up(struct node_link *k, uint64_t now)
     }
     log_info("event=peer_up id=%s addr=%s initiator=%d rtt_ms=%" PRIu64, id_short(k->peer_id, id),
              k->addr, k->initiator, k->rtt_ms);
-    if (k->seed)
-        seed_timers_up(k->seed);
+    seed_timers_up(n, k);
     p2p_peer_hello(k->p, n->cfg.listen_port);
     route_dq_send(k, k);
-    if (k->seed && k->dialed.port) {
+    if (k->seeds && k->dialed.port) {
         struct dht_contact c = {.addr = k->dialed};
         memcpy(c.id, k->peer_id, P2P_ID_LEN);
         dht_add_contact(n->dht, &c, now); /* and, the first time, the join lookup */
@@ -452,7 +451,7 @@ static void on_link_timer(struct node *n, struct node_timer *t, uint64_t now)
         link_close(k, p2p_peer_error(k->p));
         return;
     }
-    if (n->t.idle && link_idle(k) && now - k->last_io >= n->t.idle) {
+    if (link_idle_closes(n, k) && now - k->last_io >= n->t.idle) {
         n->st.links_idle_closed++;
         link_close(k, LINK_IDLE);
         return;
@@ -471,7 +470,7 @@ void links_touched_run(struct node *n, uint64_t now)
         if (k->state >= LINK_CLOSING)
             continue;
         uint64_t at = p2p_peer_deadline(k->p);
-        if (n->t.idle && link_idle(k) && k->last_io + n->t.idle < at)
+        if (link_idle_closes(n, k) && k->last_io + n->t.idle < at)
             at = k->last_io + n->t.idle;
         timer_set(n, &k->timer, at);
         const uint8_t *p;

@@ -44,7 +44,7 @@ struct node_link {
     enum link_state state;
     struct p2p_peer *p;
     void *io;
-    struct seed *seed;               /* the seed this link reaches, or NULL */
+    unsigned seeds;                  /* seeds this link reaches (several may name one node) */
     struct node_link *next, **pprev; /* n->links */
     struct node_link *touched_next;  /* n->touched, while touched */
     struct node_link *closing_next;  /* n->closing, while CLOSING */
@@ -104,10 +104,13 @@ struct seed {
 
 /* Dials seed s now (a failure schedules the next try). */
 void seed_dial(struct node *n, struct seed *s, uint64_t now);
-/* s's link closed (or its dial failed): dial again after the backoff. */
-void seed_timers_failed(struct node *n, struct seed *s, uint64_t now);
-/* s's link came up: the backoff starts over. */
-void seed_timers_up(struct seed *s);
+/* k, the link of some seeds, closed (or its dial failed): they are dialed again after their
+ * backoff. */
+void seed_timers_failed(struct node *n, struct node_link *k, uint64_t now);
+/* k came up: its seeds' backoff starts over. */
+void seed_timers_up(struct node *n, struct node_link *k);
+/* The seeds of drop are the seeds of keep now (the pair's other link was kept). */
+void seed_move(struct node *n, struct node_link *drop, struct node_link *keep);
 
 /* ---- route.c -------------------------------------------------------------------------------- */
 

@@ -14,8 +14,9 @@ static void on_seed_timer(struct node *n, struct node_timer *t, uint64_t now)
     seed_dial(n, s, now);
 }
 
-void seed_timers_failed(struct node *n, struct seed *s, uint64_t now)
+static void seed_failed(struct node *n, struct seed *s, uint64_t now)
 {
+    s->link = NULL;
     s->backoff = s->backoff ? s->backoff * 2 : n->t.seed_retry_min;
     if (s->backoff > n->t.seed_retry_max)
         s->backoff = n->t.seed_retry_max;
@@ -24,9 +25,28 @@ void seed_timers_failed(struct node *n, struct seed *s, uint64_t now)
     timer_set(n, &s->timer, now + s->backoff);
 }
 
-void seed_timers_up(struct seed *s)
+void seed_timers_failed(struct node *n, struct node_link *k, uint64_t now)
 {
-    s->backoff = 0;
+    for (size_t i = 0; i < n->nseeds; i++)
+        if (n->seeds[i].link == k)
+            seed_failed(n, &n->seeds[i], now);
+    k->seeds = 0;
+}
+
+void seed_timers_up(struct node *n, struct node_link *k)
+{
+    for (size_t i = 0; i < n->nseeds; i++)
+        if (n->seeds[i].link == k)
+            n->seeds[i].backoff = 0;
+}
+
+void seed_move(struct node *n, struct node_link *drop, struct node_link *keep)
+{
+    for (size_t i = 0; i < n->nseeds; i++)
+        if (n->seeds[i].link == drop)
+            n->seeds[i].link = keep;
+    keep->seeds += drop->seeds;
+    drop->seeds = 0;
 }
 
 void seed_dial(struct node *n, struct seed *s, uint64_t now)
@@ -35,10 +55,10 @@ void seed_dial(struct node *n, struct seed *s, uint64_t now)
         return;
     struct node_link *k = link_dial(n, &s->addr, NULL, now);
     if (!k) {
-        seed_timers_failed(n, s, now);
+        seed_failed(n, s, now);
         return;
     }
     snprintf(k->addr, sizeof k->addr, "%s", s->text);
-    k->seed = s;
+    k->seeds = 1;
     s->link = k;
 }

@@ -154,8 +154,8 @@ void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN])
         l->dropped = true; /* freed with the store: handles may still point at it */
 }
 
-int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p,
-                      size_t n, bool manifest)
+int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,
+                      bool manifest)
 {
     if (m->nblobs == m->capblobs) {
         struct mem_blob *v = array_grow(m->blobs, &m->capblobs, sizeof *v, 16);
@@ -253,8 +253,8 @@ static int op_usage(void *arg, struct node_store_usage *u)
     for (size_t i = 0; i < m->nlayers; i++)
         if (!m->layers[i]->dropped) {
             u->layers++;
-            u->used += (uint64_t)memstore_layer_present(m, m->layers[i]->digest) *
-                       m->layers[i]->chunk_len;
+            u->used +=
+                (uint64_t)memstore_layer_present(m, m->layers[i]->digest) * m->layers[i]->chunk_len;
         }
     for (size_t i = 0; i < m->nblobs; i++)
         u->images += m->blobs[i].manifest;

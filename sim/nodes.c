@@ -37,12 +37,12 @@ struct event {
 };
 
 struct pipe {
-    unsigned end[2];          /* node indices: [0] dialed [1] */
-    struct node_link *k[2];   /* each end's link (NULL: not made yet, or gone) */
-    bool open[2];             /* each end's link is the core's */
-    bool frozen;              /* bytes wait in held[] */
-    struct buf held[2];       /* bytes for side i, held while frozen */
-    uint16_t port;            /* the dialer's source port */
+    unsigned end[2];        /* node indices: [0] dialed [1] */
+    struct node_link *k[2]; /* each end's link (NULL: not made yet, or gone) */
+    bool open[2];           /* each end's link is the core's */
+    bool frozen;            /* bytes wait in held[] */
+    struct buf held[2];     /* bytes for side i, held while frozen */
+    uint16_t port;          /* the dialer's source port */
     struct pipe *next;
 };
 
@@ -164,12 +164,13 @@ static struct event *pop(struct simn *s)
 
 static void flush(struct simn *s, unsigned i);
 
-static int index_of(const struct simn *s, const struct dht_addr *a)
+/* The index of the node at a (which may not have been added yet), or -1. */
+static long index_of(const struct dht_addr *a)
 {
     unsigned i = ((unsigned)a->ip[1] << 16 | (unsigned)a->ip[2] << 8 | a->ip[3]) - 1;
-    if (a->family != 4 || a->ip[0] != 10 || a->port != SIMN_PORT || i >= s->n)
+    if (a->family != 4 || a->ip[0] != 10 || a->port != SIMN_PORT || i >= (1u << 24) - 2)
         return -1;
-    return (int)i;
+    return (long)i;
 }
 
 static int side_of(const struct pipe *p, const struct node_link *k)
@@ -201,7 +202,7 @@ static void close_side(struct simn *s, struct pipe *p, int side)
 {
     p->open[side] = false;
     p->k[side] = NULL;
-    if (p->open[!side] || !p->k[!side]) { /* the other end hears of it (or its connect fails) */
+    if (p->open[!side]) { /* the other end hears of it */
         struct event *e = ev_new(s, EV_CLOSED, p->end[!side], s->cfg.lat_ms);
         if (e) {
             e->p = p;
@@ -230,24 +231,23 @@ static void flush(struct simn *s, unsigned i)
         case NODE_FX_DIAL: {
             sn->dials++;
             struct pipe *np = calloc(1, sizeof *np);
-            int to = index_of(s, &e.addr);
+            long to = index_of(&e.addr);
             if (!np) {
                 node_link_closed(sn->n, e.link, -ENOMEM, s->now);
                 break;
             }
             np->end[0] = i;
-            np->end[1] = to < 0 ? i : (unsigned)to;
+            np->end[1] = to < 0 ? UINT32_MAX : (unsigned)to;
             np->k[0] = e.link;
             np->open[0] = true;
             np->port = (uint16_t)(40000 + s->ports++ % 20000);
             np->next = s->pipes;
             s->pipes = np;
             node_link_set_io(e.link, np);
-            struct event *ev = ev_new(s, to < 0 ? EV_CLOSED : EV_CONNECT, to < 0 ? i : (unsigned)to,
-                                      s->cfg.lat_ms);
+            /* the dialer's event: whether anyone listens there is known when it arrives */
+            struct event *ev = ev_new(s, EV_CONNECT, i, s->cfg.lat_ms);
             if (ev) {
                 ev->p = np;
-                ev->side = to < 0 ? 0 : 1;
                 push(s, ev);
             }
             break;
@@ -449,7 +449,7 @@ static void task_step(struct simn *s, struct stask *st)
             s->registry_fetches++;
         }
         rc = manifest_parse(st, b->p, b->len);
-        if (rc == 0)
+        if (rc == 0 && !memstore_blob_has(sn->ms, t->digest)) /* another pull may have */
             rc = memstore_blob_add(sn->ms, t->digest, b->p, b->len, true);
         buf_release(&reg);
         if (rc < 0) {
@@ -471,8 +471,9 @@ static void task_step(struct simn *s, struct stask *st)
             s->registry_fetches++;
         }
         rc = memstore_index_decode(b->p, b->len, &nc, &cl);
-        if (rc == 0)
-            rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false);
+        if (rc == 0 &&
+            (rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false)) == -EEXIST)
+            rc = 0; /* another pull added it meanwhile */
         buf_release(&reg);
         if (rc < 0) {
             task_finish(s, st, rc);
@@ -521,7 +522,8 @@ static void task_step(struct simn *s, struct stask *st)
     task_finish(s, st, 0);
 }
 
-/* ---- running ---------------------------------------------------------------------------------- */
+/* ---- running ----------------------------------------------------------------------------------
+ */
 
 static int hold(struct snode *sn, struct event *e)
 {
@@ -542,7 +544,7 @@ static void step(struct simn *s)
     struct pipe *p = e->p;
     s->now = e->t;
     bool alive = sn->up && e->life == sn->life;
-    if (alive && sn->paused && e->kind != EV_TASK) { /* it reads nothing until it goes on */
+    if (alive && sn->paused && e->kind != EV_TASK) {  /* it reads nothing until it goes on */
         if (e->kind == EV_TIMER || hold(sn, e) < 0) { /* its timer is re-armed then */
             buf_release(&e->bytes);
             free(e);
@@ -550,28 +552,30 @@ static void step(struct simn *s)
         return;
     }
     switch (alive ? e->kind : EV_TASK + 1) {
-    case EV_CONNECT: /* at the dialed node */
-        if (!p->open[0])
-            break; /* the dialer gave up */
-        {
-            struct dht_addr from = s->nodes[p->end[0]].addr;
+    case EV_CONNECT: { /* the dialer's SYN reaches the address (a paused node accepts too) */
+        unsigned to = p->end[1];
+        struct snode *tn = to < s->n ? &s->nodes[to] : NULL;
+        struct node_link *k = NULL;
+        if (p->open[0] && tn && tn->up) {
+            struct dht_addr from = sn->addr;
             from.port = p->port;
-            struct node_link *k = node_link_accepted(sn->n, &from, s->now);
-            if (!k) {
-                close_side(s, p, 1);
-            } else {
-                p->k[1] = k;
-                p->open[1] = true;
-                node_link_set_io(k, p);
-                struct event *c = ev_new(s, EV_CONNECTED, p->end[0], s->cfg.lat_ms);
-                if (c) {
-                    c->p = p;
-                    push(s, c);
-                }
-            }
+            k = node_link_accepted(tn->n, &from, s->now);
         }
-        flush(s, e->node);
+        if (!k) {
+            close_side(s, p, 1);
+            break;
+        }
+        p->k[1] = k;
+        p->open[1] = true;
+        node_link_set_io(k, p);
+        struct event *c = ev_new(s, EV_CONNECTED, p->end[0], s->cfg.lat_ms);
+        if (c) {
+            c->p = p;
+            push(s, c);
+        }
+        flush(s, to);
         break;
+    }
     case EV_CONNECTED:
         if (p->open[0]) {
             node_link_connected(sn->n, p->k[0], s->now);
@@ -769,7 +773,8 @@ void simn_pause(struct simn *s, unsigned i, bool paused)
     }
 }
 
-static void pipes_of(struct simn *s, unsigned i, unsigned j, void (*fn)(struct simn *, struct pipe *))
+static void pipes_of(struct simn *s, unsigned i, unsigned j,
+                     void (*fn)(struct simn *, struct pipe *))
 {
     for (struct pipe *p = s->pipes; p; p = p->next)
         if ((p->end[0] == i && p->end[1] == j) || (p->end[0] == j && p->end[1] == i))
@@ -821,7 +826,8 @@ void simn_freeze(struct simn *s, unsigned i, unsigned j, bool frozen)
     pipes_of(s, i, j, frozen ? pipe_freeze : pipe_thaw);
 }
 
-/* ---- inspection and requests ------------------------------------------------------------------- */
+/* ---- inspection and requests -------------------------------------------------------------------
+ */
 
 struct node *simn_node(struct simn *s, unsigned i)
 {
@@ -852,8 +858,8 @@ unsigned simn_links(const struct simn *s, unsigned i, unsigned j)
 {
     unsigned n = 0;
     for (const struct pipe *p = s->pipes; p; p = p->next)
-        if (p->open[0] && p->open[1] && ((p->end[0] == i && p->end[1] == j) ||
-                                         (p->end[0] == j && p->end[1] == i)))
+        if (p->open[0] && p->open[1] &&
+            ((p->end[0] == i && p->end[1] == j) || (p->end[0] == j && p->end[1] == i)))
             n++;
     return n;
 }
@@ -928,7 +934,8 @@ void simn_stop(struct simn *s, unsigned i)
     }
 }
 
-/* ---- the network ------------------------------------------------------------------------------- */
+/* ---- the network -------------------------------------------------------------------------------
+ */
 
 int simn_new(struct simn **out, const struct simn_cfg *cfg)
 {

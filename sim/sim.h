@@ -128,12 +128,13 @@ bool memstore_layer_complete(const struct memstore *m, const uint8_t digest[DIGE
 uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 /* Evicts a layer (handles open on it see no chunk after). */
 void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
-int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p,
-                      size_t n, bool manifest);
+int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,
+                      bool manifest);
 bool memstore_blob_has(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 void memstore_index_encode(uint32_t nchunks, uint32_t chunk_len, uint8_t out[MEMSTORE_INDEX_LEN]);
 int memstore_index_decode(const uint8_t *p, size_t n, uint32_t *nchunks, uint32_t *chunk_len);
-/* A layer held whole or in part, to be filled (NULL: not held); closed with memstore_fetch_close. */
+/* A layer held whole or in part, to be filled (NULL: not held); closed with memstore_fetch_close.
+ */
 void *memstore_fetch_open(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 void memstore_fetch_close(struct memstore *m, void *fetch);
 

@@ -7,8 +7,14 @@
 
 struct simn *cluster_new(uint64_t seed)
 {
+    return cluster_new_t(seed, NULL);
+}
+
+struct simn *cluster_new_t(uint64_t seed, const struct node_durations *t)
+{
     struct simn *s;
-    struct simn_cfg cfg = {.seed = seed};
+    struct simn_cfg cfg = {.seed = seed, .t = t};
+    log_level = LOG_ERROR; /* bans and failed fetches are what these tests make happen */
     CHECK(simn_new(&s, &cfg) == 0);
     return s;
 }
@@ -40,8 +46,8 @@ void image_make(struct simn *s, int i, uint8_t tag, uint32_t nchunks, uint32_t c
     digest_fmt(out->layer, out->layer_text);
     out->nchunks = nchunks;
     if (i >= 0) {
-        CHECK(memstore_layer_add(simn_store(s, (unsigned)i), out->layer, nchunks, chunk_len, true) ==
-              0);
+        CHECK(memstore_layer_add(simn_store(s, (unsigned)i), out->layer, nchunks, chunk_len,
+                                 true) == 0);
         CHECK(memstore_blob_add(simn_store(s, (unsigned)i), out->manifest, man, sizeof man, true) ==
               0);
         simn_store_changed(s, (unsigned)i);

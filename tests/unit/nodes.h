@@ -16,6 +16,8 @@
 
 /* A cluster on the default durations (divisor 1), 1 ms links, seed s. */
 struct simn *cluster_new(uint64_t seed);
+/* ... on durations t. */
+struct simn *cluster_new_t(uint64_t seed, const struct node_durations *t);
 /* The longest duration of the node (what "idle for twice every timeout" is measured by). */
 uint64_t longest_timeout(void);
 

@@ -53,8 +53,8 @@ TEST(node_after_idle_records_are_republished_and_providers_found)
     struct image im;
     image_make(s, 0, 2, 16, 1024, false, &im);
     simn_run_until(s, simn_now(s) + 2 * longest_timeout());
-    CHECK_INT(node_counters_get(simn_node(s, 0))->store_lists, >=, 2 * longest_timeout() /
-                                                                      (4 * 60 * SEC));
+    CHECK_INT(node_counters_get(simn_node(s, 0))->store_lists, >=,
+              2 * longest_timeout() / (4 * 60 * SEC));
     unsigned held = 0;
     for (unsigned i = 1; i < 6; i++)
         held += dht_records_held(node_dht(simn_node(s, i)), im.layer);

@@ -1,0 +1,170 @@
+/*
+ * test_node_fetch.c - fetch jobs (node/fetch.c), serving (serve.c) and announcing (announce.c):
+ * a silent request is hedged at exactly its deadline; a peer that sends bad chunks is banned
+ * until its ban ends; a provider that evicted the layer is left out of the job after its first
+ * not-found (it was asked again and again); a mount's fetches never list the store; an evicted
+ * layer is withdrawn and served no more.
+ */
+#include "nodes.h"
+
+/* Three nodes: 0 and 1 hold the image whole, 2 holds it in part (a lazy pull) and reads. */
+static struct simn *three(uint64_t seed, uint32_t nchunks, uint32_t chunk_len, struct image *im)
+{
+    struct simn *s = cluster_new(seed);
+    unsigned zero = 0, both[] = {0, 1};
+    CHECK(simn_add(s, NULL, 0) == 0);
+    CHECK(simn_add(s, &zero, 1) == 1);
+    CHECK(simn_add(s, both, 2) == 2);
+    image_make(s, 0, 7, nchunks, chunk_len, true, im);
+    CHECK(memstore_layer_add(simn_store(s, 1), im->layer, nchunks, chunk_len, true) == 0);
+    simn_store_changed(s, 1);
+    image_partial(s, 2, im, chunk_len);
+    wait_links(s, 2, 10 * SEC);
+    simn_run_until(s, simn_now(s) + 5 * SEC);
+    return s;
+}
+
+static int fetch(struct simn *s, unsigned i, const struct image *im, uint32_t first, uint32_t last)
+{
+    char req[256];
+    snprintf(req, sizeof req, "{\"cmd\":\"fetch\",\"layer\":\"%s\",\"first\":%u,\"last\":%u}",
+             im->layer_text, first, last);
+    return simn_ctl(s, i, req);
+}
+
+static bool answered_ok(struct simn *s, int t)
+{
+    const char *a = simn_answer(s, t);
+    return a && strstr(a, "\"ok\":true");
+}
+
+/* Node 1 stops answering (SIGSTOP) while node 2 asks it and node 0 for chunks: every request on
+ * node 1 is asked of node 0 too exactly when it has been silent for the hedge duration, not a
+ * millisecond before; node 0's copies win, node 1 is banned, and the read completes. */
+TEST(node_hedges_a_silent_request_at_exactly_its_deadline)
+{
+    struct image im;
+    struct simn *s = three(11, 8, 4096, &im);
+    struct node_durations d;
+    node_durations_init(&d, 1);
+    simn_pause(s, 1, true);
+    uint64_t t0 = simn_now(s);
+    int t = fetch(s, 2, &im, 0, 7); /* its job asks both peers at once, at t0 */
+    simn_run_until(s, t0 + d.hedge - 1);
+    CHECK_INT(counter(s, 2, "hedges"), ==, 0);
+    CHECK(!simn_answer(s, t));
+    simn_run_until(s, t0 + d.hedge);
+    CHECK_INT(counter(s, 2, "hedges"), >=, 1);
+    simn_run_until(s, t0 + d.hedge + 50);
+    CHECK(answered_ok(s, t));
+    CHECK(memstore_layer_complete(simn_store(s, 2), im.layer));
+    CHECK_INT(counter(s, 2, "hedges_won"), ==, counter(s, 2, "hedges"));
+    CHECK_INT(counter(s, 2, "stalls"), ==, 0);
+    json_t *p = ask(s, 2, SEC, "{\"cmd\":\"peers\"}");
+    size_t i;
+    json_t *e;
+    char id1[65];
+    hex_fmt(simn_id(s, 1), 32, id1);
+    int banned = -1;
+    json_array_foreach(json_object_get(p, "peers"), i, e)
+        if (!strcmp(json_string_value(json_object_get(e, "id")), id1))
+            banned = json_is_true(json_object_get(e, "banned"));
+    CHECK_INT(banned, ==, 1);
+    json_decref(p);
+    simn_pause(s, 1, false);
+    simn_free(s);
+}
+
+/* Node 1 lies: its chunks do not check out. Each is caught, counted, never stored; node 1 is
+ * banned and node 0 serves the rest. Once the ban has run out node 1 is asked again. */
+TEST(node_bans_a_peer_that_sends_bad_chunks_until_the_ban_ends)
+{
+    struct image im;
+    struct simn *s = three(12, 64, 1024, &im);
+    struct node_durations d;
+    node_durations_init(&d, 1);
+    memstore_lie(simn_store(s, 1), true);
+    int t = fetch(s, 2, &im, 0, 31);
+    simn_run_until(s, simn_now(s) + 5 * SEC);
+    CHECK(answered_ok(s, t));
+    CHECK_INT(memstore_layer_present(simn_store(s, 2), im.layer), ==, 32);
+    CHECK_INT(counter(s, 2, "bad_chunks"), >=, 1);
+    CHECK_INT(counter(s, 2, "chunks_fetched"), ==, 32);
+    uint64_t served1 = counter(s, 1, "chunks_served");
+    t = fetch(s, 2, &im, 32, 47); /* still banned: all from node 0 */
+    simn_run_until(s, simn_now(s) + 5 * SEC);
+    CHECK(answered_ok(s, t));
+    CHECK_INT(counter(s, 1, "chunks_served"), ==, served1);
+    memstore_lie(simn_store(s, 1), false);
+    simn_run_until(s, simn_now(s) + d.ban);
+    t = fetch(s, 2, &im, 48, 63); /* the ban is over: node 1 gets its share again */
+    simn_run_until(s, simn_now(s) + 5 * SEC);
+    CHECK(answered_ok(s, t));
+    CHECK_INT(counter(s, 1, "chunks_served"), >, served1);
+    CHECK(memstore_layer_complete(simn_store(s, 2), im.layer));
+    simn_free(s);
+}
+
+/* Node 1 evicts the layer while node 2 reads it from nodes 0 and 1 in one job: node 1 says
+ * not-found and is not asked again by that job (before the fix, every not-found only dropped
+ * the chunk, and node 1 was asked for every chunk of the layer). */
+TEST(node_leaves_a_provider_that_evicted_the_layer_out_of_the_job)
+{
+    struct image im;
+    struct simn *s = three(13, 600, 256, &im);
+    memstore_layer_drop(simn_store(s, 1), im.layer);
+    simn_store_changed(s, 1); /* withdrawn; records elsewhere live out their TTL */
+    uint64_t opens = memstore_calls(simn_store(s, 1))->layer_open;
+    int t = fetch(s, 2, &im, 0, 599);
+    simn_run_until(s, simn_now(s) + 10 * SEC);
+    CHECK(answered_ok(s, t));
+    CHECK(memstore_layer_complete(simn_store(s, 2), im.layer));
+    /* node 1 was asked at most one window's worth (what was in flight when it first said no) */
+    CHECK_INT(memstore_calls(simn_store(s, 1))->layer_open - opens, <=, P2P_WINDOW);
+    CHECK_INT(counter(s, 2, "chunks_fetched"), ==, 600);
+    simn_free(s);
+}
+
+/* A mount reads chunk by chunk: the node never lists the whole store for a fetch (it did, on
+ * every one, to compare what it announces); the fetch that completes the layer announces just
+ * that layer. */
+TEST(node_fetches_never_list_the_store)
+{
+    struct image im;
+    struct simn *s = three(14, 20, 1024, &im);
+    uint64_t lists = memstore_calls(simn_store(s, 2))->held;
+    for (uint32_t c = 0; c < 20; c++) {
+        int t = fetch(s, 2, &im, c, c);
+        simn_run_until(s, simn_now(s) + 200);
+        CHECK(answered_ok(s, t));
+    }
+    CHECK(memstore_layer_complete(simn_store(s, 2), im.layer));
+    CHECK_INT(memstore_calls(simn_store(s, 2))->held, ==, lists);
+    CHECK(dht_providing(node_dht(simn_node(s, 2)), im.layer));
+    simn_free(s);
+}
+
+/* What the store evicts is withdrawn at once and served no more; what it gains is announced. */
+TEST(node_announces_what_it_holds_and_withdraws_what_it_evicts)
+{
+    struct image im;
+    struct simn *s = three(15, 4, 1024, &im);
+    struct dht *d0 = node_dht(simn_node(s, 0));
+    CHECK(dht_providing(d0, im.layer));
+    CHECK(dht_providing(d0, im.manifest));
+    CHECK(!dht_providing(node_dht(simn_node(s, 2)), im.layer)); /* partial: not announced */
+    memstore_layer_drop(simn_store(s, 0), im.layer);
+    simn_store_changed(s, 0);
+    CHECK(!dht_providing(d0, im.layer));
+    CHECK(dht_providing(d0, im.manifest));
+    memstore_layer_drop(simn_store(s, 1), im.layer);
+    simn_store_changed(s, 1);
+    uint64_t served = counter(s, 0, "chunks_served") + counter(s, 1, "chunks_served");
+    int t = fetch(s, 2, &im, 0, 3);
+    simn_run_until(s, simn_now(s) + 10 * SEC);
+    const char *a = simn_answer(s, t);
+    CHECK(a && strstr(a, "error")); /* no peer has it, and no registry was named */
+    CHECK_INT(counter(s, 0, "chunks_served") + counter(s, 1, "chunks_served"), ==, served);
+    CHECK_INT(counter(s, 2, "fetches_failed"), ==, 1);
+    simn_free(s);
+}
