@@ -257,7 +257,7 @@ require() {
 #                   registry's rootcertbundle; anonymous requests get a token granting nothing
 #                   (--token-anonymous: deny = 401 from the token server; pull = anonymous pull)
 # Exports REGISTRY=127.0.0.1:PORT; sets (not exported, see above) REGISTRY_PORT, REGISTRY_DIR
-# (storage is $REGISTRY_DIR/data), REGISTRY_PID, REGISTRY_AUTH (none|htpasswd|token),
+# (storage is $REGISTRY_DIR/data), REGISTRY_PID, REGISTRY_LOG (its access log), REGISTRY_AUTH (none|htpasswd|token),
 # REGISTRY_CREDS (U:P or empty), and with --token, TOKEN_SERVER=127.0.0.1:PORT, TOKEN_REALM,
 # TOKEN_SERVICE, TOKEN_CERT, TOKEN_SERVER_PID (exported). Call it again for a second registry
 # (save the variables first).
@@ -344,6 +344,7 @@ EOF
         # a clean environment: the registry reads REGISTRY_* variables as config overrides
         start_bg registry env -i PATH="$PATH" TZ=UTC docker-registry serve "$dir/config.yml"
         REGISTRY_PID=$BG_PID
+        REGISTRY_LOG=$BG_LOG
         local code="" i
         for ((i = 0; i < 300; i++)); do
             kill -0 "$REGISTRY_PID" 2>/dev/null || break
