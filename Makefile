@@ -19,7 +19,7 @@ CFLAGS  += -std=gnu11 -g $(OPT) $(WARN) -D_GNU_SOURCE -MMD -MP \
 LDFLAGS += $(if $(SANITIZER),-fsanitize=$(SANITIZER))
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-LIB_SRC  := $(wildcard util/*.c store/*.c fs/*.c p2p/*.c dht/*.c sim/*.c)
+LIB_SRC  := $(wildcard util/*.c store/*.c store/*/*.c fs/*.c p2p/*.c dht/*.c sim/*.c)
 CMD_SRC  := $(wildcard cmd/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c) tests/runner.c
 FUZZ_SRC := $(wildcard fuzz/*.c)

@@ -5,7 +5,7 @@
  * taken from the blob, restarted from the checkpoints found, must return what the indexer
  * output, or fail cleanly when the indexer failed.
  */
-#include "../store/store_int.h"
+#include "../store/layer/layer.h"
 
 #include <stdlib.h>
 #include <string.h>

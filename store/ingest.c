@@ -37,7 +37,6 @@
 #define PIPE_BUF_SIZE (1u << 20)
 #define PIPE_NBUFS 8               /* 8 MiB between the threads */
 #define WRITEBACK_EVERY (8u << 20) /* start writeback of this much at a time */
-#define CONFIG_MAX (4u << 20)
 
 struct pipe_buf {
     uint8_t *p;
@@ -360,20 +359,6 @@ static void pipe_release(struct ingest *in)
     pthread_cond_destroy(&in->cv);
 }
 
-int layer_format(const char *mt, enum layer_format *f)
-{
-    size_t n = strlen(mt);
-    if (n >= 4 && !strcmp(mt + n - 4, "gzip")) /* +gzip, .tar.gzip */
-        *f = LAYER_GZIP;
-    else if (n >= 4 && !strcmp(mt + n - 4, "zstd"))
-        *f = LAYER_ZSTD;
-    else if (n >= 3 && !strcmp(mt + n - 3, "tar"))
-        *f = LAYER_TAR;
-    else
-        return err_set(AFSP_E_UNSUPPORTED, "layer media type %s", mt);
-    return 0;
-}
-
 /* Where a layer's bytes come from: a registry, or a local file. Calls on_data(in, ...) with
  * every byte in order; returns 0 or a negative code. */
 typedef int (*ingest_feed_fn)(void *src, struct ingest *in);
@@ -580,11 +565,12 @@ static int meta_config(struct meta_source *m, const uint8_t digest[DIGEST_LEN], 
 {
     struct registry *reg;
     int rc;
-    if (store_small_get(m->s, digest, body) == 0 || meta_peers(m, digest, CONFIG_MAX, body) == 0)
+    if (store_small_get(m->s, digest, body) == 0 ||
+        meta_peers(m, digest, CONFIG_MAX_BYTES, body) == 0)
         return 0;
     if ((rc = meta_registry(m, &reg)) < 0)
         return rc;
-    return registry_get_small_blob(reg, digest, CONFIG_MAX, body);
+    return registry_get_small_blob(reg, digest, CONFIG_MAX_BYTES, body);
 }
 
 /* A layer from peers: their index, checked against the descriptor, makes it a partial layer
@@ -781,21 +767,9 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         err_ctx(rc, "config");
         goto out;
     }
-    {
-        /* The config names the real platform when we pulled a plain manifest. */
-        json_t *c = json_loadb((const char *)cfg.p, cfg.len, 0, NULL);
-        const char *os = json_string_value(json_object_get(c, "os"));
-        const char *arch = json_string_value(json_object_get(c, "architecture"));
-        const char *var = json_string_value(json_object_get(c, "variant"));
-        if (!c || !json_is_object(c)) {
-            json_decref(c);
-            rc = err_set(AFSP_E_FORMAT, "config is not a JSON object");
-            goto out;
-        }
-        if (os && arch)
-            snprintf(pf, sizeof pf, "%.31s/%.31s%s%.31s", os, arch, var ? "/" : "", var ? var : "");
-        json_decref(c);
-    }
+    /* The config names the real platform when we pulled a plain manifest. */
+    if ((rc = config_platform(cfg.p, cfg.len, pf, sizeof pf)) < 0)
+        goto out;
     if ((rc = store_small_put(s, m.config.digest, cfg.p, cfg.len)) < 0 ||
         (rc = store_small_put(s, mdigest, body.p, body.len)) < 0)
         goto out;

@@ -19,7 +19,7 @@
  *   strtab   strtab_len bytes (paths and names NUL-terminated)
  *   windows  windows_len bytes (each window in zlib format, or raw when win_zlen == win_len)
  */
-#include "store_int.h"
+#include "layer.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  * containerd unpack the same layer: hardlinks, symlinks, devices, fifos and directories have no
  * data area whatever their size field says; a zero block followed by a non-zero one is an error.
  */
-#include "store_int.h"
+#include "layer.h"
 
 #include <errno.h>
 #include <stdlib.h>

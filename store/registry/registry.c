@@ -10,7 +10,7 @@
  * Secrets are never logged and are wiped when dropped. Curl and HTTP failures become project
  * codes in one place each (curl_fail, http_fail).
  */
-#include "store_int.h"
+#include "registry.h"
 
 #include <ctype.h>
 #include <curl/curl.h>

@@ -36,7 +36,7 @@
  * unchecked: the indexer checked them. zstd checkpoints sit at frame starts, plain tar ones every
  * CODEC_SPAN_IN bytes.
  */
-#include "store_int.h"
+#include "layer.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -82,6 +82,22 @@
 
 #define RD_IBUF (256u << 10) /* compressed bytes read from the source at a time */
 #define RD_SCRATCH (256u << 10)
+
+/* ---- formats ------------------------------------------------------------------------------ */
+
+int layer_format(const char *mt, enum layer_format *f)
+{
+    size_t n = strlen(mt);
+    if (n >= 4 && !strcmp(mt + n - 4, "gzip")) /* +gzip, .tar.gzip */
+        *f = LAYER_GZIP;
+    else if (n >= 4 && !strcmp(mt + n - 4, "zstd"))
+        *f = LAYER_ZSTD;
+    else if (n >= 3 && !strcmp(mt + n - 3, "tar"))
+        *f = LAYER_TAR;
+    else
+        return err_set(AFSP_E_UNSUPPORTED, "layer media type %s", mt);
+    return 0;
+}
 
 /* ---- gzip member header (RFC 1952) -------------------------------------------------------- */
 
