@@ -13,6 +13,7 @@
 
 #include "../dht/dht.h"
 #include "../p2p/p2p.h"
+#include "../store/pull/pull.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -4,6 +4,8 @@
 #include "cmd.h"
 #include "ctl.h"
 
+#include "../store/pull/pull.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -2,7 +2,7 @@
  * index.c - the layer index: the tar file table, the decode checkpoints and the chunk table of
  * one layer blob, and its canonical encoding.
  *
- * The encoding is a pure function of the blob (given the constants in store_int.h and the ISA-L
+ * The encoding is a pure function of the blob (given the constants in layer.h and the ISA-L
  * that compresses windows), so any node holding the whole blob can rebuild an index and compare
  * digests. index_parse() treats its input as hostile: it checks every count, offset and length
  * before anything is used, and fails with AFSP_E_FORMAT.
