@@ -9,7 +9,10 @@
  * is a callback. Readers (mounts, the node serving peers) need only store.h.
  *
  *   ingest.c   the streaming pass (ingest_layer, store_ingest_file)
- *   store.c    reservations, layer records, commits, small blobs, image records
+ *   space.c    reservations
+ *   layers.c   layer records, commits, access times
+ *   images.c   small blobs, image records
+ *   store.c    paths of blob files and downloads
  */
 #ifndef AFSP_STORE_INGEST_H
 #define AFSP_STORE_INGEST_H
@@ -77,7 +80,7 @@ int store_touch(struct store *s, const uint8_t (*digests)[DIGEST_LEN], size_t n,
 int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], const void *p,
                     size_t n);
 /* Records an image under its canonical reference: JSON text with "ref", "manifest", "platform",
- * "config", "layers" (digest, size, mediaType) and "pulled" (store.c reads it back for
+ * "config", "layers" (digest, size, mediaType) and "pulled" (images.c reads it back for
  * store_images_list). Replaces an earlier record of the same reference. */
 int store_image_put(struct store *s, const char *ref, const char *json);
 

@@ -4,24 +4,26 @@
  * nothing outside store/, nor ingest.c, nor store/'s parts with a public header of their own
  * (oci/, layer/, registry/, pull/), which go through store.h and ingest.h.
  *
- *   db.c        the LMDB environment: tables, map growth, stale readers
- *   store.c     layers, images, chunk bodies, cache accounting, eviction, random access
- *   fetch.c     partial layers filled chunk by chunk
+ *   db.c       the LMDB environment: tables, map growth, stale readers
+ *   store.c    open/close, the sweep on open, the cache limit, paths, shared record encodings
+ *   space.c    accounting, reservations, pins, eviction, prune, usage
+ *   layers.c   layer records: commits, partial layers, chunk marks, access times, listing
+ *   images.c   small blobs and image records, their listing and lookup
+ *   read.c     random access to stored layers (handles, readers, chunk checks, the fetcher)
+ *   fetch.c    partial layers filled chunk by chunk
  */
 #ifndef AFSP_STORE_INT_H
 #define AFSP_STORE_INT_H
-
-#include "../util/util.h"
-#include "store.h"
-#include "layer/layer.h"
-#include "oci/oci.h"
-#include "ingest.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../util/util.h"
 #include "db.h"
+#include "ingest.h"
+#include "layer/layer.h"
+#include "store.h"
 
 struct store {
     char *dir;
@@ -32,6 +34,42 @@ struct store {
     store_fetcher_fn fetcher;
     void *fetcher_arg;
 };
+
+/* ---- store.c: the encodings of shared records --------------------------------------------- */
+
+#define LAYER_REC_SIZE 224 /* a layer record in DB_LAYERS */
+
+void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SIZE]);
+/* Returns 0 or AFSP_E_STORE (not a layer record of this version). */
+int layer_rec_decode(const MDB_val *v, struct layer_rec *r);
+/* A key of DB_LRU: be64 t || digest. */
+void lru_key(uint64_t t, const uint8_t digest[static DIGEST_LEN], uint8_t key[40]);
+/* A be64 counter of DB_META ("used"); 0 when absent. */
+uint64_t meta_u64(MDB_txn *txn, struct store *s, const char *name);
+int meta_put_u64(MDB_txn *txn, struct store *s, const char *name, uint64_t x);
+/* Start time of process pid (jiffies since boot), 0 if it does not exist: with the pid, it names
+ * a process even when pids are reused (reservations, pins, temporary files). */
+uint64_t proc_start(pid_t pid);
+
+/* ---- space.c: eviction --------------------------------------------------------------------- */
+
+/* Layers evicted inside a write transaction, for evicted_finish after it. A transaction function
+ * that evicts resets n when db_write runs it again. */
+struct evicted {
+    uint8_t (*d)[DIGEST_LEN];
+    size_t n, cap;
+};
+
+/* Evicts LRU layers not in pin (nor pinned by a mount) until used + reserved + need <= limit,
+ * or until *freed >= goal when goal is non-zero. Returns 0, or AFSP_E_TOOBIG if it cannot get
+ * there. */
+int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin,
+                uint64_t need, uint64_t goal, struct evicted *ev, uint64_t *freed);
+/* After the write transaction: unlinks the blob files of the layers in ev, tells the evict hook
+ * of each, and empties ev. */
+void evicted_finish(struct store *s, struct evicted *ev);
+
+/* ---- layers.c: partial layers (for fetch.c) ------------------------------------------------ */
 
 /* Adds a partial layer: its record and index, an empty chunk map, and a sparse blob file of the
  * blob's size that chunks are written into (fetch.c). Counts only the index against the limit;
