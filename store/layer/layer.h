@@ -80,7 +80,7 @@ int tar_parser_push(struct tar_parser *p, const uint8_t *data, size_t n);
 int tar_parser_finish(struct tar_parser *p);
 void tar_parser_free(struct tar_parser *p);
 
-/* ==== codec.c =============================================================================== */
+/* ==== codec.c, gzip.c, zstd.c =============================================================== */
 
 enum layer_format { LAYER_TAR = 0, LAYER_GZIP = 1, LAYER_ZSTD = 2 };
 
