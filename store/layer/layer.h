@@ -22,7 +22,7 @@
 
 #include "../../util/util.h"
 
-/* ==== tar.c ================================================================================= */
+/* ==== tar.c, pax.c ========================================================================== */
 
 #define TAR_PATH_MAX 4096      /* a longer path or link target is AFSP_E_FORMAT */
 #define TAR_PAX_MAX (1u << 20) /* pax extended header size bound */
