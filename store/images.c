@@ -3,8 +3,8 @@
  * and image records (JSON, one per canonical reference, written by the pull), and the listing and
  * lookup of images.
  *
- * Must not parse manifests or configs (store/oci/ does, in the pull): an image record already
- * names its layers.
+ * Owns DB_BLOBS and DB_IMAGES. Must not parse manifests or configs (store/oci/ does, in the pull):
+ * an image record already names its layers.
  */
 #include "store_int.h"
 #include "oci/oci.h"

@@ -20,8 +20,9 @@
  * Only when the whole blob matches its digest is anything made visible (store_layer_commit). A
  * decode error does not stop the download: a digest mismatch is the more useful thing to report
  * when a registry serves wrong bytes.
- * Must not touch LMDB (it includes ingest.h, not store_int.h: the store's files own the tables),
- * nor know where the bytes come from: a source is a callback (ingest_feed_fn).
+ * Owns the temporary file, the pipe buffers and the threads of one pass, none of which outlives
+ * ingest_layer. Must not touch LMDB (it includes ingest.h, not store_int.h: the store's files own
+ * the tables), nor know where the bytes come from: a source is a callback (ingest_feed_fn).
  */
 #include "ingest.h"
 #include "layer/layer.h"

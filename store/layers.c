@@ -9,7 +9,9 @@
  * both (an orphaned file at worst, swept on the next open). A chunk is marked present only after
  * its bytes were checked and synced (fetch.c). Every record change accounts its bytes in the same
  * transaction (space.c).
- * Must not write a byte of a blob file it has not been handed checked (fetch.c, ingest.c check).
+ * Owns the layer tables (DB_LAYERS, DB_INDEX, DB_PRESENT, and DB_LRU's entries) and the place of
+ * a blob file in DATA/blobs. Must not write a byte of a blob file it has not been handed checked
+ * (fetch.c, ingest.c check).
  */
 #include "store_int.h"
 

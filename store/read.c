@@ -6,8 +6,9 @@
  * Every compressed byte a decoder uses comes from a chunk checked against its hash in the index
  * the first time the handle uses it; a chunk that is not present is asked of the store's fetcher
  * (the node) and read only once the store marks it present.
- * Must not write to the store but for access times (store_touch), nor trust a byte of a blob
- * file it has not checked.
+ * Owns the handles and readers it makes (store_layer_close, store_reader_free) and a read-only
+ * fd on each blob file. Must not write to the store but for access times (store_touch), nor trust a
+ * byte of a blob file it has not checked.
  */
 #include "store_int.h"
 

@@ -9,6 +9,7 @@
  *    process is gone is dropped when eviction meets it.
  *  - eviction deletes a layer's records inside the write transaction that needs the room and
  *    unlinks its blob file only after the commit (evicted_finish); the evict hook runs then.
+ * Owns "used" in DB_META, DB_RESV and DB_PINS, and reads DB_LRU for the eviction order.
  * Must not decide what a layer is worth keeping beyond its access time and its pins.
  */
 #include "store_int.h"

@@ -8,7 +8,9 @@
  * pins, eviction), layers.c (layer records), images.c (small blobs, image records), read.c
  * (random access), fetch.c (partial layers filled chunk by chunk), db.c (LMDB itself).
  * Invariants: docs/store.md, and the opening comments of space.c and layers.c.
- * Must not talk to a registry or decode anything: that is store/pull/ and store/layer/.
+ * Owns the struct store (the environment, the data directory's path, the hooks) from store_open
+ * to store_close. Must not talk to a registry or decode anything: that is store/pull/ and
+ * store/layer/.
  */
 #include "store_int.h"
 

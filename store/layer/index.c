@@ -7,6 +7,10 @@
  * digests. index_parse() treats its input as hostile: it checks every count, offset and length
  * before anything is used, and fails with AFSP_E_FORMAT.
  *
+ * Owns the arrays and string table of the struct layer_index it fills or parses (released with
+ * index_release). Must not do I/O but pread the blob from the fd it is handed (the chunker), nor
+ * depend on anything but the blob's bytes for what it encodes: no time, no order of calls.
+ *
  * Encoding (all integers little-endian), see docs/format.md:
  *   header   "AFSPIDX1" u32 version u32 format u64 blob_size u64 tar_size
  *            u32 nchunks u32 ncps u32 nfiles u32 nxattrs u32 strtab_len u32 windows_len

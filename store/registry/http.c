@@ -5,6 +5,7 @@
  * a stall timeout. Curl and HTTP failures become project codes here, in one place each
  * (curl_fail, http_fail).
  *
+ * Owns nothing past a request but the buffers of its struct xfer (the caller releases them).
  * Must never let a secret leave the registry's origin: the Authorization header only goes to the
  * scheme://host:port it is meant for (a redirect elsewhere drops it), header lists holding it
  * are wiped, and the query of a redirect target (it may hold a signature) is never logged.
