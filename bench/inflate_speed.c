@@ -7,7 +7,7 @@
  * PUSH_BYTES is the piece size handed to codec_indexer_push (default 16384, what curl hands
  * ingest; 0 means the whole file in one push).
  */
-#include "../store/store_int.h"
+#include "../store/layer/layer.h"
 #include "inflate_ref.h"
 
 #include <isa-l/igzip_lib.h>

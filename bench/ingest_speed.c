@@ -22,7 +22,8 @@
  *                ...tar+zstd and ...tar work too: zlib and isal are then skipped)
  *   --only-ingest  only the ingest runs (for `perf record`)
  */
-#include "../store/store_int.h"
+#include "../store/ingest.h"
+#include "../store/store.h"
 #include "inflate_ref.h"
 
 #include <errno.h>

@@ -35,7 +35,7 @@ STAGES = [
     ("SHA-256 of the stream", ("SHA256_Update", "sha256_update")),
     ("hand-off between threads (locks, wake-ups)", ("pthread_cond", "pthread_mutex", "futex",
                                                    "submit")),
-    ("copy into the pipe buffers", ("on_data",)),
+    ("copy into the pipe buffers", ("ingest_data", "on_data")),
 ]
 READ = "read() of the source file (a pull reads curl's buffers instead)"
 

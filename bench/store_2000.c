@@ -30,7 +30,8 @@
  *                   [--churn-secs S] [--lookups N] [--sample N] [--seed N]
  * DATA must not exist (it is made, and left for the caller to remove), on the disk under test.
  */
-#include "../store/store_int.h" /* store_ingest_file */
+#include "../store/ingest.h" /* store_ingest_file */
+#include "../store/store.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -5,6 +5,8 @@
 
 #include <jansson.h>
 
+#include "../store/pull/pull.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -1,11 +1,12 @@
 /*
- * codec.c - libFuzzer target for store/codec.c. data[0] picks the format (tar, gzip, zstd) and
- * data[1] a push size; the rest is the blob. It is indexed whole and in pieces: both runs must
- * agree on the result, the output and the checkpoints (windows included). Then reads at offsets
- * taken from the blob, restarted from the checkpoints found, must return what the indexer
- * output, or fail cleanly when the indexer failed.
+ * codec.c - libFuzzer target for the codec of store/layer/ (codec.c, gzip.c, zstd.c). data[0]
+ * picks the format (tar, gzip, zstd) and data[1] a push size; the rest is the blob. It is
+ * indexed whole and in pieces: both runs must agree on the result, the output and the
+ * checkpoints (windows included). Then reads at offsets taken from the blob, restarted from the
+ * checkpoints found, must return what the indexer output, or fail cleanly when the indexer
+ * failed.
  */
-#include "../store/store_int.h"
+#include "../store/layer/layer.h"
 
 #include <stdlib.h>
 #include <string.h>

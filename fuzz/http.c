@@ -3,7 +3,7 @@
  * status lines, Content-Type, Docker-Content-Digest, Content-Range, Content-Length, Retry-After
  * and WWW-Authenticate challenges (quoted values, escapes, several schemes).
  */
-#include "../store/store_int.h"
+#include "../store/registry/registry.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

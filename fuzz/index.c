@@ -4,7 +4,7 @@
  * (the encoding is canonical) except for window compression, which is recomputed; and
  * index_parse_chunks() (no windows) must accept it too, with the same chunks.
  */
-#include "../store/store_int.h"
+#include "../store/layer/layer.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * platform_parse() on the data as a string. Whatever parses must be within the bounds the header
  * promises, and a reference's canonical text must parse back to itself.
  */
-#include "../store/store_int.h"
+#include "../store/oci/oci.h"
 
 #include <errno.h>
 #include <stdlib.h>

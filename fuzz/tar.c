@@ -6,7 +6,7 @@
  * same entries and the same result. When the first byte is odd, the checksum of every block is
  * fixed first, so that mutations get past it to the fields behind.
  */
-#include "../store/store_int.h"
+#include "../store/layer/layer.h"
 
 #include <stdlib.h>
 #include <string.h>

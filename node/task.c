@@ -11,6 +11,7 @@
  */
 #include "node_int.h"
 
+#include "../store/pull/pull.h"
 #include "../store/store.h"
 
 #include <errno.h>

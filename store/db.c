@@ -3,7 +3,7 @@
  * and the translation of LMDB codes into ours.
  *
  * Owns every call into <lmdb.h> that is not a plain get/put inside a transaction. Must not know
- * what the tables mean: that is store.c's business.
+ * what the tables mean: that is the business of the store's other files (store_int.h).
  */
 #include "store_int.h"
 #include "db.h"

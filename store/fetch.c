@@ -1,6 +1,6 @@
 /*
  * fetch.c - a layer filled chunk by chunk from peers (or any source of chunk bytes), in place:
- * the layer is a partial layer of the store (store.c: its record, index and chunk map exist from
+ * the layer is a partial layer of the store (layers.c: its record, index and chunk map exist from
  * the start, its blob file is sparse), each chunk's bytes are kept in memory until they check
  * out against the index (the SHA-256 chain, resumed at the chunk's start), and only then written
  * to the blob file. store_fetch_flush makes written chunks durable and marks them present in one

@@ -1,11 +1,12 @@
 /*
- * ingest.c - `pull`: from a reference to verified, indexed layers in the store.
+ * ingest.c - the streaming pass: a layer's bytes, from whatever source feeds them (a registry,
+ * through store/pull/; a local file), to a verified, indexed layer in the store.
  *
  * One streaming pass per layer, on three threads so that the work (inflate ~50%, one SHA-256
  * pass ~20%, the copy into the page cache ~20%) spreads over both cores:
- *  - the receiving thread (curl's callback, or a file reader) writes every byte to a temporary
- *    file in 1 MiB buffers, starts their writeback (sync_file_range) so the final fdatasync is
- *    short, and hands each buffer to the decoder;
+ *  - the receiving thread (the feed's: curl's callback in a pull, or a file reader) writes
+ *    every byte to a temporary file in 1 MiB buffers, starts their writeback (sync_file_range)
+ *    so the final fdatasync is short, and hands each buffer to the decoder;
  *  - the decoder thread runs the codec indexer, whose output feeds the tar parser, which fills
  *    the index, and publishes the byte position of each checkpoint it finds;
  *  - the chunk thread hashes each chunk as soon as its end is published and its bytes are
@@ -19,13 +20,16 @@
  * Only when the whole blob matches its digest is anything made visible (store_layer_commit). A
  * decode error does not stop the download: a digest mismatch is the more useful thing to report
  * when a registry serves wrong bytes.
- * Must not touch LMDB directly: store.c owns the tables.
+ * Owns the temporary file, the pipe buffers and the threads of one pass, none of which outlives
+ * ingest_layer. Must not touch LMDB (it includes ingest.h, not store_int.h: the store's files own
+ * the tables), nor know where the bytes come from: a source is a callback (ingest_feed_fn).
  */
-#include "store_int.h"
+#include "ingest.h"
+#include "layer/layer.h"
+#include "oci/oci.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -37,7 +41,6 @@
 #define PIPE_BUF_SIZE (1u << 20)
 #define PIPE_NBUFS 8               /* 8 MiB between the threads */
 #define WRITEBACK_EVERY (8u << 20) /* start writeback of this much at a time */
-#define CONFIG_MAX (4u << 20)
 
 struct pipe_buf {
     uint8_t *p;
@@ -77,9 +80,9 @@ struct ingest {
     size_t cps_seen;
     struct layer_index ix;
     /* progress */
-    const struct pull_opts *opts;
-    struct pull_progress prog;
-    uint64_t base_done, last_report;
+    ingest_progress_cb progress;
+    void *progress_arg;
+    uint64_t last_report;
 };
 
 static int tar_out(void *arg, const uint8_t *p, size_t n)
@@ -272,19 +275,19 @@ static int on_filled(struct ingest *in, size_t n)
 {
     in->received += n;
     in->cur->len += n;
-    if (in->opts && in->opts->progress) {
-        in->prog.done = in->base_done + in->received;
+    if (in->progress) {
         uint64_t now = time_mono_ns();
         if (now - in->last_report > 100000000ull) {
             in->last_report = now;
-            in->opts->progress(in->opts->progress_arg, &in->prog);
+            in->progress(in->progress_arg, in->received);
         }
     }
     return in->cur->len == PIPE_BUF_SIZE ? submit(in) : 0;
 }
 
-/* A registry_data_cb: bytes from the network are copied into the pipe buffers. */
-static int on_data(void *arg, const uint8_t *p, size_t n)
+/* Bytes from a feed (a registry's, through registry_get_blob) are copied into the pipe
+ * buffers. */
+int ingest_data(void *arg, const uint8_t *p, size_t n)
 {
     struct ingest *in = arg;
     while (n) {
@@ -360,35 +363,6 @@ static void pipe_release(struct ingest *in)
     pthread_cond_destroy(&in->cv);
 }
 
-int layer_format(const char *mt, enum layer_format *f)
-{
-    size_t n = strlen(mt);
-    if (n >= 4 && !strcmp(mt + n - 4, "gzip")) /* +gzip, .tar.gzip */
-        *f = LAYER_GZIP;
-    else if (n >= 4 && !strcmp(mt + n - 4, "zstd"))
-        *f = LAYER_ZSTD;
-    else if (n >= 3 && !strcmp(mt + n - 3, "tar"))
-        *f = LAYER_TAR;
-    else
-        return err_set(AFSP_E_UNSUPPORTED, "layer media type %s", mt);
-    return 0;
-}
-
-/* Where a layer's bytes come from: a registry, or a local file. Calls on_data(in, ...) with
- * every byte in order; returns 0 or a negative code. */
-typedef int (*ingest_feed_fn)(void *src, struct ingest *in);
-
-struct registry_src {
-    struct registry *reg;
-    const struct descriptor *d;
-};
-
-static int feed_registry(void *src, struct ingest *in)
-{
-    struct registry_src *r = src;
-    return registry_get_blob(r->reg, r->d->digest, r->d->size, on_data, in);
-}
-
 /* A local file is read straight into the pipe buffers. */
 static int feed_fd(void *src, struct ingest *in)
 {
@@ -420,10 +394,11 @@ static int trim_rest(struct ingest *in)
     return rc;
 }
 
-/* Fetches, verifies, indexes and commits one layer. */
-static int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct descriptor *d,
-                        uint64_t resv_id, uint64_t resv_bytes, struct ingest *in)
+int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct descriptor *d,
+                 uint64_t resv_id, uint64_t resv_bytes, ingest_progress_cb progress,
+                 void *progress_arg)
 {
+    struct ingest ingest = {.progress = progress, .progress_arg = progress_arg}, *in = &ingest;
     char tmp[PATH_MAX];
     enum layer_format fmt = LAYER_TAR;
     struct buf ixbytes = {0};
@@ -511,408 +486,15 @@ out:
     return rc;
 }
 
-/* What we reserve for a layer: its blob plus a generous allowance for its index (file table
- * and windows run at 1-4% of the blob); the real figure replaces it at commit. */
-static uint64_t layer_allowance(uint64_t size)
+uint64_t ingest_allowance(uint64_t size)
 {
     return size + size / 16 + (64u << 10);
-}
-
-/* Where manifests and configs come from: the store when it holds them (they are
- * content-addressed, so a digest names the same bytes anywhere), else the registry, reached
- * only when first needed. A pull by digest of an image whose every blob is stored therefore
- * works without the registry. */
-struct meta_source {
-    struct store *s;
-    const struct image_ref *ref;
-    const struct registry_opts *ro;
-    struct registry *reg;
-    const struct pull_peers *peers;
-};
-
-/* A small blob (manifest, config) from peers, checked against its digest and kept. */
-static int meta_peers(struct meta_source *m, const uint8_t digest[DIGEST_LEN], uint64_t max,
-                      struct buf *body)
-{
-    uint8_t got[DIGEST_LEN];
-    if (!m->peers || !m->peers->get_blob)
-        return AFSP_E_NOTFOUND;
-    body->len = 0;
-    int rc = m->peers->get_blob(m->peers->arg, digest, max, body);
-    if (rc == 0) {
-        sha256_buf(body->p, body->len, got);
-        if (memcmp(got, digest, DIGEST_LEN))
-            rc = err_set(AFSP_E_DIGEST, "a blob from a peer");
-    }
-    if (rc < 0)
-        body->len = 0;
-    return rc;
-}
-
-static int meta_registry(struct meta_source *m, struct registry **out)
-{
-    int rc = 0;
-    if (!m->reg)
-        rc = registry_new(&m->reg, m->ref, m->ro);
-    *out = m->reg;
-    return rc;
-}
-
-/* reference: a tag or "sha256:...". On success *ctype is NULL when the bytes came from the
- * store (manifest_parse then goes by the body). */
-static int meta_manifest(struct meta_source *m, const char *reference, struct buf *body,
-                         char **ctype, uint8_t digest[DIGEST_LEN])
-{
-    struct registry *reg;
-    int rc;
-    if (digest_parse(reference, digest) == 0 &&
-        (store_small_get(m->s, digest, body) == 0 ||
-         meta_peers(m, digest, MANIFEST_MAX_BYTES, body) == 0)) {
-        *ctype = NULL;
-        return 0;
-    }
-    if ((rc = meta_registry(m, &reg)) < 0)
-        return rc;
-    return registry_get_manifest(reg, reference, body, ctype, digest);
-}
-
-static int meta_config(struct meta_source *m, const uint8_t digest[DIGEST_LEN], struct buf *body)
-{
-    struct registry *reg;
-    int rc;
-    if (store_small_get(m->s, digest, body) == 0 || meta_peers(m, digest, CONFIG_MAX, body) == 0)
-        return 0;
-    if ((rc = meta_registry(m, &reg)) < 0)
-        return rc;
-    return registry_get_small_blob(reg, digest, CONFIG_MAX, body);
-}
-
-/* A layer from peers: their index, checked against the descriptor, makes it a partial layer
- * (unless the store has one already), then every missing chunk, checked as it comes. On a
- * failure the chunks that arrived stay, and the caller goes to the registry. */
-static int layer_from_peers(struct store *s, const struct pull_peers *p, const struct descriptor *d,
-                            uint64_t resv_id)
-{
-    struct buf ix = {0};
-    struct store_fetch *f = NULL;
-    char dg[DIGEST_STR_LEN + 1];
-    int rc = store_fetch_open(s, d->digest, &f);
-    if (rc == AFSP_E_NOTFOUND && (rc = p->get_index(p->arg, d->digest, &ix)) == 0)
-        rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, &f);
-    if (rc == 0 && store_fetch_missing(f))
-        rc = p->get_chunks(p->arg, f);
-    if (f) {
-        int frc = store_fetch_finish(f, resv_id);
-        if (rc == 0)
-            rc = frc;
-    }
-    if (rc < 0 && rc != AFSP_E_NOTFOUND)
-        log_warn("layer %s from peers: %s; trying the registry", digest_fmt(d->digest, dg),
-                 err_msg(rc));
-    store_fetch_free(f);
-    buf_release(&ix);
-    return rc;
-}
-
-/* Chunk bytes from a range of the blob, in order: the chunks the layer lacks are checked and
- * written, the others skipped. */
-struct range_sink {
-    struct store_fetch *f;
-    uint32_t i;
-    uint64_t pos;
-    struct store_chunk_in w;
-};
-
-static int range_data(void *arg, const uint8_t *p, size_t n)
-{
-    struct range_sink *r = arg;
-    while (n) {
-        uint64_t off;
-        uint32_t len;
-        int rc = 0;
-        if (r->i >= store_fetch_nchunks(r->f))
-            return err_set(AFSP_E_SIZE, "more bytes than the layer has");
-        store_fetch_chunk(r->f, r->i, &off, &len);
-        bool want = !store_fetch_has(r->f, r->i);
-        if (r->pos == off && want)
-            store_fetch_chunk_begin(r->f, r->i, &r->w);
-        size_t k = (size_t)MIN((uint64_t)n, off + len - r->pos);
-        if (want && (rc = store_fetch_chunk_data(r->f, &r->w, p, k)) < 0)
-            return rc;
-        r->pos += k;
-        p += k;
-        n -= k;
-        if (r->pos == off + len) {
-            if (want && (rc = store_fetch_chunk_end(r->f, &r->w)) < 0)
-                return rc;
-            r->i++;
-        }
-    }
-    return 0;
-}
-
-static int fetch_range(struct store_fetch *f, struct registry *reg, uint32_t first, uint32_t last)
-{
-    uint64_t a, b, size;
-    uint32_t len;
-    while (first <= last && store_fetch_has(f, first))
-        first++;
-    while (last > first && store_fetch_has(f, last))
-        last--;
-    if (first > last)
-        return 0;
-    store_fetch_chunk(f, first, &a, &len);
-    store_fetch_chunk(f, last, &b, &len);
-    b += len;
-    store_fetch_chunk(f, store_fetch_nchunks(f) - 1, &size, &len);
-    size += len;
-    struct range_sink r = {.f = f, .i = first, .pos = a};
-    int rc = registry_get_blob_range(reg, store_fetch_digest(f), size, a, b, range_data, &r);
-    store_fetch_chunk_drop(&r.w);
-    return rc;
-}
-
-int store_fetch_registry(struct store_fetch *f, const char *refstr, const struct pull_opts *opts,
-                         uint32_t first, uint32_t last)
-{
-    struct image_ref ref = {0};
-    struct registry_opts ro = {0};
-    struct registry *reg = NULL;
-    int rc;
-    if ((rc = ref_parse(refstr, &ref)) < 0)
-        return rc;
-    ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
-    ro.docker_config = opts ? opts->docker_config : NULL;
-    if ((rc = registry_new(&reg, &ref, &ro)) == 0)
-        rc = fetch_range(f, reg, first, last);
-    registry_free(reg);
-    ref_release(&ref);
-    return rc;
-}
-
-/* A layer's index from peers makes it a partial layer, with no chunk yet. */
-static int layer_lazy(struct store *s, const struct pull_peers *p, const struct descriptor *d)
-{
-    struct buf ix = {0};
-    struct store_fetch *f = NULL;
-    int rc = p->get_index(p->arg, d->digest, &ix);
-    if (rc == 0)
-        rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, &f);
-    store_fetch_free(f);
-    buf_release(&ix);
-    return rc;
-}
-
-/* Builds the image record kept in DB_IMAGES. */
-static char *image_json(const char *ref, const uint8_t mdigest[DIGEST_LEN], const char *platform,
-                        const struct manifest *m)
-{
-    char dg[DIGEST_STR_LEN + 1];
-    json_t *layers = json_array();
-    for (size_t i = 0; i < m->nlayers; i++)
-        json_array_append_new(layers, json_pack("{s:s, s:I, s:s}", "digest",
-                                                digest_fmt(m->layers[i].digest, dg), "size",
-                                                (json_int_t)m->layers[i].size, "mediaType",
-                                                m->layers[i].media_type));
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "ref", ref, "manifest",
-                          digest_fmt(mdigest, dg), "platform", platform, "config",
-                          digest_fmt(m->config.digest, (char[DIGEST_STR_LEN + 1]){0}), "layers",
-                          layers, "pulled", (json_int_t)time_now_ns());
-    char *out = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(j);
-    return out;
-}
-
-int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts,
-               uint8_t digest_out[DIGEST_LEN])
-{
-    struct image_ref ref = {0};
-    struct registry_opts ro = {0};
-    struct meta_source ms = {s, &ref, &ro, NULL, opts ? opts->peers : NULL};
-    struct buf body = {0}, cfg = {0};
-    struct manifest m = {0}, idx = {0};
-    struct platform want;
-    char *ctype = NULL, *canon = NULL, *json = NULL, pf[100] = "";
-    uint8_t mdigest[DIGEST_LEN];
-    uint8_t(*pin)[DIGEST_LEN] = NULL;
-    uint64_t resv_id = 0, need = 0, total = 0;
-    int have_resv = 0, rc;
-
-    if ((rc = ref_parse(refstr, &ref)) < 0)
-        return rc;
-    if (opts && opts->platform) {
-        if ((rc = platform_parse(opts->platform, &want)) < 0)
-            goto out;
-    } else {
-        platform_host(&want);
-    }
-    ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
-    ro.docker_config = opts ? opts->docker_config : NULL;
-    if ((rc = meta_manifest(&ms, ref.digest ? ref.digest : ref.tag, &body, &ctype, mdigest)) < 0)
-        goto out;
-    if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
-        goto out;
-    if (m.kind == MANIFEST_INDEX) {
-        char dg[DIGEST_STR_LEN + 1];
-        int e = manifest_choose(&m, &want);
-        if (e < 0) {
-            rc = err_set(e, "%s", platform_fmt(&want, pf));
-            goto out;
-        }
-        if ((rc = store_small_put(s, mdigest, body.p, body.len)) < 0)
-            goto out;
-        idx = m;
-        memset(&m, 0, sizeof m);
-        body.len = 0;
-        free(ctype);
-        ctype = NULL;
-        if ((rc = meta_manifest(&ms, digest_fmt(idx.entries[e].digest, dg), &body, &ctype,
-                                mdigest)) < 0)
-            goto out;
-        if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)
-            goto out;
-        if (m.kind != MANIFEST_IMAGE) {
-            rc = err_set(AFSP_E_FORMAT, "an index entry is not an image manifest");
-            goto out;
-        }
-    }
-    platform_fmt(&want, pf);
-    if ((rc = meta_config(&ms, m.config.digest, &cfg)) < 0) {
-        err_ctx(rc, "config");
-        goto out;
-    }
-    {
-        /* The config names the real platform when we pulled a plain manifest. */
-        json_t *c = json_loadb((const char *)cfg.p, cfg.len, 0, NULL);
-        const char *os = json_string_value(json_object_get(c, "os"));
-        const char *arch = json_string_value(json_object_get(c, "architecture"));
-        const char *var = json_string_value(json_object_get(c, "variant"));
-        if (!c || !json_is_object(c)) {
-            json_decref(c);
-            rc = err_set(AFSP_E_FORMAT, "config is not a JSON object");
-            goto out;
-        }
-        if (os && arch)
-            snprintf(pf, sizeof pf, "%.31s/%.31s%s%.31s", os, arch, var ? "/" : "", var ? var : "");
-        json_decref(c);
-    }
-    if ((rc = store_small_put(s, m.config.digest, cfg.p, cfg.len)) < 0 ||
-        (rc = store_small_put(s, mdigest, body.p, body.len)) < 0)
-        goto out;
-
-    pin = calloc(m.nlayers ? m.nlayers : 1, DIGEST_LEN);
-    if (!pin) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < m.nlayers; i++) {
-        struct layer_rec r;
-        memcpy(pin[i], m.layers[i].digest, DIGEST_LEN);
-        if (store_layer_get(s, m.layers[i].digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
-            continue;
-        need += layer_allowance(m.layers[i].size);
-        total += m.layers[i].size;
-    }
-    /* Lazily: a layer some peer has an index of is added as a partial layer (its chunks come
-     * when read); the others are pulled whole, below. */
-    for (size_t i = 0; opts && opts->lazy && ms.peers && i < m.nlayers; i++) {
-        struct layer_rec r;
-        const struct descriptor *d = &m.layers[i];
-        if (store_layer_get(s, d->digest, &r) == 0) {
-            if (r.flags & LAYER_COMPLETE)
-                continue; /* not counted above */
-        } else if (layer_lazy(s, ms.peers, d) < 0) {
-            continue;
-        }
-        need -= MIN(need, layer_allowance(d->size));
-        total -= MIN(total, d->size);
-    }
-    if (need) {
-        if ((rc = store_reserve(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, need, &resv_id)) <
-            0)
-            goto out;
-        have_resv = 1;
-    }
-    struct pull_progress prog = {"layer", 0, m.nlayers, 0, total};
-    uint64_t done = 0;
-    for (size_t i = 0; i < m.nlayers; i++) {
-        struct layer_rec r;
-        const struct descriptor *d = &m.layers[i];
-        char dg[DIGEST_STR_LEN + 1];
-        if (store_layer_get(s, d->digest, &r) == 0 &&
-            ((r.flags & LAYER_COMPLETE) || (opts && opts->lazy)))
-            continue;
-        if (ms.peers && (rc = layer_from_peers(s, ms.peers, d, resv_id)) == 0) {
-            done += d->size;
-            continue;
-        }
-        struct ingest in = {.opts = opts, .prog = prog, .base_done = done};
-        struct registry *reg;
-        struct store_fetch *f;
-        if ((rc = meta_registry(&ms, &reg)) < 0)
-            goto out;
-        if (store_fetch_open(s, d->digest, &f) == 0) {
-            /* A partial layer: the chunks it lacks, by range. */
-            rc = fetch_range(f, reg, 0, store_fetch_nchunks(f) - 1);
-            int frc = store_fetch_finish(f, resv_id);
-            store_fetch_free(f);
-            if ((rc = rc ? rc : frc) == 0) {
-                done += d->size;
-                continue;
-            }
-            if (rc != AFSP_E_DIGEST) {
-                err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
-                goto out;
-            }
-            /* its index does not match the registry's blob: replaced by a whole download */
-        }
-        struct registry_src src = {reg, d};
-        in.prog.layer = i;
-        rc = ingest_layer(s, feed_registry, &src, d, resv_id, layer_allowance(d->size), &in);
-        if (rc < 0) {
-            err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
-            goto out;
-        }
-        done += d->size;
-    }
-    if (opts && opts->progress) {
-        prog.phase = "done";
-        prog.done = total;
-        opts->progress(opts->progress_arg, &prog);
-    }
-    store_touch(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, true);
-    canon = ref_str(&ref);
-    json = canon ? image_json(canon, mdigest, pf, &m) : NULL;
-    if (!json) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    if ((rc = store_image_put(s, canon, json)) < 0)
-        goto out;
-    if (digest_out)
-        memcpy(digest_out, mdigest, DIGEST_LEN);
-    rc = 0;
-out:
-    if (have_resv)
-        store_unreserve(s, resv_id);
-    free(pin);
-    free(canon);
-    free(json);
-    free(ctype);
-    buf_release(&body);
-    buf_release(&cfg);
-    manifest_release(&m);
-    manifest_release(&idx);
-    registry_free(ms.reg);
-    ref_release(&ref);
-    return rc;
 }
 
 int store_ingest_file(struct store *s, const char *path, const char *media_type,
                       const uint8_t digest[static DIGEST_LEN])
 {
     struct descriptor d = {0};
-    struct ingest in = {0};
     struct stat st;
     uint64_t id = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
@@ -927,9 +509,9 @@ int store_ingest_file(struct store *s, const char *path, const char *media_type,
     memcpy(d.digest, digest, DIGEST_LEN);
     d.size = (uint64_t)st.st_size;
     const uint8_t(*pin)[DIGEST_LEN] = (const uint8_t(*)[DIGEST_LEN])d.digest;
-    rc = store_reserve(s, pin, 1, layer_allowance(d.size), &id);
+    rc = store_reserve(s, pin, 1, ingest_allowance(d.size), &id);
     if (rc == 0) {
-        rc = ingest_layer(s, feed_fd, &fd, &d, id, layer_allowance(d.size), &in);
+        rc = ingest_layer(s, feed_fd, &fd, &d, id, ingest_allowance(d.size), NULL, NULL);
         store_unreserve(s, id);
     }
     close(fd);

@@ -1,6 +1,13 @@
 /*
- * store.h - the one public header of store/: the node's LMDB store of layers, images and layer
- * indexes, the registry client that fills it, and random access to layer contents.
+ * store.h - the public header of the store: the node's LMDB store of layers, images and layer
+ * indexes, partial layers filled chunk by chunk, the cache limit and eviction, and random access
+ * to layer contents. It knows nothing of the network: how layers reach the store is the pull's
+ * business (store/pull/pull.h: registries, peers, lazy pulls, Range requests), over the write
+ * side in store/ingest.h.
+ *
+ * The other public headers of store/: oci/oci.h (references, manifests, configs), layer/layer.h
+ * (tar, codecs, the layer index), registry/registry.h (the libcurl client), ingest.h and
+ * pull/pull.h. store_int.h and db.h are store/'s own.
  *
  * Layout of a data directory DATA:
  *   DATA/store/        the LMDB environment (metadata: layers, images, indexes, chunk presence)
@@ -45,58 +52,16 @@ uint64_t store_cache_max(const struct store *s);
 typedef void (*store_evict_cb)(void *arg, const uint8_t digest[static DIGEST_LEN]);
 void store_set_evict_hook(struct store *s, store_evict_cb cb, void *arg);
 
-/* ---- pull ---------------------------------------------------------------------------------- */
+/* ---- partial layers, filled chunk by chunk ------------------------------------------------ */
 
-struct pull_progress {
-    const char *phase;     /* "manifest", "layer", "done" */
-    size_t layer, nlayers; /* layer being fetched (0-based) */
-    uint64_t done, total;  /* bytes of all layers fetched so far / to fetch */
-};
-typedef void (*pull_progress_cb)(void *arg, const struct pull_progress *p);
-
-struct store_fetch;
-
-/* Where a pull looks before the registry: a node's peers (the daemon's). The functions run on
- * the pulling thread and may block. Any code but 0 makes the pull ask the registry for that
- * object (AFSP_E_NOTFOUND: no peer has it, said without a warning). */
-struct pull_peers {
-    void *arg;
-    /* Appends blob digest (a manifest or config, at most max bytes) to out; the pull checks the
-     * digest. */
-    int (*get_blob)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t max, struct buf *out);
-    /* Appends layer digest's index (docs/format.md) to out. */
-    int (*get_index)(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out);
-    /* Fills every chunk of f (store_fetch_chunk_*), from any peers. */
-    int (*get_chunks)(void *arg, struct store_fetch *f);
-};
-
-struct pull_opts {
-    const char *platform;              /* "os/arch[/variant]"; NULL: this machine */
-    const char *const *insecure_hosts; /* NULL-terminated, may be NULL */
-    const char *docker_config;         /* NULL: $DOCKER_CONFIG or ~/.docker */
-    pull_progress_cb progress;         /* may be NULL */
-    void *progress_arg;
-    const struct pull_peers *peers; /* may be NULL: the registry only */
-    bool lazy; /* with peers: a layer a peer has is added partial (its index only); its chunks
-                  come as a mount reads them (store_set_fetcher) */
-};
-
-/* Pulls image ref (Docker reference syntax) into the store: resolves the manifest (platform from
- * an index), reserves space for the layers it lacks (evicting least-recently-used layers as
- * needed, failing fast with AFSP_E_TOOBIG if the image can never fit), then fetches, verifies and
- * indexes each missing layer in one streaming pass. Nothing unverified becomes visible: on any
- * failure the store is as it was, apart from evictions made to reserve space. On success, if
- * digest_out is not NULL it receives the manifest digest. */
-int store_pull(struct store *s, const char *ref, const struct pull_opts *opts,
-               uint8_t digest_out[DIGEST_LEN]);
-
-/* ---- layers from peers -------------------------------------------------------------------- */
-
-/* A layer filled chunk by chunk (fetch.c), in place: it is a partial layer of the store from the
+/* A layer filled chunk by chunk (fetch.c) from any source of chunk bytes (peers, a registry's
+ * Range answers: store/pull/), in place: it is a partial layer of the store from the
  * start (record, index, chunk map, sparse blob file), readable chunk by chunk as chunks are
  * marked present. Each chunk's bytes are checked before they are written; a flush syncs them and
  * marks them present. When every chunk checks out the layer is complete: the chain of chunk
  * hashes ends in the layer digest. One thread at a time per handle. */
+
+struct store_fetch;
 
 /* Adds the layer as a partial layer (unless the store has it, whole or in part) and opens it.
  * The index comes from a peer: refused if it does not describe the layer (size, format, or a
@@ -141,10 +106,6 @@ void store_fetch_chunk_drop(struct store_chunk_in *w);
 int store_fetch_flush(struct store_fetch *f, uint64_t resv_id);
 /* Flushes, then AFSP_E_TRUNCATED unless every chunk is present. */
 int store_fetch_finish(struct store_fetch *f, uint64_t resv_id);
-/* Fills the chunks the layer lacks among [first, last] from the registry of image ref (one Range
- * request, from the first missing chunk to the end of the last), checking each; flush after. */
-int store_fetch_registry(struct store_fetch *f, const char *ref, const struct pull_opts *opts,
-                         uint32_t first, uint32_t last);
 
 /* ---- listings ------------------------------------------------------------------------------ */
 

@@ -11,7 +11,7 @@
  */
 #include "test.h"
 
-#include "../../store/store_int.h"
+#include "../../store/layer/layer.h"
 
 #include <errno.h>
 #include <stdarg.h>

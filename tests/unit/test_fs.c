@@ -6,7 +6,9 @@
 #include "test.h"
 
 #include "../../fs/fs.h"
-#include "../../store/store_int.h"
+#include "../../store/ingest.h"
+#include "../../store/layer/layer.h"
+#include "../../store/store.h"
 
 #include <limits.h>
 #include <pthread.h>

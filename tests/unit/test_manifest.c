@@ -4,7 +4,7 @@
  */
 #include "test.h"
 
-#include "../../store/store_int.h"
+#include "../../store/oci/oci.h"
 
 #define L_TGZ "application/vnd.oci.image.layer.v1.tar+gzip"
 #define L_ZST "application/vnd.oci.image.layer.v1.tar+zstd"

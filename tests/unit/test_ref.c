@@ -4,7 +4,7 @@
  */
 #include "test.h"
 
-#include "../../store/store_int.h"
+#include "../../store/oci/oci.h"
 
 static const char D64[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -5,7 +5,7 @@
  * Owns nothing beyond the strings of a struct image_ref. Must not do I/O or name resolution:
  * "is this host loopback" is answered from the text alone.
  */
-#include "store_int.h"
+#include "oci.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

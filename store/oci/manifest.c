@@ -7,7 +7,7 @@
  * field, and anything unexpected is refused with a message rather than guessed at. Must not do
  * I/O (platform_host() only asks uname).
  */
-#include "store_int.h"
+#include "oci.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -2,10 +2,14 @@
  * index.c - the layer index: the tar file table, the decode checkpoints and the chunk table of
  * one layer blob, and its canonical encoding.
  *
- * The encoding is a pure function of the blob (given the constants in store_int.h and the ISA-L
+ * The encoding is a pure function of the blob (given the constants in layer.h and the ISA-L
  * that compresses windows), so any node holding the whole blob can rebuild an index and compare
  * digests. index_parse() treats its input as hostile: it checks every count, offset and length
  * before anything is used, and fails with AFSP_E_FORMAT.
+ *
+ * Owns the arrays and string table of the struct layer_index it fills or parses (released with
+ * index_release). Must not do I/O but pread the blob from the fd it is handed (the chunker), nor
+ * depend on anything but the blob's bytes for what it encodes: no time, no order of calls.
  *
  * Encoding (all integers little-endian), see docs/format.md:
  *   header   "AFSPIDX1" u32 version u32 format u64 blob_size u64 tar_size
@@ -19,7 +23,7 @@
  *   strtab   strtab_len bytes (paths and names NUL-terminated)
  *   windows  windows_len bytes (each window in zlib format, or raw when win_zlen == win_len)
  */
-#include "store_int.h"
+#include "layer.h"
 
 #include <errno.h>
 #include <stdlib.h>

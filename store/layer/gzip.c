@@ -1,12 +1,9 @@
 /*
- * codec.c - decoding of layer blobs (gzip through ISA-L, zstd, plain tar) with random-access
- * checkpoints. The indexer decodes a blob in one streaming pass, hands the output on, verifies
- * every gzip member's CRC-32 and size, and records the places where decoding can restart; the
- * reader serves reads at any offset by decoding from the nearest checkpoint.
+ * gzip.c - gzip layers through ISA-L: the member header (RFC 1952), the indexer's slicing and
+ * checkpoint hunt, the reader's inflate, and the sparse windows (codec_window_trim).
  *
- * Owns: the decoder states and their buffers. Must not: do I/O other than through the caller's
- * callbacks, read more of the blob than a read needs, allocate in proportion to anything but the
- * number of checkpoints, or trust a byte of the blob.
+ * Owns and must not: as codec.c (no I/O but through the caller's callbacks, no trust in a byte
+ * of the blob, memory bounded by the number of checkpoints).
  *
  * gzip checkpoints sit at deflate block headers (zran-style: bit position, output offset, the
  * 32 KiB of output before it). ISA-L cannot stop at a block boundary, so the indexer feeds it
@@ -33,20 +30,16 @@
  * The indexer runs ISA-L in raw-deflate mode and parses the gzip header and trailer itself, so
  * that it sees member boundaries (concatenated members are decoded in turn) and the bits of the
  * trailer ISA-L has already pulled into read_in. The reader does the same, but skips trailers
- * unchecked: the indexer checked them. zstd checkpoints sit at frame starts, plain tar ones every
- * CODEC_SPAN_IN bytes.
+ * unchecked: the indexer checked them.
  */
-#include "store_int.h"
+#include "codec_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <isa-l/crc.h>
-#include <isa-l/igzip_lib.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zstd.h>
-#include <zstd_errors.h>
 
 /* Slices of the indexer's gzip path, in compressed bytes, on grids from blob offset 0. While no
  * checkpoint is due: GZ_SLICE (few calls, each producing ~200 KiB). Once one is due, the hunt:
@@ -69,19 +62,8 @@
  * otherwise keep the whole stream in tiny slices, at a third of the speed. */
 #define GZ_HUNT_MAX (192u << 10)
 #define GZ_BACKOFF_MAX 4
-/* Output buffer: the 32 KiB window, then room for a call's output. */
-#define GZ_OBUF (CODEC_WINDOW + (1u << 20))
-#define GZ_OBUF_MIN_FREE (256u << 10)
-/* Pending input; must hold the longest slice: GZ_SLICE, or a stored block (64 KiB + 5). */
-#define GZ_IBUF (128u << 10)
 /* gzip header fields FNAME and FCOMMENT longer than this are refused. */
 #define GZ_STR_MAX (64u << 10)
-
-#define ZSTD_WINDOW_LOG_MAX 27
-#define ZSTD_OBUF (256u << 10)
-
-#define RD_IBUF (256u << 10) /* compressed bytes read from the source at a time */
-#define RD_SCRATCH (256u << 10)
 
 /* ---- gzip member header (RFC 1952) -------------------------------------------------------- */
 
@@ -91,16 +73,7 @@ enum { GH_FIXED, GH_XLEN, GH_EXTRA, GH_NAME, GH_COMMENT, GH_HCRC, GH_DONE };
 #define GZF_FNAME 0x08
 #define GZF_FCOMMENT 0x10
 
-struct gzhdr {
-    int stage;
-    uint8_t flg;
-    uint32_t n;    /* bytes seen in this stage */
-    uint32_t need; /* GH_EXTRA: XLEN */
-    uint32_t crc;  /* of the header bytes before FHCRC */
-    uint8_t buf[10];
-};
-
-static void gzhdr_init(struct gzhdr *h)
+void gzhdr_init(struct gzhdr *h)
 {
     memset(h, 0, sizeof *h);
 }
@@ -134,7 +107,7 @@ static void gzhdr_advance(struct gzhdr *h)
 
 /* Consumes header bytes from p. Returns 1 when the header is complete (its last bytes were the
  * first *used of p), 0 when all of p was consumed and more is needed, or AFSP_E_FORMAT. */
-static int gzhdr_feed(struct gzhdr *h, const uint8_t *p, size_t n, size_t *used)
+int gzhdr_feed(struct gzhdr *h, const uint8_t *p, size_t n, size_t *used)
 {
     size_t i = 0;
     while (h->stage != GH_DONE && i < n) {
@@ -196,113 +169,7 @@ static int gzhdr_feed(struct gzhdr *h, const uint8_t *p, size_t n, size_t *used)
     return h->stage == GH_DONE;
 }
 
-/* ---- checkpoints -------------------------------------------------------------------------- */
-
-struct cp_list {
-    struct checkpoint *v;
-    size_t n, cap;
-};
-
-static int cp_add(struct cp_list *l, uint64_t in_bit, uint64_t out_off, const uint8_t *win,
-                  uint32_t win_len)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        struct checkpoint *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
-    uint8_t *w = NULL;
-    if (win_len) {
-        w = malloc(win_len);
-        if (!w)
-            return -ENOMEM;
-        memcpy(w, win, win_len);
-    }
-    l->v[l->n++] = (struct checkpoint){in_bit, out_off, win_len, w};
-    return 0;
-}
-
-void checkpoints_free(struct checkpoint *cps, size_t n)
-{
-    if (!cps)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(cps[i].window);
-    free(cps);
-}
-
-/* ---- indexer ------------------------------------------------------------------------------ */
-
-enum { GZ_HEADER, GZ_DEFLATE, GZ_TRAILER, GZ_END };
-
-struct codec_indexer {
-    enum layer_format fmt;
-    codec_out_cb cb;
-    void *arg;
-    int err; /* sticky */
-    bool finished;
-    uint64_t in_pos;    /* blob bytes consumed */
-    uint64_t out_total; /* bytes passed to cb */
-    struct cp_list cps;
-    uint64_t last_in, last_out; /* where the last checkpoint is (in bytes, out bytes) */
-    uint64_t last_bit;
-    unsigned backoff; /* spans are this many times doubled after hunts that failed */
-
-    /* gzip */
-    int gz_stage;
-    uint64_t members;
-    struct gzhdr hdr;
-    struct inflate_state *st;
-    uint32_t crc, isize;
-    uint8_t trailer[8];
-    unsigned trailer_n;
-    bool hunting;
-    uint64_t hunt_start, hunt_out; /* in_pos and out_total when the current hunt began */
-    uint64_t stored_end;           /* while hunting: where the current stored block ends, else 0 */
-    uint64_t rehunt_end;           /* after a probe was rolled back: tiny slices up to here */
-    int hunt_tiny;                 /* after the probes: 0 undecided, 1 tiny slices, -1 probes on */
-    struct inflate_state *snap;    /* the decoder before the current probe (snap_len bytes) */
-    size_t snap_len;
-    struct inflate_huff_code_large *fixed_lit; /* ISA-L's table for fixed Huffman blocks */
-    uint8_t *ibuf;                             /* pending input, starting at in_pos */
-    size_t ibuf_len;
-    uint8_t *obuf; /* output; [emit_pos, opos) is decoded but not yet passed on (a probe's) */
-    size_t opos, emit_pos;
-
-    /* zstd */
-    ZSTD_DCtx *zd;
-    bool zframe_open;
-    bool zpending;
-    uint64_t zpend_in;
-};
-
-static int ix_fail(struct codec_indexer *ix, int rc)
-{
-    ix->err = rc;
-    return rc;
-}
-
-static bool ix_due(const struct codec_indexer *ix)
-{
-    return ix->in_pos - ix->last_in >= (uint64_t)CODEC_SPAN_IN << ix->backoff ||
-           ix->out_total - ix->last_out >= (uint64_t)CODEC_SPAN_OUT << ix->backoff;
-}
-
-static int ix_checkpoint(struct codec_indexer *ix, uint64_t in_bit, const uint8_t *win,
-                         uint32_t win_len)
-{
-    int rc = cp_add(&ix->cps, in_bit, ix->out_total, win, win_len);
-    if (rc)
-        return rc;
-    ix->last_in = in_bit / 8;
-    ix->last_out = ix->out_total;
-    ix->last_bit = in_bit;
-    ix->backoff = 0;
-    return 0;
-}
+/* ---- indexer: gzip ------------------------------------------------------------------------ */
 
 /* ISA-L's stateless deflate reads fields of its stream that isal_deflate_stateless_init does
  * not set (measured: 3 in 30,000 deflates of one window came out different with garbage in the
@@ -317,7 +184,7 @@ static void inflate_reset(struct inflate_state *st)
 
 /* ISA-L builds the same lookup table for every fixed Huffman block: take it from an empty one
  * (BFINAL=1, BTYPE=01, end of block). */
-static void gz_fixed_table(struct codec_indexer *ix)
+void gz_fixed_table(struct codec_indexer *ix)
 {
     static const uint8_t empty_fixed[] = {0x03, 0x00};
     uint8_t out[16];
@@ -330,101 +197,6 @@ static void gz_fixed_table(struct codec_indexer *ix)
     isal_inflate(t);
     memcpy(ix->fixed_lit, &t->lit_huff_code, sizeof *ix->fixed_lit);
 }
-
-int codec_indexer_new(struct codec_indexer **out, enum layer_format fmt, codec_out_cb cb, void *arg)
-{
-    struct codec_indexer *ix = calloc(1, sizeof *ix);
-    if (!ix)
-        return -ENOMEM;
-    ix->fmt = fmt;
-    ix->cb = cb;
-    ix->arg = arg;
-    if (cp_add(&ix->cps, 0, 0, NULL, 0))
-        goto nomem;
-    switch (fmt) {
-    case LAYER_TAR:
-        break;
-    case LAYER_GZIP:
-        ix->st = calloc(1, sizeof *ix->st);
-        ix->snap = calloc(1, sizeof *ix->snap);
-        ix->fixed_lit = malloc(sizeof *ix->fixed_lit);
-        ix->ibuf = malloc(GZ_IBUF);
-        ix->obuf = malloc(GZ_OBUF);
-        if (!ix->st || !ix->snap || !ix->fixed_lit || !ix->ibuf || !ix->obuf)
-            goto nomem;
-        gz_fixed_table(ix);
-        ix->gz_stage = GZ_END;
-        break;
-    case LAYER_ZSTD:
-        ix->zd = ZSTD_createDCtx();
-        ix->obuf = malloc(ZSTD_OBUF);
-        if (!ix->zd || !ix->obuf)
-            goto nomem;
-        if (ZSTD_isError(ZSTD_DCtx_setParameter(ix->zd, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX)))
-            goto nomem;
-        break;
-    default:
-        free(ix->cps.v);
-        free(ix);
-        return err_set(AFSP_E_UNSUPPORTED, "layer format %d", (int)fmt);
-    }
-    *out = ix;
-    return 0;
-nomem:
-    codec_indexer_free(ix);
-    return -ENOMEM;
-}
-
-void codec_indexer_free(struct codec_indexer *ix)
-{
-    if (!ix)
-        return;
-    checkpoints_free(ix->cps.v, ix->cps.n);
-    free(ix->st);
-    free(ix->snap);
-    free(ix->fixed_lit);
-    free(ix->ibuf);
-    free(ix->obuf);
-    ZSTD_freeDCtx(ix->zd);
-    free(ix);
-}
-
-const struct checkpoint *codec_indexer_checkpoints(struct codec_indexer *ix, size_t *n)
-{
-    *n = ix->cps.n;
-    return ix->cps.v;
-}
-
-struct checkpoint *codec_indexer_take(struct codec_indexer *ix, size_t *n)
-{
-    struct checkpoint *v = ix->cps.v;
-    *n = ix->cps.n;
-    ix->cps = (struct cp_list){0};
-    return v;
-}
-
-uint64_t codec_indexer_out_bytes(const struct codec_indexer *ix)
-{
-    return ix->out_total - (ix->opos - ix->emit_pos); /* a failed probe's output never left */
-}
-
-/* ---- indexer: plain tar ------------------------------------------------------------------- */
-
-static int tar_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
-{
-    uint64_t end = ix->in_pos + n;
-    /* a checkpoint at x once there is a byte at x: never one at the very end */
-    for (uint64_t x = ix->last_in + CODEC_SPAN_IN; x < end; x += CODEC_SPAN_IN) {
-        ix->out_total = x;
-        int rc = ix_checkpoint(ix, 8 * x, NULL, 0);
-        if (rc)
-            return rc;
-    }
-    ix->in_pos = ix->out_total = end;
-    return n ? ix->cb(ix->arg, in, n) : 0;
-}
-
-/* ---- indexer: gzip ------------------------------------------------------------------------ */
 
 /* Passes the decoded output on. */
 static int gz_emit(struct codec_indexer *ix)
@@ -697,7 +469,7 @@ static ssize_t gz_process(struct codec_indexer *ix, const uint8_t *p, size_t n, 
     }
 }
 
-static int gz_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
+int gz_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
 {
     while (n > 0) {
         if (ix->ibuf_len == 0) {
@@ -731,7 +503,7 @@ static int gz_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
     return 0;
 }
 
-static int gz_finish(struct codec_indexer *ix)
+int gz_finish(struct codec_indexer *ix)
 {
     ssize_t r = gz_process(ix, ix->ibuf, ix->ibuf_len, true);
     if (r < 0)
@@ -742,102 +514,6 @@ static int gz_finish(struct codec_indexer *ix)
     if (ix->gz_stage != GZ_END)
         return err_set(AFSP_E_TRUNCATED, "gzip member %" PRIu64 " ends early", ix->members);
     return 0;
-}
-
-/* ---- indexer: zstd ------------------------------------------------------------------------ */
-
-static int zstd_err(size_t ret)
-{
-    if (ZSTD_getErrorCode(ret) == ZSTD_error_frameParameter_windowTooLarge)
-        return err_set(AFSP_E_UNSUPPORTED, "zstd: window larger than 2^%d", ZSTD_WINDOW_LOG_MAX);
-    if (ZSTD_getErrorCode(ret) == ZSTD_error_memory_allocation)
-        return -ENOMEM;
-    return err_set(AFSP_E_FORMAT, "zstd: %s", ZSTD_getErrorName(ret));
-}
-
-/* Checkpoints go at frame starts; a frame end becomes one only once the blob goes on after it. */
-static int zs_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
-{
-    ZSTD_inBuffer ib = {in, n, 0};
-    for (;;) {
-        if (ix->zpending && ib.pos < ib.size) {
-            ix->zpending = false;
-            int rc = ix_checkpoint(ix, 8 * ix->zpend_in, NULL, 0);
-            if (rc)
-                return rc;
-        }
-        ZSTD_outBuffer ob = {ix->obuf, ZSTD_OBUF, 0};
-        size_t pos0 = ib.pos;
-        size_t ret = ZSTD_decompressStream(ix->zd, &ob, &ib);
-        ix->in_pos += ib.pos - pos0;
-        if (ZSTD_isError(ret))
-            return zstd_err(ret);
-        if (ob.pos) {
-            ix->out_total += ob.pos;
-            int rc = ix->cb(ix->arg, ix->obuf, ob.pos);
-            if (rc)
-                return rc;
-        }
-        ix->zframe_open = ret != 0;
-        if (ret == 0 && ix_due(ix)) {
-            ix->zpending = true;
-            ix->zpend_in = ix->in_pos;
-        }
-        if (ib.pos == ib.size && ob.pos < ob.size)
-            return 0;
-        if (ib.pos == pos0 && ob.pos == 0)
-            return err_set(AFSP_E_FORMAT, "zstd: decoder stuck");
-    }
-}
-
-/* ---- indexer: dispatch -------------------------------------------------------------------- */
-
-int codec_indexer_push(struct codec_indexer *ix, const uint8_t *in, size_t n)
-{
-    if (ix->err)
-        return ix->err;
-    if (ix->finished)
-        return ix_fail(ix, err_set(AFSP_E_USAGE, "codec: push after finish"));
-    if (n == 0)
-        return 0;
-    int rc;
-    switch (ix->fmt) {
-    case LAYER_TAR:
-        rc = tar_push(ix, in, n);
-        break;
-    case LAYER_GZIP:
-        rc = gz_push(ix, in, n);
-        break;
-    default:
-        rc = zs_push(ix, in, n);
-        break;
-    }
-    return rc ? ix_fail(ix, rc) : 0;
-}
-
-int codec_indexer_finish(struct codec_indexer *ix)
-{
-    if (ix->err)
-        return ix->err;
-    if (ix->finished)
-        return 0;
-    int rc = 0;
-    switch (ix->fmt) {
-    case LAYER_TAR:
-        break;
-    case LAYER_GZIP:
-        rc = gz_finish(ix);
-        break;
-    default:
-        ix->zpending = false; /* a frame end at the end of the blob is no checkpoint */
-        if (ix->in_pos == 0)
-            rc = err_set(AFSP_E_TRUNCATED, "zstd: empty blob");
-        else if (ix->zframe_open)
-            rc = err_set(AFSP_E_TRUNCATED, "zstd: last frame ends early");
-        break;
-    }
-    ix->finished = true;
-    return rc ? ix_fail(ix, rc) : 0;
 }
 
 /* ---- sparse windows ----------------------------------------------------------------------- */
@@ -928,160 +604,10 @@ int codec_window_trim(struct window_trimmer *t, const struct checkpoint *cp, uin
     return 1;
 }
 
-/* ---- reader ------------------------------------------------------------------------------- */
-
-enum { RD_HEADER, RD_DEFLATE, RD_TRAILER, RD_MEMBER_END };
-
-struct codec_reader {
-    enum layer_format fmt;
-    const struct checkpoint *cps;
-    size_t ncps;
-    uint64_t in_size, out_size;
-    codec_src_fn src;
-    void *arg;
-
-    uint8_t *ib; /* compressed bytes [ib_off, ib_off + ib_len), next one at ib_pos */
-    uint64_t ib_off;
-    size_t ib_len, ib_pos;
-
-    bool live;        /* the decoder is positioned at pos */
-    uint64_t pos;     /* uncompressed offset of the next byte the decoder yields */
-    uint64_t decoded; /* bytes produced, for statistics */
-    uint8_t *scratch;
-
-    /* gzip */
-    struct inflate_state *st;
-    int stage;
-    struct gzhdr hdr;
-    unsigned trailer_n;
-
-    /* zstd */
-    ZSTD_DCtx *zd;
-    bool zframe_open;
-};
-
-int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const struct checkpoint *cps,
-                     size_t ncps, uint64_t in_size, uint64_t out_size, codec_src_fn src, void *arg)
-{
-    struct codec_reader *r = calloc(1, sizeof *r);
-    if (!r)
-        return -ENOMEM;
-    *r = (struct codec_reader){.fmt = fmt,
-                               .cps = cps,
-                               .ncps = ncps,
-                               .in_size = in_size,
-                               .out_size = out_size,
-                               .src = src,
-                               .arg = arg};
-    if (fmt != LAYER_TAR && fmt != LAYER_GZIP && fmt != LAYER_ZSTD) {
-        free(r);
-        return err_set(AFSP_E_UNSUPPORTED, "layer format %d", (int)fmt);
-    }
-    if (fmt == LAYER_GZIP || fmt == LAYER_ZSTD) {
-        r->ib = malloc(RD_IBUF);
-        r->scratch = malloc(RD_SCRATCH);
-        if (!r->ib || !r->scratch)
-            goto nomem;
-    }
-    if (fmt == LAYER_GZIP && !(r->st = calloc(1, sizeof *r->st)))
-        goto nomem;
-    if (fmt == LAYER_ZSTD) {
-        if (!(r->zd = ZSTD_createDCtx()))
-            goto nomem;
-        if (ZSTD_isError(ZSTD_DCtx_setParameter(r->zd, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX)))
-            goto nomem;
-    }
-    *out = r;
-    return 0;
-nomem:
-    codec_reader_free(r);
-    return -ENOMEM;
-}
-
-void codec_reader_free(struct codec_reader *r)
-{
-    if (!r)
-        return;
-    free(r->ib);
-    free(r->scratch);
-    free(r->st);
-    ZSTD_freeDCtx(r->zd);
-    free(r);
-}
-
-static void rd_seek(struct codec_reader *r, uint64_t off)
-{
-    if (off >= r->ib_off && off - r->ib_off <= r->ib_len) {
-        r->ib_pos = (size_t)(off - r->ib_off);
-        return;
-    }
-    r->ib_off = off;
-    r->ib_len = r->ib_pos = 0;
-}
-
-/* Makes sure unread compressed bytes are buffered. Returns how many (0 at the end of the blob),
- * or the source's error. */
-static ssize_t rd_fill(struct codec_reader *r)
-{
-    if (r->ib_pos < r->ib_len)
-        return (ssize_t)(r->ib_len - r->ib_pos);
-    r->ib_off += r->ib_len;
-    r->ib_len = r->ib_pos = 0;
-    if (r->ib_off >= r->in_size)
-        return 0;
-    size_t want = (size_t)MIN((uint64_t)RD_IBUF, r->in_size - r->ib_off);
-    ssize_t got = r->src(r->arg, r->ib_off, r->ib, want);
-    if (got < 0)
-        return got;
-    if (got == 0)
-        return err_set(AFSP_E_TRUNCATED, "compressed blob ends at byte %" PRIu64 " of %" PRIu64,
-                       r->ib_off, r->in_size);
-    r->ib_len = (size_t)MIN((size_t)got, want);
-    return (ssize_t)r->ib_len;
-}
-
-/* Positions the decoder at checkpoint k. */
-static int rd_start(struct codec_reader *r, size_t k)
-{
-    const struct checkpoint *cp = &r->cps[k];
-    r->live = false;
-    rd_seek(r, cp->in_bit / 8);
-    r->pos = cp->out_off;
-    if (r->fmt == LAYER_ZSTD) {
-        ZSTD_DCtx_reset(r->zd, ZSTD_reset_session_only);
-        r->zframe_open = false;
-        r->live = true;
-        return 0;
-    }
-    if (cp->in_bit == 0) { /* the start of the blob: a gzip header first */
-        gzhdr_init(&r->hdr);
-        r->stage = RD_HEADER;
-        r->live = true;
-        return 0;
-    }
-    struct inflate_state *st = r->st;
-    isal_inflate_init(st);
-    st->crc_flag = ISAL_DEFLATE;
-    if (cp->win_len && (!cp->window || cp->win_len > CODEC_WINDOW ||
-                        isal_inflate_set_dict(st, cp->window, cp->win_len)))
-        return err_set(AFSP_E_FORMAT, "gzip: bad checkpoint window");
-    unsigned b = (unsigned)(cp->in_bit % 8);
-    if (b) {
-        ssize_t n = rd_fill(r);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            return err_set(AFSP_E_FORMAT, "gzip: checkpoint past the end of the blob");
-        st->read_in = r->ib[r->ib_pos++] >> b;
-        st->read_in_length = (int32_t)(8 - b);
-    }
-    r->stage = RD_DEFLATE;
-    r->live = true;
-    return 0;
-}
+/* ---- reader: gzip ------------------------------------------------------------------------- */
 
 /* Decodes up to want bytes into dst. Returns the count (0 at the end of the stream). */
-static ssize_t rd_gz_decode(struct codec_reader *r, uint8_t *dst, size_t want)
+ssize_t rd_gz_decode(struct codec_reader *r, uint8_t *dst, size_t want)
 {
     struct inflate_state *st = r->st;
     size_t got = 0;
@@ -1147,115 +673,4 @@ static ssize_t rd_gz_decode(struct codec_reader *r, uint8_t *dst, size_t want)
         }
     }
     return (ssize_t)got;
-}
-
-static ssize_t rd_zstd_decode(struct codec_reader *r, uint8_t *dst, size_t want)
-{
-    size_t got = 0;
-    while (got < want) {
-        ssize_t avail = rd_fill(r);
-        if (avail < 0)
-            return avail;
-        ZSTD_inBuffer in = {r->ib + r->ib_pos, (size_t)avail, 0};
-        ZSTD_outBuffer out = {dst, want, got};
-        size_t ret = ZSTD_decompressStream(r->zd, &out, &in);
-        r->ib_pos += in.pos;
-        bool progress = in.pos || out.pos != got;
-        got = out.pos;
-        if (ZSTD_isError(ret))
-            return zstd_err(ret);
-        r->zframe_open = ret != 0;
-        if (!progress) {
-            if (avail == 0 && !r->zframe_open)
-                return (ssize_t)got;
-            return err_set(AFSP_E_FORMAT, "zstd: %s", avail ? "decoder stuck" : "frame ends early");
-        }
-    }
-    return (ssize_t)got;
-}
-
-static ssize_t rd_decode(struct codec_reader *r, uint8_t *dst, size_t want)
-{
-    ssize_t n = r->fmt == LAYER_GZIP ? rd_gz_decode(r, dst, want) : rd_zstd_decode(r, dst, want);
-    if (n > 0) {
-        r->pos += (uint64_t)n;
-        r->decoded += (uint64_t)n;
-    }
-    return n;
-}
-
-static ssize_t rd_tar(struct codec_reader *r, uint64_t off, uint8_t *buf, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = r->src(r->arg, off + got, buf + got, n - got);
-        if (k < 0)
-            return k;
-        if (k == 0)
-            return err_set(AFSP_E_TRUNCATED, "blob ends at byte %" PRIu64 " of %" PRIu64, off + got,
-                           r->in_size);
-        got += (size_t)MIN((size_t)k, n - got);
-    }
-    r->decoded += got;
-    return (ssize_t)got;
-}
-
-uint64_t codec_reader_pos(const struct codec_reader *r)
-{
-    return r->live ? r->pos : UINT64_MAX;
-}
-
-uint64_t codec_reader_decoded(const struct codec_reader *r)
-{
-    return r->decoded;
-}
-
-/* The last checkpoint at or before off. */
-static size_t cp_find(const struct checkpoint *cps, size_t n, uint64_t off)
-{
-    size_t lo = 0, hi = n; /* cps[lo].out_off <= off; answer in [lo, hi) */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cps[mid].out_off <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* A single-frame zstd layer has only checkpoint 0, so every read of it decodes from the start
- * of the blob (the whole-layer fallback); seekable and other multi-frame layers get real random
- * access, one checkpoint per frame start at the checkpoint spacing. */
-ssize_t codec_read(struct codec_reader *r, uint64_t off, void *buf, size_t n)
-{
-    if (off >= r->out_size || n == 0)
-        return 0;
-    n = (size_t)MIN((uint64_t)n, r->out_size - off);
-    if (n > SSIZE_MAX)
-        n = SSIZE_MAX;
-    if (r->fmt == LAYER_TAR)
-        return rd_tar(r, off, buf, n);
-    if (r->ncps == 0 || r->cps[0].out_off != 0)
-        return err_set(AFSP_E_FORMAT, "codec: no checkpoint at offset 0");
-
-    size_t k = cp_find(r->cps, r->ncps, off);
-    if (!r->live || r->pos > off || r->pos < r->cps[k].out_off) {
-        int rc = rd_start(r, k);
-        if (rc)
-            return rc;
-    }
-    ssize_t got;
-    while (r->pos < off) {
-        got = rd_decode(r, r->scratch, (size_t)MIN((uint64_t)RD_SCRATCH, off - r->pos));
-        if (got <= 0)
-            goto fail;
-    }
-    got = rd_decode(r, buf, n);
-    if (got < 0 || (size_t)got != n)
-        goto fail;
-    return got;
-fail:
-    r->live = false;
-    return got < 0 ? got : err_set(AFSP_E_FORMAT, "stream ends before its size");
 }
