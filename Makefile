@@ -33,7 +33,7 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all docs demo test check-tools asan fuzz bench format format-check deps clean
+.PHONY: all docs demo test check-tools layering asan fuzz bench format format-check deps clean
 all: $(BUILD)/afsp $(BUILD)/test-runner
 
 $(BUILD)/obj/%.o: %.c
@@ -81,6 +81,11 @@ test: deps
 # run by `make test`, as the integration test 01-tools).
 check-tools: deps
 	scripts/check-tools.py
+
+# Every #include against the allowed-imports table of docs/architecture.md (also run by make test:
+# tests/integration/02-layering.sh).
+layering:
+	scripts/layering.py
 
 # Sanitizer reports go to files, so that one from a command a test expects to fail (exit status
 # ignored) still fails the run.
