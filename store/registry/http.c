@@ -100,14 +100,6 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
-static uint64_t rng_next(struct registry *r)
-{
-    r->rng ^= r->rng << 13;
-    r->rng ^= r->rng >> 7;
-    r->rng ^= r->rng << 17;
-    return r->rng;
-}
-
 /* ---- one HTTP exchange ---------------------------------------------------------------------- */
 
 void xfer_headers_reset(struct xfer *x)
@@ -523,7 +515,7 @@ static unsigned retry_delay(struct registry *r, const struct xfer *x, int attemp
     for (int i = 1; i < attempt && d < REG_MAX_BACKOFF_MS; i++)
         d *= 2;
     d = MIN(d, (uint64_t)REG_MAX_BACKOFF_MS);
-    return (unsigned)(d / 2 + rng_next(r) % (d / 2 + 1));
+    return (unsigned)(d / 2 + rng_next64(&r->rng) % (d / 2 + 1));
 }
 
 /* Runs x until it succeeds, fails for good, or has failed max_attempts times in a row without

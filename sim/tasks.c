@@ -1,0 +1,229 @@
+/*
+ * tasks.c - tasks in the simulator: a pull or a mount's fetch, run as node/task.c's threads run
+ * them, step by step: each step submits one job to the node's core (peers first), and the next
+ * step comes when the job is handed back; what no peer had comes from the registry (a memstore
+ * every node reaches), counted.
+ *
+ * Owns: the tasks' progress. Must not: block, or touch a node's core but through its calls.
+ */
+#include "nodes_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- tasks: a pull or a fetch, as node/task.c runs them ----------------------------------------
+ * The simulator's manifest lists its layers: "MEMMAN01", u32 n, n times (digest, u32 nchunks,
+ * u32 chunk_len). A task asks peers (a job) first and the registry after. */
+
+static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind,
+                       const uint8_t *digest)
+{
+    struct node_job *j = &st->job;
+    memset(j, 0, sizeof *j);
+    j->kind = kind;
+    memcpy(j->digest, digest, DIGEST_LEN);
+    j->task_arg = st;
+    j->max = SIMN_MANIFEST_MAX;
+    st->out.len = 0;
+    j->out = &st->out;
+    if (kind == NODE_JOB_CHUNKS) {
+        j->fetch = st->fetch;
+        j->first = st->t->kind == NODE_TASK_FETCH ? st->t->first : 0;
+        j->last = st->t->kind == NODE_TASK_FETCH ? st->t->last
+                                                 : memstore_ops.fetch_nchunks(st->fetch) - 1;
+    }
+    node_job_submit(s->nodes[st->node].n, j, s->now);
+}
+
+/* The registry fills chunks [first, last] that the fetch lacks. */
+static int registry_chunks(struct simn *s, void *fetch, const uint8_t *digest, uint32_t first,
+                           uint32_t last)
+{
+    if (!memstore_layer_present(s->registry, digest))
+        return AFSP_E_NOTFOUND;
+    for (uint32_t i = first; i <= last; i++) {
+        if (memstore_ops.fetch_has(fetch, i))
+            continue;
+        uint64_t off;
+        uint32_t len;
+        memstore_ops.fetch_chunk(fetch, i, &off, &len);
+        void *rx, *rl;
+        uint8_t *b = malloc(len);
+        int rc = b ? memstore_ops.layer_open(s->registry, digest, &rl) : -ENOMEM;
+        if (rc == 0) {
+            rc = memstore_ops.layer_read(rl, off, b, len);
+            memstore_ops.layer_close(s->registry, rl);
+        }
+        if (rc == 0 && (rc = memstore_ops.chunk_begin(fetch, i, &rx)) == 0) {
+            uint64_t got;
+            memstore_ops.chunk_data(fetch, rx, b, len);
+            rc = memstore_ops.chunk_end(fetch, rx, &got);
+        }
+        free(b);
+        if (rc < 0)
+            return rc;
+        s->registry_fetches++;
+    }
+    return 0;
+}
+
+static void task_finish(struct simn *s, struct stask *st, int rc)
+{
+    struct snode *sn = &s->nodes[st->node];
+    struct node_task *t = st->t;
+    t->rc = rc;
+    if (rc < 0)
+        snprintf(t->msg, sizeof t->msg, "%s", err_str(rc));
+    if (st->fetch)
+        memstore_fetch_close(sn->ms, st->fetch);
+    for (struct stask **pp = &s->tasks; *pp; pp = &(*pp)->next)
+        if (*pp == st) {
+            *pp = st->next;
+            break;
+        }
+    buf_release(&st->out);
+    free(st->layers);
+    free(st);
+    node_task_done(sn->n, t, s->now);
+}
+
+enum { T_START, T_MANIFEST, T_INDEX, T_CHUNKS, T_FETCH };
+
+/* A manifest's layers into st (0 or AFSP_E_FORMAT). */
+static int manifest_parse(struct stask *st, const uint8_t *p, size_t n)
+{
+    if (n < 12 || memcmp(p, "MEMMAN01", 8))
+        return AFSP_E_FORMAT;
+    uint32_t k = get_le32(p + 8);
+    if (k > 1024 || n != 12 + (size_t)k * (DIGEST_LEN + 8))
+        return AFSP_E_FORMAT;
+    if (!(st->layers = calloc(k + 1, DIGEST_LEN)))
+        return -ENOMEM;
+    for (uint32_t i = 0; i < k; i++)
+        memcpy(st->layers[i], p + 12 + (size_t)i * (DIGEST_LEN + 8), DIGEST_LEN);
+    st->nlayers = k;
+    return 0;
+}
+
+void task_step(struct simn *s, struct stask *st)
+{
+    struct snode *sn = &s->nodes[st->node];
+    struct node_task *t = st->t;
+    struct node_job *j = &st->job;
+    struct buf reg = {0};
+    int rc = 0;
+    switch (st->state) {
+    case T_START:
+        if (t->kind == NODE_TASK_FETCH) {
+            if (!(st->fetch = memstore_fetch_open(sn->ms, t->layer))) {
+                task_finish(s, st, AFSP_E_NOTFOUND);
+                return;
+            }
+            st->state = T_FETCH;
+            job_submit(s, st, NODE_JOB_CHUNKS, t->layer);
+            return;
+        }
+        if (digest_parse(t->ref, t->digest) < 0) {
+            task_finish(s, st, AFSP_E_REF);
+            return;
+        }
+        if (memstore_ops.blob(sn->ms, t->digest, &st->out) == 0) {
+            rc = manifest_parse(st, st->out.p, st->out.len);
+            st->layer = 0;
+            if (rc < 0) {
+                task_finish(s, st, rc);
+                return;
+            }
+            break; /* on to the layers */
+        }
+        st->state = T_MANIFEST;
+        job_submit(s, st, NODE_JOB_BLOB, t->digest);
+        return;
+    case T_MANIFEST: {
+        uint8_t d[DIGEST_LEN];
+        struct buf *b = &st->out;
+        if (j->rc == 0)
+            sha256_buf(b->p, b->len, d);
+        if (j->rc < 0 || memcmp(d, t->digest, DIGEST_LEN)) { /* from the registry, then */
+            b = &reg;
+            if (memstore_ops.blob(s->registry, t->digest, b) < 0) {
+                task_finish(s, st, AFSP_E_NOTFOUND);
+                return;
+            }
+            s->registry_fetches++;
+        }
+        rc = manifest_parse(st, b->p, b->len);
+        if (rc == 0 && !memstore_blob_has(sn->ms, t->digest)) /* another pull may have */
+            rc = memstore_blob_add(sn->ms, t->digest, b->p, b->len, true);
+        buf_release(&reg);
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        st->layer = 0;
+        break;
+    }
+    case T_INDEX: { /* the answer to the index job of layer st->layer */
+        uint32_t nc, cl;
+        struct buf *b = &st->out;
+        if (j->rc < 0 || memstore_index_decode(b->p, b->len, &nc, &cl) < 0) {
+            b = &reg;
+            if (memstore_ops.index(s->registry, st->layers[st->layer], b) < 0) {
+                task_finish(s, st, AFSP_E_NOTFOUND);
+                return;
+            }
+            s->registry_fetches++;
+        }
+        rc = memstore_index_decode(b->p, b->len, &nc, &cl);
+        if (rc == 0 &&
+            (rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false)) == -EEXIST)
+            rc = 0; /* another pull added it meanwhile */
+        buf_release(&reg);
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        break;
+    }
+    case T_CHUNKS:
+        if (j->rc < 0)
+            rc = registry_chunks(s, st->fetch, st->layers[st->layer], 0,
+                                 memstore_ops.fetch_nchunks(st->fetch) - 1);
+        memstore_fetch_close(sn->ms, st->fetch);
+        st->fetch = NULL;
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        st->layer++;
+        break;
+    case T_FETCH:
+        if (j->rc < 0 && j->rc != -ECANCELED && t->ref) {
+            rc = registry_chunks(s, st->fetch, t->layer, t->first, t->last);
+            t->via_registry = rc == 0;
+        } else {
+            rc = j->rc;
+        }
+        t->completed = memstore_layer_complete(sn->ms, t->layer);
+        task_finish(s, st, rc);
+        return;
+    }
+    /* the next layer the store lacks: its index (a lazy pull stops there), then its chunks */
+    for (; st->layer < st->nlayers; st->layer++) {
+        const uint8_t *d = st->layers[st->layer];
+        if (!memstore_layer_known(sn->ms, d)) {
+            st->state = T_INDEX;
+            job_submit(s, st, NODE_JOB_INDEX, d);
+            return;
+        }
+        if (!t->lazy && !memstore_layer_complete(sn->ms, d)) {
+            st->fetch = memstore_fetch_open(sn->ms, d);
+            st->state = T_CHUNKS;
+            job_submit(s, st, NODE_JOB_CHUNKS, d);
+            return;
+        }
+    }
+    task_finish(s, st, 0);
+}
+
