@@ -67,8 +67,10 @@ TEST(node_hedges_a_silent_request_at_exactly_its_deadline)
     hex_fmt(simn_id(s, 1), 32, id1);
     int banned = -1;
     json_array_foreach(json_object_get(p, "peers"), i, e)
+    {
         if (!strcmp(json_string_value(json_object_get(e, "id")), id1))
             banned = json_is_true(json_object_get(e, "banned"));
+    }
     CHECK_INT(banned, ==, 1);
     json_decref(p);
     simn_pause(s, 1, false);
