@@ -44,7 +44,8 @@ int db_read_begin(struct db *db, MDB_txn **txn);
 /* Runs fn inside a write transaction and commits it if fn returns >= 0 (aborts otherwise).
  * If the map is full (at any put or at commit), the map is grown and fn runs again from the
  * start in a new transaction, so fn must not have effects outside the transaction, except ones
- * it can repeat. Returns fn's return value or an error. */
+ * it can repeat. Returns fn's return value (>= 0: the transaction committed) or a negative code
+ * (it did not: whatever fn decided must not be acted on). */
 typedef int (*db_write_fn)(MDB_txn *txn, void *arg);
 int db_write(struct db *db, db_write_fn fn, void *arg);
 

@@ -53,8 +53,8 @@ int store_tmp_create(struct store *s, const uint8_t digest[static DIGEST_LEN], c
 
 /* Reserves need bytes for a pull of the layers in pin (which are never evicted to make room):
  * evicts least-recently-used layers as needed. AFSP_E_TOOBIG if the image can never fit (its
- * layers alone exceed the limit) or if other pulls' reservations leave too little room. On
- * success *id names the reservation. */
+ * layers alone exceed the limit) or if other pulls' reservations or layers pinned by mounts leave
+ * too little room; it has then evicted nothing. On success *id names the reservation. */
 int store_reserve(struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin, uint64_t need,
                   uint64_t *id);
 /* Gives back what is left of a reservation. */

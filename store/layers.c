@@ -120,7 +120,6 @@ static int commit_fn(MDB_txn *txn, void *arg)
     MDB_val v;
     int rc;
 
-    a->ev.n = 0;
     a->existed = 0;
     /* The reservation shrinks by what this layer was given, whatever happens next. */
     put_be64(rkey, (uint64_t)getpid());
@@ -168,10 +167,9 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
 {
     struct commit_args a = {s,  id,          resv_bytes, digest, media_type,
                             ix, index_bytes, tmp_path,   {0},    0};
-    int rc = db_write(&s->db, commit_fn, &a);
+    int rc = evicting_write(s, commit_fn, &a, &a.ev);
     if (a.existed || rc < 0)
         unlink(tmp_path);
-    evicted_finish(s, &a.ev);
     return rc;
 }
 
@@ -194,7 +192,6 @@ static int partial_fn(MDB_txn *txn, void *arg)
     MDB_val v;
     int rc;
 
-    a->ev.n = 0;
     if (db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v) == 0)
         return 0; /* there already, whole or in part */
     if ((rc = layer_insert(txn, s, a->digest, a->media_type, a->ix, a->index_bytes, false,
@@ -216,9 +213,7 @@ int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_
                             const struct buf *index_bytes)
 {
     struct partial_args a = {s, digest, media_type, ix, index_bytes, {0}};
-    int rc = db_write(&s->db, partial_fn, &a);
-    evicted_finish(s, &a.ev);
-    return rc;
+    return evicting_write(s, partial_fn, &a, &a.ev);
 }
 
 struct mark_args {
@@ -242,7 +237,6 @@ static int mark_fn(MDB_txn *txn, void *arg)
     MDB_val v, bv;
     int rc;
 
-    a->ev.n = 0;
     a->complete = false;
     if ((rc = db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v)) < 0)
         return rc == AFSP_E_NOTFOUND ? err_set(rc, "the layer was evicted") : rc;
@@ -305,10 +299,9 @@ int store_chunks_mark(struct store *s, const uint8_t digest[static DIGEST_LEN],
                       bool *complete)
 {
     struct mark_args a = {s, digest, ix, map, resv_id, {0}, false};
-    int rc = db_write(&s->db, mark_fn, &a);
-    evicted_finish(s, &a.ev);
+    int rc = evicting_write(s, mark_fn, &a, &a.ev);
     if (complete)
-        *complete = a.complete;
+        *complete = rc >= 0 && a.complete; /* what an aborted transaction saw did not happen */
     return rc;
 }
 

@@ -7,8 +7,10 @@
  *    that add or delete records; reservations live in DB_RESV with the pid and start time of
  *    their process, so those of dead processes are dropped on open (store.c), and a pin whose
  *    process is gone is dropped when eviction meets it.
- *  - eviction deletes a layer's records inside the write transaction that needs the room and
- *    unlinks its blob file only after the commit (evicted_finish); the evict hook runs then.
+ *  - eviction deletes a layer's records inside the write transaction that needs the room; its
+ *    blob file is unlinked and the evict hook runs only once that transaction has committed
+ *    (evicting_write, the one way to run a write that evicts). A write that evicts and then
+ *    fails has evicted nothing.
  * Owns "used" in DB_META, DB_RESV and DB_PINS, and reads DB_LRU for the eviction order.
  * Must not decide what a layer is worth keeping beyond its access time and its pins.
  */
@@ -22,7 +24,7 @@
 
 /* ---- eviction ------------------------------------------------------------------------------ */
 
-/* Deletes layer digest's records inside txn and remembers it for evicted_finish. */
+/* Deletes layer digest's records inside txn and remembers it for after the commit. */
 static int evict_one(MDB_txn *txn, struct store *s, const uint8_t digest[static DIGEST_LEN],
                      struct evicted *ev, uint64_t *freed)
 {
@@ -54,11 +56,27 @@ static int evict_one(MDB_txn *txn, struct store *s, const uint8_t digest[static 
     return 0;
 }
 
-/* After the commit: the files go, and the hook learns of each layer. */
-void evicted_finish(struct store *s, struct evicted *ev)
+struct evicting_args {
+    db_write_fn fn;
+    void *arg;
+    struct evicted *ev;
+};
+
+static int evicting_fn(MDB_txn *txn, void *arg)
 {
+    struct evicting_args *w = arg;
+    w->ev->n = 0; /* what an earlier run evicted went with its transaction */
+    return w->fn(txn, w->arg);
+}
+
+int evicting_write(struct store *s, db_write_fn fn, void *arg, struct evicted *ev)
+{
+    struct evicting_args w = {fn, arg, ev};
     char path[PATH_MAX], dg[DIGEST_STR_LEN + 1];
-    for (size_t i = 0; i < ev->n; i++) {
+    int rc = db_write(&s->db, evicting_fn, &w);
+    /* Only a committed eviction happened: after an abort the records are all there, and a
+     * listed layer must keep its file and stay announced. */
+    for (size_t i = 0; rc >= 0 && i < ev->n; i++) {
         store_blob_path(s, ev->d[i], path);
         unlink(path);
         log_info("evicted %s", digest_fmt(ev->d[i], dg));
@@ -67,6 +85,7 @@ void evicted_finish(struct store *s, struct evicted *ev)
     }
     free(ev->d);
     memset(ev, 0, sizeof *ev);
+    return rc;
 }
 
 static int pinned(const uint8_t (*pin)[DIGEST_LEN], size_t npin, const uint8_t *d)
@@ -206,7 +225,6 @@ static int reserve_fn(MDB_txn *txn, void *arg)
     uint8_t key[16], val[16];
     int rc;
 
-    a->ev.n = 0; /* db_write may run us again */
     if ((rc = evict_until(txn, a->s, a->pin, a->npin, a->need, 0, &a->ev, &freed)) < 0)
         return rc;
     put_be64(key, (uint64_t)getpid());
@@ -233,10 +251,9 @@ int store_reserve(struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin
         return err_set(AFSP_E_TOOBIG, "image needs %s; the cache limit is %s",
                        bytes_fmt(need + pinned_bytes, n1), bytes_fmt(s->cache_max, n2));
     a.id = time_mono_ns() ^ ((uint64_t)getpid() << 40);
-    int rc = db_write(&s->db, reserve_fn, &a);
+    int rc = evicting_write(s, reserve_fn, &a, &a.ev);
     if (rc >= 0)
         *id = a.id;
-    evicted_finish(s, &a.ev);
     return rc;
 }
 
@@ -273,7 +290,6 @@ struct prune_args {
 static int prune_fn(MDB_txn *txn, void *arg)
 {
     struct prune_args *a = arg;
-    a->ev.n = 0;
     a->freed = 0;
     return evict_until(txn, a->s, NULL, 0, 0, a->goal, &a->ev, &a->freed);
 }
@@ -293,10 +309,9 @@ int store_prune(struct store *s, unsigned percent, uint64_t *freed)
         return 0;
     /* Round up so that any non-zero percentage of a non-empty store frees something. */
     a.goal = (u.used * percent + 99) / 100;
-    rc = db_write(&s->db, prune_fn, &a);
+    rc = evicting_write(s, prune_fn, &a, &a.ev);
     if (rc >= 0)
         *freed = a.freed;
-    evicted_finish(s, &a.ev);
     return rc < 0 ? rc : 0;
 }
 

@@ -48,7 +48,9 @@ bool store_exists(const char *dir);
 /* The effective cache limit in bytes. */
 uint64_t store_cache_max(const struct store *s);
 
-/* Called for every layer the store evicts, after the eviction is committed. */
+/* Called for every layer the store evicts, after the eviction is committed, on the thread that
+ * evicted. A write that evicts and then fails (a reservation or a commit that still cannot fit)
+ * has evicted nothing, and the hook is not called. */
 typedef void (*store_evict_cb)(void *arg, const uint8_t digest[static DIGEST_LEN]);
 void store_set_evict_hook(struct store *s, store_evict_cb cb, void *arg);
 

@@ -53,21 +53,26 @@ uint64_t proc_start(pid_t pid);
 
 /* ---- space.c: eviction --------------------------------------------------------------------- */
 
-/* Layers evicted inside a write transaction, for evicted_finish after it. A transaction function
- * that evicts resets n when db_write runs it again. */
+/* Layers evicted inside a write transaction (evict_until): their blob files and the evict hook
+ * wait for its commit (evicting_write). */
 struct evicted {
     uint8_t (*d)[DIGEST_LEN];
     size_t n, cap;
 };
+
+/* Runs fn in a write transaction (db_write) in which evict_until may evict layers into ev: every
+ * write that evicts goes through here. Only if the transaction commits are the blob files of
+ * those layers unlinked and the evict hook told of each; if fn fails after evicting (say
+ * AFSP_E_TOOBIG, the rest being pinned) or the commit fails, the records stay and so do the
+ * files. ev is emptied before each run of fn (db_write runs it again when the map grows) and
+ * released at the end. Returns what db_write returns. */
+int evicting_write(struct store *s, db_write_fn fn, void *arg, struct evicted *ev);
 
 /* Evicts LRU layers not in pin (nor pinned by a mount) until used + reserved + need <= limit,
  * or until *freed >= goal when goal is non-zero. Returns 0, or AFSP_E_TOOBIG if it cannot get
  * there. */
 int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin,
                 uint64_t need, uint64_t goal, struct evicted *ev, uint64_t *freed);
-/* After the write transaction: unlinks the blob files of the layers in ev, tells the evict hook
- * of each, and empties ev. */
-void evicted_finish(struct store *s, struct evicted *ev);
 
 /* ---- layers.c: partial layers (for fetch.c) ------------------------------------------------ */
 
@@ -80,7 +85,8 @@ int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_
                             const struct buf *index_bytes);
 /* Marks the chunks set in map (written, checked and fdatasync'ed) present, counting their bytes
  * (taken first from reservation resv_id if not 0), evicting LRU layers as needed; the layer is
- * complete once every chunk is. AFSP_E_NOTFOUND if the layer was evicted meanwhile. */
+ * complete once every chunk is (*complete, if not NULL: whether it is now; false on failure).
+ * AFSP_E_NOTFOUND if the layer was evicted meanwhile. */
 int store_chunks_mark(struct store *s, const uint8_t digest[static DIGEST_LEN],
                       const struct layer_index *ix, const uint8_t *map, uint64_t resv_id,
                       bool *complete);

@@ -1,6 +1,7 @@
 /*
  * test_store.c - the store: index encoding, cache accounting, reservations, LRU eviction,
- * prune, stale reservations of dead processes, crash-safety of commits.
+ * prune, stale reservations of dead processes, crash-safety of commits, writes that evict and
+ * then fail (nothing of the eviction may happen).
  */
 #include "test.h"
 
@@ -352,6 +353,145 @@ TEST(store_prune_frees_the_percentage_oldest_first)
     store_close(s);
 }
 
+/* ---- eviction that cannot make room -------------------------------------------------------- */
+
+/* The evict hook of the tests below: remembers each layer it is told of. */
+struct evictions {
+    uint8_t d[8][DIGEST_LEN];
+    int n;
+};
+
+static void record_eviction(void *arg, const uint8_t digest[DIGEST_LEN])
+{
+    struct evictions *e = arg;
+    if (e->n == 8)
+        test_fail(__FILE__, __LINE__, "the evict hook was called more than 8 times");
+    memcpy(e->d[e->n++], digest, DIGEST_LEN);
+}
+
+/* What a user of the store relies on after any failed write: every layer it lists has its blob
+ * file, a complete one reads back as its digest (these layers are plain tar: the blob is the
+ * digest's preimage), and the evict hook (the node withdrawing providers) was told of none of
+ * them. Prints every layer that breaks this, then fails; returns how many layers are listed. */
+static size_t check_listed_layers_whole(struct store *s, const struct evictions *e)
+{
+    struct layer_info *li;
+    size_t n;
+    int bad = 0;
+    char path[PATH_MAX], dg[DIGEST_STR_LEN + 1];
+    CHECK(store_layers_list(s, &li, &n) == 0);
+    for (size_t i = 0; i < n; i++) {
+        digest_fmt(li[i].digest, dg);
+        for (int j = 0; j < e->n; j++)
+            if (!memcmp(e->d[j], li[i].digest, DIGEST_LEN)) {
+                fprintf(stderr, "  %s: listed, but the evict hook was told of it\n", dg);
+                bad++;
+            }
+        store_blob_path(s, li[i].digest, path);
+        if (access(path, F_OK) < 0) {
+            fprintf(stderr, "  %s: listed, but its blob file is gone\n", dg);
+            bad++;
+        }
+        if (!li[i].complete)
+            continue;
+        struct store_layer *l;
+        uint8_t got[DIGEST_LEN], *blob = malloc(li[i].size ? li[i].size : 1);
+        CHECK(blob);
+        int rc = store_layer_open(s, li[i].digest, &l);
+        if (rc == 0) {
+            if ((rc = store_layer_read_blob(l, 0, blob, li[i].size)) == 0) {
+                sha256_buf(blob, li[i].size, got);
+                if (memcmp(got, li[i].digest, DIGEST_LEN))
+                    rc = AFSP_E_DIGEST;
+            }
+            store_layer_close(l);
+        }
+        if (rc < 0) {
+            fprintf(stderr, "  %s: listed, but cannot be read back: %s\n", dg, err_str(rc));
+            bad++;
+        }
+        free(blob);
+    }
+    free(li);
+    if (bad)
+        test_fail(__FILE__, __LINE__, "%d problem(s) with the layers listed", bad);
+    return n;
+}
+
+/* A store of limit 1000000 holding three layers of 250000 bytes, oldest first a, b, c, with c
+ * pinned by this process (as a mount pins its layers) and hook e set. */
+static struct store *open_with_pinned_layer(const char *sub, struct evictions *e,
+                                            uint8_t d[3][DIGEST_LEN], struct store_usage *u)
+{
+    struct store *s = open_at(sub, 1000000);
+    store_set_evict_hook(s, record_eviction, e);
+    for (int i = 0; i < 3; i++)
+        CHECK(put_layer(s, 0, i + 1, 250000, d[i]) == 0);
+    CHECK(store_pin(s, (const uint8_t(*)[DIGEST_LEN])d[2], 1) == 0);
+    CHECK(store_usage_get(s, u) == 0);
+    CHECK_INT(u->nlayers, ==, 3);
+    CHECK_INT(e->n, ==, 0);
+    return s;
+}
+
+/* A reservation that fits the limit but not beside a pinned layer evicts a and b inside its
+ * transaction, then fails: the transaction aborts, so nothing of the eviction may happen. */
+TEST(store_reservation_that_cannot_fit_evicts_nothing)
+{
+    struct evictions e = {0};
+    uint8_t d[3][DIGEST_LEN];
+    struct store_usage u0, u;
+    uint64_t id;
+    char path[PATH_MAX];
+    struct store *s = open_with_pinned_layer("evresv", &e, d, &u0);
+
+    CHECK_INT(store_reserve(s, NULL, 0, 800000, &id), ==, AFSP_E_TOOBIG);
+    CHECK_INT(check_listed_layers_whole(s, &e), ==, 3);
+    CHECK_INT(e.n, ==, 0);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.used, ==, u0.used);
+    CHECK_INT(u.reserved, ==, 0);
+    CHECK_INT(u.nlayers, ==, 3);
+
+    /* One that fits once a and b go: they go, files and all, and the hook hears of exactly them. */
+    CHECK_INT(store_reserve(s, NULL, 0, 700000, &id), ==, 0);
+    CHECK_INT(e.n, ==, 2);
+    CHECK(!memcmp(e.d[0], d[0], DIGEST_LEN) && !memcmp(e.d[1], d[1], DIGEST_LEN));
+    for (int i = 0; i < 2; i++) {
+        CHECK(!has_layer(s, d[i]));
+        store_blob_path(s, d[i], path);
+        CHECK(access(path, F_OK) < 0);
+    }
+    CHECK_INT(check_listed_layers_whole(s, &e), ==, 1);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.reserved, ==, 700000);
+    CHECK(u.used < u0.used - 500000);
+    store_unreserve(s, id);
+    store_close(s);
+}
+
+/* The same through a commit: the layer being committed does not fit beside the pinned one, so
+ * its download is dropped and the layers evicted for it stay. */
+TEST(store_commit_that_cannot_fit_evicts_nothing)
+{
+    struct evictions e = {0};
+    uint8_t d[3][DIGEST_LEN], big[DIGEST_LEN];
+    struct store_usage u0, u;
+    char path[PATH_MAX];
+    struct store *s = open_with_pinned_layer("evcommit", &e, d, &u0);
+
+    CHECK_INT(put_layer(s, 0, 4, 800000, big), ==, AFSP_E_TOOBIG);
+    CHECK(!has_layer(s, big));
+    store_blob_path(s, big, path);
+    CHECK(access(path, F_OK) < 0);
+    CHECK_INT(check_listed_layers_whole(s, &e), ==, 3);
+    CHECK_INT(e.n, ==, 0);
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.used, ==, u0.used);
+    CHECK_INT(u.nlayers, ==, 3);
+    store_close(s);
+}
+
 TEST(store_sweeps_orphans_of_a_crash_between_rename_and_commit)
 {
     struct store *s = open_at("orphan", 1000000);
@@ -640,6 +780,55 @@ TEST(store_partial_layer_fills_in_place_and_counts_its_bytes)
     free(back);
     free(bad);
     free(buf);
+    free(data);
+    buf_release(&ib);
+    store_close(s);
+    store_close(src);
+}
+
+/* The same through chunks marked present: a chunk of a partial layer that does not fit beside a
+ * pinned layer evicts the unpinned one inside the transaction, then fails; it stays. */
+TEST(store_chunks_that_cannot_fit_evict_nothing)
+{
+    struct store *src = open_at("cfrom", 1ull << 30), *s = open_at("cto", 8u << 20);
+    const size_t size = 6u << 20;
+    uint8_t d[DIGEST_LEN], x[DIGEST_LEN], y[DIGEST_LEN];
+    struct evictions e = {0};
+    struct store_usage u0, u;
+    struct buf ib = {0};
+    CHECK(put_layer(src, 0, 9, size, d) == 0);
+    CHECK(store_index_bytes(src, d, &ib) == 0);
+    uint8_t *data = malloc(size);
+    CHECK(data);
+    for (size_t i = 0; i < size; i++)
+        data[i] = (uint8_t)(9 * 31 + i * 7);
+    store_set_evict_hook(s, record_eviction, &e);
+    CHECK(put_layer(s, 0, 4, 1u << 20, x) == 0);
+    CHECK(put_layer(s, 0, 5, 9u << 19, y) == 0); /* 4.5 MiB, pinned */
+    CHECK(store_pin(s, (const uint8_t(*)[DIGEST_LEN])y, 1) == 0);
+
+    struct store_fetch *f;
+    const char *mt = "application/vnd.oci.image.layer.v1.tar";
+    CHECK(store_fetch_new(s, d, mt, size, ib.p, ib.len, &f) == 0);
+    CHECK(store_usage_get(s, &u0) == 0);
+    CHECK_INT(u0.nlayers, ==, 3);
+    /* chunk 2 is 4 MiB: 1 + 4.5 + 4 MiB is over the limit, and still is without x */
+    struct store_chunk_in w;
+    uint64_t off;
+    uint32_t len;
+    store_fetch_chunk(f, 2, &off, &len);
+    CHECK_INT(len, ==, 4u << 20);
+    store_fetch_chunk_begin(f, 2, &w);
+    CHECK(store_fetch_chunk_data(f, &w, data + off, len) == 0);
+    CHECK(store_fetch_chunk_end(f, &w) == 0);
+    CHECK_INT(store_fetch_flush(f, 0), ==, AFSP_E_TOOBIG);
+    store_fetch_free(f);
+
+    CHECK_INT(check_listed_layers_whole(s, &e), ==, 3);
+    CHECK_INT(e.n, ==, 0);
+    CHECK(has_layer(s, x));
+    CHECK(store_usage_get(s, &u) == 0);
+    CHECK_INT(u.used, ==, u0.used);
     free(data);
     buf_release(&ib);
     store_close(s);
