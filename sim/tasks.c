@@ -226,4 +226,3 @@ void task_step(struct simn *s, struct stask *st)
     }
     task_finish(s, st, 0);
 }
-
