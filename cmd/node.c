@@ -7,8 +7,6 @@
 #include "../node/node.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,51 +44,6 @@ const struct command cmd_node_def = {
     false};
 
 #define LINKS_FD_SPARE 128 /* descriptors kept for the store, pulls and the CLI */
-
-static int parse_hostport(const char *text, const char *def_host, struct sockaddr_storage *out)
-{
-    char host[256];
-    const char *colon = strrchr(text, ':');
-    if (!colon || colon == text + strlen(text) - 1)
-        return AFSP_E_USAGE;
-    size_t hl = (size_t)(colon - text);
-    if (hl >= sizeof host)
-        return AFSP_E_USAGE;
-    memcpy(host, text, hl);
-    host[hl] = 0;
-    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = 0;
-    }
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
-        return AFSP_E_USAGE;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    int e = getaddrinfo(host[0] ? host : def_host, colon + 1, &hints, &res);
-    if (e != 0)
-        return err_set(AFSP_E_NET, "cannot resolve %s: %s", host, gai_strerror(e));
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
-
-static void sockaddr_dht(const struct sockaddr_storage *ss, struct dht_addr *out)
-{
-    memset(out, 0, sizeof *out);
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)ss;
-        out->family = 4;
-        memcpy(out->ip, &a->sin_addr, 4);
-        out->port = ntohs(a->sin_port);
-    } else {
-        const struct sockaddr_in6 *a = (const void *)ss;
-        bool v4 = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr);
-        out->family = v4 ? 4 : 6;
-        memcpy(out->ip, (const uint8_t *)&a->sin6_addr + (v4 ? 12 : 0), v4 ? 4 : 16);
-        out->port = ntohs(a->sin6_port);
-    }
-}
 
 static int node_keys(struct p2p_identity *id, uint8_t ckey[P2P_KEY_LEN], const char *key_file)
 {
@@ -186,15 +139,12 @@ int cmd_node(int argc, char **argv)
     const char *dv = getenv("AFSP_TEST_TIME_DIVISOR");
     if (dv && (number(dv, 1000000, &divisor) < 0 || divisor == 0))
         return die("bad AFSP_TEST_TIME_DIVISOR %s (a whole number from 1)", dv);
-    struct sockaddr_storage la;
-    if ((rc = parse_hostport(listen, "0.0.0.0", &la)) < 0)
+    struct dht_addr la;
+    if ((rc = node_addr_parse(listen, "0.0.0.0", &la)) < 0)
         return cmd_usage_error(&cmd_node_def, "bad --listen %s: %s", listen, err_msg(rc));
-    for (size_t i = 0; i < nseeds; i++) {
-        struct sockaddr_storage ss;
-        if ((rc = parse_hostport(seed_texts[i], "127.0.0.1", &ss)) < 0)
+    for (size_t i = 0; i < nseeds; i++)
+        if ((rc = node_addr_parse(seed_texts[i], "127.0.0.1", &seeds[i])) < 0)
             return cmd_usage_error(&cmd_node_def, "bad --seed %s: %s", seed_texts[i], err_msg(rc));
-        sockaddr_dht(&ss, &seeds[i]);
-    }
     if (sodium_init() < 0)
         return die("libsodium cannot start");
     if (log_level < LOG_INFO && g_opts.verbose == 0)
@@ -224,19 +174,17 @@ int cmd_node(int argc, char **argv)
         die("%s", err_msg(rc));
         goto out;
     }
-    struct dht_addr la_dht;
-    sockaddr_dht(&la, &la_dht);
     struct node_run_cfg cfg = {.core = {.id = &id,
                                         .cluster_key = ckey,
                                         .rng = rng,
-                                        .listen_port = la_dht.port,
+                                        .listen_port = la.port,
                                         .listen_text = listen,
                                         .seeds = seeds,
                                         .seed_texts = seed_texts,
                                         .nseeds = nseeds,
                                         .links_max = links_max(),
                                         .t = &t},
-                               .listen = la_dht.port ? (const struct sockaddr *)&la : NULL,
+                               .listen = la,
                                .store = s,
                                .ctl_path = ctl_path,
                                .data_dir = data_dir()};

@@ -343,16 +343,25 @@ void node_store_changed(struct node *n, uint64_t now);
  * every task is done. */
 void node_stop(struct node *n, uint64_t now);
 
-/* ---- node_uv.c: the daemon ------------------------------------------------------------------- */
+/* ---- addr.c: addresses, for the daemon and the CLI (not the core: names resolve blocking) ---- */
 
 struct sockaddr;
+struct sockaddr_storage;
+void node_addr_from_sockaddr(const struct sockaddr *sa, struct dht_addr *out);
+void node_addr_to_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss);
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" (default_host then), resolved. Returns 0, AFSP_E_USAGE (not
+ * that form), or AFSP_E_NET (the name does not resolve; err_msg says why). */
+int node_addr_parse(const char *text, const char *default_host, struct dht_addr *out);
+
+/* ---- node_uv.c: the daemon ------------------------------------------------------------------- */
+
 struct store;
 struct node_run_cfg {
-    struct node_cfg core;          /* all but now, wall_ms, store and store_arg, filled here */
-    const struct sockaddr *listen; /* where peers connect; NULL: nowhere */
-    struct store *store;           /* open, writable; borrowed */
-    const char *ctl_path;          /* the control socket (DATA/afsp.sock) */
-    const char *data_dir;          /* for the log */
+    struct node_cfg core;   /* all but now, wall_ms, store and store_arg, filled here */
+    struct dht_addr listen; /* where peers connect (port 0: nowhere) */
+    struct store *store;    /* open, writable; borrowed */
+    const char *ctl_path;   /* the control socket (DATA/afsp.sock) */
+    const char *data_dir;   /* for the log */
 };
 /* Runs the node until SIGTERM or SIGINT and every task it started is done. Returns 0, or a
  * negative code with err_msg set (the sockets could not be made). */

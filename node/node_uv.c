@@ -11,7 +11,6 @@
 
 #include "../store/store.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -152,39 +151,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     effects(c->u);
 }
 
-static void sockaddr_to_dht(const struct sockaddr *sa, struct dht_addr *out)
-{
-    memset(out, 0, sizeof *out);
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)sa;
-        out->family = 4;
-        memcpy(out->ip, &a->sin_addr, 4);
-        out->port = ntohs(a->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)sa;
-        bool v4 = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr);
-        out->family = v4 ? 4 : 6;
-        memcpy(out->ip, (const uint8_t *)&a->sin6_addr + (v4 ? 12 : 0), v4 ? 4 : 16);
-        out->port = ntohs(a->sin6_port);
-    }
-}
-
-static void dht_to_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof *ss);
-    if (a->family == 4) {
-        struct sockaddr_in *s4 = (void *)ss;
-        s4->sin_family = AF_INET;
-        memcpy(&s4->sin_addr, a->ip, 4);
-        s4->sin_port = htons(a->port);
-    } else {
-        struct sockaddr_in6 *s6 = (void *)ss;
-        s6->sin6_family = AF_INET6;
-        memcpy(&s6->sin6_addr, a->ip, 16);
-        s6->sin6_port = htons(a->port);
-    }
-}
-
 static struct uvc *conn_new(struct uvn *u, struct node_link *k)
 {
     struct uvc *c = calloc(1, sizeof *c);
@@ -230,7 +196,7 @@ static void dial(struct uvn *u, struct node_link *k, const struct dht_addr *a)
     }
     node_link_set_io(k, c);
     uv_tcp_init(&u->loop, &c->h.tcp);
-    dht_to_sockaddr(a, &ss);
+    node_addr_to_sockaddr(a, &ss);
     req->data = c;
     int rc = uv_tcp_connect(req, &c->h.tcp, (struct sockaddr *)&ss, on_connect);
     if (rc < 0) {
@@ -254,7 +220,7 @@ static void on_accept(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    sockaddr_to_dht((struct sockaddr *)&ss, &from);
+    node_addr_from_sockaddr((struct sockaddr *)&ss, &from);
     if (!(c->k = node_link_accepted(u->n, &from, now(u)))) {
         conn_close(c);
     } else {
@@ -476,10 +442,12 @@ int node_run(const struct node_run_cfg *o)
         rc = err_set(rc, "cannot listen on %s: %s", o->ctl_path, uv_strerror(rc));
         goto out;
     }
-    if (o->listen) {
+    if (o->listen.port) {
+        struct sockaddr_storage la;
+        node_addr_to_sockaddr(&o->listen, &la);
         uv_tcp_init(&u->loop, &u->listener);
         u->listener.data = u;
-        if ((rc = uv_tcp_bind(&u->listener, o->listen, 0)) < 0 ||
+        if ((rc = uv_tcp_bind(&u->listener, (struct sockaddr *)&la, 0)) < 0 ||
             (rc = uv_listen((uv_stream_t *)&u->listener, 128, on_accept)) < 0) {
             rc = err_set(rc, "cannot listen on %s: %s", o->core.listen_text, uv_strerror(rc));
             goto out;

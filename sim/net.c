@@ -16,7 +16,7 @@
 enum ev_kind { EV_MSG, EV_TIMER, EV_REFUSED };
 
 struct event {
-    uint64_t t, seq;
+    uint64_t t;
     uint8_t kind;
     unsigned dst, src;
     uint8_t dst_id[DHT_ID_LEN];
@@ -35,12 +35,11 @@ struct node {
 
 struct sim {
     struct sim_cfg cfg;
-    uint64_t rng, now, seq, delivered, dropped;
+    uint64_t rng, now, delivered, dropped;
     struct node *nodes;
     unsigned n;
     size_t cap;
-    struct event *heap;
-    size_t nheap, heapcap;
+    struct sim_queue q;
     struct dht_out out;
 };
 
@@ -49,49 +48,27 @@ uint64_t sim_rand(struct sim *s)
     return rng_next64(&s->rng);
 }
 
-/* ---- the event heap ----------------------------------------------------------------------- */
+/* ---- events --------------------------------------------------------------------------------- */
 
-static bool ev_less(const struct event *a, const struct event *b)
+/* Queues a copy of e (its msg is the queue's then). */
+static int push(struct sim *s, const struct event *e)
 {
-    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
-}
-
-static int push(struct sim *s, struct event *e)
-{
-    if (s->nheap == s->heapcap) {
-        struct event *h = array_grow(s->heap, &s->heapcap, sizeof *h, 1024);
-        if (!h)
-            return -ENOMEM;
-        s->heap = h;
+    struct event *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    *c = *e;
+    if (sim_queue_push(&s->q, c->t, c) < 0) {
+        free(c);
+        return -ENOMEM;
     }
-    e->seq = s->seq++;
-    size_t i = s->nheap++;
-    while (i > 0 && ev_less(e, &s->heap[(i - 1) / 2])) {
-        s->heap[i] = s->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    s->heap[i] = *e;
     return 0;
 }
 
-static struct event pop(struct sim *s)
+static void event_free(void *ev)
 {
-    struct event top = s->heap[0], last = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->nheap)
-            break;
-        if (c + 1 < s->nheap && ev_less(&s->heap[c + 1], &s->heap[c]))
-            c++;
-        if (!ev_less(&s->heap[c], &last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->nheap)
-        s->heap[i] = last;
-    return top;
+    struct event *e = ev;
+    free(e->msg);
+    free(e);
 }
 
 /* ---- nodes ---------------------------------------------------------------------------------- */
@@ -143,7 +120,8 @@ void sim_flush(struct sim *s, unsigned i)
         if (!(e.msg = malloc(e.len)))
             continue;
         memcpy(e.msg, s->out.msg, e.len);
-        push(s, &e);
+        if (push(s, &e) < 0)
+            free(e.msg);
     }
     schedule_timer(s, i);
 }
@@ -239,8 +217,10 @@ void sim_seed(struct sim *s, unsigned i, unsigned j)
 
 static void step(struct sim *s)
 {
-    struct event e = pop(s);
-    s->now = e.t;
+    uint64_t t;
+    struct event *ep = sim_queue_pop(&s->q, &t), e = *ep;
+    free(ep);
+    s->now = t;
     struct node *nd = &s->nodes[e.dst];
     switch (e.kind) {
     case EV_MSG:
@@ -272,7 +252,7 @@ static void step(struct sim *s)
 
 void sim_run_until(struct sim *s, uint64_t until)
 {
-    while (s->nheap && s->heap[0].t <= until)
+    while (sim_queue_due(&s->q, until))
         step(s);
     if (s->now < until)
         s->now = until;
@@ -281,7 +261,7 @@ void sim_run_until(struct sim *s, uint64_t until)
 bool sim_run(struct sim *s, bool (*done)(void *arg), void *arg, uint64_t limit)
 {
     while (!done(arg)) {
-        if (!s->nheap || s->heap[0].t > limit)
+        if (!sim_queue_due(&s->q, limit))
             return false;
         step(s);
     }
@@ -328,9 +308,7 @@ void sim_free(struct sim *s)
     for (unsigned i = 0; i < s->n; i++)
         if (s->nodes[i].up)
             dht_free(s->nodes[i].d);
-    for (size_t i = 0; i < s->nheap; i++)
-        free(s->heap[i].msg);
-    free(s->heap);
+    sim_queue_release(&s->q, event_free);
     free(s->nodes);
     free(s);
 }

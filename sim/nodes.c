@@ -19,11 +19,6 @@
 
 /* ---- events ---------------------------------------------------------------------------------- */
 
-static bool ev_less(const struct event *a, const struct event *b)
-{
-    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
-}
-
 static struct event *ev_new(struct simn *s, enum ev_kind kind, unsigned node, uint64_t delay)
 {
     struct event *e = calloc(1, sizeof *e);
@@ -36,46 +31,17 @@ static struct event *ev_new(struct simn *s, enum ev_kind kind, unsigned node, ui
     return e;
 }
 
-static void push(struct simn *s, struct event *e)
+static void event_free(void *ev)
 {
-    if (!e)
-        return;
-    if (s->nheap == s->heapcap) {
-        struct event **h = array_grow(s->heap, &s->heapcap, sizeof *h, 256);
-        if (!h) {
-            buf_release(&e->bytes);
-            free(e);
-            return;
-        }
-        s->heap = h;
-    }
-    e->seq = s->seq++;
-    size_t i = s->nheap++;
-    while (i > 0 && ev_less(e, s->heap[(i - 1) / 2])) {
-        s->heap[i] = s->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    s->heap[i] = e;
+    struct event *e = ev;
+    buf_release(&e->bytes);
+    free(e);
 }
 
-static struct event *pop(struct simn *s)
+static void push(struct simn *s, struct event *e)
 {
-    struct event *top = s->heap[0], *last = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->nheap)
-            break;
-        if (c + 1 < s->nheap && ev_less(s->heap[c + 1], s->heap[c]))
-            c++;
-        if (!ev_less(s->heap[c], last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->nheap)
-        s->heap[i] = last;
-    return top;
+    if (e && sim_queue_push(&s->q, e->t, e) < 0)
+        event_free(e);
 }
 
 /* ---- effects --------------------------------------------------------------------------------- */
@@ -242,10 +208,11 @@ static int hold(struct snode *sn, struct event *e)
 
 static void step(struct simn *s)
 {
-    struct event *e = pop(s);
+    uint64_t t;
+    struct event *e = sim_queue_pop(&s->q, &t);
     struct snode *sn = &s->nodes[e->node];
     struct pipe *p = e->p;
-    s->now = e->t;
+    s->now = t;
     bool alive = sn->up && e->life == sn->life;
     if (alive && sn->paused && e->kind != EV_TASK) {  /* it reads nothing until it goes on */
         if (e->kind == EV_TIMER || hold(sn, e) < 0) { /* its timer is re-armed then */
@@ -321,7 +288,7 @@ static void step(struct simn *s)
 
 void simn_run_until(struct simn *s, uint64_t until)
 {
-    while (s->nheap && s->heap[0]->t <= until)
+    while (sim_queue_due(&s->q, until))
         step(s);
     if (s->now < until)
         s->now = until;
@@ -330,7 +297,7 @@ void simn_run_until(struct simn *s, uint64_t until)
 bool simn_run(struct simn *s, bool (*done)(void *arg), void *arg, uint64_t limit)
 {
     while (!done(arg)) {
-        if (!s->nheap || s->heap[0]->t > limit)
+        if (!sim_queue_due(&s->q, limit))
             return false;
         step(s);
     }
@@ -680,10 +647,7 @@ void simn_free(struct simn *s)
         }
         free(s->nodes[i].held);
     }
-    for (size_t i = 0; i < s->nheap; i++) {
-        buf_release(&s->heap[i]->bytes);
-        free(s->heap[i]);
-    }
+    sim_queue_release(&s->q, event_free);
     while (s->pipes) {
         struct pipe *p = s->pipes;
         s->pipes = p->next;
@@ -696,7 +660,6 @@ void simn_free(struct simn *s)
         free(s->tickets[i]);
     }
     free(s->tickets);
-    free(s->heap);
     free(s->nodes);
     memstore_free(s->registry);
     free(s);

@@ -15,7 +15,7 @@ struct pipe;
 struct stask;
 
 struct event {
-    uint64_t t, seq;
+    uint64_t t;
     enum ev_kind kind;
     unsigned node;    /* who it happens to */
     uint64_t life;    /* that node's incarnation when it was scheduled */
@@ -74,12 +74,11 @@ struct simn {
     struct simn_cfg cfg;
     struct node_durations t;
     uint8_t ckey[P2P_KEY_LEN];
-    uint64_t rng, now, seq;
+    uint64_t rng, now;
     struct snode *nodes;
     unsigned n;
     size_t cap;
-    struct event **heap;
-    size_t nheap, heapcap;
+    struct sim_queue q;
     struct pipe *pipes;
     uint16_t ports;
     struct stask *tasks;

@@ -23,6 +23,26 @@
  * [lat_min_ms, lat_max_ms]. A message to a node that is down is dropped (the sender finds out by
  * its timeout), unless refuse_dead, when the sender is told at once (a refused connection).
  */
+/* ---- queue.c: the event queue both simulators run on ----------------------------------------
+ * Events (the caller's pointers) in order of time, then of pushing. */
+struct sim_qent {
+    uint64_t t, seq;
+    void *ev;
+};
+struct sim_queue {
+    struct sim_qent *v;
+    size_t n, cap;
+    uint64_t seq;
+};
+/* Returns 0 or -ENOMEM (ev was not queued). */
+int sim_queue_push(struct sim_queue *q, uint64_t t, void *ev);
+/* Whether an event is due by until. */
+bool sim_queue_due(const struct sim_queue *q, uint64_t until);
+/* The first event (and its time into *t), or NULL when empty. */
+void *sim_queue_pop(struct sim_queue *q, uint64_t *t);
+/* Frees every event left (free_ev) and the queue's array. */
+void sim_queue_release(struct sim_queue *q, void (*free_ev)(void *ev));
+
 struct sim_cfg {
     uint64_t seed;
     unsigned lat_min_ms, lat_max_ms; /* 0, 0: 1 to 5 ms */
