@@ -33,7 +33,7 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all docs demo test check-tools layering asan fuzz bench format format-check deps clean
+.PHONY: all docs demo test check-tools layering asan tsan fuzz bench format format-check deps clean
 all: $(BUILD)/afsp $(BUILD)/test-runner
 
 $(BUILD)/obj/%.o: %.c
@@ -99,6 +99,19 @@ asan: deps
 	    build/asan/test-runner --scripts tests/integration --script-timeout 1800 $(T)
 	@if [ -n "$$(ls -A $(ASAN_LOGS))" ]; then \
 	    echo "sanitizer reports:"; head -n 40 $(ASAN_LOGS)/*; exit 1; \
+	fi; echo "no sanitizer reports"
+
+# ThreadSanitizer over the same suite (T= to choose): the node's task threads and its loop, the
+# mount's decoder threads and its fetcher. Reports go to files, as for asan.
+TSAN_LOGS := /tmp/afsp-tsan-logs
+tsan: deps
+	$(MAKE) SANITIZER=thread all
+	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
+	TSAN_OPTIONS=log_path=$(TSAN_LOGS)/tsan:second_deadlock_stack=1 \
+	AFSP_BIN=$(abspath build/tsan/afsp) AFSP_SRC=$(CURDIR) \
+	    build/tsan/test-runner --scripts tests/integration --script-timeout 1800 $(T)
+	@if [ -n "$$(ls -A $(TSAN_LOGS))" ]; then \
+	    echo "sanitizer reports:"; head -n 60 $(TSAN_LOGS)/*; exit 1; \
 	fi; echo "no sanitizer reports"
 
 # libFuzzer targets, one per parser; each runs FUZZ_SECS seconds from its seed corpus.
