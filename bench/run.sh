@@ -928,10 +928,11 @@ bench_peer() {
         t20=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
         ((failed == 0)) || fail "$failed of 20 concurrent pulls failed ($1 build)"
         local served errs rss_s rss_c=0 x reqs=0 reqmin=1000000 relayed=0 fetched=0 reg bc st pe cs cf
+        local nbad=0 nstall=0
         read -r served peak errs <<<"$(counters "$S" chunks_served serving_peak peer_errors)"
         for ((i = 0; i < 20; i++)); do
             read -r bc st pe cs cf x <<<"$(counters "${dirs[i]}" bad_chunks stalls peer_errors chunks_served chunks_fetched requests_peak)"
-            errs=$((errs + bc + st + pe))
+            errs=$((errs + bc + st + pe)) nbad=$((nbad + bc)) nstall=$((nstall + st))
             relayed=$((relayed + cs)) fetched=$((fetched + cf))
             reqs=$((reqs + x))
             ((x < reqmin)) && reqmin=$x
@@ -947,7 +948,7 @@ bench_peer() {
         if ((reg > 0)); then
             ((${#BUILDS[@]} > 1)) ||
                 fail "the server sent $served chunks and the pulling nodes $relayed; $reg of 20 x $nchunks came from the registry"
-            log "WARNING: $1 build: the 20 pulling nodes took $reg of their 20 x $nchunks chunks from the registry, not from a peer ($errs errors)"
+            log "WARNING: $1 build: the 20 pulling nodes took $reg of their 20 x $nchunks chunks from the registry, not from a peer ($errs errors: $nbad bad chunks, $nstall stalls)"
         fi
         local who=
         ((${#BUILDS[@]} == 1)) || who=" ($1 build)"
