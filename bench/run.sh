@@ -962,7 +962,8 @@ bench_peer() {
         rss_s=$(awk '/^VmHWM/ { print $2 }' "/proc/$pids_srv/status")
         # A pulling node that has the whole layer announces it, and the others may ask it too.
         # What no peer sent, a pull took from the registry: an error with one build; with two,
-        # a figure (the run goes on and the comparison shows it).
+        # counted, and the round left out of that build's time and RSS figures (its server
+        # served less).
         reg=$((20 * nchunks - fetched))
         ((reg >= 0)) || reg=0
         if ((reg > 0)); then
@@ -977,9 +978,11 @@ bench_peer() {
         FAN_TEXT[$1]="20 nodes pulled the layer from one node at once: $t20 s ($(awk -v b="$bytes" -v t="$t20" 'BEGIN { printf "%.0f", 20 * b / 1e6 / t }') MB/s in all), $served chunks served by that node and $relayed by pulling nodes to one another ($nchunks each$( ((reg == 0)) || echo "; **$reg came from the registry**")), $errs errors (bad chunks, stalls, link errors); each pulling node had up to $reqmin-$((reqs / 20)) (min-mean) chunk requests waiting on the server at once (\`requests_peak\`), the server at most $peak answers in production at once (\`serving_peak\`: the rest were queued in its send budget of 4 MiB per link); peak RSS of the serving node $((rss_s / 1024)) MiB, of a pulling node at most $((rss_c / 1024)) MiB."
         rec fan_reg "$1" "$reg"
         rec fan_errs "$1" "$errs"
-        rec fan_s "$1" "$t20"
-        rec fan_rss_s "$1" "$(awk -v k="$rss_s" 'BEGIN { printf "%.1f", k / 1024 }')"
-        rec fan_rss_c "$1" "$(awk -v k="$rss_c" 'BEGIN { printf "%.1f", k / 1024 }')"
+        if ((reg == 0)); then
+            rec fan_s "$1" "$t20"
+            rec fan_rss_s "$1" "$(awk -v k="$rss_s" 'BEGIN { printf "%.1f", k / 1024 }')"
+            rec fan_rss_c "$1" "$(awk -v k="$rss_c" 'BEGIN { printf "%.1f", k / 1024 }')"
+        fi
         for ((i = 0; i < 20; i++)); do kill_bg "${pids[i]}"; done
         kill_bg "$pids_srv"
         for ((i = 0; i < 20; i++)); do rm -rf "${dirs[i]}" "${dirs[i]}.pull"; done
@@ -1020,7 +1023,7 @@ bench_peer() {
                 ((LEFT_OUT[$b] == 0)) ||
                     echo "**The $b build's B went to the registry for part of the layer in ${LEFT_OUT[$b]} of $BENCH_ROUNDS rounds**: those rounds are left out of its figures below (and of the table above)."
                 [ -z "${FAN_REG[$b]:-}" ] ||
-                    echo "**The $b build's 20 pulling nodes took chunks from the registry in ${FAN_REG[$b]} of $BENCH_FANOUT_ROUNDS rounds**: its server served less, so its 20-pull time and the server's RSS are not comparable."
+                    echo "**The $b build's 20 pulling nodes took chunks from the registry in ${FAN_REG[$b]} of $BENCH_FANOUT_ROUNDS rounds**: its server served less: those rounds are left out of its 20-pull time and RSS figures below."
             done
             echo
             cmp_head "a layer from a peer" "$BENCH_ROUNDS rounds each (the 20 pulls at once: $BENCH_FANOUT_ROUNDS)"
