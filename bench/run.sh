@@ -1019,13 +1019,14 @@ bench_peer() {
         if ((${#BUILDS[@]} > 1)); then
             echo "The old build's last round of the same: ${FAN_TEXT[old]}"
             echo
+            local notes=
             for b in "${BUILDS[@]}"; do
                 ((LEFT_OUT[$b] == 0)) ||
-                    echo "**The $b build's B went to the registry for part of the layer in ${LEFT_OUT[$b]} of $BENCH_ROUNDS rounds**: those rounds are left out of its figures below (and of the table above)."
+                    notes+="**The $b build's B went to the registry for part of the layer in ${LEFT_OUT[$b]} of $BENCH_ROUNDS rounds**: those rounds are left out of its figures below (and of the table above). "
                 [ -z "${FAN_REG[$b]:-}" ] ||
-                    echo "**The $b build's 20 pulling nodes took chunks from the registry in ${FAN_REG[$b]} of $BENCH_FANOUT_ROUNDS rounds**: its server served less: those rounds are left out of its 20-pull time and RSS figures below."
+                    notes+="**The $b build's 20 pulling nodes took chunks from the registry in ${FAN_REG[$b]} of $BENCH_FANOUT_ROUNDS rounds**: its server served less, and those rounds are left out of its 20-pull time and RSS figures below. "
             done
-            echo
+            [ -z "$notes" ] || printf '%s\n\n' "${notes% }"
             cmp_head "a layer from a peer" "$BENCH_ROUNDS rounds each (the 20 pulls at once: $BENCH_FANOUT_ROUNDS)"
             cmp_row "\`afsp pull\` of the layer from A, s" peer_s lower %.3f
             cmp_row "the same, MB/s" peer_mbs higher %.0f
