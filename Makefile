@@ -33,7 +33,7 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all docs demo test check-tools layering asan tsan fuzz bench format format-check deps clean
+.PHONY: all docs demo test check-tools layering asan tsan fuzz bench bench-compare format format-check deps clean
 all: $(BUILD)/afsp $(BUILD)/test-runner
 
 $(BUILD)/obj/%.o: %.c
@@ -135,6 +135,24 @@ fuzz: deps $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 
 bench: deps all $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 	AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_BENCH_BIN=$(abspath $(BUILD)/bench) \
+	    bash bench/run.sh
+
+# `make bench-compare OLD=REV`: parts peer and cold for REV's build and this tree's, interleaved
+# round by round in one run (bench/run.sh, AFSP_BIN_OLD), with old vs new medians, best rounds
+# and ratios. REV is built in a temporary git worktree under build/ (its own build dir, removed
+# afterwards, also when its build fails); its binary is kept as build/afsp-old.
+OLD_WT := build/old-src
+bench-compare: deps all $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+	@test -n "$(OLD)" || { echo "usage: make bench-compare OLD=REV [BENCH_ROUNDS=N]" >&2; exit 1; }
+	rm -rf $(OLD_WT) && git worktree prune
+	set -e; trap 'git worktree remove --force $(OLD_WT) 2>/dev/null || rm -rf $(OLD_WT); \
+	    git worktree prune' EXIT; \
+	    git worktree add --detach $(OLD_WT) $(OLD); \
+	    $(MAKE) -C $(OLD_WT) BUILD=build SANITIZER= build/afsp; \
+	    cp $(OLD_WT)/build/afsp build/afsp-old
+	BENCH_ONLY="$${BENCH_ONLY:-peer cold}" AFSP_BIN_OLD=$(abspath build/afsp-old) \
+	    AFSP_OLD_REV=$$(git rev-parse --short $(OLD)) \
+	    AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_BENCH_BIN=$(abspath $(BUILD)/bench) \
 	    bash bench/run.sh
 
 FORMAT_SRC := $(shell git ls-files '*.c' '*.h' 2>/dev/null)

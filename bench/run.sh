@@ -5,7 +5,9 @@
 #   image   a Debian 12 root filesystem with python3 (debootstrap --variant=minbase
 #           --include=python3 bookworm, from the mirror apt is configured with) and a one-layer
 #           OCI image of it (umoci, gzip). Both are made once and kept in bench/cache/
-#           (git-ignored): debootstrap takes minutes.
+#           (git-ignored): debootstrap takes minutes. The integration tests' copy of the same
+#           root filesystem ($AFSP_TEST_CACHE, tests/integration/52-mount-python.sh) is used
+#           when bench/cache has none.
 #   pull    one local registry (tests/integration/lib.sh: start_registry, push_image), then
 #           `afsp pull` into a fresh data directory vs `skopeo copy` + `umoci unpack` into fresh
 #           directories: one warm-up of each, then BENCH_ROUNDS rounds in alternating order.
@@ -29,6 +31,13 @@
 #           A, runs `afsp mount` + `chroot DIR python3 -c 'import json'` (everything through the
 #           DHT and A), vs `skopeo copy` + `umoci unpack` + the same; the bytes the new node's
 #           links took in.
+#   old vs new  with AFSP_BIN_OLD set, parts peer and cold run that build and AFSP_BIN's
+#           interleaved round by round (old, new in odd rounds, new, old in even ones, the
+#           baselines around them as without it), each build on its own nodes, and print for
+#           every figure both builds' medians and best rounds and the ratios new/old of both,
+#           flagging a figure more than 10% worse than the old build's. `make bench-compare
+#           OLD=REV` builds REV and runs them. Both builds are read through what both have:
+#           `stats --json` counters, `peers --json` bytes_in, `layers --json` chunks and size.
 #   dht     bench/dht_hops: lookups among 200, 1,000 and 5,000 in-process DHT cores (sim/):
 #           hops, messages, virtual latency and exactness per lookup, at alpha 1, 2, 3 and 5.
 #           Then 50 daemons on loopback: `afsp providers` lookups, ms, hops and messages; and
@@ -47,6 +56,11 @@
 #   BENCH_TMP=/var/tmp   parent of the scratch directory (must be a disk, not tmpfs)
 #   BENCH_STORE_ARGS     extra arguments for store_2000 (see its header)
 #   BENCH_OUT            also write the summary here (markdown)
+#   AFSP_BIN_OLD         another build of afsp to compare with in parts peer and cold (above);
+#                        unset: one build, as before
+#   AFSP_OLD_REV=old     the old build's name in the output (make bench-compare: REV's hash)
+#   BENCH_FANOUT_ROUNDS  rounds of peer's 20 concurrent pulls (default 1; 3 with AFSP_BIN_OLD)
+#   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
 #                        auto: only when ingest misses its target; 0: never
@@ -61,6 +75,9 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
 : "${BENCH_OUT:=}"
+: "${AFSP_BIN_OLD:=}"
+: "${AFSP_OLD_REV:=old}"
+: "${AFSP_TEST_CACHE:=/var/cache/afsp-test}"
 
 mkdir -p "$BENCH_TMP" "$BENCH_CACHE"
 if (($(df --output=avail -B1M "$BENCH_TMP" | tail -1) < 8000)); then
@@ -75,8 +92,25 @@ export TEST_TMPDIR AFSP_BIN
 . "$SRC/tests/integration/lib-mount.sh"
 on_exit "rm -rf '$TEST_TMPDIR'"
 
+# the builds parts peer and cold run: BUILDS in odd rounds, BUILDS_REV in even ones
+if [ -n "$AFSP_BIN_OLD" ]; then
+    [ -x "$AFSP_BIN_OLD" ] || fail "AFSP_BIN_OLD=$AFSP_BIN_OLD is not an executable"
+    AFSP_BIN_OLD=$(realpath "$AFSP_BIN_OLD")
+    BUILDS=(old new) BUILDS_REV=(new old)
+    : "${BENCH_FANOUT_ROUNDS:=3}"
+else
+    BUILDS=(new) BUILDS_REV=(new)
+    : "${BENCH_FANOUT_ROUNDS:=1}"
+fi
+# bin_of BUILD: the afsp binary of BUILD (old or new; functions of one build shadow AFSP_BIN
+# with it, so the helpers they call run that build)
+AFSP_BIN_NEW=$AFSP_BIN
+bin_of() { if [ "$1" = old ]; then echo "$AFSP_BIN_OLD"; else echo "$AFSP_BIN_NEW"; fi; }
+
 IMG_NAME=debian12-python3
 ROOTFS=$BENCH_CACHE/$IMG_NAME.rootfs
+# only read (du, find, tar): the tests' copy serves as well
+[ ! -d "$ROOTFS" ] && [ -d "$AFSP_TEST_CACHE/$IMG_NAME.rootfs" ] && ROOTFS=$AFSP_TEST_CACHE/$IMG_NAME.rootfs
 OCI=$BENCH_CACHE/$IMG_NAME.oci
 TAG=bench
 SUMMARY=$TEST_TMPDIR/summary.md
@@ -87,15 +121,17 @@ wants() { [[ " $BENCH_ONLY " == *" $1 "* ]]; }
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-# timed VAR CMD...: runs CMD; VAR = its wall-clock time in seconds (ms resolution).
+# timed VAR CMD...: runs CMD; VAR = its wall-clock time in seconds (ms resolution). Returns
+# CMD's status (also when called as `timed ... || fail`, where set -e does not apply inside).
 timed() {
-    local _timed_v=$1 _timed_a _timed_b
+    local _timed_v=$1 _timed_a _timed_b _timed_rc=0
     shift
     _timed_a=$(date +%s%N)
-    "$@"
+    "$@" || _timed_rc=$?
     _timed_b=$(date +%s%N)
     _timed_b=$((_timed_b - _timed_a))
     printf -v "$_timed_v" '%d.%03d' $((_timed_b / 1000000000)) $((_timed_b / 1000000 % 1000))
+    return "$_timed_rc"
 }
 
 # median X...: the median (the mean of the middle two for an even count).
@@ -108,6 +144,52 @@ median() {
 minmax() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# rec FIGURE BUILD VALUE: one round's VALUE of FIGURE for BUILD (old or new), for cmp_row
+CMP=$TEST_TMPDIR/cmp
+rec() {
+    mkdir -p "$CMP"
+    echo "$3" >>"$CMP/$1.$2"
+}
+
+# cmp_head TITLE ROUNDS: the heading and the head of a table of cmp_rows
+cmp_head() {
+    echo "### Old build $AFSP_OLD_REV vs new build $REV, interleaved: $1"
+    echo
+    echo "Medians and best rounds of $2."
+    echo
+    echo "| | old median | old best | new median | new best | new/old median | new/old best | |"
+    echo "|---|---|---|---|---|---|---|---|"
+}
+
+cmp_note() {
+    echo "Best: each build's best round (the lowest value; for MB/s the highest). A ratio new/old above 1 is slower or bigger, except for MB/s. Odd rounds ran the old build first, even rounds the new one, with the baselines around both as without a comparison; **worse** marks a median or a best round more than 10% worse than the old build's."
+}
+
+# cmp_row LABEL FIGURE lower|higher FORMAT: old and new medians and best rounds of FIGURE (best:
+# the lowest value, or the highest when higher is better), the ratios new/old of both, and
+# "worse" when either is more than 10% worse than the old build's (issue 14's limit)
+cmp_row() {
+    local o=$CMP/$2.old n=$CMP/$2.new mo mn bo bn ord=-g vo vn
+    if ! [ -s "$o" ] || ! [ -s "$n" ]; then
+        echo "| $1 | no round of $([ -s "$o" ] && echo the new || echo the old) build counted | | | | | | |"
+        return 0
+    fi
+    [ "$3" = higher ] && ord=-gr
+    mapfile -t vo <"$o"
+    mapfile -t vn <"$n"
+    mo=$(median "${vo[@]}") mn=$(median "${vn[@]}")
+    bo=$(sort "$ord" "$o" | head -n 1) bn=$(sort "$ord" "$n" | head -n 1)
+    awk -v l="$1" -v d="$3" -v f="$4" -v mo="$mo" -v mn="$mn" -v bo="$bo" -v bn="$bn" '
+    function r(n, o) { return o == 0 ? (n == 0 ? 1 : "inf") : n / o }
+    function worse(x) { return x == "inf" ? 1e9 : (d == "lower" ? x - 1 : 1 - x) }
+    BEGIN {
+        rm = r(mn, mo); rb = r(bn, bo); w = worse(rm) > worse(rb) ? worse(rm) : worse(rb)
+        v = w >= 1e9 ? "**worse** (old: 0)" : w > 0.1 ? sprintf("**%.0f%% worse**", 100 * w) : (w < -0.1 ? sprintf("%.0f%% better", -100 * w) : "within 10%")
+        printf "| %s | " f " | " f " | " f " | " f " | %s | %s | %s |\n", l, mo, bo, mn, bn,
+            rm == "inf" ? rm : sprintf("%.2f", rm), rb == "inf" ? rb : sprintf("%.2f", rb), v
+    }'
+}
 
 # oci_layer LAYOUT TAG: "DIGEST SIZE MEDIATYPE NLAYERS" of the first layer of LAYOUT:TAG.
 oci_layer() {
@@ -163,11 +245,14 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 REV=$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)
 log "machine: $MACHINE"
 log "afsp $REV; load average $LOAD0"
+[ -n "$AFSP_BIN_OLD" ] && log "old build $AFSP_OLD_REV: $AFSP_BIN_OLD (parts peer and cold)"
 log "image: $IMG_NAME, rootfs $((ROOTFS_BYTES / 1000000)) MB in $ROOTFS_FILES entries," \
     "layer $LAYER_DIGEST ($LAYER_MT) $((LAYER_SIZE / 1000000)) MB"
 {
     echo "Measured $MACHINE. afsp $REV. Load average at the start: $LOAD0 (other work on the"
     echo "machine shows up as spread between rounds)."
+    [ -n "$AFSP_BIN_OLD" ] &&
+        echo "Parts peer and cold also ran the old build $AFSP_OLD_REV, interleaved with this one round by round."
     echo
     echo "Image: Debian 12 minbase + python3 (debootstrap), $((ROOTFS_BYTES / 1000000)) MB" \
         "in $ROOTFS_FILES entries, one gzip layer of $((LAYER_SIZE / 1000000)) MB (umoci)."
@@ -696,8 +781,31 @@ random_image() {
     fi
 }
 
+# counters DATA NAME...: the node's stats counters NAME..., on one line (one stats call)
+counters() {
+    "$AFSP_BIN" --data "$1" stats --json | "$PY" -c 'import json,sys
+c = json.load(sys.stdin)["stats"]["counters"]; print(*(c[k] for k in sys.argv[1:]))' "${@:2}"
+}
+
+# per_build ASSOC [SUFFIX]: for a round's log, ASSOC[new]SUFFIX with one build, "old
+# ASSOC[old]SUFFIX, new ASSOC[new]SUFFIX" with two
+per_build() {
+    local -n _pb=$1
+    local b s=
+    if ((${#BUILDS[@]} == 1)); then
+        echo "${_pb[new]}${2:-}"
+        return 0
+    fi
+    for b in "${BUILDS[@]}"; do s+="${s:+, }$b ${_pb[$b]}${2:-}"; done
+    echo "$s"
+}
+
+# rec_values FIGURE BUILD: the values rec kept, one a line
+rec_values() { cat "$CMP/$1.$2"; }
+
 bench_peer() {
     require skopeo umoci docker-registry
+    # shellcheck source=../tests/integration/lib-node.sh
     . "$SRC/tests/integration/lib-node.sh"
     local big=$BENCH_CACHE/random256.oci
     random_image "$TEST_TMPDIR/r256" "$big" 256
@@ -707,23 +815,33 @@ bench_peer() {
     push_image "$oci" r "$name:256" --compress none >/dev/null
     local d256=$PUSHED_DIGEST
     rm -rf "$oci"
-    local pa pb A=$TEST_TMPDIR/peerA B=$TEST_TMPDIR/peerB
-    pa=$(free_port) pb=$(free_port)
-    start_node peerA "$A" "$pa"
-    local pida=$BG_PID
-    start_node peerB "$B" "$pb" "$pa"
-    local pidb=$BG_PID
-    wait_until 15 has_peers "$B" 1
-    "$AFSP_BIN" --data "$A" pull "$name:256" >/dev/null
-    local blob
-    blob=$(ls -S "$A"/blobs/sha256/* | head -1)
-    local bytes
+    # per build: node A holding the layer, node B seeded with A
+    local b
+    local -A DA DB PIDA PIDB TB FAN_TEXT FAN_REG
+    peer_pair() { # BUILD
+        local AFSP_BIN pa pb
+        AFSP_BIN=$(bin_of "$1")
+        DA[$1]=$TEST_TMPDIR/peerA-$1 DB[$1]=$TEST_TMPDIR/peerB-$1
+        pa=$(free_port) pb=$(free_port)
+        start_node "peerA-$1" "${DA[$1]}" "$pa"
+        PIDA[$1]=$BG_PID
+        start_node "peerB-$1" "${DB[$1]}" "$pb" "$pa"
+        PIDB[$1]=$BG_PID
+        wait_until 15 has_peers "${DB[$1]}" 1
+        "$AFSP_BIN" --data "${DA[$1]}" pull "$name:256" >/dev/null
+    }
+    for b in "${BUILDS[@]}"; do peer_pair "$b"; done
+    local blob bytes
+    blob=$(find "${DA[new]}/blobs/sha256" -type f -printf '%s %p\n' | sort -rn | head -1 | cut -d' ' -f2-)
     bytes=$(stat -c %s "$blob")
     log "peer: layer of $((bytes / 1000000)) MB ($blob)"
-    cat "$blob" >/dev/null
+    for b in "${BUILDS[@]}"; do cat "${DA[$b]}/blobs/sha256/${blob##*/}" >/dev/null; done
+    local nch
+    nch=$("$AFSP_BIN" --data "${DA[new]}" layers --json | "$PY" -c 'import json,sys; print(sum(x["chunks"] for x in json.load(sys.stdin)))')
+    gb() { awk -v b="$bytes" -v c="$1" 'BEGIN { printf "%.2f", c / (b / 1e9) }'; }
+    mbs() { awk -v b="$bytes" -v t="$1" 'BEGIN { printf "%.0f", b / 1e6 / t }'; }
 
     local r t t1 t2 ts c1 c2 res T1=() T2=() TA=() TS=() C1S=() C1R=() C2S=() C2R=() CAS=() CAR=()
-    local a0 b0
     m_tcp() { # [--sha256]
         sync
         res=$("$AFSP_BENCH_BIN/tcp_copy" "$blob" "$TEST_TMPDIR/copy.out" "$@")
@@ -737,14 +855,38 @@ bench_peer() {
         fi
         return 0
     }
-    m_afsp() {
+    # A round counts only if A sent B every chunk: a B that went to the registry instead (603f7d4
+    # did, after its link to A had been idle for a few seconds) measured the registry. With one
+    # build that is an error; with two, the round is left out of that build's figures and
+    # counted (LEFT_OUT).
+    local -A LEFT_OUT=([old]=0 [new]=0)
+    m_afsp() { # BUILD: B (of BUILD) pulls the layer from A, B's copy dropped first
+        local AFSP_BIN B=${DB[$1]} a0 b0 ca cb s0 sent
+        AFSP_BIN=$(bin_of "$1")
         "$AFSP_BIN" --data "$B" prune --percent 100 >/dev/null
+        s0=$(counter "${DA[$1]}" chunks_served)
         sync
-        a0=$(cpu_s "$pida") b0=$(cpu_s "$pidb")
-        timed t "$AFSP_BIN" --data "$B" pull "$name@$d256" >/dev/null
-        ((r)) && TA+=("$t") CAS+=("$(awk -v a="$a0" -v b="$(cpu_s "$pida")" 'BEGIN { printf "%.3f", b - a }')") \
-            CAR+=("$(awk -v a="$b0" -v b="$(cpu_s "$pidb")" 'BEGIN { printf "%.3f", b - a }')")
-        cmp "$blob" "$B/blobs/sha256/${blob##*/}" || fail "B's copy of the layer differs"
+        a0=$(cpu_s "${PIDA[$1]}") b0=$(cpu_s "${PIDB[$1]}")
+        timed t timeout 300 "$AFSP_BIN" --data "$B" pull "$name@$d256" >/dev/null ||
+            fail "afsp pull from A ($1 build) failed or took over 300 s"
+        ca=$(awk -v a="$a0" -v b="$(cpu_s "${PIDA[$1]}")" 'BEGIN { printf "%.3f", b - a }')
+        cb=$(awk -v a="$b0" -v b="$(cpu_s "${PIDB[$1]}")" 'BEGIN { printf "%.3f", b - a }')
+        TB[$1]=${t}s
+        cmp "$blob" "$B/blobs/sha256/${blob##*/}" || fail "B's copy of the layer differs ($1 build)"
+        sent=$(($(counter "${DA[$1]}" chunks_served) - s0))
+        if ((sent < nch)); then
+            ((${#BUILDS[@]} > 1)) || fail "A sent B $sent of the layer's $nch chunks: B went to the registry"
+            log "WARNING: $1 build, round $r: A sent B $sent of the layer's $nch chunks (B went to the registry for the rest): round left out"
+            TB[$1]+=" (left out)"
+            ((r)) && LEFT_OUT[$1]=$((LEFT_OUT[$1] + 1))
+            return 0
+        fi
+        ((r)) || return 0
+        if [ "$1" = new ]; then TA+=("$t") CAS+=("$ca") CAR+=("$cb"); fi
+        rec peer_s "$1" "$t"
+        rec peer_mbs "$1" "$(mbs "$t")"
+        rec peer_cpu_a "$1" "$(gb "$ca")"
+        rec peer_cpu_b "$1" "$(gb "$cb")"
     }
     m_skopeo() {
         rm -rf "$TEST_TMPDIR/sk.oci"
@@ -754,62 +896,104 @@ bench_peer() {
         ((r)) && TS+=("$ts")
         return 0
     }
-    # round 0 warms up; odd rounds run the four in one order, even rounds in the other
+    # round 0 warms up; odd rounds run tcp, tcp + sha256, afsp (old, new), skopeo; even rounds
+    # the same in the other order
     for ((r = 0; r <= BENCH_ROUNDS; r++)); do
         if ((r % 2)); then
-            m_tcp && m_tcp --sha256 && m_afsp && m_skopeo
+            m_tcp
+            m_tcp --sha256
+            for b in "${BUILDS[@]}"; do m_afsp "$b"; done
+            m_skopeo
         else
-            m_skopeo && m_afsp && m_tcp --sha256 && m_tcp
+            m_skopeo
+            for b in "${BUILDS_REV[@]}"; do m_afsp "$b"; done
+            m_tcp --sha256
+            m_tcp
         fi
-        log "peer round $r: tcp ${t1}s, tcp+sha256 ${t2}s, afsp pull from A ${t}s, skopeo copy ${ts}s"
+        log "peer round $r: tcp ${t1}s, tcp+sha256 ${t2}s, afsp pull from A $(per_build TB), skopeo copy ${ts}s"
     done
     rm -rf "$TEST_TMPDIR/sk.oci"
-    gb() { awk -v b="$bytes" -v c="$1" 'BEGIN { printf "%.2f", c / (b / 1e9) }'; }
-    mbs() { awk -v b="$bytes" -v t="$1" 'BEGIN { printf "%.0f", b / 1e6 / t }'; }
+    for b in "${BUILDS[@]}"; do kill_bg "${PIDA[$b]}" && kill_bg "${PIDB[$b]}"; done
+    ((${#TA[@]})) || fail "no round in which B took the whole layer from A"
     local m1 m2 ma ms
     m1=$(median "${T1[@]}") m2=$(median "${T2[@]}") ma=$(median "${TA[@]}") ms=$(median "${TS[@]}")
 
     # 20 nodes pull the layer from one server node at once: their transfers overlap.
-    local ps S=$TEST_TMPDIR/peerS i pids=() cps=() dirs=()
-    ps=$(free_port)
-    start_node peerS "$S" "$ps"
-    "$AFSP_BIN" --data "$S" pull "$name:256" >/dev/null
-    kill_bg "$BG_PID" # a fresh process serves: its peak RSS is the serving's
-    start_node peerS "$S" "$ps"
-    local pids_srv=$BG_PID
-    for ((i = 0; i < 20; i++)); do
-        cps[i]=$(free_port)
-        dirs[i]=$TEST_TMPDIR/peer$i
-        start_node "peer$i" "${dirs[i]}" "${cps[i]}" "$ps"
-        pids[i]=$BG_PID
+    fanout() { # BUILD
+        local AFSP_BIN S=$TEST_TMPDIR/peerS-$1 ps i pids=() dirs=() pulls=()
+        AFSP_BIN=$(bin_of "$1")
+        ps=$(free_port)
+        if [ ! -d "$S" ]; then
+            start_node "peerS-$1" "$S" "$ps"
+            "$AFSP_BIN" --data "$S" pull "$name:256" >/dev/null
+            kill_bg "$BG_PID" # a fresh process serves: its peak RSS is the serving's
+        fi
+        start_node "peerS-$1" "$S" "$ps"
+        local pids_srv=$BG_PID
+        for ((i = 0; i < 20; i++)); do
+            dirs[i]=$TEST_TMPDIR/peer$i
+            start_node "peer$i-$1" "${dirs[i]}" "$(free_port)" "$ps"
+            pids[i]=$BG_PID
+        done
+        wait_until 30 has_peers "$S" 20
+        local nchunks peak t20 t0 failed=0
+        nchunks=$("$AFSP_BIN" --data "$S" layers --json | "$PY" -c 'import json,sys; print(sum(x["chunks"] for x in json.load(sys.stdin)))')
+        t0=$(date +%s%N)
+        for ((i = 0; i < 20; i++)); do
+            timeout 600 "$AFSP_BIN" --data "${dirs[i]}" pull "$name@$d256" >"${dirs[i]}.pull" 2>&1 &
+            pulls[i]=$!
+        done
+        for ((i = 0; i < 20; i++)); do wait "${pulls[i]}" || failed=$((failed + 1)); done
+        t20=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+        ((failed == 0)) || fail "$failed of 20 concurrent pulls failed ($1 build)"
+        local served errs rss_s rss_c=0 x reqs=0 reqmin=1000000 relayed=0 fetched=0 reg bc st pe cs cf
+        local nbad=0 nstall=0
+        read -r served peak errs <<<"$(counters "$S" chunks_served serving_peak peer_errors)"
+        for ((i = 0; i < 20; i++)); do
+            read -r bc st pe cs cf x <<<"$(counters "${dirs[i]}" bad_chunks stalls peer_errors chunks_served chunks_fetched requests_peak)"
+            errs=$((errs + bc + st + pe)) nbad=$((nbad + bc)) nstall=$((nstall + st))
+            relayed=$((relayed + cs)) fetched=$((fetched + cf))
+            reqs=$((reqs + x))
+            ((x < reqmin)) && reqmin=$x
+            x=$(awk '/^VmHWM/ { print $2 }' "/proc/${pids[i]}/status")
+            ((x > rss_c)) && rss_c=$x
+        done
+        rss_s=$(awk '/^VmHWM/ { print $2 }' "/proc/$pids_srv/status")
+        # A pulling node that has the whole layer announces it, and the others may ask it too.
+        # What no peer sent, a pull took from the registry: an error with one build; with two,
+        # counted, and the round left out of that build's time and RSS figures (its server
+        # served less).
+        reg=$((20 * nchunks - fetched))
+        ((reg >= 0)) || reg=0
+        if ((reg > 0)); then
+            ((${#BUILDS[@]} > 1)) ||
+                fail "the server sent $served chunks and the pulling nodes $relayed; $reg of 20 x $nchunks came from the registry"
+            log "WARNING: $1 build: the 20 pulling nodes took $reg of their 20 x $nchunks chunks from the registry, not from a peer ($errs errors: $nbad bad chunks, $nstall stalls)"
+        fi
+        ((reg == 0)) || FAN_REG[$1]=$((${FAN_REG[$1]:-0} + 1))
+        local who=
+        ((${#BUILDS[@]} == 1)) || who=" ($1 build)"
+        log "20 pulls of the layer at once$who: ${t20}s, peak $peak requests being served, server RSS ${rss_s} kB"
+        FAN_TEXT[$1]="20 nodes pulled the layer from one node at once: $t20 s ($(awk -v b="$bytes" -v t="$t20" 'BEGIN { printf "%.0f", 20 * b / 1e6 / t }') MB/s in all), $served chunks served by that node and $relayed by pulling nodes to one another ($nchunks each$( ((reg == 0)) || echo "; **$reg came from the registry**")), $errs errors (bad chunks, stalls, link errors); each pulling node had up to $reqmin-$((reqs / 20)) (min-mean) chunk requests waiting on the server at once (\`requests_peak\`), the server at most $peak answers in production at once (\`serving_peak\`: the rest were queued in its send budget of 4 MiB per link); peak RSS of the serving node $((rss_s / 1024)) MiB, of a pulling node at most $((rss_c / 1024)) MiB."
+        rec fan_reg "$1" "$reg"
+        rec fan_errs "$1" "$errs"
+        if ((reg == 0)); then
+            rec fan_s "$1" "$t20"
+            rec fan_rss_s "$1" "$(awk -v k="$rss_s" 'BEGIN { printf "%.1f", k / 1024 }')"
+            rec fan_rss_c "$1" "$(awk -v k="$rss_c" 'BEGIN { printf "%.1f", k / 1024 }')"
+        fi
+        for ((i = 0; i < 20; i++)); do kill_bg "${pids[i]}"; done
+        kill_bg "$pids_srv"
+        for ((i = 0; i < 20; i++)); do rm -rf "${dirs[i]}" "${dirs[i]}.pull"; done
+    }
+    local fr
+    for ((fr = 1; fr <= BENCH_FANOUT_ROUNDS; fr++)); do
+        if ((fr % 2)); then
+            for b in "${BUILDS[@]}"; do fanout "$b"; done
+        else
+            for b in "${BUILDS_REV[@]}"; do fanout "$b"; done
+        fi
     done
-    wait_until 30 has_peers "$S" 20
-    local nchunks peak pulls=() t20
-    nchunks=$("$AFSP_BIN" --data "$S" layers --json | "$PY" -c 'import json,sys; print(sum(x["chunks"] for x in json.load(sys.stdin)))')
-    local t0 failed=0
-    t0=$(date +%s%N)
-    for ((i = 0; i < 20; i++)); do
-        "$AFSP_BIN" --data "${dirs[i]}" pull "$name@$d256" >"${dirs[i]}.pull" 2>&1 &
-        pulls[i]=$!
-    done
-    for ((i = 0; i < 20; i++)); do wait "${pulls[i]}" || failed=$((failed + 1)); done
-    t20=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-    ((failed == 0)) || fail "$failed of 20 concurrent pulls failed"
-    local served errs rss_s rss_c=0 x reqs=0 reqmin=1000000
-    served=$(counter "$S" chunks_served)
-    peak=$(counter "$S" serving_peak)
-    errs=$(($(counter "$S" peer_errors)))
-    for ((i = 0; i < 20; i++)); do
-        errs=$((errs + $(counter "${dirs[i]}" bad_chunks) + $(counter "${dirs[i]}" stalls) + $(counter "${dirs[i]}" peer_errors)))
-        x=$(counter "${dirs[i]}" requests_peak)
-        reqs=$((reqs + x))
-        ((x < reqmin)) && reqmin=$x
-        x=$(awk '/^VmHWM/ { print $2 }' "/proc/${pids[i]}/status")
-        ((x > rss_c)) && rss_c=$x
-    done
-    rss_s=$(awk '/^VmHWM/ { print $2 }' "/proc/$pids_srv/status")
-    ((served == 20 * nchunks)) || fail "the server sent $served chunks, not 20 x $nchunks"
-    log "20 pulls of the layer at once: ${t20}s, peak $peak requests being served, server RSS ${rss_s} kB"
     {
         echo "### A layer from a peer (256 MiB of random bytes, plain tar, $(((bytes + 500000) / 1000000)) MB; loopback; median of $BENCH_ROUNDS, range)"
         echo
@@ -818,14 +1002,45 @@ bench_peer() {
         echo "| TCP copy into a file (+ fdatasync), \`bench/tcp_copy\` | $m1 ($(minmax "${T1[@]}")) | $(mbs "$m1") | $(gb "$(median "${C1S[@]}")") | $(gb "$(median "${C1R[@]}")") |"
         echo "| the same, receiver hashes (SHA-256) | **$m2** ($(minmax "${T2[@]}")) | $(mbs "$m2") | $(gb "$(median "${C2S[@]}")") | $(gb "$(median "${C2R[@]}")") |"
         echo "| \`afsp pull\` by digest from node A (encrypted, every chunk checked, stored) | **$ma** ($(minmax "${TA[@]}")) | $(mbs "$ma") | $(gb "$(median "${CAS[@]}")") | $(gb "$(median "${CAR[@]}")") |"
+        if ((${#BUILDS[@]} > 1)); then
+            local vo=() ca=() cb=()
+            mapfile -t vo < <(rec_values peer_s old)
+            mapfile -t ca < <(rec_values peer_cpu_a old)
+            mapfile -t cb < <(rec_values peer_cpu_b old)
+            echo "| the same, old build $AFSP_OLD_REV | $(median "${vo[@]}") ($(minmax "${vo[@]}")) | $(mbs "$(median "${vo[@]}")") | $(median "${ca[@]}" | awk '{ printf "%.2f", $1 }') | $(median "${cb[@]}" | awk '{ printf "%.2f", $1 }') |"
+        fi
         echo "| \`skopeo copy\` of the same image from the registry | $ms ($(minmax "${TS[@]}")) | $(mbs "$ms") | | |"
         echo
         echo "afsp from a peer runs at **$(awk -v a="$m2" -v b="$ma" 'BEGIN { printf "%.0f", 100 * a / b }')%** of the TCP + SHA-256 baseline's speed (target: 80%), and takes $(ratio "$ms" "$ma")x less time than skopeo copy from the registry."
         echo
-        echo "20 nodes pulled the layer from one node at once: $t20 s ($(awk -v b="$bytes" -v t="$t20" 'BEGIN { printf "%.0f", 20 * b / 1e6 / t }') MB/s in all), $served chunks served ($nchunks each), $errs errors (bad chunks, stalls, link errors); each pulling node had up to $reqmin-$((reqs / 20)) (min-mean) chunk requests waiting on the server at once (\`requests_peak\`), the server at most $peak answers in production at once (\`serving_peak\`: the rest were queued in its send budget of 4 MiB per link); peak RSS of the serving node $((rss_s / 1024)) MiB, of a pulling node at most $((rss_c / 1024)) MiB."
+        echo "${FAN_TEXT[new]}"
         echo
+        if ((${#BUILDS[@]} > 1)); then
+            echo "The old build's last round of the same: ${FAN_TEXT[old]}"
+            echo
+            local notes=
+            for b in "${BUILDS[@]}"; do
+                ((LEFT_OUT[$b] == 0)) ||
+                    notes+="**The $b build's B went to the registry for part of the layer in ${LEFT_OUT[$b]} of $BENCH_ROUNDS rounds**: those rounds are left out of its figures below (and of the table above). "
+                [ -z "${FAN_REG[$b]:-}" ] ||
+                    notes+="**The $b build's 20 pulling nodes took chunks from the registry in ${FAN_REG[$b]} of $BENCH_FANOUT_ROUNDS rounds**: its server served less, and those rounds are left out of its 20-pull time and RSS figures below. "
+            done
+            [ -z "$notes" ] || printf '%s\n\n' "${notes% }"
+            cmp_head "a layer from a peer" "$BENCH_ROUNDS rounds each (the 20 pulls at once: $BENCH_FANOUT_ROUNDS)"
+            cmp_row "\`afsp pull\` of the layer from A, s" peer_s lower %.3f
+            cmp_row "the same, MB/s" peer_mbs higher %.0f
+            cmp_row "CPU s/GB, sender (A)" peer_cpu_a lower %.2f
+            cmp_row "CPU s/GB, receiver (B)" peer_cpu_b lower %.2f
+            cmp_row "20 nodes pull the layer from one at once, s" fan_s lower %.2f
+            cmp_row "peak RSS of the serving node, MiB" fan_rss_s lower %.1f
+            cmp_row "peak RSS of a pulling node (the largest of 20), MiB" fan_rss_c lower %.1f
+            cmp_row "chunks the 20 nodes took from the registry (no peer sent them)" fan_reg lower %.0f
+            cmp_row "errors of the 20 pulls (bad chunks, stalls, link errors)" fan_errs lower %.0f
+            echo
+            cmp_note
+            echo
+        fi
     } >>"$SUMMARY"
-    for ((i = 0; i < 20; i++)); do kill_bg "${pids[i]}"; done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -839,37 +1054,50 @@ print(sum(p["bytes_in"] for p in json.load(sys.stdin)["peers"]))'
 
 bench_cold() {
     require skopeo umoci docker-registry
+    # shellcheck source=../tests/integration/lib-node.sh
     . "$SRC/tests/integration/lib-node.sh"
     [ -n "${REGISTRY:-}" ] || start_registry
-    local ref=$REGISTRY/bench/cold oci=$TEST_TMPDIR/cold.oci H=$TEST_TMPDIR/coldA mnt=$TEST_TMPDIR/coldmnt
+    local ref=$REGISTRY/bench/cold oci=$TEST_TMPDIR/cold.oci mnt=$TEST_TMPDIR/coldmnt
     cp -a "$OCI" "$oci"
     push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
-    local dg=$PUSHED_DIGEST pa
+    local dg=$PUSHED_DIGEST b
     rm -rf "$oci"
-    pa=$(free_port)
-    start_node coldA "$H" "$pa"
-    local pida=$BG_PID
-    "$AFSP_BIN" --data "$H" pull "$ref@$dg" >/dev/null
+    # per build: the holder H, which pulled the image
+    local -A HD HPORT HPID TB BB
+    cold_holder() { # BUILD
+        local AFSP_BIN
+        AFSP_BIN=$(bin_of "$1")
+        HD[$1]=$TEST_TMPDIR/coldA-$1 HPORT[$1]=$(free_port)
+        start_node "coldA-$1" "${HD[$1]}" "${HPORT[$1]}"
+        HPID[$1]=$BG_PID
+        "$AFSP_BIN" --data "${HD[$1]}" pull "$ref@$dg" >/dev/null
+    }
+    for b in "${BUILDS[@]}"; do cold_holder "$b"; done
     local img
-    img=$("$AFSP_BIN" --data "$H" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
+    img=$("$AFSP_BIN" --data "${HD[new]}" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
     mkdir -p "$mnt"
     on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
-    local r t A_T=() S_T=() BYTES=() b=0
-    m_afsp() {
-        local B=$TEST_TMPDIR/coldB$r pb pidb
-        pb=$(free_port)
-        start_node "coldB$r" "$B" "$pb" "$pa"
+    local r t A_T=() S_T=() BYTES=()
+    m_afsp() { # BUILD: a new node of BUILD, seeded with its holder, mounts and runs python3
+        local AFSP_BIN B=$TEST_TMPDIR/coldB$r-$1 pidb bin
+        AFSP_BIN=$(bin_of "$1")
+        start_node "coldB$r-$1" "$B" "$(free_port)" "${HPORT[$1]}"
         pidb=$BG_PID
         wait_until 15 dht_at_least "$B" contacts 1
         sync
-        timed t eval "'$AFSP_BIN' --data '$B' mount '$ref@$dg' '$mnt' && chroot '$mnt' /usr/bin/python3 -c 'import json'"
-        b=$(link_bytes_in "$B")
-        (($(counter "$B" registry_fetches) == 0)) || fail "the cold node went to the registry"
+        timed t eval "timeout 120 '$AFSP_BIN' --data '$B' mount '$ref@$dg' '$mnt' && timeout 120 chroot '$mnt' /usr/bin/python3 -c 'import json'" ||
+            fail "cold start ($1 build): mount or python3 failed or took over 120 s"
+        bin=$(link_bytes_in "$B")
+        (($(counter "$B" registry_fetches) == 0)) || fail "the cold node went to the registry ($1 build)"
         "$AFSP_BIN" --data "$B" umount "$mnt"
         kill_bg "$pidb"
         rm -rf "$B"
-        ((r)) && A_T+=("$t") BYTES+=("$b")
-        return 0
+        # shellcheck disable=SC2034 # read by per_build, through a nameref
+        TB[$1]=$t BB[$1]=$bin
+        ((r)) || return 0
+        if [ "$1" = new ]; then A_T+=("$t") BYTES+=("$bin"); fi
+        rec cold_s "$1" "$t"
+        rec cold_mb "$1" "$(awk -v b="$bin" 'BEGIN { printf "%.3f", b / 1e6 }')"
     }
     m_skopeo() {
         local u
@@ -881,12 +1109,20 @@ bench_cold() {
         ((r)) && S_T+=("$t")
         return 0
     }
-    local ta ts
+    local ts
     for ((r = 0; r <= BENCH_ROUNDS; r++)); do # round 0 warms up
-        if ((r % 2)); then m_afsp; ta=$t; m_skopeo; ts=$t; else m_skopeo; ts=$t; m_afsp; ta=$t; fi
-        log "cold round $r: afsp mount from a peer + python3 ${ta}s ($b bytes in), skopeo copy + umoci unpack + python3 ${ts}s"
+        if ((r % 2)); then
+            for b in "${BUILDS[@]}"; do m_afsp "$b"; done
+            m_skopeo
+            ts=$t
+        else
+            m_skopeo
+            ts=$t
+            for b in "${BUILDS_REV[@]}"; do m_afsp "$b"; done
+        fi
+        log "cold round $r: afsp mount from a peer + python3 $(per_build TB s) ($(per_build BB ' bytes') in), skopeo copy + umoci unpack + python3 ${ts}s"
     done
-    kill_bg "$pida"
+    for b in "${BUILDS[@]}"; do kill_bg "${HPID[$b]}"; done
     local ma ms mb
     ma=$(median "${A_T[@]}") ms=$(median "${S_T[@]}") mb=$(median "${BYTES[@]}")
     {
@@ -895,10 +1131,24 @@ bench_cold() {
         echo "| | seconds | bytes over the network |"
         echo "|---|---|---|"
         echo "| \`afsp mount\` (image held by another node; manifest, config, index and chunks found through the DHT) + chroot python3 | **$ma** ($(minmax "${A_T[@]}")) | $(awk -v b="$mb" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
+        if ((${#BUILDS[@]} > 1)); then
+            local vo=() vb=()
+            mapfile -t vo < <(rec_values cold_s old)
+            mapfile -t vb < <(rec_values cold_mb old)
+            echo "| the same, old build $AFSP_OLD_REV | $(median "${vo[@]}") ($(minmax "${vo[@]}")) | $(median "${vb[@]}" | awk '{ printf "%.1f MB", $1 }') |"
+        fi
         echo "| \`skopeo copy\` from the registry + \`umoci unpack\` + chroot python3 | $ms ($(minmax "${S_T[@]}")) | $(awk -v b="$img" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
         echo
         echo "afsp is **$(ratio "$ms" "$ma")x** faster (target: 10x). The new node's links took in $(awk -v b="$mb" 'BEGIN { printf "%.1f", b / 1e6 }') MB (handshakes, DHT, frames, the layer's index and its chunks): **$(awk -v b="$mb" -v i="$ROOTFS_BYTES" 'BEGIN { printf "%.1f", 100 * b / i }')%** of the image's $((ROOTFS_BYTES / 1000000)) MB of files (the measure of the mount part's decoded bytes), **$(awk -v b="$mb" -v i="$img" 'BEGIN { printf "%.1f", 100 * b / i }')%** of its $(awk -v b="$img" 'BEGIN { printf "%.1f", b / 1e6 }') MB gzip layer (target: 10%). Each round starts a new node with an empty data directory, seeded with the holder; the registry was never asked."
         echo
+        if ((${#BUILDS[@]} > 1)); then
+            cmp_head "a cold start from a peer" "$BENCH_ROUNDS rounds each"
+            cmp_row "\`afsp mount\` + chroot python3, s" cold_s lower %.3f
+            cmp_row "bytes the new node's links took in, MB" cold_mb lower %.2f
+            echo
+            cmp_note
+            echo
+        fi
     } >>"$SUMMARY"
 }
 
