@@ -1,7 +1,8 @@
 #!/bin/bash
 # A cluster that sat idle: issue 14's bug, as a new user met it. Real daemons with every duration
-# of the node divided by 30 (AFSP_TEST_TIME_DIVISOR: record TTL 20 s, republish 8 s, bucket
-# refresh 20 s, idle close 4 s, stall and hedge 250 ms ...). A pulls an image; the cluster then
+# of the node divided by 120 (AFSP_TEST_TIME_DIVISOR: record TTL 5 s, republish 2 s, bucket
+# refresh 5 s, idle close 1 s, ban 0.5 s; stall, hedge, handshake and DHT request timeouts at
+# their 250 ms floor). A pulls an image; the cluster then
 # sits idle for twice its longest timeout; B mounts the image by digest from a registry address
 # nobody listens on (so every byte must come from A), reads it, and its tree equals umoci
 # unpack. A third node, with the registry up, takes the manifest and config from A too: the
@@ -10,8 +11,8 @@
 . "$(dirname "$0")/lib-node.sh"
 . "$(dirname "$0")/lib-mount.sh"
 
-export AFSP_TEST_TIME_DIVISOR=30
-LONGEST_S=20 # the longest duration (record TTL, bucket refresh: 10 min) divided by 30
+export AFSP_TEST_TIME_DIVISOR=120
+LONGEST_S=5 # the longest duration (record TTL, bucket refresh: 10 min) divided by 120
 T=$TEST_TMPDIR
 registry_with_stress_image
 umoci_unpack_ref "$REGISTRY/stress:1" "$T/oracle"
