@@ -311,7 +311,7 @@ int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n)
 
 size_t p2p_conn_pending(const struct p2p_conn *c, const uint8_t **p)
 {
-    *p = c->out.p + c->out_sent;
+    *p = c->out.p ? c->out.p + c->out_sent : c->out.p; /* nothing was ever queued: NULL + 0 */
     return c->out.len - c->out_sent;
 }
 
