@@ -88,7 +88,7 @@ static struct ctl_pending *pending_new(struct node *n, struct node_ctl *c)
     return p;
 }
 
-void ctl_cancel_all(struct node *n)
+void ctl_cancel_all(struct node *n, bool answer)
 {
     while (n->pending) {
         struct ctl_pending *p = n->pending;
@@ -96,7 +96,9 @@ void ctl_cancel_all(struct node *n)
         if (p->lookup)
             dht_lookup_cancel(p->lookup);
         if (p->task)
-            p->task->ctl = NULL;
+            p->task->ctl = NULL; /* its end is not told: it was answered here */
+        if (answer)
+            ctl_answer(n, p->c, error_answer("the node is stopping"));
         free(p);
     }
 }

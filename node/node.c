@@ -139,7 +139,7 @@ void node_stop(struct node *n, uint64_t now)
     for (size_t i = 0; i < n->nseeds; i++)
         timer_stop(n, &n->seeds[i].timer);
     timer_stop(n, &n->reconcile_timer);
-    ctl_cancel_all(n);
+    ctl_cancel_all(n, true); /* each waiting request hears why */
     node_settle(n, now);
 }
 
@@ -147,7 +147,7 @@ void node_free(struct node *n)
 {
     if (!n)
         return;
-    ctl_cancel_all(n);
+    ctl_cancel_all(n, false);
     dht_free(n->dht); /* lookups end (-ECANCELED): the provider cache hears it */
     n->dht = NULL;
     while (n->links) { /* their requests end: the jobs hear it */

@@ -339,8 +339,9 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now);
 void node_job_submit(struct node *n, struct node_job *j, uint64_t now);
 /* The store changed under the node (an eviction): what it announces and serves follows. */
 void node_store_changed(struct node *n, uint64_t now);
-/* Stops: jobs end with -ECANCELED, links close, the DHT is left; NODE_FX_STOPPED comes once
- * every task is done. */
+/* Stops: jobs end with -ECANCELED, links close, the DHT is left, every control request still
+ * waiting is answered with an error ("the node is stopping"); NODE_FX_STOPPED comes once every
+ * task is done. */
 void node_stop(struct node *n, uint64_t now);
 
 /* ---- addr.c: addresses, for the daemon and the CLI (not the core: names resolve blocking) ---- */

@@ -192,9 +192,9 @@ struct ctl_pending {
 };
 
 void ctl_answer(struct node *n, struct node_ctl *c, struct json_t *ans);
-/* A task's answer, once done. */
-void ctl_task_done(struct node *n, struct node_task *t);
-void ctl_cancel_all(struct node *n);
+/* Ends every control request still waiting (lookups cancelled, tasks go on unheard); answer:
+ * each is told the node is stopping (node_stop), or none is (node_free). */
+void ctl_cancel_all(struct node *n, bool answer);
 void node_task_free(struct node_task *t);
 struct json_t *counters_stats_json(struct node *n, uint64_t now);
 struct json_t *counters_peers_json(struct node *n, uint64_t now);

@@ -154,8 +154,9 @@ TEST(node_refuses_tasks_over_its_cap_and_forgets_clients_gone)
     simn_free(s);
 }
 
-/* A node that stops while a fetch waits on a silent peer: the job ends (-ECANCELED), the task
- * reports, every link closes, and the node says it stopped; later requests are refused. */
+/* A node that stops while a fetch and a provider lookup wait on a silent peer: the job ends
+ * (-ECANCELED), every link closes, both clients are told the node is stopping (not left to see
+ * their connection close), the node says it stopped, and later requests are refused. */
 TEST(node_stop_ends_jobs_links_and_tasks)
 {
     struct simn *s = cluster_new(23);
@@ -171,13 +172,17 @@ TEST(node_stop_ends_jobs_links_and_tasks)
     snprintf(req, sizeof req, "{\"cmd\":\"fetch\",\"layer\":\"%s\",\"first\":0,\"last\":3}",
              im.layer_text);
     int t = simn_ctl(s, 1, req);
+    snprintf(req, sizeof req, "{\"cmd\":\"providers\",\"digest\":\"%s\"}", im.layer_text);
+    int p = simn_ctl(s, 1, req);
     simn_run_until(s, simn_now(s) + 100);
     CHECK(!simn_answer(s, t));
+    CHECK(!simn_answer(s, p));
     simn_stop(s, 1);
     simn_run_until(s, simn_now(s) + 100);
     CHECK(simn_stopped(s, 1));
     CHECK_INT(node_links_up(simn_node(s, 1)), ==, 0);
-    CHECK(!simn_answer(s, t)); /* its client was let go: the node stops */
+    CHECK_STR(simn_answer(s, t), "{\"error\":\"the node is stopping\"}\n");
+    CHECK_STR(simn_answer(s, p), "{\"error\":\"the node is stopping\"}\n");
     json_t *a = ask(s, 1, SEC, "{\"cmd\":\"stats\"}");
     CHECK_STR(error_of(a), "the node is stopping");
     json_decref(a);
