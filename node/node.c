@@ -59,6 +59,7 @@ void node_settle(struct node *n, uint64_t now)
     route_timer_update(n);
     if (n->stopping && !n->stopped && !n->links && !n->jobs && !n->tasks) {
         n->stopped = true;
+        serve_close_all(n); /* no answer is left to read them */
         fx_push(n, &(struct node_effect){.type = NODE_FX_STOPPED});
     }
 }

@@ -278,7 +278,7 @@ enum node_fx {
     NODE_FX_ANSWER,   /* send text (a JSON line, owned by the caller now) to ctl and close */
     NODE_FX_TASK,     /* run task; report node_task_done */
     NODE_FX_JOB_DONE, /* job is handed back (job->rc) */
-    NODE_FX_STOPPED,  /* the node stopped: no link, task or job is left */
+    NODE_FX_STOPPED,  /* the node stopped: no link, task, job or open layer is left */
 };
 
 struct node_effect {

@@ -1,7 +1,8 @@
 /*
  * test_node_ctl.c - the control verbs (node/ctl.c, NODE_CTL_VERBS), each with good and bad
  * input: peers, stats, reconcile, providers, pull, fetch; busy at NODE_TASKS_MAX; a client that
- * goes away; a node that stops (jobs end, links close, NODE_FX_STOPPED); and the documentation of
+ * goes away; a node that stops (jobs end, links close, clients told, served layers closed,
+ * NODE_FX_STOPPED); and the documentation of
  * the counters, generated from their list, is what docs/cli.md holds.
  */
 #include "nodes.h"
@@ -187,6 +188,31 @@ TEST(node_stop_ends_jobs_links_and_tasks)
     CHECK_STR(error_of(a), "the node is stopping");
     json_decref(a);
     simn_pause(s, 0, false);
+    simn_free(s);
+}
+
+/* A node that served chunks of a layer stops with nothing open in its store: every layer it
+ * opened to serve is closed by NODE_FX_STOPPED, not left to node_free. */
+TEST(node_stop_closes_the_layers_it_served)
+{
+    struct simn *s = cluster_new(24);
+    unsigned zero = 0;
+    CHECK(simn_add(s, NULL, 0) == 0);
+    CHECK(simn_add(s, &zero, 1) == 1);
+    struct image im;
+    image_make(s, 0, 6, 4, 1024, false, &im);
+    image_partial(s, 1, &im, 1024);
+    wait_links(s, 1, 5 * SEC);
+    json_t *a = ask(s, 1, 5 * SEC, "{\"cmd\":\"fetch\",\"layer\":\"%s\",\"first\":0,\"last\":3}",
+                    im.layer_text);
+    CHECK(answer_ok(a));
+    json_decref(a);
+    const struct memstore_calls *c = memstore_calls(simn_store(s, 0));
+    CHECK_INT(c->layer_open, >, 0);
+    simn_stop(s, 0);
+    simn_run_until(s, simn_now(s) + SEC);
+    CHECK(simn_stopped(s, 0));
+    CHECK_INT(c->layer_close, ==, c->layer_open);
     simn_free(s);
 }
 
