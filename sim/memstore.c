@@ -147,6 +147,14 @@ uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[D
     return n;
 }
 
+unsigned memstore_handles_open(const struct memstore *m)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < m->nlayers; i++)
+        n += m->layers[i]->opens;
+    return n;
+}
+
 void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN])
 {
     struct mem_layer *l = layer_find(m, digest);

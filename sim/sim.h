@@ -146,6 +146,8 @@ int memstore_layer_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uin
 bool memstore_layer_known(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 bool memstore_layer_complete(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+/* Handles open now: layers opened (layer_open) and fetch handles, not yet closed. */
+unsigned memstore_handles_open(const struct memstore *m);
 /* Evicts a layer (handles open on it see no chunk after). */
 void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,

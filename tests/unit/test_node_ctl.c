@@ -207,12 +207,12 @@ TEST(node_stop_closes_the_layers_it_served)
                     im.layer_text);
     CHECK(answer_ok(a));
     json_decref(a);
-    const struct memstore_calls *c = memstore_calls(simn_store(s, 0));
-    CHECK_INT(c->layer_open, >, 0);
+    CHECK_INT(memstore_calls(simn_store(s, 0))->layer_open, >, 0);
+    CHECK_INT(memstore_handles_open(simn_store(s, 0)), >, 0);
     simn_stop(s, 0);
     simn_run_until(s, simn_now(s) + SEC);
     CHECK(simn_stopped(s, 0));
-    CHECK_INT(c->layer_close, ==, c->layer_open);
+    CHECK_INT(memstore_handles_open(simn_store(s, 0)), ==, 0);
     simn_free(s);
 }
 
