@@ -26,7 +26,7 @@ static struct event *ev_new(struct simn *s, enum ev_kind kind, unsigned node, ui
         return NULL;
     e->kind = kind;
     e->node = node;
-    e->life = s->nodes[node].life;
+    e->life = s->nodes[node]->life;
     e->t = s->now + delay;
     return e;
 }
@@ -107,7 +107,7 @@ static void task_schedule(struct simn *s, struct stask *st)
 
 static void flush(struct simn *s, unsigned i)
 {
-    struct snode *sn = &s->nodes[i];
+    struct snode *sn = s->nodes[i];
     struct node_effect e;
     while (sn->up && node_effect_next(sn->n, &e)) {
         struct pipe *p = e.link ? node_link_io(e.link) : NULL;
@@ -210,7 +210,7 @@ static void step(struct simn *s)
 {
     uint64_t t;
     struct event *e = sim_queue_pop(&s->q, &t);
-    struct snode *sn = &s->nodes[e->node];
+    struct snode *sn = s->nodes[e->node];
     struct pipe *p = e->p;
     s->now = t;
     bool alive = sn->up && e->life == sn->life;
@@ -224,7 +224,7 @@ static void step(struct simn *s)
     switch (alive ? e->kind : EV_TASK + 1) {
     case EV_CONNECT: { /* the dialer's SYN reaches the address (a paused node accepts too) */
         unsigned to = p->end[1];
-        struct snode *tn = to < s->n ? &s->nodes[to] : NULL;
+        struct snode *tn = to < s->n ? s->nodes[to] : NULL;
         struct node_link *k = NULL;
         if (p->open[0] && tn && tn->up) {
             struct dht_addr from = sn->addr;
@@ -318,7 +318,7 @@ uint64_t simn_now(const struct simn *s)
 
 static int node_start(struct simn *s, unsigned i)
 {
-    struct snode *sn = &s->nodes[i];
+    struct snode *sn = s->nodes[i];
     struct node_cfg cfg = {.id = &sn->id,
                            .cluster_key = s->ckey,
                            .rng = rng_fill,
@@ -350,21 +350,26 @@ int simn_add(struct simn *s, const unsigned *seeds, size_t nseeds)
     if (nseeds > NODE_SEEDS_MAX)
         return AFSP_E_USAGE;
     if (s->n == s->cap) {
-        struct snode *v = array_grow(s->nodes, &s->cap, sizeof *v, 16);
+        struct snode **v = array_grow(s->nodes, &s->cap, sizeof *v, 16);
         if (!v)
             return -ENOMEM;
         s->nodes = v;
     }
     unsigned i = s->n;
-    struct snode *sn = &s->nodes[i];
-    memset(sn, 0, sizeof *sn);
+    struct snode *sn = calloc(1, sizeof *sn);
+    if (!sn)
+        return -ENOMEM;
     uint8_t seed[32];
     rng_fill(&s->rng, seed, sizeof seed);
     int rc = p2p_identity_from_seed(&sn->id, seed);
     if (rc == 0)
         rc = memstore_new(&sn->ms);
-    if (rc < 0)
+    if (rc < 0) {
+        p2p_identity_wipe(&sn->id);
+        free(sn);
         return rc;
+    }
+    s->nodes[i] = sn;
     sn->rng = rng_next64(&s->rng);
     sn->addr = (struct dht_addr){.family = 4, .port = SIMN_PORT};
     sn->addr.ip[0] = 10;
@@ -395,7 +400,7 @@ static void node_links_drop(struct simn *s, unsigned i)
 
 void simn_kill(struct simn *s, unsigned i)
 {
-    struct snode *sn = &s->nodes[i];
+    struct snode *sn = s->nodes[i];
     if (!sn->up)
         return;
     node_links_drop(s, i);
@@ -423,12 +428,12 @@ void simn_kill(struct simn *s, unsigned i)
 
 int simn_restart(struct simn *s, unsigned i)
 {
-    return s->nodes[i].up ? 0 : node_start(s, i);
+    return s->nodes[i]->up ? 0 : node_start(s, i);
 }
 
 void simn_pause(struct simn *s, unsigned i, bool paused)
 {
-    struct snode *sn = &s->nodes[i];
+    struct snode *sn = s->nodes[i];
     sn->paused = paused;
     if (paused)
         return;
@@ -454,7 +459,7 @@ static void pipes_of(struct simn *s, unsigned i, unsigned j,
 static void pipe_cut(struct simn *s, struct pipe *p)
 {
     for (int side = 0; side < 2; side++)
-        if (p->open[side] && s->nodes[p->end[side]].up) {
+        if (p->open[side] && s->nodes[p->end[side]]->up) {
             struct event *e = ev_new(s, EV_CLOSED, p->end[side], 0);
             if (e) {
                 e->p = p;
@@ -501,27 +506,27 @@ void simn_freeze(struct simn *s, unsigned i, unsigned j, bool frozen)
 
 struct node *simn_node(struct simn *s, unsigned i)
 {
-    return s->nodes[i].up ? s->nodes[i].n : NULL;
+    return s->nodes[i]->up ? s->nodes[i]->n : NULL;
 }
 
 struct memstore *simn_store(struct simn *s, unsigned i)
 {
-    return s->nodes[i].ms;
+    return s->nodes[i]->ms;
 }
 
 const uint8_t *simn_id(const struct simn *s, unsigned i)
 {
-    return s->nodes[i].id.id;
+    return s->nodes[i]->id.id;
 }
 
 uint64_t simn_dials(const struct simn *s, unsigned i)
 {
-    return s->nodes[i].dials;
+    return s->nodes[i]->dials;
 }
 
 bool simn_stopped(const struct simn *s, unsigned i)
 {
-    return s->nodes[i].stopped;
+    return s->nodes[i]->stopped;
 }
 
 unsigned simn_links(const struct simn *s, unsigned i, unsigned j)
@@ -568,8 +573,8 @@ int simn_ctl(struct simn *s, unsigned i, const char *request)
     if (!tk)
         return -ENOMEM;
     s->tickets[s->ntickets] = tk;
-    if (s->nodes[i].up) {
-        node_ctl_request(s->nodes[i].n, (struct node_ctl *)tk, request, strlen(request), s->now);
+    if (s->nodes[i]->up) {
+        node_ctl_request(s->nodes[i]->n, (struct node_ctl *)tk, request, strlen(request), s->now);
         flush(s, i);
     }
     return (int)s->ntickets++;
@@ -582,24 +587,24 @@ const char *simn_answer(const struct simn *s, int ticket)
 
 void simn_ctl_gone(struct simn *s, unsigned i, int ticket)
 {
-    if (s->nodes[i].up) {
-        node_ctl_gone(s->nodes[i].n, (struct node_ctl *)s->tickets[ticket]);
+    if (s->nodes[i]->up) {
+        node_ctl_gone(s->nodes[i]->n, (struct node_ctl *)s->tickets[ticket]);
         flush(s, i);
     }
 }
 
 void simn_store_changed(struct simn *s, unsigned i)
 {
-    if (s->nodes[i].up) {
-        node_store_changed(s->nodes[i].n, s->now);
+    if (s->nodes[i]->up) {
+        node_store_changed(s->nodes[i]->n, s->now);
         flush(s, i);
     }
 }
 
 void simn_stop(struct simn *s, unsigned i)
 {
-    if (s->nodes[i].up) {
-        node_stop(s->nodes[i].n, s->now);
+    if (s->nodes[i]->up) {
+        node_stop(s->nodes[i]->n, s->now);
         flush(s, i);
     }
 }
@@ -637,15 +642,16 @@ void simn_free(struct simn *s)
     if (!s)
         return;
     for (unsigned i = 0; i < s->n; i++) {
-        if (s->nodes[i].up)
+        if (s->nodes[i]->up)
             simn_kill(s, i);
-        memstore_free(s->nodes[i].ms);
-        p2p_identity_wipe(&s->nodes[i].id);
-        for (size_t k = 0; k < s->nodes[i].nheld; k++) {
-            buf_release(&s->nodes[i].held[k]->bytes);
-            free(s->nodes[i].held[k]);
+        memstore_free(s->nodes[i]->ms);
+        p2p_identity_wipe(&s->nodes[i]->id);
+        for (size_t k = 0; k < s->nodes[i]->nheld; k++) {
+            buf_release(&s->nodes[i]->held[k]->bytes);
+            free(s->nodes[i]->held[k]);
         }
-        free(s->nodes[i].held);
+        free(s->nodes[i]->held);
+        free(s->nodes[i]);
     }
     sim_queue_release(&s->q, event_free);
     while (s->pipes) {

@@ -75,7 +75,8 @@ struct simn {
     struct node_durations t;
     uint8_t ckey[P2P_KEY_LEN];
     uint64_t rng, now;
-    struct snode *nodes;
+    struct snode *
+        *nodes; /* each its own allocation: a node core keeps pointers to its id and rng */
     unsigned n;
     size_t cap;
     struct sim_queue q;

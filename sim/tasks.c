@@ -33,7 +33,7 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
         j->last = st->t->kind == NODE_TASK_FETCH ? st->t->last
                                                  : memstore_ops.fetch_nchunks(st->fetch) - 1;
     }
-    node_job_submit(s->nodes[st->node].n, j, s->now);
+    node_job_submit(s->nodes[st->node]->n, j, s->now);
 }
 
 /* The registry fills chunks [first, last] that the fetch lacks. */
@@ -70,7 +70,7 @@ static int registry_chunks(struct simn *s, void *fetch, const uint8_t *digest, u
 
 static void task_finish(struct simn *s, struct stask *st, int rc)
 {
-    struct snode *sn = &s->nodes[st->node];
+    struct snode *sn = s->nodes[st->node];
     struct node_task *t = st->t;
     t->rc = rc;
     if (rc < 0)
@@ -108,7 +108,7 @@ static int manifest_parse(struct stask *st, const uint8_t *p, size_t n)
 
 void task_step(struct simn *s, struct stask *st)
 {
-    struct snode *sn = &s->nodes[st->node];
+    struct snode *sn = s->nodes[st->node];
     struct node_task *t = st->t;
     struct node_job *j = &st->job;
     struct buf reg = {0};

@@ -2,7 +2,8 @@
  * test_node_idle.c - a cluster that sat idle for twice the node's longest timeout (idle close,
  * provider freshness, record TTL, republish: 20 minutes of the virtual clock) still does what it
  * did in its first seconds: a pull gets the manifest, the index and the chunks from the peer
- * that holds them, not from the registry; providers are found; records are still held.
+ * that holds them, not from the registry; providers are found; records are still held; and the
+ * same in a cluster of 64.
  */
 #include "nodes.h"
 
@@ -75,5 +76,34 @@ TEST(node_after_idle_records_are_republished_and_providers_found)
     CHECK(memstore_layer_complete(simn_store(s, 5), im.layer));
     CHECK_INT(simn_registry_fetches(s), ==, 0);
     CHECK(node_linked(simn_node(s, 5), simn_id(s, 0)));
+    simn_free(s);
+}
+
+/* 64 nodes, each seeded with N0 (the simulator grows its table of nodes past its first 16: a
+ * node core keeps pointers into its node's state). N40 holds an image; after twenty idle
+ * minutes N63 finds it through the DHT and pulls from it, with the registry never asked. */
+TEST(node_sixty_four_nodes_after_idle_find_and_pull_from_a_provider)
+{
+    struct simn *s = cluster_new(3);
+    unsigned zero = 0;
+    CHECK(simn_add(s, NULL, 0) == 0);
+    for (unsigned i = 1; i < 64; i++)
+        CHECK(simn_add(s, &zero, 1) == (int)i);
+    struct image im;
+    image_make(s, 40, 4, 16, 1024, false, &im);
+    simn_run_until(s, simn_now(s) + 2 * longest_timeout());
+    json_t *a = ask(s, 63, 30 * SEC, "{\"cmd\":\"providers\",\"digest\":\"%s\"}", im.layer_text);
+    CHECK(answer_ok(a));
+    json_t *p = json_object_get(a, "providers");
+    CHECK_INT(json_array_size(p), ==, 1);
+    char id[65];
+    CHECK_STR(json_string_value(json_object_get(json_array_get(p, 0), "id")),
+              hex_fmt(simn_id(s, 40), 32, id));
+    json_decref(a);
+    a = ask(s, 63, 60 * SEC, "{\"cmd\":\"pull\",\"ref\":\"%s\"}", im.ref);
+    CHECK(answer_ok(a));
+    json_decref(a);
+    CHECK(memstore_layer_complete(simn_store(s, 63), im.layer));
+    CHECK_INT(simn_registry_fetches(s), ==, 0);
     simn_free(s);
 }
