@@ -37,6 +37,10 @@
  * usually short, and must still not let real use exceed the limit). */
 #define COST(p) ((uint64_t)PIECE)
 #define IDLE_READERS 16 /* decoders kept per layer, each where its last pass stopped */
+/* The piece table is made whole at mount time, one entry per PIECE of every layer's stream:
+ * 2^22 entries are 1 TiB of uncompressed layers and 224 MiB of table. An image past that (or a
+ * forged index claiming it, which index_parse bounds only by the blob's size) is refused. */
+#define MAX_PIECES (1u << 22)
 
 enum { P_EMPTY, P_LOADING, P_READY };
 enum { Z_NONE, Z_MAIN, Z_PREFETCH };
@@ -636,13 +640,14 @@ int fs_cache_new(struct fs_cache **out, struct store_layer *const *layers, size_
         for (uint32_t j = 0; j < L->nspans; j++) {
             uint64_t a, b;
             store_layer_span(layers[k], j, &a, &b);
-            npieces += b > a ? (b - a + PIECE - 1) / PIECE : 1;
+            npieces += b > a ? (b - a) / PIECE + ((b - a) % PIECE != 0) : 1;
         }
         L->npieces = (uint32_t)(npieces - L->first_piece);
         nspans += L->nspans;
-        if (nspans >= UINT32_MAX / 2 || npieces >= UINT32_MAX / 2) {
+        if (npieces > MAX_PIECES) { /* spans are never more than pieces */
             fs_cache_free(c);
-            return err_set(AFSP_E_UNSUPPORTED, "image too large for the piece table");
+            return err_set(AFSP_E_UNSUPPORTED, "image too large to mount: over %u GiB uncompressed",
+                           (unsigned)(((uint64_t)MAX_PIECES * PIECE) >> 30));
         }
     }
     c->nspans = (uint32_t)nspans;

@@ -65,7 +65,7 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     f->s = s;
     memcpy(f->digest, digest, DIGEST_LEN);
     if ((rc = store_layer_get(s, digest, &r)) < 0 || (rc = store_index_bytes(s, digest, &ib)) < 0 ||
-        (rc = index_parse_chunks(ib.p, ib.len, &f->ix)) < 0 ||
+        (rc = index_parse(ib.p, ib.len, &f->ix)) < 0 ||
         (rc = store_present_get(s, digest, &bm)) < 0)
         goto fail;
     size_t bmlen = (f->ix.nchunks + 7) / 8;

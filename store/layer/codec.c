@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #define RD_IBUF (256u << 10) /* compressed bytes read from the source at a time */
 #define RD_SCRATCH (256u << 10)
@@ -57,7 +58,8 @@ static int cp_add(struct cp_list *l, uint64_t in_bit, uint64_t out_off, const ui
             return -ENOMEM;
         memcpy(w, win, win_len);
     }
-    l->v[l->n++] = (struct checkpoint){in_bit, out_off, win_len, w};
+    l->v[l->n++] =
+        (struct checkpoint){.in_bit = in_bit, .out_off = out_off, .win_len = win_len, .window = w};
     return 0;
 }
 
@@ -264,7 +266,8 @@ int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const str
         if (!r->ib || !r->scratch)
             goto nomem;
     }
-    if (fmt == LAYER_GZIP && !(r->st = calloc(1, sizeof *r->st)))
+    if (fmt == LAYER_GZIP &&
+        (!(r->st = calloc(1, sizeof *r->st)) || !(r->win = malloc(CODEC_WINDOW))))
         goto nomem;
     if (fmt == LAYER_ZSTD) {
         if (!(r->zd = ZSTD_createDCtx()))
@@ -286,6 +289,7 @@ void codec_reader_free(struct codec_reader *r)
     free(r->ib);
     free(r->scratch);
     free(r->st);
+    free(r->win);
     ZSTD_freeDCtx(r->zd);
     free(r);
 }
@@ -321,6 +325,24 @@ ssize_t rd_fill(struct codec_reader *r)
     return (ssize_t)r->ib_len;
 }
 
+/* A checkpoint's window: its own, or a parsed index's stored one inflated into r->win. NULL
+ * for a stored window that does not inflate to exactly its length. */
+static const uint8_t *rd_window(struct codec_reader *r, const struct checkpoint *cp)
+{
+    if (cp->window || cp->win_len > CODEC_WINDOW || !cp->zwin)
+        return cp->window;
+    if (cp->zwin_len == cp->win_len)
+        return cp->zwin;
+    if (r->win_cp == cp)
+        return r->win;
+    uLongf n = cp->win_len;
+    r->win_cp = NULL;
+    if (uncompress(r->win, &n, cp->zwin, cp->zwin_len) != Z_OK || n != cp->win_len)
+        return NULL;
+    r->win_cp = cp;
+    return r->win;
+}
+
 /* Positions the decoder at checkpoint k. */
 static int rd_start(struct codec_reader *r, size_t k)
 {
@@ -343,8 +365,9 @@ static int rd_start(struct codec_reader *r, size_t k)
     struct inflate_state *st = r->st;
     isal_inflate_init(st);
     st->crc_flag = ISAL_DEFLATE;
-    if (cp->win_len && (!cp->window || cp->win_len > CODEC_WINDOW ||
-                        isal_inflate_set_dict(st, cp->window, cp->win_len)))
+    const uint8_t *win = cp->win_len ? rd_window(r, cp) : NULL;
+    if (cp->win_len && (!win || cp->win_len > CODEC_WINDOW ||
+                        isal_inflate_set_dict(st, (uint8_t *)win, cp->win_len)))
         return err_set(AFSP_E_FORMAT, "gzip: bad checkpoint window");
     unsigned b = (unsigned)(cp->in_bit % 8);
     if (b) {

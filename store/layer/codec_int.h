@@ -105,6 +105,8 @@ struct codec_reader {
 
     /* gzip */
     struct inflate_state *st;
+    uint8_t *win;                    /* CODEC_WINDOW: a parsed checkpoint's window, inflated */
+    const struct checkpoint *win_cp; /* whose window win holds, or NULL */
     int stage;
     struct gzhdr hdr;
     unsigned trailer_n;

@@ -30,7 +30,6 @@
 #include <string.h>
 #include <isa-l/igzip_lib.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #define IDX_MAGIC "AFSPIDX1"
 #define IDX_VERSION 2
@@ -277,6 +276,13 @@ int index_serialize(const struct layer_index *ix, struct buf *out)
         woff[i] = (uint32_t)win.len;
         if (c->win_len == 0)
             continue;
+        if (!c->window) { /* parsed: as it was stored */
+            rc = buf_append(&win, c->zwin, c->zwin_len);
+            wz[i] = c->zwin_len;
+            if (rc < 0)
+                goto out;
+            continue;
+        }
         zlen = window_deflate(c->window, c->win_len, zbuf, zcap, lvlbuf);
         if (zlen) {
             rc = buf_append(&win, zbuf, zlen);
@@ -375,7 +381,16 @@ static int bad(const char *what)
     return err_set(AFSP_E_FORMAT, "layer index: %s", what);
 }
 
-static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool load_windows)
+/* The most uncompressed bytes a blob of blob_size bytes can decode to (INDEX_MAX_RATIO_*). */
+static uint64_t max_out(uint32_t fmt, uint64_t blob_size)
+{
+    uint64_t r = fmt == LAYER_GZIP   ? INDEX_MAX_RATIO_GZIP
+                 : fmt == LAYER_ZSTD ? INDEX_MAX_RATIO_ZSTD
+                                     : 1;
+    return blob_size > UINT64_MAX / r ? UINT64_MAX : blob_size * r;
+}
+
+int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
 {
     struct layer_index ix = {0};
     int rc;
@@ -402,6 +417,8 @@ static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool load_
         return bad("size does not match its counts");
     if (ix.nchunks == 0 || ix.ncps == 0 || ix.nfiles > INDEX_MAX_FILES)
         return bad("bad counts");
+    if (fmt == LAYER_TAR ? ix.tar_size != ix.blob_size : ix.tar_size > max_out(fmt, ix.blob_size))
+        return bad("more uncompressed bytes than the blob can hold");
 
     const uint8_t *q = p + HDR_SIZE;
     const uint8_t *strtab = q + (size_t)ix.nchunks * CHUNK_REC + (size_t)ix.ncps * CP_REC +
@@ -418,6 +435,8 @@ static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool load_
         rc = -ENOMEM;
         goto fail;
     }
+    if ((rc = buf_append(&ix.windows, windows, wlen)) < 0)
+        goto fail;
     /* Chunks tile the blob exactly, in order. */
     uint64_t pos = 0;
     for (uint32_t i = 0; i < ix.nchunks; i++, q += CHUNK_REC) {
@@ -436,6 +455,10 @@ static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool load_
         rc = bad("chunks do not cover the blob");
         goto fail;
     }
+    /* Windows are laid out one after another in checkpoint order, as index_serialize writes
+     * them: none is shared (one stored window named by many checkpoints would cost 32 KiB of
+     * memory each at use), and each has bytes if it has a length. */
+    uint64_t wpos = 0;
     for (uint32_t i = 0; i < ix.ncps; i++, q += CP_REC) {
         struct checkpoint *c = &ix.cps[i];
         uint32_t woff = get_le32(q + 16), wz = get_le32(q + 20);
@@ -445,29 +468,20 @@ static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool load_
         int ordered = i == 0
                           ? c->in_bit == 0 && c->out_off == 0
                           : c->in_bit > ix.cps[i - 1].in_bit && c->out_off >= ix.cps[i - 1].out_off;
-        if (!ordered || c->in_bit > ix.blob_size * 8 || c->out_off > ix.tar_size ||
-            c->win_len > CODEC_WINDOW || wz > c->win_len || !in_range(woff, wz, wlen) ||
+        if (!ordered || c->in_bit / 8 > ix.blob_size || c->out_off > ix.tar_size ||
+            c->win_len > CODEC_WINDOW || wz > c->win_len || (c->win_len && wz == 0) ||
+            woff != wpos || !in_range(woff, wz, wlen) ||
             (ix.format != LAYER_GZIP && (c->win_len || c->in_bit % 8))) {
             rc = bad("bad checkpoint");
             goto fail;
         }
-        if (c->win_len && load_windows) {
-            c->window = malloc(c->win_len);
-            if (!c->window) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            if (wz == c->win_len) {
-                memcpy(c->window, windows + woff, wz);
-            } else {
-                uLongf dlen = c->win_len;
-                if (uncompress(c->window, &dlen, windows + woff, wz) != Z_OK ||
-                    dlen != c->win_len) {
-                    rc = bad("bad window");
-                    goto fail;
-                }
-            }
-        }
+        wpos += wz;
+        c->zwin = c->win_len ? ix.windows.p + woff : NULL;
+        c->zwin_len = wz;
+    }
+    if (wpos != wlen) {
+        rc = bad("windows do not fill their table");
+        goto fail;
     }
     for (uint32_t i = 0; i < ix.nfiles; i++, q += FILE_REC) {
         struct index_file *f = &ix.files[i];
@@ -524,16 +538,6 @@ fail:
     return rc;
 }
 
-int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
-{
-    return parse(p, n, out, true);
-}
-
-int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out)
-{
-    return parse(p, n, out, false);
-}
-
 void index_release(struct layer_index *ix)
 {
     free(ix->chunks);
@@ -542,5 +546,6 @@ void index_release(struct layer_index *ix)
     free(ix->files);
     free(ix->xattrs);
     buf_release(&ix->strtab);
+    buf_release(&ix->windows);
     memset(ix, 0, sizeof *ix);
 }

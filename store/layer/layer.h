@@ -94,6 +94,11 @@ struct checkpoint {
     uint64_t out_off; /* offset in the uncompressed stream */
     uint32_t win_len; /* bytes of window: deflate history needed to continue (0..32768) */
     uint8_t *window;  /* win_len bytes; owned by whoever holds the checkpoint array */
+    /* A parsed index's checkpoint has no window but its stored form (zlib, or raw when zwin_len
+     * == win_len), inflated by the reader when it starts there: a parse costs memory in
+     * proportion to the index's size, not 32 KiB per checkpoint. Borrowed from the index. */
+    const uint8_t *zwin;
+    uint32_t zwin_len;
 };
 
 /* Checkpoint spacing: a new one is taken once the stream has advanced by this much since the
@@ -182,6 +187,12 @@ int layer_format(const char *media_type, enum layer_format *f);
 /* Bounds on an index from the network or the store. */
 #define INDEX_MAX_BYTES (512u << 20)
 #define INDEX_MAX_FILES (4u << 20)
+/* The most uncompressed bytes one byte of blob can decode to: deflate's limit is 1032:1 (a
+ * 258-byte match in two 1-bit codes; zlib's technical notes), zstd's 32768:1 (an RLE block: a
+ * 3-byte header and one byte give 128 KiB; RFC 8878 3.1.1.2); plain tar is 1:1. An index that
+ * claims more is refused: the mount sizes its piece table by it. */
+#define INDEX_MAX_RATIO_GZIP 1032u
+#define INDEX_MAX_RATIO_ZSTD 32768u
 
 struct index_chunk {
     uint64_t off;
@@ -210,13 +221,14 @@ struct layer_index {
     uint64_t blob_size, tar_size;
     struct index_chunk *chunks;
     uint32_t nchunks;
-    struct checkpoint *cps; /* windows owned */
+    struct checkpoint *cps; /* windows owned; zwin point into windows */
     uint32_t ncps;
     struct index_file *files;
     uint32_t nfiles, files_cap;
     struct index_xattr *xattrs;
     uint32_t nxattrs, xattrs_cap;
     struct buf strtab;
+    struct buf windows; /* a parsed index: the stored windows, as encoded */
 };
 
 /* Appends a tar member (a tar_entry_cb: arg is the struct layer_index). Returns 0, -ENOMEM,
@@ -245,13 +257,12 @@ int chunker_finish(struct chunker *c, int fd);
 void chunker_release(struct chunker *c);
 /* The canonical, deterministic encoding (little-endian; docs/format.md). */
 int index_serialize(const struct layer_index *ix, struct buf *out);
-/* Parses and checks an encoding: every offset and length is bounded. Returns 0 or
+/* Parses and checks an encoding: every offset and length is bounded, and so is what the parse
+ * costs: memory at most about twice n (windows stay deflated: each checkpoint's zwin points into
+ * out->windows, inflated only by a reader that starts there) and time linear in n. The
+ * uncompressed size must be one the blob can decode to (INDEX_MAX_RATIO_*). Returns 0 or
  * AFSP_E_FORMAT; on success out owns copies and is released with index_release(). */
 int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
-/* The same without the checkpoints' windows (their window is NULL, win_len still set; their
- * bytes are not inflated or checked): for what needs only the chunks (store_fetch), which would
- * otherwise inflate 32 KiB per checkpoint (about 20 ms for the python image's 465) each time. */
-int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out);
 void index_release(struct layer_index *ix);
 /* Checking chunk i on its own (see INDEX_CHUNK_ALIGN): start resumes the blob's SHA-256 at the
  * chunk's offset; after its bytes, check says 0 if they are the chunk, AFSP_E_DIGEST if not (the
