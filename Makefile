@@ -115,8 +115,10 @@ tsan: deps
 	fi; echo "no sanitizer reports"
 
 # libFuzzer targets, one per parser; each runs FUZZ_SECS seconds from its seed corpus.
+# FUZZ_FLAGS is expanded when used: on a fresh machine pkg-config and the headers arrive with
+# `deps`, after this file is read.
 FUZZ_SECS ?= 30
-FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+FUZZ_FLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 build/fuzz/%: fuzz/%.c $(LIB_SRC) $(SIM_SRC)
 	@mkdir -p build/fuzz
