@@ -303,8 +303,9 @@ static int apply_entry(struct builder *b, uint32_t layer, uint32_t i, const stru
         return 0;
     }
     split(f->path, &plen, &base);
-    if (!strcmp(base, ".") || !strcmp(base, "..")) {
-        skip(b, f->path, "a name of . or ..");
+    if (!*base || !strcmp(base, ".") || !strcmp(base, "..")) {
+        /* "/" or "a/" (an index from a peer need not be normalised): no name to give it */
+        skip(b, f->path, "an empty name, or . or ..");
         return 0;
     }
     int64_t dir = walk(b, f->path, plen, true);

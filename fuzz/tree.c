@@ -3,11 +3,12 @@
  * from indexes that peers will send, so any paths, types and hardlinks must build a sane tree.
  *
  * Input: layers separated by a 0xff byte; in a layer, entries separated by '\n', each
- * "T PATH" or "T PATH\tLINK" with T one of 0 1 2 3 4 5 6 (tar types). Paths are normalised as
- * the tar parser does. Then every inode is checked: names are non-empty, without '/', not "."
- * or ".."; lookup of each name finds its inode; a directory's entries are sorted and unique; a
- * subdirectory's parent is the directory; every inode is reachable from the root exactly once
- * per name, and its link count says so.
+ * "T PATH" or "T PATH\tLINK" with T one of 0 1 2 3 4 5 6 (tar types). Paths are taken as they
+ * come ("/", "a//b/", "./x": an index from a peer need not be normalised as the tar parser's
+ * are), or normalised as the tar parser does when the line starts with 'n'. Then every inode is
+ * checked: names are non-empty, without '/', not "." or ".."; lookup of each name finds its inode;
+ * a directory's entries are sorted and unique; a subdirectory's parent is the directory; every
+ * inode is reachable from the root exactly once per name, and its link count says so.
  */
 #include "../fs/fs.h"
 
@@ -129,13 +130,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             e++;
         int next_layer = e < end && (uint8_t)*e == 0xff;
         *e = 0;
+        bool n = *p == 'n';
+        p += n;
         if (e - p >= 2 && p[0] >= '0' && p[0] <= '6' && p[1] == ' ') {
             char *path = p + 2, *link = strchr(path, '\t');
             if (link)
                 *link++ = 0;
             struct layer_file *f = &files[nf++];
-            *f = (struct layer_file){.path = norm(path),
-                                     .link = link ? norm(link) : "",
+            *f = (struct layer_file){.path = n ? norm(path) : path,
+                                     .link = !link ? ""
+                                             : n   ? norm(link)
+                                                   : link,
                                      .type = p[0],
                                      .mode = 0755,
                                      .size = 1,

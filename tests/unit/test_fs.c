@@ -153,3 +153,36 @@ TEST(store_index_is_the_same_for_every_ingest)
         store_close(s);
     }
 }
+
+/* An index from a peer need not be normalised: "/" or "a/" has no name to give an entry (the
+ * kernel fails the listing of a directory with an empty name in it), and is left out. */
+static uint32_t odd_nfiles(void *arg)
+{
+    (void)arg;
+    return 4;
+}
+
+static int odd_file(void *arg, uint32_t i, struct layer_file *out)
+{
+    static const char *paths[] = {"/", "a/", "//", "x"};
+    (void)arg;
+    *out = (struct layer_file){.path = paths[i], .link = "", .type = '0', .mode = 0644};
+    return 0;
+}
+
+TEST(fs_tree_leaves_out_paths_without_a_name)
+{
+    struct fs_layer_src src = {NULL, odd_nfiles, odd_file, NULL};
+    struct fs_tree *t;
+    size_t skipped = 0;
+    log_level = -1;
+    CHECK(fs_tree_build_src(&t, &src, 1, &skipped) == 0);
+    const char *name;
+    uint64_t child;
+    uint32_t n = 0;
+    for (uint32_t i = 0; fs_tree_dirent(t, 1, i, &name, &child) == 0; i++, n++)
+        CHECK_STR(name, "x");
+    CHECK_INT(n, ==, 1);
+    CHECK_INT(skipped, ==, 3);
+    fs_tree_free(t);
+}
