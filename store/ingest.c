@@ -488,7 +488,7 @@ out:
 
 uint64_t ingest_allowance(uint64_t size)
 {
-    return size + size / 16 + (64u << 10);
+    return add_sat(add_sat(size, size / 16), 64u << 10);
 }
 
 int store_ingest_file(struct store *s, const char *path, const char *media_type,

@@ -133,12 +133,12 @@ int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN],
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
         if (v.mv_size == 16)
-            reserved += get_be64(v.mv_data);
+            reserved = add_sat(reserved, get_be64(v.mv_data));
     mdb_cursor_close(c);
 
     for (;;) {
         uint64_t used = meta_u64(txn, s, "used");
-        if (goal ? *freed >= goal : used + reserved + need <= s->cache_max)
+        if (goal ? *freed >= goal : add_sat(add_sat(used, reserved), need) <= s->cache_max)
             return 0;
         /* The oldest layer that is not pinned. */
         if ((rc = mdb_cursor_open(txn, s->db.dbi[DB_LRU], &c)))
@@ -245,11 +245,11 @@ int store_reserve(struct store *s, const uint8_t (*pin)[DIGEST_LEN], size_t npin
     for (size_t i = 0; i < npin; i++) {
         struct layer_rec r;
         if (store_layer_get(s, pin[i], &r) == 0)
-            pinned_bytes += r.stored;
+            pinned_bytes = add_sat(pinned_bytes, r.stored);
     }
-    if (need + pinned_bytes > s->cache_max)
+    if (add_sat(need, pinned_bytes) > s->cache_max)
         return err_set(AFSP_E_TOOBIG, "image needs %s; the cache limit is %s",
-                       bytes_fmt(need + pinned_bytes, n1), bytes_fmt(s->cache_max, n2));
+                       bytes_fmt(add_sat(need, pinned_bytes), n1), bytes_fmt(s->cache_max, n2));
     a.id = time_mono_ns() ^ ((uint64_t)getpid() << 40);
     int rc = evicting_write(s, reserve_fn, &a, &a.ev);
     if (rc >= 0)

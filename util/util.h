@@ -134,6 +134,13 @@ int buf_append(struct buf *b, const void *p, size_t n);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_release(struct buf *b);
 
+/* a + b, or UINT64_MAX where that would wrap: for byte counts a registry or a peer names (a
+ * manifest's layer sizes add up past 2^64), which must then be too big, not small. */
+static inline uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
 /* ---- little-endian encoding --------------------------------------------------------------- */
 static inline void put_le32(uint8_t *p, uint32_t v)
 {

@@ -328,8 +328,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         memcpy(pin[i], m.layers[i].digest, DIGEST_LEN);
         if (store_layer_get(s, m.layers[i].digest, &r) == 0 && (r.flags & LAYER_COMPLETE))
             continue;
-        need += ingest_allowance(m.layers[i].size);
-        total += m.layers[i].size;
+        need = add_sat(need, ingest_allowance(m.layers[i].size));
+        total = add_sat(total, m.layers[i].size);
     }
     /* Lazily: a layer some peer has an index of is added as a partial layer (its chunks come
      * when read); the others are pulled whole, below. */
@@ -342,8 +342,10 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         } else if (layer_lazy(s, ms.peers, d) < 0) {
             continue;
         }
-        need -= MIN(need, ingest_allowance(d->size));
-        total -= MIN(total, d->size);
+        if (need < UINT64_MAX) /* past 2^64 it stays too big: store_reserve refuses it */
+            need -= MIN(need, ingest_allowance(d->size));
+        if (total < UINT64_MAX)
+            total -= MIN(total, d->size);
     }
     if (need) {
         if ((rc = store_reserve(s, (const uint8_t(*)[DIGEST_LEN])pin, m.nlayers, need, &resv_id)) <

@@ -63,3 +63,20 @@ assert_eq 0 "$(find "$D/blobs/sha256" -type f | wc -l)" "no blob file after prun
 assert_eq 0 "$(present c)"
 lim pull "$REGISTRY/c:1" >/dev/null
 assert_eq 1 "$(present c)"
+
+# a manifest whose layer sizes add up past 2^64 (two of 8.68e18 bytes, whose allowances wrap to
+# 1 MiB; the registry does not check sizes): the pull must fail fast as too big, not reserve
+# the wrapped sum and download
+manifest_raw "$REGISTRY/a:1" | "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)
+big = dict(m["layers"][0], size=8680820740569632527)
+m["layers"] = [big, dict(big)]
+sys.stdout.write(json.dumps(m))' >"$TEST_TMPDIR/huge.json"
+mt=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("mediaType", "application/vnd.oci.image.manifest.v1+json"))' "$TEST_TMPDIR/huge.json")
+curl -sf --max-time 30 -X PUT -H "Content-Type: $mt" --data-binary "@$TEST_TMPDIR/huge.json" \
+    "http://$REGISTRY/v2/a/manifests/huge" >/dev/null || fail "the registry refused the manifest"
+before=$(layer_gets)
+expect_fail lim pull "$REGISTRY/a:huge"
+assert_contains "$EXPECT_FAIL_OUTPUT" "image needs 18446.7 PB"
+assert_eq "$before" "$(layer_gets)" "no layer was downloaded for an image past 2^64 bytes"

@@ -85,8 +85,7 @@ static void bomb(struct buf *out, uint32_t ncps, bool shared)
 }
 
 /* Parses, and says how long it took and how much memory it took at its peak. */
-static int parse_measured(const struct buf *b, struct layer_index *ix, double *secs,
-                          uint64_t *peak)
+static int parse_measured(const struct buf *b, struct layer_index *ix, double *secs, uint64_t *peak)
 {
     uint64_t before = status_kb("VmRSS:");
     reset_peak();
