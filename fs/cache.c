@@ -38,7 +38,7 @@
 #define COST(p) ((uint64_t)PIECE)
 #define IDLE_READERS 16 /* decoders kept per layer, each where its last pass stopped */
 /* The piece table is made whole at mount time, one entry per PIECE of every layer's stream:
- * 2^22 entries are 1 TiB of uncompressed layers and 224 MiB of table. An image past that (or a
+ * 2^22 entries are 1 TiB of uncompressed layers and 192 MiB of table. An image past that (or a
  * forged index claiming it, which index_parse bounds only by the blob's size) is refused. */
 #define MAX_PIECES (1u << 22)
 
