@@ -14,6 +14,7 @@
 #include "../../store/layer/layer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -389,6 +390,34 @@ static void check_reads(enum layer_format fmt, const struct blob *b, const struc
     free(buf);
 }
 
+/* The same reads through the layer index as a peer sends it: serialized, then parsed, so
+ * each reader inflates the stored window of the checkpoint it starts at. */
+static void check_parsed(const struct blob *b, const struct blob *ref, const struct indexed *x,
+                         int nrandom)
+{
+    struct layer_index ix = {.format = LAYER_GZIP, .blob_size = b->n, .tar_size = ref->n};
+    struct layer_index p;
+    struct buf enc = {0};
+    const char *path = tpath("blob.gz");
+    spit(path, b->p, b->n);
+    int fd = open(path, O_RDONLY);
+    CHECK(fd >= 0);
+    ix.cps = (struct checkpoint *)x->cps; /* borrowed: not released below */
+    ix.ncps = (uint32_t)x->ncps;
+    CHECK(index_make_chunks(&ix, fd) == 0);
+    close(fd);
+    CHECK(index_serialize(&ix, &enc) == 0);
+    free(ix.chunks);
+    CHECK_INT(index_parse(enc.p, enc.len, &p), ==, 0);
+    CHECK_INT(p.ncps, ==, x->ncps);
+    struct indexed px = {.cps = p.cps, .ncps = p.ncps};
+    for (size_t i = 0; i < px.ncps; i++)
+        CHECK(px.cps[i].window == NULL && (px.cps[i].win_len == 0) == (px.cps[i].zwin == NULL));
+    check_reads(LAYER_GZIP, b, ref, &px, nrandom);
+    index_release(&p);
+    buf_release(&enc);
+}
+
 /* Sparse windows: trimmed in place (only ever to zeros), every read still gives the right
  * bytes. */
 static void check_trimmed(const struct blob *b, const struct blob *ref, const struct indexed *x,
@@ -418,6 +447,7 @@ static void check_trimmed(const struct blob *b, const struct blob *ref, const st
     }
     window_trimmer_free(t);
     check_reads(LAYER_GZIP, b, ref, x, nrandom);
+    check_parsed(b, ref, x, nrandom);
 }
 
 /* Index with every split pattern (bytes only when small), check the rules, the determinism and
