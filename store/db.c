@@ -1,6 +1,6 @@
 /*
- * db.c - the LMDB environment: opening, the tables, write transactions that survive a full map,
- * and the translation of LMDB codes into ours.
+ * db.c - the LMDB environment: opening (one map size for as long as it is open), the tables,
+ * write transactions, and the translation of LMDB codes into ours.
  *
  * Owns every call into <lmdb.h> that is not a plain get/put inside a transaction. Must not know
  * what the tables mean: that is the business of the store's other files (store_int.h).
@@ -12,8 +12,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define DB_MAP_INITIAL (256ull << 20)
-#define DB_MAP_MAX (1ull << 40)
+/* The map is address space, not memory or disk (the file grows as pages are written), so it is
+ * made as large as the store can need from the start, as LMDB's documentation advises, and never
+ * changed while open. Metadata is about 4% of the blobs (an index is 1-4% of its blob), and the
+ * cache limit counts it: 256 GiB of map holds the metadata of several TiB of layers. */
+#define DB_MAP_SIZE (256ull << 30)
 
 static const char *const table_names[DB_NTABLES] = {
     [DB_LAYERS] = "layers", [DB_INDEX] = "index",   [DB_PRESENT] = "present",
@@ -49,7 +52,7 @@ int db_open(struct db *db, const char *dir, uint64_t mapsize)
         return db_err(rc);
     mdb_env_set_maxdbs(db->env, DB_NTABLES + 2);
     mdb_env_set_maxreaders(db->env, 1022);
-    db->mapsize = mapsize ? mapsize : DB_MAP_INITIAL;
+    db->mapsize = mapsize ? mapsize : DB_MAP_SIZE;
     mdb_env_set_mapsize(db->env, db->mapsize);
     /* MDB_NOTLS: read transactions belong to the caller, not the thread (FUSE workers share). */
     rc = mdb_env_open(db->env, dir, MDB_NOTLS, 0600);
@@ -57,7 +60,7 @@ int db_open(struct db *db, const char *dir, uint64_t mapsize)
         rc = err_set(db_err(rc), "cannot open store %s", dir);
         goto fail;
     }
-    /* Adopt the size another process may have grown the map to, and never shrink it. */
+    /* Adopt a larger size an earlier open left (no transaction is open yet), never shrink. */
     MDB_envinfo info;
     mdb_env_info(db->env, &info);
     if (info.me_mapsize > db->mapsize)
@@ -69,10 +72,6 @@ int db_open(struct db *db, const char *dir, uint64_t mapsize)
         log_info("cleared %d stale reader slot(s)", dead);
 
     rc = mdb_txn_begin(db->env, NULL, 0, &txn);
-    if (rc == MDB_MAP_RESIZED) {
-        mdb_env_set_mapsize(db->env, 0);
-        rc = mdb_txn_begin(db->env, NULL, 0, &txn);
-    }
     if (rc) {
         rc = db_err(rc);
         goto fail;
@@ -107,14 +106,11 @@ void db_close(struct db *db)
 static int txn_begin(struct db *db, unsigned flags, MDB_txn **txn)
 {
     int rc = mdb_txn_begin(db->env, NULL, flags, txn);
-    if (rc == MDB_MAP_RESIZED) {
-        /* Another process grew the map: adopt its size. */
-        mdb_env_set_mapsize(db->env, 0);
-        MDB_envinfo info;
-        mdb_env_info(db->env, &info);
-        db->mapsize = info.me_mapsize;
-        rc = mdb_txn_begin(db->env, NULL, flags, txn);
-    }
+    if (rc == MDB_MAP_RESIZED) /* adopting it here could unmap pages other threads are reading */
+        return err_set(AFSP_E_STORE,
+                       "another process grew the store's map past this one's "
+                       "(%llu KiB): reopen the store",
+                       (unsigned long long)(db->mapsize >> 10));
     return db_err(rc);
 }
 
@@ -125,31 +121,23 @@ int db_read_begin(struct db *db, MDB_txn **txn)
 
 int db_write(struct db *db, db_write_fn fn, void *arg)
 {
-    for (;;) {
-        MDB_txn *txn;
-        int rc = txn_begin(db, 0, &txn);
-        if (rc < 0)
+    MDB_txn *txn;
+    int rc = txn_begin(db, 0, &txn);
+    if (rc < 0)
+        return rc;
+    rc = fn(txn, arg);
+    if (rc >= 0) {
+        int crc = mdb_txn_commit(txn);
+        if (crc == 0)
             return rc;
-        rc = fn(txn, arg);
-        if (rc >= 0) {
-            int crc = mdb_txn_commit(txn);
-            if (crc == 0)
-                return rc;
-            rc = crc == MDB_MAP_FULL ? -ENOSPC : db_err(crc);
-        } else {
-            mdb_txn_abort(txn);
-        }
-        if (rc != -ENOSPC || db->mapsize >= DB_MAP_MAX)
-            return rc;
-        /* MDB_MAP_FULL: the transaction is gone; grow the map and run it again. No transaction
-         * of ours is open here (the store never holds one across a db_write). */
-        uint64_t size = db->mapsize * 2;
-        int src = mdb_env_set_mapsize(db->env, size);
-        if (src)
-            return db_err(src);
-        db->mapsize = size;
-        log_info("store map grown to %llu MiB", (unsigned long long)(size >> 20));
+        rc = crc == MDB_MAP_FULL ? -ENOSPC : db_err(crc);
+    } else {
+        mdb_txn_abort(txn);
     }
+    if (rc == -ENOSPC)
+        rc = err_set(-ENOSPC, "the store's metadata map (%llu KiB) is full",
+                     (unsigned long long)(db->mapsize >> 10));
+    return rc;
 }
 
 int db_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, MDB_val *val)

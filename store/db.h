@@ -28,8 +28,10 @@ struct db {
 };
 
 /* Opens or creates the environment in dir (mode 0700) and its tables, clears stale readers.
- * mapsize: the initial map size (0: DB_MAP_INITIAL); a larger map left by an earlier open is
- * kept. */
+ * mapsize: the map size (0: DB_MAP_SIZE; tests set a small one), fixed for as long as the
+ * environment is open: LMDB allows changing it only while no transaction is open in the process,
+ * and the node and every mount read from several threads (growing it under them crashed). A
+ * larger size left by an earlier open is kept. */
 int db_open(struct db *db, const char *dir, uint64_t mapsize);
 void db_close(struct db *db);
 
@@ -42,10 +44,8 @@ int db_err(int mdb_rc);
 int db_read_begin(struct db *db, MDB_txn **txn);
 
 /* Runs fn inside a write transaction and commits it if fn returns >= 0 (aborts otherwise).
- * If the map is full (at any put or at commit), the map is grown and fn runs again from the
- * start in a new transaction, so fn must not have effects outside the transaction, except ones
- * it can repeat. Returns fn's return value (>= 0: the transaction committed) or a negative code
- * (it did not: whatever fn decided must not be acted on). */
+ * Returns fn's return value (>= 0: the transaction committed) or a negative code (it did not:
+ * whatever fn decided must not be acted on); -ENOSPC when the map is full. */
 typedef int (*db_write_fn)(MDB_txn *txn, void *arg);
 int db_write(struct db *db, db_write_fn fn, void *arg);
 

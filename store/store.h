@@ -33,8 +33,8 @@ struct store_opts {
     const char *dir;          /* the data directory; created if missing */
     uint64_t cache_max_bytes; /* 0: min(1 TiB, 60% of the free space of dir's filesystem) */
     bool readonly;            /* open without writing (mounts, listings) */
-    uint64_t map_size;        /* initial LMDB map size; 0: the default (256 MiB). It grows by
-                                 doubling whenever it is full. */
+    uint64_t map_size;        /* LMDB map size; 0: the default (256 GiB of address space),
+                                 fixed while open (store/db.h); tests set a small one */
 };
 
 /* Opens (creating if needed) the store in opts->dir. Clears stale LMDB reader slots and
