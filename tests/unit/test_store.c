@@ -542,11 +542,35 @@ static void *map_read_loop(void *arg)
     return NULL;
 }
 
-/* Writes layers (seeds from seed0, each its own size: put_layer's bytes repeat every 256 seeds)
- * into the store at dir with the given map until it is full:
- * exits 0 if it ended full, with a message, after committing at least one. */
-static void map_fill_child(const char *dir, uint64_t map, int seed0)
+/* waitpid, again when a signal interrupts it (the sanitizers' runtime sends some) */
+static pid_t wait_child(pid_t pid, int *st)
 {
+    pid_t w;
+    while ((w = waitpid(pid, st, 0)) < 0 && errno == EINTR)
+        ;
+    return w;
+}
+
+/* A process that, once told to (a byte on the pipe it returns), writes layers (seeds from seed0,
+ * each its own size: put_layer's bytes repeat every 256 seeds) into the store at dir with the
+ * given map until it is full, and exits 0 if it ended full, with a message. Forked while this
+ * process has no other thread: a child of a threaded process can inherit locks held in it (it
+ * hung under ASan). */
+static pid_t map_filler(const char *dir, uint64_t map, int seed0, int *go)
+{
+    int p[2];
+    char c;
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid > 0) {
+        close(p[0]);
+        *go = p[1];
+        return pid;
+    }
+    close(p[1]);
+    if (read(p[0], &c, 1) != 1)
+        _exit(2);
     struct store *s;
     struct store_opts o = {dir, 1ull << 40, false, map};
     uint8_t d[DIGEST_LEN];
@@ -556,8 +580,14 @@ static void map_fill_child(const char *dir, uint64_t map, int seed0)
     _exit(rc == -ENOSPC && strstr(err_msg(rc), "is full") ? 0 : 1);
 }
 
+static void map_filler_go(int go)
+{
+    CHECK(write(go, "g", 1) == 1);
+    close(go);
+}
+
 /* The map is never grown under readers (LMDB allows that only with no transaction open in the
- * process: the old store grew it and crashed, 5 runs of 5): a full map fails the write that
+ * process: the old store grew it and crashed, 3 runs of 3): a full map fails the write that
  * hit it, cleanly, while other threads and another process read and write; what was committed
  * stays. A process that finds the map grown past its own by another gets an error, not a crash,
  * and sees everything once it reopens. */
@@ -570,24 +600,23 @@ TEST(store_full_map_fails_writes_cleanly_under_readers)
     _Atomic bool stop = false;
     struct map_reader r[3];
     pthread_t t[3];
-    int st, rc = 0, n = 0;
+    int st, rc = 0, n = 0, go;
     snprintf(dir, sizeof dir, "%s/mapfull", test_tmpdir());
     mkdir(dir, 0700);
     struct store_opts o = {dir, 1ull << 40, false, 256 << 10};
+    pid_t pid = map_filler(dir, 256 << 10, 10000, &go);
     CHECK(store_open(&s, &o) == 0);
     for (int i = 0; i < 3; i++) {
         r[i] = (struct map_reader){s, d, &committed, &stop, 0, 0};
         CHECK(pthread_create(&t[i], NULL, map_read_loop, &r[i]) == 0);
     }
-    pid_t pid = fork();
-    if (pid == 0)
-        map_fill_child(dir, 256 << 10, 10000);
+    map_filler_go(go);
     while (n < 2000 && (rc = put_layer(s, 0, n, 1000 + n, d[n])) == 0)
         committed = ++n;
     CHECK_INT(rc, ==, -ENOSPC);
     CHECK(strstr(err_msg(rc), "is full") != NULL);
     CHECK(n > 0);
-    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(wait_child(pid, &st) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     stop = true;
     for (int i = 0; i < 3; i++) {
         CHECK(pthread_join(t[i], NULL) == 0);
@@ -597,15 +626,14 @@ TEST(store_full_map_fails_writes_cleanly_under_readers)
     }
 
     /* another process with a larger map writes past this one's: readers here get errors */
+    pid = map_filler(dir, 1 << 20, 20000, &go);
     stop = false;
     for (int i = 0; i < 3; i++) {
         r[i] = (struct map_reader){s, d, &committed, &stop, 0, 0};
         CHECK(pthread_create(&t[i], NULL, map_read_loop, &r[i]) == 0);
     }
-    pid = fork();
-    if (pid == 0)
-        map_fill_child(dir, 1 << 20, 20000);
-    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    map_filler_go(go);
+    CHECK(wait_child(pid, &st) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CHECK_INT(put_layer(s, 0, 30000, 31000, d[3999]), <, 0);
     stop = true;
     for (int i = 0; i < 3; i++)
