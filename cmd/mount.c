@@ -57,6 +57,7 @@ struct mount_args {
     uint64_t cache_mem;
     struct pull_args pa;
     char mountpoint[PATH_MAX];
+    int dir_fd; /* the directory checked, mounted on through /proc/self/fd: never by path */
 };
 
 /* Whether something is mounted on path; its filesystem type goes into fstype. */
@@ -95,21 +96,32 @@ static bool mounted_at(const char *path, char fstype[static 64])
     return found;
 }
 
+/* The mount point is opened once, checked through that descriptor, and mounted on through it
+ * (/proc/self/fd/N): a user who can write its parent cannot swap it for a symlink between the
+ * check and root's mount. Not close-on-exec: fusermount3, for a mount that is not root's, must
+ * see it too. */
 static int check_mountpoint(struct mount_args *a)
 {
-    struct stat st;
-    if (stat(a->dir, &st) < 0)
+    struct stat st, pst;
+    a->dir_fd = open(a->dir, O_RDONLY | O_DIRECTORY);
+    if (a->dir_fd < 0)
+        return die("cannot mount on %s: %s", a->dir,
+                   errno == ENOTDIR ? "not a directory" : strerror(errno));
+    if (fstat(a->dir_fd, &st) < 0 || !realpath(a->dir, a->mountpoint) ||
+        stat(a->mountpoint, &pst) < 0)
         return die("cannot mount on %s: %s", a->dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return die("cannot mount on %s: not a directory", a->dir);
-    if (!realpath(a->dir, a->mountpoint))
-        return die("cannot mount on %s: %s", a->dir, strerror(errno));
+    if (pst.st_dev != st.st_dev || pst.st_ino != st.st_ino)
+        return die("cannot mount on %s: it changed while it was checked", a->dir);
     char fstype[64];
     if (mounted_at(a->mountpoint, fstype))
         return die("cannot mount on %s: something is already mounted there", a->dir);
-    DIR *d = opendir(a->mountpoint);
-    if (!d)
+    int dfd = dup(a->dir_fd);
+    DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
         return die("cannot mount on %s: %s", a->dir, strerror(errno));
+    }
     struct dirent *e;
     while ((e = readdir(d)) && (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")))
         ;
@@ -203,7 +215,10 @@ static int serve(struct mount_args *a, int ready_fd)
         fprintf(pf, "%d %s\n", (int)getpid(), a->mountpoint);
         fclose(pf);
     }
+    char at[64];
+    snprintf(at, sizeof at, "/proc/self/fd/%d", a->dir_fd);
     struct fs_mount_opts o = {.mountpoint = a->mountpoint,
+                              .mount_at = at,
                               .fsname = im.info.ref,
                               .prefetch_file = a->prefetch,
                               .preload = a->preload,

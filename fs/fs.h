@@ -139,7 +139,8 @@ void fs_cache_stats(struct fs_cache *c, struct fs_cache_stats *st);
 /* ---- the mount ----------------------------------------------------------------------------- */
 
 struct fs_mount_opts {
-    const char *mountpoint;
+    const char *mountpoint;    /* its name: logs, the mount table */
+    const char *mount_at;      /* the path given to the kernel (e.g. /proc/self/fd/N); or NULL */
     const char *fsname;        /* shown in /proc/mounts, e.g. the image reference */
     const char *prefetch_file; /* paths to read ahead, one per line, in order; may be NULL */
     bool preload;              /* fetch and verify every chunk in the background */

@@ -656,7 +656,8 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
         goto out;
     }
     handlers = true;
-    if (fuse_session_mount(se, o->mountpoint) != 0) {
+    /* unmounting the same path works too: umount2 follows a magic link, then the mount on it */
+    if (fuse_session_mount(se, o->mount_at ? o->mount_at : o->mountpoint) != 0) {
         rc = err_set(-EIO, "cannot mount on %s (is /dev/fuse there, and fusermount3?)",
                      o->mountpoint);
         goto out;

@@ -119,3 +119,38 @@ assert_tree_eq "$TEST_TMPDIR/oracle" "$M"
 afsp umount "$M"
 afsp prune --percent 100 >/dev/null
 assert_eq "" "$(afsp layers | tail -n +2)" "every layer evicted after the unmount"
+
+log "a mount point swapped for a symlink once afsp has opened it: nothing is mounted elsewhere"
+# P is a directory its owner can write; the moment afsp opens P/mnt (inotify IN_OPEN), the
+# watcher renames it away and puts a symlink to $T/target in its place. Mounting by path after
+# the check followed the symlink: root's mount (suid, dev) landed where the user chose.
+P=$TEST_TMPDIR/p
+mkdir -p "$P/mnt" "$TEST_TMPDIR/target"
+on_exit "_unmount_at_exit '$TEST_TMPDIR/target'; _unmount_at_exit '$P/mnt.orig'"
+mkfifo "$TEST_TMPDIR/swap.fifo"
+start_bg swapper timeout 60 "$PY" -c '
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init()
+IN_OPEN = 0x20
+if fd < 0 or libc.inotify_add_watch(fd, sys.argv[1].encode(), IN_OPEN) < 0:
+    sys.exit("inotify: " + os.strerror(ctypes.get_errno()))
+with open(sys.argv[3], "w") as f:
+    f.write("ready\n")
+os.read(fd, 4096)
+os.rename(sys.argv[1], sys.argv[1] + ".orig")
+os.symlink(sys.argv[2], sys.argv[1])
+print("swapped", flush=True)' "$P/mnt" "$TEST_TMPDIR/target" "$TEST_TMPDIR/swap.fifo"
+swapper=$BG_PID swap_log=$BG_LOG
+read -r -t 20 line <"$TEST_TMPDIR/swap.fifo" || fail "the watcher did not start"
+rc=0
+out=$(afsp mount "$REGISTRY/fx:gzip" "$P/mnt" 2>&1) || rc=$?
+wait "$swapper" || fail "the watcher failed: $(cat "$swap_log")"
+! is_mounted "$TEST_TMPDIR/target" || fail "the mount followed the swapped-in symlink"
+if [ "$rc" = 0 ]; then
+    is_mounted "$P/mnt.orig" || fail "afsp mount succeeded but the checked directory is not mounted"
+    afsp umount "$P/mnt.orig"
+else
+    assert_contains "$out" "cannot mount on $P/mnt: it changed while it was checked"
+fi
+log "swapped mount point: exit $rc ($out)"
