@@ -224,11 +224,41 @@ static bool link_idle_closes(const struct node *n, const struct node_link *k)
     return n->t.idle && k->initiator && link_idle(k);
 }
 
-/* Room for one more link: true if there is, or the idlest link was closed to make it. */
+/* The handshake an outsider is likeliest to be holding: the oldest one this node accepted and
+ * has not finished; and how many there are. */
+static struct node_link *oldest_accepted_handshake(const struct node *n, size_t *count)
+{
+    struct node_link *old = NULL;
+    *count = 0;
+    for (struct node_link *k = n->links; k; k = k->next)
+        if (!k->initiator && k->state == LINK_HANDSHAKE) {
+            ++*count;
+            if (!old || k->t0 < old->t0)
+                old = k;
+        }
+    return old;
+}
+
+static void crowd_out(struct node *n, struct node_link *k)
+{
+    n->st.handshakes_crowded++;
+    log_debug("event=handshake_crowded addr=%s", k->addr);
+    link_close(k, LINK_CROWDED);
+}
+
+/* Room for one more link: true if there is, or a link was closed to make it: the oldest
+ * unfinished handshake this node accepted, else the idlest link. A dial, or a member's
+ * connection, so always finds room in a table that silent connections fill. */
 static bool links_room(struct node *n)
 {
     if (n->nlinks < n->links_max)
         return true;
+    size_t pending;
+    struct node_link *old = oldest_accepted_handshake(n, &pending);
+    if (old) {
+        crowd_out(n, old);
+        return true;
+    }
     struct node_link *best = NULL;
     for (struct node_link *k = n->links; k; k = k->next)
         if (link_idle(k) && (!best || k->last_io < best->last_io))
@@ -243,21 +273,24 @@ static bool links_room(struct node *n)
     return true;
 }
 
+/* A source is an IPv4 address or an IPv6 /64: one host can have a whole /64 to itself. */
 static bool accept_allowed(struct node *n, const struct dht_addr *from, uint64_t now)
 {
-    uint32_t ip;
-    memcpy(&ip, from->family == 4 ? from->ip : from->ip + 12, 4);
+    uint8_t key[8] = {0};
+    memcpy(key, from->ip, from->family == 4 ? 4 : 8);
     uint64_t t = now + 1; /* 0 marks a free slot */
     struct accept_src *slot = NULL, *oldest = &n->sources[0];
     for (size_t i = 0; i < NODE_ACCEPT_SOURCES && !slot; i++) {
-        if (n->sources[i].t && n->sources[i].ip == ip)
+        if (n->sources[i].t && n->sources[i].family == from->family &&
+            !memcmp(n->sources[i].key, key, sizeof key))
             slot = &n->sources[i];
         else if (n->sources[i].t < oldest->t)
             oldest = &n->sources[i];
     }
     if (!slot) {
         slot = oldest;
-        *slot = (struct accept_src){ip, NODE_ACCEPT_BURST, t};
+        *slot = (struct accept_src){.family = from->family, .tokens = NODE_ACCEPT_BURST, .t = t};
+        memcpy(slot->key, key, sizeof key);
     }
     return tokens_take(&slot->tokens, &slot->t, t, 1000.0 / (double)n->t.accept_refill,
                        NODE_ACCEPT_BURST);
@@ -275,7 +308,14 @@ struct node_link *node_link_accepted(struct node *n, const struct dht_addr *from
         log_debug("event=rate_limited addr=%s", text);
         return NULL;
     }
-    struct node_link *k = links_room(n) ? link_new(n, false, now) : NULL;
+    size_t pending;
+    struct node_link *old = oldest_accepted_handshake(n, &pending);
+    bool room = false;
+    if (old && pending >= NODE_HANDSHAKES_MAX(n->links_max)) {
+        crowd_out(n, old); /* its place is the new one's */
+        room = true;
+    }
+    struct node_link *k = room || links_room(n) ? link_new(n, false, now) : NULL;
     if (k) {
         k->from = *from;
         snprintf(k->addr, sizeof k->addr, "%s", text);

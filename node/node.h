@@ -85,10 +85,13 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_SEEDS_MAX 32
 #define NODE_LINKS_MAX 4096         /* connections at once (the daemon lowers it to its fd limit) */
 #define NODE_SEND_BUDGET (4u << 20) /* answer bytes queued on a link before the socket drains */
-#define NODE_ACCEPT_BURST 20        /* handshakes one source address may start at once */
-#define NODE_ACCEPT_SOURCES 256     /* source addresses remembered for that */
-#define NODE_LINK_DHT_QUEUE 64      /* DHT messages waiting for a connection to come up */
-#define NODE_LAYERS_OPEN 8          /* layers kept open for serving */
+#define NODE_ACCEPT_BURST 20        /* handshakes one source (IPv4 address, IPv6 /64) may start */
+#define NODE_ACCEPT_SOURCES 256     /* sources remembered for that */
+/* Handshakes accepted and not finished, at most: a newer one closes the oldest (an outsider who
+ * opens connections and says nothing holds those, and none may hold the link table). */
+#define NODE_HANDSHAKES_MAX(links_max) MAX(8, MIN(256, (links_max) / 8))
+#define NODE_LINK_DHT_QUEUE 64            /* DHT messages waiting for a connection to come up */
+#define NODE_LAYERS_OPEN 8                /* layers kept open for serving */
 #define NODE_JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes one job asked for and did not get */
 #define NODE_JOB_LINKS_MAX 256            /* links one job spreads its chunks over */
 #define NODE_TASKS_MAX 64                 /* pulls and fetches running at once */
@@ -121,6 +124,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(requests_peak, "the most requests of this node waiting for answers at once")                 \
     X(links_idle_closed, "links closed for being idle, or to make room")                           \
     X(links_refused, "connections refused at the link cap")                                        \
+    X(handshakes_crowded, "accepted handshakes closed unfinished to make room for newer ones")     \
     X(hedges, "chunk requests sent to a second peer because the first was silent")                 \
     X(hedges_won, "of those, answered first by the second peer")                                   \
     X(provider_lookups, "provider lookups (of fetch jobs and of afsp providers)")                  \

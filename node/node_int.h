@@ -70,6 +70,7 @@ struct node_link {
 
 #define LINK_DUPLICATE (-EALREADY) /* closed: the pair has another link */
 #define LINK_IDLE (-ETIME)         /* closed: nothing used it for a while */
+#define LINK_CROWDED (-EUSERS)     /* closed: an unfinished handshake made room for a newer one */
 
 /* Dials c (to reach node c->id, or a seed when c is NULL: see seed.c). Returns the new link
  * (DIALING: NODE_FX_DIAL is queued) or NULL, having done nothing, when there is no room or
@@ -208,7 +209,8 @@ struct effectq {
 int fx_push(struct node *n, const struct node_effect *e);
 
 struct accept_src {
-    uint32_t ip;
+    uint8_t family;
+    uint8_t key[8]; /* the IPv4 address, or the IPv6 /64 (one host's whole range) */
     double tokens;
     uint64_t t;
 };

@@ -501,6 +501,15 @@ void simn_freeze(struct simn *s, unsigned i, unsigned j, bool frozen)
     pipes_of(s, i, j, frozen ? pipe_freeze : pipe_thaw);
 }
 
+bool simn_accept_silent(struct simn *s, unsigned i, const struct dht_addr *from)
+{
+    if (!s->nodes[i]->up)
+        return false;
+    struct node_link *k = node_link_accepted(s->nodes[i]->n, from, s->now);
+    flush(s, i);
+    return k != NULL;
+}
+
 /* ---- inspection and requests -------------------------------------------------------------------
  */
 

@@ -200,6 +200,9 @@ int simn_restart(struct simn *s, unsigned i);
 void simn_pause(struct simn *s, unsigned i, bool paused);
 /* Every link between i and j closes at both ends, now. */
 void simn_cut(struct simn *s, unsigned i, unsigned j);
+/* A connection to node i from addr that never sends a byte (an outsider holding a handshake
+ * open: no cluster key needed). Returns whether node i took it. */
+bool simn_accept_silent(struct simn *s, unsigned i, const struct dht_addr *from);
 /* The links between i and j carry nothing (bytes wait), or carry again. */
 void simn_freeze(struct simn *s, unsigned i, unsigned j, bool frozen);
 

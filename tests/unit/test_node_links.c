@@ -163,3 +163,38 @@ TEST(node_seed_backoff_doubles_to_its_cap_and_starts_over)
     CHECK_INT(simn_dials(s, 0), ==, dials + 1);
     simn_free(s);
 }
+
+/* An outsider opens connections and says nothing (that needs no cluster key): 5,000 of them
+ * from 100 addresses at 410 a second, under a link cap of 64. Each pushes out the oldest
+ * unfinished handshake; none keeps a member out: the node dials its seed again once its link
+ * is cut, and a member that joins meanwhile connects. (Before: the silent connections filled
+ * the table until their handshakes timed out, and both were refused.) */
+TEST(node_silent_connections_never_keep_members_out)
+{
+    struct simn *s;
+    struct simn_cfg cfg = {.seed = 7, .links_max = 64};
+    unsigned a = 0, t = 1, accepted = 0;
+    log_level = LOG_ERROR;
+    CHECK(simn_new(&s, &cfg) == 0);
+    CHECK(simn_add(s, NULL, 0) == 0); /* A */
+    CHECK(simn_add(s, &a, 1) == 1);   /* T, whose seed is A */
+    wait_links(s, 1, 5 * SEC);
+    uint64_t t0 = simn_now(s);
+    for (unsigned c = 0; c < 5000; c++) {
+        struct dht_addr from = {.family = 4, .ip = {192, 0, 2, (uint8_t)(c % 100)}};
+        from.port = (uint16_t)(1024 + c);
+        accepted += simn_accept_silent(s, 1, &from);
+        simn_run_until(s, t0 + (uint64_t)(c + 1) * 1000 / 410);
+        if (c == 1000)
+            simn_cut(s, 1, 0); /* T must dial A again, in the flood */
+        if (c == 2000)
+            CHECK(simn_add(s, &t, 1) == 2); /* M joins, its seed T */
+        if (c == 4999) {
+            CHECK_INT(simn_links(s, 1, 0), ==, 1);
+            CHECK_INT(simn_links(s, 1, 2), ==, 1);
+        }
+    }
+    CHECK(accepted > 4500); /* taken in, and crowded out by the next ones, not refused */
+    CHECK(counter(s, 1, "handshakes_crowded") >= accepted - NODE_HANDSHAKES_MAX(64));
+    simn_free(s);
+}
