@@ -44,12 +44,12 @@
 
 /* Caps: what one peer, or all of them, can make a node hold. */
 #define DHT_RECORDS_PER_KEY 32
-#define DHT_KEYS_MAX 65536         /* keys with provider records */
-#define DHT_RECORDS_PER_PEER 16384 /* records one provider may hold here */
-#define DHT_REQ_PER_S 200          /* requests one peer may send per second ... */
-#define DHT_REQ_BURST 1000         /* ... after a burst of this many */
-#define DHT_RPC_MAX 1024           /* our requests waiting for answers */
-#define DHT_LOOKUPS_MAX 256        /* lookups running at once */
+#define DHT_KEYS_MAX 65536           /* keys with provider records */
+#define DHT_RECORDS_PER_SOURCE 16384 /* records from one address (IPv6: /64), any IDs */
+#define DHT_REQ_PER_S 200            /* requests one peer may send per second ... */
+#define DHT_REQ_BURST 1000           /* ... after a burst of this many */
+#define DHT_RPC_MAX 1024             /* our requests waiting for answers */
+#define DHT_LOOKUPS_MAX 256          /* lookups running at once */
 
 /* An address a node listens on: IPv4 (family 4, the first 4 bytes of ip) or IPv6 (family 6). */
 struct dht_addr {

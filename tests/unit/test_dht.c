@@ -194,11 +194,11 @@ TEST(dht_caps_hold_against_one_peer)
     while (take(d, o, &m))
         ;
 
-    /* records: DHT_RECORDS_PER_PEER of one provider, in batches; the rest refused */
+    /* records: DHT_RECORDS_PER_SOURCE of one provider, in batches; the rest refused */
     uint8_t keys[DHT_BATCH_MAX * DHT_ID_LEN];
     unsigned stored = 0;
     uint64_t now = 10000;
-    for (unsigned b = 0; b < DHT_RECORDS_PER_PEER / DHT_BATCH_MAX + 2; b++) {
+    for (unsigned b = 0; b < DHT_RECORDS_PER_SOURCE / DHT_BATCH_MAX + 2; b++) {
         for (unsigned i = 0; i < DHT_BATCH_MAX; i++) {
             uint32_t v = b * DHT_BATCH_MAX + i;
             memset(keys + i * DHT_ID_LEN, 0, DHT_ID_LEN);
@@ -212,10 +212,10 @@ TEST(dht_caps_hold_against_one_peer)
             if (m.type == DHT_STORED)
                 stored += m.accepted;
     }
-    CHECK_INT(stored, ==, DHT_RECORDS_PER_PEER);
+    CHECK_INT(stored, ==, DHT_RECORDS_PER_SOURCE);
     struct dht_stats st;
     dht_stats_get(d, &st);
-    CHECK_INT(st.records, ==, DHT_RECORDS_PER_PEER);
+    CHECK_INT(st.records, ==, DHT_RECORDS_PER_SOURCE);
     CHECK_INT(st.records_refused, ==, 2 * DHT_BATCH_MAX);
 
     /* one key: at most DHT_RECORDS_PER_KEY providers, the newest kept */
@@ -229,7 +229,7 @@ TEST(dht_caps_hold_against_one_peer)
     while (take(d, o, &m))
         ;
     dht_stats_get(d, &st);
-    CHECK_INT(st.records, ==, DHT_RECORDS_PER_PEER + DHT_RECORDS_PER_KEY);
+    CHECK_INT(st.records, ==, DHT_RECORDS_PER_SOURCE + DHT_RECORDS_PER_KEY);
     struct dht_contact last = contact((uint8_t)(0x50 + DHT_RECORDS_PER_KEY + 7), 7000);
     struct dht_contact first = contact(0x50, 7000);
     struct dht_msg gp = {.type = DHT_GET_PROVIDERS, .tx = 77};
@@ -250,6 +250,104 @@ TEST(dht_caps_hold_against_one_peer)
     dht_stats_get(d, &st);
     CHECK_INT(st.records, ==, 0);
     CHECK_INT(st.keys, ==, 0);
+    free(o);
+    dht_free(d);
+}
+
+/* Node IDs cost nothing: many of them from one address. */
+static struct dht_contact sybil(unsigned i)
+{
+    struct dht_contact c = {.addr = {.family = 4, .ip = {10, 6, 6, 6}, .port = 7000}};
+    memset(c.id, 0x66, DHT_ID_LEN);
+    memcpy(c.id, &i, sizeof i);
+    return c;
+}
+
+/* Announces keys [first, first + n) (the key is its number) from c; returns how many the node
+ * stored. *now moves on by 1 ms a message: within a source's request rate. */
+static unsigned announce(struct dht *d, struct dht_out *o, const struct dht_contact *c,
+                         uint32_t first, uint32_t n, uint64_t *now)
+{
+    uint8_t keys[DHT_BATCH_MAX * DHT_ID_LEN];
+    unsigned stored = 0;
+    struct dht_msg m;
+    for (uint32_t b = 0; b < n; b += DHT_BATCH_MAX) {
+        uint32_t nk = MIN(DHT_BATCH_MAX, n - b);
+        memset(keys, 0, sizeof keys);
+        for (uint32_t i = 0; i < nk; i++) {
+            uint32_t v = first + b + i;
+            memcpy(keys + i * DHT_ID_LEN, &v, sizeof v);
+        }
+        struct dht_msg add = {.type = DHT_ADD_PROVIDER, .tx = b, .keys = keys, .nkeys = nk};
+        *now += 20;
+        CHECK(feed(d, c, &add, *now) == 0);
+        while (take(d, o, &m))
+            if (m.type == DHT_STORED)
+                stored += m.accepted;
+    }
+    return stored;
+}
+
+/* Whether the node lists p among key k's providers. */
+static bool lists(struct dht *d, struct dht_out *o, uint32_t k, const struct dht_contact *p,
+                  uint64_t now)
+{
+    struct dht_msg gp = {.type = DHT_GET_PROVIDERS, .tx = 9}, m;
+    struct dht_contact asker = contact(0x21, 7000);
+    bool found = false;
+    memcpy(gp.target, &k, sizeof k);
+    CHECK(feed(d, &asker, &gp, now) == 0);
+    while (take(d, o, &m))
+        for (unsigned i = 0; m.type == DHT_PROVIDERS && i < m.nproviders; i++)
+            found |= !memcmp(m.providers[i].id, p->id, DHT_ID_LEN);
+    return found;
+}
+
+/* Issue 15: four IDs from one address filled the key table (DHT_RECORDS_PER_SOURCE was per
+ * ID), and 32 pushed an honest provider out of a key. Caps count sources, whatever the IDs:
+ * 8 IDs from one address store one source's share and an honest provider's new key is still
+ * taken; 40 IDs announcing the honest provider's key, before and after it, leave it listed. */
+TEST(dht_caps_hold_against_many_ids_from_one_address)
+{
+    uint64_t seed = 3, now = 10000;
+    uint8_t id[DHT_ID_LEN] = {0x80};
+    struct dht_cfg cfg = {.id = id, .rng = rng_fill, .rng_arg = &seed, .now_ms = 1000};
+    struct dht *d;
+    CHECK(dht_new(&d, &cfg) == 0);
+    struct dht_out *o = malloc(sizeof *o);
+    struct dht_contact honest = contact(0x31, 7000);
+    unsigned stored = 0;
+    struct dht_contact sy;
+    for (unsigned i = 0; i < 8; i++) { /* each would fill its own per-ID cap */
+        sy = sybil(i);
+        stored += announce(d, o, &sy, i * DHT_RECORDS_PER_SOURCE, DHT_RECORDS_PER_SOURCE, &now);
+    }
+    CHECK_INT(stored, ==, DHT_RECORDS_PER_SOURCE);
+    CHECK_INT(announce(d, o, &honest, 0x7fffffff, 1, &now), ==, 1);
+    CHECK(lists(d, o, 0x7fffffff, &honest, now));
+
+    /* one key: the honest provider first, then 40 IDs from another address (the first one is at
+     * its cap) */
+    CHECK_INT(announce(d, o, &honest, 0x7ffffff0, 1, &now), ==, 1);
+    for (unsigned i = 100; i < 140; i++) {
+        sy = sybil(i);
+        sy.addr.ip[3] = 7;
+        CHECK_INT(announce(d, o, &sy, 0x7ffffff0, 1, &now), ==, 1);
+    }
+    CHECK(lists(d, o, 0x7ffffff0, &honest, now));
+    /* ... and the other way round: 40 first, then the honest provider */
+    for (unsigned i = 200; i < 240; i++) {
+        sy = sybil(i);
+        sy.addr.ip[3] = 7;
+        announce(d, o, &sy, 0x7ffffff1, 1, &now);
+    }
+    CHECK_INT(announce(d, o, &honest, 0x7ffffff1, 1, &now), ==, 1);
+    for (unsigned i = 240; i < 280; i++) {
+        sy = sybil(i);
+        sy.addr.ip[3] = 7;
+        announce(d, o, &sy, 0x7ffffff1, 1, &now);
+    }
+    CHECK(lists(d, o, 0x7ffffff1, &honest, now));
     free(o);
     dht_free(d);
 }
