@@ -193,7 +193,7 @@ static void fake_start(int i)
     randombytes_buf(seed, sizeof seed);
     uint64_t now = uv_now(loop);
     struct p2p_peer_cfg cfg = {
-        .conn = {true, &f->id, ckey, rng, NULL, now, 0, 0}, .ops = &ops, .arg = f};
+        .conn = {true, &f->id, ckey, rng, NULL, now, 0, 0, 0}, .ops = &ops, .arg = f};
     struct dht_cfg dc = {.id = f->id.id, .rng = rng, .now_ms = now};
     if (p2p_identity_from_seed(&f->id, seed) < 0 || p2p_peer_new(&f->p, &cfg) < 0 ||
         dht_new(&f->d, &dc) < 0)

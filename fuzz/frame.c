@@ -73,8 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t key[32], ra = 1, rb = 2;
     memset(key, 7, sizeof key);
-    struct p2p_conn_cfg ca = {true, &ia, key, rng, &ra, 0, 3, 0};
-    struct p2p_conn_cfg cb = {false, &ib, key, rng, &rb, 0, 3, 0};
+    struct p2p_conn_cfg ca = {true, &ia, key, rng, &ra, 0, 3, 0, 0};
+    struct p2p_conn_cfg cb = {false, &ib, key, rng, &rb, 0, 3, 0, 0};
     struct p2p_conn *a, *b;
     if (p2p_conn_new(&a, &ca) || p2p_conn_new(&b, &cb))
         abort();

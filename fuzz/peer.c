@@ -116,7 +116,7 @@ static int side_new(struct side *s, bool initiator, uint8_t fill)
         return -1;
     memset(s->key, 7, sizeof s->key);
     s->rng = fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0, 0},
+    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0, 0, 0},
                              .ops = &ops,
                              .arg = s,
                              .window = 8,

@@ -62,7 +62,8 @@ static struct node_link *link_new(struct node *n, bool initiator, uint64_t now)
                                         .rng = n->cfg.rng,
                                         .rng_arg = n->cfg.rng_arg,
                                         .now_ms = now,
-                                        .handshake_ms = n->t.handshake},
+                                        .handshake_ms = n->t.handshake,
+                                        .tx_max = NODE_LINK_TX_MAX},
                                .ops = &peer_ops,
                                .arg = k,
                                .stall_ms = (uint32_t)n->t.stall};

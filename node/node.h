@@ -85,8 +85,12 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_SEEDS_MAX 32
 #define NODE_LINKS_MAX 4096         /* connections at once (the daemon lowers it to its fd limit) */
 #define NODE_SEND_BUDGET (4u << 20) /* answer bytes queued on a link before the socket drains */
-#define NODE_ACCEPT_BURST 20        /* handshakes one source (IPv4 address, IPv6 /64) may start */
-#define NODE_ACCEPT_SOURCES 256     /* sources remembered for that */
+/* Everything a link queues for its socket: DATA up to the budget (one message more), and the
+ * small answers (errors, HAVE replies, DHT answers) that a peer's requests make at once. Past
+ * it the peer is not reading what it asked for, and the link closes (ENOBUFS). */
+#define NODE_LINK_TX_MAX (2 * NODE_SEND_BUDGET)
+#define NODE_ACCEPT_BURST 20    /* handshakes one source (IPv4 address, IPv6 /64) may start */
+#define NODE_ACCEPT_SOURCES 256 /* sources remembered for that */
 /* Handshakes accepted and not finished, at most: a newer one closes the oldest (an outsider who
  * opens connections and says nothing holds those, and none may hold the link table). */
 #define NODE_HANDSHAKES_MAX(links_max) MAX(8, MIN(256, (links_max) / 8))

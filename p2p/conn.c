@@ -24,12 +24,10 @@
 
 #define LEN_BYTES 4
 #define RX_MAX (LEN_BYTES + P2P_FRAME_MAX + NOISE_TAG)
-/* Frames queued but not yet taken by the I/O side: beyond this, send says ENOBUFS and the
- * caller's flow control has failed. */
-#define TX_MAX (64u << 20)
 
 struct p2p_conn {
     struct noise_hs hs;
+    size_t tx_max;
     struct noise_cipher tx, rx;
     bool established;
     int err;
@@ -75,7 +73,7 @@ static uint8_t *out_room(struct p2p_conn *c, size_t n)
         c->out.len -= c->out_sent;
         c->out_sent = 0;
     }
-    if (c->out.len - c->out_sent + n > TX_MAX || buf_reserve(&c->out, n) < 0)
+    if (c->out.len - c->out_sent + n > c->tx_max || buf_reserve(&c->out, n) < 0)
         return NULL;
     uint8_t *p = c->out.p + c->out.len;
     c->out.len += n;
@@ -121,6 +119,7 @@ int p2p_conn_new(struct p2p_conn **out, const struct p2p_conn_cfg *cfg)
         return -ENOMEM;
     c->deadline = cfg->now_ms + (cfg->handshake_ms ? cfg->handshake_ms : P2P_HANDSHAKE_TIMEOUT_MS);
     c->rekey_every = cfg->rekey_every ? cfg->rekey_every : P2P_REKEY_EVERY;
+    c->tx_max = cfg->tx_max ? cfg->tx_max : P2P_TX_MAX;
     if (cfg->rng)
         cfg->rng(cfg->rng_arg, e_seed, sizeof e_seed);
     else
@@ -297,7 +296,7 @@ int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n)
     size_t need = LEN_BYTES + n + NOISE_TAG;
     uint8_t *p = out_room(c, need);
     if (!p)
-        return c->out.len - c->out_sent + need > TX_MAX ? -ENOBUFS : -ENOMEM;
+        return c->out.len - c->out_sent + need > c->tx_max ? -ENOBUFS : -ENOMEM;
     put_len(p, (uint32_t)(n + NOISE_TAG));
     int rc = noise_encrypt(&c->tx, p, LEN_BYTES, payload, n, p + LEN_BYTES);
     if (rc == 0 && c->tx.n % c->rekey_every == 0)

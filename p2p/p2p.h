@@ -29,6 +29,7 @@
 #define P2P_FRAME_MAX ((1u << 20) + 256)
 /* A handshake not finished within this long is abandoned. */
 #define P2P_HANDSHAKE_TIMEOUT_MS 10000
+#define P2P_TX_MAX (64u << 20) /* bytes a connection queues for the I/O side, by default */
 /* Each direction's key is replaced (Noise Rekey) after this many frames. */
 #define P2P_REKEY_EVERY (1ull << 20)
 
@@ -66,6 +67,9 @@ struct p2p_conn_cfg {
     uint64_t now_ms;       /* when the connection began */
     uint64_t rekey_every;  /* frames per key; 0: P2P_REKEY_EVERY */
     uint64_t handshake_ms; /* the handshake's time limit; 0: P2P_HANDSHAKE_TIMEOUT_MS */
+    size_t tx_max;         /* bytes waiting to be taken by the I/O side, at most; past it a send
+                              fails with -ENOBUFS (a p2p_peer then fails: its peer does not
+                              read); 0: P2P_TX_MAX */
 };
 
 struct p2p_conn;
@@ -89,7 +93,7 @@ int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_
  * the next call on c. NULL when no whole frame is buffered (or on error: see p2p_conn_error). */
 const uint8_t *p2p_conn_recv(struct p2p_conn *c, size_t *len);
 /* Queues a frame (once established). Returns 0, AFSP_E_USAGE (not established, or over
- * P2P_FRAME_MAX), -ENOBUFS (64 MiB already wait to be sent: the caller's flow control failed;
+ * P2P_FRAME_MAX), -ENOBUFS (tx_max bytes already wait to be sent: the caller's flow control failed;
  * the connection lives on), -EOVERFLOW (the nonces are spent: the connection is dead),
  * -ENOMEM. */
 int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n);

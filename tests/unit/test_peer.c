@@ -15,16 +15,18 @@ struct side {
     uint8_t key[32];
     uint64_t rng;
     /* as a server: what to do with requests */
-    enum { SERVE, IGNORE, NOT_FOUND } mode;
+    enum { SERVE, IGNORE, NOT_FOUND, HAVE_ALL } mode;
     const uint8_t *object;
     size_t object_len;
     uint32_t pending_ids[256], npending;
+    int answer_rc;
     int sources_done;
     /* as a requester */
     uint8_t *got;
     size_t got_len;
     int ndone, last_rc, hellos;
     uint16_t hello_port;
+    size_t tx_max; /* the connection's; 0: the default */
 };
 
 static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t n)
@@ -48,7 +50,11 @@ static void on_request(void *arg, struct p2p_peer *p, const struct p2p_msg *m)
         s->pending_ids[s->npending++] = m->id;
     else if (s->mode == NOT_FOUND)
         CHECK(p2p_peer_answer_error(p, m->id, P2P_ERR_NOT_FOUND) == 0);
-    else
+    else if (s->mode == HAVE_ALL) { /* a layer of 2^19 chunks, all here: a 64 KiB bitmap */
+        static uint8_t all[(1u << 19) / 8];
+        memset(all, 0xff, sizeof all);
+        s->answer_rc = p2p_peer_answer_have(p, m->id, 1u << 19, all);
+    } else
         CHECK(p2p_peer_answer_data(p, m->id, s->object_len, 0, s->object_len, &src) == 0);
 }
 
@@ -89,16 +95,19 @@ static const struct p2p_peer_ops ops = {
 static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t window)
 {
     uint8_t seed[32];
+    size_t tx_max = s->tx_max; /* the one setting a caller may make first */
     memset(s, 0, sizeof *s);
+    s->tx_max = tx_max;
     memset(seed, seed_fill, sizeof seed);
     CHECK(p2p_identity_from_seed(&s->id, seed) == 0);
     memset(s->key, 7, sizeof s->key);
     s->rng = seed_fill;
-    struct p2p_peer_cfg c = {.conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0, 0},
-                             .ops = &ops,
-                             .arg = s,
-                             .window = window,
-                             .stall_ms = 3000};
+    struct p2p_peer_cfg c = {
+        .conn = {initiator, &s->id, s->key, rng_fill, &s->rng, 1000, 0, 0, s->tx_max},
+        .ops = &ops,
+        .arg = s,
+        .window = window,
+        .stall_ms = 3000};
     CHECK(p2p_peer_new(&s->p, &c) == 0);
 }
 
@@ -135,7 +144,7 @@ static struct p2p_msg get_chunk(uint32_t n)
 
 TEST(peer_answers_come_whole_and_in_order)
 {
-    struct side a, b;
+    struct side a = {0}, b = {0};
     pair(&a, &b, 0);
     size_t len = (5u << 20) / 2 + 17; /* three DATA pieces */
     uint8_t *obj = malloc(len);
@@ -179,7 +188,7 @@ TEST(peer_answers_come_whole_and_in_order)
 
 TEST(peer_window_errors_stalls_and_cancels)
 {
-    struct side a, b;
+    struct side a = {0}, b = {0};
     pair(&a, &b, 4);
     b.mode = NOT_FOUND;
     struct p2p_msg m = get_chunk(1);
@@ -227,7 +236,7 @@ TEST(peer_window_errors_stalls_and_cancels)
  * take its deadline from the last byte received, so it stalled at once: issue 14's idle bug.) */
 TEST(peer_request_after_an_idle_connection_has_its_whole_stall_time)
 {
-    struct side a, b;
+    struct side a = {0}, b = {0};
     pair(&a, &b, 0);
     uint8_t obj[100] = {9};
     b.object = obj;
@@ -252,7 +261,7 @@ TEST(peer_request_after_an_idle_connection_has_its_whole_stall_time)
 
 TEST(peer_serving_limit_answers_busy)
 {
-    struct side a, b;
+    struct side a = {0}, b = {0};
     pair(&a, &b, P2P_SERVING_MAX + 8);
     b.mode = IGNORE;
     struct p2p_msg m = get_chunk(1);
@@ -268,7 +277,7 @@ TEST(peer_serving_limit_answers_busy)
 
 TEST(peer_breaking_the_protocol_ends_the_connection)
 {
-    struct side a, b;
+    struct side a = {0}, b = {0};
     uint8_t obj[300] = {1, 2, 3};
     /* An answer bigger than what was asked for. */
     pair(&a, &b, 0);
@@ -295,5 +304,35 @@ TEST(peer_breaking_the_protocol_ends_the_connection)
     CHECK_INT(shuttle(&a, &b, 1001), ==, AFSP_E_PROTO);
     CHECK_INT(p2p_peer_error(b.p), ==, AFSP_E_PROTO);
     CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    sides_free(&a, &b);
+}
+
+/* A peer that asks and never reads (issue 15): 20,000 HAVE requests, each answered at once with
+ * a 64 KiB bitmap, and not a byte taken. The server queues at most its tx_max (the node's is
+ * NODE_LINK_TX_MAX), then its connection fails with ENOBUFS instead of growing: before, the
+ * limit was 64 MiB for every connection. */
+TEST(peer_that_never_reads_costs_at_most_its_queue)
+{
+    struct side a = {0}, b = {.tx_max = 8u << 20};
+    pair(&a, &b, 0);
+    b.mode = HAVE_ALL;
+    struct p2p_msg m = {.type = P2P_HAVE};
+    memset(m.digest, 3, sizeof m.digest);
+    uint8_t frame[128];
+    size_t n, most = 0;
+    const uint8_t *q;
+    int rc = 0;
+    for (uint32_t i = 0; i < 20000 && rc == 0; i++) {
+        m.id = i + 1;
+        CHECK(p2p_msg_encode(&m, frame, sizeof frame, &n) == 0);
+        CHECK(p2p_conn_send(p2p_peer_conn(a.p), frame, n) == 0);
+        if (i % 100 == 99 || i == 19999) {
+            rc = sim_peer_move(a.p, b.p, 2000); /* b takes a's requests; no one takes b's bytes */
+            most = MAX(most, p2p_conn_pending(p2p_peer_conn(b.p), &q));
+        }
+    }
+    CHECK(most <= b.tx_max);
+    CHECK(most > b.tx_max - (80u << 10)); /* it did fill up */
+    CHECK_INT(p2p_peer_error(b.p), ==, -ENOBUFS);
     sides_free(&a, &b);
 }
