@@ -37,13 +37,13 @@ int cmd_layers(int argc, char **argv)
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
             json_array_append_new(
-                arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:s}", "digest",
+                arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:s}", "digest",
                                digest_fmt(v[i].digest, dg), "mediaType", v[i].media_type, "size",
                                (json_int_t)v[i].size, "uncompressedSize", (json_int_t)v[i].usize,
                                "chunks", (json_int_t)v[i].nchunks, "chunksPresent",
                                (json_int_t)v[i].chunks_present, "files", (json_int_t)v[i].nfiles,
                                "storedBytes", (json_int_t)v[i].stored_bytes, "complete",
-                               v[i].complete, "lastAccess", time_fmt(v[i].last_access_ns, t)));
+                               v[i].complete, "verified", v[i].index_built, "lastAccess", time_fmt(v[i].last_access_ns, t)));
         json_print(arr);
     } else {
         printf("%-19s %-10s %-10s %-9s %-45s %s\n", "DIGEST", "SIZE", "UNPACKED", "CHUNKS",

@@ -396,6 +396,12 @@ static int apply_layer(struct builder *b, const struct fs_layer_src *l, uint32_t
     }
     for (uint32_t i = 0; i < n; i++) {
         l->file(l->arg, i, &f);
+        if (!l->trusted && (f.type == '3' || f.type == '4')) { /* chr, blk */
+            skip(b, f.path, "a device node from a layer whose index is a peer's");
+            continue;
+        }
+        if (!l->trusted)
+            f.mode &= ~(uint32_t)(S_ISUID | S_ISGID);
         if (!is_whiteout(f.path) && (rc = apply_entry(b, layer, i, &f)) < 0)
             return rc;
     }
@@ -566,7 +572,8 @@ int fs_tree_build(struct fs_tree **out, struct store_layer *const *layers, size_
     if (!src)
         return -ENOMEM;
     for (size_t k = 0; k < n; k++)
-        src[k] = (struct fs_layer_src){layers[k], sl_nfiles, sl_file, sl_xattr};
+        src[k] = (struct fs_layer_src){layers[k], sl_nfiles, sl_file, sl_xattr,
+                                       store_layer_index_built(layers[k])};
     int rc = fs_tree_build_src(out, src, n, skipped);
     free(src);
     return rc;
@@ -677,7 +684,13 @@ int fs_tree_xattr(const struct fs_tree *t, uint64_t ino, uint32_t j, const char 
     if (!n || n->file == NO_FILE)
         return -ENOENT;
     const struct fs_layer_src *l = &t->layers[n->layer];
-    return l->xattr(l->arg, n->file, j, name, value, len) < 0 ? -ENOENT : 0;
+    if (l->trusted)
+        return l->xattr(l->arg, n->file, j, name, value, len) < 0 ? -ENOENT : 0;
+    /* the j-th of those that are shown: security.capability is withheld */
+    for (uint32_t k = 0; l->xattr(l->arg, n->file, k, name, value, len) >= 0; k++)
+        if (strcmp(*name, "security.capability") && j-- == 0)
+            return 0;
+    return -ENOENT;
 }
 
 int fs_tree_data(const struct fs_tree *t, uint64_t ino, uint32_t *layer, uint64_t *off,

@@ -155,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     nl++;
     for (size_t k = 0; k < nl; k++)
-        src[k] = (struct fs_layer_src){&layers[k], f_nfiles, f_file, f_xattr};
+        src[k] = (struct fs_layer_src){&layers[k], f_nfiles, f_file, f_xattr, k % 2 == 0};
     struct fs_tree *t;
     log_level = -1; /* entries left out are expected here */
     if (fs_tree_build_src(&t, src, nl, NULL) == 0) {

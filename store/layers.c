@@ -65,7 +65,7 @@ static int layer_insert(MDB_txn *txn, struct store *s, const uint8_t *digest,
     uint64_t freed = 0;
     int rc;
 
-    r.flags = complete ? LAYER_COMPLETE : 0;
+    r.flags = complete ? LAYER_COMPLETE | LAYER_INDEX_BUILT : 0; /* else the index is a peer's */
     r.format = ix->format;
     r.nchunks = ix->nchunks;
     r.nfiles = ix->nfiles;
@@ -136,11 +136,12 @@ static int commit_fn(MDB_txn *txn, void *arg)
         struct layer_rec old;
         if ((rc = layer_rec_decode(&v, &old)) < 0)
             return rc;
-        if (old.flags & LAYER_COMPLETE) {
+        if ((old.flags & LAYER_COMPLETE) && (old.flags & LAYER_INDEX_BUILT)) {
             a->existed = 1; /* another pull got there first */
             return 0;
         }
-        /* A partial layer (chunks from peers) is replaced by the whole blob. */
+        /* A partial layer (chunks from peers), or one completed with a peer's index, is
+         * replaced by the whole blob and the index built from it. */
         lru_key(old.last_access, a->digest, key);
         if ((rc = db_del(txn, s->db.dbi[DB_LRU], key, sizeof key)) < 0)
             return rc;
@@ -385,6 +386,7 @@ int store_layers_list(struct store *s, struct layer_info **out, size_t *n)
         li->stored_bytes = r.stored;
         li->last_access_ns = r.last_access;
         li->complete = r.flags & LAYER_COMPLETE;
+        li->index_built = r.flags & LAYER_INDEX_BUILT;
         if (db_get(txn, s->db.dbi[DB_PRESENT], k.mv_data, DIGEST_LEN, &bm) == 0) {
             const uint8_t *b = bm.mv_data;
             for (uint32_t i = 0; i < r.nchunks && i / 8 < bm.mv_size; i++)

@@ -29,6 +29,7 @@ struct store_layer {
     uint8_t *verified; /* chunk bitmap: checked against the index by this handle (atomic) */
     uint8_t *reported; /* chunk bitmap: its failure is logged (atomic) */
     int fd;
+    bool index_built;        /* LAYER_INDEX_BUILT */
     struct store_reader *rd; /* store_layer_read's */
 };
 
@@ -312,6 +313,11 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     memcpy(l->digest, digest, DIGEST_LEN);
     if ((rc = db_read_begin(&s->db, &txn)) < 0)
         goto fail;
+    struct layer_rec r;
+    if ((rc = db_get(txn, s->db.dbi[DB_LAYERS], digest, DIGEST_LEN, &v)) < 0 ||
+        (rc = layer_rec_decode(&v, &r)) < 0)
+        goto fail;
+    l->index_built = r.flags & LAYER_INDEX_BUILT;
     if ((rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) < 0)
         goto fail;
     if ((rc = index_parse(v.mv_data, v.mv_size, &l->ix)) < 0)
@@ -368,6 +374,11 @@ void store_layer_close(struct store_layer *l)
     free(l->verified);
     free(l->reported);
     free(l);
+}
+
+bool store_layer_index_built(const struct store_layer *l)
+{
+    return l->index_built;
 }
 
 uint32_t store_layer_nfiles(const struct store_layer *l)

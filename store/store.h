@@ -131,7 +131,8 @@ struct layer_info {
     uint32_t nfiles;
     uint64_t stored_bytes; /* bytes this layer counts against the cache limit */
     uint64_t last_access_ns;
-    bool complete; /* whole blob present and verified against its digest */
+    bool complete;    /* whole blob present and verified against its digest */
+    bool index_built; /* its index was built here from the whole blob (not a peer's) */
 };
 
 /* Lists images or layers. On success *out is a malloc'd array owned by the caller (free with
@@ -181,6 +182,9 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
                      struct store_layer **out);
 void store_layer_close(struct store_layer *l);
 uint32_t store_layer_nfiles(const struct store_layer *l);
+/* Whether the layer's index was built here from its whole blob (else it is a peer's, and what it
+ * says of files is the word of the node that built it: docs/security.md). */
+bool store_layer_index_built(const struct store_layer *l);
 /* File i (0-based, archive order). Pointers valid while l is open. */
 int store_layer_file(const struct store_layer *l, uint32_t i, struct layer_file *out);
 /* Xattr j of file i: name and value valid while l is open. */

@@ -45,6 +45,11 @@ chunks() {
 l = json.load(sys.stdin); print(sum(x["chunksPresent"] for x in l), sum(x["chunks"] for x in l))'
 }
 
+verified() { # DATA: the layers verified, of all the layers held
+    "$AFSP_BIN" --data "$1" layers --json | "$PY" -c 'import json,sys
+l = json.load(sys.stdin); print(sum(x["verified"] for x in l), len(l))'
+}
+
 registry_with_stress_image() {
     start_registry
     build_stress_image "$TEST_TMPDIR/oci" stress

@@ -17,6 +17,9 @@ Options:
   --ignore-xattr P  skip xattrs whose name starts with P, repeatable (e.g. security.selinux)
   --exclude GLOB    skip paths (relative, like "a/b") matching the fnmatch GLOB and their
                     subtrees, repeatable
+  --unprivileged    B is A as shown from layers whose index is a peer's (docs/security.md): A's
+                    device nodes are not in B, setuid/setgid bits are clear in B, and
+                    security.capability is not in B; all else as A
   --max N           list at most N differences (default 200); the count is always exact
   -q                print only the summary line
 """
@@ -124,9 +127,15 @@ def hardlink_groups(entries):
     return out
 
 
-def compare(a, b, ignore, ignore_xattr, excludes):
+def compare(a, b, ignore, ignore_xattr, excludes, unpriv=False):
     diffs = []
     ea, eb = walk(a, excludes), walk(b, excludes)
+    if unpriv:  # A's devices must be absent from B: they are not compared further
+        for p in [p for p, st in ea.items() if ftype(st.st_mode) in ("chardev", "blockdev")]:
+            if p in eb:
+                diffs.append("a device shown from a peer's index: %s" % show(p))
+            del ea[p]
+            eb.pop(p, None)
     for p in sorted(set(ea) - set(eb)):
         diffs.append("only in A: %s (%s)" % (show(p), ftype(ea[p].st_mode)))
     for p in sorted(set(eb) - set(ea)):
@@ -141,10 +150,9 @@ def compare(a, b, ignore, ignore_xattr, excludes):
         if ta != tb:
             diffs.append("type differs: %s: A=%s B=%s" % (name, ta, tb))
             continue
-        if "mode" not in ignore and stat.S_IMODE(sa.st_mode) != stat.S_IMODE(sb.st_mode) \
-                and ta != "symlink":
-            diffs.append("mode differs: %s: A=%04o B=%04o" %
-                         (name, stat.S_IMODE(sa.st_mode), stat.S_IMODE(sb.st_mode)))
+        ma = stat.S_IMODE(sa.st_mode) & (~0o6000 if unpriv else ~0)
+        if "mode" not in ignore and ma != stat.S_IMODE(sb.st_mode) and ta != "symlink":
+            diffs.append("mode differs: %s: A=%04o B=%04o" % (name, ma, stat.S_IMODE(sb.st_mode)))
         if "owner" not in ignore and (sa.st_uid, sa.st_gid) != (sb.st_uid, sb.st_gid):
             diffs.append("owner differs: %s: A=%d:%d B=%d:%d" %
                          (name, sa.st_uid, sa.st_gid, sb.st_uid, sb.st_gid))
@@ -178,6 +186,8 @@ def compare(a, b, ignore, ignore_xattr, excludes):
                 diffs.append("device differs: %s: A=%d,%d B=%d,%d" % ((name,) + da + db))
         if "xattr" not in ignore:
             xa, xb = xattrs(pa, ignore_xattr), xattrs(pb, ignore_xattr)
+            if unpriv:
+                xa.pop("security.capability", None)
             for k in sorted(set(xa) | set(xb)):
                 if k not in xb:
                     diffs.append("xattr only in A: %s: %s=%s" % (name, k, fmt_xattr(xa[k])))
@@ -208,6 +218,7 @@ def main():
     ap.add_argument("--ignore", action="append", default=[], choices=KINDS)
     ap.add_argument("--ignore-xattr", action="append", default=[])
     ap.add_argument("--exclude", action="append", default=[])
+    ap.add_argument("--unprivileged", action="store_true")
     ap.add_argument("--max", type=int, default=200)
     ap.add_argument("-q", action="store_true")
     args = ap.parse_args()
@@ -215,7 +226,8 @@ def main():
         if not os.path.isdir(d):
             print("treecmp: not a directory: %s" % d, file=sys.stderr)
             return 2
-    diffs, na, nb = compare(args.a, args.b, set(args.ignore), args.ignore_xattr, args.exclude)
+    diffs, na, nb = compare(args.a, args.b, set(args.ignore), args.ignore_xattr, args.exclude,
+                            args.unprivileged)
     if not args.q:
         for d in diffs[:args.max]:
             print(d)

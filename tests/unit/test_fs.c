@@ -172,7 +172,7 @@ static int odd_file(void *arg, uint32_t i, struct layer_file *out)
 
 TEST(fs_tree_leaves_out_paths_without_a_name)
 {
-    struct fs_layer_src src = {NULL, odd_nfiles, odd_file, NULL};
+    struct fs_layer_src src = {NULL, odd_nfiles, odd_file, NULL, true};
     struct fs_tree *t;
     size_t skipped = 0;
     log_level = -1;
@@ -185,4 +185,85 @@ TEST(fs_tree_leaves_out_paths_without_a_name)
     CHECK_INT(n, ==, 1);
     CHECK_INT(skipped, ==, 3);
     fs_tree_free(t);
+}
+
+/* A layer whose index is a peer's: its file table is the word of whoever built it (issue 15).
+ * The same table shows a setuid root shell, a block device and a file capability when the
+ * layer's index was built here, and none of them when it came from a peer. */
+static const struct layer_file priv_files[] = {
+    {.path = "bin", .link = "", .type = '5', .mode = 0755},
+    {.path = "bin/sh", .link = "", .type = '0', .mode = 04755},
+    {.path = "bin/newgrp", .link = "", .type = '0', .mode = 02755},
+    {.path = "bin/ping", .link = "", .type = '0', .mode = 0755, .nxattrs = 2},
+    {.path = "sda", .link = "", .type = '4', .mode = 0660, .devmajor = 8},
+    {.path = "tty", .link = "", .type = '3', .mode = 0666, .devmajor = 5},
+};
+
+static uint32_t priv_nfiles(void *arg)
+{
+    (void)arg;
+    return ARRAY_SIZE(priv_files);
+}
+
+static int priv_file(void *arg, uint32_t i, struct layer_file *out)
+{
+    (void)arg;
+    *out = priv_files[i];
+    return 0;
+}
+
+static int priv_xattr(void *arg, uint32_t i, uint32_t j, const char **name, const uint8_t **value,
+                      size_t *len)
+{
+    (void)arg;
+    if (i != 3 || j > 1)
+        return -1;
+    *name = j == 0 ? "security.capability" : "user.note";
+    *value = (const uint8_t *)(j == 0 ? "\x01\x00\x00\x02\x00\x20\x00\x00" : "x");
+    *len = j == 0 ? 8 : 1;
+    return 0;
+}
+
+static uint32_t path_mode(const struct fs_tree *t, const char *dir, const char *name)
+{
+    uint64_t d = FS_ROOT_INO, ino;
+    struct fs_attr a;
+    if (dir && fs_tree_lookup(t, FS_ROOT_INO, dir, &d) != 0)
+        return 0;
+    if (fs_tree_lookup(t, d, name, &ino) != 0 || fs_tree_getattr(t, ino, &a) != 0)
+        return 0;
+    return a.mode;
+}
+
+static unsigned xattrs_of(const struct fs_tree *t, bool *cap)
+{
+    uint64_t bin, ino;
+    const char *name;
+    const uint8_t *v;
+    size_t len;
+    unsigned n = 0;
+    *cap = false;
+    CHECK(fs_tree_lookup(t, FS_ROOT_INO, "bin", &bin) == 0);
+    CHECK(fs_tree_lookup(t, bin, "ping", &ino) == 0);
+    for (uint32_t j = 0; fs_tree_xattr(t, ino, j, &name, &v, &len) == 0; j++, n++)
+        *cap |= !strcmp(name, "security.capability");
+    return n;
+}
+
+TEST(fs_tree_withholds_privileges_of_a_peers_index)
+{
+    struct fs_tree *t;
+    bool cap;
+    log_level = -1;
+    for (int trusted = 0; trusted <= 1; trusted++) {
+        struct fs_layer_src src = {NULL, priv_nfiles, priv_file, priv_xattr, trusted};
+        CHECK(fs_tree_build_src(&t, &src, 1, NULL) == 0);
+        CHECK_INT(path_mode(t, "bin", "sh"), ==, S_IFREG | (trusted ? 04755 : 0755));
+        CHECK_INT(path_mode(t, "bin", "newgrp"), ==, S_IFREG | (trusted ? 02755 : 0755));
+        CHECK_INT(path_mode(t, NULL, "sda"), ==, trusted ? S_IFBLK | 0660 : 0);
+        CHECK_INT(path_mode(t, NULL, "tty"), ==, trusted ? S_IFCHR | 0666 : 0);
+        CHECK_INT(xattrs_of(t, &cap), ==, trusted ? 2 : 1);
+        CHECK(cap == trusted);
+        fs_tree_free(t);
+    }
 }
