@@ -43,7 +43,8 @@ int cmd_layers(int argc, char **argv)
                                "chunks", (json_int_t)v[i].nchunks, "chunksPresent",
                                (json_int_t)v[i].chunks_present, "files", (json_int_t)v[i].nfiles,
                                "storedBytes", (json_int_t)v[i].stored_bytes, "complete",
-                               v[i].complete, "verified", v[i].index_built, "lastAccess", time_fmt(v[i].last_access_ns, t)));
+                               v[i].complete, "verified", v[i].index_built, "lastAccess",
+                               time_fmt(v[i].last_access_ns, t)));
         json_print(arr);
     } else {
         printf("%-19s %-10s %-10s %-9s %-45s %s\n", "DIGEST", "SIZE", "UNPACKED", "CHUNKS",
