@@ -50,6 +50,8 @@ int cmd_next(struct cmd_iter *it, const char **arg);
 /* If the current argument is option name ("--name VALUE" or "--name=VALUE"), returns its value;
  * else NULL. A missing value is a usage error reported by the next cmd_next. */
 const char *cmd_value(struct cmd_iter *it, const char *name);
+/* A whole number from 0 to max, in decimal. Returns 0, or -1 for anything else. */
+int cmd_number(const char *v, unsigned long long max, unsigned long long *out);
 /* Prints "afsp: " and the message to stderr; returns 1 (the exit status). */
 int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the command's usage to stdout (for --help) and returns 0. */

@@ -137,6 +137,17 @@ int cmd_next(struct cmd_iter *it, const char **arg)
     return 0;
 }
 
+int cmd_number(const char *v, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || errno || x > max || v[0] == '-')
+        return -1;
+    *out = x;
+    return 0;
+}
+
 const char *cmd_value(struct cmd_iter *it, const char *name)
 {
     const char *a = it->argv[it->i];

@@ -29,8 +29,8 @@
 
 const struct command cmd_mount_def = {
     "mount", cmd_mount, "show an image as a read-only root filesystem (FUSE)",
-    "[--foreground] [--prefetch FILE] [--preload] [--cache-mem N] [--platform P]\n"
-    "       [--insecure-registry HOST]... IMAGE DIR\n"
+    "[--foreground] [--prefetch FILE] [--preload] [--cache-mem N] [--node-wait SECONDS]\n"
+    "       [--platform P] [--insecure-registry HOST]... IMAGE DIR\n"
     "\n"
     "Mounts IMAGE on DIR (an existing, empty directory) as a read-only filesystem equal to\n"
     "the image unpacked, and returns once the mount is ready. Only the bytes programs read\n"
@@ -40,6 +40,9 @@ const struct command cmd_mount_def = {
     "  --prefetch FILE  read the files listed in FILE (one path per line) ahead, in order\n"
     "  --preload        fetch and verify every chunk of the image in the background\n"
     "  --cache-mem N    memory for decompressed data, e.g. 512M (default 256M)\n"
+    "  --node-wait SECONDS\n"
+    "                   how long a read that needs the node waits for it, if it is\n"
+    "                   stopped or restarting, before it fails with EIO (default 120)\n"
     "\n"
     "The mount process logs to DATA/mounts/. Unmount with `afsp umount DIR`.\n",
     false};
@@ -55,6 +58,7 @@ struct mount_args {
     const char *ref, *dir, *prefetch;
     bool foreground, preload;
     uint64_t cache_mem;
+    unsigned long long node_wait_s;
     struct pull_args pa;
     char mountpoint[PATH_MAX];
     int dir_fd; /* the directory checked, mounted on through /proc/self/fd: never by path */
@@ -195,7 +199,7 @@ static int serve(struct mount_args *a, int ready_fd)
     struct image_info ii;
     int rc = store_image_find(s, a->ref, &ii);
     if (rc == 0) {
-        rc = node_fetcher_new(&nf, data_dir(), ii.ref, a->pa.insecure);
+        rc = node_fetcher_new(&nf, data_dir(), ii.ref, a->pa.insecure, a->node_wait_s * 1000);
         free(ii.layers);
     }
     if (rc == 0) {
@@ -324,6 +328,12 @@ int cmd_mount(int argc, char **argv)
                 return cmd_usage_error(&cmd_mount_def,
                                        "--cache-mem: '%s' is not a size of at "
                                        "least 1M",
+                                       v);
+        } else if ((v = cmd_value(&it, "--node-wait"))) {
+            if (cmd_number(v, 86400, &a.node_wait_s) < 0 || a.node_wait_s == 0)
+                return cmd_usage_error(&cmd_mount_def,
+                                       "--node-wait: '%s' is not a number of seconds from 1 to "
+                                       "86400",
                                        v);
         } else if (arg[0] == '-')
             return cmd_usage_error(&cmd_mount_def, "unknown option %s", arg);

@@ -97,17 +97,6 @@ static void rng(void *arg, uint8_t *buf, size_t n)
     randombytes_buf(buf, n);
 }
 
-static int number(const char *v, unsigned long long max, unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || errno || x > max || v[0] == '-')
-        return -1;
-    *out = x;
-    return 0;
-}
-
 int cmd_node(int argc, char **argv)
 {
     const char *listen = "0.0.0.0:" NODE_DEFAULT_PORT_STR, *key_file = NULL, *v, *arg;
@@ -124,7 +113,7 @@ int cmd_node(int argc, char **argv)
         else if ((v = cmd_value(&it, "--cluster-key-file")))
             key_file = v;
         else if ((v = cmd_value(&it, "--idle-timeout"))) {
-            if (number(v, 86400ull * 365, &idle_s) < 0)
+            if (cmd_number(v, 86400ull * 365, &idle_s) < 0)
                 return cmd_usage_error(&cmd_node_def, "bad --idle-timeout %s (seconds)", v);
             idle_given = true;
         } else if ((v = cmd_value(&it, "--seed"))) {
@@ -137,7 +126,7 @@ int cmd_node(int argc, char **argv)
     if (r < 0)
         return it.status;
     const char *dv = getenv("AFSP_TEST_TIME_DIVISOR");
-    if (dv && (number(dv, 1000000, &divisor) < 0 || divisor == 0))
+    if (dv && (cmd_number(dv, 1000000, &divisor) < 0 || divisor == 0))
         return die("bad AFSP_TEST_TIME_DIVISOR %s (a whole number from 1)", dv);
     struct dht_addr la;
     if ((rc = node_addr_parse(listen, "0.0.0.0", &la)) < 0)

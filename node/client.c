@@ -68,6 +68,10 @@ int node_client_call(int fd, enum node_ctl_verb verb, json_t *fields, json_t **a
         ssize_t k = read(fd, in.p + in.len, 64 << 10);
         if (k < 0 && errno == EINTR)
             continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            rc = err_set(-ETIMEDOUT, "the node did not answer in time");
+            break;
+        }
         if (k < 0) {
             rc = err_set(-errno, "cannot talk to the node");
             break;

@@ -76,6 +76,12 @@ static json_t *error_answer(const char *fmt, ...)
     return json_pack("{s:s}", "error", msg);
 }
 
+/* An error that asking again later may mend: the node is stopping, or runs too much. */
+static json_t *busy_answer(const char *msg)
+{
+    return json_pack("{s:s, s:b}", "error", msg, "busy", 1);
+}
+
 static struct ctl_pending *pending_new(struct node *n, struct node_ctl *c)
 {
     struct ctl_pending *p = calloc(1, sizeof *p);
@@ -98,7 +104,7 @@ void ctl_cancel_all(struct node *n, bool answer)
         if (p->task)
             p->task->ctl = NULL; /* its end is not told: it was answered here */
         if (answer)
-            ctl_answer(n, p->c, error_answer("the node is stopping"));
+            ctl_answer(n, p->c, busy_answer("the node is stopping"));
         free(p);
     }
 }
@@ -187,9 +193,7 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
     json_t *ins = json_object_get(req, "insecure");
     json_t *first = json_object_get(req, "first"), *last = json_object_get(req, "last");
     if (n->ntasks >= NODE_TASKS_MAX) {
-        ctl_answer(
-            n, c,
-            json_pack("{s:s, s:b}", "error", "busy: too many requests are running", "busy", 1));
+        ctl_answer(n, c, busy_answer("busy: too many requests are running"));
         return;
     }
     struct node_task *t = calloc(1, sizeof *t);
@@ -294,7 +298,7 @@ void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size
     if (!cmd)
         ctl_answer(n, c, error_answer("bad request"));
     else if (n->stopping)
-        ctl_answer(n, c, error_answer("the node is stopping"));
+        ctl_answer(n, c, busy_answer("the node is stopping"));
     else if (v == NODE_CTL_NVERBS)
         ctl_answer(n, c, error_answer("unknown command %s", cmd));
     else

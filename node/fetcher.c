@@ -15,11 +15,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#define BUSY_WAIT_MAX_MS 15000 /* a node that stays busy this long fails the read */
-#define BUSY_BACKOFF_MIN_MS 10
-#define BUSY_BACKOFF_MAX_MS 500
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 500
 
 /* A request to the node in progress, which later readers of the same chunks wait for. */
 struct inflight {
@@ -32,6 +33,7 @@ struct inflight {
 
 struct node_fetcher {
     char *dir, *ref;
+    uint64_t wait_ms;
     char **insecure; /* NULL-terminated */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -39,7 +41,7 @@ struct node_fetcher {
 };
 
 int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref,
-                     const char *const *insecure)
+                     const char *const *insecure, uint64_t wait_ms)
 {
     struct node_fetcher *f = calloc(1, sizeof *f);
     size_t n = 0;
@@ -55,6 +57,7 @@ int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref
             node_fetcher_free(f);
             return -ENOMEM;
         }
+    f->wait_ms = wait_ms ? wait_ms : NODE_MOUNT_WAIT_MS;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     *out = f;
@@ -73,18 +76,25 @@ void node_fetcher_free(struct node_fetcher *f)
     free(f);
 }
 
+/* One fetch call, its answer awaited at most timeout_ms. *again: the node could not be reached,
+ * did not answer, or answered busy, and may do better if asked again. */
 static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
-                      uint32_t last, bool *busy)
+                      uint32_t last, uint64_t timeout_ms, bool *again)
 {
     char dg[DIGEST_STR_LEN + 1];
     json_t *ans = NULL;
     digest_fmt(digest, dg);
+    *again = true;
     int fd = node_client_connect(nf->dir);
     if (fd < 0)
         return err_set(AFSP_E_NOTFOUND,
                        "chunks %u-%u of layer %s are not here, and no node runs on %s to fetch "
                        "them",
                        first, last, dg, nf->dir);
+    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000 * 1000)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     json_t *ins = json_array();
     for (size_t i = 0; nf->insecure[i]; i++)
         json_array_append_new(ins, json_string(nf->insecure[i]));
@@ -95,12 +105,15 @@ static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN],
     int rc = req ? node_client_call(fd, NODE_CTL_FETCH, req, &ans) : -ENOMEM;
     close(fd);
     json_decref(req);
+    if (rc == -ENOMEM)
+        *again = false;
     if (rc == 0 && !json_is_true(json_object_get(ans, "ok"))) {
         const char *e = json_string_value(json_object_get(ans, "error"));
-        *busy = json_is_true(json_object_get(ans, "busy"));
+        *again = json_is_true(json_object_get(ans, "busy"));
         rc = err_set(AFSP_E_NOTFOUND, "chunks %u-%u of layer %s: %s", first, last, dg,
                      e ? e : "the node did not fetch them");
-    }
+    } else if (rc == 0)
+        *again = false;
     json_decref(ans);
     return rc;
 }
@@ -108,15 +121,22 @@ static int fetch_once(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN],
 static int fetch_retrying(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
                           uint32_t last)
 {
-    unsigned waited_ms = 0, ms = BUSY_BACKOFF_MIN_MS;
+    uint64_t start = time_mono_ns() / 1000000, ms = BACKOFF_MIN_MS;
     for (;;) {
-        bool busy = false;
-        int rc = fetch_once(nf, digest, first, last, &busy);
-        if (!busy || waited_ms >= BUSY_WAIT_MAX_MS)
+        uint64_t waited = time_mono_ns() / 1000000 - start;
+        uint64_t left = waited < nf->wait_ms ? nf->wait_ms - waited : 0;
+        bool again = false;
+        int rc = fetch_once(nf, digest, first, last,
+                            MAX(1, MIN(left, (uint64_t)NODE_CALL_TIMEOUT_MS)), &again);
+        waited = time_mono_ns() / 1000000 - start;
+        if (!again || waited >= nf->wait_ms) {
+            if (again)
+                log_error("a read waited %llu ms for the node on %s: %s",
+                          (unsigned long long)waited, nf->dir, err_msg(rc));
             return rc;
-        usleep(ms * 1000);
-        waited_ms += ms;
-        ms = ms < BUSY_BACKOFF_MAX_MS ? ms * 2 : BUSY_BACKOFF_MAX_MS;
+        }
+        usleep((useconds_t)MIN(ms, nf->wait_ms - waited) * 1000);
+        ms = MIN(ms * 2, (uint64_t)BACKOFF_MAX_MS);
     }
 }
 

@@ -66,7 +66,8 @@ static struct node_link *link_new(struct node *n, bool initiator, uint64_t now)
                                         .tx_max = NODE_LINK_TX_MAX},
                                .ops = &peer_ops,
                                .arg = k,
-                               .stall_ms = (uint32_t)n->t.stall};
+                               .stall_ms = (uint32_t)n->t.stall,
+                               .request_ms = (uint32_t)n->t.request};
     if (p2p_peer_new(&k->p, &cfg) < 0) {
         free(k);
         return NULL;

@@ -57,7 +57,10 @@
     X(providers_fresh, 30000, "the providers of a digest are looked up again after this long")     \
     X(providers_retry, 1000, "... or after this long when none of them could serve")               \
     X(accept_refill, 200, "a source address earns one more new connection every this long")        \
-    X(stall, P2P_STALL_MS, "a request with no byte of its answer this long fails")                 \
+    X(stall, P2P_STALL_MS, "a request with no piece of its answer this long fails")                \
+    X(request, P2P_REQUEST_MS,                                                                     \
+      "a request whose answer is not whole this long after it was sent fails (plus 1 s for "       \
+      "each 256 KiB the answer may have)")                                                         \
     X(handshake, P2P_HANDSHAKE_TIMEOUT_MS, "a handshake not finished this long is abandoned")      \
     X(dht_ttl, DHT_TTL_MS, "a provider record lives this long")                                    \
     X(dht_republish, DHT_REPUBLISH_MS,                                                             \
@@ -115,7 +118,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(bytes_fetched, "bytes of those chunks")                                                      \
     X(blobs_fetched, "manifests, configs and indexes fetched from peers")                          \
     X(bad_chunks, "chunks from peers that did not match the index (the peer is banned)")           \
-    X(stalls, "requests to peers that got no byte for the stall timeout (the peer is banned)")     \
+    X(stalls, "requests to peers that stalled or passed their overall limit (the peer is banned)") \
     X(peer_errors, "connections that ended with an error after the handshake")                     \
     X(handshake_failures, "handshakes that failed: a wrong cluster key, a timeout, garbage")       \
     X(rate_limited, "connections refused for their source's rate")                                 \
@@ -417,19 +420,26 @@ const char *node_ctl_verb_name(enum node_ctl_verb v);
 int node_client_connect(const char *dir);
 /* Sends {"cmd": verb, ...fields} (fields: a JSON object, borrowed, may be NULL) on fd and reads
  * the answer into *ans (the caller's; an {"error": ...} answer is an answer too). Returns 0 or a
- * negative code with err_msg set. fd stays open. */
+ * negative code with err_msg set (-ETIMEDOUT: fd has a receive timeout, SO_RCVTIMEO, and it
+ * passed). fd stays open. */
 struct json_t;
 int node_client_call(int fd, enum node_ctl_verb verb, struct json_t *fields, struct json_t **ans);
 
 /* ---- fetcher.c: a mount's chunks through the node ------------------------------------------
  * A store_fetcher_fn (store.h) that asks the node on dir for the chunks a reader lacks. Readers
- * that need chunks already asked for wait for that answer instead of asking again; a node that
- * answers busy is asked again, backing off from 10 ms to 0.5 s, for up to about 15 s. */
+ * that need chunks already asked for wait for that answer instead of asking again. A read waits
+ * for its node: a call that cannot connect, loses its connection, gets no answer within
+ * NODE_CALL_TIMEOUT_MS, or is answered busy (the node is stopping, or runs too much) is made
+ * again, backing off from 10 ms to 0.5 s, until wait_ms have passed since the read asked; then
+ * the read fails. So a node killed and started again costs a read time, not an error. */
+#define NODE_CALL_TIMEOUT_MS 30000 /* one fetch call's answer; then it is made again */
+#define NODE_MOUNT_WAIT_MS 120000  /* how long a read waits for its node (afsp mount --node-wait)  \
+                                    */
 struct node_fetcher;
 /* ref: the image whose registry the node may ask (copied); insecure: NULL-terminated hosts
- * reached over plain HTTP (copied). Returns 0 or -ENOMEM. */
+ * reached over plain HTTP (copied); wait_ms: 0 for NODE_MOUNT_WAIT_MS. Returns 0 or -ENOMEM. */
 int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref,
-                     const char *const *insecure);
+                     const char *const *insecure, uint64_t wait_ms);
 void node_fetcher_free(struct node_fetcher *f);
 /* The store_fetcher_fn, with f as its arg. */
 int node_fetcher_fetch(void *f, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last);

@@ -170,14 +170,18 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
 /* Requests and answers over one connection, still without I/O. The requester keeps at most a
  * window of requests outstanding, each identified by an id it chose; every answer is checked
  * against its request (pieces in order, the same total, no more than was asked for) and a
- * violation ends the connection with AFSP_E_PROTO. A request that gets no piece for stall_ms
- * fails with -ETIMEDOUT (and is cancelled at the peer). The server side answers at most
- * P2P_SERVING_MAX requests of one peer at once (more get ERROR busy) and produces answer bytes
- * only when the connection has room (p2p_peer_pump), so a slow reader costs memory bounded by
- * the caller's budget. */
-#define P2P_WINDOW 32      /* requests outstanding to one peer */
-#define P2P_SERVING_MAX 64 /* requests of one peer answered at once */
-#define P2P_STALL_MS 5000  /* a request with no progress for this long fails */
+ * violation ends the connection with AFSP_E_PROTO; so does a piece short of P2P_DATA_MAX that
+ * is not the answer's last, which makes no progress. A request that gets no piece for stall_ms,
+ * or whose answer is not whole request_ms after it was sent (plus a millisecond for every
+ * P2P_MIN_RATE / 1000 bytes it may have), fails with -ETIMEDOUT (and is cancelled at the peer). The
+ * server side answers at most P2P_SERVING_MAX requests of one peer at once (more get ERROR busy)
+ * and produces answer bytes only when the connection has room (p2p_peer_pump), so a slow reader
+ * costs memory bounded by the caller's budget. */
+#define P2P_WINDOW 32        /* requests outstanding to one peer */
+#define P2P_SERVING_MAX 64   /* requests of one peer answered at once */
+#define P2P_STALL_MS 5000    /* a request with no progress for this long fails */
+#define P2P_REQUEST_MS 60000 /* a request's answer must be whole this long after it was sent, */
+#define P2P_MIN_RATE (256u << 10) /* plus a second for every this many bytes it may have */
 
 struct p2p_peer;
 
@@ -216,8 +220,9 @@ struct p2p_peer_cfg {
     struct p2p_conn_cfg conn;
     const struct p2p_peer_ops *ops; /* borrowed */
     void *arg;
-    uint32_t window;   /* 0: P2P_WINDOW */
-    uint32_t stall_ms; /* 0: P2P_STALL_MS */
+    uint32_t window;     /* 0: P2P_WINDOW */
+    uint32_t stall_ms;   /* 0: P2P_STALL_MS */
+    uint32_t request_ms; /* 0: P2P_REQUEST_MS */
 };
 
 int p2p_peer_new(struct p2p_peer **out, const struct p2p_peer_cfg *cfg);

@@ -25,6 +25,7 @@ struct req {
     uint64_t max_total; /* the largest object we accept */
     uint64_t total;     /* UINT64_MAX until the first piece */
     uint64_t deadline;  /* fails with -ETIMEDOUT if no piece comes before */
+    uint64_t limit;     /* ... and if the answer is not whole by then, whatever comes */
 };
 
 struct answer {
@@ -38,7 +39,7 @@ struct p2p_peer {
     struct p2p_conn *conn;
     const struct p2p_peer_ops *ops;
     void *arg;
-    uint32_t window, stall_ms, next_id;
+    uint32_t window, stall_ms, request_ms, next_id;
     uint64_t now;
     struct req *reqs;
     uint32_t nreqs;
@@ -58,6 +59,7 @@ int p2p_peer_new(struct p2p_peer **out, const struct p2p_peer_cfg *cfg)
     p->arg = cfg->arg;
     p->window = cfg->window ? cfg->window : P2P_WINDOW;
     p->stall_ms = cfg->stall_ms ? cfg->stall_ms : P2P_STALL_MS;
+    p->request_ms = cfg->request_ms ? cfg->request_ms : P2P_REQUEST_MS;
     p->now = cfg->conn.now_ms;
     p->reqs = calloc(p->window, sizeof *p->reqs);
     int rc = p->reqs ? p2p_conn_new(&p->conn, &cfg->conn) : -ENOMEM;
@@ -189,8 +191,12 @@ int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_t
                       .next = m->type == P2P_GET_CHUNK ? 0 : m->off,
                       .end = m->type == P2P_GET_CHUNK ? UINT64_MAX : m->off + m->len,
                       .max_total = max_total,
-                      .total = UINT64_MAX,
-                      .deadline = now + p->stall_ms};
+                      .total = UINT64_MAX};
+    /* the whole answer's time: request_ms, and a millisecond for every P2P_MIN_RATE / 1000
+     * bytes it may have */
+    uint64_t most = r->end - r->next < max_total ? r->end - r->next : max_total;
+    r->limit = add_sat(add_sat(now, p->request_ms), most / (P2P_MIN_RATE / 1000));
+    r->deadline = MIN(add_sat(now, p->stall_ms), r->limit);
     p->nreqs++;
     return 0;
 }
@@ -371,8 +377,12 @@ static int on_data(struct p2p_peer *p, struct req *r, const struct p2p_msg *m)
     uint64_t end = r->end < r->total ? r->end : r->total;
     if (m->off + m->len > end)
         return peer_fail(p, AFSP_E_PROTO);
+    /* progress: every piece but the last is whole (an empty or short one would hold the
+     * request open, resetting its stall deadline, while nothing comes) */
+    if (m->off + m->len < end && m->len < P2P_DATA_MAX)
+        return peer_fail(p, AFSP_E_PROTO);
     r->next += m->len;
-    r->deadline = p->now + p->stall_ms;
+    r->deadline = MIN(add_sat(p->now, p->stall_ms), r->limit);
     int rc = p->ops->data(p->arg, p, r->arg, m->total, m->off, m->data, m->len);
     if (rc < 0) { /* the owner gives up (a chunk that does not verify, say) */
         struct p2p_msg c = {.type = P2P_CANCEL, .id = r->id};

@@ -182,8 +182,8 @@ TEST(node_stop_ends_jobs_links_and_tasks)
     simn_run_until(s, simn_now(s) + 100);
     CHECK(simn_stopped(s, 1));
     CHECK_INT(node_links_up(simn_node(s, 1)), ==, 0);
-    CHECK_STR(simn_answer(s, t), "{\"error\":\"the node is stopping\"}\n");
-    CHECK_STR(simn_answer(s, p), "{\"error\":\"the node is stopping\"}\n");
+    CHECK_STR(simn_answer(s, t), "{\"error\":\"the node is stopping\",\"busy\":true}\n");
+    CHECK_STR(simn_answer(s, p), "{\"error\":\"the node is stopping\",\"busy\":true}\n");
     json_t *a = ask(s, 1, SEC, "{\"cmd\":\"stats\"}");
     CHECK_STR(error_of(a), "the node is stopping");
     json_decref(a);

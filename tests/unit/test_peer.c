@@ -26,7 +26,9 @@ struct side {
     size_t got_len;
     int ndone, last_rc, hellos;
     uint16_t hello_port;
-    size_t tx_max; /* the connection's; 0: the default */
+    size_t tx_max;     /* the connection's; 0: the default */
+    uint32_t stall_ms; /* 0: 3000 */
+    uint32_t request_ms;
 };
 
 static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t n)
@@ -95,7 +97,8 @@ static const struct p2p_peer_ops ops = {
 static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t window)
 {
     uint8_t seed[32];
-    size_t tx_max = s->tx_max; /* the one setting a caller may make first */
+    size_t tx_max = s->tx_max; /* the settings a caller may make first */
+    uint32_t stall_ms = s->stall_ms, request_ms = s->request_ms;
     memset(s, 0, sizeof *s);
     s->tx_max = tx_max;
     memset(seed, seed_fill, sizeof seed);
@@ -107,7 +110,8 @@ static void side_new(struct side *s, bool initiator, uint8_t seed_fill, uint32_t
         .ops = &ops,
         .arg = s,
         .window = window,
-        .stall_ms = 3000};
+        .stall_ms = stall_ms ? stall_ms : 3000,
+        .request_ms = request_ms};
     CHECK(p2p_peer_new(&s->p, &c) == 0);
 }
 
@@ -304,6 +308,89 @@ TEST(peer_breaking_the_protocol_ends_the_connection)
     CHECK_INT(shuttle(&a, &b, 1001), ==, AFSP_E_PROTO);
     CHECK_INT(p2p_peer_error(b.p), ==, AFSP_E_PROTO);
     CHECK_INT(p2p_peer_serving(b.p), ==, 0);
+    sides_free(&a, &b);
+}
+
+/* Server b sends one DATA piece of its own making for request id. */
+static void raw_piece(struct side *b, uint32_t id, uint64_t total, uint64_t off, uint32_t len)
+{
+    static uint8_t bytes[P2P_DATA_MAX], frame[P2P_DATA_HDR + P2P_DATA_MAX];
+    struct p2p_msg d = {.type = P2P_DATA,
+                        .id = id,
+                        .total = total,
+                        .off = off,
+                        .len = len,
+                        .data = bytes,
+                        .flags = off + len == total ? P2P_LAST : 0};
+    size_t n;
+    CHECK(p2p_msg_encode(&d, frame, sizeof frame, &n) == 0);
+    CHECK(p2p_conn_send(p2p_peer_conn(b->p), frame, n) == 0);
+}
+
+/* A peer that answers with an empty piece every 4 s, against a 3 s stall limit (issue 15): the
+ * request used to stay open, every piece resetting its deadline (still after 240 s). A piece that
+ * is not the last must be whole, so the first empty one ends the connection; so does a short
+ * one. */
+TEST(peer_empty_pieces_do_not_hold_a_request)
+{
+    struct side a = {0}, b = {0};
+    pair(&a, &b, 0);
+    b.mode = IGNORE;
+    struct p2p_msg m = get_chunk(1);
+    CHECK(p2p_peer_request(a.p, &m, 100, &a, 1000) == 0);
+    CHECK(shuttle(&a, &b, 1000) == 0);
+    uint64_t t = 1000;
+    while (a.ndone == 0 && t < 1000 + 240000) {
+        t += 4000;
+        raw_piece(&b, b.pending_ids[0], 100, 0, 0);
+        shuttle(&a, &b, t);
+        p2p_peer_tick(a.p, t);
+    }
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(t, ==, 1000 + 4000);
+    CHECK_INT(a.last_rc, ==, AFSP_E_PROTO);
+    sides_free(&a, &b);
+
+    pair(&a, &b, 0);
+    b.mode = IGNORE;
+    CHECK(p2p_peer_request(a.p, &m, 100, &a, 1000) == 0);
+    CHECK(shuttle(&a, &b, 1000) == 0);
+    raw_piece(&b, b.pending_ids[0], 100, 0, 1);
+    CHECK_INT(shuttle(&a, &b, 1001), ==, AFSP_E_PROTO);
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(a.last_rc, ==, AFSP_E_PROTO);
+    sides_free(&a, &b);
+}
+
+/* Whole pieces, each just inside the stall limit, of a 64 MiB object: slower than P2P_MIN_RATE.
+ * The request ends at its overall limit (request_ms and a millisecond for every P2P_MIN_RATE /
+ * 1000 bytes), not a millisecond before, with part of the object. */
+TEST(peer_request_ends_at_its_overall_limit)
+{
+    struct side a = {.stall_ms = 5000, .request_ms = 10000}, b = {0};
+    pair(&a, &b, 0);
+    b.mode = IGNORE;
+    uint64_t total = 64u << 20;
+    struct p2p_msg m = {.type = P2P_GET_BLOB, .off = 0, .len = total};
+    CHECK(p2p_peer_request(a.p, &m, total, &a, 1000) == 0);
+    CHECK(shuttle(&a, &b, 1000) == 0);
+    uint64_t limit = 1000 + 10000 + total / (P2P_MIN_RATE / 1000), t = 1000, off = 0;
+    while (a.ndone == 0 && off < total) {
+        t += 4999;
+        if (t >= limit) {
+            CHECK(p2p_peer_tick(a.p, limit - 1) == 0);
+            CHECK_INT(a.ndone, ==, 0);
+            CHECK(p2p_peer_tick(a.p, limit) == 0);
+            break;
+        }
+        raw_piece(&b, b.pending_ids[0], total, off, P2P_DATA_MAX);
+        off += P2P_DATA_MAX;
+        CHECK(shuttle(&a, &b, t) == 0);
+        CHECK(p2p_peer_tick(a.p, t) == 0);
+    }
+    CHECK_INT(a.ndone, ==, 1);
+    CHECK_INT(a.last_rc, ==, -ETIMEDOUT);
+    CHECK_INT(a.got_len, <, total);
     sides_free(&a, &b);
 }
 
