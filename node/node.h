@@ -433,8 +433,7 @@ int node_client_call(int fd, enum node_ctl_verb verb, struct json_t *fields, str
  * again, backing off from 10 ms to 0.5 s, until wait_ms have passed since the read asked; then
  * the read fails. So a node killed and started again costs a read time, not an error. */
 #define NODE_CALL_TIMEOUT_MS 30000 /* one fetch call's answer; then it is made again */
-#define NODE_MOUNT_WAIT_MS 120000  /* how long a read waits for its node (afsp mount --node-wait)  \
-                                    */
+#define NODE_MOUNT_WAIT_MS 120000  /* a read waits this long for its node (mount --node-wait) */
 struct node_fetcher;
 /* ref: the image whose registry the node may ask (copied); insecure: NULL-terminated hosts
  * reached over plain HTTP (copied); wait_ms: 0 for NODE_MOUNT_WAIT_MS. Returns 0 or -ENOMEM. */
