@@ -29,8 +29,8 @@
 
 const struct command cmd_mount_def = {
     "mount", cmd_mount, "show an image as a read-only root filesystem (FUSE)",
-    "[--foreground] [--prefetch FILE] [--preload] [--cache-mem N] [--node-wait SECONDS]\n"
-    "       [--platform P] [--insecure-registry HOST]... IMAGE DIR\n"
+    "[--foreground] [--prefetch FILE] [--preload] [--verified] [--cache-mem N]\n"
+    "       [--node-wait SECONDS] [--platform P] [--insecure-registry HOST]... IMAGE DIR\n"
     "\n"
     "Mounts IMAGE on DIR (an existing, empty directory) as a read-only filesystem equal to\n"
     "the image unpacked, and returns once the mount is ready. Only the bytes programs read\n"
@@ -39,6 +39,8 @@ const struct command cmd_mount_def = {
     "  --foreground     stay in front and serve until unmounted or signalled\n"
     "  --prefetch FILE  read the files listed in FILE (one path per line) ahead, in order\n"
     "  --preload        fetch and verify every chunk of the image in the background\n"
+    "  --verified       mount only once every layer is whole and checked against its\n"
+    "                   digest (no lazy reads: nothing shown is a peer's word)\n"
     "  --cache-mem N    memory for decompressed data, e.g. 512M (default 256M)\n"
     "  --node-wait SECONDS\n"
     "                   how long a read that needs the node waits for it, if it is\n"
@@ -56,7 +58,7 @@ const struct command cmd_umount_def = {
 
 struct mount_args {
     const char *ref, *dir, *prefetch;
-    bool foreground, preload;
+    bool foreground, preload, verified;
     uint64_t cache_mem;
     unsigned long long node_wait_s;
     struct pull_args pa;
@@ -158,13 +160,17 @@ static int find_image(struct mount_args *a, struct image_info *ii)
         return 1;
     }
     int rc = store_image_find(s, a->ref, ii);
-    if (rc == 0 && (fd >= 0 ? ii->nlayers_present : ii->nlayers_complete) < ii->nlayers) {
-        free(ii->layers); /* some layers were evicted, or are partial */
+    size_t have = rc < 0        ? 0
+                  : a->verified ? ii->nlayers_verified
+                  : fd >= 0     ? ii->nlayers_present
+                                : ii->nlayers_complete;
+    if (rc == 0 && have < ii->nlayers) {
+        free(ii->layers); /* some layers were evicted, or are partial, or not verified */
         rc = AFSP_E_NOTFOUND;
     }
     if (rc == AFSP_E_NOTFOUND && fd >= 0) {
         uint8_t d[DIGEST_LEN];
-        int st = pull_via_node(fd, a->ref, &a->pa, true, d); /* closes fd */
+        int st = pull_via_node(fd, a->ref, &a->pa, !a->verified, d); /* closes fd */
         fd = -1;
         if (st) {
             store_close(s);
@@ -181,6 +187,11 @@ static int find_image(struct mount_args *a, struct image_info *ii)
     store_close(s);
     if (rc < 0)
         return die("cannot mount %s: %s", a->ref, err_msg(rc));
+    if (a->verified && ii->nlayers_verified < ii->nlayers) {
+        free(ii->layers);
+        return die("cannot mount %s --verified: %zu of its %zu layers are not verified", a->ref,
+                   ii->nlayers - ii->nlayers_verified, ii->nlayers);
+    }
     return 0;
 }
 
@@ -321,6 +332,8 @@ int cmd_mount(int argc, char **argv)
             a.foreground = true;
         else if (!strcmp(arg, "--preload"))
             a.preload = true;
+        else if (!strcmp(arg, "--verified"))
+            a.verified = true;
         else if ((v = cmd_value(&it, "--prefetch")))
             a.prefetch = v;
         else if ((v = cmd_value(&it, "--cache-mem"))) {

@@ -16,7 +16,7 @@
 const struct command cmd_node_def = {
     "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
     "[--listen HOST:PORT] [--seed HOST:PORT]... [--cluster-key-file FILE]\n"
-    "       [--idle-timeout SECONDS]\n"
+    "       [--idle-timeout SECONDS] [--verify-rate N]\n"
     "\n"
     "Runs this data directory's node until SIGTERM or SIGINT. It listens for peers on\n"
     "--listen (default 0.0.0.0:" NODE_DEFAULT_PORT_STR
@@ -33,6 +33,10 @@ const struct command cmd_node_def = {
     "                           created on first start\n"
     "  --idle-timeout SECONDS   close a connection nothing used for this long (default 120;\n"
     "                           0: never); connections to seeds stay open\n"
+    "  --verify-rate N          bytes a second the node takes from peers to complete the\n"
+    "                           layers mounts read lazily, e.g. 64M (default 32M; 0: never):\n"
+    "                           until a layer is complete, what it holds is the word of the\n"
+    "                           peer that sent its index\n"
     "\n"
     "Nodes form a Kademlia DHT over these connections: a node announces the layers and\n"
     "manifests it holds in full, and finds who holds one by its digest, so one --seed is\n"
@@ -104,6 +108,7 @@ int cmd_node(int argc, char **argv)
     struct dht_addr seeds[NODE_SEEDS_MAX];
     size_t nseeds = 0;
     unsigned long long idle_s = 0, divisor = 1;
+    uint64_t verify_rate = 0;
     bool idle_given = false;
     struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
     int r, rc;
@@ -116,6 +121,11 @@ int cmd_node(int argc, char **argv)
             if (cmd_number(v, 86400ull * 365, &idle_s) < 0)
                 return cmd_usage_error(&cmd_node_def, "bad --idle-timeout %s (seconds)", v);
             idle_given = true;
+        } else if ((v = cmd_value(&it, "--verify-rate"))) {
+            if (bytes_parse(v, &verify_rate) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --verify-rate %s (bytes a second)", v);
+            if (verify_rate == 0)
+                verify_rate = UINT64_MAX; /* never */
         } else if ((v = cmd_value(&it, "--seed"))) {
             if (nseeds == NODE_SEEDS_MAX)
                 return cmd_usage_error(&cmd_node_def, "at most %d --seed", NODE_SEEDS_MAX);
@@ -172,7 +182,8 @@ int cmd_node(int argc, char **argv)
                                         .seed_texts = seed_texts,
                                         .nseeds = nseeds,
                                         .links_max = links_max(),
-                                        .t = &t},
+                                        .t = &t,
+                                        .verify_rate = verify_rate},
                                .listen = la,
                                .store = s,
                                .ctl_path = ctl_path,

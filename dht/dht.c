@@ -187,6 +187,12 @@ static void rpc_end(struct dht *d, size_t i, const struct dht_msg *m, uint64_t n
     }
 }
 
+void dht_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN])
+{
+    table_forget(d, id);
+    records_forget(d, id);
+}
+
 void dht_unreachable(struct dht *d, const uint8_t id[static DHT_ID_LEN], uint64_t now)
 {
     d->now = now;

@@ -161,6 +161,8 @@ int dht_provide(struct dht *d, const uint8_t key[static DHT_ID_LEN], uint64_t no
  * others hold expire with their TTL. */
 void dht_withdraw(struct dht *d, const uint8_t key[static DHT_ID_LEN]);
 bool dht_providing(const struct dht *d, const uint8_t key[static DHT_ID_LEN]);
+/* Forgets node id: its contact and every provider record it holds here (a node that lied). */
+void dht_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN]);
 /* The i-th key this node provides (in key order), or NULL past the last; valid until the next
  * dht_provide or dht_withdraw. */
 const uint8_t *dht_provided_key(const struct dht *d, size_t i);

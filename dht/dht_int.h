@@ -179,6 +179,8 @@ void table_heard(struct dht *d, const uint8_t id[static DHT_ID_LEN], const struc
                  uint64_t now);
 /* A request to id failed. */
 void table_failed(struct dht *d, const uint8_t id[static DHT_ID_LEN]);
+/* Drops contact id from the table and its replacement cache (dht_forget). */
+void table_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN]);
 void table_liveness(struct dht *d, uint64_t now);
 void table_refresh(struct dht *d, uint64_t now);
 void table_release(struct dht *d);
@@ -210,6 +212,8 @@ bool records_add(struct dht *d, const uint8_t key[static DHT_ID_LEN], const stru
 unsigned records_get(struct dht *d, const uint8_t key[static DHT_ID_LEN], struct dht_contact *out,
                      unsigned cap, uint64_t now);
 void records_expire(struct dht *d, uint64_t now);
+/* Drops every record provider id holds (dht_forget). */
+void records_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN]);
 void records_release(struct dht *d);
 
 #endif

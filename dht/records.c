@@ -170,6 +170,29 @@ void records_expire(struct dht *d, uint64_t now)
     }
 }
 
+void records_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN])
+{
+    for (size_t k = 0; k < d->records.n;) {
+        struct key_recs *kr = idvec_at(&d->records, k);
+        for (uint32_t i = 0; i < kr->n;) {
+            if (!memcmp(kr->r[i].c.id, id, DHT_ID_LEN)) {
+                count_add(d, &kr->r[i].c.addr, -1);
+                kr = idvec_at(&d->records, k);
+                kr->r[i] = kr->r[--kr->n];
+                d->nrecords--;
+            } else {
+                i++;
+            }
+        }
+        if (kr->n == 0) {
+            free(kr->r);
+            idvec_remove(&d->records, k);
+        } else {
+            k++;
+        }
+    }
+}
+
 void records_release(struct dht *d)
 {
     for (size_t k = 0; k < d->records.n; k++)

@@ -141,6 +141,19 @@ void table_failed(struct dht *d, const uint8_t id[static DHT_ID_LEN])
         entry_remove(d, b, (unsigned)(e - b->e), d->now);
 }
 
+void table_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN])
+{
+    struct bucket *b = &d->b[table_bucket(d, id)];
+    struct entry *e = table_find(d, id);
+    for (unsigned i = 0; i < b->nrepl;)
+        if (!memcmp(b->repl[i].id, id, DHT_ID_LEN))
+            repl_remove(b, i);
+        else
+            i++;
+    if (e)
+        entry_remove(d, b, (unsigned)(e - b->e), d->now);
+}
+
 void table_liveness(struct dht *d, uint64_t now)
 {
     for (int sent = 0; sent < DHT_LIVENESS_PER_TICK; sent++) {

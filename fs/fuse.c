@@ -32,6 +32,8 @@
 struct mnt {
     struct fs_tree *t;
     struct fs_cache *c;
+    struct store_layer *const *layers;
+    size_t nlayers;
     uint64_t total_bytes;
     uint64_t *next;           /* per inode: where a sequential reader reads next */
     bool no_open, no_opendir; /* the kernel can do without open/opendir requests */
@@ -274,6 +276,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     (void)fi;
     if (fs_tree_data(m->t, ino, &layer, &doff, &fsize) < 0) {
         fuse_reply_err(req, EISDIR);
+        return;
+    }
+    if (store_layer_check(m->layers[layer]) < 0) { /* its index was a peer's lie */
+        fuse_reply_err(req, EIO);
         return;
     }
     uint64_t prev = __atomic_exchange_n(&m->next[ino], (uint64_t)off + size, __ATOMIC_RELAXED);
@@ -578,6 +584,49 @@ static void *background_main(void *arg)
     return NULL;
 }
 
+/* Layers whose index was a peer's are watched: once one is shown false (completed and replaced
+ * with the index its blob gives), the kernel forgets what it cached of the layer's files, so
+ * that every later read comes here and fails (op_read). */
+struct watch {
+    struct mnt *m;
+    struct fuse_session *se;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+};
+
+static void *watch_main(void *arg)
+{
+    struct watch *w = arg;
+    bool *dead = calloc(w->m->nlayers, sizeof *dead);
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop && dead) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (w->stop)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        for (size_t k = 0; k < w->m->nlayers; k++) {
+            if (dead[k] || store_layer_check(w->m->layers[k]) == 0)
+                continue;
+            dead[k] = true;
+            log_error("layer %zu: %s; its files now fail with EIO", k, err_msg(AFSP_E_DIGEST));
+            for (uint64_t ino = 1; ino <= fs_tree_count(w->m->t); ino++) {
+                uint32_t layer;
+                uint64_t off, size;
+                if (fs_tree_data(w->m->t, ino, &layer, &off, &size) == 0 && layer == k)
+                    fuse_lowlevel_notify_inval_inode(w->se, ino, 0, 0);
+            }
+        }
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    free(dead);
+    return NULL;
+}
+
 /* The kernel's read-ahead for a FUSE mount is its backing device's, 128 KiB by default: raise it
  * to the request size so that a sequential reader costs a quarter of the round trips (root
  * only; without it reads still work). The device number comes from the mount table: a stat of
@@ -632,6 +681,11 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
     size_t skipped = 0;
     int rc;
 
+    struct watch wa = {.m = &m, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t wt;
+    bool watching = false;
+    m.layers = layers;
+    m.nlayers = n;
     for (size_t k = 0; k < n; k++)
         m.total_bytes += store_layer_size(layers[k]);
     if ((rc = fs_tree_build(&m.t, layers, n, &skipped)) < 0) {
@@ -673,6 +727,10 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
     bg.c = m.c;
     if ((o->prefetch_file || o->preload) && pthread_create(&bgt, NULL, background_main, &bg) == 0)
         bg_running = true;
+    wa.se = se;
+    for (size_t k = 0; k < n && !watching; k++)
+        if (!store_layer_index_built(layers[k]))
+            watching = pthread_create(&wt, NULL, watch_main, &wa) == 0;
     if (!(cfg = fuse_loop_cfg_create())) {
         rc = -ENOMEM;
         goto out;
@@ -689,6 +747,13 @@ out:
     __atomic_store_n(&bg.stop, true, __ATOMIC_RELAXED);
     if (bg_running)
         pthread_join(bgt, NULL);
+    if (watching) {
+        pthread_mutex_lock(&wa.mu);
+        wa.stop = true;
+        pthread_cond_signal(&wa.cv);
+        pthread_mutex_unlock(&wa.mu);
+        pthread_join(wt, NULL);
+    }
     /* reads still being decoded reply on the session: let them finish before it goes */
     if (m.c)
         fs_cache_drain(m.c);

@@ -252,7 +252,9 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
             n->ntasks--;
             break;
         }
-    if (t->kind == NODE_TASK_FETCH) {
+    if (t->kind == NODE_TASK_VERIFY) {
+        verify_done(n, t);
+    } else if (t->kind == NODE_TASK_FETCH) {
         n->st.fetches_failed += t->rc < 0;
         n->st.registry_fetches += t->via_registry;
         if (t->rc < 0)
@@ -276,9 +278,12 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
      * have completed several, and evicted others: the store is compared. */
     if (t->kind == NODE_TASK_FETCH && t->completed)
         announce_layer(n, t->layer, now);
-    else if (t->kind == NODE_TASK_PULL && t->rc == 0)
+    else if (t->kind != NODE_TASK_FETCH && t->rc == 0)
         announce_reconcile(n, now);
+    if (t->kind == NODE_TASK_FETCH && t->rc == 0)
+        verify_after_fetch(n, t);
     node_task_free(t);
+    verify_next(n);
     node_settle(n, now);
 }
 

@@ -140,6 +140,8 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         n->requesting--;
         if (rc == 0) {
             n->st.blobs_fetched++;
+            if (js->j->kind == NODE_JOB_INDEX) /* its sender built it: verify.c */
+                verify_index_from(n, js->j->digest, k->peer_id);
             job_finish(js, 0);
         } else {
             js->j->out->len = 0; /* the next peer starts over */

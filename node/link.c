@@ -393,6 +393,11 @@ static void link_up(struct node_link *k, uint64_t now)
         link_close(k, -ECANCELED); /* ourselves, through a seed that is our own address */
         return;
     }
+    if (verify_forger(n, k->peer_id)) {
+        log_info("event=forger_refused addr=%s id=%s", k->addr, id_short(k->peer_id, id));
+        link_close(k, AFSP_E_AUTH); /* it sent an index its layer's blob belies */
+        return;
+    }
     if (k->expect && memcmp(k->peer_id, k->expect_id, P2P_ID_LEN)) {
         char want[17];
         log_info("event=wrong_node addr=%s id=%s expected=%s", k->addr, id_short(k->peer_id, id),

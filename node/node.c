@@ -93,6 +93,11 @@ int node_new(struct node **out, const struct node_cfg *cfg)
     n->now = n->started = cfg->now;
     n->started_wall_ms = cfg->wall_ms;
     n->links_max = cfg->links_max ? cfg->links_max : NODE_LINKS_MAX;
+    if (verify_init(n) < 0) {
+        verify_free(n);
+        free(n);
+        return -ENOMEM;
+    }
     struct dht_cfg dcfg = {.id = cfg->id->id,
                            .rng = cfg->rng,
                            .rng_arg = cfg->rng_arg,
@@ -107,6 +112,7 @@ int node_new(struct node **out, const struct node_cfg *cfg)
                            .slow_ms = n->t.dht_slow};
     int rc = dht_new(&n->dht, &dcfg);
     if (rc < 0) {
+        verify_free(n);
         free(n);
         return rc;
     }
@@ -166,6 +172,7 @@ void node_free(struct node *n)
         n->tasks = t->next;
         node_task_free(t);
     }
+    verify_free(n);
     struct node_effect e;
     while (node_effect_next(n, &e))
         if (e.type == NODE_FX_ANSWER)

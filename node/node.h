@@ -105,6 +105,11 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_HEDGE_MAX 8                  /* requests of one job hedged at once */
 #define NODE_PROVIDERS_CACHED 64          /* digests whose providers are remembered */
 #define NODE_PROVIDERS_WANT 4            /* a job's provider lookup stops once it knows this many */
+#define NODE_VERIFY_RATE (32ull << 20)   /* bytes a second a verification takes from peers */
+#define NODE_VERIFY_BATCH (8u << 20)     /* ... asked for at a time */
+#define NODE_VERIFY_QUEUED 64            /* images waiting for their verification */
+#define NODE_INDEX_SOURCES 256           /* layers whose index's sender is remembered */
+#define NODE_FORGERS_MAX 256             /* nodes banned for a false index, until a restart */
 #define NODE_CTL_MAX_REQUEST (64u << 10) /* the longest control request */
 #define NODE_CTL_MAX_ANSWER (16u << 20)  /* the longest answer a client reads */
 
@@ -137,6 +142,9 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(provider_lookups, "provider lookups (of fetch jobs and of afsp providers)")                  \
     X(providers_found, "providers those lookups named")                                            \
     X(dht_dials, "connections dialed to reach DHT contacts and providers")                         \
+    X(verifies, "images whose lazily read layers the node completed in the background")            \
+    X(verifies_failed, "of those, failed")                                                         \
+    X(forged_indexes, "indexes from peers that their blob showed false (the sender is banned)")    \
     X(store_lists, "times the node listed the whole store (to compare what it announces)")
 
 struct node_counters {
@@ -168,7 +176,8 @@ struct node_store_usage {
 struct node_store_ops {
     /* A manifest or config the store keeps whole: appended to out. */
     int (*blob)(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *out);
-    /* A layer's encoded index (docs/format.md), appended to out. */
+    /* A layer's encoded index (docs/format.md), appended to out: only of a layer whose index the
+     * store built from the whole blob (AFSP_E_NOTFOUND for a peer's index). */
     int (*index)(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *out);
     /* What the store holds: layers (whole or partial) and manifests, a malloc'd array the caller
      * frees. The node calls it rarely (store_lists counts the calls). */
@@ -227,7 +236,10 @@ struct node_job {
  * Work that blocks (a pull from a registry, a fetch that may fall back to one) runs outside the
  * core: the core hands a task out with NODE_FX_TASK, the runner does it (submitting jobs meanwhile)
  * and reports node_task_done. The core frees the task after that. */
-enum node_task_kind { NODE_TASK_PULL, NODE_TASK_FETCH };
+/* VERIFY: the node's own, not a client's: completes the partial layers of the image a mount
+ * read lazily (a pull of ref, not lazy), chunks from peers paced at rate, so that each layer's
+ * index is built from its blob and a peer's false index is found (verify.c). */
+enum node_task_kind { NODE_TASK_PULL, NODE_TASK_FETCH, NODE_TASK_VERIFY };
 
 #define NODE_TASK_INSECURE_MAX 32
 struct node_task {
@@ -239,11 +251,12 @@ struct node_task {
     bool lazy;                                  /* PULL: layers a peer has are added partial */
     uint8_t layer[DIGEST_LEN];                  /* FETCH */
     uint32_t first, last;                       /* FETCH: chunks */
+    uint64_t rate; /* VERIFY: bytes a second of chunks from peers (NODE_VERIFY_BATCH at a time) */
     /* out, set by the runner */
     int rc;
     char msg[512];              /* rc's message */
     uint8_t digest[DIGEST_LEN]; /* PULL: the manifest's */
-    bool completed;             /* FETCH: the layer has every chunk now */
+    bool completed;             /* FETCH, VERIFY: the layer has every chunk now */
     bool via_registry;          /* FETCH: the registry answered */
     /* the core's */
     struct node_ctl *ctl;
@@ -271,7 +284,8 @@ struct node_cfg {
     const struct node_durations *t;     /* copied; NULL: node_durations_init(, 1) */
     const struct node_store_ops *store; /* borrowed */
     void *store_arg;
-    unsigned k, alpha; /* the DHT's; 0: DHT_K, DHT_ALPHA */
+    unsigned k, alpha;    /* the DHT's; 0: DHT_K, DHT_ALPHA */
+    uint64_t verify_rate; /* 0: NODE_VERIFY_RATE; UINT64_MAX: no verification in the background */
 };
 
 /* Returns 0, AFSP_E_USAGE (no rng, no store, too many seeds) or -ENOMEM. The seeds are dialed
@@ -386,6 +400,12 @@ const uint8_t *node_id(const struct node *n);
 size_t node_links_up(const struct node *n);
 /* Whether an up link to node id exists (tests, the simulator). */
 bool node_linked(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
+
+/* The store showed a peer's index of layer false (store_index_false_fn): its sender is banned
+ * until the node restarts, its links closed and its DHT records dropped. */
+void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                      const uint8_t peer_ix[static DIGEST_LEN],
+                      const uint8_t blob_ix[static DIGEST_LEN], uint64_t now);
 
 /* ---- the control protocol -------------------------------------------------------------------
  * DATA/afsp.sock (mode 0600): one JSON request line per connection, {"cmd": VERB, ...}, and one

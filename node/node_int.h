@@ -182,6 +182,31 @@ int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b
                   uint64_t now);
 void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now);
 
+/* ---- verify.c ------------------------------------------------------------------------------- */
+
+struct verify_item {
+    uint8_t layer[DIGEST_LEN];
+    struct node_task *t; /* the VERIFY task, not yet started */
+};
+struct index_source {
+    uint8_t layer[DIGEST_LEN], id[P2P_ID_LEN];
+    bool used;
+};
+int verify_init(struct node *n);
+void verify_free(struct node *n);
+/* A mount's fetch of t->layer ended (the layer still partial): its image is queued for a
+ * verification, unless it is already. */
+void verify_after_fetch(struct node *n, const struct node_task *t);
+/* Starts the next verification if none runs (and the node is not stopping). */
+void verify_next(struct node *n);
+/* The VERIFY task t ended. */
+void verify_done(struct node *n, struct node_task *t);
+/* Peer id sent the index of layer. */
+void verify_index_from(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                       const uint8_t id[static P2P_ID_LEN]);
+/* Whether id sent a false index (its links are refused). */
+bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
+
 /* ---- ctl.c / counters.c --------------------------------------------------------------------- */
 
 struct ctl_pending {
@@ -245,6 +270,14 @@ struct node {
     struct ctl_pending *pending;
     struct node_task *tasks; /* running */
     size_t ntasks;
+
+    struct verify_item *verify; /* NODE_VERIFY_QUEUED: images to verify, oldest first */
+    size_t nverify;
+    bool verifying;            /* a VERIFY task runs */
+    struct index_source *isrc; /* NODE_INDEX_SOURCES, a ring */
+    size_t isrc_next;
+    uint8_t (*forgers)[P2P_ID_LEN]; /* NODE_FORGERS_MAX, a ring */
+    size_t nforgers;
 
     struct node_timer dht_timer, reconcile_timer;
     struct node_timer **heap;

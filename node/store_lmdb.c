@@ -19,7 +19,7 @@ static int blob(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *
 
 static int index_bytes(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *out)
 {
-    return store_index_bytes(arg, digest, out);
+    return store_index_built_bytes(arg, digest, out);
 }
 
 static int held(void *arg, struct node_held **out, size_t *n)

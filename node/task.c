@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct jwait {
     struct node_job j;
@@ -32,8 +33,15 @@ struct trun {
     struct trun *next;
 };
 
+/* A peer's index the store showed false, for the loop's thread (node_index_false). */
+struct ifalse {
+    uint8_t layer[DIGEST_LEN], peer_ix[DIGEST_LEN], blob_ix[DIGEST_LEN];
+    struct ifalse *next;
+};
+
 struct tasks {
     struct store *s;
+    struct ifalse *ifalse; /* newest first */
     void (*wake)(void *arg);
     void *wake_arg;
     pthread_mutex_t mu;
@@ -42,6 +50,23 @@ struct tasks {
     struct trun *running, *finished;
     size_t nrunning;
 };
+
+static void on_index_false(void *arg, const uint8_t layer[DIGEST_LEN],
+                           const uint8_t peer_ix[DIGEST_LEN], const uint8_t blob_ix[DIGEST_LEN])
+{
+    struct tasks *ts = arg;
+    struct ifalse *f = calloc(1, sizeof *f);
+    if (!f)
+        return; /* the layer is right now; only the sender goes unpunished */
+    memcpy(f->layer, layer, DIGEST_LEN);
+    memcpy(f->peer_ix, peer_ix, DIGEST_LEN);
+    memcpy(f->blob_ix, blob_ix, DIGEST_LEN);
+    pthread_mutex_lock(&ts->mu);
+    f->next = ts->ifalse;
+    ts->ifalse = f;
+    pthread_mutex_unlock(&ts->mu);
+    ts->wake(ts->wake_arg);
+}
 
 int tasks_new(struct tasks **out, struct store *s, void (*wake)(void *arg), void *arg)
 {
@@ -53,6 +78,7 @@ int tasks_new(struct tasks **out, struct store *s, void (*wake)(void *arg), void
     ts->wake_arg = arg;
     pthread_mutex_init(&ts->mu, NULL);
     pthread_cond_init(&ts->cv, NULL);
+    store_set_index_watch(s, on_index_false, ts);
     *out = ts;
     return 0;
 }
@@ -61,6 +87,12 @@ void tasks_free(struct tasks *ts)
 {
     if (!ts)
         return;
+    store_set_index_watch(ts->s, NULL, NULL);
+    while (ts->ifalse) {
+        struct ifalse *f = ts->ifalse;
+        ts->ifalse = f->next;
+        free(f);
+    }
     pthread_mutex_destroy(&ts->mu);
     pthread_cond_destroy(&ts->cv);
     free(ts);
@@ -123,9 +155,57 @@ static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t f
     return job_run(ts, &w);
 }
 
+/* What peers are asked for a task: its tasks and, for a verification, its pace. */
+struct tctx {
+    struct tasks *ts;
+    const struct node_task *t;
+};
+
+static int peers_get_blob_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t max,
+                            struct buf *out)
+{
+    return peers_get_blob(((struct tctx *)arg)->ts, digest, max, out);
+}
+
+static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out)
+{
+    return peers_get_index(((struct tctx *)arg)->ts, digest, out);
+}
+
+/* Every chunk f lacks. A verification asks for NODE_VERIFY_BATCH bytes at a time and waits
+ * between batches, so that it takes at most t->rate bytes a second on average. */
 static int peers_get_chunks(void *arg, struct store_fetch *f)
 {
-    return chunks_from_peers(arg, f, 0, store_fetch_nchunks(f) - 1);
+    struct tctx *c = arg;
+    uint32_t n = store_fetch_nchunks(f);
+    if (c->t->kind != NODE_TASK_VERIFY || !c->t->rate)
+        return chunks_from_peers(c->ts, f, 0, n - 1);
+    uint64_t start = time_mono_ns(), bytes = 0;
+    for (uint32_t a = 0; a < n;) {
+        uint32_t b = a;
+        uint64_t batch = 0, off;
+        uint32_t len;
+        while (b < n && (b == a || batch < NODE_VERIFY_BATCH)) {
+            store_fetch_chunk(f, b, &off, &len);
+            batch += store_fetch_has(f, b) ? 0 : len;
+            b++;
+        }
+        if (batch) {
+            int rc = chunks_from_peers(c->ts, f, a, b - 1);
+            if (rc < 0)
+                return rc;
+            bytes += batch;
+            uint64_t due = start + (uint64_t)((double)bytes * 1e9 / (double)c->t->rate),
+                     now = time_mono_ns();
+            if (due > now) {
+                struct timespec d = {(time_t)((due - now) / 1000000000),
+                                     (long)((due - now) % 1000000000)};
+                nanosleep(&d, NULL);
+            }
+        }
+        a = b;
+    }
+    return 0;
 }
 
 /* Chunks [first, last] of a layer the store has in part, for a mount: from peers, else from
@@ -150,18 +230,34 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
     return rc < 0 ? rc : frc;
 }
 
+/* A verification: the image's partial layers completed (a pull, not lazy; chunks from peers
+ * paced), so that each gets the index its blob gives; a false one is reported by the store
+ * (on_index_false). */
+static int verify_run(struct tasks *ts, struct node_task *t, const struct pull_opts *po)
+{
+    int rc = store_pull(ts->s, t->ref, po, t->digest);
+    struct store_fetch *f;
+    if (store_fetch_open(ts->s, t->layer, &f) == 0) {
+        t->completed = store_fetch_missing(f) == 0;
+        store_fetch_free(f);
+    }
+    return rc;
+}
+
 static void *task_main(void *arg)
 {
     struct trun *r = arg;
     struct tasks *ts = r->ts;
     struct node_task *t = r->t;
-    struct pull_peers peers = {ts, peers_get_blob, peers_get_index, peers_get_chunks};
+    struct tctx c = {ts, t};
+    struct pull_peers peers = {&c, peers_get_blob_t, peers_get_index_t, peers_get_chunks};
     struct pull_opts po = {.platform = t->platform,
                            .insecure_hosts = (const char *const *)t->insecure,
                            .peers = &peers,
-                           .lazy = t->lazy};
-    t->rc = t->kind == NODE_TASK_FETCH ? fetch_run(ts, t, &po)
-                                       : store_pull(ts->s, t->ref, &po, t->digest);
+                           .lazy = t->lazy && t->kind == NODE_TASK_PULL};
+    t->rc = t->kind == NODE_TASK_FETCH    ? fetch_run(ts, t, &po)
+            : t->kind == NODE_TASK_VERIFY ? verify_run(ts, t, &po)
+                                          : store_pull(ts->s, t->ref, &po, t->digest);
     if (t->rc < 0)
         snprintf(t->msg, sizeof t->msg, "%s", err_msg(t->rc));
     pthread_mutex_lock(&ts->mu);
@@ -196,9 +292,17 @@ void tasks_poll(struct tasks *ts, struct node *n, uint64_t now)
     pthread_mutex_lock(&ts->mu);
     struct jwait *sub = ts->submitted;
     struct trun *fin = ts->finished;
+    struct ifalse *fl = ts->ifalse;
     ts->submitted = NULL;
     ts->finished = NULL;
+    ts->ifalse = NULL;
     pthread_mutex_unlock(&ts->mu);
+    while (fl) {
+        struct ifalse *f = fl;
+        fl = f->next;
+        node_index_false(n, f->layer, f->peer_ix, f->blob_ix, now);
+        free(f);
+    }
     while (sub) {
         struct jwait *w = sub;
         sub = w->next;

@@ -29,9 +29,9 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     j->out = &st->out;
     if (kind == NODE_JOB_CHUNKS) {
         j->fetch = st->fetch;
-        j->first = st->t->kind == NODE_TASK_FETCH ? st->t->first : 0;
-        j->last = st->t->kind == NODE_TASK_FETCH ? st->t->last
-                                                 : memstore_ops.fetch_nchunks(st->fetch) - 1;
+        bool range = st->t->kind != NODE_TASK_PULL;
+        j->first = range ? st->t->first : 0;
+        j->last = range ? st->t->last : memstore_ops.fetch_nchunks(st->fetch) - 1;
     }
     node_job_submit(s->nodes[st->node]->n, j, s->now);
 }
@@ -115,10 +115,14 @@ void task_step(struct simn *s, struct stask *st)
     int rc = 0;
     switch (st->state) {
     case T_START:
-        if (t->kind == NODE_TASK_FETCH) {
+        if (t->kind != NODE_TASK_PULL) { /* a fetch; a verification: every chunk */
             if (!(st->fetch = memstore_fetch_open(sn->ms, t->layer))) {
                 task_finish(s, st, AFSP_E_NOTFOUND);
                 return;
+            }
+            if (t->kind == NODE_TASK_VERIFY) {
+                t->first = 0;
+                t->last = memstore_ops.fetch_nchunks(st->fetch) - 1;
             }
             st->state = T_FETCH;
             job_submit(s, st, NODE_JOB_CHUNKS, t->layer);

@@ -90,8 +90,11 @@ static int image_decode(const MDB_val *k, const MDB_val *v, MDB_txn *txn, struct
         ii->size += (uint64_t)json_integer_value(json_object_get(l, "size"));
         struct layer_rec r;
         if (db_get(txn, s->db.dbi[DB_LAYERS], ii->layers[i], DIGEST_LEN, &lv) == 0) {
+            bool ok = layer_rec_decode(&lv, &r) == 0;
             ii->nlayers_present++;
-            ii->nlayers_complete += layer_rec_decode(&lv, &r) == 0 && (r.flags & LAYER_COMPLETE);
+            ii->nlayers_complete += ok && (r.flags & LAYER_COMPLETE);
+            ii->nlayers_verified +=
+                ok && (r.flags & LAYER_COMPLETE) && (r.flags & LAYER_INDEX_BUILT);
         }
     }
     rc = 0;

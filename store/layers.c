@@ -109,6 +109,8 @@ struct commit_args {
     const char *tmp_path;
     struct evicted ev;
     int existed;
+    bool index_false;            /* it replaced a peer's index that the blob's belies */
+    uint8_t peer_ix[DIGEST_LEN]; /* that index's SHA-256 */
 };
 
 static int commit_fn(MDB_txn *txn, void *arg)
@@ -121,6 +123,7 @@ static int commit_fn(MDB_txn *txn, void *arg)
     int rc;
 
     a->existed = 0;
+    a->index_false = false;
     /* The reservation shrinks by what this layer was given, whatever happens next. */
     put_be64(rkey, (uint64_t)getpid());
     put_be64(rkey + 8, a->id);
@@ -141,7 +144,14 @@ static int commit_fn(MDB_txn *txn, void *arg)
             return 0;
         }
         /* A partial layer (chunks from peers), or one completed with a peer's index, is
-         * replaced by the whole blob and the index built from it. */
+         * replaced by the whole blob and the index built from it: if the two indexes differ,
+         * the peer's was false. */
+        if (!(old.flags & LAYER_INDEX_BUILT)) {
+            uint8_t mine[DIGEST_LEN];
+            sha256_buf(a->index_bytes->p, a->index_bytes->len, mine);
+            a->index_false = memcmp(mine, old.index_digest, DIGEST_LEN) != 0;
+            memcpy(a->peer_ix, old.index_digest, DIGEST_LEN);
+        }
         lru_key(old.last_access, a->digest, key);
         if ((rc = db_del(txn, s->db.dbi[DB_LRU], key, sizeof key)) < 0)
             return rc;
@@ -166,11 +176,26 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
                        const struct layer_index *ix, const struct buf *index_bytes,
                        const char *tmp_path)
 {
-    struct commit_args a = {s,  id,          resv_bytes, digest, media_type,
-                            ix, index_bytes, tmp_path,   {0},    0};
+    struct commit_args a = {.s = s,
+                            .id = id,
+                            .resv_bytes = resv_bytes,
+                            .digest = digest,
+                            .media_type = media_type,
+                            .ix = ix,
+                            .index_bytes = index_bytes,
+                            .tmp_path = tmp_path};
     int rc = evicting_write(s, commit_fn, &a, &a.ev);
     if (a.existed || rc < 0)
         unlink(tmp_path);
+    if (rc == 0 && !a.existed && a.index_false) {
+        uint8_t mine[DIGEST_LEN];
+        char dg[DIGEST_STR_LEN + 1], x[DIGEST_STR_LEN + 1], y[DIGEST_STR_LEN + 1];
+        sha256_buf(index_bytes->p, index_bytes->len, mine);
+        log_error("event=index_false layer=%s peer_index=%s blob_index=%s", digest_fmt(digest, dg),
+                  digest_fmt(a.peer_ix, x), digest_fmt(mine, y));
+        if (s->index_false)
+            s->index_false(s->index_false_arg, digest, a.peer_ix, mine);
+    }
     return rc;
 }
 

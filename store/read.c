@@ -31,6 +31,9 @@ struct store_layer {
     int fd;
     bool index_built;        /* LAYER_INDEX_BUILT */
     struct store_reader *rd; /* store_layer_read's */
+    uint8_t index_digest[DIGEST_LEN];
+    uint64_t checked_ns; /* when the blob's file was last compared with fd's (atomic) */
+    bool index_false;    /* the layer was replaced with another index: fd's is false (atomic) */
 };
 
 struct store_reader {
@@ -104,6 +107,55 @@ void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg)
     s->fetcher_arg = arg;
 }
 
+void store_set_index_watch(struct store *s, store_index_false_fn fn, void *arg)
+{
+    s->index_false = fn;
+    s->index_false_arg = arg;
+}
+
+/* Whether the layer was replaced (its file is not fd's) with an index other than the handle's:
+ * then the handle's index was a peer's false one, and the handle fails from now on. */
+static int layer_replaced(struct store_layer *l, bool *same_index)
+{
+    struct stat a, b;
+    char path[PATH_MAX];
+    struct layer_rec r;
+    MDB_txn *txn;
+    MDB_val v;
+    *same_index = true;
+    store_blob_path(l->s, l->digest, path);
+    if (stat(path, &a) < 0 || fstat(l->fd, &b) < 0 || a.st_ino == b.st_ino)
+        return 0;
+    int rc = db_read_begin(&l->s->db, &txn);
+    if (rc < 0)
+        return rc;
+    if ((rc = db_get(txn, l->s->db.dbi[DB_LAYERS], l->digest, DIGEST_LEN, &v)) == 0 &&
+        (rc = layer_rec_decode(&v, &r)) == 0)
+        *same_index = !memcmp(r.index_digest, l->index_digest, DIGEST_LEN);
+    mdb_txn_abort(txn);
+    if (!*same_index)
+        __atomic_store_n(&l->index_false, true, __ATOMIC_RELEASE);
+    return rc == AFSP_E_NOTFOUND ? 0 : rc;
+}
+
+int store_layer_check(struct store_layer *l)
+{
+    char dg[DIGEST_STR_LEN + 1];
+    if (!l->index_built) {
+        uint64_t now = time_mono_ns(), last = __atomic_load_n(&l->checked_ns, __ATOMIC_RELAXED);
+        bool same;
+        if (now - last >= STORE_CHECK_NS &&
+            __atomic_compare_exchange_n(&l->checked_ns, &last, now, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            layer_replaced(l, &same);
+    }
+    if (__atomic_load_n(&l->index_false, __ATOMIC_ACQUIRE))
+        return err_set(AFSP_E_DIGEST,
+                       "layer %s: the index this was opened with was shown false by the blob",
+                       digest_fmt(l->digest, dg));
+    return 0;
+}
+
 /* Takes in the chunk map as stored now (chunks only ever become present while a handle is
  * open: eviction skips pinned layers). When the layer was replaced by a whole download (a
  * partial layer completed from the registry), the handle's file is swapped for the new one,
@@ -119,6 +171,9 @@ int store_layer_refresh(struct store_layer *l)
     for (size_t i = 0; i < bm.len && i < (l->ix.nchunks + 7) / 8u; i++)
         __atomic_fetch_or(&l->present[i], bm.p[i], __ATOMIC_ACQ_REL);
     buf_release(&bm);
+    bool same;
+    if ((rc = layer_replaced(l, &same)) < 0 || (rc = store_layer_check(l)) < 0)
+        return rc;
     store_blob_path(l->s, l->digest, path);
     if (stat(path, &a) == 0 && fstat(l->fd, &b) == 0 && a.st_ino != b.st_ino) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -137,14 +192,15 @@ static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
     uint32_t a = first;
     while (a <= last && bit_get(l->present, a))
         a++;
-    if (a > last)
-        return 0;
+    int rc = store_layer_check(l);
+    if (rc < 0 || a > last)
+        return rc;
     uint32_t b = last;
     while (b > a && bit_get(l->present, b))
         b--;
     if (!l->s->fetcher)
         return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", a);
-    int rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b);
+    rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b);
     if (rc == 0)
         rc = store_layer_refresh(l);
     for (uint32_t i = a; rc == 0 && i <= b; i++)
@@ -284,6 +340,24 @@ int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], 
     return rc;
 }
 
+int store_index_built_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                            struct buf *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    struct layer_rec r;
+    int rc = db_read_begin(&s->db, &txn);
+    if (rc < 0)
+        return rc;
+    if ((rc = db_get(txn, s->db.dbi[DB_LAYERS], digest, DIGEST_LEN, &v)) == 0 &&
+        (rc = layer_rec_decode(&v, &r)) == 0 && !(r.flags & LAYER_INDEX_BUILT))
+        rc = AFSP_E_NOTFOUND; /* a peer's index: not ours to vouch for */
+    if (rc == 0 && (rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) == 0)
+        rc = buf_append(out, v.mv_data, v.mv_size);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int store_present_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out)
 {
     MDB_txn *txn;
@@ -318,6 +392,7 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
         (rc = layer_rec_decode(&v, &r)) < 0)
         goto fail;
     l->index_built = r.flags & LAYER_INDEX_BUILT;
+    memcpy(l->index_digest, r.index_digest, DIGEST_LEN);
     if ((rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) < 0)
         goto fail;
     if ((rc = index_parse(v.mv_data, v.mv_size, &l->ix)) < 0)

@@ -117,6 +117,7 @@ struct image_info {
     char platform[100];
     size_t nlayers, nlayers_present; /* present: whole or in part */
     size_t nlayers_complete;
+    size_t nlayers_verified;       /* complete, and the index built here from the blob */
     uint64_t size;                 /* compressed bytes of all layers */
     uint64_t pulled_ns;            /* wall-clock time of the pull */
     uint8_t (*layers)[DIGEST_LEN]; /* owned by the listing */
@@ -206,6 +207,16 @@ typedef int (*store_fetcher_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uin
                                 uint32_t last);
 void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);
 
+/* A peer's index shown false: layer digest, completed (by its chunks or a whole download) and
+ * its index built again from the blob, which the digest proves, gave blob_ix (the new index's
+ * SHA-256) where the peer's index was peer_ix. The layer now holds the true index; readers that
+ * opened it with the false one fail from then on (AFSP_E_DIGEST). Called on the thread that
+ * committed, after the commit. */
+typedef void (*store_index_false_fn)(void *arg, const uint8_t digest[DIGEST_LEN],
+                                     const uint8_t peer_ix[DIGEST_LEN],
+                                     const uint8_t blob_ix[DIGEST_LEN]);
+void store_set_index_watch(struct store *s, store_index_false_fn fn, void *arg);
+
 /* The uncompressed (tar) size of the layer. */
 uint64_t store_layer_size(const struct store_layer *l);
 /* Spans: the uncompressed stream cut at the layer's checkpoints. Decoding can start at a span's
@@ -222,6 +233,11 @@ int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], st
 /* Appends the layer's encoded index, as stored, to out (what a peer is sent). Returns 0 or
  * AFSP_E_NOTFOUND. store_present_get appends its chunk map (bit i: chunk i present). */
 int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+/* ... only if the index was built here from the whole blob (LAYER_INDEX_BUILT; else
+ * AFSP_E_NOTFOUND): what peers are sent, so that every index on the wire is its sender's own
+ * work, and a false one is the sender's lie (docs/security.md). */
+int store_index_built_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                            struct buf *out);
 int store_present_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 /* The layer's chunks (what peers exchange): chunk i is blob bytes [*off, *off + *len). */
 uint32_t store_layer_nchunks(const struct store_layer *l);
@@ -230,6 +246,11 @@ bool store_layer_chunk_present(const struct store_layer *l, uint32_t i);
 /* Takes in chunks marked present since the handle was opened (by the node, for a partial
  * layer). Thread-safe. */
 int store_layer_refresh(struct store_layer *l);
+/* AFSP_E_DIGEST if the index l was opened with was a peer's and has been shown false (the layer
+ * was completed and replaced with the index its blob gives), else 0. Cheap: a layer whose index
+ * was built here returns at once, another looks at the store at most every STORE_CHECK_NS. */
+#define STORE_CHECK_NS 100000000ull
+int store_layer_check(struct store_layer *l);
 /* Raw (compressed) blob bytes, as stored: what a peer is sent; it checks them itself. Returns 0,
  * AFSP_E_USAGE (past the end), or a read error. Thread-safe. */
 int store_layer_read_blob(struct store_layer *l, uint64_t off, void *buf, size_t n);

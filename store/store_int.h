@@ -33,6 +33,8 @@ struct store {
     void *evict_arg;
     store_fetcher_fn fetcher;
     void *fetcher_arg;
+    store_index_false_fn index_false;
+    void *index_false_arg;
 };
 
 /* ---- store.c: the encodings of shared records --------------------------------------------- */

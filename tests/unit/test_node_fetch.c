@@ -125,6 +125,37 @@ TEST(node_leaves_a_provider_that_evicted_the_layer_out_of_the_job)
     simn_free(s);
 }
 
+/* A mount reads 4 chunks of 64, naming its image: the node answers the read first, then
+ * completes the layer in the background (a verification), so that its index can be built from
+ * the whole blob. A read that names no image (no registry to fall back on) queues nothing. */
+TEST(node_completes_a_lazily_read_layer_in_the_background)
+{
+    struct image im;
+    struct simn *s = three(15, 64, 1024, &im);
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"cmd\":\"fetch\",\"layer\":\"%s\",\"first\":0,\"last\":3,\"ref\":\"%s\"}",
+             im.layer_text, im.ref);
+    int t = simn_ctl(s, 2, req);
+    while (!simn_answer(s, t))
+        simn_run_until(s, simn_now(s) + 1);
+    CHECK(answered_ok(s, t));
+    CHECK_INT(memstore_layer_present(simn_store(s, 2), im.layer), <, 64);
+    simn_run_until(s, simn_now(s) + 10 * SEC);
+    CHECK(memstore_layer_complete(simn_store(s, 2), im.layer));
+    CHECK_INT(counter(s, 2, "verifies"), ==, 1);
+    CHECK_INT(counter(s, 2, "verifies_failed"), ==, 0);
+    simn_free(s);
+
+    s = three(16, 64, 1024, &im);
+    t = fetch(s, 2, &im, 0, 3);
+    simn_run_until(s, simn_now(s) + 10 * SEC);
+    CHECK(answered_ok(s, t));
+    CHECK_INT(memstore_layer_present(simn_store(s, 2), im.layer), ==, 4);
+    CHECK_INT(counter(s, 2, "verifies"), ==, 0);
+    simn_free(s);
+}
+
 /* A mount reads chunk by chunk: the node never lists the whole store for a fetch (it did, on
  * every one, to compare what it announces); the fetch that completes the layer announces just
  * that layer. */

@@ -1,0 +1,153 @@
+/*
+ * verify.c - what a lazily read layer is worth until it is whole (docs/security.md). A partial
+ * layer's index is the word of the peer that sent it: every index a node serves is one it built
+ * from the whole blob (store_index_built_bytes), so that peer is the index's builder. Here:
+ *   - the sender of each index the node fetched is remembered (a ring of NODE_INDEX_SOURCES);
+ *   - an image a mount read lazily is queued for a verification: a VERIFY task completes its
+ *     partial layers (a pull of the image, not lazy, its chunks from peers paced at
+ *     verify_rate), one image at a time, off the read path;
+ *   - when the store shows a peer's index false (the layer, completed, gives another index:
+ *     store_index_false_fn), the sender is banned until the node restarts: its links are closed
+ *     and refused, its DHT records dropped, and the evidence (both indexes' digests) logged and
+ *     counted (forged_indexes).
+ *
+ * Owns: the verification queue, the index senders, the banned senders. Must not: trust an
+ * index's sender with more than the layer digest proves.
+ */
+#include "node_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int verify_init(struct node *n)
+{
+    n->verify = calloc(NODE_VERIFY_QUEUED, sizeof *n->verify);
+    n->isrc = calloc(NODE_INDEX_SOURCES, sizeof *n->isrc);
+    n->forgers = calloc(NODE_FORGERS_MAX, sizeof *n->forgers);
+    return n->verify && n->isrc && n->forgers ? 0 : -ENOMEM;
+}
+
+void verify_free(struct node *n)
+{
+    for (size_t i = 0; n->verify && i < n->nverify; i++)
+        node_task_free(n->verify[i].t);
+    free(n->verify);
+    free(n->isrc);
+    free(n->forgers);
+    n->verify = NULL;
+    n->isrc = NULL;
+    n->forgers = NULL;
+    n->nverify = 0;
+}
+
+void verify_after_fetch(struct node *n, const struct node_task *t)
+{
+    if (n->cfg.verify_rate == UINT64_MAX || !t->ref || t->completed || n->stopping)
+        return;
+    for (size_t i = 0; i < n->nverify; i++)
+        if (!memcmp(n->verify[i].layer, t->layer, DIGEST_LEN))
+            return; /* queued already */
+    for (struct node_task *r = n->tasks; r; r = r->next)
+        if (r->kind == NODE_TASK_VERIFY && !memcmp(r->layer, t->layer, DIGEST_LEN))
+            return; /* running */
+    if (n->nverify == NODE_VERIFY_QUEUED)
+        return; /* a later read of the layer queues it again */
+    struct node_task *v = calloc(1, sizeof *v);
+    bool nomem = !v || !(v->ref = strdup(t->ref));
+    for (size_t i = 0; !nomem && t->insecure[i]; i++)
+        nomem = !(v->insecure[i] = strdup(t->insecure[i]));
+    if (nomem) {
+        if (v)
+            node_task_free(v);
+        return;
+    }
+    v->kind = NODE_TASK_VERIFY;
+    memcpy(v->layer, t->layer, DIGEST_LEN);
+    v->rate = n->cfg.verify_rate ? n->cfg.verify_rate : NODE_VERIFY_RATE;
+    struct verify_item *it = &n->verify[n->nverify++];
+    memcpy(it->layer, t->layer, DIGEST_LEN);
+    it->t = v;
+    verify_next(n);
+}
+
+void verify_next(struct node *n)
+{
+    if (n->verifying || n->stopping || !n->nverify || n->ntasks >= NODE_TASKS_MAX)
+        return;
+    struct node_task *t = n->verify[0].t;
+    memmove(n->verify, n->verify + 1, --n->nverify * sizeof *n->verify);
+    n->verifying = true;
+    t->next = n->tasks;
+    n->tasks = t;
+    n->ntasks++;
+    fx_push(n, &(struct node_effect){.type = NODE_FX_TASK, .task = t});
+}
+
+void verify_done(struct node *n, struct node_task *t)
+{
+    char dg[DIGEST_STR_LEN + 1];
+    n->verifying = false;
+    n->st.verifies++;
+    n->st.verifies_failed += t->rc < 0;
+    if (t->rc < 0)
+        log_warn("event=verify layer=%s ref=%s result=\"%s\"", digest_fmt(t->layer, dg), t->ref,
+                 t->msg);
+    else
+        log_info("event=verify layer=%s ref=%s result=\"ok\"", digest_fmt(t->layer, dg), t->ref);
+}
+
+void verify_index_from(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                       const uint8_t id[static P2P_ID_LEN])
+{
+    struct index_source *s = NULL;
+    for (size_t i = 0; i < NODE_INDEX_SOURCES && !s; i++)
+        if (n->isrc[i].used && !memcmp(n->isrc[i].layer, layer, DIGEST_LEN))
+            s = &n->isrc[i];
+    if (!s) {
+        s = &n->isrc[n->isrc_next];
+        n->isrc_next = (n->isrc_next + 1) % NODE_INDEX_SOURCES;
+    }
+    s->used = true;
+    memcpy(s->layer, layer, DIGEST_LEN);
+    memcpy(s->id, id, P2P_ID_LEN);
+}
+
+bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN])
+{
+    for (size_t i = 0; i < MIN(n->nforgers, (size_t)NODE_FORGERS_MAX); i++)
+        if (!memcmp(n->forgers[i], id, P2P_ID_LEN))
+            return true;
+    return false;
+}
+
+void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                      const uint8_t peer_ix[static DIGEST_LEN],
+                      const uint8_t blob_ix[static DIGEST_LEN], uint64_t now)
+{
+    char dg[DIGEST_STR_LEN + 1], a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1], id[65];
+    const struct index_source *s = NULL;
+    n->now = now;
+    n->st.forged_indexes++;
+    for (size_t i = 0; i < NODE_INDEX_SOURCES && !s; i++)
+        if (n->isrc[i].used && !memcmp(n->isrc[i].layer, layer, DIGEST_LEN))
+            s = &n->isrc[i];
+    digest_fmt(layer, dg);
+    digest_fmt(peer_ix, a);
+    digest_fmt(blob_ix, b);
+    if (!s) { /* fetched before a restart: who sent it is not known */
+        log_error("event=forged_index layer=%s sender=unknown peer_index=%s blob_index=%s", dg, a,
+                  b);
+        return;
+    }
+    hex_fmt(s->id, P2P_ID_LEN, id);
+    log_error("event=forged_index layer=%s sender=%s peer_index=%s blob_index=%s action=banned", dg,
+              id, a, b);
+    if (!verify_forger(n, s->id))
+        memcpy(n->forgers[n->nforgers++ % NODE_FORGERS_MAX], s->id, P2P_ID_LEN);
+    for (struct node_link *k = n->links; k; k = k->next)
+        if (k->state != LINK_CLOSED && !memcmp(k->peer_id, s->id, P2P_ID_LEN))
+            link_close(k, AFSP_E_AUTH);
+    dht_forget(n->dht, s->id);
+    node_settle(n, now);
+}
