@@ -34,7 +34,7 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
 .PHONY: all docs demo test check-tools layering asan tsan fuzz bench bench-compare format format-check deps clean
-all: $(BUILD)/afsp $(BUILD)/test-runner
+all: $(BUILD)/afsp $(BUILD)/test-runner $(BUILD)/iofault.so $(BUILD)/storecheck
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -54,6 +54,13 @@ $(BUILD)/afsp: $(CMD_OBJ) $(BUILD)/libafsp.a
 # libafsp_sim.a before libafsp.a: sim/ calls into the library.
 $(BUILD)/test-runner: $(UNIT_OBJ) $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Fault injection (tests/fault, docs/faults.md): the LD_PRELOAD shim and the store checker.
+$(BUILD)/iofault.so: tests/fault/iofault.c
+	$(CC) -std=gnu11 -g -O2 $(WARN) -D_GNU_SOURCE -shared -fPIC -o $@ $< -ldl
+
+$(BUILD)/storecheck: tests/fault/storecheck.c $(BUILD)/libafsp.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	@mkdir -p $(dir $@)
