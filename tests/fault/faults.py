@@ -5,11 +5,15 @@ usage: faults.py failat SCENARIO WORK [--kill] [--every K] [--expect-fail FILE]
        faults.py powerloss SCENARIO WORK [--expect-fail FILE]
 
 A scenario (JSON) is a store's history: commands run without faults to reach the state before
-(setup), then the steps under test, each an `afsp` command line (argv without `afsp --data D`):
+(setup), then the steps under test, each an `afsp` command line (argv without `afsp --data D`)
+or reads of files (of a mount) checked against files holding what they must read:
     {"name": "pull-small", "cache_max": "64M",
+     "node": [...],
      "setup": [{"args": [...], "kill_at": "OP\tPATH-PREFIX"}...],
-     "steps": [{"args": [...]}...],
+     "steps": [{"args": [...]}, {"read": [[PATH, EXPECTED]...]}...],
      "repull": [...]}
+With "node" (the argv of `afsp node`), the steps run as its clients: the node is started first
+(ready once it has a peer) and stopped with SIGTERM last, and the faults go to the node.
 A setup command with kill_at is killed (SIGKILL) at its first counted call that matches OP and
 whose path starts with PATH-PREFIX (relative to the data directory, e.g. "fsync\t/blobs"): the
 way to leave what a dead process leaves (a reservation, a temporary file, an orphaned blob).
@@ -59,6 +63,7 @@ BUILD = os.path.dirname(os.path.abspath(AFSP))
 SHIM = os.path.join(BUILD, "iofault.so")
 CHECK = os.path.join(BUILD, "storecheck")
 CMD_TIMEOUT = 120
+READ = "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())"
 
 
 def log(msg):
@@ -147,7 +152,7 @@ def run_life(sc, data, node_env, client_env, marks=None, on_step=None):
     start and stop are steps then). marks(i, what) is called before and after step i; on_step(i)
     after it. Returns (list of step statuses, problems)."""
     probs, statuses = [], []
-    steps = [("args", st["args"]) for st in sc["steps"]]
+    steps = [("read", st["read"]) if "read" in st else ("args", st["args"]) for st in sc["steps"]]
     if sc.get("node"):
         steps = [("start", None)] + steps + [("stop", None)]
     node = None
@@ -176,6 +181,21 @@ def run_life(sc, data, node_env, client_env, marks=None, on_step=None):
                     probs.append("the node exits with status %s: %s" % (rc, tail(nodelog)))
             else:
                 statuses.append(0)
+        elif kind == "read":
+            statuses.append(0)
+            for path, want in args:  # a file of a mount, and a file with what it must hold
+                try:  # in a child: a read that hangs must not hang the run
+                    p = subprocess.run([sys.executable, "-c", READ, path], capture_output=True,
+                                       timeout=CMD_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    probs.append("reading %s hangs" % path)
+                    continue
+                if p.returncode != 0:
+                    statuses[-1] = 1  # a read may fail (EIO); it must not return wrong bytes
+                    continue
+                with open(want, "rb") as f:
+                    if p.stdout != f.read():
+                        probs.append("reading %s returns wrong bytes" % path)
         else:
             rc, so, se = run_afsp(sc, data, args, client_env)
             statuses.append(rc)
@@ -190,7 +210,16 @@ def run_life(sc, data, node_env, client_env, marks=None, on_step=None):
             marks(i, "end")
         if on_step:
             on_step(i)
+    for m in sc.get("mounts", []):  # left mounted by a step that failed
+        if is_mounted(m):
+            subprocess.run(["fusermount3", "-uz", m], capture_output=True)
     return statuses, probs
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(ln.split()[4] == path for ln in f)
 
 
 KEY_FILES = ("node.key", "cluster.key")
