@@ -33,8 +33,8 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all docs demo test check-tools layering asan tsan fuzz bench bench-compare format format-check deps clean
-all: $(BUILD)/afsp $(BUILD)/test-runner $(BUILD)/afsp-forge
+.PHONY: all docs demo test soak check-tools layering asan tsan fuzz bench bench-compare format format-check deps clean
+all: $(BUILD)/afsp $(BUILD)/test-runner $(BUILD)/afsp-forge $(BUILD)/iofault.so $(BUILD)/storecheck
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -59,6 +59,13 @@ $(BUILD)/afsp-forge: $(BUILD)/obj/tests/tools/forge.o $(BUILD)/libafsp.a
 $(BUILD)/test-runner: $(UNIT_OBJ) $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Fault injection (tests/fault, docs/faults.md): the LD_PRELOAD shim and the store checker.
+$(BUILD)/iofault.so: tests/fault/iofault.c
+	$(CC) -std=gnu11 -g -O2 $(WARN) -D_GNU_SOURCE -shared -fPIC -o $@ $< -ldl
+
+$(BUILD)/storecheck: tests/fault/storecheck.c $(BUILD)/libafsp.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libafsp_sim.a $(BUILD)/libafsp.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -80,6 +87,14 @@ test: deps
 	$(MAKE) all
 	AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_SRC=$(CURDIR) \
 	    $(BUILD)/test-runner --scripts tests/integration $(T)
+
+# The long fault injection into the store's writes (docs/faults.md): the integration test
+# 70-store-faults with FAULT_LONG=1 (the fixture image, every N of every write path, the mount).
+# `make test` runs its short version.
+soak: deps
+	$(MAKE) all
+	FAULT_LONG=1 AFSP_BIN=$(abspath $(BUILD)/afsp) AFSP_SRC=$(CURDIR) \
+	    $(BUILD)/test-runner --scripts tests/integration --script-timeout 7200 70-store-faults
 
 # Every command the tests, scripts and recipes call comes from a package deps.sh installs (also
 # run by `make test`, as the integration test 01-tools).
