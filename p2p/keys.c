@@ -88,6 +88,10 @@ static int write_new(const char *path, const void *p, size_t n)
     if (rc == 0 && link(tmp, path) != 0)
         rc = -errno;
     unlink(tmp);
+    /* the name, durable too: else a power loss can give the node a new identity, or a new
+     * cluster key */
+    if (rc == 0 && (rc = dir_sync_parent(path)) < 0)
+        unlink(path);
     return rc;
 }
 

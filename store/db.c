@@ -161,3 +161,9 @@ int db_del(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen)
         return 0;
     return rc == MDB_MAP_FULL ? -ENOSPC : db_err(rc);
 }
+
+int db_sync(struct db *db)
+{
+    int rc = mdb_env_sync(db->env, 1);
+    return rc ? err_set(db_err(rc), "cannot sync the store") : 0;
+}

@@ -38,6 +38,8 @@ void db_close(struct db *db);
 /* Translates an LMDB return code: MDB_NOTFOUND -> AFSP_E_NOTFOUND, MDB_MAP_FULL -> -ENOSPC,
  * errno values -> negative errno, others -> AFSP_E_STORE with a message. */
 int db_err(int mdb_rc);
+/* Flushes the environment to disk (mdb_env_sync, forced). */
+int db_sync(struct db *db);
 
 /* Begins a read-only transaction; the caller aborts it (mdb_txn_abort). Data pointers obtained
  * in it are valid until it ends. */

@@ -45,12 +45,7 @@ static int fsync_dir(const struct store *s, const char *sub)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", s->dir, sub);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(-errno, "cannot open %s", dir);
-    int rc = fsync(fd) < 0 ? err_set(-errno, "cannot sync %s", dir) : 0;
-    close(fd);
-    return rc;
+    return dir_sync(dir);
 }
 
 /* Adds layer digest inside txn: its record, index, chunk map and LRU entry, and its stored bytes
@@ -225,13 +220,24 @@ static int partial_fn(MDB_txn *txn, void *arg)
         return rc;
     /* The (sparse) blob file, inside the transaction: the orphan sweep of another process's
      * store_open runs in one too, so it cannot take the file before the record exists. */
+    /* A new file, renamed into place: never a truncation of one a reader may hold open (an
+     * evicted layer's, say). */
+    char tmp[PATH_MAX];
     store_blob_path(s, a->digest, path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = store_tmp_create(s, a->digest, tmp);
     if (fd < 0)
-        return err_set(-errno, "cannot create %s", path);
-    rc = ftruncate(fd, (off_t)a->ix->blob_size) < 0 ? err_set(-errno, "cannot size %s", path) : 0;
+        return fd;
+    rc = ftruncate(fd, (off_t)a->ix->blob_size) < 0 ? err_set(-errno, "cannot size %s", tmp) : 0;
     close(fd);
-    return rc < 0 ? rc : fsync_dir(s, "blobs/sha256");
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = err_set(-errno, "cannot rename %s", tmp);
+    if (rc < 0) {
+        unlink(tmp);
+        return rc;
+    }
+    if ((rc = fsync_dir(s, "tmp")) < 0)
+        return rc;
+    return fsync_dir(s, "blobs/sha256");
 }
 
 int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_LEN],

@@ -8,11 +8,11 @@
  *    their process, so those of dead processes are dropped on open (store.c), and a pin whose
  *    process is gone is dropped when eviction meets it.
  *  - eviction deletes a layer's records inside the write transaction that needs the room; its
- *    blob file is unlinked and the evict hook runs only once that transaction has committed
- *    (evicting_write, the one way to run a write that evicts). A write that evicts and then
- *    fails has evicted nothing.
- * Owns "used" in DB_META, DB_RESV and DB_PINS, and reads DB_LRU for the eviction order.
- * Must not decide what a layer is worth keeping beyond its access time and its pins.
+ *    blob file is unlinked (under the write lock, if no record came back) and the evict hook runs
+ * only once that transaction has committed (evicting_write, the one way to run a write that
+ * evicts). A write that evicts and then fails has evicted nothing. Owns "used" in DB_META, DB_RESV
+ * and DB_PINS, and reads DB_LRU for the eviction order. Must not decide what a layer is worth
+ * keeping beyond its access time and its pins.
  */
 #include "store_int.h"
 
@@ -60,6 +60,7 @@ struct evicting_args {
     db_write_fn fn;
     void *arg;
     struct evicted *ev;
+    struct store *s;
 };
 
 static int evicting_fn(MDB_txn *txn, void *arg)
@@ -69,16 +70,35 @@ static int evicting_fn(MDB_txn *txn, void *arg)
     return w->fn(txn, w->arg);
 }
 
+/* After an eviction committed: each evicted layer's blob file goes, under the write lock and
+ * only if the layer has no record again. A layer added again meanwhile (its file is made inside
+ * its own write transaction) keeps its new file: the unlink by name after the commit used to
+ * take it. */
+static int unlink_evicted_fn(MDB_txn *txn, void *arg)
+{
+    struct evicting_args *w = arg;
+    char path[PATH_MAX];
+    MDB_val v;
+    for (size_t i = 0; i < w->ev->n; i++) {
+        if (db_get(txn, w->s->db.dbi[DB_LAYERS], w->ev->d[i], DIGEST_LEN, &v) == 0)
+            continue;
+        store_blob_path(w->s, w->ev->d[i], path);
+        unlink(path);
+    }
+    return 0;
+}
+
 int evicting_write(struct store *s, db_write_fn fn, void *arg, struct evicted *ev)
 {
-    struct evicting_args w = {fn, arg, ev};
-    char path[PATH_MAX], dg[DIGEST_STR_LEN + 1];
+    struct evicting_args w = {fn, arg, ev, s};
+    char dg[DIGEST_STR_LEN + 1];
     int rc = db_write(&s->db, evicting_fn, &w);
     /* Only a committed eviction happened: after an abort the records are all there, and a
-     * listed layer must keep its file and stay announced. */
+     * listed layer must keep its file and stay announced. A file left by a failure here is
+     * one without a record, which the next open sweeps. */
+    if (rc >= 0 && ev->n)
+        db_write(&s->db, unlink_evicted_fn, &w);
     for (size_t i = 0; rc >= 0 && i < ev->n; i++) {
-        store_blob_path(s, ev->d[i], path);
-        unlink(path);
         log_info("evicted %s", digest_fmt(ev->d[i], dg));
         if (s->evict_cb)
             s->evict_cb(s->evict_arg, ev->d[i]);

@@ -133,14 +133,25 @@ uint64_t proc_start(pid_t pid)
 
 /* ---- open / close -------------------------------------------------------------------------- */
 
-static int mkdirs(const char *dir)
+/* Creates what is missing of the data directory; each directory made is made durable (its
+ * parent synced), so that a power loss cannot take a store that held commits. *fresh: the
+ * LMDB directory was made now. */
+static int mkdirs(const char *dir, bool *fresh)
 {
     char p[PATH_MAX];
     static const char *const sub[] = {"", "/store", "/blobs", "/blobs/sha256", "/tmp"};
+    *fresh = false;
     for (size_t i = 0; i < ARRAY_SIZE(sub); i++) {
         snprintf(p, sizeof p, "%s%s", dir, sub[i]);
-        if (mkdir(p, 0700) < 0 && errno != EEXIST)
-            return err_set(-errno, "cannot create %s", p);
+        if (mkdir(p, 0700) < 0) {
+            if (errno != EEXIST)
+                return err_set(-errno, "cannot create %s", p);
+            continue;
+        }
+        *fresh |= i == 1;
+        int rc = dir_sync_parent(p);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }
@@ -236,11 +247,25 @@ int store_open(struct store **out, const struct store_opts *o)
         free(s);
         return -ENOMEM;
     }
-    if (!o->readonly && (rc = mkdirs(s->dir)) < 0)
+    bool fresh = false;
+    if (!o->readonly && (rc = mkdirs(s->dir, &fresh)) < 0)
         goto fail;
     snprintf(path, sizeof path, "%s/store", s->dir);
     if ((rc = db_open(&s->db, path, o->map_size)) < 0)
         goto fail;
+    /* a new environment: its first pages and its files' names, durable before any commit
+     * (LMDB writes them unsynced; lost, the store would not open again) */
+    if (fresh && ((rc = db_sync(&s->db)) < 0 || (rc = dir_sync(path)) < 0)) {
+        /* nothing was ever committed to it: gone, the next open makes it anew */
+        char f[PATH_MAX + 16];
+        db_close(&s->db);
+        memset(&s->db, 0, sizeof s->db);
+        snprintf(f, sizeof f, "%s/data.mdb", path);
+        unlink(f);
+        snprintf(f, sizeof f, "%s/lock.mdb", path);
+        unlink(f);
+        goto fail;
+    }
     if (!o->readonly) {
         if ((rc = db_write(&s->db, sweep_resv_fn, s)) < 0 ||
             (rc = db_write(&s->db, sweep_files_fn, s)) < 0)

@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int log_level = LOG_WARN;
 
@@ -344,4 +346,28 @@ char *time_fmt(uint64_t ns, char *out)
     gmtime_r(&t, &tm);
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return out;
+}
+
+int dir_sync(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(-errno, "cannot open %s", dir);
+    int rc = fsync(fd) < 0 ? err_set(-errno, "cannot sync %s", dir) : 0;
+    close(fd);
+    return rc;
+}
+
+int dir_sync_parent(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return dir_sync(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof dir)
+        return err_set(-ENAMETOOLONG, "path too long: %s", path);
+    memcpy(dir, path, n);
+    dir[n] = 0;
+    return dir_sync(dir);
 }

@@ -176,6 +176,12 @@ static inline uint64_t get_be64(const uint8_t *p)
 uint64_t time_now_ns(void);
 /* Monotonic time in nanoseconds (for durations and rates). */
 uint64_t time_mono_ns(void);
+
+/* fsync of directory dir, so that the names made or removed in it survive a power loss. Returns 0
+ * or a negative errno with err_msg set. */
+int dir_sync(const char *dir);
+/* ... of the directory that holds path. */
+int dir_sync_parent(const char *path);
 /* "2026-11-21T15:16:30Z" into out (at least 32 bytes); "-" for 0. */
 char *time_fmt(uint64_t ns, char *out);
 /* Formats a byte count as "12.3 MB" (SI units) into out (at least 16 bytes); returns out. */
