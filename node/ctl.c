@@ -280,7 +280,7 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
         announce_layer(n, t->layer, now);
     else if (t->kind != NODE_TASK_FETCH && t->rc == 0)
         announce_reconcile(n, now);
-    if (t->kind == NODE_TASK_FETCH && t->rc == 0)
+    if ((t->kind == NODE_TASK_FETCH || (t->kind == NODE_TASK_PULL && !t->lazy)) && t->rc == 0)
         verify_after_fetch(n, t);
     node_task_free(t);
     verify_next(n);

@@ -236,6 +236,15 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
 static int verify_run(struct tasks *ts, struct node_task *t, const struct pull_opts *po)
 {
     int rc = store_pull(ts->s, t->ref, po, t->digest);
+    struct image_info ii;
+    if (rc == 0 && (rc = store_image_find(ts->s, t->ref, &ii)) == 0) {
+        for (size_t i = 0; i < ii.nlayers; i++) {
+            int vrc = store_layer_verify(ts->s, ii.layers[i]);
+            if (vrc < 0 && vrc != AFSP_E_DIGEST && rc == 0) /* a false index: reported */
+                rc = vrc;
+        }
+        free(ii.layers);
+    }
     struct store_fetch *f;
     if (store_fetch_open(ts->s, t->layer, &f) == 0) {
         t->completed = store_fetch_missing(f) == 0;

@@ -43,13 +43,15 @@ void verify_free(struct node *n)
 
 void verify_after_fetch(struct node *n, const struct node_task *t)
 {
-    if (n->cfg.verify_rate == UINT64_MAX || !t->ref || t->completed || n->stopping)
+    /* what names the work: the layer a mount read, or the image a pull got */
+    const uint8_t *key = t->kind == NODE_TASK_PULL ? t->digest : t->layer;
+    if (n->cfg.verify_rate == UINT64_MAX || !t->ref || n->stopping)
         return;
     for (size_t i = 0; i < n->nverify; i++)
-        if (!memcmp(n->verify[i].layer, t->layer, DIGEST_LEN))
+        if (!memcmp(n->verify[i].layer, key, DIGEST_LEN))
             return; /* queued already */
     for (struct node_task *r = n->tasks; r; r = r->next)
-        if (r->kind == NODE_TASK_VERIFY && !memcmp(r->layer, t->layer, DIGEST_LEN))
+        if (r->kind == NODE_TASK_VERIFY && !memcmp(r->layer, key, DIGEST_LEN))
             return; /* running */
     if (n->nverify == NODE_VERIFY_QUEUED)
         return; /* a later read of the layer queues it again */
@@ -63,10 +65,10 @@ void verify_after_fetch(struct node *n, const struct node_task *t)
         return;
     }
     v->kind = NODE_TASK_VERIFY;
-    memcpy(v->layer, t->layer, DIGEST_LEN);
+    memcpy(v->layer, key, DIGEST_LEN);
     v->rate = n->cfg.verify_rate ? n->cfg.verify_rate : NODE_VERIFY_RATE;
     struct verify_item *it = &n->verify[n->nverify++];
-    memcpy(it->layer, t->layer, DIGEST_LEN);
+    memcpy(it->layer, key, DIGEST_LEN);
     it->t = v;
     verify_next(n);
 }

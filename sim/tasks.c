@@ -117,7 +117,8 @@ void task_step(struct simn *s, struct stask *st)
     case T_START:
         if (t->kind != NODE_TASK_PULL) { /* a fetch; a verification: every chunk */
             if (!(st->fetch = memstore_fetch_open(sn->ms, t->layer))) {
-                task_finish(s, st, AFSP_E_NOTFOUND);
+                /* a verification of a pulled image: its layers are whole already */
+                task_finish(s, st, t->kind == NODE_TASK_VERIFY ? 0 : AFSP_E_NOTFOUND);
                 return;
             }
             if (t->kind == NODE_TASK_VERIFY) {

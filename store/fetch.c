@@ -202,20 +202,10 @@ int store_fetch_flush(struct store_fetch *f, uint64_t resv_id)
         return 0;
     if (fdatasync(f->fd) < 0)
         return err_set(-errno, "cannot sync the layer");
-    bool complete = false;
-    int rc = store_chunks_mark(f->s, f->digest, &f->ix, f->fresh, resv_id, &complete);
+    int rc = store_chunks_mark(f->s, f->digest, &f->ix, f->fresh, resv_id, NULL);
     if (rc == 0) {
         memset(f->fresh, 0, (f->ix.nchunks + 7) / 8);
         f->nfresh = 0;
-    }
-    /* the blob is whole and proven by its digest: now its index can be built here too; until
-     * then what the peers' index says of files is only their word (docs/security.md) */
-    if (rc == 0 && complete) {
-        int brc = store_layer_build_index(f->s, f->digest);
-        char dg[DIGEST_STR_LEN + 1];
-        if (brc < 0 && brc != AFSP_E_DIGEST)
-            log_warn("layer %.19s…: its index was not built from the blob: %s",
-                     digest_fmt(f->digest, dg), err_msg(brc));
     }
     return rc;
 }

@@ -537,3 +537,8 @@ int store_ingest_file(struct store *s, const char *path, const char *media_type,
     close(fd);
     return rc;
 }
+
+int store_layer_verify(struct store *s, const uint8_t digest[static DIGEST_LEN])
+{
+    return store_layer_build_index(s, digest);
+}

@@ -233,6 +233,12 @@ int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], st
 /* Appends the layer's encoded index, as stored, to out (what a peer is sent). Returns 0 or
  * AFSP_E_NOTFOUND. store_present_get appends its chunk map (bit i: chunk i present). */
 int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+/* A layer completed from peers holds their index: builds its index from the blob (which the
+ * digest proves) and keeps it (LAYER_INDEX_BUILT). A false peer index is replaced and reported
+ * (store_set_index_watch). Returns 0 (also at once for a layer verified already), AFSP_E_DIGEST
+ * (the peers' index was false), AFSP_E_USAGE (not complete), or another error. A pass over the
+ * blob: the node runs it in the background, off the pull's path. */
+int store_layer_verify(struct store *s, const uint8_t digest[static DIGEST_LEN]);
 /* ... only if the index was built here from the whole blob (LAYER_INDEX_BUILT; else
  * AFSP_E_NOTFOUND): what peers are sent, so that every index on the wire is its sender's own
  * work, and a false one is the sender's lie (docs/security.md). */
