@@ -113,19 +113,17 @@ void store_set_index_watch(struct store *s, store_index_false_fn fn, void *arg)
     s->index_false_arg = arg;
 }
 
-/* Whether the layer was replaced (its file is not fd's) with an index other than the handle's:
- * then the handle's index was a peer's false one, and the handle fails from now on. */
+/* Whether the layer's record now names an index other than the handle's: then the handle's
+ * index was a peer's false one (replaced when the layer was completed), and the handle fails
+ * from now on. */
 static int layer_replaced(struct store_layer *l, bool *same_index)
 {
-    struct stat a, b;
-    char path[PATH_MAX];
     struct layer_rec r;
     MDB_txn *txn;
     MDB_val v;
     *same_index = true;
-    store_blob_path(l->s, l->digest, path);
-    if (stat(path, &a) < 0 || fstat(l->fd, &b) < 0 || a.st_ino == b.st_ino)
-        return 0;
+    /* the record, not the file: a whole download renames its file into place inside its write
+     * transaction, before the record that names its index commits */
     int rc = db_read_begin(&l->s->db, &txn);
     if (rc < 0)
         return rc;
