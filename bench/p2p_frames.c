@@ -40,8 +40,8 @@ static double conn_run(uint8_t *buf)
     memset(s, 2, 32);
     p2p_identity_from_seed(&ib, s);
     memset(key, 7, 32);
-    struct p2p_conn_cfg ca = {true, &ia, key, NULL, NULL, 0, 0, 0, 0};
-    struct p2p_conn_cfg cb = {false, &ib, key, NULL, NULL, 0, 0, 0, 0};
+    struct p2p_conn_cfg ca = {true, &ia, key, NULL, NULL, 0, 0, 0, 0, 0};
+    struct p2p_conn_cfg cb = {false, &ib, key, NULL, NULL, 0, 0, 0, 0, 0};
     struct p2p_conn *a, *b;
     if (p2p_conn_new(&a, &ca) || p2p_conn_new(&b, &cb))
         exit(1);

@@ -5,9 +5,14 @@
  * must be the one sent at that place (a flipped bit never yields a frame, let alone a wrong
  * one), and without flips every frame must arrive.
  *
- * Input: u8 step, u8 nframes (up to 16), then per frame u16 length (mod 4096, or with the top
- * bit set P2P_FRAME_MAX minus the low 15 bits: frames that fill the receive buffer) and that many
- * payload bytes (zeros past the input's end), then u16 bit positions to flip.
+ * The connections' frame limit is FRAME_MAX, not P2P_FRAME_MAX: the same code reaches the receive
+ * buffer's limits with inputs a 250th of the size (with megabyte frames the target ran 100
+ * inputs a second, nearly all of it copying and encrypting).
+ *
+ * Input: u8 step, u8 nframes (up to 16), then per frame u16 length (mod 512, or with the top
+ * bit set FRAME_MAX minus the low 12 bits: frames that fill the receive buffer; 0x8000 also
+ * first tries a frame one byte over the limit, which must be refused) and that many payload bytes
+ * (zeros past the input's end), then u16 bit positions to flip.
  */
 #include "../p2p/noise_int.h"
 #include "../sim/sim.h"
@@ -15,6 +20,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define FRAME_MAX 4096
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -73,8 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t key[32], ra = 1, rb = 2;
     memset(key, 7, sizeof key);
-    struct p2p_conn_cfg ca = {true, &ia, key, rng, &ra, 0, 3, 0, 0};
-    struct p2p_conn_cfg cb = {false, &ib, key, rng, &rb, 0, 3, 0, 0};
+    struct p2p_conn_cfg ca = {true, &ia, key, rng, &ra, 0, 3, 0, 0, FRAME_MAX};
+    struct p2p_conn_cfg cb = {false, &ib, key, rng, &rb, 0, 3, 0, 0, FRAME_MAX};
     struct p2p_conn *a, *b;
     if (p2p_conn_new(&a, &ca) || p2p_conn_new(&b, &cb))
         abort();
@@ -89,9 +96,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t slen[16];
     for (size_t i = 0; i < nframes; i++) {
         size_t l = 0;
+        if (off + 2 <= size && data[off] == 0 && data[off + 1] == 0x80) {
+            /* one byte over the limit: refused, and the connection goes on */
+            static uint8_t over[FRAME_MAX + 1];
+            if (p2p_conn_send(a, over, sizeof over) != AFSP_E_USAGE || p2p_conn_error(a))
+                abort();
+        }
         if (off + 2 <= size) {
             size_t v = data[off] | (size_t)data[off + 1] << 8;
-            l = v & 0x8000 ? P2P_FRAME_MAX - (v & 0x7fff) : v % 4096;
+            l = v & 0x8000 ? FRAME_MAX - (v & 0xfff) : v % 512;
         }
         off += 2;
         sent[i] = calloc(1, l + 1);

@@ -53,12 +53,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(key, 7, sizeof key);
     int mode = data[0] % 3;
     size_t step = 1 + (data[0] / 3) * 7;
-    struct p2p_conn_cfg cfg = {mode == 1, &id, key, rng, NULL, 0, 0, 0, 0};
+    struct p2p_conn_cfg cfg = {mode == 1, &id, key, rng, NULL, 0, 0, 0, 0, 0};
     struct p2p_conn *c;
     if (p2p_conn_new(&c, &cfg) != 0)
         abort();
     if (mode == 2) { /* a real member's first message, answered */
-        struct p2p_conn_cfg icfg = {true, &id, key, rng, NULL, 0, 0, 0, 0};
+        struct p2p_conn_cfg icfg = {true, &id, key, rng, NULL, 0, 0, 0, 0, 0};
         struct p2p_conn *m;
         if (p2p_conn_new(&m, &icfg) != 0)
             abort();

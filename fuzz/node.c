@@ -258,7 +258,7 @@ static bool member_connect(struct world *w)
     }
     member_gone(w);
     w->closing = false;
-    struct p2p_conn_cfg cc = {true, &w->hid, w->key, rng_fill, &w->rng, w->now, 0, 0, 0};
+    struct p2p_conn_cfg cc = {true, &w->hid, w->key, rng_fill, &w->rng, w->now, 0, 0, 0, 0};
     if (p2p_conn_new(&w->c, &cc) != 0)
         abort();
     w->k = node_link_accepted(w->n, &member_addr, w->now);

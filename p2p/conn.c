@@ -7,10 +7,10 @@
  * frame is L = payload + 16 bytes of AES-256-GCM ciphertext and tag under the sender's own key
  * (the two directions have different keys: a frame reflected back to its sender does not
  * decrypt), its nonce the count of frames sent before it, with the 4 length bytes as associated
- * data. L over P2P_FRAME_MAX + 16 ends the connection before any of the frame is read; a frame
- * that does not authenticate ends it with nothing delivered. At most one largest frame's worth
- * of bytes is buffered. Every rekey_every frames each side
- * replaces its sending key (Noise Rekey) and the receiver its receiving key, at the same frame.
+ * data. L over the frame limit (P2P_FRAME_MAX unless set) + 16 ends the connection before any of
+ * the frame is read; a frame that does not authenticate ends it with nothing delivered. At most one
+ * largest frame's worth of bytes is buffered. Every rekey_every frames each side replaces its
+ * sending key (Noise Rekey) and the receiver its receiving key, at the same frame.
  *
  * Owns: the receive buffer (one frame at most) and the send buffer. Must not: read a clock,
  * draw randomness other than through cfg->rng, or log a key.
@@ -23,11 +23,10 @@
 #include <string.h>
 
 #define LEN_BYTES 4
-#define RX_MAX (LEN_BYTES + P2P_FRAME_MAX + NOISE_TAG)
 
 struct p2p_conn {
     struct noise_hs hs;
-    size_t tx_max;
+    size_t tx_max, frame_max;
     struct noise_cipher tx, rx;
     bool established;
     int err;
@@ -120,6 +119,8 @@ int p2p_conn_new(struct p2p_conn **out, const struct p2p_conn_cfg *cfg)
     c->deadline = cfg->now_ms + (cfg->handshake_ms ? cfg->handshake_ms : P2P_HANDSHAKE_TIMEOUT_MS);
     c->rekey_every = cfg->rekey_every ? cfg->rekey_every : P2P_REKEY_EVERY;
     c->tx_max = cfg->tx_max ? cfg->tx_max : P2P_TX_MAX;
+    c->frame_max =
+        cfg->frame_max && cfg->frame_max < P2P_FRAME_MAX ? cfg->frame_max : P2P_FRAME_MAX;
     if (cfg->rng)
         cfg->rng(cfg->rng_arg, e_seed, sizeof e_seed);
     else
@@ -160,6 +161,12 @@ static void rx_consume(struct p2p_conn *c)
         c->rstart = c->rlen = 0;
 }
 
+/* The receive buffer's size at most: one largest frame. */
+static size_t rx_max(const struct p2p_conn *c)
+{
+    return LEN_BYTES + c->frame_max + NOISE_TAG;
+}
+
 /* Makes room for k more bytes: the unconsumed ones moved to the front, the buffer grown (the
  * old one wiped: it held plaintext). */
 static int rx_room(struct p2p_conn *c, size_t k)
@@ -178,7 +185,7 @@ static int rx_room(struct p2p_conn *c, size_t k)
     size_t cap = MAX(c->rcap * 2, (size_t)4096);
     while (cap < have + k)
         cap *= 2;
-    cap = MIN(cap, (size_t)RX_MAX);
+    cap = MIN(cap, rx_max(c));
     uint8_t *b = malloc(cap);
     if (!b)
         return -ENOMEM;
@@ -233,7 +240,7 @@ int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_
         /* never buffer more than one frame (before the handshake ends, one handshake message):
          * the rest waits in the caller's (socket) buffer */
         size_t have = c->rlen - c->rstart;
-        size_t max = c->established ? RX_MAX : LEN_BYTES + NOISE_MSG2;
+        size_t max = c->established ? rx_max(c) : LEN_BYTES + NOISE_MSG2;
         size_t room = max > have ? max - have : 0;
         if (!room)
             return 0; /* a whole frame is buffered: the caller must recv it first */
@@ -252,7 +259,7 @@ int p2p_conn_input(struct p2p_conn *c, const uint8_t *p, size_t n, uint64_t now_
             return c->err;
         /* a frame too big for us fails now, before it is read */
         if (c->established && c->rlen - c->rstart >= LEN_BYTES &&
-            get_len(c->rbuf + c->rstart) > P2P_FRAME_MAX + NOISE_TAG)
+            get_len(c->rbuf + c->rstart) > c->frame_max + NOISE_TAG)
             return fail(c, AFSP_E_FORMAT);
     }
     return 0;
@@ -268,7 +275,7 @@ const uint8_t *p2p_conn_recv(struct p2p_conn *c, size_t *len)
     if (have < LEN_BYTES)
         return NULL;
     uint32_t l = get_len(p);
-    if (l > P2P_FRAME_MAX + NOISE_TAG || l < NOISE_TAG) {
+    if (l > c->frame_max + NOISE_TAG || l < NOISE_TAG) {
         fail(c, AFSP_E_FORMAT);
         return NULL;
     }
@@ -291,7 +298,7 @@ int p2p_conn_send(struct p2p_conn *c, const void *payload, size_t n)
 {
     if (c->err)
         return c->err;
-    if (!c->established || n > P2P_FRAME_MAX)
+    if (!c->established || n > c->frame_max)
         return err_set(AFSP_E_USAGE, "p2p_conn_send");
     size_t need = LEN_BYTES + n + NOISE_TAG;
     uint8_t *p = out_room(c, need);

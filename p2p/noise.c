@@ -11,14 +11,15 @@
  * (libsodium); a node's ID is the SHA-256 of that X25519 key, the one the handshake proves (not
  * of the Ed25519 key: the conversion ignores its sign bit, so an ID made from it would give
  * every node a second one for free). Payloads are empty. Every DH result that is all zeros (a
- * small-order point) fails the handshake. SHA-256, HMAC and AES-256-GCM are OpenSSL's; X25519
- * and the key conversions libsodium's. Secrets are wiped on every exit.
+ * small-order point) fails the handshake. AES-256-GCM is OpenSSL's; SHA-256, HMAC, X25519 and
+ * the key conversions libsodium's (its HMAC needs no allocation: OpenSSL's one-shot HMAC fetched
+ * the digest and allocated a context per call, the most of a handshake's cost under the
+ * fuzzer). Secrets are wiped on every exit.
  */
 #include "noise_int.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sodium.h>
 #include <string.h>
 
@@ -110,59 +111,49 @@ int noise_rekey(struct noise_cipher *c)
 
 /* ---- SymmetricState ------------------------------------------------------------------------ */
 
-static int hmac(const uint8_t key[NOISE_HASH], const uint8_t *a, size_t an, const uint8_t *b,
-                size_t bn, uint8_t out[NOISE_HASH])
+/* HMAC-SHA256 over a, then b. */
+static void hmac(const uint8_t key[NOISE_HASH], const uint8_t *a, size_t an, const uint8_t *b,
+                 size_t bn, uint8_t out[NOISE_HASH])
 {
-    uint8_t buf[NOISE_HASH + 1];
-    unsigned len = NOISE_HASH;
-    /* callers pass at most 32 + 1 bytes in all */
-    memcpy(buf, a, an);
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, key, NOISE_HASH);
+    if (an)
+        crypto_auth_hmacsha256_update(&st, a, an);
     if (bn)
-        memcpy(buf + an, b, bn);
-    bool ok = HMAC(EVP_sha256(), key, NOISE_HASH, buf, an + bn, out, &len) != NULL;
-    sodium_memzero(buf, sizeof buf);
-    return ok ? 0 : err_set(-EIO, "HMAC-SHA256");
+        crypto_auth_hmacsha256_update(&st, b, bn);
+    crypto_auth_hmacsha256_final(&st, out);
+    sodium_memzero(&st, sizeof st);
 }
 
 /* HKDF(ck, ikm) with 2 or 3 outputs (o3 may be NULL). o1 may be ck. */
-static int hkdf(const uint8_t ck[NOISE_HASH], const uint8_t *ikm, size_t ikmlen,
-                uint8_t o1[NOISE_HASH], uint8_t o2[NOISE_HASH], uint8_t *o3)
+static void hkdf(const uint8_t ck[NOISE_HASH], const uint8_t *ikm, size_t ikmlen,
+                 uint8_t o1[NOISE_HASH], uint8_t o2[NOISE_HASH], uint8_t *o3)
 {
     uint8_t temp[NOISE_HASH], one = 1, two = 2, three = 3;
-    unsigned len = NOISE_HASH;
-    int rc =
-        HMAC(EVP_sha256(), ck, NOISE_HASH, ikmlen ? ikm : (const uint8_t *)"", ikmlen, temp, &len)
-            ? 0
-            : err_set(-EIO, "HMAC-SHA256");
-    if (rc == 0)
-        rc = hmac(temp, &one, 1, NULL, 0, o1);
-    if (rc == 0)
-        rc = hmac(temp, o1, NOISE_HASH, &two, 1, o2);
-    if (rc == 0 && o3)
-        rc = hmac(temp, o2, NOISE_HASH, &three, 1, o3);
+    hmac(ck, ikm, ikmlen, NULL, 0, temp);
+    hmac(temp, &one, 1, NULL, 0, o1);
+    hmac(temp, o1, NOISE_HASH, &two, 1, o2);
+    if (o3)
+        hmac(temp, o2, NOISE_HASH, &three, 1, o3);
     sodium_memzero(temp, sizeof temp);
-    return rc;
 }
 
 static int mix_hash(struct noise_hs *hs, const uint8_t *p, size_t n)
 {
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
-    unsigned len = NOISE_HASH;
-    int rc = 0;
-    if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(m, hs->h, NOISE_HASH) != 1 || (n && EVP_DigestUpdate(m, p, n) != 1) ||
-        EVP_DigestFinal_ex(m, hs->h, &len) != 1)
-        rc = err_set(m ? -EIO : -ENOMEM, "SHA-256");
-    EVP_MD_CTX_free(m);
-    return rc;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, hs->h, NOISE_HASH);
+    if (n)
+        crypto_hash_sha256_update(&st, p, n);
+    crypto_hash_sha256_final(&st, hs->h);
+    return 0;
 }
 
 static int mix_key(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 {
     uint8_t k[NOISE_HASH];
-    int rc = hkdf(hs->ck, ikm, n, hs->ck, k, NULL);
-    if (rc == 0)
-        rc = noise_cipher_init(&hs->c, k);
+    hkdf(hs->ck, ikm, n, hs->ck, k, NULL);
+    int rc = noise_cipher_init(&hs->c, k);
     sodium_memzero(k, sizeof k);
     return rc;
 }
@@ -170,9 +161,8 @@ static int mix_key(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 static int mix_key_and_hash(struct noise_hs *hs, const uint8_t *ikm, size_t n)
 {
     uint8_t th[NOISE_HASH], k[NOISE_HASH];
-    int rc = hkdf(hs->ck, ikm, n, hs->ck, th, k);
-    if (rc == 0)
-        rc = mix_hash(hs, th, NOISE_HASH);
+    hkdf(hs->ck, ikm, n, hs->ck, th, k);
+    int rc = mix_hash(hs, th, NOISE_HASH);
     if (rc == 0)
         rc = noise_cipher_init(&hs->c, k);
     sodium_memzero(k, sizeof k);
@@ -319,9 +309,8 @@ int noise_hs_split(struct noise_hs *hs, struct noise_cipher *tx, struct noise_ci
     if (hs->step != HS_DONE)
         return AFSP_E_USAGE;
     /* k1 carries initiator -> responder, k2 the other way: each side sends with its own */
-    int rc = hkdf(hs->ck, NULL, 0, k1, k2, NULL);
-    if (rc == 0)
-        rc = noise_cipher_init(tx, hs->initiator ? k1 : k2);
+    hkdf(hs->ck, NULL, 0, k1, k2, NULL);
+    int rc = noise_cipher_init(tx, hs->initiator ? k1 : k2);
     if (rc == 0)
         rc = noise_cipher_init(rx, hs->initiator ? k2 : k1);
     sodium_memzero(k1, sizeof k1);

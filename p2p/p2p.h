@@ -70,6 +70,9 @@ struct p2p_conn_cfg {
     size_t tx_max;         /* bytes waiting to be taken by the I/O side, at most; past it a send
                               fails with -ENOBUFS (a p2p_peer then fails: its peer does not
                               read); 0: P2P_TX_MAX */
+    size_t frame_max;      /* payload bytes of one frame, at most, both ways (both ends must agree);
+                              0: P2P_FRAME_MAX. Only the fuzz targets set it, to reach the
+                              receive buffer's limits with small inputs. */
 };
 
 struct p2p_conn;

@@ -45,8 +45,10 @@ struct p2p_peer {
     uint32_t nreqs;
     struct answer ans[P2P_SERVING_MAX];
     uint32_t nans, rr; /* answers in the table; where the next pump starts (round robin) */
-    uint8_t *scratch;  /* one DATA message being built (made when first needed: a peer that only
-                        * exchanges DHT messages never does) */
+    uint8_t *scratch;  /* one DATA or HAVE_REPLY message being built, grown as needed (a peer
+                        * that only exchanges DHT messages never makes one, one that answers
+                        * small requests a small one) */
+    size_t scratch_cap;
     int err;
 };
 
@@ -255,10 +257,22 @@ int p2p_peer_answer_error(struct p2p_peer *p, uint32_t id, enum p2p_err_code cod
 
 /* The buffer for one DATA or HAVE_REPLY message, or NULL (the connection failed with
  * -ENOMEM). */
-static uint8_t *scratch(struct p2p_peer *p)
+/* The scratch buffer, with room for a message of n bytes (at most P2P_DATA_HDR + P2P_DATA_MAX). */
+static uint8_t *scratch(struct p2p_peer *p, size_t n)
 {
-    if (!p->scratch && !(p->scratch = malloc(P2P_DATA_HDR + P2P_DATA_MAX)))
+    if (n <= p->scratch_cap)
+        return p->scratch;
+    size_t cap = MAX(p->scratch_cap * 2, (size_t)4096);
+    while (cap < n)
+        cap *= 2;
+    cap = MIN(cap, (size_t)P2P_DATA_HDR + P2P_DATA_MAX);
+    free(p->scratch); /* nothing in it is kept between messages */
+    if (!(p->scratch = malloc(cap))) {
+        p->scratch_cap = 0;
         peer_fail(p, -ENOMEM);
+        return NULL;
+    }
+    p->scratch_cap = cap;
     return p->scratch;
 }
 
@@ -268,11 +282,11 @@ int p2p_peer_answer_have(struct p2p_peer *p, uint32_t id, uint32_t nchunks, cons
     if (!a)
         return p->err;
     answer_end(p, a);
-    if (!scratch(p))
-        return p->err;
     struct p2p_msg m = {.type = P2P_HAVE_REPLY, .id = id, .nchunks = nchunks, .data = bitmap};
-    size_t n;
-    int rc = p2p_msg_encode(&m, p->scratch, P2P_DATA_HDR + P2P_DATA_MAX, &n);
+    size_t n = p2p_msg_size(&m);
+    if (!scratch(p, n))
+        return p->err;
+    int rc = p2p_msg_encode(&m, p->scratch, p->scratch_cap, &n);
     if (rc == 0)
         rc = p2p_conn_send(p->conn, p->scratch, n);
     return rc == -ENOBUFS || rc == -EOVERFLOW ? peer_fail(p, rc) : rc;
@@ -313,12 +327,12 @@ int p2p_peer_pump(struct p2p_peer *p, size_t budget)
         }
         if (!a)
             break; /* every answer waits for its owner */
-        if (!scratch(p))
-            return p->err;
         p->rr = (uint32_t)(a - p->ans + 1) % P2P_SERVING_MAX;
         uint64_t n = a->end - a->next;
         if (n > P2P_DATA_MAX)
             n = P2P_DATA_MAX;
+        if (!scratch(p, P2P_DATA_HDR + (size_t)n))
+            return p->err;
         uint8_t *data = p->scratch + P2P_DATA_HDR;
         int rc = n ? a->src.read(a->src.arg, a->next, data, (size_t)n) : 0;
         if (rc < 0) { /* the object went away (evicted) or the disk failed */
@@ -337,7 +351,7 @@ int p2p_peer_pump(struct p2p_peer *p, size_t budget)
                             .data = data,
                             .flags = a->next + n == a->total ? P2P_LAST : 0};
         size_t len;
-        if ((rc = p2p_msg_encode(&m, p->scratch, P2P_DATA_HDR + P2P_DATA_MAX, &len)) < 0 ||
+        if ((rc = p2p_msg_encode(&m, p->scratch, p->scratch_cap, &len)) < 0 ||
             (rc = p2p_conn_send(p->conn, p->scratch, len)) < 0)
             return peer_fail(p, rc);
         a->next += n;

@@ -18,8 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef RD_IBUF /* the fuzz targets build with smaller buffers (the Makefile's FUZZ_FLAGS) */
 #define RD_IBUF (256u << 10) /* compressed bytes read from the source at a time */
+#endif
+#ifndef RD_SCRATCH
 #define RD_SCRATCH (256u << 10)
+#endif
 
 /* ---- formats ------------------------------------------------------------------------------ */
 

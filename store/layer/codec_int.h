@@ -15,15 +15,22 @@
 
 #include "layer.h"
 
-/* The gzip indexer's buffers. Output: the 32 KiB window, then room for a call's output. */
-#define GZ_OBUF (CODEC_WINDOW + (1u << 20))
-#define GZ_OBUF_MIN_FREE (256u << 10)
+/* The gzip indexer's buffers. Output: the 32 KiB window, then room for a call's output. The fuzz
+ * targets build with smaller buffers (the Makefile's FUZZ_FLAGS), so that small inputs reach
+ * their edges. */
+#ifndef GZ_OBUF_ROOM
+#define GZ_OBUF_ROOM (1u << 20)
+#endif
+#define GZ_OBUF (CODEC_WINDOW + GZ_OBUF_ROOM)
+#define GZ_OBUF_MIN_FREE (GZ_OBUF_ROOM / 4)
 /* Pending input; must hold the longest slice: GZ_SLICE, or a stored block (64 KiB + 5). */
 #define GZ_IBUF (128u << 10)
 
 /* zstd: the largest window accepted (a decoder's memory), the indexer's output buffer. */
 #define ZSTD_WINDOW_LOG_MAX 27
+#ifndef ZSTD_OBUF
 #define ZSTD_OBUF (256u << 10)
+#endif
 
 /* A gzip member header being parsed (gzip.c). */
 struct gzhdr {

@@ -38,8 +38,8 @@ static void pair_new(struct pair *p, uint64_t rekey_a, uint64_t rekey_b, bool sa
     memset(p->kb, same_key ? 7 : 8, 32);
     p->ra = 11;
     p->rb = 22;
-    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, rng_fill, &p->ra, 1000, rekey_a, 0, 0};
-    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, rng_fill, &p->rb, 1000, rekey_b, 0, 0};
+    struct p2p_conn_cfg ca = {true, &p->ia, p->ka, rng_fill, &p->ra, 1000, rekey_a, 0, 0, 0};
+    struct p2p_conn_cfg cb = {false, &p->ib, p->kb, rng_fill, &p->rb, 1000, rekey_b, 0, 0, 0};
     CHECK(p2p_conn_new(&p->a, &ca) == 0);
     CHECK(p2p_conn_new(&p->b, &cb) == 0);
 }
@@ -259,8 +259,8 @@ TEST(p2p_known_answers)
     struct p2p_identity ia = ident(1), ib = ident(2);
     uint8_t key[32], ea = 0x11, eb = 0x22, buf[256];
     memset(key, 7, 32);
-    struct p2p_conn_cfg ca = {true, &ia, key, fill_rng, &ea, 0, 3, 0, 0};
-    struct p2p_conn_cfg cb = {false, &ib, key, fill_rng, &eb, 0, 3, 0, 0};
+    struct p2p_conn_cfg ca = {true, &ia, key, fill_rng, &ea, 0, 3, 0, 0, 0};
+    struct p2p_conn_cfg cb = {false, &ib, key, fill_rng, &eb, 0, 3, 0, 0, 0};
     struct p2p_conn *a, *b;
     CHECK(p2p_conn_new(&a, &ca) == 0 && p2p_conn_new(&b, &cb) == 0);
     size_t n = take(a, buf, sizeof buf);
