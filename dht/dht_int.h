@@ -142,6 +142,8 @@ struct dht {
 
     struct bucket b[DHT_BUCKETS];
     size_t ncontacts;
+    unsigned nbuckets; /* one past the deepest bucket that holds a contact (deeper ones are empty
+                          by nature: maintenance looks no further) */
 
     struct rpc *rpc;
     size_t nrpc_slots, nrpc, nverify;

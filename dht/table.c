@@ -58,6 +58,7 @@ static bool entry_add(struct dht *d, struct bucket *b, const struct dht_contact 
         return false;
     b->e[b->n++] = (struct entry){.c = *c, .seen = now};
     d->ncontacts++;
+    d->nbuckets = MAX(d->nbuckets, (unsigned)(b - d->b) + 1);
     return true;
 }
 
@@ -70,6 +71,8 @@ static void entry_remove(struct dht *d, struct bucket *b, unsigned i, uint64_t n
         entry_add(d, b, &b->repl[b->nrepl - 1], now);
         b->nrepl--;
     }
+    while (d->nbuckets && !d->b[d->nbuckets - 1].n)
+        d->nbuckets--;
 }
 
 void table_verified(struct dht *d, const struct dht_contact *c, uint64_t now)
@@ -158,7 +161,7 @@ void table_liveness(struct dht *d, uint64_t now)
 {
     for (int sent = 0; sent < DHT_LIVENESS_PER_TICK; sent++) {
         struct entry *stalest = NULL;
-        for (unsigned i = 0; i < DHT_BUCKETS; i++) {
+        for (unsigned i = 0; i < d->nbuckets; i++) {
             struct bucket *b = &d->b[i];
             for (unsigned j = 0; j < b->n; j++) {
                 struct entry *e = &b->e[j];
@@ -175,13 +178,8 @@ void table_liveness(struct dht *d, uint64_t now)
 
 void table_refresh(struct dht *d, uint64_t now)
 {
-    /* buckets down to one past the deepest non-empty one: deeper ones are empty by nature */
-    int deepest = -1;
-    for (int i = DHT_BUCKETS - 1; i >= 0; i--)
-        if (d->b[i].n) {
-            deepest = i;
-            break;
-        }
+    /* buckets down to one past the deepest non-empty one */
+    int deepest = (int)d->nbuckets - 1;
     if (deepest < 0)
         return;
     for (int i = 0; i <= deepest + 1 && i < DHT_BUCKETS; i++) {

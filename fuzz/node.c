@@ -456,17 +456,24 @@ static void ctl_ask(struct world *w, const char *line, size_t len)
 
 static void world_init(struct world *w)
 {
-    uint8_t seed[32];
+    static struct p2p_identity vid, hid; /* made once: the same for every input */
+    static bool ids;
+    if (!ids) {
+        uint8_t seed[32];
+        memset(seed, 1, sizeof seed);
+        if (p2p_identity_from_seed(&vid, seed) != 0)
+            abort();
+        memset(seed, 2, sizeof seed);
+        if (p2p_identity_from_seed(&hid, seed) != 0)
+            abort();
+        ids = true;
+    }
     memset(w, 0, sizeof *w);
     w->now = 1000;
     w->rng = 7;
     memset(w->key, 7, sizeof w->key);
-    memset(seed, 1, sizeof seed);
-    if (p2p_identity_from_seed(&w->vid, seed) != 0)
-        abort();
-    memset(seed, 2, sizeof seed);
-    if (p2p_identity_from_seed(&w->hid, seed) != 0)
-        abort();
+    w->vid = vid;
+    w->hid = hid;
     static const uint8_t man[] = "MEMMAN01";
     if (memstore_new(&w->vs) || memstore_new(&w->hs) ||
         memstore_layer_add(w->vs, L_WHOLE, 4, CHUNK_LEN, true) ||
