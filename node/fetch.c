@@ -172,8 +172,11 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
     } else if (rc == -ETIMEDOUT) {
         n->st.stalls++;
         link_ban(k, "stalled", now);
-    } else if (rc == AFSP_E_NOTFOUND) {
-        job_exclude(js, k); /* this peer lacks the layer: not asked again for it */
+    } else {
+        /* not found, busy, a refused request or anything else: not asked again for this layer
+         * (a peer answering busy to every request held a job, and the mount reading through it,
+         * forever; now it only costs a round trip) */
+        job_exclude(js, k);
     }
     free(x);
 }

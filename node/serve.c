@@ -24,7 +24,7 @@ struct src {
 };
 
 static struct served_layer *layer_get(struct node *n, const uint8_t digest[DIGEST_LEN],
-                                      uint64_t now)
+                                      uint64_t now, int *why)
 {
     struct served_layer *free_slot = NULL, *lru = NULL;
     for (size_t i = 0; i < NODE_LAYERS_OPEN; i++) {
@@ -44,8 +44,15 @@ static struct served_layer *layer_get(struct node *n, const uint8_t digest[DIGES
     }
     struct served_layer *slot = free_slot ? free_slot : lru;
     void *l;
-    if (!slot || n->so->layer_open(n->sa, digest, &l) < 0)
-        return NULL; /* every slot is being read, or we do not hold it */
+    if (!slot) {
+        *why = -EBUSY; /* every slot is being read */
+        return NULL;
+    }
+    int rc = n->so->layer_open(n->sa, digest, &l);
+    if (rc < 0) {
+        *why = rc; /* we do not hold it, or the store is busy */
+        return NULL;
+    }
     if (slot->l)
         n->so->layer_close(n->sa, slot->l);
     memcpy(slot->digest, digest, DIGEST_LEN);
@@ -136,13 +143,14 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
                         uint64_t *total, uint64_t now)
 {
     const struct node_store_ops *so = n->so;
+    int why = 0;
     switch (m->type) {
     case P2P_GET_BLOB:
         if (so->blob(n->sa, m->digest, &s->mem) == 0) {
             *total = s->mem.len;
             return 0;
         }
-        if ((s->sl = layer_get(n, m->digest, now)) &&
+        if ((s->sl = layer_get(n, m->digest, now, &why)) &&
             (layer_whole(n, s->sl->l) ||
              (so->layer_refresh(s->sl->l) == 0 && layer_whole(n, s->sl->l)))) {
             uint64_t coff;
@@ -159,9 +167,11 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
         return rc;
     }
     case P2P_GET_CHUNK:
-        if ((s->sl = layer_get(n, m->digest, now)) && m->chunk < so->layer_nchunks(s->sl->l) &&
-            !so->layer_has(s->sl->l, m->chunk))
+        if ((s->sl = layer_get(n, m->digest, now, &why)) &&
+            m->chunk < so->layer_nchunks(s->sl->l) && !so->layer_has(s->sl->l, m->chunk))
             so->layer_refresh(s->sl->l); /* a partial layer: the chunk may have come */
+        if (!s->sl && (why == -EBUSY || why == -ENOMEM))
+            return -ENOMEM; /* answered busy: the asker goes elsewhere for this layer */
         if (!s->sl || m->chunk >= so->layer_nchunks(s->sl->l) ||
             !so->layer_has(s->sl->l, m->chunk)) {
             s->sl = NULL;
@@ -172,7 +182,7 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
         *total = clen;
         return 0;
     case P2P_HAVE: {
-        struct served_layer *sl = layer_get(n, m->digest, now);
+        struct served_layer *sl = layer_get(n, m->digest, now, &why);
         if (!sl)
             return AFSP_E_NOTFOUND;
         so->layer_refresh(sl->l);

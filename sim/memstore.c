@@ -35,7 +35,7 @@ struct memstore {
     size_t nlayers, caplayers;
     struct mem_blob *blobs;
     size_t nblobs, capblobs;
-    bool lie;
+    bool lie, busy;
     struct memstore_calls calls;
 };
 
@@ -81,6 +81,11 @@ void memstore_free(struct memstore *m)
 const struct memstore_calls *memstore_calls(const struct memstore *m)
 {
     return &m->calls;
+}
+
+void memstore_busy(struct memstore *m, bool busy)
+{
+    m->busy = busy;
 }
 
 void memstore_lie(struct memstore *m, bool lie)
@@ -274,6 +279,8 @@ static int op_layer_open(void *arg, const uint8_t digest[static DIGEST_LEN], voi
 {
     struct memstore *m = arg;
     m->calls.layer_open++;
+    if (m->busy)
+        return -EBUSY;
     struct mem_layer *l = layer_find(m, digest);
     if (!l)
         return AFSP_E_NOTFOUND;

@@ -139,6 +139,8 @@ int memstore_new(struct memstore **out);
 void memstore_free(struct memstore *m);
 const struct memstore_calls *memstore_calls(const struct memstore *m);
 void memstore_lie(struct memstore *m, bool lie);
+/* A busy store fails every layer_open with -EBUSY (its node answers chunk requests busy). */
+void memstore_busy(struct memstore *m, bool busy);
 /* A layer of nchunks chunks, held whole or with no chunk yet (a partial layer). -EEXIST if
  * held. */
 int memstore_layer_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t nchunks,

@@ -199,3 +199,26 @@ TEST(node_announces_what_it_holds_and_withdraws_what_it_evicts)
     CHECK_INT(counter(s, 2, "fetches_failed"), ==, 1);
     simn_free(s);
 }
+
+/* A peer that answers every chunk request busy (node 1; node 0 is gone) is left out of the job
+ * after one answer: the fetch ends through the registry within seconds. It used to be asked
+ * again forever (over a million busy answers in ten virtual minutes) and the fetch never ended. */
+TEST(node_fetch_leaves_a_peer_that_is_always_busy)
+{
+    struct image im;
+    struct simn *s = three(21, 8, 1024, &im);
+    memstore_busy(simn_store(s, 1), true);
+    simn_kill(s, 0);
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"cmd\":\"fetch\",\"layer\":\"%s\",\"first\":0,\"last\":3,\"ref\":\"%s\"}",
+             im.layer_text, im.ref);
+    uint64_t opens = memstore_calls(simn_store(s, 1))->layer_open;
+    int t = simn_ctl(s, 2, req);
+    simn_run_until(s, simn_now(s) + 30 * SEC);
+    CHECK(answered_ok(s, t));
+    CHECK(memstore_calls(simn_store(s, 1))->layer_open > opens); /* it was asked, and said busy */
+    CHECK(memstore_calls(simn_store(s, 1))->layer_open - opens < 100);
+    CHECK(simn_registry_fetches(s) > 0);
+    simn_free(s);
+}
