@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* The map is address space, not memory or disk (the file grows as pages are written), so it is
  * made as large as the store can need from the start, as LMDB's documentation advises, and never
@@ -45,8 +44,6 @@ int db_open(struct db *db, const char *dir, uint64_t mapsize)
     int rc, dead = 0;
     MDB_txn *txn = NULL;
 
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return err_set(-errno, "cannot create %s", dir);
     rc = mdb_env_create(&db->env);
     if (rc)
         return db_err(rc);

@@ -27,7 +27,9 @@ struct db {
     uint64_t mapsize;
 };
 
-/* Opens or creates the environment in dir (mode 0700) and its tables, clears stale readers.
+/* Opens the environment in dir, an existing directory (an empty one: a new environment, whose
+ * meta pages are not durable until a sync succeeds: store.c's env_create), creates its tables
+ * if missing, clears stale readers.
  * mapsize: the map size (0: DB_MAP_SIZE; tests set a small one), fixed for as long as the
  * environment is open: LMDB allows changing it only while no transaction is open in the process,
  * and the node and every mount read from several threads (growing it under them crashed). A

@@ -133,14 +133,13 @@ uint64_t proc_start(pid_t pid)
 
 /* ---- open / close -------------------------------------------------------------------------- */
 
-/* Creates what is missing of the data directory; each directory made is made durable (its
- * parent synced), so that a power loss cannot take a store that held commits. *fresh: the
- * LMDB directory was made now. */
-static int mkdirs(const char *dir, bool *fresh)
+/* Creates what is missing of the data directory but the LMDB environment (env_create); each
+ * directory made is made durable (its parent synced), so that a power loss cannot take a store
+ * that held commits. */
+static int mkdirs(const char *dir)
 {
     char p[PATH_MAX];
-    static const char *const sub[] = {"", "/store", "/blobs", "/blobs/sha256", "/tmp"};
-    *fresh = false;
+    static const char *const sub[] = {"", "/blobs", "/blobs/sha256", "/tmp"};
     for (size_t i = 0; i < ARRAY_SIZE(sub); i++) {
         snprintf(p, sizeof p, "%s%s", dir, sub[i]);
         if (mkdir(p, 0700) < 0) {
@@ -148,12 +147,95 @@ static int mkdirs(const char *dir, bool *fresh)
                 return err_set(-errno, "cannot create %s", p);
             continue;
         }
-        *fresh |= i == 1;
         int rc = dir_sync_parent(p);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+/* ---- a new environment ---------------------------------------------------------------------
+ *
+ * LMDB writes the meta pages of a new data.mdb unsynced, and its first commit's fdatasync is
+ * their first sync: when that sync fails, the pages may be gone (a failed writeback leaves them
+ * to be dropped; a power loss takes them), and the file never opens again (MDB_INVALID). So a
+ * new environment is made whole in a directory of its own, DATA/store.new.<pid>.<start>.<n>,
+ * with its tables, synced, and only then renamed to DATA/store. DATA/store is thus either
+ * missing or an environment whose meta pages are durable; a creation that fails, or dies,
+ * leaves only its own directory, which no other process has opened (nothing was committed to
+ * it): the creator removes it, or the sweep of the next writer once its process is dead. */
+
+#define NEW_ENV_PREFIX "store.new."
+
+static void env_remove(const char *env)
+{
+    char f[PATH_MAX + 16];
+    snprintf(f, sizeof f, "%s/data.mdb", env);
+    unlink(f);
+    snprintf(f, sizeof f, "%s/lock.mdb", env);
+    unlink(f);
+    rmdir(env);
+}
+
+static int env_create(const char *dir, uint64_t map_size)
+{
+    char env[PATH_MAX], path[PATH_MAX];
+    struct db db = {0};
+    int rc = 0;
+
+    for (unsigned i = 0;; i++) {
+        snprintf(env, sizeof env, "%s/" NEW_ENV_PREFIX "%d.%llu.%u", dir, (int)getpid(),
+                 (unsigned long long)proc_start(getpid()), i);
+        if (mkdir(env, 0700) == 0)
+            break;
+        if (errno != EEXIST || i == 100)
+            return err_set(-errno, "cannot create %s", env);
+    }
+    if ((rc = db_open(&db, env, map_size)) < 0 || (rc = db_sync(&db)) < 0)
+        goto fail;
+    db_close(&db);
+    if ((rc = dir_sync(env)) < 0)
+        goto fail;
+    snprintf(path, sizeof path, "%s/store", dir);
+    if (rename(env, path) < 0) {
+        /* another process made it first (DATA/store is not empty: rename replaces only an
+         * empty directory): its environment is the store */
+        if (errno != ENOTEMPTY && errno != EEXIST) {
+            rc = err_set(-errno, "cannot rename %s to %s", env, path);
+            goto fail;
+        }
+        env_remove(env);
+    }
+    /* the name DATA/store, durable before anything is committed under it */
+    return dir_sync(dir);
+fail:
+    db_close(&db);
+    env_remove(env);
+    return rc;
+}
+
+/* Removes the new environments of creators that died before renaming them into place. */
+static void sweep_new_envs(const char *dir)
+{
+    char path[PATH_MAX];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d)
+        return;
+    while ((e = readdir(d))) {
+        const char *p = e->d_name;
+        char *end;
+        if (strncmp(p, NEW_ENV_PREFIX, strlen(NEW_ENV_PREFIX)))
+            continue;
+        pid_t pid = (pid_t)strtol(p + strlen(NEW_ENV_PREFIX), &end, 10);
+        unsigned long long start = *end == '.' ? strtoull(end + 1, NULL, 10) : 0;
+        if (pid > 0 && pid != getpid() && proc_start(pid) != start) {
+            snprintf(path, sizeof path, "%s/%s", dir, p);
+            log_info("removing %s, a new environment its creator left", p);
+            env_remove(path);
+        }
+    }
+    closedir(d);
 }
 
 /* Drops reservations whose process is gone. */
@@ -247,25 +329,18 @@ int store_open(struct store **out, const struct store_opts *o)
         free(s);
         return -ENOMEM;
     }
-    bool fresh = false;
-    if (!o->readonly && (rc = mkdirs(s->dir, &fresh)) < 0)
+    if (!o->readonly) {
+        if ((rc = mkdirs(s->dir)) < 0)
+            goto fail;
+        sweep_new_envs(s->dir);
+    }
+    /* (an empty DATA/store, as an older afsp made it, is replaced; one that holds files but no
+     * data.mdb stays, and LMDB makes a new environment in it in place, as it used to) */
+    if (!store_exists(s->dir) && (rc = env_create(s->dir, o->map_size)) < 0)
         goto fail;
     snprintf(path, sizeof path, "%s/store", s->dir);
     if ((rc = db_open(&s->db, path, o->map_size)) < 0)
         goto fail;
-    /* a new environment: its first pages and its files' names, durable before any commit
-     * (LMDB writes them unsynced; lost, the store would not open again) */
-    if (fresh && ((rc = db_sync(&s->db)) < 0 || (rc = dir_sync(path)) < 0)) {
-        /* nothing was ever committed to it: gone, the next open makes it anew */
-        char f[PATH_MAX + 16];
-        db_close(&s->db);
-        memset(&s->db, 0, sizeof s->db);
-        snprintf(f, sizeof f, "%s/data.mdb", path);
-        unlink(f);
-        snprintf(f, sizeof f, "%s/lock.mdb", path);
-        unlink(f);
-        goto fail;
-    }
     if (!o->readonly) {
         if ((rc = db_write(&s->db, sweep_resv_fn, s)) < 0 ||
             (rc = db_write(&s->db, sweep_files_fn, s)) < 0)

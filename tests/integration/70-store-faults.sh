@@ -85,7 +85,7 @@ scenario prune '{"name": "prune",
   "setup": [{"args": ["pull", "'$A'"]}, {"args": ["pull", "'$B'"]}],
   "steps": [{"args": ["prune", "--percent", "50"]}'"$PRUNE2"'], "repull": ["pull", "'$A'"]}'
 scenario sweep '{"name": "sweep",
-  "setup": [{"args": ["pull", "'$A'"], "kill_at": "fsync\t/blobs"}],
+  "setup": [{"args": ["pull", "'$A'"], "kill_at": "fsync\t/blobs/sha256"}],
   "steps": [{"args": ["prune", "--percent", "0"]}], "repull": ["pull", "'$A'"]}'
 scenario node '{"name": "node", "node": '"$NODE"',
   "setup": [{"args": ["prune", "--percent", "0"]}],
