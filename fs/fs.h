@@ -68,8 +68,9 @@ struct fs_layer_src {
     int (*xattr)(void *arg, uint32_t i, uint32_t j, const char **name, const uint8_t **value,
                  size_t *len);
     /* What the layer's file table says is the layer's own (its index was built from the whole
-     * blob). If not, privileges are withheld: setuid and setgid bits are cleared, device nodes
-     * left out and security.capability hidden (docs/security.md). */
+     * blob). Unless every layer of the tree is, privileges are withheld in all of them: setuid
+     * and setgid bits are cleared, device nodes left out and security.capability hidden
+     * (docs/security.md). */
     bool trusted;
 };
 int fs_tree_build_src(struct fs_tree **out, const struct fs_layer_src *layers, size_t n,

@@ -529,11 +529,19 @@ int fs_tree_build_src(struct fs_tree **out, const struct fs_layer_src *layers, s
         goto fail;
     memcpy(t->layers, layers, n * sizeof *layers);
     t->nlayers = n;
+    /* privilege only when every layer is the image's own: a verified layer's setuid program
+     * must not run as root with files (a library, /etc/sudoers, /etc/ld.so.preload) that an
+     * unverified layer supplies (docs/security.md) */
+    bool all_trusted = true;
+    for (size_t k = 0; k < n; k++)
+        all_trusted &= layers[k].trusted;
+    for (size_t k = 0; k < n; k++)
+        t->layers[k].trusted = all_trusted;
     node_new(&b); /* inode 0 is never used */
     if (t->nnodes != 1 || !(b.root = dir_new(&b, 0)))
         goto fail;
     for (size_t k = 0; k < n; k++)
-        if ((rc = apply_layer(&b, &layers[k], (uint32_t)k)) < 0)
+        if ((rc = apply_layer(&b, &t->layers[k], (uint32_t)k)) < 0)
             goto fail;
     if ((rc = finish(&b)) < 0)
         goto fail;

@@ -250,6 +250,12 @@ static unsigned xattrs_of(const struct fs_tree *t, bool *cap)
     return n;
 }
 
+static uint32_t no_files(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
 TEST(fs_tree_withholds_privileges_of_a_peers_index)
 {
     struct fs_tree *t;
@@ -264,6 +270,18 @@ TEST(fs_tree_withholds_privileges_of_a_peers_index)
         CHECK_INT(path_mode(t, NULL, "tty"), ==, trusted ? S_IFCHR | 0666 : 0);
         CHECK_INT(xattrs_of(t, &cap), ==, trusted ? 2 : 1);
         CHECK(cap == trusted);
+        fs_tree_free(t);
+    }
+    /* a verified layer's privileges are withheld too while another layer is not verified: its
+     * setuid programs would run as root with files the unverified layer supplies */
+    struct fs_layer_src two[2] = {{NULL, priv_nfiles, priv_file, priv_xattr, true},
+                                  {NULL, no_files, priv_file, priv_xattr, false}};
+    for (int second = 0; second <= 1; second++) {
+        two[1].trusted = second;
+        CHECK(fs_tree_build_src(&t, two, 2, NULL) == 0);
+        CHECK_INT(path_mode(t, "bin", "sh"), ==, S_IFREG | (second ? 04755 : 0755));
+        CHECK_INT(path_mode(t, NULL, "sda"), ==, second ? S_IFBLK | 0660 : 0);
+        CHECK_INT(xattrs_of(t, &cap), ==, second ? 2 : 1);
         fs_tree_free(t);
     }
 }
