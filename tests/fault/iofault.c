@@ -14,7 +14,9 @@
  *                            fsync or fdatasync also loses what it should have made durable:
  *                            the ranges written to the file since its last sync are punched
  *                            out (zeros), as a disk would lose them; so a program that goes on
- *                            as if the sync had worked is caught by the next check of the file
+ *                            as if the sync had worked is caught by the next check of the file.
+ *                            The other descriptors of the file open at that time fail their
+ *                            next sync with EIO, once, as on Linux
  *   AFSP_FAULT_KILL_AT=N     the process kills itself with SIGKILL when it reaches the N-th
  *                            counted call, before making it (kill -9 at an exact point)
  *   AFSP_FAULT_LOG=FILE      mode B: logs every mutating call, one tab-separated line each, with
@@ -54,6 +56,8 @@ struct fdinfo {
     char *path; /* absolute, under the fault dir; NULL if the fd is not tracked */
     ino_t ino;
     bool writable, sync;
+    bool wb_err; /* a sync of the file failed through another descriptor since this one was
+                    opened: its next sync fails too (see do_sync) */
 };
 
 static struct fdinfo fds[MAX_FDS];
@@ -383,7 +387,7 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
             if ((flags & O_DIRECTORY) && tracked_path(dirfd, path, abs)) {
                 struct stat st;
                 if (fstat(fd, &st) == 0) {
-                    fds[fd] = (struct fdinfo){strdup(abs), st.st_ino, false, false};
+                    fds[fd] = (struct fdinfo){strdup(abs), st.st_ino, false, false, false};
                     if (log_fd >= 0)
                         logf_("open\t%lu\t0\t0\t0\t%s\n", (unsigned long)st.st_ino, rel(abs));
                 }
@@ -403,7 +407,8 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
     if (fd >= 0 && fd < MAX_FDS && fstat(fd, &st) == 0) {
         fd_forget(fd);
         bool sync = (flags & O_DSYNC) != 0; /* O_SYNC includes O_DSYNC */
-        fds[fd] = (struct fdinfo){strdup(abs), st.st_ino, (flags & O_ACCMODE) != O_RDONLY, sync};
+        fds[fd] =
+            (struct fdinfo){strdup(abs), st.st_ino, (flags & O_ACCMODE) != O_RDONLY, sync, false};
         if (!existed || (flags & O_TRUNC)) /* a new file, maybe on the inode of a deleted one */
             dirty_synced(fd, st.st_ino, false);
         if (log_fd >= 0)
@@ -630,7 +635,16 @@ static int do_sync(int fd, int (*fn)(int), const char *op)
         return fn(fd);
     lock();
     if (counted(op, f->path)) {
+        /* The ranges are lost whoever wrote them, and, as Linux does (a writeback error is
+         * recorded in the file's errseq and reported once to every open file description that
+         * has not seen it), every other descriptor of the file learns it at its next sync: a
+         * program that syncs what it wrote through its own descriptor must not be told that
+         * bytes another descriptor's failed sync lost are durable. (A dup of this descriptor is
+         * told again, which Linux would not do: the store makes none.) */
         dirty_synced(fd, f->ino, true);
+        for (int i = 0; i < MAX_FDS; i++)
+            if (i != fd && fds[i].path && fds[i].ino == f->ino)
+                fds[i].wb_err = true;
         unlock();
         return fail(EIO);
     }
@@ -639,6 +653,11 @@ static int do_sync(int fd, int (*fn)(int), const char *op)
         dirty_synced(fd, f->ino, false);
     if (rc == 0 && log_fd >= 0)
         logf_("fsync\t%lu\n", (unsigned long)f->ino);
+    if (rc == 0 && f->wb_err) {
+        f->wb_err = false;
+        unlock();
+        return fail(EIO);
+    }
     unlock();
     return rc;
 }
