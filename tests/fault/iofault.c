@@ -12,9 +12,11 @@
  *                            returns -1 with ENOSPC (writes, ftruncate, fallocate) or EIO (the
  *                            rest; a failing close still closes the descriptor). A failing
  *                            fsync or fdatasync also loses what it should have made durable:
- *                            the ranges written to the file since its last sync are punched
- *                            out (zeros), as a disk would lose them; so a program that goes on
- *                            as if the sync had worked is caught by the next check of the file.
+ *                            the ranges written to the file since its last sync get back what
+ *                            they held before the first of those writes (punched out, zeros,
+ *                            where that was zeros or past the end of the file), as on a disk
+ *                            that never got them; so a program that goes on as if the sync had
+ *                            worked is caught by the next check of the file.
  *                            The other descriptors of the file open at that time fail their
  *                            next sync with EIO, once, as on Linux
  *   AFSP_FAULT_KILL_AT=N     the process kills itself with SIGKILL when it reaches the N-th
@@ -68,15 +70,17 @@ static long fail_at, kill_at, count;
 static int count_fd = -1, log_fd = -1, data_fd = -1;
 static bool ready;
 
-/* Ranges written since the last sync, per file (with AFSP_FAULT_FAIL_AT only). */
+/* Ranges written since the last sync, per file, with what they held before the first write to
+ * them since that sync (with AFSP_FAULT_FAIL_AT only). */
 #define DIRTY_FILES 1024
-#define DIRTY_RANGES 256
+struct seg {
+    off_t a, b;
+    uint8_t *pre; /* the bytes [a, b) held; NULL: zeros (a hole, or past the end of the file) */
+};
 struct dirty {
     ino_t ino; /* 0: free */
-    int n;
-    struct {
-        off_t a, b;
-    } r[DIRTY_RANGES];
+    int n, cap;
+    struct seg *s;
 };
 static struct dirty dirty[DIRTY_FILES];
 
@@ -336,38 +340,98 @@ static struct dirty *dirty_of(ino_t ino, bool add)
     return free_slot;
 }
 
-/* Under mu. */
-static void dirty_add(struct fdinfo *f, off_t off, size_t n)
+/* Under mu: adds [a, b) of fd's file, which holds pre (NULL: zeros), to d. */
+static void seg_add(struct dirty *d, off_t a, off_t b, uint8_t *pre)
 {
-    if (fail_at <= 0 || f->sync || n == 0)
+    struct seg *l = d->n ? &d->s[d->n - 1] : NULL;
+    if (l && l->b == a && !l->pre && !pre) { /* the common case: appends, or a sparse file */
+        l->b = b;
         return;
-    struct dirty *d = dirty_of(f->ino, true);
-    off_t a = off, b = off + (off_t)n;
-    for (int i = 0; i < d->n; i++) {
-        if (d->r[i].a <= b && a <= d->r[i].b) { /* overlaps or touches: merge */
-            a = a < d->r[i].a ? a : d->r[i].a;
-            b = b > d->r[i].b ? b : d->r[i].b;
-            d->r[i] = d->r[--d->n];
-            i = -1;
+    }
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 64;
+        struct seg *s = realloc(d->s, (size_t)cap * sizeof *s);
+        if (!s) {
+            fprintf(stderr, "iofault: out of memory\n");
+            abort();
         }
+        d->s = s;
+        d->cap = cap;
     }
-    if (d->n == DIRTY_RANGES) {
-        fprintf(stderr, "iofault: more than %d ranges written and not synced\n", DIRTY_RANGES);
-        abort();
-    }
-    d->r[d->n].a = a;
-    d->r[d->n++].b = b;
+    d->s[d->n++] = (struct seg){a, b, pre};
 }
 
-/* Under mu: after a sync (lost: the ranges are punched out of fd first). */
+/* Under mu: saves what [a, b) of the file holds now, but for the parts that segments from
+ * index i on cover already (their first write since the last sync came earlier). */
+static void save_uncovered(struct dirty *d, int rfd, off_t a, off_t b, int i)
+{
+    for (; i < d->n; i++) {
+        off_t sa = d->s[i].a, sb = d->s[i].b;
+        if (sa < b && a < sb) {
+            if (a < sa)
+                save_uncovered(d, rfd, a, sa, i + 1);
+            if (sb < b)
+                save_uncovered(d, rfd, sb, b, i + 1);
+            return;
+        }
+    }
+    size_t n = (size_t)(b - a), got = 0;
+    uint8_t *pre = calloc(n, 1);
+    if (!pre) {
+        fprintf(stderr, "iofault: out of memory\n");
+        abort();
+    }
+    while (rfd >= 0 && got < n) {
+        ssize_t k = pread(rfd, pre + got, n - got, a + (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break; /* past the end: zeros */
+        got += (size_t)k;
+    }
+    size_t z = 0;
+    while (z < got && !pre[z])
+        z++;
+    if (z == got) {
+        free(pre);
+        pre = NULL;
+    }
+    seg_add(d, a, b, pre);
+}
+
+/* Under mu, before a write of n bytes at off through f (fd): what the range holds now. */
+static void dirty_before(struct fdinfo *f, int fd, off_t off, size_t n)
+{
+    if (fail_at <= 0 || f->sync || n == 0 || off < 0)
+        return;
+    struct dirty *d = dirty_of(f->ino, true);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd); /* fd may be write-only */
+    int rfd = real_open(proc, O_RDONLY | O_CLOEXEC);
+    save_uncovered(d, rfd, off, off + (off_t)n, 0);
+    if (rfd >= 0)
+        real_close(rfd);
+}
+
+/* Under mu: after a sync (lost: the ranges get back what they held first). */
 static void dirty_synced(int fd, ino_t ino, bool lost)
 {
     struct dirty *d = dirty_of(ino, false);
     if (!d)
         return;
-    for (int i = 0; lost && i < d->n; i++)
-        real_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, d->r[i].a,
-                       d->r[i].b - d->r[i].a);
+    for (int i = 0; i < d->n; i++) {
+        struct seg *g = &d->s[i];
+        for (size_t done = 0; lost && g->pre && done < (size_t)(g->b - g->a);) {
+            ssize_t k =
+                real_pwrite(fd, g->pre + done, (size_t)(g->b - g->a) - done, g->a + (off_t)done);
+            if (k <= 0 && errno != EINTR)
+                break;
+            done += k > 0 ? (size_t)k : 0;
+        }
+        if (lost && !g->pre)
+            real_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, g->a, g->b - g->a);
+        free(g->pre);
+    }
     d->ino = 0;
     d->n = 0;
 }
@@ -498,6 +562,23 @@ int dup3(int old, int fd, int flags)
 
 /* ---- writes -------------------------------------------------------------------------------- */
 
+/* Where a write through fd goes: its offset, or the end of the file with O_APPEND. */
+static off_t write_pos(int fd)
+{
+    struct stat st;
+    if (fcntl(fd, F_GETFL) & O_APPEND)
+        return fstat(fd, &st) == 0 ? st.st_size : -1;
+    return lseek(fd, 0, SEEK_CUR);
+}
+
+static size_t iov_len(const struct iovec *iov, int iovcnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
 ssize_t write(int fd, const void *p, size_t n)
 {
     struct fdinfo *f = tracked_fd(fd);
@@ -508,13 +589,13 @@ ssize_t write(int fd, const void *p, size_t n)
         unlock();
         return fail(ENOSPC);
     }
-    off_t off = lseek(fd, 0, SEEK_CUR);
+    off_t off = write_pos(fd);
+    dirty_before(f, fd, off, n);
     ssize_t k = real_write(fd, p, n);
     if (k > 0) {
-        if (off < 0 || (fcntl(fd, F_GETFL) & O_APPEND))
+        if (off < 0)
             off = lseek(fd, 0, SEEK_CUR) - k;
         log_write(f, off, p, NULL, 0, (size_t)k);
-        dirty_add(f, off, (size_t)k);
     }
     unlock();
     return k;
@@ -530,11 +611,10 @@ ssize_t pwrite(int fd, const void *p, size_t n, off_t off)
         unlock();
         return fail(ENOSPC);
     }
+    dirty_before(f, fd, off, n);
     ssize_t k = real_pwrite(fd, p, n, off);
-    if (k > 0) {
+    if (k > 0)
         log_write(f, off, p, NULL, 0, (size_t)k);
-        dirty_add(f, off, (size_t)k);
-    }
     unlock();
     return k;
 }
@@ -551,13 +631,13 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
         unlock();
         return fail(ENOSPC);
     }
-    off_t off = lseek(fd, 0, SEEK_CUR);
+    off_t off = write_pos(fd);
+    dirty_before(f, fd, off, iov_len(iov, iovcnt));
     ssize_t k = real_writev(fd, iov, iovcnt);
     if (k > 0) {
-        if (off < 0 || (fcntl(fd, F_GETFL) & O_APPEND))
+        if (off < 0)
             off = lseek(fd, 0, SEEK_CUR) - k;
         log_write(f, off, NULL, iov, iovcnt, (size_t)k);
-        dirty_add(f, off, (size_t)k);
     }
     unlock();
     return k;
@@ -573,11 +653,10 @@ ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
         unlock();
         return fail(ENOSPC);
     }
+    dirty_before(f, fd, off, iov_len(iov, iovcnt));
     ssize_t k = real_pwritev(fd, iov, iovcnt, off);
-    if (k > 0) {
+    if (k > 0)
         log_write(f, off, NULL, iov, iovcnt, (size_t)k);
-        dirty_add(f, off, (size_t)k);
-    }
     unlock();
     return k;
 }
