@@ -8,10 +8,13 @@ A scenario (JSON) is a store's history: commands run without faults to reach the
 (setup), then the steps under test, each an `afsp` command line (argv without `afsp --data D`)
 or reads of files (of a mount) checked against files holding what they must read:
     {"name": "pull-small", "cache_max": "64M",
-     "node": [...],
+     "node": [...], "background": false,
      "setup": [{"args": [...], "kill_at": "OP\tPATH-PREFIX"}...],
      "steps": [{"args": [...]}, {"read": [[PATH, EXPECTED]...]}...],
      "repull": [...]}
+With "background": true, the node completes the partial layers the steps leave (a mount's
+verification) in the background, which no step's status vouches for: each of those layers may
+then be partial or complete after a fault, even after a step that succeeded.
 With "node" (the argv of `afsp node`), the steps run as its clients: the node is started first
 (ready once it has a peer) and stopped with SIGTERM last, and the faults go to the node.
 A setup command with kill_at is killed (SIGKILL) at its first counted call that matches OP and
@@ -249,12 +252,20 @@ def short(d):
     return d.replace("sha256:", "")[:12]
 
 
-def bounds(state, lo, hi, exact=False):
+def bounds(state, lo, hi, exact=False, background=False):
+    """Problems of state against the states before (lo) and after (hi) a step: what both have
+    must be there, nothing that neither has (exact: hi, neither more nor less). background: the
+    node completes partial layers in the background (a mount's verification), which no step's
+    status vouches for (it may finish or not before the node stops, or fail on a fault); so a
+    layer the step leaves partial or complete may be either, and only the layers complete both
+    before and after must be."""
     out = []
     for what, i in (("complete layers", 0), ("images", 1), ("key files", 3)):
         c = state[i]
         want_lo = hi[i] if exact else lo[i] & hi[i]
         want_hi = hi[i] if exact else lo[i] | hi[i]
+        if i == 0 and background:
+            want_lo, want_hi = lo[0] & hi[0], want_hi | hi[2]
         fmt = {0: lambda s: sorted(short(x) for x in s), 1: sorted,
                3: lambda s: sorted("%s (%d bytes)" % (k, len(b)) for k, b in s)}[i]
         if want_lo - c:
@@ -301,7 +312,8 @@ def check_store(sc, data, lo, hi, exact=False, key_bytes=True):
     out += ["storecheck: " + p for p in probs]
     if state is None:
         return out
-    out += bounds(state if key_bytes else key_sizes(state), lo, hi, exact)
+    out += bounds(state if key_bytes else key_sizes(state), lo, hi, exact,
+                  sc.get("background", False))
     rc, so, se = run_afsp(sc, data, ["prune", "--percent", "0"])
     if rc != 0:
         out.append("the next writer (afsp prune --percent 0) fails: %s" % se.strip())

@@ -12,9 +12,13 @@
  *                            returns -1 with ENOSPC (writes, ftruncate, fallocate) or EIO (the
  *                            rest; a failing close still closes the descriptor). A failing
  *                            fsync or fdatasync also loses what it should have made durable:
- *                            the ranges written to the file since its last sync are punched
- *                            out (zeros), as a disk would lose them; so a program that goes on
- *                            as if the sync had worked is caught by the next check of the file
+ *                            the ranges written to the file since its last sync get back what
+ *                            they held before the first of those writes (punched out, zeros,
+ *                            where that was zeros or past the end of the file), as on a disk
+ *                            that never got them; so a program that goes on as if the sync had
+ *                            worked is caught by the next check of the file.
+ *                            The other descriptors of the file open at that time fail their
+ *                            next sync with EIO, once, as on Linux
  *   AFSP_FAULT_KILL_AT=N     the process kills itself with SIGKILL when it reaches the N-th
  *                            counted call, before making it (kill -9 at an exact point)
  *   AFSP_FAULT_LOG=FILE      mode B: logs every mutating call, one tab-separated line each, with
@@ -54,6 +58,8 @@ struct fdinfo {
     char *path; /* absolute, under the fault dir; NULL if the fd is not tracked */
     ino_t ino;
     bool writable, sync;
+    bool wb_err; /* a sync of the file failed through another descriptor since this one was
+                    opened: its next sync fails too (see do_sync) */
 };
 
 static struct fdinfo fds[MAX_FDS];
@@ -64,15 +70,17 @@ static long fail_at, kill_at, count;
 static int count_fd = -1, log_fd = -1, data_fd = -1;
 static bool ready;
 
-/* Ranges written since the last sync, per file (with AFSP_FAULT_FAIL_AT only). */
+/* Ranges written since the last sync, per file, with what they held before the first write to
+ * them since that sync (with AFSP_FAULT_FAIL_AT only). */
 #define DIRTY_FILES 1024
-#define DIRTY_RANGES 256
+struct seg {
+    off_t a, b;
+    uint8_t *pre; /* the bytes [a, b) held; NULL: zeros (a hole, or past the end of the file) */
+};
 struct dirty {
     ino_t ino; /* 0: free */
-    int n;
-    struct {
-        off_t a, b;
-    } r[DIRTY_RANGES];
+    int n, cap;
+    struct seg *s;
 };
 static struct dirty dirty[DIRTY_FILES];
 
@@ -332,38 +340,98 @@ static struct dirty *dirty_of(ino_t ino, bool add)
     return free_slot;
 }
 
-/* Under mu. */
-static void dirty_add(struct fdinfo *f, off_t off, size_t n)
+/* Under mu: adds [a, b) of fd's file, which holds pre (NULL: zeros), to d. */
+static void seg_add(struct dirty *d, off_t a, off_t b, uint8_t *pre)
 {
-    if (fail_at <= 0 || f->sync || n == 0)
+    struct seg *l = d->n ? &d->s[d->n - 1] : NULL;
+    if (l && l->b == a && !l->pre && !pre) { /* the common case: appends, or a sparse file */
+        l->b = b;
         return;
-    struct dirty *d = dirty_of(f->ino, true);
-    off_t a = off, b = off + (off_t)n;
-    for (int i = 0; i < d->n; i++) {
-        if (d->r[i].a <= b && a <= d->r[i].b) { /* overlaps or touches: merge */
-            a = a < d->r[i].a ? a : d->r[i].a;
-            b = b > d->r[i].b ? b : d->r[i].b;
-            d->r[i] = d->r[--d->n];
-            i = -1;
+    }
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 64;
+        struct seg *s = realloc(d->s, (size_t)cap * sizeof *s);
+        if (!s) {
+            fprintf(stderr, "iofault: out of memory\n");
+            abort();
         }
+        d->s = s;
+        d->cap = cap;
     }
-    if (d->n == DIRTY_RANGES) {
-        fprintf(stderr, "iofault: more than %d ranges written and not synced\n", DIRTY_RANGES);
-        abort();
-    }
-    d->r[d->n].a = a;
-    d->r[d->n++].b = b;
+    d->s[d->n++] = (struct seg){a, b, pre};
 }
 
-/* Under mu: after a sync (lost: the ranges are punched out of fd first). */
+/* Under mu: saves what [a, b) of the file holds now, but for the parts that segments from
+ * index i on cover already (their first write since the last sync came earlier). */
+static void save_uncovered(struct dirty *d, int rfd, off_t a, off_t b, int i)
+{
+    for (; i < d->n; i++) {
+        off_t sa = d->s[i].a, sb = d->s[i].b;
+        if (sa < b && a < sb) {
+            if (a < sa)
+                save_uncovered(d, rfd, a, sa, i + 1);
+            if (sb < b)
+                save_uncovered(d, rfd, sb, b, i + 1);
+            return;
+        }
+    }
+    size_t n = (size_t)(b - a), got = 0;
+    uint8_t *pre = calloc(n, 1);
+    if (!pre) {
+        fprintf(stderr, "iofault: out of memory\n");
+        abort();
+    }
+    while (rfd >= 0 && got < n) {
+        ssize_t k = pread(rfd, pre + got, n - got, a + (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break; /* past the end: zeros */
+        got += (size_t)k;
+    }
+    size_t z = 0;
+    while (z < got && !pre[z])
+        z++;
+    if (z == got) {
+        free(pre);
+        pre = NULL;
+    }
+    seg_add(d, a, b, pre);
+}
+
+/* Under mu, before a write of n bytes at off through f (fd): what the range holds now. */
+static void dirty_before(struct fdinfo *f, int fd, off_t off, size_t n)
+{
+    if (fail_at <= 0 || f->sync || n == 0 || off < 0)
+        return;
+    struct dirty *d = dirty_of(f->ino, true);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd); /* fd may be write-only */
+    int rfd = real_open(proc, O_RDONLY | O_CLOEXEC);
+    save_uncovered(d, rfd, off, off + (off_t)n, 0);
+    if (rfd >= 0)
+        real_close(rfd);
+}
+
+/* Under mu: after a sync (lost: the ranges get back what they held first). */
 static void dirty_synced(int fd, ino_t ino, bool lost)
 {
     struct dirty *d = dirty_of(ino, false);
     if (!d)
         return;
-    for (int i = 0; lost && i < d->n; i++)
-        real_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, d->r[i].a,
-                       d->r[i].b - d->r[i].a);
+    for (int i = 0; i < d->n; i++) {
+        struct seg *g = &d->s[i];
+        for (size_t done = 0; lost && g->pre && done < (size_t)(g->b - g->a);) {
+            ssize_t k =
+                real_pwrite(fd, g->pre + done, (size_t)(g->b - g->a) - done, g->a + (off_t)done);
+            if (k <= 0 && errno != EINTR)
+                break;
+            done += k > 0 ? (size_t)k : 0;
+        }
+        if (lost && !g->pre)
+            real_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, g->a, g->b - g->a);
+        free(g->pre);
+    }
     d->ino = 0;
     d->n = 0;
 }
@@ -383,7 +451,7 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
             if ((flags & O_DIRECTORY) && tracked_path(dirfd, path, abs)) {
                 struct stat st;
                 if (fstat(fd, &st) == 0) {
-                    fds[fd] = (struct fdinfo){strdup(abs), st.st_ino, false, false};
+                    fds[fd] = (struct fdinfo){strdup(abs), st.st_ino, false, false, false};
                     if (log_fd >= 0)
                         logf_("open\t%lu\t0\t0\t0\t%s\n", (unsigned long)st.st_ino, rel(abs));
                 }
@@ -403,7 +471,8 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
     if (fd >= 0 && fd < MAX_FDS && fstat(fd, &st) == 0) {
         fd_forget(fd);
         bool sync = (flags & O_DSYNC) != 0; /* O_SYNC includes O_DSYNC */
-        fds[fd] = (struct fdinfo){strdup(abs), st.st_ino, (flags & O_ACCMODE) != O_RDONLY, sync};
+        fds[fd] =
+            (struct fdinfo){strdup(abs), st.st_ino, (flags & O_ACCMODE) != O_RDONLY, sync, false};
         if (!existed || (flags & O_TRUNC)) /* a new file, maybe on the inode of a deleted one */
             dirty_synced(fd, st.st_ino, false);
         if (log_fd >= 0)
@@ -493,6 +562,23 @@ int dup3(int old, int fd, int flags)
 
 /* ---- writes -------------------------------------------------------------------------------- */
 
+/* Where a write through fd goes: its offset, or the end of the file with O_APPEND. */
+static off_t write_pos(int fd)
+{
+    struct stat st;
+    if (fcntl(fd, F_GETFL) & O_APPEND)
+        return fstat(fd, &st) == 0 ? st.st_size : -1;
+    return lseek(fd, 0, SEEK_CUR);
+}
+
+static size_t iov_len(const struct iovec *iov, int iovcnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
 ssize_t write(int fd, const void *p, size_t n)
 {
     struct fdinfo *f = tracked_fd(fd);
@@ -503,13 +589,13 @@ ssize_t write(int fd, const void *p, size_t n)
         unlock();
         return fail(ENOSPC);
     }
-    off_t off = lseek(fd, 0, SEEK_CUR);
+    off_t off = write_pos(fd);
+    dirty_before(f, fd, off, n);
     ssize_t k = real_write(fd, p, n);
     if (k > 0) {
-        if (off < 0 || (fcntl(fd, F_GETFL) & O_APPEND))
+        if (off < 0)
             off = lseek(fd, 0, SEEK_CUR) - k;
         log_write(f, off, p, NULL, 0, (size_t)k);
-        dirty_add(f, off, (size_t)k);
     }
     unlock();
     return k;
@@ -525,11 +611,10 @@ ssize_t pwrite(int fd, const void *p, size_t n, off_t off)
         unlock();
         return fail(ENOSPC);
     }
+    dirty_before(f, fd, off, n);
     ssize_t k = real_pwrite(fd, p, n, off);
-    if (k > 0) {
+    if (k > 0)
         log_write(f, off, p, NULL, 0, (size_t)k);
-        dirty_add(f, off, (size_t)k);
-    }
     unlock();
     return k;
 }
@@ -546,13 +631,13 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
         unlock();
         return fail(ENOSPC);
     }
-    off_t off = lseek(fd, 0, SEEK_CUR);
+    off_t off = write_pos(fd);
+    dirty_before(f, fd, off, iov_len(iov, iovcnt));
     ssize_t k = real_writev(fd, iov, iovcnt);
     if (k > 0) {
-        if (off < 0 || (fcntl(fd, F_GETFL) & O_APPEND))
+        if (off < 0)
             off = lseek(fd, 0, SEEK_CUR) - k;
         log_write(f, off, NULL, iov, iovcnt, (size_t)k);
-        dirty_add(f, off, (size_t)k);
     }
     unlock();
     return k;
@@ -568,11 +653,10 @@ ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
         unlock();
         return fail(ENOSPC);
     }
+    dirty_before(f, fd, off, iov_len(iov, iovcnt));
     ssize_t k = real_pwritev(fd, iov, iovcnt, off);
-    if (k > 0) {
+    if (k > 0)
         log_write(f, off, NULL, iov, iovcnt, (size_t)k);
-        dirty_add(f, off, (size_t)k);
-    }
     unlock();
     return k;
 }
@@ -630,7 +714,16 @@ static int do_sync(int fd, int (*fn)(int), const char *op)
         return fn(fd);
     lock();
     if (counted(op, f->path)) {
+        /* The ranges are lost whoever wrote them, and, as Linux does (a writeback error is
+         * recorded in the file's errseq and reported once to every open file description that
+         * has not seen it), every other descriptor of the file learns it at its next sync: a
+         * program that syncs what it wrote through its own descriptor must not be told that
+         * bytes another descriptor's failed sync lost are durable. (A dup of this descriptor is
+         * told again, which Linux would not do: the store makes none.) */
         dirty_synced(fd, f->ino, true);
+        for (int i = 0; i < MAX_FDS; i++)
+            if (i != fd && fds[i].path && fds[i].ino == f->ino)
+                fds[i].wb_err = true;
         unlock();
         return fail(EIO);
     }
@@ -639,6 +732,11 @@ static int do_sync(int fd, int (*fn)(int), const char *op)
         dirty_synced(fd, f->ino, false);
     if (rc == 0 && log_fd >= 0)
         logf_("fsync\t%lu\n", (unsigned long)f->ino);
+    if (rc == 0 && f->wb_err) {
+        f->wb_err = false;
+        unlock();
+        return fail(EIO);
+    }
     unlock();
     return rc;
 }

@@ -90,7 +90,7 @@ scenario sweep '{"name": "sweep",
 scenario node '{"name": "node", "node": '"$NODE"',
   "setup": [{"args": ["prune", "--percent", "0"]}],
   "steps": [{"args": ["pull", "'$C'"]}], "repull": ["pull", "'$C'"]}'
-scenario mount '{"name": "mount", "node": '"$NODE"', "mounts": ["'$M'"],
+scenario mount '{"name": "mount", "node": '"$NODE"', "mounts": ["'$M'"], "background": true,
   "setup": [{"args": ["prune", "--percent", "0"]}],
   "steps": [{"args": ["mount", "--node-wait", "1", "'$C'", "'$M'"]}, {"read": [["'$M$PROBE'", "'$PROBE'"]]},
             {"args": ["umount", "'$M'"]}], "repull": ["pull", "'$C'"]}'
