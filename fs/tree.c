@@ -55,6 +55,9 @@ struct fs_tree {
     size_t nnames;
     struct fs_layer_src *layers; /* copies */
     size_t nlayers;
+    /* every layer is trusted: privilege only then, in all of them (a verified layer's setuid
+     * program must not run as root with files an unverified layer supplies: docs/security.md) */
+    bool trusted;
     struct node *nodes; /* [0] unused; 1 is the root */
     uint32_t nnodes;
     struct ent *ents;
@@ -396,11 +399,11 @@ static int apply_layer(struct builder *b, const struct fs_layer_src *l, uint32_t
     }
     for (uint32_t i = 0; i < n; i++) {
         l->file(l->arg, i, &f);
-        if (!l->trusted && (f.type == '3' || f.type == '4')) { /* chr, blk */
-            skip(b, f.path, "a device node from a layer whose index is a peer's");
+        if (!b->t->trusted && (f.type == '3' || f.type == '4')) { /* chr, blk */
+            skip(b, f.path, "a device node while a layer's index is a peer's");
             continue;
         }
-        if (!l->trusted)
+        if (!b->t->trusted)
             f.mode &= ~(uint32_t)(S_ISUID | S_ISGID);
         if (!is_whiteout(f.path) && (rc = apply_entry(b, layer, i, &f)) < 0)
             return rc;
@@ -529,19 +532,14 @@ int fs_tree_build_src(struct fs_tree **out, const struct fs_layer_src *layers, s
         goto fail;
     memcpy(t->layers, layers, n * sizeof *layers);
     t->nlayers = n;
-    /* privilege only when every layer is the image's own: a verified layer's setuid program
-     * must not run as root with files (a library, /etc/sudoers, /etc/ld.so.preload) that an
-     * unverified layer supplies (docs/security.md) */
-    bool all_trusted = true;
+    t->trusted = true;
     for (size_t k = 0; k < n; k++)
-        all_trusted &= layers[k].trusted;
-    for (size_t k = 0; k < n; k++)
-        t->layers[k].trusted = all_trusted;
+        t->trusted &= layers[k].trusted;
     node_new(&b); /* inode 0 is never used */
     if (t->nnodes != 1 || !(b.root = dir_new(&b, 0)))
         goto fail;
     for (size_t k = 0; k < n; k++)
-        if ((rc = apply_layer(&b, &t->layers[k], (uint32_t)k)) < 0)
+        if ((rc = apply_layer(&b, &layers[k], (uint32_t)k)) < 0)
             goto fail;
     if ((rc = finish(&b)) < 0)
         goto fail;
@@ -692,7 +690,7 @@ int fs_tree_xattr(const struct fs_tree *t, uint64_t ino, uint32_t j, const char 
     if (!n || n->file == NO_FILE)
         return -ENOENT;
     const struct fs_layer_src *l = &t->layers[n->layer];
-    if (l->trusted)
+    if (t->trusted)
         return l->xattr(l->arg, n->file, j, name, value, len) < 0 ? -ENOENT : 0;
     /* the j-th of those that are shown: security.capability is withheld */
     for (uint32_t k = 0; l->xattr(l->arg, n->file, k, name, value, len) >= 0; k++)

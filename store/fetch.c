@@ -202,7 +202,7 @@ int store_fetch_flush(struct store_fetch *f, uint64_t resv_id)
         return 0;
     if (fdatasync(f->fd) < 0)
         return err_set(-errno, "cannot sync the layer");
-    int rc = store_chunks_mark(f->s, f->digest, &f->ix, f->fresh, resv_id, NULL);
+    int rc = store_chunks_mark(f->s, f->digest, &f->ix, f->fresh, resv_id);
     if (rc == 0) {
         memset(f->fresh, 0, (f->ix.nchunks + 7) / 8);
         f->nfresh = 0;

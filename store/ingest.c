@@ -491,7 +491,7 @@ uint64_t ingest_allowance(uint64_t size)
     return add_sat(add_sat(size, size / 16), 64u << 10);
 }
 
-int store_layer_build_index(struct store *s, const uint8_t digest[static DIGEST_LEN])
+int store_layer_verify(struct store *s, const uint8_t digest[static DIGEST_LEN])
 {
     struct layer_rec r, after;
     char path[PATH_MAX], dg[DIGEST_STR_LEN + 1];
@@ -536,9 +536,4 @@ int store_ingest_file(struct store *s, const char *path, const char *media_type,
     }
     close(fd);
     return rc;
-}
-
-int store_layer_verify(struct store *s, const uint8_t digest[static DIGEST_LEN])
-{
-    return store_layer_build_index(s, digest);
 }

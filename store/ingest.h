@@ -118,12 +118,6 @@ uint64_t ingest_allowance(uint64_t size);
 /* Ingests a local blob file as a layer (the same pass as a pull: verify, store, index), with a
  * reservation of its own. Returns 0, AFSP_E_DIGEST, AFSP_E_TOOBIG, ... (used by benchmarks and
  * tests). */
-/* A layer completed from peers has their index: builds the index from its blob here (the ingest
- * pass over the stored blob) and keeps it, so that what it says of files is the layer's own.
- * Returns 0 if the peers' index was the same, AFSP_E_DIGEST if it differed (the built one
- * replaced it: a peer lied), 0 at once for a layer whose index was built here, AFSP_E_USAGE for
- * a layer not complete, or another error (the layer is left as it was). */
-int store_layer_build_index(struct store *s, const uint8_t digest[static DIGEST_LEN]);
 int store_ingest_file(struct store *s, const char *path, const char *media_type,
                       const uint8_t digest[static DIGEST_LEN]);
 

@@ -255,7 +255,6 @@ struct mark_args {
     const uint8_t *map;
     uint64_t resv_id;
     struct evicted ev;
-    bool complete;
 };
 
 static int mark_fn(MDB_txn *txn, void *arg)
@@ -269,15 +268,12 @@ static int mark_fn(MDB_txn *txn, void *arg)
     MDB_val v, bv;
     int rc;
 
-    a->complete = false;
     if ((rc = db_get(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, &v)) < 0)
         return rc == AFSP_E_NOTFOUND ? err_set(rc, "the layer was evicted") : rc;
     if ((rc = layer_rec_decode(&v, &r)) < 0)
         return rc;
-    if (r.flags & LAYER_COMPLETE) {
-        a->complete = true;
+    if (r.flags & LAYER_COMPLETE)
         return 0;
-    }
     size_t bmlen = (a->ix->nchunks + 7) / 8;
     if (r.nchunks != a->ix->nchunks ||
         (rc = db_get(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, &bv)) < 0 ||
@@ -313,10 +309,8 @@ static int mark_fn(MDB_txn *txn, void *arg)
                                           added - take, 0, &a->ev, &freed)) < 0)
         goto out;
     r.stored += added;
-    if (have == a->ix->nchunks) {
+    if (have == a->ix->nchunks)
         r.flags |= LAYER_COMPLETE;
-        a->complete = true;
-    }
     layer_rec_encode(&r, rec);
     if ((rc = db_put(txn, s->db.dbi[DB_LAYERS], a->digest, DIGEST_LEN, rec, sizeof rec)) == 0 &&
         (rc = db_put(txn, s->db.dbi[DB_PRESENT], a->digest, DIGEST_LEN, bm, bmlen)) == 0)
@@ -327,14 +321,10 @@ out:
 }
 
 int store_chunks_mark(struct store *s, const uint8_t digest[static DIGEST_LEN],
-                      const struct layer_index *ix, const uint8_t *map, uint64_t resv_id,
-                      bool *complete)
+                      const struct layer_index *ix, const uint8_t *map, uint64_t resv_id)
 {
-    struct mark_args a = {s, digest, ix, map, resv_id, {0}, false};
-    int rc = evicting_write(s, mark_fn, &a, &a.ev);
-    if (complete)
-        *complete = rc >= 0 && a.complete; /* what an aborted transaction saw did not happen */
-    return rc;
+    struct mark_args a = {s, digest, ix, map, resv_id, {0}};
+    return evicting_write(s, mark_fn, &a, &a.ev);
 }
 
 struct touch_args {

@@ -87,9 +87,7 @@ int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_
                             const struct buf *index_bytes);
 /* Marks the chunks set in map (written, checked and fdatasync'ed) present, counting their bytes
  * (taken first from reservation resv_id if not 0), evicting LRU layers as needed; the layer is
- * complete once every chunk is (*complete, if not NULL: whether it is now; false on failure).
- * AFSP_E_NOTFOUND if the layer was evicted meanwhile. */
+ * complete once every chunk is. AFSP_E_NOTFOUND if the layer was evicted meanwhile. */
 int store_chunks_mark(struct store *s, const uint8_t digest[static DIGEST_LEN],
-                      const struct layer_index *ix, const uint8_t *map, uint64_t resv_id,
-                      bool *complete);
+                      const struct layer_index *ix, const uint8_t *map, uint64_t resv_id);
 #endif
