@@ -1,8 +1,9 @@
 /*
  * fuzz/index.c - libFuzzer target for index_parse(): a layer index arrives from peers, so it is
- * parsed as hostile input. Whatever parses must serialize back to something that parses; and a
- * reader started at its first checkpoints (inflating their stored windows, over a blob of zeros)
- * must fail cleanly or read, never crash.
+ * parsed as hostile input. Whatever parses must serialize back to something that parses and says
+ * the same (index_same, which compares a peer's index with the blob's); a file made setuid says
+ * something else; and a reader started at its first checkpoints (inflating their stored windows,
+ * over a blob of zeros) must fail cleanly or read, never crash.
  */
 #include "../store/layer/layer.h"
 
@@ -30,7 +31,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct layer_index again;
     if (index_serialize(&ix, &b) == 0) {
         if (index_parse(b.p, b.len, &again) != 0)
-            abort(); /* what we write, we must read */
+            abort();                     /* what we write, we must read */
+        int same = index_same(&ix, &ix); /* 0 when a window does not inflate */
+        if (same < 0 || index_same(&ix, &again) != same)
+            abort();
+        if (same == 1 && again.nfiles) {
+            again.files[0].mode ^= 04000;
+            if (index_same(&ix, &again) != 0)
+                abort();
+        }
         index_release(&again);
     }
     buf_release(&b);

@@ -5,14 +5,16 @@
  * turn while windows have room, so that a layer comes from every peer at once; each chunk is
  * checked against the index as it arrives (node_store_ops chunk_*) before it counts.
  *
- * Meanwhile the providers are looked up and dialed (providers.c). A peer that sent a bad chunk
- * or stalled is banned (no new request for a while) and its requests go elsewhere; a peer that
- * says not-found is left out of the job. A chunk request silent for the hedge duration is asked
- * of a second link too (at most NODE_HEDGE_MAX of a job at once): the first answer that checks
- * out is kept, the other cancelled, and a peer beaten that way is banned. When no link is left,
- * the providers are looked up once more, and the job waits for that lookup or a dial to one of
- * them, or ends with AFSP_E_NOTFOUND. A job is handed back (NODE_FX_JOB_DONE) once it is done
- * and nothing of it is in flight.
+ * Meanwhile the providers are looked up and dialed (providers.c). A peer that stalled, or sent a
+ * chunk that does not match the index it sent itself, is banned (no new request for a while)
+ * and its requests go elsewhere; one whose chunk fails against another node's index is left out
+ * of the job (either may lie: verify.c), and a reader's job then ends (AFSP_E_DIGEST: the task
+ * asks the registry, whose bytes tell which); a peer that says not-found is left out of the job. A
+ * chunk request silent for the hedge duration is asked of a second link too (at most NODE_HEDGE_MAX
+ * of a job at once): the first answer that checks out is kept, the other cancelled, and a peer
+ * beaten that way is banned. When no link is left, the providers are looked up once more, and the
+ * job waits for that lookup or a dial to one of them, or ends with AFSP_E_NOTFOUND. A job is handed
+ * back (NODE_FX_JOB_DONE) once it is done and nothing of it is in flight.
  *
  * Owns: the jobs' state and their requests, each job's hedge timer. Must not: do I/O, count a
  * chunk that did not check out.
@@ -141,7 +143,7 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         if (rc == 0) {
             n->st.blobs_fetched++;
             if (js->j->kind == NODE_JOB_INDEX) /* its sender built it: verify.c */
-                verify_index_from(n, js->j->digest, k->peer_id);
+                memcpy(js->j->from, k->peer_id, P2P_ID_LEN);
             job_finish(js, 0);
         } else {
             js->j->out->len = 0; /* the next peer starts over */
@@ -158,8 +160,11 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         n->so->chunk_drop(js->j->fetch, x->rx);
     /* the peer's code (a stall, not-found, a size overrun from chunk_data) or the check's */
     if (rc == 0) {
+        const uint8_t *from = n->so->fetch_sender(js->j->fetch);
         n->st.chunks_fetched++;
         n->st.bytes_fetched += bytes;
+        if (!from || memcmp(from, k->peer_id, P2P_ID_LEN)) /* a source other than the index's */
+            verify_confirmed(n, js->j->digest, x->chunk, x->chunk, now);
         if (twin && x->hedge) {
             n->st.hedges_won++;
             link_ban(twin->k, "slow: another peer sent a chunk first", now);
@@ -167,8 +172,24 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         if (twin)
             xreq_withdraw(n, js, twin);
     } else if (rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE) {
+        const uint8_t *from = n->so->fetch_sender(js->j->fetch);
         n->st.bad_chunks++;
-        link_ban(k, "sent a chunk that does not match the index", now);
+        if (from && !memcmp(from, k->peer_id, P2P_ID_LEN)) {
+            link_ban(k, "sent a chunk that does not match its own index", now);
+        } else {
+            /* Its chunk or the index lies (under a forged index an honest peer's chunk fails):
+             * it is left out of the job, not banned, until another source's bytes of the chunk
+             * check out (verify_confirmed). A reader's job ends, so that the registry's bytes
+             * are asked and tell which; a whole layer's goes on, its digest proving the rest. */
+            char dg[DIGEST_STR_LEN + 1], id[17];
+            log_warn("event=chunk_disputed layer=%s chunk=%u peer=%s",
+                     digest_fmt(js->j->digest, dg), x->chunk, id_short(k->peer_id, id));
+            n->st.chunks_disputed++;
+            verify_suspect(n, js->j->digest, x->chunk, k->peer_id);
+            job_exclude(js, k);
+            if (js->j->lazy)
+                job_finish(js, AFSP_E_DIGEST);
+        }
     } else if (rc == -ETIMEDOUT) {
         n->st.stalls++;
         link_ban(k, "stalled", now);

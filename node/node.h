@@ -108,8 +108,8 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_VERIFY_RATE (32ull << 20)   /* bytes a second a verification takes from peers */
 #define NODE_VERIFY_BATCH (8u << 20)     /* ... asked for at a time */
 #define NODE_VERIFY_QUEUED 64            /* images waiting for their verification */
-#define NODE_INDEX_SOURCES 256           /* layers whose index's sender is remembered */
 #define NODE_FORGERS_MAX 256             /* nodes banned for a false index, until a restart */
+#define NODE_SUSPECTS 64                 /* chunks a peer sent against another's index, disputed */
 #define NODE_CTL_MAX_REQUEST (64u << 10) /* the longest control request */
 #define NODE_CTL_MAX_ANSWER (16u << 20)  /* the longest answer a client reads */
 
@@ -122,7 +122,9 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(chunks_fetched, "chunks fetched from peers that checked out")                                \
     X(bytes_fetched, "bytes of those chunks")                                                      \
     X(blobs_fetched, "manifests, configs and indexes fetched from peers")                          \
-    X(bad_chunks, "chunks from peers that did not match the index (the peer is banned)")           \
+    X(bad_chunks, "chunks from peers that did not match the index")                                \
+    X(chunks_disputed,                                                                             \
+      "of those, against another node's index (the sender is left out of the job)")                \
     X(stalls, "requests to peers that stalled or passed their overall limit (the peer is banned)") \
     X(peer_errors, "connections that ended with an error after the handshake")                     \
     X(handshake_failures, "handshakes that failed: a wrong cluster key, a timeout, garbage")       \
@@ -197,8 +199,10 @@ struct node_store_ops {
      * thread, but a store may be shared). */
     int (*layer_read)(void *layer, uint64_t off, uint8_t *buf, size_t n);
 
-    /* A fetch handle's layer (a task's, see struct node_job): its chunks and which it has. */
+    /* A fetch handle's layer (a task's, see struct node_job): its chunks and which it has, and
+     * the node that sent its index (P2P_ID_LEN bytes; NULL if not known). */
     uint32_t (*fetch_nchunks)(void *fetch);
+    const uint8_t *(*fetch_sender)(void *fetch);
     void (*fetch_chunk)(void *fetch, uint32_t i, uint64_t *off, uint32_t *len);
     bool (*fetch_has)(void *fetch, uint32_t i);
     /* One chunk's bytes from a peer, in order: begin makes *rx (the state of one receipt),
@@ -216,8 +220,10 @@ struct node_store_ops {
  * A task (a pull, a mount's fetch) that needs a blob, an index or chunks from peers fills a job
  * and submits it (node_job_submit); the node works on it and hands it back with the effect
  * NODE_FX_JOB_DONE once nothing of it is in flight, with rc: 0, AFSP_E_NOTFOUND (no peer could
- * serve it), -ECANCELED (the node stops), -ENOMEM. Until then the job, its out buffer and its
- * fetch handle are the node's to use; the task must not touch them. */
+ * serve it), AFSP_E_DIGEST (a lazy CHUNKS job: a peer's chunk and another node's index disagree,
+ * so the registry must say which lies: docs/security.md), -ECANCELED (the node stops), -ENOMEM.
+ * Until then the job, its out buffer and its fetch handle are the node's to use; the task must not
+ * touch them. */
 enum node_job_kind { NODE_JOB_BLOB, NODE_JOB_INDEX, NODE_JOB_CHUNKS };
 
 struct node_job {
@@ -225,11 +231,14 @@ struct node_job {
     uint8_t digest[DIGEST_LEN]; /* the blob, or the layer */
     uint64_t max;               /* BLOB, INDEX: the largest answer taken */
     struct buf *out;            /* BLOB, INDEX: the bytes, appended (borrowed) */
+    uint8_t from[P2P_ID_LEN];   /* INDEX: the node that sent it (set with rc 0) */
     void *fetch;                /* CHUNKS: the layer being filled (node_store_ops fetch_*) */
     uint32_t first, last;       /* CHUNKS: the chunks wanted (those the layer lacks) */
-    int rc;                     /* set when handed back */
-    void *task_arg;             /* the task's own (the node never touches it) */
-    struct node_job_state *st;  /* the node's, while it holds the job */
+    bool lazy;      /* CHUNKS: for a reader of a partial layer (a mount's fetch), not a whole layer
+                       whose digest will prove its chunks: see AFSP_E_DIGEST below */
+    int rc;         /* set when handed back */
+    void *task_arg; /* the task's own (the node never touches it) */
+    struct node_job_state *st; /* the node's, while it holds the job */
 };
 
 /* ---- tasks -----------------------------------------------------------------------------------
@@ -401,9 +410,10 @@ size_t node_links_up(const struct node *n);
 /* Whether an up link to node id exists (tests, the simulator). */
 bool node_linked(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
 
-/* The store showed a peer's index of layer false (store_index_false_fn): its sender is banned
- * until the node restarts, its links closed and its DHT records dropped. */
-void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN],
+/* The store showed the index of layer that from sent (NULL: not known) false
+ * (store_index_false_fn): its sender is banned until the node restarts, its links closed and its
+ * DHT records dropped. */
+void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
                       const uint8_t peer_ix[static DIGEST_LEN],
                       const uint8_t blob_ix[static DIGEST_LEN], uint64_t now);
 

@@ -188,8 +188,12 @@ struct verify_item {
     uint8_t layer[DIGEST_LEN];
     struct node_task *t; /* the VERIFY task, not yet started */
 };
-struct index_source {
+/* A chunk a peer sent that failed its check against another node's index: one of the two lies,
+ * and the bytes of a third source (another peer, the registry) will say which
+ * (verify_confirmed). */
+struct chunk_suspect {
     uint8_t layer[DIGEST_LEN], id[P2P_ID_LEN];
+    uint32_t chunk;
     bool used;
 };
 int verify_init(struct node *n);
@@ -201,9 +205,14 @@ void verify_after_fetch(struct node *n, const struct node_task *t);
 void verify_next(struct node *n);
 /* The VERIFY task t ended. */
 void verify_done(struct node *n, struct node_task *t);
-/* Peer id sent the index of layer. */
-void verify_index_from(struct node *n, const uint8_t layer[static DIGEST_LEN],
-                       const uint8_t id[static P2P_ID_LEN]);
+/* Peer id sent chunk of layer, which failed its check against the index another node sent. */
+void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t chunk,
+                    const uint8_t id[static P2P_ID_LEN]);
+/* Chunks [first, last] of layer checked out against its index, from a source other than the
+ * index's sender (a peer, the registry): peers that sent other bytes for them lied, and are
+ * banned. */
+void verify_confirmed(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t first,
+                      uint32_t last, uint64_t now);
 /* Whether id sent a false index (its links are refused). */
 bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
 
@@ -273,11 +282,11 @@ struct node {
 
     struct verify_item *verify; /* NODE_VERIFY_QUEUED: images to verify, oldest first */
     size_t nverify;
-    bool verifying;            /* a VERIFY task runs */
-    struct index_source *isrc; /* NODE_INDEX_SOURCES, a ring */
-    size_t isrc_next;
+    bool verifying;                 /* a VERIFY task runs */
     uint8_t (*forgers)[P2P_ID_LEN]; /* NODE_FORGERS_MAX, a ring */
     size_t nforgers;
+    struct chunk_suspect suspects[NODE_SUSPECTS]; /* a ring */
+    size_t suspect_next;
 
     struct node_timer dht_timer, reconcile_timer;
     struct node_timer **heap;

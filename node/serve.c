@@ -137,6 +137,13 @@ static void answer_have(struct node *n, struct p2p_peer *p, const struct p2p_msg
     free(bm);
 }
 
+/* Whether layer_get failed for want of room (a slot, memory, the store), not of the layer: the
+ * answer is then busy, not not-found, which would say the layer is not here. */
+static bool busy(int why)
+{
+    return why == -EBUSY || why == -ENOMEM;
+}
+
 /* Where the answer's bytes come from: 0 (s filled, *total its size), 1 (answered already), or a
  * code (answered with an error by the caller). */
 static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg *m, struct src *s,
@@ -160,7 +167,7 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
             return 0;
         }
         s->sl = NULL;
-        return AFSP_E_NOTFOUND;
+        return busy(why) ? -ENOMEM : AFSP_E_NOTFOUND;
     case P2P_GET_INDEX: {
         int rc = so->index(n->sa, m->digest, &s->mem);
         *total = s->mem.len;
@@ -170,7 +177,7 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
         if ((s->sl = layer_get(n, m->digest, now, &why)) &&
             m->chunk < so->layer_nchunks(s->sl->l) && !so->layer_has(s->sl->l, m->chunk))
             so->layer_refresh(s->sl->l); /* a partial layer: the chunk may have come */
-        if (!s->sl && (why == -EBUSY || why == -ENOMEM))
+        if (!s->sl && busy(why))
             return -ENOMEM; /* answered busy: the asker goes elsewhere for this layer */
         if (!s->sl || m->chunk >= so->layer_nchunks(s->sl->l) ||
             !so->layer_has(s->sl->l, m->chunk)) {
@@ -184,7 +191,7 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
     case P2P_HAVE: {
         struct served_layer *sl = layer_get(n, m->digest, now, &why);
         if (!sl)
-            return AFSP_E_NOTFOUND;
+            return busy(why) ? -ENOMEM : AFSP_E_NOTFOUND;
         so->layer_refresh(sl->l);
         answer_have(n, p, m, sl->l);
         return 1;

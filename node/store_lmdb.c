@@ -105,6 +105,11 @@ static uint32_t fetch_nchunks(void *fetch)
     return store_fetch_nchunks(fetch);
 }
 
+static const uint8_t *fetch_sender(void *fetch)
+{
+    return store_fetch_sender(fetch);
+}
+
 static void fetch_chunk(void *fetch, uint32_t i, uint64_t *off, uint32_t *len)
 {
     store_fetch_chunk(fetch, i, off, len);
@@ -159,6 +164,7 @@ const struct node_store_ops node_store_lmdb = {
     .layer_refresh = layer_refresh,
     .layer_read = layer_read,
     .fetch_nchunks = fetch_nchunks,
+    .fetch_sender = fetch_sender,
     .fetch_chunk = fetch_chunk,
     .fetch_has = fetch_has,
     .chunk_begin = chunk_begin,

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+_Static_assert(STORE_ID_LEN == P2P_ID_LEN, "the store keeps node IDs");
+
 struct jwait {
     struct node_job j;
     bool done;
@@ -35,7 +37,8 @@ struct trun {
 
 /* A peer's index the store showed false, for the loop's thread (node_index_false). */
 struct ifalse {
-    uint8_t layer[DIGEST_LEN], peer_ix[DIGEST_LEN], blob_ix[DIGEST_LEN];
+    uint8_t layer[DIGEST_LEN], peer_ix[DIGEST_LEN], blob_ix[DIGEST_LEN], from[P2P_ID_LEN];
+    bool known; /* from */
     struct ifalse *next;
 };
 
@@ -51,7 +54,7 @@ struct tasks {
     size_t nrunning;
 };
 
-static void on_index_false(void *arg, const uint8_t layer[DIGEST_LEN],
+static void on_index_false(void *arg, const uint8_t layer[DIGEST_LEN], const uint8_t *from,
                            const uint8_t peer_ix[DIGEST_LEN], const uint8_t blob_ix[DIGEST_LEN])
 {
     struct tasks *ts = arg;
@@ -61,6 +64,8 @@ static void on_index_false(void *arg, const uint8_t layer[DIGEST_LEN],
     memcpy(f->layer, layer, DIGEST_LEN);
     memcpy(f->peer_ix, peer_ix, DIGEST_LEN);
     memcpy(f->blob_ix, blob_ix, DIGEST_LEN);
+    if ((f->known = from != NULL))
+        memcpy(f->from, from, P2P_ID_LEN);
     pthread_mutex_lock(&ts->mu);
     f->next = ts->ifalse;
     ts->ifalse = f;
@@ -140,17 +145,23 @@ static int peers_get_blob(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t 
     return job_run(arg, &w);
 }
 
-static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out)
+static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                           struct buf *out, uint8_t from[STORE_ID_LEN])
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_INDEX, .max = 512u << 20, .out = out}};
+    struct jwait w = {.j = {.kind = NODE_JOB_INDEX, .max = store_index_max(size), .out = out}};
     memcpy(w.j.digest, digest, DIGEST_LEN);
-    return job_run(arg, &w);
+    int rc = job_run(arg, &w);
+    memcpy(from, w.j.from, STORE_ID_LEN);
+    return rc;
 }
 
-/* Chunks [first, last] of f from peers (those it lacks). */
-static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t first, uint32_t last)
+/* Chunks [first, last] of f from peers (those it lacks), for a reader of the partial layer if
+ * lazy. */
+static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t first, uint32_t last,
+                             bool lazy)
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_CHUNKS, .fetch = f, .first = first, .last = last}};
+    struct jwait w = {
+        .j = {.kind = NODE_JOB_CHUNKS, .fetch = f, .first = first, .last = last, .lazy = lazy}};
     memcpy(w.j.digest, store_fetch_digest(f), DIGEST_LEN);
     return job_run(ts, &w);
 }
@@ -167,9 +178,10 @@ static int peers_get_blob_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_
     return peers_get_blob(((struct tctx *)arg)->ts, digest, max, out);
 }
 
-static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out)
+static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                             struct buf *out, uint8_t from[STORE_ID_LEN])
 {
-    return peers_get_index(((struct tctx *)arg)->ts, digest, out);
+    return peers_get_index(((struct tctx *)arg)->ts, digest, size, out, from);
 }
 
 /* Every chunk f lacks. A verification asks for NODE_VERIFY_BATCH bytes at a time and waits
@@ -179,7 +191,7 @@ static int peers_get_chunks(void *arg, struct store_fetch *f)
     struct tctx *c = arg;
     uint32_t n = store_fetch_nchunks(f);
     if (c->t->kind != NODE_TASK_VERIFY || !c->t->rate)
-        return chunks_from_peers(c->ts, f, 0, n - 1);
+        return chunks_from_peers(c->ts, f, 0, n - 1, false);
     uint64_t start = time_mono_ns(), bytes = 0;
     for (uint32_t a = 0; a < n;) {
         uint32_t b = a;
@@ -191,7 +203,7 @@ static int peers_get_chunks(void *arg, struct store_fetch *f)
             b++;
         }
         if (batch) {
-            int rc = chunks_from_peers(c->ts, f, a, b - 1);
+            int rc = chunks_from_peers(c->ts, f, a, b - 1, false);
             if (rc < 0)
                 return rc;
             bytes += batch;
@@ -219,7 +231,7 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
     if (t->first > t->last || t->last >= store_fetch_nchunks(f))
         rc = err_set(AFSP_E_USAGE, "the layer has no chunk %u", t->last);
     if (rc == 0)
-        rc = chunks_from_peers(ts, f, t->first, t->last);
+        rc = chunks_from_peers(ts, f, t->first, t->last, true);
     if (rc < 0 && rc != -ECANCELED && rc != AFSP_E_USAGE && t->ref) {
         rc = store_fetch_registry(f, t->ref, po, t->first, t->last);
         t->via_registry = rc == 0;
@@ -239,8 +251,8 @@ static int verify_run(struct tasks *ts, struct node_task *t, const struct pull_o
     struct image_info ii;
     if (rc == 0 && (rc = store_image_find(ts->s, t->ref, &ii)) == 0) {
         for (size_t i = 0; i < ii.nlayers; i++) {
-            int vrc = store_layer_verify(ts->s, ii.layers[i]);
-            if (vrc < 0 && vrc != AFSP_E_DIGEST && rc == 0) /* a false index: reported */
+            int vrc = store_layer_verify(ts->s, ii.layers[i]); /* a false index: reported */
+            if (vrc < 0 && rc == 0)
                 rc = vrc;
         }
         free(ii.layers);
@@ -309,7 +321,7 @@ void tasks_poll(struct tasks *ts, struct node *n, uint64_t now)
     while (fl) {
         struct ifalse *f = fl;
         fl = f->next;
-        node_index_false(n, f->layer, f->peer_ix, f->blob_ix, now);
+        node_index_false(n, f->layer, f->known ? f->from : NULL, f->peer_ix, f->blob_ix, now);
         free(f);
     }
     while (sub) {

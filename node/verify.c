@@ -2,16 +2,21 @@
  * verify.c - what a lazily read layer is worth until it is whole (docs/security.md). A partial
  * layer's index is the word of the peer that sent it: every index a node serves is one it built
  * from the whole blob (store_index_built_bytes), so that peer is the index's builder. Here:
- *   - the sender of each index the node fetched is remembered (a ring of NODE_INDEX_SOURCES);
+ *   - the sender of each index the node fetched is kept with the index in the layer's record
+ *     (store_fetch_new), so it is known whenever the index is shown false, restarts included;
  *   - an image a mount read lazily is queued for a verification: a VERIFY task completes its
  *     partial layers (a pull of the image, not lazy, its chunks from peers paced at
  *     verify_rate), one image at a time, off the read path;
  *   - when the store shows a peer's index false (the layer, completed, gives another index:
  *     store_index_false_fn), the sender is banned until the node restarts: its links are closed
  *     and refused, its DHT records dropped, and the evidence (both indexes' digests) logged and
- *     counted (forged_indexes).
+ *     counted (forged_indexes);
+ *   - a chunk from a peer that fails against another node's index is disputed (fetch.c): the
+ *     peer is a suspect until a third source's bytes of that chunk (another peer's, the
+ *     registry's) check out against the index (verify_confirmed: then the peer lied and is
+ *     banned) or the index is shown false (then it did not).
  *
- * Owns: the verification queue, the index senders, the banned senders. Must not: trust an
+ * Owns: the verification queue, the banned senders, the suspects. Must not: trust an
  * index's sender with more than the layer digest proves.
  */
 #include "node_int.h"
@@ -23,9 +28,8 @@
 int verify_init(struct node *n)
 {
     n->verify = calloc(NODE_VERIFY_QUEUED, sizeof *n->verify);
-    n->isrc = calloc(NODE_INDEX_SOURCES, sizeof *n->isrc);
     n->forgers = calloc(NODE_FORGERS_MAX, sizeof *n->forgers);
-    return n->verify && n->isrc && n->forgers ? 0 : -ENOMEM;
+    return n->verify && n->forgers ? 0 : -ENOMEM;
 }
 
 void verify_free(struct node *n)
@@ -33,10 +37,8 @@ void verify_free(struct node *n)
     for (size_t i = 0; n->verify && i < n->nverify; i++)
         node_task_free(n->verify[i].t);
     free(n->verify);
-    free(n->isrc);
     free(n->forgers);
     n->verify = NULL;
-    n->isrc = NULL;
     n->forgers = NULL;
     n->nverify = 0;
 }
@@ -99,20 +101,28 @@ void verify_done(struct node *n, struct node_task *t)
         log_info("event=verify layer=%s ref=%s result=\"ok\"", digest_fmt(t->layer, dg), t->ref);
 }
 
-void verify_index_from(struct node *n, const uint8_t layer[static DIGEST_LEN],
-                       const uint8_t id[static P2P_ID_LEN])
+void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t chunk,
+                    const uint8_t id[static P2P_ID_LEN])
 {
-    struct index_source *s = NULL;
-    for (size_t i = 0; i < NODE_INDEX_SOURCES && !s; i++)
-        if (n->isrc[i].used && !memcmp(n->isrc[i].layer, layer, DIGEST_LEN))
-            s = &n->isrc[i];
-    if (!s) {
-        s = &n->isrc[n->isrc_next];
-        n->isrc_next = (n->isrc_next + 1) % NODE_INDEX_SOURCES;
-    }
-    s->used = true;
+    struct chunk_suspect *s = &n->suspects[n->suspect_next];
+    n->suspect_next = (n->suspect_next + 1) % NODE_SUSPECTS;
+    *s = (struct chunk_suspect){.chunk = chunk, .used = true};
     memcpy(s->layer, layer, DIGEST_LEN);
     memcpy(s->id, id, P2P_ID_LEN);
+}
+
+void verify_confirmed(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t first,
+                      uint32_t last, uint64_t now)
+{
+    for (size_t i = 0; i < NODE_SUSPECTS; i++) {
+        struct chunk_suspect *s = &n->suspects[i];
+        if (!s->used || memcmp(s->layer, layer, DIGEST_LEN) || s->chunk < first || s->chunk > last)
+            continue;
+        s->used = false;
+        for (struct node_link *k = n->links; k; k = k->next)
+            if (!memcmp(k->peer_id, s->id, P2P_ID_LEN))
+                link_ban(k, "sent a chunk that another source's bytes showed false", now);
+    }
 }
 
 bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN])
@@ -123,33 +133,32 @@ bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN])
     return false;
 }
 
-void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN],
+void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
                       const uint8_t peer_ix[static DIGEST_LEN],
                       const uint8_t blob_ix[static DIGEST_LEN], uint64_t now)
 {
     char dg[DIGEST_STR_LEN + 1], a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1], id[65];
-    const struct index_source *s = NULL;
     n->now = now;
     n->st.forged_indexes++;
-    for (size_t i = 0; i < NODE_INDEX_SOURCES && !s; i++)
-        if (n->isrc[i].used && !memcmp(n->isrc[i].layer, layer, DIGEST_LEN))
-            s = &n->isrc[i];
+    for (size_t i = 0; i < NODE_SUSPECTS; i++) /* their chunks were the layer's */
+        if (!memcmp(n->suspects[i].layer, layer, DIGEST_LEN))
+            n->suspects[i].used = false;
     digest_fmt(layer, dg);
     digest_fmt(peer_ix, a);
     digest_fmt(blob_ix, b);
-    if (!s) { /* fetched before a restart: who sent it is not known */
+    if (!from) { /* kept by a store from before senders were recorded */
         log_error("event=forged_index layer=%s sender=unknown peer_index=%s blob_index=%s", dg, a,
                   b);
         return;
     }
-    hex_fmt(s->id, P2P_ID_LEN, id);
+    hex_fmt(from, P2P_ID_LEN, id);
     log_error("event=forged_index layer=%s sender=%s peer_index=%s blob_index=%s action=banned", dg,
               id, a, b);
-    if (!verify_forger(n, s->id))
-        memcpy(n->forgers[n->nforgers++ % NODE_FORGERS_MAX], s->id, P2P_ID_LEN);
+    if (!verify_forger(n, from))
+        memcpy(n->forgers[n->nforgers++ % NODE_FORGERS_MAX], from, P2P_ID_LEN);
     for (struct node_link *k = n->links; k; k = k->next)
-        if (k->state != LINK_CLOSED && !memcmp(k->peer_id, s->id, P2P_ID_LEN))
+        if (k->state != LINK_CLOSED && !memcmp(k->peer_id, from, P2P_ID_LEN))
             link_close(k, AFSP_E_AUTH);
-    dht_forget(n->dht, s->id);
+    dht_forget(n->dht, from);
     node_settle(n, now);
 }

@@ -26,7 +26,12 @@ struct req {
     uint64_t total;     /* UINT64_MAX until the first piece */
     uint64_t deadline;  /* fails with -ETIMEDOUT if no piece comes before */
     uint64_t limit;     /* ... and if the answer is not whole by then, whatever comes */
+    uint64_t sent;      /* when it was sent */
 };
+
+/* When an answer of n bytes must be whole, for a request sent at t: request_ms, and a
+ * millisecond for every P2P_MIN_RATE / 1000 bytes. */
+static uint64_t answer_limit(const struct p2p_peer *p, uint64_t t, uint64_t n);
 
 struct answer {
     bool used, sending; /* sending: answer_data was called, bytes are being produced */
@@ -193,11 +198,11 @@ int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_t
                       .next = m->type == P2P_GET_CHUNK ? 0 : m->off,
                       .end = m->type == P2P_GET_CHUNK ? UINT64_MAX : m->off + m->len,
                       .max_total = max_total,
-                      .total = UINT64_MAX};
-    /* the whole answer's time: request_ms, and a millisecond for every P2P_MIN_RATE / 1000
-     * bytes it may have */
-    uint64_t most = r->end - r->next < max_total ? r->end - r->next : max_total;
-    r->limit = add_sat(add_sat(now, p->request_ms), most / (P2P_MIN_RATE / 1000));
+                      .total = UINT64_MAX,
+                      .sent = now};
+    /* the whole answer's time, for the most it may have (and once its first piece says how
+     * much it has, for that: on_data) */
+    r->limit = answer_limit(p, now, MIN(r->end - r->next, max_total));
     r->deadline = MIN(add_sat(now, p->stall_ms), r->limit);
     p->nreqs++;
     return 0;
@@ -381,16 +386,23 @@ static int on_request(struct p2p_peer *p, const struct p2p_msg *m)
     return p->err;
 }
 
+static uint64_t answer_limit(const struct p2p_peer *p, uint64_t t, uint64_t n)
+{
+    return add_sat(add_sat(t, p->request_ms), n / (P2P_MIN_RATE / 1000));
+}
+
 static int on_data(struct p2p_peer *p, struct req *r, const struct p2p_msg *m)
 {
     bool bad = m->off != r->next || (r->total != UINT64_MAX && m->total != r->total) ||
                m->total > r->max_total || r->type == P2P_HAVE;
     if (bad)
         return peer_fail(p, AFSP_E_PROTO);
-    r->total = m->total;
-    uint64_t end = r->end < r->total ? r->end : r->total;
+    uint64_t end = MIN(r->end, m->total);
     if (m->off + m->len > end)
         return peer_fail(p, AFSP_E_PROTO);
+    if (r->total == UINT64_MAX) /* the first piece: the answer's time is for what it declares */
+        r->limit = MIN(r->limit, answer_limit(p, r->sent, end - r->next));
+    r->total = m->total;
     /* progress: every piece but the last is whole (an empty or short one would hold the
      * request open, resetting its stall deadline, while nothing comes) */
     if (m->off + m->len < end && m->len < P2P_DATA_MAX)

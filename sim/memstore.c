@@ -22,6 +22,8 @@ struct mem_layer {
     uint8_t *present; /* bitmap */
     unsigned opens;   /* handles open (a dropped layer stays until they close) */
     bool dropped;
+    uint8_t from[P2P_ID_LEN]; /* who sent its index, if known */
+    bool from_known, false_index;
 };
 
 struct mem_blob {
@@ -127,6 +129,17 @@ int memstore_layer_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uin
         l->present[i / 8] |= (uint8_t)(1u << (i % 8));
     m->layers[m->nlayers++] = l;
     return 0;
+}
+
+void memstore_layer_index(struct memstore *m, const uint8_t digest[DIGEST_LEN], const uint8_t *from,
+                          bool false_index)
+{
+    struct mem_layer *l = layer_find(m, digest);
+    if (!l)
+        return;
+    if ((l->from_known = from != NULL))
+        memcpy(l->from, from, P2P_ID_LEN);
+    l->false_index = false_index;
 }
 
 bool memstore_layer_known(const struct memstore *m, const uint8_t digest[DIGEST_LEN])
@@ -336,6 +349,12 @@ static int op_read(void *layer, uint64_t off, uint8_t *buf, size_t n)
     return 0;
 }
 
+static const uint8_t *op_fetch_sender(void *fetch)
+{
+    const struct mem_layer *l = fetch;
+    return l->from_known ? l->from : NULL;
+}
+
 /* Fetch handles are layers too (the memstore keeps one object per layer). */
 static int op_chunk_begin(void *fetch, uint32_t i, void **rx)
 {
@@ -355,7 +374,7 @@ static int op_chunk_data(void *fetch, void *rx, const uint8_t *p, size_t n)
     if (r->got + n > l->chunk_len)
         return AFSP_E_SIZE;
     for (size_t k = 0; k < n; k++)
-        r->bad |= p[k] != pattern(l->digest, r->i, r->got + (uint32_t)k);
+        r->bad |= p[k] != (pattern(l->digest, r->i, r->got + (uint32_t)k) ^ l->false_index);
     r->got += (uint32_t)n;
     return 0;
 }
@@ -391,6 +410,7 @@ const struct node_store_ops memstore_ops = {
     .layer_refresh = op_refresh,
     .layer_read = op_read,
     .fetch_nchunks = op_nchunks,
+    .fetch_sender = op_fetch_sender,
     .fetch_chunk = op_chunk,
     .fetch_has = op_has,
     .chunk_begin = op_chunk_begin,

@@ -145,6 +145,11 @@ void memstore_busy(struct memstore *m, bool busy);
  * held. */
 int memstore_layer_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t nchunks,
                        uint32_t chunk_len, bool whole);
+/* Who sent the index of a layer (from: P2P_ID_LEN bytes, NULL if not known), and whether that
+ * index is false: the chunks it names are then a lying store's bytes, so that a true chunk fails
+ * its check. */
+void memstore_layer_index(struct memstore *m, const uint8_t digest[DIGEST_LEN], const uint8_t *from,
+                          bool false_index);
 bool memstore_layer_known(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 bool memstore_layer_complete(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);

@@ -30,6 +30,7 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     if (kind == NODE_JOB_CHUNKS) {
         j->fetch = st->fetch;
         bool range = st->t->kind != NODE_TASK_PULL;
+        j->lazy = st->t->kind == NODE_TASK_FETCH;
         j->first = range ? st->t->first : 0;
         j->last = range ? st->t->last : memstore_ops.fetch_nchunks(st->fetch) - 1;
     }
@@ -181,9 +182,11 @@ void task_step(struct simn *s, struct stask *st)
             s->registry_fetches++;
         }
         rc = memstore_index_decode(b->p, b->len, &nc, &cl);
-        if (rc == 0 &&
-            (rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false)) == -EEXIST)
-            rc = 0; /* another pull added it meanwhile */
+        if (rc == 0 && (rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false)) == 0)
+            memstore_layer_index(sn->ms, st->layers[st->layer], b == &st->out ? j->from : NULL,
+                                 false);
+        else if (rc == -EEXIST)
+            rc = 0; /* another pull added it meanwhile, and its index stays */
         buf_release(&reg);
         if (rc < 0) {
             task_finish(s, st, rc);

@@ -24,6 +24,7 @@ struct store_fetch {
     struct store *s;
     uint8_t digest[DIGEST_LEN];
     struct layer_index ix;
+    uint8_t from[STORE_ID_LEN]; /* the index's sender, all zero if built here or not known */
     int fd;
     uint8_t *has;   /* bitmap of chunks present or checked and written */
     uint8_t *fresh; /* bitmap of chunks written since the last flush */
@@ -32,7 +33,7 @@ struct store_fetch {
 
 int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
                     const char *media_type, uint64_t size, const uint8_t *index, size_t index_len,
-                    struct store_fetch **out)
+                    const uint8_t *from, struct store_fetch **out)
 {
     struct layer_index ix;
     enum layer_format fmt;
@@ -46,7 +47,7 @@ int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
         rc = err_set(AFSP_E_FORMAT, "the index does not describe this layer");
     const struct buf ib = {(uint8_t *)index, index_len, index_len};
     if (rc == 0)
-        rc = store_layer_add_partial(s, digest, media_type, &ix, &ib);
+        rc = store_layer_add_partial(s, digest, media_type, &ix, &ib, from);
     index_release(&ix);
     return rc < 0 ? rc : store_fetch_open(s, digest, out);
 }
@@ -80,6 +81,8 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
         goto fail;
     }
     memcpy(f->has, bm.p, bmlen);
+    if (!(r.flags & LAYER_INDEX_BUILT))
+        memcpy(f->from, r.index_from, STORE_ID_LEN);
     for (uint32_t i = 0; i < f->ix.nchunks; i++)
         f->nhas += store_fetch_has(f, i);
     store_blob_path(s, digest, path);
@@ -113,6 +116,20 @@ void store_fetch_free(struct store_fetch *f)
 const uint8_t *store_fetch_digest(const struct store_fetch *f)
 {
     return f->digest;
+}
+
+uint64_t store_index_max(uint64_t size)
+{
+    /* An honest index is rarely over a tenth of its blob, but 20,000 empty files with long
+     * names made 15 times it in gzip -9 (docs/security.md): room for 64 times, and 16 MiB. */
+    return size >= INDEX_MAX_BYTES / 64 ? INDEX_MAX_BYTES
+                                        : MIN(INDEX_MAX_BYTES, (16u << 20) + 64 * size);
+}
+
+const uint8_t *store_fetch_sender(const struct store_fetch *f)
+{
+    static const uint8_t none[STORE_ID_LEN];
+    return memcmp(f->from, none, STORE_ID_LEN) ? f->from : NULL;
 }
 
 uint32_t store_fetch_nchunks(const struct store_fetch *f)

@@ -37,6 +37,10 @@ struct layer_rec {
     uint64_t size, usize, stored, last_access;
     char media_type[128];
     uint8_t index_digest[DIGEST_LEN];
+    /* Without LAYER_INDEX_BUILT: the node that sent the index (all zero if not known), kept
+     * with the index in one commit, so that a false index is blamed on its sender even after a
+     * restart (docs/security.md). */
+    uint8_t index_from[STORE_ID_LEN];
 };
 #define LAYER_COMPLETE 1u
 /* The index was built here from the whole blob, not taken from a peer (docs/security.md): what

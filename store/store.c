@@ -31,7 +31,7 @@
 void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SIZE])
 {
     memset(out, 0, LAYER_REC_SIZE);
-    put_le32(out, 1); /* version */
+    put_le32(out, 2); /* version */
     put_le32(out + 4, r->flags);
     put_le32(out + 8, r->format);
     put_le32(out + 12, r->nchunks);
@@ -42,12 +42,14 @@ void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SI
     put_le64(out + 48, r->last_access);
     memcpy(out + 56, r->media_type, sizeof r->media_type);
     memcpy(out + 184, r->index_digest, DIGEST_LEN);
+    memcpy(out + 216, r->index_from, STORE_ID_LEN);
 }
 
 int layer_rec_decode(const MDB_val *v, struct layer_rec *r)
 {
     const uint8_t *p = v->mv_data;
-    if (v->mv_size != LAYER_REC_SIZE || get_le32(p) != 1)
+    bool v1 = v->mv_size == LAYER_REC_V1_SIZE && get_le32(p) == 1;
+    if (!v1 && (v->mv_size != LAYER_REC_SIZE || get_le32(p) != 2))
         return err_set(AFSP_E_STORE, "bad layer record");
     r->flags = get_le32(p + 4);
     r->format = get_le32(p + 8);
@@ -60,6 +62,10 @@ int layer_rec_decode(const MDB_val *v, struct layer_rec *r)
     memcpy(r->media_type, p + 56, sizeof r->media_type);
     r->media_type[sizeof r->media_type - 1] = 0;
     memcpy(r->index_digest, p + 184, DIGEST_LEN);
+    if (v1) /* stores before the sender was kept: not known */
+        memset(r->index_from, 0, STORE_ID_LEN);
+    else
+        memcpy(r->index_from, p + 216, STORE_ID_LEN);
     return 0;
 }
 

@@ -29,6 +29,9 @@
 
 struct store;
 
+/* A node ID (p2p's P2P_ID_LEN): who sent a layer's index. */
+#define STORE_ID_LEN 32
+
 struct store_opts {
     const char *dir;          /* the data directory; created if missing */
     uint64_t cache_max_bytes; /* 0: min(1 TiB, 60% of the free space of dir's filesystem) */
@@ -66,11 +69,11 @@ void store_set_evict_hook(struct store *s, store_evict_cb cb, void *arg);
 struct store_fetch;
 
 /* Adds the layer as a partial layer (unless the store has it, whole or in part) and opens it.
- * The index comes from a peer: refused if it does not describe the layer (size, format, or a
- * chain that does not end in its digest). */
+ * The index comes from a peer, from (NULL: not known), kept with it in its record: refused if
+ * it does not describe the layer (size, format, or a chain that does not end in its digest). */
 int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
                     const char *media_type, uint64_t size, const uint8_t *index, size_t index_len,
-                    struct store_fetch **out);
+                    const uint8_t *from, struct store_fetch **out);
 /* Opens a layer the store has, whole or in part (AFSP_E_NOTFOUND if neither), with its stored
  * index and chunk map. */
 int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
@@ -78,6 +81,13 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
 /* Closes the handle; chunks written but not flushed are simply not marked present. */
 void store_fetch_free(struct store_fetch *f);
 const uint8_t *store_fetch_digest(const struct store_fetch *f);
+/* The largest index taken for a layer blob of size bytes: INDEX_MAX_BYTES (512 MiB), or less for
+ * a small layer (docs/security.md), so that a peer cannot make a node hold more for an index
+ * than the layer can need. */
+uint64_t store_index_max(uint64_t size);
+/* The node that sent the index the handle checks chunks against (STORE_ID_LEN bytes), or NULL
+ * when the index was built here or its sender is not known. */
+const uint8_t *store_fetch_sender(const struct store_fetch *f);
 uint32_t store_fetch_nchunks(const struct store_fetch *f);
 /* Chunks neither present when opened nor checked and written since. */
 uint32_t store_fetch_missing(const struct store_fetch *f);
@@ -209,11 +219,13 @@ void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);
 
 /* A peer's index shown false: layer digest, completed (by its chunks or a whole download) and
  * its index built again from the blob, which the digest proves, gave blob_ix (the new index's
- * SHA-256) where the peer's index was peer_ix. The layer now holds the true index; readers that
+ * SHA-256) where the index that from sent (NULL: not known) was peer_ix, and the two differ in
+ * meaning (index_same), not only in encoding. The layer now holds the true index; readers that
  * opened it with the false one fail from then on (AFSP_E_DIGEST). Called on the thread that
- * committed, after the commit. */
+ * committed, after the commit. An index that means the same is kept as it was, so that its
+ * readers go on. */
 typedef void (*store_index_false_fn)(void *arg, const uint8_t digest[DIGEST_LEN],
-                                     const uint8_t peer_ix[DIGEST_LEN],
+                                     const uint8_t *from, const uint8_t peer_ix[DIGEST_LEN],
                                      const uint8_t blob_ix[DIGEST_LEN]);
 void store_set_index_watch(struct store *s, store_index_false_fn fn, void *arg);
 
@@ -235,9 +247,9 @@ int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], st
 int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out);
 /* A layer completed from peers holds their index: builds its index from the blob (which the
  * digest proves) and keeps it (LAYER_INDEX_BUILT). A false peer index is replaced and reported
- * (store_set_index_watch). Returns 0 (also at once for a layer verified already), AFSP_E_DIGEST
- * (the peers' index was false), AFSP_E_USAGE (not complete), or another error. A pass over the
- * blob: the node runs it in the background, off the pull's path. */
+ * (store_set_index_watch). Returns 0 (also at once for a layer verified already; the layer now
+ * holds a true index, whether or not the peer's was), AFSP_E_USAGE (not complete), or another
+ * error. A pass over the blob: the node runs it in the background, off the pull's path. */
 int store_layer_verify(struct store *s, const uint8_t digest[static DIGEST_LEN]);
 /* ... only if the index was built here from the whole blob (LAYER_INDEX_BUILT; else
  * AFSP_E_NOTFOUND): what peers are sent, so that every index on the wire is its sender's own

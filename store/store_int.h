@@ -39,7 +39,8 @@ struct store {
 
 /* ---- store.c: the encodings of shared records --------------------------------------------- */
 
-#define LAYER_REC_SIZE 224 /* a layer record in DB_LAYERS */
+#define LAYER_REC_SIZE 256    /* a layer record in DB_LAYERS (version 2) */
+#define LAYER_REC_V1_SIZE 224 /* version 1: no index_from */
 
 void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SIZE]);
 /* Returns 0 or AFSP_E_STORE (not a layer record of this version). */
@@ -78,13 +79,13 @@ int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN],
 
 /* ---- layers.c: partial layers (for fetch.c) ------------------------------------------------ */
 
-/* Adds a partial layer: its record and index, an empty chunk map, and a sparse blob file of the
- * blob's size that chunks are written into (fetch.c). Counts only the index against the limit;
- * chunks count as store_chunks_mark adds them. Nothing happens if the layer is there already,
- * whole or in part. */
+/* Adds a partial layer: its record and index (sent by from, NULL if not known), an empty chunk
+ * map, and a sparse blob file of the blob's size that chunks are written into (fetch.c). Counts
+ * only the index against the limit; chunks count as store_chunks_mark adds them. Nothing happens
+ * if the layer is there already, whole or in part: the index it has, and who sent that, stay. */
 int store_layer_add_partial(struct store *s, const uint8_t digest[static DIGEST_LEN],
                             const char *media_type, const struct layer_index *ix,
-                            const struct buf *index_bytes);
+                            const struct buf *index_bytes, const uint8_t *from);
 /* Marks the chunks set in map (written, checked and fdatasync'ed) present, counting their bytes
  * (taken first from reservation resv_id if not 0), evicting LRU layers as needed; the layer is
  * complete once every chunk is. AFSP_E_NOTFOUND if the layer was evicted meanwhile. */

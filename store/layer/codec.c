@@ -328,31 +328,35 @@ ssize_t rd_fill(struct codec_reader *r)
     return (ssize_t)r->ib_len;
 }
 
-/* A checkpoint's window: its own, or a parsed index's stored one inflated into r->win. NULL
- * for a stored window that does not inflate to exactly its length. */
-static const uint8_t *rd_window(struct codec_reader *r, const struct checkpoint *cp)
+const uint8_t *checkpoint_window(const struct checkpoint *cp, struct inflate_state *st,
+                                 uint8_t buf[static CODEC_WINDOW])
 {
     if (cp->window || cp->win_len > CODEC_WINDOW || !cp->zwin)
         return cp->window;
     if (cp->zwin_len == cp->win_len)
         return cp->zwin;
-    if (r->win_cp == cp)
-        return r->win;
-    /* ISA-L, in the decoder's own state (rd_start initialises it afterwards): about 22 us a
-     * window where zlib's uncompress takes 50, next to about 700 us to decode the span
-     * (bench/index_cost, docs/benchmarks.md) */
-    struct inflate_state *st = r->st;
-    r->win_cp = NULL;
+    /* ISA-L: about 22 us a window where zlib's uncompress takes 50, next to about 700 us to
+     * decode the span (bench/index_cost, docs/benchmarks.md) */
     isal_inflate_init(st);
     st->crc_flag = IGZIP_ZLIB;
     st->next_in = (uint8_t *)cp->zwin;
     st->avail_in = cp->zwin_len;
-    st->next_out = r->win;
+    st->next_out = buf;
     st->avail_out = cp->win_len;
     if (isal_inflate_stateless(st) != ISAL_DECOMP_OK || st->total_out != cp->win_len)
         return NULL;
-    r->win_cp = cp;
-    return r->win;
+    return buf;
+}
+
+/* A checkpoint's window, inflated into r->win (in the decoder's own state, which rd_start
+ * initialises afterwards) and kept for the next start there. */
+static const uint8_t *rd_window(struct codec_reader *r, const struct checkpoint *cp)
+{
+    if (r->win_cp == cp)
+        return r->win;
+    const uint8_t *w = checkpoint_window(cp, r->st, r->win);
+    r->win_cp = w == r->win ? cp : NULL;
+    return w;
 }
 
 /* Positions the decoder at checkpoint k. */

@@ -549,3 +549,63 @@ void index_release(struct layer_index *ix)
     buf_release(&ix->windows);
     memset(ix, 0, sizeof *ix);
 }
+
+/* ---- meaning ------------------------------------------------------------------------------- */
+
+static bool str_same(const struct layer_index *a, uint32_t aoff, uint32_t alen,
+                     const struct layer_index *b, uint32_t boff, uint32_t blen)
+{
+    return alen == blen && !memcmp(a->strtab.p + aoff, b->strtab.p + boff, alen);
+}
+
+static bool file_same(const struct layer_index *a, const struct index_file *f,
+                      const struct layer_index *b, const struct index_file *g)
+{
+    if (f->type != g->type || f->mode != g->mode || f->uid != g->uid || f->gid != g->gid ||
+        f->mtime_sec != g->mtime_sec || f->mtime_nsec != g->mtime_nsec ||
+        f->devmajor != g->devmajor || f->devminor != g->devminor || f->size != g->size ||
+        f->data_off != g->data_off || f->xattr_count != g->xattr_count ||
+        !str_same(a, f->path_off, f->path_len, b, g->path_off, g->path_len) ||
+        !str_same(a, f->link_off, f->link_len, b, g->link_off, g->link_len))
+        return false;
+    for (uint32_t k = 0; k < f->xattr_count; k++) {
+        const struct index_xattr *x = &a->xattrs[f->xattr_first + k],
+                                 *y = &b->xattrs[g->xattr_first + k];
+        if (!str_same(a, x->name_off, x->name_len, b, y->name_off, y->name_len) ||
+            !str_same(a, x->val_off, x->val_len, b, y->val_off, y->val_len))
+            return false;
+    }
+    return true;
+}
+
+int index_same(const struct layer_index *a, const struct layer_index *b)
+{
+    if (a->format != b->format || a->blob_size != b->blob_size || a->tar_size != b->tar_size ||
+        a->nchunks != b->nchunks || a->ncps != b->ncps || a->nfiles != b->nfiles)
+        return 0;
+    for (uint32_t i = 0; i < a->nchunks; i++)
+        if (a->chunks[i].off != b->chunks[i].off || a->chunks[i].len != b->chunks[i].len ||
+            memcmp(a->chunks[i].h, b->chunks[i].h, DIGEST_LEN))
+            return 0;
+    for (uint32_t i = 0; i < a->nfiles; i++)
+        if (!file_same(a, &a->files[i], b, &b->files[i]))
+            return 0;
+    struct inflate_state *st = malloc(sizeof *st);
+    uint8_t *wa = malloc(CODEC_WINDOW), *wb = malloc(CODEC_WINDOW);
+    int rc = st && wa && wb ? 1 : -ENOMEM;
+    for (uint32_t i = 0; rc == 1 && i < a->ncps; i++) {
+        const struct checkpoint *c = &a->cps[i], *d = &b->cps[i];
+        if (c->in_bit != d->in_bit || c->out_off != d->out_off || c->win_len != d->win_len) {
+            rc = 0;
+            break;
+        }
+        if (!c->win_len)
+            continue;
+        const uint8_t *x = checkpoint_window(c, st, wa), *y = checkpoint_window(d, st, wb);
+        rc = x && y && !memcmp(x, y, c->win_len);
+    }
+    free(st);
+    free(wa);
+    free(wb);
+    return rc;
+}

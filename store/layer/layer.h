@@ -101,6 +101,13 @@ struct checkpoint {
     uint32_t zwin_len;
 };
 
+/* A checkpoint's window (win_len bytes): its own, its stored form when stored raw, or that form
+ * inflated into buf with st (ISA-L's, the caller's). NULL for a stored window that does not
+ * inflate to exactly its length. */
+struct inflate_state;
+const uint8_t *checkpoint_window(const struct checkpoint *cp, struct inflate_state *st,
+                                 uint8_t buf[static CODEC_WINDOW]);
+
 /* Checkpoint spacing: a new one is taken once the stream has advanced by this much since the
  * last, in compressed or uncompressed bytes, whichever comes first. */
 #define CODEC_SPAN_IN (256u << 10)
@@ -264,6 +271,10 @@ int index_serialize(const struct layer_index *ix, struct buf *out);
  * AFSP_E_FORMAT; on success out owns copies and is released with index_release(). */
 int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
 void index_release(struct layer_index *ix);
+/* Whether two indexes say the same of a blob: the same chunks, files (with their strings and
+ * xattrs) and checkpoints with the same windows, however each was encoded (a window's deflated
+ * bytes depend on the ISA-L release). Returns 1, 0 (they differ), or -ENOMEM. */
+int index_same(const struct layer_index *a, const struct layer_index *b);
 /* Checking chunk i on its own (see INDEX_CHUNK_ALIGN): start resumes the blob's SHA-256 at the
  * chunk's offset; after its bytes, check says 0 if they are the chunk, AFSP_E_DIGEST if not (the
  * last chunk must end in digest, the layer's own, whatever the index says). */

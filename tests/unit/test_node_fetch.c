@@ -38,6 +38,35 @@ static bool answered_ok(struct simn *s, int t)
     return a && strstr(a, "\"ok\":true");
 }
 
+/* Whether node at has banned node who (1, 0; -1: no link to it). */
+static int banned(struct simn *s, unsigned at, unsigned who)
+{
+    json_t *p = ask(s, at, SEC, "{\"cmd\":\"peers\"}");
+    size_t i;
+    json_t *e;
+    char id[65];
+    hex_fmt(simn_id(s, who), 32, id);
+    int b = -1;
+    json_array_foreach(json_object_get(p, "peers"), i, e)
+    {
+        if (!strcmp(json_string_value(json_object_get(e, "id")), id))
+            b = json_is_true(json_object_get(e, "banned"));
+    }
+    json_decref(p);
+    return b;
+}
+
+/* A fetch of chunks [first, last] of im's layer that may go to the registry. */
+static int fetch_ref(struct simn *s, unsigned i, const struct image *im, uint32_t first,
+                     uint32_t last)
+{
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"cmd\":\"fetch\",\"layer\":\"%s\",\"first\":%u,\"last\":%u,\"ref\":\"%s\"}",
+             im->layer_text, first, last, im->ref);
+    return simn_ctl(s, i, req);
+}
+
 /* Node 1 stops answering (SIGSTOP) while node 2 asks it and node 0 for chunks: every request on
  * node 1 is asked of node 0 too exactly when it has been silent for the hedge duration, not a
  * millisecond before; node 0's copies win, node 1 is banned, and the read completes. */
@@ -60,35 +89,28 @@ TEST(node_hedges_a_silent_request_at_exactly_its_deadline)
     CHECK(memstore_layer_complete(simn_store(s, 2), im.layer));
     CHECK_INT(counter(s, 2, "hedges_won"), ==, counter(s, 2, "hedges"));
     CHECK_INT(counter(s, 2, "stalls"), ==, 0);
-    json_t *p = ask(s, 2, SEC, "{\"cmd\":\"peers\"}");
-    size_t i;
-    json_t *e;
-    char id1[65];
-    hex_fmt(simn_id(s, 1), 32, id1);
-    int banned = -1;
-    json_array_foreach(json_object_get(p, "peers"), i,
-                       e) if (!strcmp(json_string_value(json_object_get(e, "id")), id1)) banned =
-        json_is_true(json_object_get(e, "banned"));
-    CHECK_INT(banned, ==, 1);
-    json_decref(p);
+    CHECK_INT(banned(s, 2, 1), ==, 1);
     simn_pause(s, 1, false);
     simn_free(s);
 }
 
-/* Node 1 lies: its chunks do not check out. Each is caught, counted, never stored; node 1 is
- * banned and node 0 serves the rest. Once the ban has run out node 1 is asked again. */
+/* Node 1 sent node 2 the layer's index and lies: its chunks do not match its own index. Each is
+ * caught, counted, never stored; node 1 is banned and node 0 serves the rest. Once the ban has
+ * run out node 1 is asked again. */
 TEST(node_bans_a_peer_that_sends_bad_chunks_until_the_ban_ends)
 {
     struct image im;
     struct simn *s = three(12, 64, 1024, &im);
     struct node_durations d;
     node_durations_init(&d, 1);
+    memstore_layer_index(simn_store(s, 2), im.layer, simn_id(s, 1), false);
     memstore_lie(simn_store(s, 1), true);
     int t = fetch(s, 2, &im, 0, 31);
     simn_run_until(s, simn_now(s) + 5 * SEC);
     CHECK(answered_ok(s, t));
     CHECK_INT(memstore_layer_present(simn_store(s, 2), im.layer), ==, 32);
     CHECK_INT(counter(s, 2, "bad_chunks"), >=, 1);
+    CHECK_INT(counter(s, 2, "chunks_disputed"), ==, 0);
     CHECK_INT(counter(s, 2, "chunks_fetched"), ==, 32);
     uint64_t served1 = counter(s, 1, "chunks_served");
     t = fetch(s, 2, &im, 32, 47); /* still banned: all from node 0 */
@@ -220,5 +242,39 @@ TEST(node_fetch_leaves_a_peer_that_is_always_busy)
     CHECK(memstore_calls(simn_store(s, 1))->layer_open > opens); /* it was asked, and said busy */
     CHECK(memstore_calls(simn_store(s, 1))->layer_open - opens < 100);
     CHECK(simn_registry_fetches(s) > 0);
+    simn_free(s);
+}
+
+/* A chunk that fails against an index another node sent is disputed: one of the two lies, and
+ * the registry's bytes tell which.
+ * - The index is node 0's and true; node 1 lies. The job ends at the first bad chunk, the rest
+ *   comes from the registry, whose bytes check out: node 1 lied, and is banned.
+ * - The index is node 0's and false (its own chunks fit it); node 1 is honest. Node 1's true chunk
+ *   fails, the registry's bytes fail too: the read fails, and node 1 is not banned. The old node
+ *   banned node 1 and took the rest from node 0: the read got node 0's forged bytes. */
+TEST(node_disputes_a_chunk_against_another_nodes_index)
+{
+    struct image im;
+    struct simn *s = three(22, 64, 1024, &im);
+    memstore_layer_index(simn_store(s, 2), im.layer, simn_id(s, 0), false);
+    memstore_lie(simn_store(s, 1), true);
+    int t = fetch_ref(s, 2, &im, 0, 31);
+    simn_run_until(s, simn_now(s) + 10 * SEC);
+    CHECK(answered_ok(s, t)); /* (and the layer is then completed in the background) */
+    CHECK_INT(memstore_layer_present(simn_store(s, 2), im.layer), >=, 32);
+    CHECK_INT(counter(s, 2, "chunks_disputed"), >=, 1);
+    CHECK(simn_registry_fetches(s) > 0);
+    CHECK_INT(banned(s, 2, 1), ==, 1);
+    CHECK_INT(banned(s, 2, 0), ==, 0);
+    simn_free(s);
+
+    s = three(23, 64, 1024, &im);
+    memstore_layer_index(simn_store(s, 2), im.layer, simn_id(s, 0), true);
+    memstore_lie(simn_store(s, 0), true);
+    t = fetch_ref(s, 2, &im, 0, 31);
+    simn_run_until(s, simn_now(s) + 10 * SEC);
+    CHECK(simn_answer(s, t) && !answered_ok(s, t));
+    CHECK_INT(counter(s, 2, "chunks_disputed"), >=, 1);
+    CHECK_INT(banned(s, 2, 1), ==, 0);
     simn_free(s);
 }

@@ -579,8 +579,8 @@ TEST(store_partial_layer_fills_in_place_and_counts_its_bytes)
 
     const char *mt = "application/vnd.oci.image.layer.v1.tar";
     struct store_fetch *f;
-    CHECK_INT(store_fetch_new(s, d, mt, size - 1, ib.p, ib.len, &f), ==, AFSP_E_FORMAT);
-    CHECK(store_fetch_new(s, d, mt, size, ib.p, ib.len, &f) == 0);
+    CHECK_INT(store_fetch_new(s, d, mt, size - 1, ib.p, ib.len, NULL, &f), ==, AFSP_E_FORMAT);
+    CHECK(store_fetch_new(s, d, mt, size, ib.p, ib.len, NULL, &f) == 0);
     struct store_usage u;
     CHECK(store_usage_get(s, &u) == 0);
     uint64_t other_stored = u.used - ib.len; /* the other layer's blob and index */
@@ -674,7 +674,7 @@ TEST(store_chunks_that_cannot_fit_evict_nothing)
 
     struct store_fetch *f;
     const char *mt = "application/vnd.oci.image.layer.v1.tar";
-    CHECK(store_fetch_new(s, d, mt, size, ib.p, ib.len, &f) == 0);
+    CHECK(store_fetch_new(s, d, mt, size, ib.p, ib.len, NULL, &f) == 0);
     CHECK(store_usage_get(s, &u0) == 0);
     CHECK_INT(u0.nlayers, ==, 3);
     /* chunk 2 is 4 MiB: 1 + 4.5 + 4 MiB is over the limit, and still is without x */
