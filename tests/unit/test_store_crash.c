@@ -1,13 +1,15 @@
 /*
  * test_store_crash.c - the store across crashes and dead processes: orphans of a crash between
  * rename and commit, a new environment that appears whole or not at all, a full map under
- * readers in other threads and processes, reader slots of dead processes.
+ * readers in other threads and processes, reader slots of dead processes, an eviction that a new
+ * add of its layer overtakes.
  */
 #include "stores.h"
 
 #include "../../store/ingest.h"
 #include "../../store/layer/layer.h"
 #include "../../store/store.h"
+#include "../../store/store_int.h" /* evicting_write, evict_until: the eviction's two steps */
 
 #include <dirent.h>
 #include <errno.h>
@@ -271,4 +273,61 @@ TEST(store_clears_reader_slots_of_dead_processes)
     mdb_env_close(env);
     CHECK_INT(before, ==, 2); /* the header line and the dead reader */
     CHECK_INT(after, ==, 1);  /* the header line only */
+}
+
+/* An eviction and an add of the same layer race: the eviction commits, the add commits its
+ * record and renames its new file into place, then the eviction's unlink runs. Here the add is
+ * folded into the evicting transaction (the record put back after evict_until took it), which
+ * leaves the unlink exactly what the race leaves it: a layer evicted that has a record again.
+ * Its file must stay. The unlink by name after the commit used to take the new file, leaving a
+ * record without its blob. */
+struct readd {
+    struct store *s;
+    const uint8_t *d;
+    struct evicted *ev;
+};
+
+static int evict_and_add_again(MDB_txn *txn, void *arg)
+{
+    struct readd *r = arg;
+    const enum db_table tables[] = {DB_LAYERS, DB_INDEX, DB_PRESENT};
+    struct buf saved[3] = {{0}};
+    uint64_t freed = 0;
+    int rc = 0;
+    for (int t = 0; t < 3 && rc == 0; t++) {
+        MDB_val v;
+        if ((rc = db_get(txn, r->s->db.dbi[tables[t]], r->d, DIGEST_LEN, &v)) == 0)
+            rc = buf_append(&saved[t], v.mv_data, v.mv_size);
+    }
+    if (rc == 0)
+        rc = evict_until(txn, r->s, NULL, 0, 0, 1, r->ev, &freed);
+    if (rc == 0 && (r->ev->n != 1 || memcmp(r->ev->d[0], r->d, DIGEST_LEN)))
+        rc = AFSP_E_STORE;                 /* not the eviction this test is about */
+    for (int t = 0; t < 3 && rc == 0; t++) /* the add: what the layer had, back */
+        rc = db_put(txn, r->s->db.dbi[tables[t]], r->d, DIGEST_LEN, saved[t].p, saved[t].len);
+    for (int t = 0; t < 3; t++)
+        buf_release(&saved[t]);
+    return rc;
+}
+
+TEST(store_a_layer_added_again_after_its_eviction_keeps_its_file)
+{
+    struct store *s = open_at("readd", 1ull << 30);
+    uint8_t d[DIGEST_LEN];
+    char path[PATH_MAX];
+    CHECK(put_layer(s, 0, 3, 1u << 20, d) == 0);
+    store_blob_path(s, d, path);
+    struct evicted ev = {0};
+    struct readd r = {s, d, &ev};
+    CHECK_INT(evicting_write(s, evict_and_add_again, &r, &ev), ==, 0);
+    CHECK(has_layer(s, d));
+    CHECK(access(path, F_OK) == 0);
+    struct store_layer *l;
+    uint8_t buf[4096];
+    CHECK(store_layer_open(s, d, &l) == 0);
+    CHECK_INT(store_layer_read_blob(l, 0, buf, sizeof buf), ==, 0);
+    for (size_t i = 0; i < sizeof buf; i++)
+        CHECK_INT(buf[i], ==, (uint8_t)(3 * 31 + i * 7)); /* put_layer's bytes */
+    store_layer_close(l);
+    store_close(s);
 }
