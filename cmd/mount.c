@@ -208,9 +208,14 @@ static int serve(struct mount_args *a, int ready_fd)
     if (open_store(&s, false))
         return 1;
     struct image_info ii;
+    char ref[sizeof ii.ref + DIGEST_STR_LEN + 2], dg[DIGEST_STR_LEN + 1];
     int rc = store_image_find(s, a->ref, &ii);
     if (rc == 0) {
-        rc = node_fetcher_new(&nf, data_dir(), ii.ref, a->pa.insecure, a->node_wait_s * 1000);
+        /* the manifest mounted, by digest: the node's registry fallback and verification get
+         * these layers even if the tag has moved since */
+        snprintf(ref, sizeof ref, "%s%s%s", ii.ref, strchr(ii.ref, '@') ? "" : "@",
+                 strchr(ii.ref, '@') ? "" : digest_fmt(ii.manifest_digest, dg));
+        rc = node_fetcher_new(&nf, data_dir(), ref, a->pa.insecure, a->node_wait_s * 1000);
         free(ii.layers);
     }
     if (rc == 0) {

@@ -264,7 +264,8 @@ struct node_task {
     /* out, set by the runner */
     int rc;
     char msg[512];              /* rc's message */
-    uint8_t digest[DIGEST_LEN]; /* PULL: the manifest's */
+    uint8_t digest[DIGEST_LEN]; /* PULL: the manifest's (out); VERIFY: the manifest to pull, if
+                                   not zero (in): a pull's verification does not follow the tag */
     bool completed;             /* FETCH, VERIFY: the layer has every chunk now */
     bool via_registry;          /* FETCH: the registry answered */
     /* the core's */

@@ -244,12 +244,21 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
 
 /* A verification: the image's partial layers completed (a pull, not lazy; chunks from peers
  * paced), so that each gets the index its blob gives; a false one is reported by the store
- * (on_index_false). */
-static int verify_run(struct tasks *ts, struct node_task *t, const struct pull_opts *po)
+ * (on_index_false). The image is the manifest that was read: t->ref pinned to t->digest (a
+ * mount's ref names it already), not whatever its tag names now, and its record stays. */
+static int verify_run(struct tasks *ts, struct node_task *t, struct pull_opts *po)
 {
-    int rc = store_pull(ts->s, t->ref, po, t->digest);
+    static const uint8_t none[DIGEST_LEN];
+    char ref[1024], dg[DIGEST_STR_LEN + 1];
+    if (memcmp(t->digest, none, DIGEST_LEN) && !strchr(t->ref, '@'))
+        snprintf(ref, sizeof ref, "%s@%s", t->ref, digest_fmt(t->digest, dg));
+    else
+        snprintf(ref, sizeof ref, "%s", t->ref);
+    po->no_record = true;
+    uint8_t got[DIGEST_LEN];
+    int rc = store_pull(ts->s, ref, po, got);
     struct image_info ii;
-    if (rc == 0 && (rc = store_image_find(ts->s, t->ref, &ii)) == 0) {
+    if (rc == 0 && (rc = store_image_find(ts->s, ref, &ii)) == 0) {
         for (size_t i = 0; i < ii.nlayers; i++) {
             int vrc = store_layer_verify(ts->s, ii.layers[i]); /* a false index: reported */
             if (vrc < 0 && rc == 0)

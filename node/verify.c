@@ -68,6 +68,8 @@ void verify_after_fetch(struct node *n, const struct node_task *t)
     }
     v->kind = NODE_TASK_VERIFY;
     memcpy(v->layer, key, DIGEST_LEN);
+    if (t->kind == NODE_TASK_PULL) /* a mount's ref names its manifest already */
+        memcpy(v->digest, t->digest, DIGEST_LEN);
     v->rate = n->cfg.verify_rate ? n->cfg.verify_rate : NODE_VERIFY_RATE;
     struct verify_item *it = &n->verify[n->nverify++];
     memcpy(it->layer, key, DIGEST_LEN);

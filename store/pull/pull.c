@@ -410,7 +410,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         rc = -ENOMEM;
         goto out;
     }
-    if ((rc = store_image_put(s, canon, json)) < 0)
+    if (!(opts && opts->no_record) && (rc = store_image_put(s, canon, json)) < 0)
         goto out;
     if (digest_out)
         memcpy(digest_out, mdigest, DIGEST_LEN);
