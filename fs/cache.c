@@ -13,9 +13,10 @@
  * every piece, so reads arriving meanwhile extend the pass), and the read's callback runs on the
  * thread that completes its last piece. Two readers of one piece share one decode.
  *
- * Memory: at most mem_max decoded bytes (pieces being read may briefly exceed it). Pieces that a
- * read asked for live in the main zone (LRU). Pieces decoded ahead of any reader (read-ahead of
- * a sequential reader, --prefetch, the pieces passed on the way to a wanted one) live in the
+ * Memory: at most mem_max decoded bytes. Pieces being read may exceed it, until the reads let
+ * them go: then the least recently used pieces are dropped down to the limit. Pieces that a read
+ * asked for live in the main zone (LRU). Pieces decoded ahead of any reader (read-ahead of a
+ * sequential reader, --prefetch, the pieces passed on the way to a wanted one) live in the
  * prefetch zone, limited to prefetch_share% of the memory, and can only ever push out other
  * prefetched pieces: prefetching never evicts what readers use. A read that hits a prefetched
  * piece moves it to the main zone.
@@ -224,11 +225,22 @@ static void ref(struct fs_cache *c, uint32_t i)
         lru_unlink(c, i);
 }
 
+/* Pays back what reads overshot (make_room lets a decode for a read exceed the limit when
+ * every piece is in use): once a piece is let go, the oldest unused pieces go until the cache is
+ * within its limit again. Without this the excess stayed until the next decode for a reader,
+ * since a prefetch may not push out the main zone. */
 static void unref(struct fs_cache *c, uint32_t i)
 {
     struct piece *p = &c->pieces[i];
-    if (--p->refs == 0 && p->state == P_READY)
-        lru_push(c, i);
+    if (--p->refs != 0 || p->state != P_READY)
+        return;
+    lru_push(c, i);
+    while (c->mem > c->mem_max) {
+        struct lru *z = &c->zone[c->zone[Z_PREFETCH].tail != NONE ? Z_PREFETCH : Z_MAIN];
+        if (z->tail == NONE)
+            break;
+        evict(c, z->tail);
+    }
 }
 
 /* ---- queues -------------------------------------------------------------------------------- */

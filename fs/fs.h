@@ -95,6 +95,10 @@ const char *fs_tree_readlink(const struct fs_tree *t, uint64_t ino);
  * when j is past the last. */
 int fs_tree_xattr(const struct fs_tree *t, uint64_t ino, uint32_t j, const char **name,
                   const uint8_t **value, size_t *len);
+/* The layer (index into the build's layers) of the entry that gives ino its metadata, link
+ * target, xattrs and bytes (for a directory several layers name, the highest). Returns 0, or
+ * -ENOENT (no such inode, or a directory made implicitly, whose metadata is the tree's own). */
+int fs_tree_layer(const struct fs_tree *t, uint64_t ino, uint32_t *layer);
 /* Where a regular file's bytes are: layer index (into the build's layers), offset of the first
  * byte in that layer's uncompressed stream, size. Returns 0 or -EINVAL (not a regular file). */
 int fs_tree_data(const struct fs_tree *t, uint64_t ino, uint32_t *layer, uint64_t *off,

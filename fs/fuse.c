@@ -65,6 +65,18 @@ static void to_stat(const struct fs_attr *a, struct stat *st)
     st->st_atim = st->st_ctim = st->st_mtim;
 }
 
+/* Whether what the tree shows of ino is the word of an index since shown false
+ * (store_layer_check: an atomic flag, and a look at the store at most every STORE_CHECK_NS).
+ * Then every request that would show the entry (its attributes, link target, xattrs, listing)
+ * fails with EIO, as its reads do; while the layer is merely unverified it is shown. The root is
+ * spared: the mount point must stay reachable (stat, realpath) to be unmounted. */
+static bool shown_false(struct mnt *m, uint64_t ino)
+{
+    uint32_t layer;
+    return ino != FS_ROOT_INO && fs_tree_layer(m->t, ino, &layer) == 0 &&
+           store_layer_check(m->layers[layer]) < 0;
+}
+
 static int entry_of(struct mnt *m, uint64_t ino, struct fuse_entry_param *e)
 {
     struct fs_attr a;
@@ -114,7 +126,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     if (rc == 0)
-        rc = entry_of(m, ino, &e);
+        rc = shown_false(m, parent) || shown_false(m, ino) ? -EIO : entry_of(m, ino, &e);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -142,6 +154,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ENOENT);
         return;
     }
+    if (shown_false(M(req), ino)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
     to_stat(&a, &st);
     fuse_reply_attr(req, &st, TIMEOUT);
 }
@@ -149,7 +165,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
     const char *l = fs_tree_readlink(M(req)->t, ino);
-    if (l)
+    if (l && shown_false(M(req), ino))
+        fuse_reply_err(req, EIO);
+    else if (l)
         fuse_reply_readlink(req, l);
     else
         fuse_reply_err(req, EINVAL);
@@ -162,6 +180,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     int rc = fs_tree_getattr(m->t, ino, &a);
     if (rc < 0 || !S_ISDIR(a.mode)) {
         fuse_reply_err(req, rc < 0 ? ENOENT : ENOTDIR);
+        return;
+    }
+    if (shown_false(m, ino)) {
+        fuse_reply_err(req, EIO);
         return;
     }
     if (m->no_opendir) {
@@ -178,6 +200,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
     struct mnt *m = M(req);
+    if (shown_false(m, ino)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
     char *buf = malloc(size ? size : 1);
     size_t used = 0;
     if (!buf) {
@@ -209,7 +235,9 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         if (entry_of(m, child, &e) < 0)
             continue;
         if (plus) {
-            if (i < 2) /* "." and ".." are not lookups */
+            /* "." and ".." are not lookups; an entry shown false is listed without the
+             * attributes its index gave it (a later lookup of it fails) */
+            if (i < 2 || shown_false(m, child))
                 e.ino = 0, e.attr.st_ino = child;
             n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)(i + 1));
         } else {
@@ -332,6 +360,10 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     const char *n;
     const uint8_t *v;
     size_t len;
+    if (shown_false(m, ino)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
     if ((!m->acls && is_acl(name)) || (!m->labels && !strcmp(name, "security.selinux"))) {
         fuse_reply_err(req, EOPNOTSUPP);
         return;
@@ -356,6 +388,10 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     const char *n;
     const uint8_t *v;
     size_t len, total = 0;
+    if (shown_false(m, ino)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
     for (uint32_t j = 0; fs_tree_xattr(m->t, ino, j, &n, &v, &len) == 0; j++)
         total += strlen(n) + 1;
     if (size == 0) {
@@ -585,8 +621,10 @@ static void *background_main(void *arg)
 }
 
 /* Layers whose index was a peer's are watched: once one is shown false (completed and replaced
- * with the index its blob gives), the kernel forgets what it cached of the layer's files, so
- * that every later read comes here and fails (op_read). */
+ * with the index its blob gives), the kernel forgets what it cached of every entry the layer
+ * gives (attributes, pages, symlink targets, listings), so that every later getattr, readlink
+ * and read of them comes here and fails (shown_false, op_read). The root is spared, as in
+ * shown_false. */
 struct watch {
     struct mnt *m;
     struct fuse_session *se;
@@ -612,11 +650,10 @@ static void *watch_main(void *arg)
             if (dead[k] || store_layer_check(w->m->layers[k]) == 0)
                 continue;
             dead[k] = true;
-            log_error("layer %zu: %s; its files now fail with EIO", k, err_msg(AFSP_E_DIGEST));
-            for (uint64_t ino = 1; ino <= fs_tree_count(w->m->t); ino++) {
+            log_error("layer %zu: %s; its entries now fail with EIO", k, err_msg(AFSP_E_DIGEST));
+            for (uint64_t ino = FS_ROOT_INO + 1; ino <= fs_tree_count(w->m->t); ino++) {
                 uint32_t layer;
-                uint64_t off, size;
-                if (fs_tree_data(w->m->t, ino, &layer, &off, &size) == 0 && layer == k)
+                if (fs_tree_layer(w->m->t, ino, &layer) == 0 && layer == k)
                     fuse_lowlevel_notify_inval_inode(w->se, ino, 0, 0);
             }
         }

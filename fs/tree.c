@@ -699,6 +699,15 @@ int fs_tree_xattr(const struct fs_tree *t, uint64_t ino, uint32_t j, const char 
     return -ENOENT;
 }
 
+int fs_tree_layer(const struct fs_tree *t, uint64_t ino, uint32_t *layer)
+{
+    const struct node *n = get(t, ino);
+    if (!n || n->file == NO_FILE)
+        return -ENOENT;
+    *layer = n->layer;
+    return 0;
+}
+
 int fs_tree_data(const struct fs_tree *t, uint64_t ino, uint32_t *layer, uint64_t *off,
                  uint64_t *size)
 {

@@ -7,7 +7,9 @@
 # chain does not fit A's index, the registry's bytes do not either, so the layer is downloaded
 # whole, its digest proves it, and the index it gives differs from A's. B then bans A (its links
 # are closed and refused; forged_indexes counts it; the log names A and both indexes), further
-# reads of big through the old mount fail with EIO, and a new mount equals umoci unpack.
+# reads of big through the old mount fail with EIO, and so do a stat of big and a readlink of
+# link (what the false index says of them is not shown either), while the mount point itself
+# stays reachable; a new mount equals umoci unpack.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-node.sh"
 . "$(dirname "$0")/lib-mount.sh"
@@ -18,6 +20,7 @@ start_registry
 mkdir -p "$T/root/etc"
 head -c $((8 << 20)) /dev/urandom >"$T/root/big"
 echo "a file in another chunk" >"$T/root/etc/motd"
+ln -s big "$T/root/link"
 build_oci_of_dir "$T/root" "$T/oci" forged
 push_image "$T/oci" forged "$REGISTRY/forged:1" --compress none
 digest=$PUSHED_DIGEST
@@ -38,6 +41,8 @@ id_a=$("$AFSP_BIN" --data "$A" stats --json | "$PY" -c 'import json,sys; print(j
 log "B mounts lazily and reads big: its chunks come from A"
 M=$T/mnt
 mount_image "$B" "$REGISTRY/forged@$digest" "$M"
+# before the read: once a read starts the verification, it may find A's index false at once
+assert_eq big "$(readlink "$M/link")" "link before the verification"
 dd if="$M/big" of="$T/seen" bs=1M skip=2 count=1 status=none ||
     fail "the read of big through B's mount failed"
 
@@ -56,6 +61,14 @@ eio() { ! dd if="$M/big" of=/dev/null bs=1M skip=2 count=1 status=none 2>/dev/nu
 wait_until 15 eio
 out=$(dd if="$M/big" of=/dev/null bs=1M count=1 2>&1) && fail "a read of big succeeded after the index was shown false"
 assert_contains "$out" "Input/output error"
+log "... and so do stat and readlink of the layer's entries (the kernel forgets what it cached)"
+stat_eio() { ! stat "$M/big" >/dev/null 2>&1; }
+wait_until 5 stat_eio
+out=$(stat "$M/big" 2>&1) && fail "a stat of big succeeded after the index was shown false"
+assert_contains "$out" "Input/output error"
+out=$(readlink -v "$M/link" 2>&1) && fail "a readlink of link succeeded after the index was shown false"
+assert_contains "$out" "Input/output error"
+stat "$M" >/dev/null || fail "the old mount point is no longer reachable"
 M2=$T/mnt2
 mount_image "$B" "$REGISTRY/forged@$digest" "$M2" --verified
 assert_tree_eq "$T/oracle" "$M2"

@@ -1,7 +1,8 @@
 /*
  * test_fs.c - the piece cache under pressure: many threads reading a real gzip layer at random
- * offsets through a cache of four pieces get exactly the layer's bytes, and nothing hangs (the
- * runner's timeout would catch a read that is never answered).
+ * offsets through a cache of four pieces get exactly the layer's bytes, nothing hangs (the
+ * runner's timeout would catch a read that is never answered), and once the reads are done the
+ * cache holds no more than its limit.
  */
 #include "test.h"
 
@@ -10,6 +11,7 @@
 #include "../../store/layer/layer.h"
 #include "../../store/store.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sys/stat.h>
@@ -100,6 +102,14 @@ TEST(fs_cache_concurrent_readers_through_four_pieces)
         pthread_join(t[i], NULL);
         CHECK_INT(a[i].bad, ==, 0);
     }
+    /* one read of more pieces than the cache holds: it may overshoot while it holds them, and
+     * the cache must be back within its limit once it lets them go */
+    size_t big = MIN(size, (size_t)6 << 18);
+    uint8_t *buf = malloc(big);
+    CHECK(buf);
+    CHECK_INT(fs_cache_read(c, 0, 0, size, 0, buf, big), ==, big);
+    CHECK(!memcmp(buf, want, big));
+    free(buf);
     fs_cache_prefetch(c, 0, 0, size); /* more work than memory: prefetch evicts only itself */
     fs_cache_drain(c);
     struct fs_cache_stats st;
@@ -284,4 +294,74 @@ TEST(fs_tree_withholds_privileges_of_a_peers_index)
         CHECK_INT(xattrs_of(t, &cap), ==, second ? 2 : 1);
         fs_tree_free(t);
     }
+}
+
+/* Which layer an entry's metadata comes from decides what a mount fails with EIO once that
+ * layer's index is shown false (fs/fuse.c): the layer that put the entry there last, the
+ * highest for a directory several layers name, the target's for a hardlink, and none for a
+ * directory made implicitly. */
+struct files {
+    const struct layer_file *f;
+    uint32_t n;
+};
+
+static const struct layer_file lower_files[] = {
+    {.path = "etc", .link = "", .type = '5', .mode = 0755},
+    {.path = "etc/passwd", .link = "", .type = '0', .mode = 0644},
+    {.path = "bin", .link = "", .type = '5', .mode = 0755},
+    {.path = "bin/sh", .link = "", .type = '0', .mode = 0755},
+    {.path = "lib/x", .link = "", .type = '0', .mode = 0644},
+    {.path = "link", .link = "etc/passwd", .type = '2', .mode = 0777},
+};
+
+static const struct layer_file upper_files[] = {
+    {.path = "etc", .link = "", .type = '5', .mode = 0700},
+    {.path = "bin/sh", .link = "", .type = '0', .mode = 0755},
+    {.path = "hard", .link = "etc/passwd", .type = '1', .mode = 0644},
+};
+
+static uint32_t files_n(void *arg)
+{
+    return ((struct files *)arg)->n;
+}
+
+static int files_get(void *arg, uint32_t i, struct layer_file *out)
+{
+    *out = ((struct files *)arg)->f[i];
+    return 0;
+}
+
+static int layer_of(const struct fs_tree *t, const char *path)
+{
+    char p[64];
+    snprintf(p, sizeof p, "%s", path);
+    uint64_t ino = FS_ROOT_INO;
+    for (char *save = NULL, *c = strtok_r(p, "/", &save); c; c = strtok_r(NULL, "/", &save))
+        CHECK(fs_tree_lookup(t, ino, c, &ino) == 0);
+    uint32_t layer;
+    int rc = fs_tree_layer(t, ino, &layer);
+    return rc < 0 ? rc : (int)layer;
+}
+
+TEST(fs_tree_names_the_layer_of_each_entry)
+{
+    struct files lower = {lower_files, ARRAY_SIZE(lower_files)};
+    struct files upper = {upper_files, ARRAY_SIZE(upper_files)};
+    struct fs_layer_src src[2] = {{&lower, files_n, files_get, NULL, true},
+                                  {&upper, files_n, files_get, NULL, true}};
+    struct fs_tree *t;
+    uint32_t layer;
+    log_level = -1;
+    CHECK(fs_tree_build_src(&t, src, 2, NULL) == 0);
+    CHECK_INT(fs_tree_layer(t, FS_ROOT_INO, &layer), ==, -ENOENT); /* made implicitly */
+    CHECK_INT(layer_of(t, "lib"), ==, -ENOENT);
+    CHECK_INT(layer_of(t, "lib/x"), ==, 0);
+    CHECK_INT(layer_of(t, "etc"), ==, 1);
+    CHECK_INT(layer_of(t, "etc/passwd"), ==, 0);
+    CHECK_INT(layer_of(t, "hard"), ==, 0);
+    CHECK_INT(layer_of(t, "bin"), ==, 0);
+    CHECK_INT(layer_of(t, "bin/sh"), ==, 1);
+    CHECK_INT(layer_of(t, "link"), ==, 0);
+    CHECK_INT(fs_tree_layer(t, fs_tree_count(t) + 1, &layer), ==, -ENOENT);
+    fs_tree_free(t);
 }
