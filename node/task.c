@@ -255,6 +255,7 @@ static int verify_run(struct tasks *ts, struct node_task *t, struct pull_opts *p
     else
         snprintf(ref, sizeof ref, "%s", t->ref);
     po->no_record = true;
+    po->registry_rate = t->rate; /* paced like the chunks from peers */
     uint8_t got[DIGEST_LEN];
     int rc = store_pull(ts->s, ref, po, got);
     struct image_info ii;

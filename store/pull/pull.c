@@ -188,6 +188,7 @@ int store_fetch_registry(struct store_fetch *f, const char *refstr, const struct
         return rc;
     ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
     ro.docker_config = opts ? opts->docker_config : NULL;
+    ro.max_rate = opts ? opts->registry_rate : 0;
     if ((rc = registry_new(&reg, &ref, &ro)) == 0)
         rc = fetch_range(f, reg, first, last);
     registry_free(reg);
@@ -280,6 +281,7 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
     }
     ro.insecure_hosts = opts ? opts->insecure_hosts : NULL;
     ro.docker_config = opts ? opts->docker_config : NULL;
+    ro.max_rate = opts ? opts->registry_rate : 0;
     if ((rc = meta_manifest(&ms, ref.digest ? ref.digest : ref.tag, &body, &ctype, mdigest)) < 0)
         goto out;
     if ((rc = manifest_parse(body.p, body.len, ctype, &m)) < 0)

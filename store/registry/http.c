@@ -357,6 +357,7 @@ static int perform(struct registry *r, struct xfer *x, const char *url, const ch
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)MIN(r->max_rate, INT64_MAX));
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, xfer_on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);

@@ -80,6 +80,7 @@ int registry_new(struct registry **out, const struct image_ref *ref,
     r->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : REG_DEFAULT_ATTEMPTS;
     r->backoff_ms = opts->backoff_ms ? opts->backoff_ms : REG_DEFAULT_BACKOFF_MS;
     r->timeout_s = opts->timeout_s ? opts->timeout_s : REG_DEFAULT_TIMEOUT_S;
+    r->max_rate = opts->max_rate;
     r->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)r; /* retry jitter: util's one generator */
     auth_load_credentials(r, opts->docker_config);
     *out = r;

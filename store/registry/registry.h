@@ -28,6 +28,7 @@ struct registry_opts {
     int max_attempts;                  /* 0: default (5) */
     unsigned backoff_ms;               /* first retry delay; 0: default (200 ms), doubles */
     unsigned timeout_s;                /* no progress for this long fails; 0: default (30 s) */
+    uint64_t max_rate;                 /* bytes a second received at most; 0: no limit */
 };
 
 /* Prepares a client for ref's registry and repository. Reads credentials for the host, if any.

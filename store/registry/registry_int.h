@@ -38,6 +38,7 @@ struct registry {
     char *auth;      /* secret: the Authorization value sent to the registry, or NULL */
     int max_attempts;
     unsigned backoff_ms, timeout_s;
+    uint64_t max_rate; /* opts->max_rate */
     uint64_t rng;
     char errbuf[CURL_ERROR_SIZE];
 };

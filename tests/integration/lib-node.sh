@@ -1,7 +1,8 @@
 # lib-node.sh - helpers for tests of `afsp node`; source after lib.sh. Nodes share the cluster
 # key $TEST_TMPDIR/cluster.key (made by the first start_node).
 #
-#   start_node NAME DATA PORT [SEED_PORT...]   a node on 127.0.0.1:PORT; sets BG_PID
+#   start_node NAME DATA PORT [SEED_PORT...]   a node on 127.0.0.1:PORT, with the options in the
+#                                              array NODE_ARGS if set; sets BG_PID
 #   peer_count DATA                            peers the node on DATA has
 #   has_peers DATA N                           ... at least N (the DHT may connect more)
 #   no_peers DATA                              ... none
@@ -17,7 +18,7 @@ start_node() {
     [ -e "$TEST_TMPDIR/cluster.key" ] || "$AFSP_BIN" genkey >"$TEST_TMPDIR/cluster.key"
     for s in "$@"; do seeds+=(--seed "127.0.0.1:$s"); done
     start_bg "$name" "$AFSP_BIN" -v --data "$data" node --listen "127.0.0.1:$port" \
-        --cluster-key-file "$TEST_TMPDIR/cluster.key" "${seeds[@]}"
+        --cluster-key-file "$TEST_TMPDIR/cluster.key" "${seeds[@]}" ${NODE_ARGS[@]+"${NODE_ARGS[@]}"}
     wait_port "$port" 15 "$BG_PID"
 }
 
