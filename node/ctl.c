@@ -257,8 +257,6 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
     } else if (t->kind == NODE_TASK_FETCH) {
         n->st.fetches_failed += t->rc < 0;
         n->st.registry_fetches += t->via_registry;
-        if (t->via_registry && t->rc == 0)
-            verify_confirmed(n, t->layer, t->first, t->last, now);
         if (t->rc < 0)
             log_warn("event=fetch layer=%s chunks=%u-%u result=\"%s\"", digest_fmt(t->layer, dg),
                      t->first, t->last, t->msg);

@@ -8,13 +8,13 @@
  * Meanwhile the providers are looked up and dialed (providers.c). A peer that stalled, or sent a
  * chunk that does not match the index it sent itself, is banned (no new request for a while)
  * and its requests go elsewhere; one whose chunk fails against another node's index is left out
- * of the job (either may lie: verify.c), and a reader's job then ends (AFSP_E_DIGEST: the task
- * asks the registry, whose bytes tell which); a peer that says not-found is left out of the job. A
- * chunk request silent for the hedge duration is asked of a second link too (at most NODE_HEDGE_MAX
- * of a job at once): the first answer that checks out is kept, the other cancelled, and a peer
- * beaten that way is banned. When no link is left, the providers are looked up once more, and the
- * job waits for that lookup or a dial to one of them, or ends with AFSP_E_NOTFOUND. A job is handed
- * back (NODE_FX_JOB_DONE) once it is done and nothing of it is in flight.
+ * of the job (either may lie: the layer's verification tells, verify.c); a peer that says
+ * not-found is left out of the job. A chunk request silent for the hedge duration is asked of a
+ * second link too (at most NODE_HEDGE_MAX of a job at once): the first answer that checks out is
+ * kept, the other cancelled, and a peer beaten that way is banned. When no link is left, the
+ * providers are looked up once more, and the job waits for that lookup or a dial to one of
+ * them, or ends with AFSP_E_NOTFOUND. A job is handed back (NODE_FX_JOB_DONE) once it is done
+ * and nothing of it is in flight.
  *
  * Owns: the jobs' state and their requests, each job's hedge timer. Must not: do I/O, count a
  * chunk that did not check out.
@@ -160,11 +160,8 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         n->so->chunk_drop(js->j->fetch, x->rx);
     /* the peer's code (a stall, not-found, a size overrun from chunk_data) or the check's */
     if (rc == 0) {
-        const uint8_t *from = n->so->fetch_sender(js->j->fetch);
         n->st.chunks_fetched++;
         n->st.bytes_fetched += bytes;
-        if (!from || memcmp(from, k->peer_id, P2P_ID_LEN)) /* a source other than the index's */
-            verify_confirmed(n, js->j->digest, x->chunk, x->chunk, now);
         if (twin && x->hedge) {
             n->st.hedges_won++;
             link_ban(twin->k, "slow: another peer sent a chunk first", now);
@@ -178,17 +175,16 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
             link_ban(k, "sent a chunk that does not match its own index", now);
         } else {
             /* Its chunk or the index lies (under a forged index an honest peer's chunk fails):
-             * it is left out of the job, not banned, until another source's bytes of the chunk
-             * check out (verify_confirmed). A reader's job ends, so that the registry's bytes
-             * are asked and tell which; a whole layer's goes on, its digest proving the rest. */
+             * it is left out of the job, not banned, until the layer's verification shows the
+             * index true (node_index_judged). Another source's bytes that fit the index prove
+             * nothing: they may be the index's sender's, under another ID. */
             char dg[DIGEST_STR_LEN + 1], id[17];
             log_warn("event=chunk_disputed layer=%s chunk=%u peer=%s",
                      digest_fmt(js->j->digest, dg), x->chunk, id_short(k->peer_id, id));
             n->st.chunks_disputed++;
-            verify_suspect(n, js->j->digest, x->chunk, k->peer_id);
+            if (from)
+                verify_suspect(n, js->j->digest, k->peer_id, from);
             job_exclude(js, k);
-            if (js->j->lazy)
-                job_finish(js, AFSP_E_DIGEST);
         }
     } else if (rc == -ETIMEDOUT) {
         n->st.stalls++;

@@ -109,7 +109,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_VERIFY_BATCH (8u << 20)     /* ... asked for at a time */
 #define NODE_VERIFY_QUEUED 64            /* images waiting for their verification */
 #define NODE_FORGERS_MAX 256             /* nodes banned for a false index, until a restart */
-#define NODE_SUSPECTS 64                 /* chunks a peer sent against another's index, disputed */
+#define NODE_SUSPECTS 256                /* peers whose chunks failed against another's index */
 #define NODE_CTL_MAX_REQUEST (64u << 10) /* the longest control request */
 #define NODE_CTL_MAX_ANSWER (16u << 20)  /* the longest answer a client reads */
 
@@ -124,7 +124,8 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(blobs_fetched, "manifests, configs and indexes fetched from peers")                          \
     X(bad_chunks, "chunks from peers that did not match the index")                                \
     X(chunks_disputed,                                                                             \
-      "of those, against another node's index (the sender is left out of the job)")                \
+      "of those, against another node's index (left out of the job; banned if the index is true)") \
+    X(chunk_liars, "peers banned because a layer's true index showed their chunks false")          \
     X(stalls, "requests to peers that stalled or passed their overall limit (the peer is banned)") \
     X(peer_errors, "connections that ended with an error after the handshake")                     \
     X(handshake_failures, "handshakes that failed: a wrong cluster key, a timeout, garbage")       \
@@ -220,10 +221,8 @@ struct node_store_ops {
  * A task (a pull, a mount's fetch) that needs a blob, an index or chunks from peers fills a job
  * and submits it (node_job_submit); the node works on it and hands it back with the effect
  * NODE_FX_JOB_DONE once nothing of it is in flight, with rc: 0, AFSP_E_NOTFOUND (no peer could
- * serve it), AFSP_E_DIGEST (a lazy CHUNKS job: a peer's chunk and another node's index disagree,
- * so the registry must say which lies: docs/security.md), -ECANCELED (the node stops), -ENOMEM.
- * Until then the job, its out buffer and its fetch handle are the node's to use; the task must not
- * touch them. */
+ * serve it), -ECANCELED (the node stops), -ENOMEM. Until then the job, its out buffer and its
+ * fetch handle are the node's to use; the task must not touch them. */
 enum node_job_kind { NODE_JOB_BLOB, NODE_JOB_INDEX, NODE_JOB_CHUNKS };
 
 struct node_job {
@@ -234,11 +233,9 @@ struct node_job {
     uint8_t from[P2P_ID_LEN];   /* INDEX: the node that sent it (set with rc 0) */
     void *fetch;                /* CHUNKS: the layer being filled (node_store_ops fetch_*) */
     uint32_t first, last;       /* CHUNKS: the chunks wanted (those the layer lacks) */
-    bool lazy;      /* CHUNKS: for a reader of a partial layer (a mount's fetch), not a whole layer
-                       whose digest will prove its chunks: see AFSP_E_DIGEST below */
-    int rc;         /* set when handed back */
-    void *task_arg; /* the task's own (the node never touches it) */
-    struct node_job_state *st; /* the node's, while it holds the job */
+    int rc;                     /* set when handed back */
+    void *task_arg;             /* the task's own (the node never touches it) */
+    struct node_job_state *st;  /* the node's, while it holds the job */
 };
 
 /* ---- tasks -----------------------------------------------------------------------------------
@@ -411,12 +408,13 @@ size_t node_links_up(const struct node *n);
 /* Whether an up link to node id exists (tests, the simulator). */
 bool node_linked(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
 
-/* The store showed the index of layer that from sent (NULL: not known) false
- * (store_index_false_fn): its sender is banned until the node restarts, its links closed and its
- * DHT records dropped. */
-void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
-                      const uint8_t peer_ix[static DIGEST_LEN],
-                      const uint8_t blob_ix[static DIGEST_LEN], uint64_t now);
+/* The store judged the index of layer that from sent (NULL: not known) against the blob
+ * (store_index_judged_fn). False: its sender is banned until the node restarts, its links closed
+ * and its DHT records dropped. True: the peers whose chunks of the layer failed against it lied,
+ * and are banned. */
+void node_index_judged(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
+                       const uint8_t peer_ix[static DIGEST_LEN],
+                       const uint8_t blob_ix[static DIGEST_LEN], bool was_false, uint64_t now);
 
 /* ---- the control protocol -------------------------------------------------------------------
  * DATA/afsp.sock (mode 0600): one JSON request line per connection, {"cmd": VERB, ...}, and one

@@ -188,12 +188,10 @@ struct verify_item {
     uint8_t layer[DIGEST_LEN];
     struct node_task *t; /* the VERIFY task, not yet started */
 };
-/* A chunk a peer sent that failed its check against another node's index: one of the two lies,
- * and the bytes of a third source (another peer, the registry) will say which
- * (verify_confirmed). */
+/* A peer (id) whose chunk of layer failed its check against the index another node (from)
+ * sent: one of the two lies, and the layer's verification will say which (node_index_judged). */
 struct chunk_suspect {
-    uint8_t layer[DIGEST_LEN], id[P2P_ID_LEN];
-    uint32_t chunk;
+    uint8_t layer[DIGEST_LEN], id[P2P_ID_LEN], from[P2P_ID_LEN];
     bool used;
 };
 int verify_init(struct node *n);
@@ -205,14 +203,9 @@ void verify_after_fetch(struct node *n, const struct node_task *t);
 void verify_next(struct node *n);
 /* The VERIFY task t ended. */
 void verify_done(struct node *n, struct node_task *t);
-/* Peer id sent chunk of layer, which failed its check against the index another node sent. */
-void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t chunk,
-                    const uint8_t id[static P2P_ID_LEN]);
-/* Chunks [first, last] of layer checked out against its index, from a source other than the
- * index's sender (a peer, the registry): peers that sent other bytes for them lied, and are
- * banned. */
-void verify_confirmed(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t first,
-                      uint32_t last, uint64_t now);
+/* Peer id sent a chunk of layer that failed its check against the index node from sent. */
+void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                    const uint8_t id[static P2P_ID_LEN], const uint8_t from[static P2P_ID_LEN]);
 /* Whether id sent a false index (its links are refused). */
 bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
 

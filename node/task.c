@@ -35,10 +35,11 @@ struct trun {
     struct trun *next;
 };
 
-/* A peer's index the store showed false, for the loop's thread (node_index_false). */
+/* A peer's index the store judged, for the loop's thread (node_index_judged). */
 struct ifalse {
     uint8_t layer[DIGEST_LEN], peer_ix[DIGEST_LEN], blob_ix[DIGEST_LEN], from[P2P_ID_LEN];
     bool known; /* from */
+    bool was_false;
     struct ifalse *next;
 };
 
@@ -54,8 +55,9 @@ struct tasks {
     size_t nrunning;
 };
 
-static void on_index_false(void *arg, const uint8_t layer[DIGEST_LEN], const uint8_t *from,
-                           const uint8_t peer_ix[DIGEST_LEN], const uint8_t blob_ix[DIGEST_LEN])
+static void on_index_judged(void *arg, const uint8_t layer[DIGEST_LEN], const uint8_t *from,
+                            const uint8_t peer_ix[DIGEST_LEN], const uint8_t blob_ix[DIGEST_LEN],
+                            bool was_false)
 {
     struct tasks *ts = arg;
     struct ifalse *f = calloc(1, sizeof *f);
@@ -66,6 +68,7 @@ static void on_index_false(void *arg, const uint8_t layer[DIGEST_LEN], const uin
     memcpy(f->blob_ix, blob_ix, DIGEST_LEN);
     if ((f->known = from != NULL))
         memcpy(f->from, from, P2P_ID_LEN);
+    f->was_false = was_false;
     pthread_mutex_lock(&ts->mu);
     f->next = ts->ifalse;
     ts->ifalse = f;
@@ -83,7 +86,7 @@ int tasks_new(struct tasks **out, struct store *s, void (*wake)(void *arg), void
     ts->wake_arg = arg;
     pthread_mutex_init(&ts->mu, NULL);
     pthread_cond_init(&ts->cv, NULL);
-    store_set_index_watch(s, on_index_false, ts);
+    store_set_index_watch(s, on_index_judged, ts);
     *out = ts;
     return 0;
 }
@@ -145,23 +148,21 @@ static int peers_get_blob(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t 
     return job_run(arg, &w);
 }
 
-static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                           struct buf *out, uint8_t from[STORE_ID_LEN])
+static int peers_get_index(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out,
+                           uint8_t from[STORE_ID_LEN])
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_INDEX, .max = store_index_max(size), .out = out}};
+    /* INDEX_MAX_BYTES: an honest index can be thousands of times its blob (long xattrs) */
+    struct jwait w = {.j = {.kind = NODE_JOB_INDEX, .max = 512u << 20, .out = out}};
     memcpy(w.j.digest, digest, DIGEST_LEN);
     int rc = job_run(arg, &w);
     memcpy(from, w.j.from, STORE_ID_LEN);
     return rc;
 }
 
-/* Chunks [first, last] of f from peers (those it lacks), for a reader of the partial layer if
- * lazy. */
-static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t first, uint32_t last,
-                             bool lazy)
+/* Chunks [first, last] of f from peers (those it lacks). */
+static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t first, uint32_t last)
 {
-    struct jwait w = {
-        .j = {.kind = NODE_JOB_CHUNKS, .fetch = f, .first = first, .last = last, .lazy = lazy}};
+    struct jwait w = {.j = {.kind = NODE_JOB_CHUNKS, .fetch = f, .first = first, .last = last}};
     memcpy(w.j.digest, store_fetch_digest(f), DIGEST_LEN);
     return job_run(ts, &w);
 }
@@ -178,10 +179,10 @@ static int peers_get_blob_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_
     return peers_get_blob(((struct tctx *)arg)->ts, digest, max, out);
 }
 
-static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                             struct buf *out, uint8_t from[STORE_ID_LEN])
+static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out,
+                             uint8_t from[STORE_ID_LEN])
 {
-    return peers_get_index(((struct tctx *)arg)->ts, digest, size, out, from);
+    return peers_get_index(((struct tctx *)arg)->ts, digest, out, from);
 }
 
 /* Every chunk f lacks. A verification asks for NODE_VERIFY_BATCH bytes at a time and waits
@@ -191,7 +192,7 @@ static int peers_get_chunks(void *arg, struct store_fetch *f)
     struct tctx *c = arg;
     uint32_t n = store_fetch_nchunks(f);
     if (c->t->kind != NODE_TASK_VERIFY || !c->t->rate)
-        return chunks_from_peers(c->ts, f, 0, n - 1, false);
+        return chunks_from_peers(c->ts, f, 0, n - 1);
     uint64_t start = time_mono_ns(), bytes = 0;
     for (uint32_t a = 0; a < n;) {
         uint32_t b = a;
@@ -203,7 +204,7 @@ static int peers_get_chunks(void *arg, struct store_fetch *f)
             b++;
         }
         if (batch) {
-            int rc = chunks_from_peers(c->ts, f, a, b - 1, false);
+            int rc = chunks_from_peers(c->ts, f, a, b - 1);
             if (rc < 0)
                 return rc;
             bytes += batch;
@@ -231,7 +232,7 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
     if (t->first > t->last || t->last >= store_fetch_nchunks(f))
         rc = err_set(AFSP_E_USAGE, "the layer has no chunk %u", t->last);
     if (rc == 0)
-        rc = chunks_from_peers(ts, f, t->first, t->last, true);
+        rc = chunks_from_peers(ts, f, t->first, t->last);
     if (rc < 0 && rc != -ECANCELED && rc != AFSP_E_USAGE && t->ref) {
         rc = store_fetch_registry(f, t->ref, po, t->first, t->last);
         t->via_registry = rc == 0;
@@ -244,7 +245,7 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
 
 /* A verification: the image's partial layers completed (a pull, not lazy; chunks from peers
  * paced), so that each gets the index its blob gives; a false one is reported by the store
- * (on_index_false). The image is the manifest that was read: t->ref pinned to t->digest (a
+ * (on_index_judged). The image is the manifest that was read: t->ref pinned to t->digest (a
  * mount's ref names it already), not whatever its tag names now, and its record stays. */
 static int verify_run(struct tasks *ts, struct node_task *t, struct pull_opts *po)
 {
@@ -331,7 +332,8 @@ void tasks_poll(struct tasks *ts, struct node *n, uint64_t now)
     while (fl) {
         struct ifalse *f = fl;
         fl = f->next;
-        node_index_false(n, f->layer, f->known ? f->from : NULL, f->peer_ix, f->blob_ix, now);
+        node_index_judged(n, f->layer, f->known ? f->from : NULL, f->peer_ix, f->blob_ix,
+                          f->was_false, now);
         free(f);
     }
     while (sub) {

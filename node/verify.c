@@ -7,14 +7,14 @@
  *   - an image a mount read lazily is queued for a verification: a VERIFY task completes its
  *     partial layers (a pull of the image, not lazy, its chunks from peers paced at
  *     verify_rate), one image at a time, off the read path;
- *   - when the store shows a peer's index false (the layer, completed, gives another index:
- *     store_index_false_fn), the sender is banned until the node restarts: its links are closed
- *     and refused, its DHT records dropped, and the evidence (both indexes' digests) logged and
- *     counted (forged_indexes);
+ *   - when the store shows a peer's index false (the completed layer gives an index that says
+ *     otherwise: store_index_judged_fn), the sender is banned until the node restarts: its
+ *     links are closed and refused, its DHT records dropped, and the evidence (both indexes'
+ *     digests) logged and counted (forged_indexes);
  *   - a chunk from a peer that fails against another node's index is disputed (fetch.c): the
- *     peer is a suspect until a third source's bytes of that chunk (another peer's, the
- *     registry's) check out against the index (verify_confirmed: then the peer lied and is
- *     banned) or the index is shown false (then it did not).
+ *     peer is a suspect (a ring of NODE_SUSPECTS) until the layer's verification judges that
+ *     index: true, the peer lied and is banned; false, it did not. Bytes from a third source
+ *     that fit the index prove nothing (the sender may have many IDs).
  *
  * Owns: the verification queue, the banned senders, the suspects. Must not: trust an
  * index's sender with more than the layer digest proves.
@@ -103,27 +103,43 @@ void verify_done(struct node *n, struct node_task *t)
         log_info("event=verify layer=%s ref=%s result=\"ok\"", digest_fmt(t->layer, dg), t->ref);
 }
 
-void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t chunk,
-                    const uint8_t id[static P2P_ID_LEN])
-{
-    struct chunk_suspect *s = &n->suspects[n->suspect_next];
-    n->suspect_next = (n->suspect_next + 1) % NODE_SUSPECTS;
-    *s = (struct chunk_suspect){.chunk = chunk, .used = true};
-    memcpy(s->layer, layer, DIGEST_LEN);
-    memcpy(s->id, id, P2P_ID_LEN);
-}
-
-void verify_confirmed(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t first,
-                      uint32_t last, uint64_t now)
+void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                    const uint8_t id[static P2P_ID_LEN], const uint8_t from[static P2P_ID_LEN])
 {
     for (size_t i = 0; i < NODE_SUSPECTS; i++) {
+        const struct chunk_suspect *s = &n->suspects[i];
+        if (s->used && !memcmp(s->layer, layer, DIGEST_LEN) && !memcmp(s->id, id, P2P_ID_LEN) &&
+            !memcmp(s->from, from, P2P_ID_LEN))
+            return; /* suspected already */
+    }
+    struct chunk_suspect *s = &n->suspects[n->suspect_next];
+    n->suspect_next = (n->suspect_next + 1) % NODE_SUSPECTS;
+    s->used = true;
+    memcpy(s->layer, layer, DIGEST_LEN);
+    memcpy(s->id, id, P2P_ID_LEN);
+    memcpy(s->from, from, P2P_ID_LEN);
+}
+
+/* The index of layer that from sent was judged: if true, the peers whose chunks failed against
+ * it lied (banned on the links they have now); if false, they did not. Either way they are no
+ * longer suspects. */
+static void suspects_settle(struct node *n, const uint8_t layer[static DIGEST_LEN],
+                            const uint8_t *from, bool index_false, uint64_t now)
+{
+    char id[17], dg[DIGEST_STR_LEN + 1];
+    for (size_t i = 0; i < NODE_SUSPECTS; i++) {
         struct chunk_suspect *s = &n->suspects[i];
-        if (!s->used || memcmp(s->layer, layer, DIGEST_LEN) || s->chunk < first || s->chunk > last)
+        if (!s->used || memcmp(s->layer, layer, DIGEST_LEN) ||
+            (from && memcmp(s->from, from, P2P_ID_LEN)))
             continue;
         s->used = false;
+        if (index_false || !from)
+            continue;
+        n->st.chunk_liars++;
+        log_warn("event=chunk_liar layer=%s peer=%s", digest_fmt(layer, dg), id_short(s->id, id));
         for (struct node_link *k = n->links; k; k = k->next)
             if (!memcmp(k->peer_id, s->id, P2P_ID_LEN))
-                link_ban(k, "sent a chunk that another source's bytes showed false", now);
+                link_ban(k, "sent a chunk that the layer's true index shows false", now);
     }
 }
 
@@ -135,16 +151,18 @@ bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN])
     return false;
 }
 
-void node_index_false(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
-                      const uint8_t peer_ix[static DIGEST_LEN],
-                      const uint8_t blob_ix[static DIGEST_LEN], uint64_t now)
+void node_index_judged(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
+                       const uint8_t peer_ix[static DIGEST_LEN],
+                       const uint8_t blob_ix[static DIGEST_LEN], bool was_false, uint64_t now)
 {
     char dg[DIGEST_STR_LEN + 1], a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1], id[65];
     n->now = now;
+    suspects_settle(n, layer, from, was_false, now);
+    if (!was_false) {
+        node_settle(n, now);
+        return;
+    }
     n->st.forged_indexes++;
-    for (size_t i = 0; i < NODE_SUSPECTS; i++) /* their chunks were the layer's */
-        if (!memcmp(n->suspects[i].layer, layer, DIGEST_LEN))
-            n->suspects[i].used = false;
     digest_fmt(layer, dg);
     digest_fmt(peer_ix, a);
     digest_fmt(blob_ix, b);

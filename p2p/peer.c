@@ -394,9 +394,14 @@ static uint64_t answer_limit(const struct p2p_peer *p, uint64_t t, uint64_t n)
 static int on_data(struct p2p_peer *p, struct req *r, const struct p2p_msg *m)
 {
     bool bad = m->off != r->next || (r->total != UINT64_MAX && m->total != r->total) ||
-               m->total > r->max_total || r->type == P2P_HAVE;
+               r->type == P2P_HAVE;
     if (bad)
         return peer_fail(p, AFSP_E_PROTO);
+    if (m->total > r->max_total) { /* an object larger than we take: this request only fails */
+        struct p2p_msg c = {.type = P2P_CANCEL, .id = r->id};
+        req_end(p, r, AFSP_E_SIZE);
+        return p->err ? p->err : send_msg(p, &c);
+    }
     uint64_t end = MIN(r->end, m->total);
     if (m->off + m->len > end)
         return peer_fail(p, AFSP_E_PROTO);

@@ -30,7 +30,6 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     if (kind == NODE_JOB_CHUNKS) {
         j->fetch = st->fetch;
         bool range = st->t->kind != NODE_TASK_PULL;
-        j->lazy = st->t->kind == NODE_TASK_FETCH;
         j->first = range ? st->t->first : 0;
         j->last = range ? st->t->last : memstore_ops.fetch_nchunks(st->fetch) - 1;
     }

@@ -118,14 +118,6 @@ const uint8_t *store_fetch_digest(const struct store_fetch *f)
     return f->digest;
 }
 
-uint64_t store_index_max(uint64_t size)
-{
-    /* An honest index is rarely over a tenth of its blob, but 20,000 empty files with long
-     * names made 15 times it in gzip -9 (docs/security.md): room for 64 times, and 16 MiB. */
-    return size >= INDEX_MAX_BYTES / 64 ? INDEX_MAX_BYTES
-                                        : MIN(INDEX_MAX_BYTES, (16u << 20) + 64 * size);
-}
-
 const uint8_t *store_fetch_sender(const struct store_fetch *f)
 {
     static const uint8_t none[STORE_ID_LEN];

@@ -41,6 +41,10 @@ struct layer_rec {
      * with the index in one commit, so that a false index is blamed on its sender even after a
      * restart (docs/security.md). */
     uint8_t index_from[STORE_ID_LEN];
+    /* With LAYER_INDEX_BUILT: the SHA-256 of the peer's index this one replaced, when the two
+     * say the same in other bytes (index_same), so that readers that opened the layer with it
+     * go on (all zero if none). */
+    uint8_t index_alias[DIGEST_LEN];
 };
 #define LAYER_COMPLETE 1u
 /* The index was built here from the whole blob, not taken from a peer (docs/security.md): what

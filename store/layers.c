@@ -49,12 +49,13 @@ static int fsync_dir(const struct store *s, const char *sub)
 }
 
 /* Adds layer digest inside txn: its record, index, chunk map and LRU entry, and its stored bytes
- * (complete: the blob and the index, every chunk present; else the index only, no chunk yet,
- * sent by from or NULL if not known), evicting least-recently-used layers, never this one, to
- * make room. */
+ * (complete: the blob and the index, every chunk present; else the index only, no chunk yet),
+ * evicting least-recently-used layers, never this one, to make room. id: for a partial layer,
+ * the node that sent the index; for a complete one, the digest of the peer's index it replaced
+ * and that said the same (struct layer_rec index_alias); NULL: none. */
 static int layer_insert(MDB_txn *txn, struct store *s, const uint8_t *digest,
                         const char *media_type, const struct layer_index *ix,
-                        const struct buf *index_bytes, bool complete, const uint8_t *from,
+                        const struct buf *index_bytes, bool complete, const uint8_t *id,
                         struct evicted *ev)
 {
     struct layer_rec r = {0};
@@ -72,8 +73,8 @@ static int layer_insert(MDB_txn *txn, struct store *s, const uint8_t *digest,
     r.last_access = time_now_ns();
     snprintf(r.media_type, sizeof r.media_type, "%s", media_type);
     sha256_buf(index_bytes->p, index_bytes->len, r.index_digest);
-    if (from && !complete)
-        memcpy(r.index_from, from, STORE_ID_LEN);
+    if (id)
+        memcpy(complete ? r.index_alias : r.index_from, id, DIGEST_LEN);
     memcpy(pin[0], digest, DIGEST_LEN);
     if ((rc = evict_until(txn, s, (const uint8_t(*)[DIGEST_LEN])pin, 1, r.stored, 0, ev, &freed)) <
         0)
@@ -108,21 +109,23 @@ struct commit_args {
     const char *tmp_path;
     struct evicted ev;
     int existed;
-    bool index_false;            /* it replaced a peer's index that the blob's belies */
+    bool judged, index_false;    /* it replaced a peer's index, which the blob's belies */
     uint8_t peer_ix[DIGEST_LEN]; /* that index's SHA-256 */
     uint8_t from[STORE_ID_LEN];  /* its sender (all zero: not known) */
-    struct buf kept;             /* a peer's index that means what the blob's does, kept */
+    bool alias;                  /* it said the same: readers that opened it go on */
 };
 
-/* A partial layer's index (a peer's, rec) against the one its blob gave: the same in meaning
- * (index_same), it is kept in a->kept, so that readers that opened the layer with it go on;
- * else it was false. */
+/* A partial layer's index (a peer's, rec) against the one its blob gave: false if it says
+ * something else (index_same); if it says the same in other bytes, it becomes the new index's
+ * alias. Only the blob's own index is kept and served: the peer's bytes may carry padding that
+ * no file refers to. */
 static int index_judge(MDB_txn *txn, struct commit_args *a, const struct layer_rec *rec)
 {
     uint8_t mine[DIGEST_LEN];
     struct layer_index old;
     MDB_val v;
     int rc;
+    a->judged = true;
     memcpy(a->peer_ix, rec->index_digest, DIGEST_LEN);
     memcpy(a->from, rec->index_from, STORE_ID_LEN);
     sha256_buf(a->index_bytes->p, a->index_bytes->len, mine);
@@ -130,16 +133,16 @@ static int index_judge(MDB_txn *txn, struct commit_args *a, const struct layer_r
         return 0;
     if ((rc = db_get(txn, a->s->db.dbi[DB_INDEX], a->digest, DIGEST_LEN, &v)) < 0)
         return rc;
-    if (index_parse(v.mv_data, v.mv_size, &old) < 0) { /* it parsed when it came */
-        a->index_false = true;
-        return 0;
+    if ((rc = index_parse(v.mv_data, v.mv_size, &old)) < 0) {
+        /* it parsed when it came: only a malformed one is false (memory, say, is not) */
+        a->index_false = rc == AFSP_E_FORMAT;
+        return rc == AFSP_E_FORMAT ? 0 : rc;
     }
     rc = index_same(&old, a->ix);
     index_release(&old);
-    if (rc == 1) /* copied: the txn's writes may move what v points at */
-        return buf_append(&a->kept, v.mv_data, v.mv_size);
     a->index_false = rc == 0;
-    return rc;
+    a->alias = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 static int commit_fn(MDB_txn *txn, void *arg)
@@ -152,8 +155,7 @@ static int commit_fn(MDB_txn *txn, void *arg)
     int rc;
 
     a->existed = 0;
-    a->index_false = false;
-    a->kept.len = 0;
+    a->judged = a->index_false = a->alias = false;
     /* The reservation shrinks by what this layer was given, whatever happens next. */
     put_be64(rkey, (uint64_t)getpid());
     put_be64(rkey + 8, a->id);
@@ -185,8 +187,8 @@ static int commit_fn(MDB_txn *txn, void *arg)
         if ((rc = meta_put_u64(txn, s, "used", used > old.stored ? used - old.stored : 0)) < 0)
             return rc;
     }
-    if ((rc = layer_insert(txn, s, a->digest, a->media_type, a->ix,
-                           a->kept.len ? &a->kept : a->index_bytes, true, NULL, &a->ev)) < 0)
+    if ((rc = layer_insert(txn, s, a->digest, a->media_type, a->ix, a->index_bytes, true,
+                           a->alias ? a->peer_ix : NULL, &a->ev)) < 0)
         return rc;
     /* Last, the file, made durable before the record can be: if the commit then fails the file
      * is an orphan that the next open sweeps; if this function runs again (map full) the rename
@@ -211,19 +213,19 @@ int store_layer_commit(struct store *s, uint64_t id, uint64_t resv_bytes,
                             .index_bytes = index_bytes,
                             .tmp_path = tmp_path};
     int rc = evicting_write(s, commit_fn, &a, &a.ev);
-    buf_release(&a.kept);
     if (a.existed || rc < 0)
         unlink(tmp_path);
-    if (rc == 0 && !a.existed && a.index_false) {
+    if (rc == 0 && !a.existed && a.judged) {
         static const uint8_t none[STORE_ID_LEN];
         const uint8_t *from = memcmp(a.from, none, STORE_ID_LEN) ? a.from : NULL;
         uint8_t mine[DIGEST_LEN];
         char dg[DIGEST_STR_LEN + 1], x[DIGEST_STR_LEN + 1], y[DIGEST_STR_LEN + 1];
         sha256_buf(index_bytes->p, index_bytes->len, mine);
-        log_error("event=index_false layer=%s peer_index=%s blob_index=%s", digest_fmt(digest, dg),
-                  digest_fmt(a.peer_ix, x), digest_fmt(mine, y));
-        if (s->index_false)
-            s->index_false(s->index_false_arg, digest, from, a.peer_ix, mine);
+        if (a.index_false)
+            log_error("event=index_false layer=%s peer_index=%s blob_index=%s",
+                      digest_fmt(digest, dg), digest_fmt(a.peer_ix, x), digest_fmt(mine, y));
+        if (s->index_judged)
+            s->index_judged(s->index_judged_arg, digest, from, a.peer_ix, mine, a.index_false);
     }
     return rc;
 }

@@ -107,15 +107,15 @@ void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg)
     s->fetcher_arg = arg;
 }
 
-void store_set_index_watch(struct store *s, store_index_false_fn fn, void *arg)
+void store_set_index_watch(struct store *s, store_index_judged_fn fn, void *arg)
 {
-    s->index_false = fn;
-    s->index_false_arg = arg;
+    s->index_judged = fn;
+    s->index_judged_arg = arg;
 }
 
-/* Whether the layer's record now names an index other than the handle's: then the handle's
- * index was a peer's false one (replaced when the layer was completed), and the handle fails
- * from now on. */
+/* Whether the layer's record now names an index other than the handle's (nor has it as the
+ * alias of one that said the same): then the handle's index was a peer's false one (replaced
+ * when the layer was completed), and the handle fails from now on. */
 static int layer_replaced(struct store_layer *l, bool *same_index)
 {
     struct layer_rec r;
@@ -129,7 +129,8 @@ static int layer_replaced(struct store_layer *l, bool *same_index)
         return rc;
     if ((rc = db_get(txn, l->s->db.dbi[DB_LAYERS], l->digest, DIGEST_LEN, &v)) == 0 &&
         (rc = layer_rec_decode(&v, &r)) == 0)
-        *same_index = !memcmp(r.index_digest, l->index_digest, DIGEST_LEN);
+        *same_index = !memcmp(r.index_digest, l->index_digest, DIGEST_LEN) ||
+                      !memcmp(r.index_alias, l->index_digest, DIGEST_LEN);
     mdb_txn_abort(txn);
     if (!*same_index)
         __atomic_store_n(&l->index_false, true, __ATOMIC_RELEASE);

@@ -43,6 +43,7 @@ void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SI
     memcpy(out + 56, r->media_type, sizeof r->media_type);
     memcpy(out + 184, r->index_digest, DIGEST_LEN);
     memcpy(out + 216, r->index_from, STORE_ID_LEN);
+    memcpy(out + 248, r->index_alias, DIGEST_LEN);
 }
 
 int layer_rec_decode(const MDB_val *v, struct layer_rec *r)
@@ -62,10 +63,12 @@ int layer_rec_decode(const MDB_val *v, struct layer_rec *r)
     memcpy(r->media_type, p + 56, sizeof r->media_type);
     r->media_type[sizeof r->media_type - 1] = 0;
     memcpy(r->index_digest, p + 184, DIGEST_LEN);
-    if (v1) /* stores before the sender was kept: not known */
-        memset(r->index_from, 0, STORE_ID_LEN);
-    else
+    memset(r->index_from, 0, STORE_ID_LEN); /* v1: stores before the sender was kept */
+    memset(r->index_alias, 0, DIGEST_LEN);
+    if (!v1) {
         memcpy(r->index_from, p + 216, STORE_ID_LEN);
+        memcpy(r->index_alias, p + 248, DIGEST_LEN);
+    }
     return 0;
 }
 

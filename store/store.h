@@ -81,10 +81,6 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
 /* Closes the handle; chunks written but not flushed are simply not marked present. */
 void store_fetch_free(struct store_fetch *f);
 const uint8_t *store_fetch_digest(const struct store_fetch *f);
-/* The largest index taken for a layer blob of size bytes: INDEX_MAX_BYTES (512 MiB), or less for
- * a small layer (docs/security.md), so that a peer cannot make a node hold more for an index
- * than the layer can need. */
-uint64_t store_index_max(uint64_t size);
 /* The node that sent the index the handle checks chunks against (STORE_ID_LEN bytes), or NULL
  * when the index was built here or its sender is not known. */
 const uint8_t *store_fetch_sender(const struct store_fetch *f);
@@ -217,17 +213,16 @@ typedef int (*store_fetcher_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uin
                                 uint32_t last);
 void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);
 
-/* A peer's index shown false: layer digest, completed (by its chunks or a whole download) and
- * its index built again from the blob, which the digest proves, gave blob_ix (the new index's
- * SHA-256) where the index that from sent (NULL: not known) was peer_ix, and the two differ in
- * meaning (index_same), not only in encoding. The layer now holds the true index; readers that
- * opened it with the false one fail from then on (AFSP_E_DIGEST). Called on the thread that
- * committed, after the commit. An index that means the same is kept as it was, so that its
- * readers go on. */
-typedef void (*store_index_false_fn)(void *arg, const uint8_t digest[DIGEST_LEN],
-                                     const uint8_t *from, const uint8_t peer_ix[DIGEST_LEN],
-                                     const uint8_t blob_ix[DIGEST_LEN]);
-void store_set_index_watch(struct store *s, store_index_false_fn fn, void *arg);
+/* A peer's index judged: layer digest, completed (by its chunks or a whole download), had its
+ * index built again from the blob, which the digest proves: blob_ix (the new index's SHA-256),
+ * where the index that from sent (NULL: not known) was peer_ix. It was false if the two say
+ * different things (index_same), not only in other bytes. The layer now holds the blob's index;
+ * readers that opened it with a false one fail from then on (AFSP_E_DIGEST), those that opened
+ * it with one that said the same go on. Called on the thread that committed, after the commit. */
+typedef void (*store_index_judged_fn)(void *arg, const uint8_t digest[DIGEST_LEN],
+                                      const uint8_t *from, const uint8_t peer_ix[DIGEST_LEN],
+                                      const uint8_t blob_ix[DIGEST_LEN], bool was_false);
+void store_set_index_watch(struct store *s, store_index_judged_fn fn, void *arg);
 
 /* The uncompressed (tar) size of the layer. */
 uint64_t store_layer_size(const struct store_layer *l);

@@ -33,13 +33,13 @@ struct store {
     void *evict_arg;
     store_fetcher_fn fetcher;
     void *fetcher_arg;
-    store_index_false_fn index_false;
-    void *index_false_arg;
+    store_index_judged_fn index_judged;
+    void *index_judged_arg;
 };
 
 /* ---- store.c: the encodings of shared records --------------------------------------------- */
 
-#define LAYER_REC_SIZE 256    /* a layer record in DB_LAYERS (version 2) */
+#define LAYER_REC_SIZE 288    /* a layer record in DB_LAYERS (version 2) */
 #define LAYER_REC_V1_SIZE 224 /* version 1: no index_from */
 
 void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SIZE]);

@@ -102,7 +102,7 @@ static int layer_from_peers(struct store *s, const struct pull_peers *p, const s
     uint8_t from[STORE_ID_LEN];
     char dg[DIGEST_STR_LEN + 1];
     int rc = store_fetch_open(s, d->digest, &f);
-    if (rc == AFSP_E_NOTFOUND && (rc = p->get_index(p->arg, d->digest, d->size, &ix, from)) == 0)
+    if (rc == AFSP_E_NOTFOUND && (rc = p->get_index(p->arg, d->digest, &ix, from)) == 0)
         rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, from, &f);
     if (rc == 0 && store_fetch_missing(f))
         rc = p->get_chunks(p->arg, f);
@@ -202,7 +202,7 @@ static int layer_lazy(struct store *s, const struct pull_peers *p, const struct 
     struct buf ix = {0};
     struct store_fetch *f = NULL;
     uint8_t from[STORE_ID_LEN];
-    int rc = p->get_index(p->arg, d->digest, d->size, &ix, from);
+    int rc = p->get_index(p->arg, d->digest, &ix, from);
     if (rc == 0)
         rc = store_fetch_new(s, d->digest, d->media_type, d->size, ix.p, ix.len, from, &f);
     store_fetch_free(f);

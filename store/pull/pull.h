@@ -36,9 +36,9 @@ struct pull_peers {
     /* Appends blob digest (a manifest or config, at most max bytes) to out; the pull checks the
      * digest. */
     int (*get_blob)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t max, struct buf *out);
-    /* Appends the index (docs/format.md) of layer digest, a blob of size bytes, to out, and
-     * the ID of the node that sent it to from. */
-    int (*get_index)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, struct buf *out,
+    /* Appends layer digest's index (docs/format.md) to out, and the ID of the node that sent
+     * it to from. */
+    int (*get_index)(void *arg, const uint8_t digest[DIGEST_LEN], struct buf *out,
                      uint8_t from[STORE_ID_LEN]);
     /* Fills every chunk of f (store_fetch_chunk_*), from any peers. */
     int (*get_chunks)(void *arg, struct store_fetch *f);

@@ -95,17 +95,19 @@ static void fill(struct store *s, const uint8_t d[DIGEST_LEN], const struct buf 
 }
 
 struct verdicts {
-    int n;
+    int judged, n; /* n: false */
     uint8_t from[STORE_ID_LEN];
     bool known;
 };
 
-static void on_false(void *arg, const uint8_t digest[DIGEST_LEN], const uint8_t *from,
-                     const uint8_t peer_ix[DIGEST_LEN], const uint8_t blob_ix[DIGEST_LEN])
+static void on_judged(void *arg, const uint8_t digest[DIGEST_LEN], const uint8_t *from,
+                      const uint8_t peer_ix[DIGEST_LEN], const uint8_t blob_ix[DIGEST_LEN],
+                      bool was_false)
 {
     struct verdicts *v = arg;
     (void)digest, (void)peer_ix, (void)blob_ix;
-    v->n++;
+    v->judged++;
+    v->n += was_false;
     if ((v->known = from != NULL))
         memcpy(v->from, from, STORE_ID_LEN);
 }
@@ -136,8 +138,9 @@ TEST(store_blames_a_false_index_on_its_sender_after_a_restart)
 
     s = open_at("bdst", 1ull << 30);
     struct verdicts v = {0};
-    store_set_index_watch(s, on_false, &v);
+    store_set_index_watch(s, on_judged, &v);
     CHECK(store_layer_verify(s, d) == 0);
+    CHECK_INT(v.judged, ==, 1);
     CHECK_INT(v.n, ==, 1);
     CHECK(v.known && !memcmp(v.from, A, STORE_ID_LEN));
     /* the layer holds the blob's own index now, built here: no sender */
@@ -156,8 +159,10 @@ TEST(store_blames_a_false_index_on_its_sender_after_a_restart)
 }
 
 /* An index whose windows are encoded otherwise (another ISA-L release, another afsp build) says
- * what the blob's index says: it is not false, it is kept as it is, and a reader that opened the
- * layer with it goes on. The old node compared the bytes and banned its honest sender. */
+ * what the blob's index says: it is not false, and a reader that opened the layer with it goes
+ * on. The layer keeps and serves the blob's own index (a peer's bytes may carry padding no file
+ * refers to), with the peer's as its alias. The old node compared the bytes and banned the honest
+ * sender. */
 TEST(store_an_index_encoded_otherwise_is_not_false)
 {
     struct store *src = open_at("esrc", 1ull << 30), *s = open_at("edst", 1ull << 30);
@@ -169,7 +174,7 @@ TEST(store_an_index_encoded_otherwise_is_not_false)
     CHECK(other.len != ib.len);
 
     struct verdicts v = {0};
-    store_set_index_watch(s, on_false, &v);
+    store_set_index_watch(s, on_judged, &v);
     struct store_fetch *f;
     CHECK(store_fetch_new(s, d, MT, blob.len, other.p, other.len, C, &f) == 0);
     store_fetch_free(f);
@@ -177,13 +182,21 @@ TEST(store_an_index_encoded_otherwise_is_not_false)
     struct store_layer *l;
     CHECK(store_layer_open(s, d, &l) == 0);
     CHECK(store_layer_verify(s, d) == 0);
+    CHECK_INT(v.judged, ==, 1);
     CHECK_INT(v.n, ==, 0);
+    CHECK(v.known && !memcmp(v.from, C, STORE_ID_LEN));
     struct layer_rec r;
     CHECK(store_layer_get(s, d, &r) == 0);
     CHECK(r.flags & LAYER_INDEX_BUILT);
-    uint8_t h[DIGEST_LEN];
+    uint8_t h[DIGEST_LEN], mine[DIGEST_LEN];
     sha256_buf(other.p, other.len, h);
-    CHECK(!memcmp(r.index_digest, h, DIGEST_LEN));
+    sha256_buf(ib.p, ib.len, mine);
+    CHECK(!memcmp(r.index_digest, mine, DIGEST_LEN));
+    CHECK(!memcmp(r.index_alias, h, DIGEST_LEN));
+    struct buf served = {0};
+    CHECK(store_index_built_bytes(s, d, &served) == 0);
+    CHECK(served.len == ib.len && !memcmp(served.p, ib.p, ib.len));
+    buf_release(&served);
     CHECK_INT(store_layer_check(l), ==, 0); /* its first: it looks at the record */
     uint8_t buf[4096];
     CHECK_INT(store_layer_read(l, 0, buf, sizeof buf), ==, sizeof buf);
