@@ -169,7 +169,8 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         if (twin)
             xreq_withdraw(n, js, twin);
     } else if (rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE) {
-        const uint8_t *from = n->so->fetch_sender(js->j->fetch);
+        uint8_t ix[DIGEST_LEN];
+        const uint8_t *from = n->so->fetch_sender(js->j->fetch, ix);
         n->st.bad_chunks++;
         if (from && !memcmp(from, k->peer_id, P2P_ID_LEN)) {
             link_ban(k, "sent a chunk that does not match its own index", now);
@@ -182,8 +183,7 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
             log_warn("event=chunk_disputed layer=%s chunk=%u peer=%s",
                      digest_fmt(js->j->digest, dg), x->chunk, id_short(k->peer_id, id));
             n->st.chunks_disputed++;
-            if (from)
-                verify_suspect(n, js->j->digest, k->peer_id, from);
+            verify_suspect(n, js->j->digest, k->peer_id, ix);
             job_exclude(js, k);
         }
     } else if (rc == -ETIMEDOUT) {

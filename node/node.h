@@ -201,9 +201,10 @@ struct node_store_ops {
     int (*layer_read)(void *layer, uint64_t off, uint8_t *buf, size_t n);
 
     /* A fetch handle's layer (a task's, see struct node_job): its chunks and which it has, and
-     * the node that sent its index (P2P_ID_LEN bytes; NULL if not known). */
+     * the node that sent its index (P2P_ID_LEN bytes; NULL if not known), the index's SHA-256
+     * written to ix. */
     uint32_t (*fetch_nchunks)(void *fetch);
-    const uint8_t *(*fetch_sender)(void *fetch);
+    const uint8_t *(*fetch_sender)(void *fetch, uint8_t ix[DIGEST_LEN]);
     void (*fetch_chunk)(void *fetch, uint32_t i, uint64_t *off, uint32_t *len);
     bool (*fetch_has)(void *fetch, uint32_t i);
     /* One chunk's bytes from a peer, in order: begin makes *rx (the state of one receipt),
@@ -408,10 +409,10 @@ size_t node_links_up(const struct node *n);
 /* Whether an up link to node id exists (tests, the simulator). */
 bool node_linked(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
 
-/* The store judged the index of layer that from sent (NULL: not known) against the blob
+/* The store judged the index of layer that from sent (NULL: not known), peer_ix, against the blob
  * (store_index_judged_fn). False: its sender is banned until the node restarts, its links closed
- * and its DHT records dropped. True: the peers whose chunks of the layer failed against it lied,
- * and are banned. */
+ * and its DHT records dropped. True: the peers whose chunks failed against it sent false bytes
+ * (their own lie, or a forged index they were given) and are banned for a while. */
 void node_index_judged(struct node *n, const uint8_t layer[static DIGEST_LEN], const uint8_t *from,
                        const uint8_t peer_ix[static DIGEST_LEN],
                        const uint8_t blob_ix[static DIGEST_LEN], bool was_false, uint64_t now);

@@ -188,10 +188,11 @@ struct verify_item {
     uint8_t layer[DIGEST_LEN];
     struct node_task *t; /* the VERIFY task, not yet started */
 };
-/* A peer (id) whose chunk of layer failed its check against the index another node (from)
- * sent: one of the two lies, and the layer's verification will say which (node_index_judged). */
+/* A peer (id) whose chunk of layer failed its check against an index (ix, its SHA-256) another
+ * node sent: one of the two is false, and the layer's verification will say which
+ * (node_index_judged). */
 struct chunk_suspect {
-    uint8_t layer[DIGEST_LEN], id[P2P_ID_LEN], from[P2P_ID_LEN];
+    uint8_t layer[DIGEST_LEN], id[P2P_ID_LEN], ix[DIGEST_LEN];
     bool used;
 };
 int verify_init(struct node *n);
@@ -203,9 +204,9 @@ void verify_after_fetch(struct node *n, const struct node_task *t);
 void verify_next(struct node *n);
 /* The VERIFY task t ended. */
 void verify_done(struct node *n, struct node_task *t);
-/* Peer id sent a chunk of layer that failed its check against the index node from sent. */
+/* Peer id sent a chunk of layer that failed its check against index ix, another node's. */
 void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN],
-                    const uint8_t id[static P2P_ID_LEN], const uint8_t from[static P2P_ID_LEN]);
+                    const uint8_t id[static P2P_ID_LEN], const uint8_t ix[static DIGEST_LEN]);
 /* Whether id sent a false index (its links are refused). */
 bool verify_forger(const struct node *n, const uint8_t id[static P2P_ID_LEN]);
 

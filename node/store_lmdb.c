@@ -105,9 +105,9 @@ static uint32_t fetch_nchunks(void *fetch)
     return store_fetch_nchunks(fetch);
 }
 
-static const uint8_t *fetch_sender(void *fetch)
+static const uint8_t *fetch_sender(void *fetch, uint8_t ix[DIGEST_LEN])
 {
-    return store_fetch_sender(fetch);
+    return store_fetch_sender(fetch, ix);
 }
 
 static void fetch_chunk(void *fetch, uint32_t i, uint64_t *off, uint32_t *len)

@@ -13,8 +13,9 @@
  *     digests) logged and counted (forged_indexes);
  *   - a chunk from a peer that fails against another node's index is disputed (fetch.c): the
  *     peer is a suspect (a ring of NODE_SUSPECTS) until the layer's verification judges that
- *     index: true, the peer lied and is banned; false, it did not. Bytes from a third source
- *     that fit the index prove nothing (the sender may have many IDs).
+ *     index: true, the peer's bytes were false (its lie, or a forged index's chunks it holds)
+ *     and it is banned for a while; false, they were not. Bytes from a third source that fit
+ *     the index prove nothing (the sender may have many IDs).
  *
  * Owns: the verification queue, the banned senders, the suspects. Must not: trust an
  * index's sender with more than the layer digest proves.
@@ -104,12 +105,12 @@ void verify_done(struct node *n, struct node_task *t)
 }
 
 void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN],
-                    const uint8_t id[static P2P_ID_LEN], const uint8_t from[static P2P_ID_LEN])
+                    const uint8_t id[static P2P_ID_LEN], const uint8_t ix[static DIGEST_LEN])
 {
     for (size_t i = 0; i < NODE_SUSPECTS; i++) {
         const struct chunk_suspect *s = &n->suspects[i];
         if (s->used && !memcmp(s->layer, layer, DIGEST_LEN) && !memcmp(s->id, id, P2P_ID_LEN) &&
-            !memcmp(s->from, from, P2P_ID_LEN))
+            !memcmp(s->ix, ix, DIGEST_LEN))
             return; /* suspected already */
     }
     struct chunk_suspect *s = &n->suspects[n->suspect_next];
@@ -117,26 +118,26 @@ void verify_suspect(struct node *n, const uint8_t layer[static DIGEST_LEN],
     s->used = true;
     memcpy(s->layer, layer, DIGEST_LEN);
     memcpy(s->id, id, P2P_ID_LEN);
-    memcpy(s->from, from, P2P_ID_LEN);
+    memcpy(s->ix, ix, DIGEST_LEN);
 }
 
-/* The index of layer that from sent was judged: if true, the peers whose chunks failed against
- * it lied (banned on the links they have now); if false, they did not. Either way they are no
- * longer suspects. */
+/* Index ix of layer was judged: if true, the peers whose chunks failed against it sent false
+ * bytes (their own lie, or a forged index's chunks they hold and serve in good faith: either
+ * way not to be asked for a while); if false, they did not. Either way they are no longer
+ * suspects. Suspects of another index of the layer (one evicted meanwhile) stay. */
 static void suspects_settle(struct node *n, const uint8_t layer[static DIGEST_LEN],
-                            const uint8_t *from, bool index_false, uint64_t now)
+                            const uint8_t ix[static DIGEST_LEN], bool index_false, uint64_t now)
 {
     char id[17], dg[DIGEST_STR_LEN + 1];
     for (size_t i = 0; i < NODE_SUSPECTS; i++) {
         struct chunk_suspect *s = &n->suspects[i];
-        if (!s->used || memcmp(s->layer, layer, DIGEST_LEN) ||
-            (from && memcmp(s->from, from, P2P_ID_LEN)))
+        if (!s->used || memcmp(s->layer, layer, DIGEST_LEN) || memcmp(s->ix, ix, DIGEST_LEN))
             continue;
         s->used = false;
-        if (index_false || !from)
+        if (index_false)
             continue;
         n->st.chunk_liars++;
-        log_warn("event=chunk_liar layer=%s peer=%s", digest_fmt(layer, dg), id_short(s->id, id));
+        log_warn("event=chunk_false layer=%s peer=%s", digest_fmt(layer, dg), id_short(s->id, id));
         for (struct node_link *k = n->links; k; k = k->next)
             if (!memcmp(k->peer_id, s->id, P2P_ID_LEN))
                 link_ban(k, "sent a chunk that the layer's true index shows false", now);
@@ -157,7 +158,7 @@ void node_index_judged(struct node *n, const uint8_t layer[static DIGEST_LEN], c
 {
     char dg[DIGEST_STR_LEN + 1], a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1], id[65];
     n->now = now;
-    suspects_settle(n, layer, from, was_false, now);
+    suspects_settle(n, layer, peer_ix, was_false, now);
     if (!was_false) {
         node_settle(n, now);
         return;

@@ -349,9 +349,18 @@ static int op_read(void *layer, uint64_t off, uint8_t *buf, size_t n)
     return 0;
 }
 
-static const uint8_t *op_fetch_sender(void *fetch)
+void memstore_index_digest(const uint8_t *from, bool false_index, uint8_t ix[DIGEST_LEN])
+{
+    memset(ix, 0, DIGEST_LEN);
+    if (from)
+        memcpy(ix, from, DIGEST_LEN - 1);
+    ix[DIGEST_LEN - 1] = false_index;
+}
+
+static const uint8_t *op_fetch_sender(void *fetch, uint8_t ix[DIGEST_LEN])
 {
     const struct mem_layer *l = fetch;
+    memstore_index_digest(l->from_known ? l->from : NULL, l->false_index, ix);
     return l->from_known ? l->from : NULL;
 }
 

@@ -150,6 +150,8 @@ int memstore_layer_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uin
  * its check. */
 void memstore_layer_index(struct memstore *m, const uint8_t digest[DIGEST_LEN], const uint8_t *from,
                           bool false_index);
+/* What the memstore takes for the SHA-256 of the index from sent (false or not). */
+void memstore_index_digest(const uint8_t *from, bool false_index, uint8_t ix[DIGEST_LEN]);
 bool memstore_layer_known(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 bool memstore_layer_complete(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);

@@ -25,6 +25,7 @@ struct store_fetch {
     uint8_t digest[DIGEST_LEN];
     struct layer_index ix;
     uint8_t from[STORE_ID_LEN]; /* the index's sender, all zero if built here or not known */
+    uint8_t ix_digest[DIGEST_LEN];
     int fd;
     uint8_t *has;   /* bitmap of chunks present or checked and written */
     uint8_t *fresh; /* bitmap of chunks written since the last flush */
@@ -83,6 +84,7 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     memcpy(f->has, bm.p, bmlen);
     if (!(r.flags & LAYER_INDEX_BUILT))
         memcpy(f->from, r.index_from, STORE_ID_LEN);
+    memcpy(f->ix_digest, r.index_digest, DIGEST_LEN);
     for (uint32_t i = 0; i < f->ix.nchunks; i++)
         f->nhas += store_fetch_has(f, i);
     store_blob_path(s, digest, path);
@@ -118,8 +120,9 @@ const uint8_t *store_fetch_digest(const struct store_fetch *f)
     return f->digest;
 }
 
-const uint8_t *store_fetch_sender(const struct store_fetch *f)
+const uint8_t *store_fetch_sender(const struct store_fetch *f, uint8_t ix[DIGEST_LEN])
 {
+    memcpy(ix, f->ix_digest, DIGEST_LEN);
     static const uint8_t none[STORE_ID_LEN];
     return memcmp(f->from, none, STORE_ID_LEN) ? f->from : NULL;
 }

@@ -133,16 +133,20 @@ static int index_judge(MDB_txn *txn, struct commit_args *a, const struct layer_r
         return 0;
     if ((rc = db_get(txn, a->s->db.dbi[DB_INDEX], a->digest, DIGEST_LEN, &v)) < 0)
         return rc;
+    /* It parsed when it came: only a malformed one is false. Another failure (memory, an index
+     * version this build no longer reads) leaves it unjudged: the blob's index replaces it all
+     * the same, with no alias, and nobody is blamed. */
     if ((rc = index_parse(v.mv_data, v.mv_size, &old)) < 0) {
-        /* it parsed when it came: only a malformed one is false (memory, say, is not) */
         a->index_false = rc == AFSP_E_FORMAT;
-        return rc == AFSP_E_FORMAT ? 0 : rc;
+        a->judged = a->index_false;
+        return 0;
     }
     rc = index_same(&old, a->ix);
     index_release(&old);
     a->index_false = rc == 0;
     a->alias = rc == 1;
-    return rc < 0 ? rc : 0;
+    a->judged = rc >= 0;
+    return 0;
 }
 
 static int commit_fn(MDB_txn *txn, void *arg)

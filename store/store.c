@@ -31,7 +31,7 @@
 void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SIZE])
 {
     memset(out, 0, LAYER_REC_SIZE);
-    put_le32(out, 2); /* version */
+    put_le32(out, 3); /* version */
     put_le32(out + 4, r->flags);
     put_le32(out + 8, r->format);
     put_le32(out + 12, r->nchunks);
@@ -49,8 +49,9 @@ void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SI
 int layer_rec_decode(const MDB_val *v, struct layer_rec *r)
 {
     const uint8_t *p = v->mv_data;
-    bool v1 = v->mv_size == LAYER_REC_V1_SIZE && get_le32(p) == 1;
-    if (!v1 && (v->mv_size != LAYER_REC_SIZE || get_le32(p) != 2))
+    uint32_t version = v->mv_size >= 4 ? get_le32(p) : 0;
+    size_t sizes[] = {0, LAYER_REC_V1_SIZE, LAYER_REC_V2_SIZE, LAYER_REC_SIZE};
+    if (version < 1 || version > 3 || v->mv_size != sizes[version])
         return err_set(AFSP_E_STORE, "bad layer record");
     r->flags = get_le32(p + 4);
     r->format = get_le32(p + 8);
@@ -64,11 +65,11 @@ int layer_rec_decode(const MDB_val *v, struct layer_rec *r)
     r->media_type[sizeof r->media_type - 1] = 0;
     memcpy(r->index_digest, p + 184, DIGEST_LEN);
     memset(r->index_from, 0, STORE_ID_LEN); /* v1: stores before the sender was kept */
-    memset(r->index_alias, 0, DIGEST_LEN);
-    if (!v1) {
+    memset(r->index_alias, 0, DIGEST_LEN);  /* v1, v2: before aliases */
+    if (version >= 2)
         memcpy(r->index_from, p + 216, STORE_ID_LEN);
+    if (version >= 3)
         memcpy(r->index_alias, p + 248, DIGEST_LEN);
-    }
     return 0;
 }
 

@@ -82,8 +82,8 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
 void store_fetch_free(struct store_fetch *f);
 const uint8_t *store_fetch_digest(const struct store_fetch *f);
 /* The node that sent the index the handle checks chunks against (STORE_ID_LEN bytes), or NULL
- * when the index was built here or its sender is not known. */
-const uint8_t *store_fetch_sender(const struct store_fetch *f);
+ * when the index was built here or its sender is not known; the index's SHA-256 goes to ix. */
+const uint8_t *store_fetch_sender(const struct store_fetch *f, uint8_t ix[DIGEST_LEN]);
 uint32_t store_fetch_nchunks(const struct store_fetch *f);
 /* Chunks neither present when opened nor checked and written since. */
 uint32_t store_fetch_missing(const struct store_fetch *f);

@@ -39,8 +39,9 @@ struct store {
 
 /* ---- store.c: the encodings of shared records --------------------------------------------- */
 
-#define LAYER_REC_SIZE 288    /* a layer record in DB_LAYERS (version 2) */
-#define LAYER_REC_V1_SIZE 224 /* version 1: no index_from */
+#define LAYER_REC_SIZE 288    /* a layer record in DB_LAYERS (version 3) */
+#define LAYER_REC_V1_SIZE 224 /* version 1: no index_from, no index_alias */
+#define LAYER_REC_V2_SIZE 256 /* version 2: no index_alias */
 
 void layer_rec_encode(const struct layer_rec *r, uint8_t out[static LAYER_REC_SIZE]);
 /* Returns 0 or AFSP_E_STORE (not a layer record of this version). */

@@ -234,9 +234,9 @@ TEST(node_fetch_leaves_a_peer_that_is_always_busy)
     simn_free(s);
 }
 
-/* A chunk that fails against an index another node sent is disputed: one of the two lies. The
- * peer is left out of the job, not banned, and the read goes on; the layer's verification, which
- * judges the index against the blob, says which lied.
+/* A chunk that fails against an index another node sent is disputed: one of the two is false.
+ * The peer is left out of the job, not banned, and the read goes on; the layer's verification,
+ * which judges the index against the blob, says which.
  * - The index is node 0's and true; node 1 lies. The read succeeds from node 0; once the index
  *   is judged true, node 1 is banned.
  * - The index is node 0's and false (its own chunks fit it); node 1 is honest. Node 1 is not
@@ -244,8 +244,9 @@ TEST(node_fetch_leaves_a_peer_that_is_always_busy)
 TEST(node_disputes_a_chunk_against_another_nodes_index)
 {
     struct image im;
-    uint8_t px[DIGEST_LEN] = {1}, bx[DIGEST_LEN] = {2};
+    uint8_t px[DIGEST_LEN], bx[DIGEST_LEN] = {2};
     struct simn *s = three(22, 64, 1024, &im);
+    memstore_index_digest(simn_id(s, 0), false, px);
     memstore_layer_index(simn_store(s, 2), im.layer, simn_id(s, 0), false);
     memstore_lie(simn_store(s, 1), true);
     int t = fetch(s, 2, &im, 0, 31);
@@ -254,6 +255,9 @@ TEST(node_disputes_a_chunk_against_another_nodes_index)
     CHECK_INT(memstore_layer_present(simn_store(s, 2), im.layer), ==, 32);
     CHECK_INT(counter(s, 2, "chunks_disputed"), >=, 1);
     CHECK_INT(banned(s, 2, 1), ==, 0);
+    /* another index of the layer judged true (one added after an eviction) settles nothing */
+    node_index_judged(simn_node(s, 2), im.layer, simn_id(s, 0), bx, bx, false, simn_now(s));
+    CHECK_INT(banned(s, 2, 1), ==, 0);
     node_index_judged(simn_node(s, 2), im.layer, simn_id(s, 0), px, bx, false, simn_now(s));
     CHECK_INT(counter(s, 2, "chunk_liars"), ==, 1);
     CHECK_INT(banned(s, 2, 1), ==, 1);
@@ -261,6 +265,7 @@ TEST(node_disputes_a_chunk_against_another_nodes_index)
     simn_free(s);
 
     s = three(23, 64, 1024, &im);
+    memstore_index_digest(simn_id(s, 0), true, px);
     memstore_layer_index(simn_store(s, 2), im.layer, simn_id(s, 0), true);
     memstore_lie(simn_store(s, 0), true);
     t = fetch(s, 2, &im, 0, 31);

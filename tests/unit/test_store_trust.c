@@ -126,11 +126,14 @@ TEST(store_blames_a_false_index_on_its_sender_after_a_restart)
     reencode(&ib, true, &forged);
 
     struct store_fetch *f;
+    uint8_t ixd[DIGEST_LEN], h[DIGEST_LEN];
     CHECK(store_fetch_new(s, d, MT, blob.len, forged.p, forged.len, A, &f) == 0);
-    CHECK(!memcmp(store_fetch_sender(f), A, STORE_ID_LEN));
+    CHECK(!memcmp(store_fetch_sender(f, ixd), A, STORE_ID_LEN));
+    sha256_buf(forged.p, forged.len, h);
+    CHECK(!memcmp(ixd, h, DIGEST_LEN));
     store_fetch_free(f);
     CHECK(store_fetch_new(s, d, MT, blob.len, ib.p, ib.len, B, &f) == 0);
-    CHECK(!memcmp(store_fetch_sender(f), A,
+    CHECK(!memcmp(store_fetch_sender(f, ixd), A,
                   STORE_ID_LEN)); /* the first index stays, and its sender */
     store_fetch_free(f);
     fill(s, d, &blob);
@@ -148,7 +151,7 @@ TEST(store_blames_a_false_index_on_its_sender_after_a_restart)
     CHECK(store_index_built_bytes(s, d, &now) == 0);
     CHECK(now.len == ib.len && !memcmp(now.p, ib.p, ib.len));
     CHECK(store_fetch_open(s, d, &f) == 0);
-    CHECK(store_fetch_sender(f) == NULL);
+    CHECK(store_fetch_sender(f, ixd) == NULL);
     store_fetch_free(f);
     buf_release(&now);
     buf_release(&blob);
