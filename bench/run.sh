@@ -42,6 +42,10 @@
 #           hops, messages, virtual latency and exactness per lookup, at alpha 1, 2, 3 and 5.
 #           Then 50 daemons on loopback: `afsp providers` lookups, ms, hops and messages; and
 #           one node that bench/dht_load's 1,000 peers announce 10,000 records to: its RSS.
+#   swarm   bench/swarm_sim: 8, 50 and 200 node cores (sim/) on 2.5 MiB/s uplinks, one holding a
+#           layer of 64 chunks of 256 KiB, the others pulling it at once: the time against the
+#           ideal (the layer over one uplink), the layers' worth the holder sent, the uplinks'
+#           use, for 1, 2, 4 and 8 serving slots and rarest- vs random-first (the same seeds).
 #
 # Page caches are not dropped (not reliably possible here, and not what a node sees): every
 # input is read once before it is timed, and `sync` runs before each timed command so no run
@@ -49,7 +53,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -70,7 +74,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -666,6 +670,18 @@ bench_dht() {
     } >>"$SUMMARY"
 }
 
+bench_swarm() {
+    log "swarm_sim (bench/swarm_sim.c)"
+    {
+        echo "### One layer to many nodes at once, in-process (bench/swarm_sim, virtual time)"
+        echo
+        "$AFSP_BENCH_BIN/swarm_sim" 8,50 1,2,4,8 3
+        echo
+        "$AFSP_BENCH_BIN/swarm_sim" 200 2 1 | tail -n 2
+        echo
+    } | tee -a "$SUMMARY"
+}
+
 # lookups through 50 daemons on loopback, each seeded with one earlier node: `afsp providers`
 # (a full lookup, to the k closest) of random digests from random nodes
 bench_dht_cluster() {
@@ -1163,6 +1179,7 @@ wants cold && bench_cold
 wants dht && bench_dht
 wants dht && bench_dht_cluster
 wants dht && bench_dht_memory
+wants swarm && bench_swarm
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})); then profile_ingest; fi ;;

@@ -12,12 +12,15 @@ const struct command cmd_stats_def = {
     "[--json]\n"
     "\n"
     "Asks the node running on the data directory (afsp node) for its statistics: node ID,\n"
-    "peers, store use against the cache limit, chunks and bytes served and fetched, bad\n"
+    "peers, store use against the cache limit, layer bytes from the registry, from each peer\n"
+    "and to each peer, chunks and bytes served and fetched, bad\n"
     "chunks caught, stalled requests, peer errors, failed handshakes, rate-limited\n"
     "connections, pulls.\n"
     "\n"
     "  --json   one JSON object: {\"stats\": {\"id\", \"listen\", \"started\", \"peers\",\n"
     "           \"store\": {\"used\", \"reserved\", \"limit\", \"layers\", \"images\"},\n"
+    "           \"transfer\": {\"from_registry\", \"from_peers\", \"to_peers\",\n"
+    "           \"peers\": [{\"id\", \"from\", \"to\"}]},\n"
     "           \"counters\": {...}, \"dht\": {...}}}\n"
     "  --doc    print what each counter and DHT figure is (Markdown), without asking a node\n",
     false};
@@ -64,6 +67,19 @@ int cmd_stats(int argc, char **argv)
                bytes_fmt((uint64_t)json_integer_value(json_object_get(s, "limit")), b),
                (int64_t)json_integer_value(json_object_get(s, "layers")),
                (int64_t)json_integer_value(json_object_get(s, "images")));
+        json_t *tr = json_object_get(st, "transfer"), *e;
+        size_t i;
+        char d[16];
+        printf("layers    %s from the registry, %s from peers, %s to peers\n",
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(tr, "from_registry")), a),
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(tr, "from_peers")), b),
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(tr, "to_peers")), d));
+        json_array_foreach(json_object_get(tr, "peers"), i, e)
+        {
+            printf("  peer %.16s  %s from, %s to\n", json_string_value(json_object_get(e, "id")),
+                   bytes_fmt((uint64_t)json_integer_value(json_object_get(e, "from")), a),
+                   bytes_fmt((uint64_t)json_integer_value(json_object_get(e, "to")), b));
+        }
         json_object_foreach(c, k, v)
             printf("%-20s %" PRId64 "\n", k, (int64_t)json_integer_value(v));
     }

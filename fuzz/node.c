@@ -27,6 +27,8 @@
  *   0x0d u8 what u8 c   the member asks the victim (what % 4: the manifest it holds, the whole
  *                       layer's index, its chunk c, which chunks it has) with the next id
  *   0x0e u8 id          the member cancels request id
+ *   0x0f u8 l u8 c      the member says it holds chunk c of layer l % 3 (GOT: whole, partial,
+ *                       unknown), true or not
  * Invariants: nothing crashes or leaks; every job comes back once; every control request is
  * answered once (or its client left); the node stops in bounded time with nothing in flight;
  * what a link holds to send stays bounded; a chunk stored in the partial layer is the true one
@@ -641,6 +643,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 send_msg(&w, &c);
             }
             i += NEED(1) ? 1 : size - i;
+            break;
+        case 0x0f: /* it says it holds a chunk (GOT), true or not */
+            if (NEED(2) && member_connect(&w)) {
+                struct p2p_msg g = {.type = P2P_GOT, .chunk = data[i + 1]};
+                memcpy(g.digest,
+                       data[i] % 3 == 0   ? L_WHOLE
+                       : data[i] % 3 == 1 ? L_PART
+                                          : L_NONE,
+                       DIGEST_LEN);
+                send_msg(&w, &g);
+            }
+            i += NEED(2) ? 2 : size - i;
             break;
         case 0x0a:
             memstore_layer_drop(w.vs, L_WHOLE);

@@ -1,6 +1,7 @@
 /*
  * announce.c - what the DHT announces follows what the store holds: every complete layer and
- * every image manifest is provided, and what is gone (evicted, pruned) is withdrawn at once and
+ * every image manifest is provided, every layer held in part under its swarm key (swarm.c), and
+ * what is gone (evicted, pruned) is withdrawn at once and
  * served no more. The whole store is compared (node_store_ops.held) when the node starts, after
  * a pull, when the store reports an eviction or the CLI says it changed (afsp prune), and before
  * each republish interval ends, so that a store changed behind the node's back is never
@@ -42,18 +43,29 @@ void announce_reconcile(struct node *n, uint64_t now)
         return;
     qsort(h, nh, sizeof *h, held_cmp);
     serve_forget(n, h, nh);
-    for (size_t i = 0; i < nh; i++)
-        if (h[i].complete && !dht_providing(n->dht, h[i].digest))
-            dht_provide(n->dht, h[i].digest, now);
+    for (size_t i = 0; i < nh; i++) {
+        uint8_t key[DIGEST_LEN];
+        if (h[i].complete)
+            memcpy(key, h[i].digest, DIGEST_LEN);
+        else
+            swarm_key(h[i].digest, key); /* held in part: a partial provider */
+        if (!dht_providing(n->dht, key))
+            dht_provide(n->dht, key, now);
+    }
     const uint8_t *key;
     for (size_t i = 0; (key = dht_provided_key(n->dht, i));) {
-        struct node_held probe;
+        struct node_held probe, *f;
         memcpy(probe.digest, key, DIGEST_LEN);
-        struct node_held *f = bsearch(&probe, h, nh, sizeof *h, held_cmp);
-        if (f && f->complete) {
+        if ((f = bsearch(&probe, h, nh, sizeof *h, held_cmp)) && f->complete) {
             i++;
             continue;
         }
+        swarm_key(key, probe.digest);
+        if ((f = bsearch(&probe, h, nh, sizeof *h, held_cmp)) && !f->complete) {
+            i++;
+            continue;
+        }
+        memcpy(probe.digest, key, DIGEST_LEN);
         dht_withdraw(n->dht, probe.digest); /* the key's place is taken by the next one */
         log_debug("event=withdrawn digest=%s", digest_fmt(probe.digest, dg));
     }
@@ -62,8 +74,12 @@ void announce_reconcile(struct node *n, uint64_t now)
 
 void announce_layer(struct node *n, const uint8_t digest[static DIGEST_LEN], uint64_t now)
 {
-    if (!n->stopping)
-        dht_provide(n->dht, digest, now);
+    uint8_t sk[DIGEST_LEN];
+    if (n->stopping)
+        return;
+    dht_provide(n->dht, digest, now);
+    swarm_key(digest, sk);
+    dht_withdraw(n->dht, sk);
 }
 
 void node_store_changed(struct node *n, uint64_t now)

@@ -30,6 +30,65 @@
     X("provider_lookups", n->st.provider_lookups, "provider lookups (fetch jobs, afsp providers)") \
     X("dials", n->st.dht_dials, "connections dialed to reach DHT contacts and providers")
 
+static struct peer_tally *tally_get(struct node *n, const uint8_t id[static P2P_ID_LEN])
+{
+    struct peer_tally *least = NULL;
+    for (size_t i = 0; i < n->ntally; i++) {
+        struct peer_tally *t = &n->tally[i];
+        if (!memcmp(t->id, id, P2P_ID_LEN))
+            return t;
+        if (!least || t->in + t->out < least->in + least->out)
+            least = t;
+    }
+    struct peer_tally *t = n->ntally < NODE_PEER_TALLY ? &n->tally[n->ntally++] : least;
+    memcpy(t->id, id, P2P_ID_LEN); /* the least busy peer's place: its bytes stay in the totals */
+    t->in = t->out = 0;
+    return t;
+}
+
+void counters_link_closed(struct node *n, const struct node_link *k)
+{
+    if (!k->chunk_bytes_in && !k->chunk_bytes_out)
+        return;
+    struct peer_tally *t = tally_get(n, k->peer_id);
+    t->in += k->chunk_bytes_in;
+    t->out += k->chunk_bytes_out;
+}
+
+/* "transfer": where this node's layer bytes came from and went: the registry, each peer (its
+ * links closed and open), in all. */
+static json_t *transfer_json(struct node *n)
+{
+    json_t *peers = json_array();
+    char id[2 * P2P_ID_LEN + 1];
+    struct peer_tally all[NODE_PEER_TALLY + 64];
+    size_t na = n->ntally;
+    memcpy(all, n->tally, na * sizeof *all);
+    for (struct node_link *k = n->links; k; k = k->next) {
+        if (k->state != LINK_UP || (!k->chunk_bytes_in && !k->chunk_bytes_out))
+            continue;
+        size_t i = 0;
+        while (i < na && memcmp(all[i].id, k->peer_id, P2P_ID_LEN))
+            i++;
+        if (i == na) {
+            if (na == sizeof all / sizeof *all)
+                continue;
+            memcpy(all[na].id, k->peer_id, P2P_ID_LEN);
+            all[na].in = all[na].out = 0;
+            na++;
+        }
+        all[i].in += k->chunk_bytes_in;
+        all[i].out += k->chunk_bytes_out;
+    }
+    for (size_t i = 0; i < na; i++)
+        json_array_append_new(
+            peers, json_pack("{s:s, s:I, s:I}", "id", hex_fmt(all[i].id, P2P_ID_LEN, id), "from",
+                             (json_int_t)all[i].in, "to", (json_int_t)all[i].out));
+    return json_pack("{s:I, s:I, s:I, s:o}", "from_registry", (json_int_t)n->st.bytes_registry,
+                     "from_peers", (json_int_t)n->st.bytes_fetched, "to_peers",
+                     (json_int_t)n->st.bytes_served, "peers", peers);
+}
+
 json_t *counters_stats_json(struct node *n, uint64_t now)
 {
     struct node_store_usage u = {0};
@@ -49,11 +108,11 @@ json_t *counters_stats_json(struct node *n, uint64_t now)
     NODE_DHT_STATS(X)
 #undef X
     (void)now;
-    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "id",
-                     hex_fmt(n->id->id, P2P_ID_LEN, id), "listen",
-                     n->cfg.listen_port && n->cfg.listen_text ? n->cfg.listen_text : "", "started",
-                     time_fmt(n->started_wall_ms * 1000000, since), "peers",
-                     (json_int_t)node_links_up(n), "store", store, "counters", c, "dht", dht);
+    return json_pack(
+        "{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o}", "id", hex_fmt(n->id->id, P2P_ID_LEN, id),
+        "listen", n->cfg.listen_port && n->cfg.listen_text ? n->cfg.listen_text : "", "started",
+        time_fmt(n->started_wall_ms * 1000000, since), "peers", (json_int_t)node_links_up(n),
+        "store", store, "transfer", transfer_json(n), "counters", c, "dht", dht);
 }
 
 json_t *counters_peers_json(struct node *n, uint64_t now)
@@ -65,13 +124,15 @@ json_t *counters_peers_json(struct node *n, uint64_t now)
             continue;
         uint64_t wall = n->started_wall_ms + (k->up_at - n->started);
         json_array_append_new(
-            a, json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:I, s:s, s:b, s:i, s:i}", "id",
-                         hex_fmt(k->peer_id, P2P_ID_LEN, id), "address", k->addr, "listen_port",
-                         (int)k->hello_port, "initiator", k->initiator, "rtt_ms",
-                         (json_int_t)k->rtt_ms, "bytes_in", (json_int_t)k->bytes_in, "bytes_out",
-                         (json_int_t)k->bytes_out, "since", time_fmt(wall * 1000000, since),
-                         "banned", k->ban_until > now, "requests_out", (int)p2p_peer_inflight(k->p),
-                         "requests_in", (int)p2p_peer_serving(k->p)));
+            a,
+            json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:i, s:i}", "id",
+                      hex_fmt(k->peer_id, P2P_ID_LEN, id), "address", k->addr, "listen_port",
+                      (int)k->hello_port, "initiator", k->initiator, "rtt_ms",
+                      (json_int_t)k->rtt_ms, "bytes_in", (json_int_t)k->bytes_in, "bytes_out",
+                      (json_int_t)k->bytes_out, "chunk_bytes_in", (json_int_t)k->chunk_bytes_in,
+                      "chunk_bytes_out", (json_int_t)k->chunk_bytes_out, "since",
+                      time_fmt(wall * 1000000, since), "banned", k->ban_until > now, "requests_out",
+                      (int)p2p_peer_inflight(k->p), "requests_in", (int)p2p_peer_serving(k->p)));
     }
     return a;
 }

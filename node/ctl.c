@@ -252,6 +252,7 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
             n->ntasks--;
             break;
         }
+    n->st.bytes_registry += t->registry_bytes;
     if (t->kind == NODE_TASK_VERIFY) {
         verify_done(n, t);
     } else if (t->kind == NODE_TASK_FETCH) {

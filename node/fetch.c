@@ -1,23 +1,32 @@
 /*
  * fetch.c - fetch jobs: what a task asks of peers (struct node_job). A blob or an index goes to
- * one peer at a time, the next one not yet asked after a failure. Chunks go round every usable
- * link (only the layer's providers, when the DHT named some that are connected), one each in
- * turn while windows have room, so that a layer comes from every peer at once; each chunk is
- * checked against the index as it arrives (node_store_ops chunk_*) before it counts.
+ * one peer at a time, the next one not yet asked after a failure. Chunks go to the peers that
+ * hold them (docs/swarm.md): the layer's complete providers (taken to hold every chunk), its
+ * partial providers and the peers fetching it too, whose chunks the job learns by asking HAVE
+ * once and then hearing GOT as each new one arrives. The rarest chunk among those peers is asked
+ * for first (random-first when node_cfg says so), each of the least busy peer that has it, at
+ * most NODE_PEER_CHUNKS of one job on one peer, so that a layer comes from every holder at once
+ * and a swarm's fetchers pass its chunks on among themselves; each chunk is checked against the
+ * index as it arrives (node_store_ops chunk_*) before it counts, and the peers watching the layer
+ * hear of it (swarm.c).
  *
  * Meanwhile the providers are looked up and dialed (providers.c). A peer that stalled, or sent a
  * chunk that does not match the index it sent itself, is banned (no new request for a while)
  * and its requests go elsewhere; one whose chunk fails against another node's index is left out
- * of the job (either may lie: the layer's verification tells, verify.c); a peer that says
- * not-found is left out of the job. A chunk request silent for the hedge duration is asked of a
- * second link too (at most NODE_HEDGE_MAX of a job at once): the first answer that checks out is
- * kept, the other cancelled, and a peer beaten that way is banned. When no link is left, the
- * providers are looked up once more, and the job waits for that lookup or a dial to one of
- * them, or ends with AFSP_E_NOTFOUND. A job is handed back (NODE_FX_JOB_DONE) once it is done
- * and nothing of it is in flight.
+ * of the job (either may lie: the layer's verification tells, verify.c). A peer that says
+ * not-found for a chunk is taken not to have that chunk (a complete provider that evicted the
+ * layer is asked HAVE); one that answers busy gets no request of the job for a moment, and is
+ * left out once it has been busy for the busy_wait duration with no chunk coming from anyone; one
+ * that says not-found to HAVE, or holds the layer under another index, is left out of the job. A
+ * chunk request silent for the hedge duration is asked of a second holder too (at most
+ * NODE_HEDGE_MAX of a job at once): the first answer that checks out is kept, the other cancelled,
+ * and a peer beaten that way is banned. When no peer is left that holds a chunk the job wants, the
+ * providers are looked up once more, and the job waits for that lookup or a dial to one of them, or
+ * ends with AFSP_E_NOTFOUND. A job is handed back (NODE_FX_JOB_DONE) once it is done and nothing of
+ * it is in flight.
  *
- * Owns: the jobs' state and their requests, each job's hedge timer. Must not: do I/O, count a
- * chunk that did not check out.
+ * Owns: the jobs' state and their requests, what each job knows of its peers, each job's timer.
+ * Must not: do I/O, count a chunk that did not check out.
  */
 #include "node_int.h"
 
@@ -29,6 +38,7 @@
 struct xreq {
     struct node_job_state *js;
     uint32_t chunk;
+    bool have;                /* CHUNKS: a HAVE request, not a chunk's */
     void *rx;                 /* CHUNKS: the store's receipt */
     struct node_link *k;      /* CHUNKS */
     uint64_t last;            /* when it was sent or its last byte came */
@@ -37,23 +47,61 @@ struct xreq {
     struct xreq *prev, *next; /* the job's chunk requests */
 };
 
+/* What a CHUNKS job knows of one peer (a link) that may hold its layer. */
+struct jpeer {
+    uint64_t serial;      /* the link's */
+    uint8_t *bm;          /* the chunks it holds, as its HAVE answer and GOTs said; NULL: unknown */
+    bool all;             /* a complete provider: every chunk, until it says not-found */
+    bool asking;          /* the job's HAVE request is on it */
+    uint32_t inflight;    /* the job's chunk requests on it */
+    uint64_t busy_since;  /* its first busy answer since the job last got a chunk (0: none) */
+    uint64_t quiet_until; /* after a busy answer: no request before */
+};
+
 struct node_job_state {
     struct node_job *j;
     struct node *n;
     struct node_job_state *next;
     int rc;
     bool done, relooked;
-    uint64_t *tried; /* serials of the links asked (blob, index) or that lack the layer */
+    uint64_t *tried; /* serials of the links asked (blob, index) or left out (chunks) */
     size_t ntried;
     uint8_t *inflight; /* CHUNKS: chunk bitmap */
+    uint32_t nchunks;  /* CHUNKS: the layer's */
     uint32_t first;    /* CHUNKS: every chunk before it is here */
     uint32_t nreq;     /* requests of this job on the links */
+    uint32_t salt;     /* CHUNKS: orders chunks of equal rarity, differently in each job */
     uint64_t inflight_bytes;
-    uint64_t turn;           /* the link that gets the next chunk */
-    struct xreq *reqs;       /* CHUNKS */
+    uint64_t turn;       /* the link that gets the next request */
+    struct xreq *reqs;   /* CHUNKS */
+    struct jpeer *peers; /* CHUNKS: NODE_JOB_LINKS_MAX slots */
+    size_t npeers;
     unsigned nhedged;        /* pairs of requests for one chunk */
-    struct node_timer timer; /* the next request that may need a hedge */
+    struct node_timer timer; /* the next hedge or busy peer's turn */
 };
+
+static struct jpeer *jpeer_find(struct node_job_state *js, uint64_t serial)
+{
+    for (size_t i = 0; i < js->npeers; i++)
+        if (js->peers[i].serial == serial)
+            return &js->peers[i];
+    return NULL;
+}
+
+/* A busy answer from jp's peer: whether the job should still wait for it (it has not been busy
+ * since longer than busy_wait with no chunk coming from anyone). */
+static bool busy_again(struct node *n, struct jpeer *jp, uint64_t now)
+{
+    if (!jp->busy_since)
+        jp->busy_since = now;
+    jp->quiet_until = MAX(jp->quiet_until, now + n->t.busy);
+    return now - jp->busy_since < n->t.busy_wait;
+}
+
+static bool jp_has(const struct jpeer *jp, uint32_t i)
+{
+    return jp && (jp->all || (jp->bm && (jp->bm[i / 8] >> (i % 8) & 1)));
+}
 
 static void job_finish(struct node_job_state *js, int rc)
 {
@@ -93,6 +141,9 @@ static void xreq_end(struct node *n, struct node_job_state *js, struct xreq *x)
     uint64_t coff;
     uint32_t clen;
     n->so->fetch_chunk(js->j->fetch, x->chunk, &coff, &clen);
+    struct jpeer *jp = jpeer_find(js, x->k->serial);
+    if (jp)
+        jp->inflight--;
     js->nreq--;
     n->requesting--;
     js->inflight_bytes -= clen;
@@ -151,9 +202,25 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         free(x);
         return;
     }
+    struct jpeer *jp = jpeer_find(js, k->serial);
+    if (x->have) {
+        js->nreq--;
+        n->requesting--;
+        if (jp)
+            jp->asking = false;
+        if (rc == -EBUSY && jp && busy_again(n, jp, now)) {
+            /* asked again in a moment */
+        } else if (rc < 0) {
+            job_exclude(js, k); /* it does not hold the layer (or says so) */
+        }
+        free(x);
+        return;
+    }
     struct xreq *twin = x->twin;
     uint64_t bytes = 0;
     xreq_end(n, js, x);
+    if (jp && rc != -EBUSY)
+        jp->quiet_until = 0; /* a slot of its may have come free: the one this request held */
     if (rc == 0)
         rc = n->so->chunk_end(js->j->fetch, x->rx, &bytes); /* frees the receipt either way */
     else
@@ -162,6 +229,10 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
     if (rc == 0) {
         n->st.chunks_fetched++;
         n->st.bytes_fetched += bytes;
+        k->chunk_bytes_in += bytes;
+        for (size_t i = 0; i < js->npeers; i++)
+            js->peers[i].busy_since = 0; /* busy peers are left out only of a job standing still */
+        swarm_chunk_stored(n, js->j->digest, x->chunk, now);
         if (twin && x->hedge) {
             n->st.hedges_won++;
             link_ban(twin->k, "slow: another peer sent a chunk first", now);
@@ -189,13 +260,76 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
     } else if (rc == -ETIMEDOUT) {
         n->st.stalls++;
         link_ban(k, "stalled", now);
+    } else if (rc == AFSP_E_NOTFOUND && jp) {
+        /* it does not hold that chunk (a complete provider that evicted the layer: which
+         * chunks it holds is asked) */
+        if (jp->all) {
+            jp->all = false;
+            free(jp->bm);
+            jp->bm = NULL;
+        } else if (jp->bm) {
+            jp->bm[x->chunk / 8] &= (uint8_t) ~(1u << (x->chunk % 8));
+        }
+    } else if (rc == -EBUSY && jp && busy_again(n, jp, now)) {
+        /* its upload slots are taken: a moment, and other holders meanwhile */
     } else {
-        /* not found, busy, a refused request or anything else: not asked again for this layer
-         * (a peer answering busy to every request held a job, and the mount reading through it,
-         * forever; now it only costs a round trip) */
+        /* busy too often, a refused request or anything else: not asked again for this layer
+         * (a peer answering busy to every request would hold a job, and the mount reading
+         * through it, forever) */
         job_exclude(js, k);
     }
     free(x);
+}
+
+void fetch_on_have(struct node_link *k, void *req, uint32_t nchunks, const uint8_t *bitmap)
+{
+    struct xreq *x = req;
+    struct node_job_state *js = x->js;
+    struct jpeer *jp = jpeer_find(js, k->serial);
+    k->n->jobs_dirty = true;
+    if (!jp || !x->have)
+        return;
+    if (nchunks != js->nchunks) {
+        job_exclude(js, k); /* it holds the layer cut otherwise: under another index */
+        return;
+    }
+    size_t len = ((size_t)nchunks + 7) / 8;
+    if (!jp->bm && !(jp->bm = malloc(len + 1)))
+        return;
+    memcpy(jp->bm, bitmap, len);
+}
+
+bool fetch_jobs_have(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t nchunks,
+                     uint32_t i)
+{
+    for (struct node_job_state *js = n->jobs; js; js = js->next)
+        if (js->j->kind == NODE_JOB_CHUNKS && js->nchunks == nchunks && i < nchunks &&
+            !memcmp(js->j->digest, layer, DIGEST_LEN) && n->so->fetch_has(js->j->fetch, i))
+            return true;
+    return false;
+}
+
+bool fetch_peer_has(struct node *n, const struct node_link *k,
+                    const uint8_t layer[static DIGEST_LEN], uint32_t i)
+{
+    for (struct node_job_state *js = n->jobs; js; js = js->next)
+        if (js->j->kind == NODE_JOB_CHUNKS && !memcmp(js->j->digest, layer, DIGEST_LEN) &&
+            i < js->nchunks && jp_has(jpeer_find(js, k->serial), i))
+            return true;
+    return false;
+}
+
+void fetch_on_got(struct node_link *k, const uint8_t layer[static DIGEST_LEN], uint32_t chunk)
+{
+    for (struct node_job_state *js = k->n->jobs; js; js = js->next) {
+        if (js->j->kind != NODE_JOB_CHUNKS || memcmp(js->j->digest, layer, DIGEST_LEN))
+            continue;
+        struct jpeer *jp = jpeer_find(js, k->serial);
+        if (jp && jp->bm && chunk < js->nchunks) {
+            jp->bm[chunk / 8] |= (uint8_t)(1u << (chunk % 8));
+            k->n->jobs_dirty = true;
+        }
+    }
 }
 
 /* No link is left to ask: look the providers up again (once a job), wait for the lookup or a
@@ -204,10 +338,36 @@ static void job_exhausted(struct node *n, struct node_job_state *js, uint64_t no
 {
     if (!js->relooked) {
         js->relooked = true;
-        providers_get(n, js->j->digest, true, now);
+        providers_get(n, js->j->digest, NODE_PROVIDERS_WANT, true, now);
     }
-    if (!providers_waiting(n, providers_get(n, js->j->digest, false, now)))
+    if (!providers_waiting(n, providers_get(n, js->j->digest, NODE_PROVIDERS_WANT, false, now)))
         job_finish(js, AFSP_E_NOTFOUND);
+}
+
+/* Asks link k which chunks of the job's layer it holds (it tells of new ones after: GOT).
+ * Returns 0 or -1 (its window is full, memory ran out). */
+static int have_request(struct node *n, struct node_job_state *js, struct node_link *k,
+                        struct jpeer *jp, uint64_t now)
+{
+    struct p2p_msg m = {.type = P2P_HAVE};
+    struct xreq *x = calloc(1, sizeof *x);
+    memcpy(m.digest, js->j->digest, DIGEST_LEN);
+    if (!x)
+        return -1;
+    x->js = js;
+    x->k = k;
+    x->have = true;
+    x->last = now;
+    if (p2p_peer_request(k->p, &m, 0, x, now) < 0) {
+        free(x);
+        return -1;
+    }
+    link_touch(k);
+    js->nreq++;
+    requesting_inc(n);
+    jp->asking = true;
+    n->st.haves_sent++;
+    return 0;
 }
 
 /* Asks link k for chunk i (the second time, if twin is the first request). Returns 0, or -1 if
@@ -237,6 +397,9 @@ static int chunk_request(struct node *n, struct node_job_state *js, struct node_
         return -1;
     }
     link_touch(k);
+    struct jpeer *jp = jpeer_find(js, k->serial);
+    if (jp)
+        jp->inflight++;
     js->nreq++;
     requesting_inc(n);
     js->inflight_bytes += clen;
@@ -254,66 +417,116 @@ static int chunk_request(struct node *n, struct node_job_state *js, struct node_
     return 0;
 }
 
-/* Requests silent for the hedge duration (or on a banned link) go to a second usable link too;
- * returns when the next one may need it (UINT64_MAX: none). */
+/* Requests silent for the hedge duration (or on a banned link) go to a second peer that holds
+ * the chunk too; returns when the next one may need it (UINT64_MAX: none). */
 static uint64_t job_hedge(struct node *n, struct node_job_state *js, struct node_link **use,
                           size_t nuse, uint64_t now)
 {
     uint64_t next = UINT64_MAX;
     for (struct xreq *x = js->reqs; x; x = x->next) {
         bool banned = x->k->ban_until > now;
+        /* silent: no byte of it, and none from its peer (a peer sending other answers first is
+         * working, not stuck: a swarm's holders are busy) */
+        uint64_t heard = MAX(x->last, x->k->last_in);
         if (x->twin)
             continue;
-        if (!banned && now - x->last < n->t.hedge) {
-            if (x->last + n->t.hedge < next)
-                next = x->last + n->t.hedge;
+        if (!banned && now - heard < n->t.hedge) {
+            if (heard + n->t.hedge < next)
+                next = heard + n->t.hedge;
             continue;
         }
         if (!banned && js->nhedged >= NODE_HEDGE_MAX)
             continue; /* a slot frees when a request ends (jobs_dirty) */
         for (size_t u = 0; u < nuse; u++) {
             struct node_link *k = use[(js->turn + u) % nuse];
-            if (k != x->k && chunk_request(n, js, k, x->chunk, x, now) == 0)
+            if (k != x->k && jp_has(jpeer_find(js, k->serial), x->chunk) &&
+                chunk_request(n, js, k, x->chunk, x, now) == 0)
                 break; /* the new request went in front of x: the walk goes on after x */
         }
     }
     return next;
 }
 
-static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now)
+void fetch_link_closed(struct node *n, const struct node_link *k)
+{
+    for (struct node_job_state *js = n->jobs; js; js = js->next) {
+        struct jpeer *jp = js->peers ? jpeer_find(js, k->serial) : NULL;
+        if (jp) { /* its requests have ended (p2p_peer_free ran their done) */
+            free(jp->bm);
+            *jp = js->peers[--js->npeers];
+        }
+    }
+}
+
+/* The links a CHUNKS job may ask, and what it knows of each: the layer's providers, complete or
+ * partial, and the peers fetching it too (they asked this node HAVE of it); else, if none of
+ * those is connected, any peer. A new one is asked HAVE (a complete provider is taken at its
+ * word). Returns how many, in use[] and jps[]. */
+static size_t job_peers(struct node *n, struct node_job_state *js, struct node_link **use,
+                        struct jpeer **jps, uint64_t now)
 {
     struct node_job *j = js->j;
-    if (js->done)
-        return;
-    struct pcache *pc = providers_get(n, j->digest, false, now);
-    if (j->kind != NODE_JOB_CHUNKS) {
-        if (js->nreq)
-            return;
-        for (struct node_link *k = n->links; k; k = k->next) {
-            if (!link_usable(k, now) || tried(js, k))
-                continue;
-            struct xreq *x = calloc(1, sizeof *x);
-            if (!x || job_exclude(js, k) < 0) {
-                free(x);
-                break;
-            }
-            struct p2p_msg m = {.type = j->kind == NODE_JOB_BLOB ? P2P_GET_BLOB : P2P_GET_INDEX,
-                                .len = (uint32_t)(j->max < UINT32_MAX ? j->max : UINT32_MAX)};
-            memcpy(m.digest, j->digest, DIGEST_LEN);
-            j->out->len = 0;
-            x->js = js;
-            if (p2p_peer_request(k->p, &m, j->max, x, now) < 0) {
-                free(x);
-                continue;
-            }
-            link_touch(k);
-            js->nreq++;
-            requesting_inc(n);
-            return;
+    uint8_t sk[DIGEST_LEN];
+    swarm_key(j->digest, sk);
+    struct pcache *pc = providers_get(n, j->digest, NODE_PROVIDERS_WANT, false, now);
+    struct pcache *ps = providers_get(n, sk, NODE_SWARM_WANT, false, now);
+    if (ps && !ps->looking && ps->n < NODE_SWARM_ENOUGH) /* a swarm still forming */
+        ps = providers_get(n, sk, NODE_SWARM_WANT, true, now);
+    size_t nuse = 0;
+    for (int members = 1; members >= 0 && !nuse; members--)
+        for (struct node_link *k = n->links; k && nuse < NODE_JOB_LINKS_MAX; k = k->next)
+            if (link_usable(k, now) && !tried(js, k) &&
+                (!members || providers_has(pc, k->peer_id) || providers_has(ps, k->peer_id) ||
+                 swarm_watching(k, j->digest) || jpeer_find(js, k->serial)))
+                use[nuse++] = k;
+    size_t kept = 0;
+    for (size_t u = 0; u < nuse; u++) {
+        struct jpeer *jp = jpeer_find(js, use[u]->serial);
+        if (!jp) {
+            if (js->npeers == NODE_JOB_LINKS_MAX)
+                continue; /* the job knows as many peers as it may (some left out, or banned) */
+            jp = &js->peers[js->npeers++];
+            memset(jp, 0, sizeof *jp);
+            jp->serial = use[u]->serial;
+            jp->all = providers_has(pc, use[u]->peer_id);
         }
-        job_exhausted(n, js, now);
-        return;
+        if (!jp->all && !jp->bm && !jp->asking && jp->quiet_until <= now)
+            have_request(n, js, use[u], jp, now);
+        use[kept] = use[u];
+        jps[kept++] = jp;
     }
+    return kept;
+}
+
+/* Orders chunks of equal rarity: differently in each job (its salt), the same in each step. */
+static uint32_t chunk_tie(const struct node_job_state *js, uint32_t i)
+{
+    uint32_t h = (i + 1) * 0x9e3779b1u ^ js->salt;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    return h ^ h >> 13;
+}
+
+struct cand {
+    uint32_t chunk, holders, tie;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    if (x->holders != y->holders)
+        return x->holders < y->holders ? -1 : 1;
+    return x->tie < y->tie ? -1 : x->tie > y->tie;
+}
+
+/* Chunks a step looks at, at most: the first this many the job wants and has not asked for. */
+#define JOB_SCAN 1024
+
+/* A CHUNKS job's step: the chunks it wants and no request is on, rarest first (or in random
+ * order), each asked of the least busy peer that holds it. */
+static void chunks_step(struct node *n, struct node_job_state *js, uint64_t now)
+{
+    struct node_job *j = js->j;
     while (js->first <= j->last && n->so->fetch_has(j->fetch, js->first))
         js->first++; /* done from the front: later steps start after it */
     if (js->first > j->last) {
@@ -322,26 +535,105 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
         return;
     }
     struct node_link *use[NODE_JOB_LINKS_MAX];
-    size_t nuse = 0, full = 0;
-    for (int only_providers = 1; only_providers >= 0 && !nuse; only_providers--)
-        for (struct node_link *k = n->links; k && nuse < NODE_JOB_LINKS_MAX; k = k->next)
-            if (link_usable(k, now) && !tried(js, k) &&
-                (!only_providers || providers_has(pc, k->peer_id)))
-                use[nuse++] = k;
-    for (uint32_t i = js->first;
-         nuse && full < nuse && i <= j->last && js->inflight_bytes < NODE_JOB_INFLIGHT_MAX; i++) {
-        if (n->so->fetch_has(j->fetch, i) || (js->inflight[i / 8] >> (i % 8) & 1))
-            continue;
-        for (full = 0; full < nuse; full++) {
-            if (chunk_request(n, js, use[js->turn++ % nuse], i, NULL, now) == 0) {
-                js->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
-                break;
-            }
+    struct jpeer *jps[NODE_JOB_LINKS_MAX];
+    bool full[NODE_JOB_LINKS_MAX] = {0};
+    size_t nuse = job_peers(n, js, use, jps, now);
+    struct cand *c = malloc(JOB_SCAN * sizeof *c);
+    size_t nc = 0;
+    bool hope = false; /* a peer may yet serve something: it is being asked HAVE, or is quiet */
+    uint64_t next = UINT64_MAX;
+    for (size_t u = 0; u < nuse; u++) {
+        if (jps[u]->asking)
+            hope = true;
+        if (jps[u]->quiet_until > now) {
+            hope = true;
+            next = MIN(next, jps[u]->quiet_until);
         }
     }
-    timer_set(n, &js->timer, job_hedge(n, js, use, nuse, now));
-    if (!nuse && js->nreq == 0)
+    for (uint32_t i = js->first; c && i <= j->last && nc < JOB_SCAN; i++) {
+        if (n->so->fetch_has(j->fetch, i) || (js->inflight[i / 8] >> (i % 8) & 1))
+            continue;
+        uint32_t holders = 0;
+        for (size_t u = 0; u < nuse; u++)
+            holders += jp_has(jps[u], i);
+        if (holders)
+            c[nc++] = (struct cand){i, n->cfg.random_first ? 0 : holders, chunk_tie(js, i)};
+    }
+    hope = hope || nc;
+    qsort(c, nc, sizeof *c, cand_cmp);
+    for (size_t ci = 0; ci < nc && js->inflight_bytes < NODE_JOB_INFLIGHT_MAX; ci++) {
+        uint32_t i = c[ci].chunk;
+        size_t best = SIZE_MAX;
+        for (size_t v = 0; v < nuse; v++) {
+            size_t u = (js->turn + v) % nuse;
+            struct jpeer *jp = jps[u];
+            if (!jp_has(jp, i) || jp->inflight >= NODE_PEER_CHUNKS || jp->quiet_until > now ||
+                full[u])
+                continue;
+            /* the least busy, and of those a partial holder before a complete one */
+            if (best == SIZE_MAX || jp->inflight < jps[best]->inflight ||
+                (jp->inflight == jps[best]->inflight && jps[best]->all && !jp->all))
+                best = u;
+        }
+        if (best == SIZE_MAX)
+            continue;
+        js->turn++;
+        if (chunk_request(n, js, use[best], i, NULL, now) == 0)
+            js->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
+        else
+            full[best] = true; /* its window is full (or no memory): not again this step */
+    }
+    free(c);
+    timer_set(n, &js->timer, MIN(next, job_hedge(n, js, use, nuse, now)));
+    if (!hope && js->nreq == 0)
         job_exhausted(n, js, now);
+}
+
+static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now)
+{
+    struct node_job *j = js->j;
+    if (js->done)
+        return;
+    if (j->kind == NODE_JOB_CHUNKS) {
+        chunks_step(n, js, now);
+        return;
+    }
+    providers_get(n, j->digest, NODE_PROVIDERS_WANT, false, now);
+    if (js->nreq)
+        return;
+    for (struct node_link *k = n->links; k; k = k->next) {
+        if (!link_usable(k, now) || tried(js, k))
+            continue;
+        struct xreq *x = calloc(1, sizeof *x);
+        if (!x || job_exclude(js, k) < 0) {
+            free(x);
+            break;
+        }
+        struct p2p_msg m = {.type = j->kind == NODE_JOB_BLOB ? P2P_GET_BLOB : P2P_GET_INDEX,
+                            .len = (uint32_t)(j->max < UINT32_MAX ? j->max : UINT32_MAX)};
+        memcpy(m.digest, j->digest, DIGEST_LEN);
+        j->out->len = 0;
+        x->js = js;
+        if (p2p_peer_request(k->p, &m, j->max, x, now) < 0) {
+            free(x);
+            continue;
+        }
+        link_touch(k);
+        js->nreq++;
+        requesting_inc(n);
+        return;
+    }
+    job_exhausted(n, js, now);
+}
+
+static void job_state_free(struct node_job_state *js)
+{
+    for (size_t i = 0; i < js->npeers; i++)
+        free(js->peers[i].bm);
+    free(js->peers);
+    free(js->tried);
+    free(js->inflight);
+    free(js);
 }
 
 void jobs_step(struct node *n, uint64_t now)
@@ -364,9 +656,7 @@ void jobs_release(struct node *n)
         js->j->rc = js->rc;
         js->j->st = NULL;
         fx_push(n, &(struct node_effect){.type = NODE_FX_JOB_DONE, .job = js->j});
-        free(js->tried);
-        free(js->inflight);
-        free(js);
+        job_state_free(js);
     }
 }
 
@@ -376,9 +666,7 @@ void jobs_free_all(struct node *n)
         struct node_job_state *js = n->jobs;
         n->jobs = js->next;
         js->j->st = NULL;
-        free(js->tried);
-        free(js->inflight);
-        free(js);
+        job_state_free(js);
     }
 }
 
@@ -404,14 +692,19 @@ void node_job_submit(struct node *n, struct node_job *j, uint64_t now)
         rc = -ENOMEM;
     if (js && j->kind == NODE_JOB_CHUNKS) {
         uint32_t nc = n->so->fetch_nchunks(j->fetch);
-        rc = j->last >= nc || j->first > j->last             ? AFSP_E_USAGE
-             : !(js->inflight = calloc((nc + 7) / 8 + 1, 1)) ? -ENOMEM
-                                                             : 0;
+        rc = j->last >= nc || j->first > j->last                            ? AFSP_E_USAGE
+             : !(js->inflight = calloc((nc + 7) / 8 + 1, 1))                ? -ENOMEM
+             : !(js->peers = calloc(NODE_JOB_LINKS_MAX, sizeof *js->peers)) ? -ENOMEM
+                                                                            : 0;
         js->first = j->first;
+        js->nchunks = nc;
+        n->cfg.rng(n->cfg.rng_arg, (uint8_t *)&js->salt, sizeof js->salt);
     }
     if (rc) {
-        if (js)
+        if (js) {
             free(js->inflight);
+            free(js->peers);
+        }
         free(js);
         j->rc = rc;
         fx_push(n, &(struct node_effect){.type = NODE_FX_JOB_DONE, .job = j});

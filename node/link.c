@@ -186,6 +186,10 @@ static void link_closed(struct node_link *k, uint64_t now)
     k->p = NULL;
     k->state = LINK_CLOSED;
     p2p_peer_free(p, rc ? rc : -ECONNRESET); /* our requests' done: fetch_on_done */
+    serve_link_closed(k);
+    fetch_link_closed(n, k);
+    if (was_up)
+        counters_link_closed(n, k);
     n->jobs_dirty = true;
     fx_push(n, &(struct node_effect){.type = NODE_FX_CLOSE, .link = k});
 }
@@ -439,7 +443,7 @@ void node_link_input(struct node *n, struct node_link *k, const uint8_t *p, size
         return;
     size_t used;
     k->bytes_in += len;
-    k->last_io = now;
+    k->last_io = k->last_in = now;
     bool was_up = k->state == LINK_UP;
     if (p2p_peer_input(k->p, p, len, now, &used) < 0)
         link_close(k, p2p_peer_error(k->p));
@@ -472,6 +476,7 @@ void node_link_sent(struct node *n, struct node_link *k, size_t len, uint64_t no
         return;
     p2p_conn_sent(p2p_peer_conn(k->p), len);
     k->bytes_out += len;
+    serve_link_sent(k);
     k->last_io = now;
     link_touch(k); /* an idle deadline may start */
     node_settle(n, now);
@@ -566,5 +571,25 @@ static void on_dht(void *arg, struct p2p_peer *p, const uint8_t *b, size_t len)
     route_input(k, b, len, k->n->now);
 }
 
-static const struct p2p_peer_ops peer_ops = {
-    .request = on_request, .data = on_data, .done = on_done, .hello = on_hello, .dht = on_dht};
+static void on_have(void *arg, struct p2p_peer *p, void *req, uint32_t nchunks,
+                    const uint8_t *bitmap)
+{
+    struct node_link *k = arg;
+    (void)p;
+    fetch_on_have(k, req, nchunks, bitmap);
+}
+
+static void on_got(void *arg, struct p2p_peer *p, const uint8_t *digest, uint32_t chunk)
+{
+    struct node_link *k = arg;
+    (void)p;
+    fetch_on_got(k, digest, chunk);
+}
+
+static const struct p2p_peer_ops peer_ops = {.request = on_request,
+                                             .data = on_data,
+                                             .have = on_have,
+                                             .done = on_done,
+                                             .hello = on_hello,
+                                             .dht = on_dht,
+                                             .got = on_got};

@@ -73,7 +73,8 @@ void node_tick(struct node *n, uint64_t now)
 
 int node_new(struct node **out, const struct node_cfg *cfg)
 {
-    if (!cfg->rng || !cfg->store || !cfg->id || !cfg->cluster_key || cfg->nseeds > NODE_SEEDS_MAX)
+    if (!cfg->rng || !cfg->store || !cfg->id || !cfg->cluster_key || cfg->nseeds > NODE_SEEDS_MAX ||
+        cfg->serve_chunks > NODE_SERVE_CHUNKS_MAX)
         return AFSP_E_USAGE;
     struct node *n = calloc(1, sizeof *n);
     if (!n)
@@ -93,6 +94,7 @@ int node_new(struct node **out, const struct node_cfg *cfg)
     n->now = n->started = cfg->now;
     n->started_wall_ms = cfg->wall_ms;
     n->links_max = cfg->links_max ? cfg->links_max : NODE_LINKS_MAX;
+    n->serve_chunks = cfg->serve_chunks ? cfg->serve_chunks : NODE_SERVE_CHUNKS;
     if (verify_init(n) < 0) {
         verify_free(n);
         free(n);

@@ -53,6 +53,9 @@
     X(seed_retry_min, 500, "the first wait before a seed is dialed again")                         \
     X(seed_retry_max, 30000, "the longest wait (it doubles from the first)")                       \
     X(hedge, 1000, "a chunk request silent this long is asked of a second peer too")               \
+    X(busy, 20, "a peer that answered a job's request busy gets none of that job's this long")     \
+    X(busy_wait, 10000,                                                                            \
+      "a peer busy this long, while no chunk of the job came from anyone, is left out of it")      \
     X(idle, 120000, "a link nothing used this long is closed (--idle-timeout; 0: never)")          \
     X(providers_fresh, 30000, "the providers of a digest are looked up again after this long")     \
     X(providers_retry, 1000, "... or after this long when none of them could serve")               \
@@ -101,9 +104,22 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_LAYERS_OPEN 8                /* layers kept open for serving */
 #define NODE_JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes one job asked for and did not get */
 #define NODE_JOB_LINKS_MAX 256            /* links one job spreads its chunks over */
-#define NODE_TASKS_MAX 64                 /* pulls and fetches running at once */
-#define NODE_HEDGE_MAX 8                  /* requests of one job hedged at once */
-#define NODE_PROVIDERS_CACHED 64          /* digests whose providers are remembered */
+#define NODE_PEER_CHUNKS 4                /* a job's chunk requests on one peer at once */
+/* Chunk answers this node sends at once, for all peers (node_cfg.serve_chunks, at most the
+ * MAX); more are answered busy, so that a layer's only holder sends a few chunks whole, which
+ * its fetchers then pass on among themselves, rather than every chunk to everyone at once
+ * (docs/swarm.md). An answer holds its slot until its last byte has left the link. */
+#define NODE_SERVE_CHUNKS 2
+#define NODE_SERVE_CHUNKS_MAX 64
+#define NODE_LINK_WATCH 16  /* layers a link's peer asked HAVE of: it hears of each new chunk */
+#define NODE_SWARM_WANT 16  /* partial providers a job's lookup stops at */
+#define NODE_PEER_TALLY 256 /* peers whose chunk bytes stats shows (the busiest, once more) */
+/* A job looks its layer's partial providers up again (providers_retry apart) while it knows
+ * fewer than this many: a swarm that starts at once is not yet in the DHT at its first lookup. */
+#define NODE_SWARM_ENOUGH 8
+#define NODE_TASKS_MAX 64                /* pulls and fetches running at once */
+#define NODE_HEDGE_MAX 8                 /* requests of one job hedged at once */
+#define NODE_PROVIDERS_CACHED 64         /* digests whose providers are remembered */
 #define NODE_PROVIDERS_WANT 4            /* a job's provider lookup stops once it knows this many */
 #define NODE_VERIFY_RATE (32ull << 20)   /* bytes a second a verification takes from peers */
 #define NODE_VERIFY_BATCH (8u << 20)     /* ... asked for at a time */
@@ -122,6 +138,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(chunks_fetched, "chunks fetched from peers that checked out")                                \
     X(bytes_fetched, "bytes of those chunks")                                                      \
     X(blobs_fetched, "manifests, configs and indexes fetched from peers")                          \
+    X(bytes_registry, "bytes this node's pulls, fetches and verifications took from registries")   \
     X(bad_chunks, "chunks from peers that did not match the index")                                \
     X(chunks_disputed,                                                                             \
       "of those, against another node's index (left out of the job; banned if the index is true)") \
@@ -141,6 +158,9 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(links_refused, "connections refused at the link cap")                                        \
     X(handshakes_crowded, "accepted handshakes closed unfinished to make room for newer ones")     \
     X(hedges, "chunk requests sent to a second peer because the first was silent")                 \
+    X(chunks_busy, "chunk requests of peers answered busy (every upload slot was taken)")          \
+    X(haves_sent, "HAVE requests sent (which chunks of a layer a peer holds)")                     \
+    X(gots_sent, "GOT messages sent (a chunk arrived that a peer asked HAVE about)")               \
     X(hedges_won, "of those, answered first by the second peer")                                   \
     X(provider_lookups, "provider lookups (of fetch jobs and of afsp providers)")                  \
     X(providers_found, "providers those lookups named")                                            \
@@ -265,6 +285,7 @@ struct node_task {
     uint8_t digest[DIGEST_LEN]; /* PULL: the manifest's (out); VERIFY: the manifest to pull, if
                                    not zero (in): a pull's verification does not follow the tag */
     bool completed;             /* FETCH, VERIFY: the layer has every chunk now */
+    uint64_t registry_bytes;    /* body bytes registries sent for it */
     bool via_registry;          /* FETCH: the registry answered */
     /* the core's */
     struct node_ctl *ctl;
@@ -292,8 +313,11 @@ struct node_cfg {
     const struct node_durations *t;     /* copied; NULL: node_durations_init(, 1) */
     const struct node_store_ops *store; /* borrowed */
     void *store_arg;
-    unsigned k, alpha;    /* the DHT's; 0: DHT_K, DHT_ALPHA */
-    uint64_t verify_rate; /* 0: NODE_VERIFY_RATE; UINT64_MAX: no verification in the background */
+    unsigned k, alpha;     /* the DHT's; 0: DHT_K, DHT_ALPHA */
+    uint64_t verify_rate;  /* 0: NODE_VERIFY_RATE; UINT64_MAX: no verification in the background */
+    bool random_first;     /* a job asks for its chunks in random order, not the rarest first
+                              (benchmarks: docs/swarm.md) */
+    unsigned serve_chunks; /* 0: NODE_SERVE_CHUNKS */
 };
 
 /* Returns 0, AFSP_E_USAGE (no rng, no store, too many seeds) or -ENOMEM. The seeds are dialed

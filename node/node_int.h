@@ -64,8 +64,22 @@ struct node_link {
     char addr[300];
     uint64_t serial; /* unique for the node's life: jobs remember links by it */
     uint64_t t0, up_at, rtt_ms, bytes_in, bytes_out, ban_until;
-    uint64_t last_io;        /* when bytes last went either way */
-    struct node_timer timer; /* the handshake, stalled requests, idle close */
+    uint64_t last_io;                           /* when bytes last went either way */
+    uint64_t last_in;                           /* when bytes last came from the peer */
+    struct node_timer timer;                    /* the handshake, stalled requests, idle close */
+    uint8_t watch[NODE_LINK_WATCH][DIGEST_LEN]; /* layers the peer asked HAVE of (swarm.c) */
+    unsigned nwatch, watch_next;
+    uint64_t chunk_bytes_in, chunk_bytes_out; /* chunk bytes from the peer that checked out, and
+                                                 to it */
+    /* chunk answers produced whole and not yet sent: where each ends in the bytes sent on the
+     * link (bytes_out); each holds one of the node's serve_chunks slots until then (serve.c) */
+    struct chunk_end {
+        uint64_t end; /* bytes_out once its last byte has left */
+        uint64_t at;  /* when it was produced whole */
+    } chunk_ends[NODE_SERVE_CHUNKS_MAX];
+    unsigned nchunk_ends;
+    unsigned serving_chunks; /* chunk answers to this peer holding slots (in production or not
+                                yet sent) */
 };
 
 #define LINK_DUPLICATE (-EALREADY) /* closed: the pair has another link */
@@ -138,10 +152,10 @@ struct pcache {
 };
 
 /* The providers of digest: looked up when unknown or old (again: also when the last lookup is
- * older than providers_retry), dialed once per lookup. NULL when the cache is full of
- * lookups. */
-struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_LEN], bool again,
-                             uint64_t now);
+ * older than providers_retry; the lookup stops once it knows want of them), dialed once per
+ * lookup. NULL when the cache is full of lookups. */
+struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_LEN], unsigned want,
+                             bool again, uint64_t now);
 bool providers_has(const struct pcache *pc, const uint8_t id[static P2P_ID_LEN]);
 /* Whether providers of pc may still become usable: its lookup runs, or a dial to one does. */
 bool providers_waiting(struct node *n, const struct pcache *pc);
@@ -153,6 +167,21 @@ bool providers_waiting(struct node *n, const struct pcache *pc);
 void announce_reconcile(struct node *n, uint64_t now);
 /* One layer became complete. */
 void announce_layer(struct node *n, const uint8_t digest[static DIGEST_LEN], uint64_t now);
+
+/* ---- swarm.c -------------------------------------------------------------------------------- */
+
+/* A layer's swarm key: its digest with the first bit flipped. Its partial providers are
+ * announced under it (a provider record that says partial); the layer's own key names its
+ * complete providers. The map is its own inverse. */
+void swarm_key(const uint8_t layer[static DIGEST_LEN], uint8_t out[static DIGEST_LEN]);
+/* k's peer asked HAVE of layer: it hears GOT of each chunk of it this node stores from now on
+ * (the last NODE_LINK_WATCH layers it asked of). */
+void swarm_watch(struct node_link *k, const uint8_t layer[static DIGEST_LEN]);
+bool swarm_watching(const struct node_link *k, const uint8_t layer[static DIGEST_LEN]);
+/* This node stored chunk i of layer (from a peer, checked): the peers watching the layer hear of
+ * it, and the layer is announced as held in part. */
+void swarm_chunk_stored(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t i,
+                        uint64_t now);
 
 /* ---- serve.c -------------------------------------------------------------------------------- */
 
@@ -168,6 +197,9 @@ void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now);
 /* Layers no longer held (held: sorted by digest) are served no more. */
 void serve_forget(struct node *n, const struct node_held *held, size_t nheld);
 void serve_close_all(struct node *n);
+/* k sent bytes (or closed): the chunk answers whose bytes have all left free their slots. */
+void serve_link_sent(struct node_link *k);
+void serve_link_closed(struct node_link *k);
 
 /* ---- fetch.c -------------------------------------------------------------------------------- */
 
@@ -181,6 +213,19 @@ void jobs_free_all(struct node *n);
 int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b, size_t len,
                   uint64_t now);
 void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now);
+void fetch_on_have(struct node_link *k, void *req, uint32_t nchunks, const uint8_t *bitmap);
+/* Whether a chunk job of this node has chunk i of layer (cut into nchunks) checked and written:
+ * servable, though the store shows it only once the job's task has flushed (a whole pull
+ * flushes at its end). */
+bool fetch_jobs_have(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t nchunks,
+                     uint32_t i);
+/* k closed (its requests have ended): the jobs forget what they knew of its peer. */
+void fetch_link_closed(struct node *n, const struct node_link *k);
+/* Whether a job of this node knows that k's peer holds chunk i of layer (it needs no GOT). */
+bool fetch_peer_has(struct node *n, const struct node_link *k,
+                    const uint8_t layer[static DIGEST_LEN], uint32_t i);
+/* k's peer holds chunk of layer now (its GOT). */
+void fetch_on_got(struct node_link *k, const uint8_t layer[static DIGEST_LEN], uint32_t chunk);
 
 /* ---- verify.c ------------------------------------------------------------------------------- */
 
@@ -226,6 +271,8 @@ void ctl_answer(struct node *n, struct node_ctl *c, struct json_t *ans);
 void ctl_cancel_all(struct node *n, bool answer);
 void node_task_free(struct node_task *t);
 struct json_t *counters_stats_json(struct node *n, uint64_t now);
+/* k's link closed: its chunk bytes go to its peer's tally. */
+void counters_link_closed(struct node *n, const struct node_link *k);
 struct json_t *counters_peers_json(struct node *n, uint64_t now);
 
 /* ---- node.c --------------------------------------------------------------------------------- */
@@ -269,6 +316,8 @@ struct node {
     struct pcache pc[NODE_PROVIDERS_CACHED];
     struct served_layer layers[NODE_LAYERS_OPEN];
     uint64_t serving, requesting; /* answers in production, requests waiting: all links */
+    uint64_t serving_chunks;      /* of those answers, chunks (at most serve_chunks) */
+    unsigned serve_chunks;
 
     struct ctl_pending *pending;
     struct node_task *tasks; /* running */
@@ -289,6 +338,11 @@ struct node {
     struct effectq fx;
     bool stopping, stopped;
     struct node_counters st;
+    struct peer_tally {
+        uint8_t id[P2P_ID_LEN];
+        uint64_t in, out; /* chunk bytes from the peer and to it, over links closed */
+    } tally[NODE_PEER_TALLY];
+    size_t ntally;
 };
 
 /* Does every piece of work marked, until none is left, and queues the effects. */

@@ -1,7 +1,8 @@
 /*
  * providers.c - the provider cache: who holds a blob or a layer, as the DHT last said. A fetch
- * job asks for the providers of its digest; an unknown or old entry starts a lookup (stopping
- * once it knows NODE_PROVIDERS_WANT providers), and when it ends the providers it named are
+ * job asks for the providers of its digest (of a layer: its complete providers, and under its
+ * swarm key its partial ones, swarm.c); an unknown or old entry starts a lookup (stopping once
+ * it knows as many as the job wants), and when it ends the providers it named are
  * dialed once, so that nodes this one was not connected to join the job.
  *
  * Owns: the cache and its lookups. Must not: do I/O.
@@ -30,8 +31,8 @@ static void on_providers(void *arg, int rc, const struct dht_result *r)
     n->jobs_dirty = true;
 }
 
-struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_LEN], bool again,
-                             uint64_t now)
+struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_LEN], unsigned want,
+                             bool again, uint64_t now)
 {
     struct pcache *pc = NULL, *victim = NULL;
     for (size_t i = 0; i < NODE_PROVIDERS_CACHED && !pc; i++) {
@@ -52,8 +53,7 @@ struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_
     }
     if (!pc->looking && (!pc->t || now - pc->t > n->t.providers_fresh ||
                          (again && now - pc->t > n->t.providers_retry))) {
-        if (dht_find_providers(n->dht, digest, NODE_PROVIDERS_WANT, on_providers, pc, now, NULL) ==
-            0) {
+        if (dht_find_providers(n->dht, digest, want, on_providers, pc, now, NULL) == 0) {
             pc->looking = true;
             n->st.provider_lookups++;
         } else {

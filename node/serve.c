@@ -18,9 +18,11 @@
 /* One answer's bytes: from memory (a small blob, an index) or from a layer's blob. */
 struct src {
     struct node *n;
+    struct node_link *k;
     struct buf mem;
     struct served_layer *sl;
     uint64_t base; /* where the object starts in the blob */
+    bool chunk;    /* a chunk's answer: it holds one of the node's serve_chunks slots */
 };
 
 static struct served_layer *layer_get(struct node *n, const uint8_t digest[DIGEST_LEN],
@@ -108,12 +110,66 @@ static void src_done(void *arg)
     struct src *s = arg;
     if (s->sl)
         s->sl->refs--;
+    /* a chunk's slot is held until its last byte has left the link (an answer produced into a
+     * link's buffer is not sent yet: with the slot freed at once, a holder took on far more
+     * chunks than its uplink carried, each queued behind the others) */
+    if (s->chunk && s->k->state == LINK_UP && s->k->nchunk_ends < NODE_SERVE_CHUNKS_MAX) {
+        const uint8_t *p;
+        s->k->chunk_ends[s->k->nchunk_ends++] = (struct chunk_end){
+            s->k->bytes_out + p2p_conn_pending(p2p_peer_conn(s->k->p), &p), s->n->now};
+        serve_link_sent(s->k);
+    } else if (s->chunk) {
+        s->n->serving_chunks--;
+        s->k->serving_chunks--;
+    }
     s->n->serving--;
     buf_release(&s->mem);
     free(s);
 }
 
 /* A layer is served whole only when every chunk is here (a complete layer). */
+/* k's chunk answers whose last byte has left, or that were produced whole longer than the
+ * stall duration ago (its peer reads slowly, or not at all: the slot is not its to hold), free
+ * their slots. */
+static void link_slots_free(struct node_link *k, uint64_t now)
+{
+    unsigned kept = 0;
+    for (unsigned i = 0; i < k->nchunk_ends; i++) {
+        struct chunk_end *e = &k->chunk_ends[i];
+        if (e->end > k->bytes_out && now - e->at < k->n->t.stall) {
+            k->chunk_ends[kept++] = *e;
+        } else {
+            k->n->serving_chunks--;
+            k->serving_chunks--;
+        }
+    }
+    k->nchunk_ends = kept;
+}
+
+void serve_link_sent(struct node_link *k)
+{
+    link_slots_free(k, k->n->now);
+}
+
+void serve_link_closed(struct node_link *k)
+{
+    k->n->serving_chunks -= k->serving_chunks;
+    k->serving_chunks = 0;
+    k->nchunk_ends = 0;
+}
+
+/* Whether a chunk answer for k may start: a slot is free, and k's peer holds at most half of
+ * them (so that a few members that ask and do not read cannot hold every one). */
+static bool slot_free(struct node *n, struct node_link *k, uint64_t now)
+{
+    unsigned per_link = MAX(1u, n->serve_chunks / 2);
+    if (n->serving_chunks >= n->serve_chunks)
+        for (struct node_link *o = n->links; o; o = o->next)
+            if (o->nchunk_ends)
+                link_slots_free(o, now);
+    return n->serving_chunks < n->serve_chunks && k->serving_chunks < per_link;
+}
+
 static bool layer_whole(const struct node *n, void *l)
 {
     for (uint32_t i = 0, nc = n->so->layer_nchunks(l); i < nc; i++)
@@ -122,8 +178,18 @@ static bool layer_whole(const struct node *n, void *l)
     return true;
 }
 
-static void answer_have(struct node *n, struct p2p_peer *p, const struct p2p_msg *m, void *l)
+/* Whether chunk i of served layer sl may be sent: the store holds it, or one of this node's
+ * jobs has it checked and written (not yet flushed to the store's map). */
+static bool servable(struct node *n, struct served_layer *sl, uint32_t i)
 {
+    uint32_t nc = n->so->layer_nchunks(sl->l);
+    return i < nc && (n->so->layer_has(sl->l, i) || fetch_jobs_have(n, sl->digest, nc, i));
+}
+
+static void answer_have(struct node *n, struct p2p_peer *p, const struct p2p_msg *m,
+                        struct served_layer *sl)
+{
+    void *l = sl->l;
     uint32_t nc = n->so->layer_nchunks(l);
     uint8_t *bm = calloc((nc + 7) / 8 + 1, 1);
     if (!bm) {
@@ -131,7 +197,7 @@ static void answer_have(struct node *n, struct p2p_peer *p, const struct p2p_msg
         return;
     }
     for (uint32_t i = 0; i < nc; i++)
-        if (n->so->layer_has(l, i))
+        if (servable(n, sl, i))
             bm[i / 8] |= (uint8_t)(1u << (i % 8));
     p2p_peer_answer_have(p, m->id, nc, bm);
     free(bm);
@@ -146,9 +212,10 @@ static bool busy(int why)
 
 /* Where the answer's bytes come from: 0 (s filled, *total its size), 1 (answered already), or a
  * code (answered with an error by the caller). */
-static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg *m, struct src *s,
+static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src *s,
                         uint64_t *total, uint64_t now)
 {
+    struct node *n = k->n;
     const struct node_store_ops *so = n->so;
     int why = 0;
     switch (m->type) {
@@ -174,15 +241,18 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
         return rc;
     }
     case P2P_GET_CHUNK:
-        if ((s->sl = layer_get(n, m->digest, now, &why)) &&
-            m->chunk < so->layer_nchunks(s->sl->l) && !so->layer_has(s->sl->l, m->chunk))
+        if ((s->sl = layer_get(n, m->digest, now, &why)) && !servable(n, s->sl, m->chunk))
             so->layer_refresh(s->sl->l); /* a partial layer: the chunk may have come */
         if (!s->sl && busy(why))
             return -ENOMEM; /* answered busy: the asker goes elsewhere for this layer */
-        if (!s->sl || m->chunk >= so->layer_nchunks(s->sl->l) ||
-            !so->layer_has(s->sl->l, m->chunk)) {
+        if (!s->sl || !servable(n, s->sl, m->chunk)) {
             s->sl = NULL;
             return AFSP_E_NOTFOUND;
+        }
+        if (!slot_free(n, k, now)) {
+            s->sl = NULL;
+            n->st.chunks_busy++;
+            return -ENOMEM; /* busy: the asker takes the chunk from another holder, or waits */
         }
         uint32_t clen;
         so->layer_chunk(s->sl->l, m->chunk, &s->base, &clen);
@@ -193,7 +263,8 @@ static int serve_source(struct node *n, struct p2p_peer *p, const struct p2p_msg
         if (!sl)
             return busy(why) ? -ENOMEM : AFSP_E_NOTFOUND;
         so->layer_refresh(sl->l);
-        answer_have(n, p, m, sl->l);
+        answer_have(n, k->p, m, sl);
+        swarm_watch(k, m->digest); /* it hears of the chunks that come after */
         return 1;
     }
     default:
@@ -207,7 +278,7 @@ void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
     struct p2p_peer *p = k->p;
     struct src *s = calloc(1, sizeof *s);
     uint64_t total = 0;
-    int rc = s ? serve_source(n, p, m, s, &total, now) : -ENOMEM;
+    int rc = s ? serve_source(k, m, s, &total, now) : -ENOMEM;
     link_touch(k);
     if (rc != 0) {
         if (rc < 0)
@@ -225,10 +296,16 @@ void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
     if (s->sl)
         s->sl->refs++;
     s->n = n;
+    s->k = k;
     if (++n->serving > n->st.serving_peak)
         n->st.serving_peak = n->serving;
-    if (m->type == P2P_GET_CHUNK)
+    if (m->type == P2P_GET_CHUNK) {
         n->st.chunks_served++;
+        n->serving_chunks++;
+        k->serving_chunks++;
+        s->chunk = true;
+        k->chunk_bytes_out += total;
+    }
     if (off < total)
         n->st.bytes_served += len < total - off ? len : total - off;
     struct p2p_source ps = {src_read, src_done, s};

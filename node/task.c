@@ -286,6 +286,7 @@ static void *task_main(void *arg)
     struct pull_opts po = {.platform = t->platform,
                            .insecure_hosts = (const char *const *)t->insecure,
                            .peers = &peers,
+                           .registry_bytes = &t->registry_bytes,
                            .lazy = t->lazy && t->kind == NODE_TASK_PULL};
     t->rc = t->kind == NODE_TASK_FETCH    ? fetch_run(ts, t, &po)
             : t->kind == NODE_TASK_VERIFY ? verify_run(ts, t, &po)

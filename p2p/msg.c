@@ -22,6 +22,7 @@ static long fixed_body(enum p2p_msg_type t)
     case P2P_GET_INDEX:
         return DIGEST_LEN + 8 + 4;
     case P2P_GET_CHUNK:
+    case P2P_GOT:
         return DIGEST_LEN + 4;
     case P2P_HAVE:
         return DIGEST_LEN;
@@ -38,7 +39,7 @@ static long fixed_body(enum p2p_msg_type t)
 
 static bool known_type(unsigned t)
 {
-    return (t >= P2P_GET_BLOB && t <= P2P_DHT) || (t >= P2P_DATA && t <= P2P_ERROR);
+    return (t >= P2P_GET_BLOB && t <= P2P_GOT) || (t >= P2P_DATA && t <= P2P_ERROR);
 }
 
 static size_t bitmap_len(uint32_t nbits)
@@ -75,6 +76,10 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
         memcpy(m->digest, b, DIGEST_LEN);
         m->chunk = get_le32(b + DIGEST_LEN);
         return m->chunk < P2P_CHUNKS_MAX ? 0 : AFSP_E_FORMAT;
+    case P2P_GOT:
+        memcpy(m->digest, b, DIGEST_LEN);
+        m->chunk = get_le32(b + DIGEST_LEN);
+        return m->id == 0 && m->chunk < P2P_CHUNKS_MAX ? 0 : AFSP_E_FORMAT;
     case P2P_HAVE:
         memcpy(m->digest, b, DIGEST_LEN);
         return 0;
@@ -153,6 +158,7 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
         put_le32(b + DIGEST_LEN + 8, m->len);
         break;
     case P2P_GET_CHUNK:
+    case P2P_GOT:
         memcpy(b, m->digest, DIGEST_LEN);
         put_le32(b + DIGEST_LEN, m->chunk);
         break;

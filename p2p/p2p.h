@@ -135,13 +135,14 @@ enum p2p_msg_type {
     P2P_CANCEL = 0x05,     /* the request id is no longer wanted */
     P2P_HELLO = 0x06,      /* port (id 0): where the sender listens for peers, 0 for nowhere */
     P2P_DHT = 0x07,        /* bytes (id 0): a DHT message (dht/), opaque here */
+    P2P_GOT = 0x08,        /* digest, chunk (id 0): the sender holds that chunk of the layer now */
     P2P_DATA = 0x81,       /* total, off, bytes: a piece of the answer; P2P_LAST on the last */
     P2P_HAVE_REPLY = 0x82, /* nchunks, bitmap (bit i of byte i/8: chunk i present) */
     P2P_ERROR = 0x83,      /* code: the request ends without (more) data */
 };
 #define P2P_LAST 0x01
 enum p2p_err_code { P2P_ERR_NOT_FOUND = 1, P2P_ERR_BUSY = 2, P2P_ERR_BAD_REQUEST = 3 };
-#define P2P_DATA_MAX (1u << 20)     /* bytes in one DATA message */
+#define P2P_DATA_MAX (256u << 10)   /* bytes in one DATA message (docs/swarm.md: why not more) */
 #define P2P_OBJECT_MAX (1ull << 44) /* bytes in one blob or index (16 TiB) */
 #define P2P_CHUNKS_MAX (1u << 22)   /* chunks in one layer (the index's file bound) */
 #define P2P_DHT_MAX 16384           /* bytes of one DHT message */
@@ -217,6 +218,8 @@ struct p2p_peer_ops {
     void (*hello)(void *arg, struct p2p_peer *p, uint16_t port);
     /* A DHT message (b valid during the call). May be NULL: the message is dropped. */
     void (*dht)(void *arg, struct p2p_peer *p, const uint8_t *b, size_t n);
+    /* The peer's GOT: it holds chunk of layer digest now. May be NULL: dropped. */
+    void (*got)(void *arg, struct p2p_peer *p, const uint8_t *digest, uint32_t chunk);
 };
 
 struct p2p_peer_cfg {
@@ -256,6 +259,9 @@ int p2p_peer_hello(struct p2p_peer *p, uint16_t port);
 /* Sends a DHT message (1 to P2P_DHT_MAX bytes). Returns 0, AFSP_E_USAGE, or the connection's
  * error. */
 int p2p_peer_send_dht(struct p2p_peer *p, const uint8_t *b, size_t n);
+/* Sends GOT: this node holds chunk of layer digest now (chunk < P2P_CHUNKS_MAX). Returns 0,
+ * AFSP_E_USAGE, or the connection's error. */
+int p2p_peer_got(struct p2p_peer *p, const uint8_t digest[static DIGEST_LEN], uint32_t chunk);
 
 /* The answers to request id (from ops->request). A request answered after the peer cancelled
  * it, or after the connection died, is dropped (answer_data calls src->done at once). */

@@ -229,6 +229,15 @@ int p2p_peer_hello(struct p2p_peer *p, uint16_t port)
     return p->err ? p->err : send_msg(p, &m);
 }
 
+int p2p_peer_got(struct p2p_peer *p, const uint8_t digest[static DIGEST_LEN], uint32_t chunk)
+{
+    struct p2p_msg m = {.type = P2P_GOT, .chunk = chunk};
+    memcpy(m.digest, digest, DIGEST_LEN);
+    if (p->err)
+        return p->err;
+    return chunk < P2P_CHUNKS_MAX ? send_msg(p, &m) : AFSP_E_USAGE;
+}
+
 int p2p_peer_send_dht(struct p2p_peer *p, const uint8_t *b, size_t n)
 {
     uint8_t buf[8 + P2P_DHT_MAX];
@@ -449,6 +458,10 @@ static int on_frame(struct p2p_peer *p, const uint8_t *b, size_t n)
     case P2P_DHT:
         if (p->ops->dht)
             p->ops->dht(p->arg, p, m.data, m.len);
+        return p->err;
+    case P2P_GOT:
+        if (p->ops->got)
+            p->ops->got(p->arg, p, m.digest, m.chunk);
         return p->err;
     case P2P_DATA:
     case P2P_HAVE_REPLY:

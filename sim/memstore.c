@@ -180,6 +180,13 @@ void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN])
         l->dropped = true; /* freed with the store: handles may still point at it */
 }
 
+void memstore_chunk_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t i)
+{
+    struct mem_layer *l = layer_find(m, digest);
+    if (l && i < l->nchunks)
+        l->present[i / 8] &= (uint8_t) ~(1u << (i % 8));
+}
+
 int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,
                       bool manifest)
 {

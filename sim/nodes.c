@@ -62,15 +62,23 @@ static int side_of(const struct pipe *p, const struct node_link *k)
     return p->k[0] == k ? 0 : 1;
 }
 
-/* Bytes from side `from` of p to the other side, after the latency (held while frozen). */
+/* Bytes from side `from` of p to the other side, after its sender's uplink has carried them
+ * and the latency (held while frozen). */
 static void send_bytes(struct simn *s, struct pipe *p, int from, const uint8_t *b, size_t len)
 {
     int to = !from;
+    uint64_t delay = s->cfg.lat_ms;
+    struct snode *sn = s->nodes[p->end[from]];
+    sn->up_bytes += len;
+    if (s->cfg.up_rate) {
+        sn->up_free_us = MAX(sn->up_free_us, s->now * 1000) + len * 1000000 / s->cfg.up_rate;
+        delay += (sn->up_free_us + 999) / 1000 - s->now;
+    }
     if (p->frozen) {
         buf_append(&p->held[to], b, len);
         return;
     }
-    struct event *e = ev_new(s, EV_DATA, p->end[to], s->cfg.lat_ms);
+    struct event *e = ev_new(s, EV_DATA, p->end[to], delay);
     if (!e)
         return;
     e->p = p;
@@ -92,6 +100,56 @@ static void close_side(struct simn *s, struct pipe *p, int side)
             e->p = p;
             e->side = !side;
             push(s, e);
+        }
+    }
+}
+
+/* ---- the uplink ------------------------------------------------------------------------------
+ * A node's links with bytes to send wait in a queue; while less than SIMN_UP_BUFFER bytes wait
+ * in its uplink, the link at the head sends a piece and goes to the back if it has more. */
+
+static uint64_t up_backlog(const struct simn *s, const struct snode *sn)
+{
+    uint64_t now_us = s->now * 1000;
+    return sn->up_free_us > now_us ? (sn->up_free_us - now_us) * s->cfg.up_rate / 1000000 : 0;
+}
+
+static void up_queue(struct snode *sn, struct pipe *p, int side)
+{
+    for (size_t i = 0; i < sn->nupq; i++)
+        if (sn->upq[i].p == p && sn->upq[i].side == side)
+            return;
+    if (sn->nupq == sn->capupq) {
+        struct upq *v = array_grow(sn->upq, &sn->capupq, sizeof *v, 16);
+        if (!v)
+            return;
+        sn->upq = v;
+    }
+    sn->upq[sn->nupq++] = (struct upq){p, side};
+}
+
+static void up_run(struct simn *s, unsigned i)
+{
+    struct snode *sn = s->nodes[i];
+    while (sn->nupq && up_backlog(s, sn) < SIMN_UP_BUFFER) {
+        struct upq q = sn->upq[0];
+        memmove(sn->upq, sn->upq + 1, --sn->nupq * sizeof *sn->upq);
+        const uint8_t *b;
+        size_t len;
+        if (!q.p->open[q.side] || !(len = node_link_pending(sn->n, q.p->k[q.side], &b)))
+            continue;
+        len = MIN(len, (size_t)SIMN_UP_QUANTUM);
+        send_bytes(s, q.p, q.side, b, len);
+        node_link_sent(sn->n, q.p->k[q.side], len, s->now);
+        up_queue(sn, q.p, q.side); /* its turn again after the others' (nothing: dropped then) */
+    }
+    if (sn->nupq && !sn->up_armed) { /* when the uplink has room again */
+        uint64_t at_us = sn->up_free_us - SIMN_UP_BUFFER * 1000000 / s->cfg.up_rate;
+        uint64_t at = (at_us + 999) / 1000;
+        struct event *ev = ev_new(s, EV_WRITABLE, i, at > s->now ? at - s->now : 1);
+        if (ev) {
+            sn->up_armed = true;
+            push(s, ev);
         }
     }
 }
@@ -140,6 +198,11 @@ static void flush(struct simn *s, unsigned i)
             const uint8_t *b;
             size_t len;
             int side = p ? side_of(p, e.link) : 0;
+            if (p && s->cfg.up_rate) {
+                up_queue(sn, p, side);
+                up_run(s, i);
+                break;
+            }
             while (p && p->open[side] && (len = node_link_pending(sn->n, e.link, &b))) {
                 send_bytes(s, p, side, b, len);
                 node_link_sent(sn->n, e.link, len, s->now);
@@ -275,6 +338,11 @@ static void step(struct simn *s)
         node_tick(sn->n, s->now);
         flush(s, e->node);
         break;
+    case EV_WRITABLE:
+        sn->up_armed = false;
+        up_run(s, e->node);
+        flush(s, e->node);
+        break;
     case EV_TASK:
         task_step(s, e->task);
         flush(s, e->node);
@@ -327,6 +395,8 @@ static int node_start(struct simn *s, unsigned i)
                            .wall_ms = 1800000000000ull + s->now,
                            .listen_port = SIMN_PORT,
                            .listen_text = "sim",
+                           .random_first = s->cfg.random_first,
+                           .serve_chunks = s->cfg.serve_chunks,
                            .seeds = sn->seeds,
                            .nseeds = sn->nseeds,
                            .links_max = s->cfg.links_max,
@@ -424,6 +494,8 @@ void simn_kill(struct simn *s, unsigned i)
     sn->n = NULL;
     sn->up = false;
     sn->life++;
+    sn->nupq = 0; /* its links are gone */
+    sn->up_armed = false;
 }
 
 int simn_restart(struct simn *s, unsigned i)
@@ -570,6 +642,11 @@ uint64_t simn_registry_fetches(const struct simn *s)
     return s->registry_fetches;
 }
 
+uint64_t simn_up_bytes(const struct simn *s, unsigned i)
+{
+    return s->nodes[i]->up_bytes;
+}
+
 int simn_ctl(struct simn *s, unsigned i, const char *request)
 {
     if (s->ntickets == s->captickets) {
@@ -660,6 +737,7 @@ void simn_free(struct simn *s)
             free(s->nodes[i]->held[k]);
         }
         free(s->nodes[i]->held);
+        free(s->nodes[i]->upq);
         free(s->nodes[i]);
     }
     sim_queue_release(&s->q, event_free);

@@ -9,7 +9,7 @@
 
 #define SIMN_MANIFEST_MAX (1u << 20)
 
-enum ev_kind { EV_CONNECT, EV_CONNECTED, EV_DATA, EV_CLOSED, EV_TIMER, EV_TASK };
+enum ev_kind { EV_CONNECT, EV_CONNECTED, EV_DATA, EV_CLOSED, EV_TIMER, EV_WRITABLE, EV_TASK };
 
 struct pipe;
 struct stask;
@@ -49,6 +49,16 @@ struct snode {
     uint64_t dials;
     struct event **held; /* what came while it was paused, in order */
     size_t nheld, capheld;
+    /* its uplink (simn_cfg.up_rate): when what it sent so far has left (microseconds), and the
+     * links waiting for room, served in turn */
+    uint64_t up_free_us;
+    struct upq {
+        struct pipe *p;
+        int side;
+    } * upq;
+    size_t nupq, capupq;
+    bool up_armed;     /* an EV_WRITABLE is queued */
+    uint64_t up_bytes; /* bytes it sent */
 };
 
 /* A task run as the daemon's thread would: step by step, a job at a time. */

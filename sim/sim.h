@@ -159,6 +159,8 @@ uint32_t memstore_layer_present(const struct memstore *m, const uint8_t digest[D
 unsigned memstore_handles_open(const struct memstore *m);
 /* Evicts a layer (handles open on it see no chunk after). */
 void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
+/* Chunk i of a layer is gone (a store that lost it; the layer is then held in part). */
+void memstore_chunk_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t i);
 int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,
                       bool manifest);
 bool memstore_blob_has(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
@@ -183,7 +185,16 @@ struct simn_cfg {
     const struct node_durations *t; /* every node's; NULL: the defaults */
     size_t links_max;               /* 0: NODE_LINKS_MAX */
     unsigned k, alpha;              /* the DHT's; 0: the defaults */
+    /* Each node's uplink, bytes a second (0: no limit): what it sends leaves one byte after
+     * another at this rate, then takes the latency; a node's links take turns, a piece of
+     * SIMN_UP_QUANTUM bytes each, and a link's bytes wait in its core (its send budget) while
+     * SIMN_UP_BUFFER bytes wait in the uplink, as in a socket's buffer. */
+    uint64_t up_rate;
+    bool random_first;     /* every node's node_cfg.random_first */
+    unsigned serve_chunks; /* ... and node_cfg.serve_chunks */
 };
+#define SIMN_UP_QUANTUM (16u << 10)
+#define SIMN_UP_BUFFER (256u << 10)
 struct simn;
 
 int simn_new(struct simn **out, const struct simn_cfg *cfg);
@@ -226,6 +237,8 @@ void simn_stop(struct simn *s, unsigned i);
 struct memstore *simn_registry(struct simn *s);
 /* Blobs, indexes and chunks the registry served. */
 uint64_t simn_registry_fetches(const struct simn *s);
+/* Bytes node i sent on its links (what its uplink carried). */
+uint64_t simn_up_bytes(const struct simn *s, unsigned i);
 
 uint64_t simn_now(const struct simn *s);
 unsigned simn_count(const struct simn *s);

@@ -36,9 +36,9 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     node_job_submit(s->nodes[st->node]->n, j, s->now);
 }
 
-/* The registry fills chunks [first, last] that the fetch lacks. */
+/* The registry fills chunks [first, last] that the fetch lacks (their bytes added to *bytes). */
 static int registry_chunks(struct simn *s, void *fetch, const uint8_t *digest, uint32_t first,
-                           uint32_t last)
+                           uint32_t last, uint64_t *bytes)
 {
     if (!memstore_layer_present(s->registry, digest))
         return AFSP_E_NOTFOUND;
@@ -64,6 +64,7 @@ static int registry_chunks(struct simn *s, void *fetch, const uint8_t *digest, u
         if (rc < 0)
             return rc;
         s->registry_fetches++;
+        *bytes += len;
     }
     return 0;
 }
@@ -157,6 +158,7 @@ void task_step(struct simn *s, struct stask *st)
                 return;
             }
             s->registry_fetches++;
+            t->registry_bytes += b->len;
         }
         rc = manifest_parse(st, b->p, b->len);
         if (rc == 0 && !memstore_blob_has(sn->ms, t->digest)) /* another pull may have */
@@ -179,6 +181,7 @@ void task_step(struct simn *s, struct stask *st)
                 return;
             }
             s->registry_fetches++;
+            t->registry_bytes += b->len;
         }
         rc = memstore_index_decode(b->p, b->len, &nc, &cl);
         if (rc == 0 && (rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false)) == 0)
@@ -196,7 +199,7 @@ void task_step(struct simn *s, struct stask *st)
     case T_CHUNKS:
         if (j->rc < 0)
             rc = registry_chunks(s, st->fetch, st->layers[st->layer], 0,
-                                 memstore_ops.fetch_nchunks(st->fetch) - 1);
+                                 memstore_ops.fetch_nchunks(st->fetch) - 1, &t->registry_bytes);
         memstore_fetch_close(sn->ms, st->fetch);
         st->fetch = NULL;
         if (rc < 0) {
@@ -207,7 +210,7 @@ void task_step(struct simn *s, struct stask *st)
         break;
     case T_FETCH:
         if (j->rc < 0 && j->rc != -ECANCELED && t->ref) {
-            rc = registry_chunks(s, st->fetch, t->layer, t->first, t->last);
+            rc = registry_chunks(s, st->fetch, t->layer, t->first, t->last, &t->registry_bytes);
             t->via_registry = rc == 0;
         } else {
             rc = j->rc;

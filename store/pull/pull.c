@@ -191,6 +191,8 @@ int store_fetch_registry(struct store_fetch *f, const char *refstr, const struct
     ro.max_rate = opts ? opts->registry_rate : 0;
     if ((rc = registry_new(&reg, &ref, &ro)) == 0)
         rc = fetch_range(f, reg, first, last);
+    if (opts && opts->registry_bytes)
+        *opts->registry_bytes += registry_received(reg);
     registry_free(reg);
     ref_release(&ref);
     return rc;
@@ -428,6 +430,8 @@ out:
     buf_release(&cfg);
     manifest_release(&m);
     manifest_release(&idx);
+    if (opts && opts->registry_bytes)
+        *opts->registry_bytes += registry_received(ms.reg);
     registry_free(ms.reg);
     ref_release(&ref);
     return rc;

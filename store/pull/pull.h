@@ -53,10 +53,11 @@ struct pull_opts {
     const struct pull_peers *peers; /* may be NULL: the registry only */
     bool lazy; /* with peers: a layer a peer has is added partial (its index only); its chunks
                   come as a mount reads them (store_set_fetcher) */
-    uint64_t registry_rate; /* bytes a second from the registry at most (a verification's pace);
-                               0: no limit */
-    bool no_record;         /* no image record is written (a verification of an image pulled before:
-                               its record is the one that pull wrote, by the name it was pulled by) */
+    uint64_t registry_rate;   /* bytes a second from the registry at most (a verification's pace);
+                                 0: no limit */
+    uint64_t *registry_bytes; /* may be NULL: the body bytes registries sent are added to it */
+    bool no_record; /* no image record is written (a verification of an image pulled before:
+                       its record is the one that pull wrote, by the name it was pulled by) */
 };
 
 /* Pulls image ref (Docker reference syntax) into the store: resolves the manifest (platform from

@@ -226,6 +226,7 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *arg)
             buf_append(&x->errbody, p, MIN(n, REG_ERRBODY_MAX - x->errbody.len));
         return n;
     }
+    x->reg->received += n;
     if (!x->on_body || n == 0)
         return n;
     int rc = x->on_body(x, (const uint8_t *)p, n);
@@ -363,6 +364,7 @@ static int perform(struct registry *r, struct xfer *x, const char *url, const ch
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+    x->reg = r;
     if (!strcmp(x->method, "HEAD"))
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 

@@ -64,6 +64,9 @@ int registry_get_blob_range(struct registry *r, const uint8_t digest[static DIGE
                             uint64_t size, uint64_t from, uint64_t end, registry_data_cb cb,
                             void *arg);
 
+/* Body bytes the registry sent r so far (answers that succeeded: blobs, manifests, tokens). */
+uint64_t registry_received(const struct registry *r);
+
 /* Small blobs (configs): fetched whole into body and verified against digest.
  * Fails with AFSP_E_TOOBIG if over max bytes. */
 int registry_get_small_blob(struct registry *r, const uint8_t digest[static DIGEST_LEN], size_t max,

@@ -39,6 +39,7 @@ struct registry {
     int max_attempts;
     unsigned backoff_ms, timeout_s;
     uint64_t max_rate; /* opts->max_rate */
+    uint64_t received; /* body bytes of 2xx answers, for registry_received */
     uint64_t rng;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -58,7 +59,8 @@ struct xfer {
     int (*on_body)(struct xfer *x, const uint8_t *p, size_t n); /* 2xx body bytes */
     int (*check)(struct xfer *x); /* after a 2xx: 0 done, AFSP_E_TRUNCATED to resume */
     void *arg;
-    bool progress; /* on_body delivered new bytes during this attempt */
+    bool progress;        /* on_body delivered new bytes during this attempt */
+    struct registry *reg; /* set by perform */
 
     long status;
     bool transient; /* the last failure may go away on retry */

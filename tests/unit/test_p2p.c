@@ -672,13 +672,24 @@ TEST(p2p_messages)
     CHECK(p2p_msg_encode(&bad, buf, sizeof buf, &n) != 0);
     CHECK(p2p_msg_encode(&d, buf, 10, &n) == AFSP_E_USAGE); /* no room */
     for (unsigned t = 0; t < 256; t++) {                    /* only the known types */
-        bool known = (t >= 1 && t <= 7) || (t >= 0x81 && t <= 0x83);
+        bool known = (t >= 1 && t <= 8) || (t >= 0x81 && t <= 0x83);
         memset(buf, 0, 64);
         buf[0] = (uint8_t)t;
         if (!known)
             for (size_t l = 8; l < 64; l++)
                 CHECK_INT(p2p_msg_parse(buf, l, &b), ==, AFSP_E_FORMAT);
     }
+    /* GOT: digest and chunk, id 0, the chunk below P2P_CHUNKS_MAX */
+    struct p2p_msg gm = {.type = P2P_GOT, .chunk = 77};
+    memset(gm.digest, 0xab, DIGEST_LEN);
+    CHECK(p2p_msg_encode(&gm, buf, sizeof buf, &n) == 0 && n == 8 + DIGEST_LEN + 4);
+    CHECK(p2p_msg_parse(buf, n, &b) == 0 && b.type == P2P_GOT && b.chunk == 77 &&
+          !memcmp(b.digest, gm.digest, DIGEST_LEN));
+    CHECK_INT(p2p_msg_parse(buf, n - 1, &b), ==, AFSP_E_FORMAT); /* short */
+    buf[4] = 1;                                                  /* an id */
+    CHECK_INT(p2p_msg_parse(buf, n, &b), ==, AFSP_E_FORMAT);
+    bad = gm, bad.chunk = P2P_CHUNKS_MAX;
+    CHECK_INT(p2p_msg_encode(&bad, buf, sizeof buf, &n), ==, AFSP_E_USAGE);
     /* DHT: opaque bytes, 1 to P2P_DHT_MAX of them, id 0 */
     static uint8_t big[8 + P2P_DHT_MAX + 1];
     uint8_t body[3] = {1, 2, 3};
