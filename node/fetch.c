@@ -550,15 +550,23 @@ static void chunks_step(struct node *n, struct node_job_state *js, uint64_t now)
             next = MIN(next, jps[u]->quiet_until);
         }
     }
+    bool swarm = false; /* a peer holding the layer in part has some of what the job wants */
     for (uint32_t i = js->first; c && i <= j->last && nc < JOB_SCAN; i++) {
         if (n->so->fetch_has(j->fetch, i) || (js->inflight[i / 8] >> (i % 8) & 1))
             continue;
         uint32_t holders = 0;
         for (size_t u = 0; u < nuse; u++)
-            holders += jp_has(jps[u], i);
+            if (jp_has(jps[u], i)) {
+                holders++;
+                swarm = swarm || !jps[u]->all;
+            }
         if (holders)
             c[nc++] = (struct cand){i, n->cfg.random_first ? 0 : holders, chunk_tie(js, i)};
     }
+    /* Without a swarm, in order: a layer read from its complete holders comes front to back, as
+     * a reader wants it. */
+    for (size_t ci = 0; !swarm && ci < nc; ci++)
+        c[ci].tie = c[ci].chunk;
     hope = hope || nc;
     qsort(c, nc, sizeof *c, cand_cmp);
     for (size_t ci = 0; ci < nc && js->inflight_bytes < NODE_JOB_INFLIGHT_MAX; ci++) {

@@ -117,12 +117,14 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 /* A job looks its layer's partial providers up again (providers_retry apart) while it knows
  * fewer than this many: a swarm that starts at once is not yet in the DHT at its first lookup. */
 #define NODE_SWARM_ENOUGH 8
-#define NODE_TASKS_MAX 64                /* pulls and fetches running at once */
-#define NODE_HEDGE_MAX 8                 /* requests of one job hedged at once */
-#define NODE_PROVIDERS_CACHED 64         /* digests whose providers are remembered */
-#define NODE_PROVIDERS_WANT 4            /* a job's provider lookup stops once it knows this many */
-#define NODE_VERIFY_RATE (32ull << 20)   /* bytes a second a verification takes from peers */
-#define NODE_VERIFY_BATCH (8u << 20)     /* ... asked for at a time */
+#define NODE_TASKS_MAX 64              /* pulls and fetches running at once */
+#define NODE_HEDGE_MAX 8               /* requests of one job hedged at once */
+#define NODE_PROVIDERS_CACHED 64       /* digests whose providers are remembered */
+#define NODE_PROVIDERS_WANT 4          /* a job's provider lookup stops once it knows this many */
+#define NODE_VERIFY_RATE (32ull << 20) /* bytes a second a verification takes from peers */
+/* ... asked for at a time: small, so that its pace holds from the start (a burst of 8 MiB
+ * raced a mount's reads through the index being verified, 68-node-forged-index) */
+#define NODE_VERIFY_BATCH (1u << 20)
 #define NODE_VERIFY_QUEUED 64            /* images waiting for their verification */
 #define NODE_FORGERS_MAX 256             /* nodes banned for a false index, until a restart */
 #define NODE_SUSPECTS 256                /* peers whose chunks failed against another's index */

@@ -158,16 +158,15 @@ void serve_link_closed(struct node_link *k)
     k->nchunk_ends = 0;
 }
 
-/* Whether a chunk answer for k may start: a slot is free, and k's peer holds at most half of
- * them (so that a few members that ask and do not read cannot hold every one). */
-static bool slot_free(struct node *n, struct node_link *k, uint64_t now)
+/* Whether a chunk answer may start: a slot is free (slots held longer than the stall duration
+ * by peers that do not read are taken back first). */
+static bool slot_free(struct node *n, uint64_t now)
 {
-    unsigned per_link = MAX(1u, n->serve_chunks / 2);
     if (n->serving_chunks >= n->serve_chunks)
         for (struct node_link *o = n->links; o; o = o->next)
             if (o->nchunk_ends)
                 link_slots_free(o, now);
-    return n->serving_chunks < n->serve_chunks && k->serving_chunks < per_link;
+    return n->serving_chunks < n->serve_chunks;
 }
 
 static bool layer_whole(const struct node *n, void *l)
@@ -249,7 +248,7 @@ static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src
             s->sl = NULL;
             return AFSP_E_NOTFOUND;
         }
-        if (!slot_free(n, k, now)) {
+        if (!slot_free(n, now)) {
             s->sl = NULL;
             n->st.chunks_busy++;
             return -ENOMEM; /* busy: the asker takes the chunk from another holder, or waits */
