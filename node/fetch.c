@@ -344,6 +344,19 @@ static void job_exhausted(struct node *n, struct node_job_state *js, uint64_t no
         job_finish(js, AFSP_E_NOTFOUND);
 }
 
+/* Sends m, a request of job js, on link k (x: its state, the caller's until this succeeds).
+ * Returns 0, or -1 (the window is full, the connection failed). */
+static int job_request(struct node *n, struct node_job_state *js, struct node_link *k,
+                       const struct p2p_msg *m, uint64_t max_total, struct xreq *x, uint64_t now)
+{
+    if (p2p_peer_request(k->p, m, max_total, x, now) < 0)
+        return -1;
+    link_touch(k);
+    js->nreq++;
+    requesting_inc(n);
+    return 0;
+}
+
 /* Asks link k which chunks of the job's layer it holds (it tells of new ones after: GOT).
  * Returns 0 or -1 (its window is full, memory ran out). */
 static int have_request(struct node *n, struct node_job_state *js, struct node_link *k,
@@ -358,13 +371,10 @@ static int have_request(struct node *n, struct node_job_state *js, struct node_l
     x->k = k;
     x->have = true;
     x->last = now;
-    if (p2p_peer_request(k->p, &m, 0, x, now) < 0) {
+    if (job_request(n, js, k, &m, 0, x, now) < 0) {
         free(x);
         return -1;
     }
-    link_touch(k);
-    js->nreq++;
-    requesting_inc(n);
     jp->asking = true;
     n->st.haves_sent++;
     return 0;
@@ -391,17 +401,14 @@ static int chunk_request(struct node *n, struct node_job_state *js, struct node_
         free(x);
         return -1;
     }
-    if (p2p_peer_request(k->p, &m, clen, x, now) < 0) {
+    if (job_request(n, js, k, &m, clen, x, now) < 0) {
         n->so->chunk_drop(js->j->fetch, x->rx);
         free(x);
         return -1;
     }
-    link_touch(k);
     struct jpeer *jp = jpeer_find(js, k->serial);
     if (jp)
         jp->inflight++;
-    js->nreq++;
-    requesting_inc(n);
     js->inflight_bytes += clen;
     x->next = js->reqs;
     if (js->reqs)
@@ -564,8 +571,8 @@ static void chunks_step(struct node *n, struct node_job_state *js, uint64_t now)
             c[nc++] = (struct cand){i, n->cfg.random_first ? 0 : holders, chunk_tie(js, i)};
     }
     /* Without a swarm, in order: a layer read from its complete holders comes front to back, as
-     * a reader wants it. */
-    for (size_t ci = 0; !swarm && ci < nc; ci++)
+     * a reader wants it (unless random order was asked for). */
+    for (size_t ci = 0; !swarm && !n->cfg.random_first && ci < nc; ci++)
         c[ci].tie = c[ci].chunk;
     hope = hope || nc;
     qsort(c, nc, sizeof *c, cand_cmp);
@@ -622,13 +629,10 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
         memcpy(m.digest, j->digest, DIGEST_LEN);
         j->out->len = 0;
         x->js = js;
-        if (p2p_peer_request(k->p, &m, j->max, x, now) < 0) {
+        if (job_request(n, js, k, &m, j->max, x, now) < 0) {
             free(x);
             continue;
         }
-        link_touch(k);
-        js->nreq++;
-        requesting_inc(n);
         return;
     }
     job_exhausted(n, js, now);

@@ -78,8 +78,6 @@ struct node_link {
         uint64_t at;  /* when it was produced whole */
     } chunk_ends[NODE_SERVE_CHUNKS_MAX];
     unsigned nchunk_ends;
-    unsigned serving_chunks; /* chunk answers to this peer holding slots (in production or not
-                                yet sent) */
 };
 
 #define LINK_DUPLICATE (-EALREADY) /* closed: the pair has another link */

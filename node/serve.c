@@ -120,7 +120,6 @@ static void src_done(void *arg)
         serve_link_sent(s->k);
     } else if (s->chunk) {
         s->n->serving_chunks--;
-        s->k->serving_chunks--;
     }
     s->n->serving--;
     buf_release(&s->mem);
@@ -140,7 +139,6 @@ static void link_slots_free(struct node_link *k, uint64_t now)
             k->chunk_ends[kept++] = *e;
         } else {
             k->n->serving_chunks--;
-            k->serving_chunks--;
         }
     }
     k->nchunk_ends = kept;
@@ -153,8 +151,7 @@ void serve_link_sent(struct node_link *k)
 
 void serve_link_closed(struct node_link *k)
 {
-    k->n->serving_chunks -= k->serving_chunks;
-    k->serving_chunks = 0;
+    k->n->serving_chunks -= k->nchunk_ends; /* those in production ended with the connection */
     k->nchunk_ends = 0;
 }
 
@@ -301,7 +298,6 @@ void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
     if (m->type == P2P_GET_CHUNK) {
         n->st.chunks_served++;
         n->serving_chunks++;
-        k->serving_chunks++;
         s->chunk = true;
         k->chunk_bytes_out += total;
     }
