@@ -42,6 +42,14 @@
 #           hops, messages, virtual latency and exactness per lookup, at alpha 1, 2, 3 and 5.
 #           Then 50 daemons on loopback: `afsp providers` lookups, ms, hops and messages; and
 #           one node that bench/dht_load's 1,000 peers announce 10,000 records to: its RSS.
+#   storm   10 and 20 daemons, each on its own 127.0.x.y, holding nothing, mount the python image
+#           at once and run python3 -c 'import json': the bytes the registry served for its
+#           layer over the layer's size, and the time until all are done (with AFSP_BIN_OLD,
+#           both builds, interleaved; BENCH_STORM_ROUNDS rounds, default 1).
+#   swarmnet  8 nodes, each in a network namespace capped at 100 Mbit/s (tc tbf), one holding a
+#           256 MiB random layer, the 7 others pulling it at once: the time against the ideal
+#           (the layer over one link) and the copies the holder sent (with AFSP_BIN_OLD, that
+#           build too, interleaved).
 #   swarm   bench/swarm_sim: 8, 50 and 200 node cores (sim/) on 2.5 MiB/s uplinks, one holding a
 #           layer of 64 chunks of 256 KiB, the others pulling it at once: the time against the
 #           ideal (the layer over one uplink), the layers' worth the holder sent, the uplinks'
@@ -53,7 +61,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm swarmnet"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -64,6 +72,8 @@
 #                        unset: one build, as before
 #   AFSP_OLD_REV=old     the old build's name in the output (make bench-compare: REV's hash)
 #   BENCH_FANOUT_ROUNDS  rounds of peer's 20 concurrent pulls (default 1; 3 with AFSP_BIN_OLD)
+#   BENCH_STORM_ROUNDS=1 rounds of storm's 10 and 20 daemons
+#   BENCH_SWARMNET_ROUNDS=1  rounds of swarmnet
 #   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
@@ -74,13 +84,15 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm swarmnet}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
 : "${BENCH_OUT:=}"
 : "${AFSP_BIN_OLD:=}"
 : "${AFSP_OLD_REV:=old}"
+: "${BENCH_STORM_ROUNDS:=1}"
+: "${BENCH_SWARMNET_ROUNDS:=1}"
 : "${AFSP_TEST_CACHE:=/var/cache/afsp-test}"
 
 mkdir -p "$BENCH_TMP" "$BENCH_CACHE"
@@ -1168,6 +1180,165 @@ bench_cold() {
     } >>"$SUMMARY"
 }
 
+# swarmnet: 8 nodes, each in a network namespace capped at 100 Mbit/s (tc tbf, as the test
+# 72-node-swarm-netns), one holding the 256 MiB random layer; the 7 others pull it at once. The
+# time until all have it against the ideal (the layer over one link) and against every node
+# pulling from the holder alone (7 times the ideal).
+bench_swarmnet() {
+    require docker-registry umoci skopeo ip tc
+    # shellcheck source=../tests/integration/lib-node.sh
+    . "$SRC/tests/integration/lib-node.sh"
+    local big=$BENCH_CACHE/random256.oci r b
+    random_image "$TEST_TMPDIR/r256" "$big" 256
+    local -A SN_S SN_COPIES
+    swarmnet_run() { # BUILD
+        local AFSP_BIN i t0 t1 failed=0 w=() oci=$TEST_TMPDIR/swarmnet.oci size served
+        AFSP_BIN=$(bin_of "$1")
+        netns_cluster 8 100mbit
+        start_registry --host "$NET_HOST"
+        cp -a "$big" "$oci"
+        push_image "$oci" r "$REGISTRY/bench/swarmnet:1" --compress none >/dev/null
+        rm -rf "$oci"
+        local ref=$REGISTRY/bench/swarmnet@$PUSHED_DIGEST layer
+        read -r layer <<<"$(layer_digests "$REGISTRY/bench/swarmnet:1")"
+        "$AFSP_BIN" --data "${D[1]}" pull --insecure-registry "$REGISTRY" "$ref" >/dev/null
+        kill_bg "$REGISTRY_PID"
+        sync
+        t0=$(date +%s%N)
+        for ((i = 2; i <= 8; i++)); do
+            (timeout 900 "$AFSP_BIN" --data "${D[i]}" pull "$ref" >/dev/null 2>&1) &
+            w[i]=$!
+        done
+        for ((i = 2; i <= 8; i++)); do wait "${w[i]}" || failed=$((failed + 1)); done
+        t1=$(date +%s%N)
+        ((failed == 0)) || fail "swarmnet ($1 build): $failed pulls failed"
+        size=$(stat -c %s "${D[2]}/blobs/sha256/${layer#sha256:}")
+        served=$(counter "${D[1]}" bytes_served)
+        for ((i = 1; i <= 8; i++)); do
+            kill_bg "${PID[i]}"
+            rm -rf "${D[i]}"
+        done
+        SN_S[$1]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+        SN_COPIES[$1]=$(awk -v a="$served" -v b="$size" 'BEGIN { printf "%.2f", a / b }')
+        SN_IDEAL=$(awk -v b="$size" 'BEGIN { printf "%.2f", b / 12.5e6 }')
+        rec swarmnet_s "$1" "${SN_S[$1]}"
+        rec swarmnet_copies "$1" "${SN_COPIES[$1]}"
+        log "swarmnet ($1 build): 7 pulls of the $((size >> 20)) MiB layer in ${SN_S[$1]} s (ideal $SN_IDEAL s); the holder sent ${SN_COPIES[$1]} copies"
+    }
+    for ((r = 1; r <= BENCH_SWARMNET_ROUNDS; r++)); do
+        if ((r % 2)); then
+            for b in "${BUILDS[@]}"; do swarmnet_run "$b"; done
+        else
+            for b in "${BUILDS_REV[@]}"; do swarmnet_run "$b"; done
+        fi
+    done
+    {
+        echo "### Swarm time on capped links: 8 nodes in network namespaces, each sending at most 100 Mbit/s (tc tbf); one holds a 256 MiB layer, 7 pull it at once ($BENCH_SWARMNET_ROUNDS rounds)"
+        echo
+        echo "The ideal is the layer over one link: $SN_IDEAL s. Every node pulling from the holder alone would take 7 times that, $(awk -v i="$SN_IDEAL" 'BEGIN { printf "%.1f", 7 * i }') s (the holder's link carries 7 copies; the build before swarming, ce32e52, does not finish this: its pulls give up on the busy holder and go to the registry)."
+        echo
+        echo "| build | seconds (median, best) | / ideal (median, best) | copies the holder sent (median) |"
+        echo "|---|---|---|---|"
+        for b in "${BUILDS[@]}"; do
+            local vs=() vc=() med best
+            mapfile -t vs < <(rec_values swarmnet_s "$b")
+            mapfile -t vc < <(rec_values swarmnet_copies "$b")
+            med=$(median "${vs[@]}") best=$(printf '%s\n' "${vs[@]}" | sort -g | head -n1)
+            echo "| $b$([ "$b" = old ] && echo " ($AFSP_OLD_REV)") | $med, $best | $(ratio "$med" "$SN_IDEAL"), $(ratio "$best" "$SN_IDEAL") | $(median "${vc[@]}") |"
+        done
+        echo
+    } >>"$SUMMARY"
+}
+
+# storm: N daemons holding nothing mount the python image at once and run python3 from it; the
+# bytes the registry served for its layer, against the layer's size (single flight: 1; before
+# claims: N), and the time until all are done. Each build (with AFSP_BIN_OLD: old and new,
+# interleaved) on fresh nodes, each on its own 127.0.x.y address.
+bench_storm() {
+    require docker-registry umoci skopeo
+    # shellcheck source=../tests/integration/lib-node.sh
+    . "$SRC/tests/integration/lib-node.sh"
+    [ -n "${REGISTRY:-}" ] || start_registry
+    local ref=$REGISTRY/bench/storm oci=$TEST_TMPDIR/storm.oci
+    cp -a "$OCI" "$oci"
+    push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
+    local dg=$PUSHED_DIGEST layer size r n b net=100
+    rm -rf "$oci"
+    read -r layer <<<"$(layer_digests "$ref:1")"
+    size=$(curl -fsSI "http://$REGISTRY/v2/bench/storm/blobs/$layer" | tr -d '\r' |
+        awk 'tolower($1) == "content-length:" { print $2 }')
+    local -A RATIO SECS
+    storm_run() { # BUILD N
+        local AFSP_BIN i port d=() h=() p=() pid=() w=() skip t0 t1 gets bytes failed=0
+        AFSP_BIN=$(bin_of "$1")
+        net=$((net + 1))
+        for ((i = 1; i <= $2; i++)); do
+            port=$(free_port)
+            d[i]=$TEST_TMPDIR/storm$net-$i p[i]=$port
+            # the old build may not dial from the address it listens on: its nodes share one
+            h[i]=127.0.$net.$i
+            [ "$1" = old ] && h[i]=127.0.0.1
+            if ((i == 1)); then
+                NODE_HOST=${h[1]} start_node "storm$net-$i" "${d[i]}" "$port"
+            else
+                NODE_HOST=${h[i]} start_node "storm$net-$i" "${d[i]}" "$port" "${h[1]}:${p[1]}"
+            fi
+            pid[i]=$BG_PID
+        done
+        for ((i = 1; i <= $2; i++)); do wait_until 60 dht_at_least "${d[i]}" contacts $(($2 - 1)); done
+        skip=$(wc -l <"$REGISTRY_LOG")
+        sync
+        t0=$(date +%s%N)
+        for ((i = 1; i <= $2; i++)); do
+            mkdir -p "${d[i]}.mnt"
+            on_exit "mountpoint -q '${d[i]}.mnt' && umount -l '${d[i]}.mnt'"
+            (timeout 300 "$AFSP_BIN" --data "${d[i]}" mount "$ref@$dg" "${d[i]}.mnt" >/dev/null 2>&1 &&
+                timeout 120 chroot "${d[i]}.mnt" /usr/bin/python3 -c 'import json') &
+            w[i]=$!
+        done
+        for ((i = 1; i <= $2; i++)); do wait "${w[i]}" || failed=$((failed + 1)); done
+        t1=$(date +%s%N)
+        ((failed == 0)) || fail "storm of $2 ($1 build): $failed mounts or python3 runs failed"
+        read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer" "$skip")"
+        for ((i = 1; i <= $2; i++)); do
+            "$AFSP_BIN" --data "${d[i]}" umount "${d[i]}.mnt"
+            kill_bg "${pid[i]}"
+            rm -rf "${d[i]}" "${d[i]}.mnt"
+        done
+        RATIO[$1]=$(awk -v b="$bytes" -v s="$size" 'BEGIN { printf "%.2f", b / s }')
+        SECS[$1]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+        rec "storm${2}_ratio" "$1" "${RATIO[$1]}"
+        rec "storm${2}_s" "$1" "${SECS[$1]}"
+        log "storm of $2 ($1 build): the registry served the layer $gets times, ${RATIO[$1]}x its size; all done in ${SECS[$1]} s"
+    }
+    for ((r = 1; r <= BENCH_STORM_ROUNDS; r++)); do
+        for n in 10 20; do
+            if ((r % 2)); then
+                for b in "${BUILDS[@]}"; do storm_run "$b" "$n"; done
+            else
+                for b in "${BUILDS_REV[@]}"; do storm_run "$b" "$n"; done
+            fi
+        done
+    done
+    {
+        echo "### Registry bytes under a storm: N daemons holding nothing mount the python image at once and run python3 ($BENCH_STORM_ROUNDS rounds)"
+        echo
+        echo "The layer is $(awk -v s="$size" 'BEGIN { printf "%.1f MB", s / 1e6 }'). Bytes the registry served for it (its access log), over its size; and the time until every node had run python3."
+        echo
+        echo "| nodes | build | registry bytes / layer (median, best) | seconds (median, best) |"
+        echo "|---|---|---|---|"
+        for n in 10 20; do
+            for b in "${BUILDS[@]}"; do
+                local vr=() vs=()
+                mapfile -t vr < <(rec_values "storm${n}_ratio" "$b")
+                mapfile -t vs < <(rec_values "storm${n}_s" "$b")
+                echo "| $n | $b$([ "$b" = old ] && echo " ($AFSP_OLD_REV)") | $(median "${vr[@]}"), $(printf '%s\n' "${vr[@]}" | sort -g | head -n1) | $(median "${vs[@]}"), $(printf '%s\n' "${vs[@]}" | sort -g | head -n1) |"
+            done
+        done
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
@@ -1180,6 +1351,8 @@ wants dht && bench_dht
 wants dht && bench_dht_cluster
 wants dht && bench_dht_memory
 wants swarm && bench_swarm
+wants storm && bench_storm
+wants swarmnet && bench_swarmnet
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})); then profile_ingest; fi ;;

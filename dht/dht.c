@@ -42,6 +42,8 @@ int dht_new(struct dht **out, const struct dht_cfg *cfg)
     d->stale = cfg->stale_ms ? cfg->stale_ms : DHT_STALE_MS;
     d->rpc_timeout = cfg->rpc_timeout_ms ? cfg->rpc_timeout_ms : DHT_RPC_TIMEOUT_MS;
     d->slow = cfg->slow_ms ? cfg->slow_ms : DHT_SLOW_MS;
+    d->claim_lease = cfg->claim_lease_ms ? cfg->claim_lease_ms : DHT_CLAIM_LEASE_MS;
+    d->claim_done = cfg->claim_done_ms ? cfg->claim_done_ms : DHT_CLAIM_DONE_MS;
     d->now = cfg->now_ms;
     d->next_maint = cfg->now_ms + DHT_TICK_MS;
     for (unsigned i = 0; i < DHT_BUCKETS; i++)
@@ -51,6 +53,7 @@ int dht_new(struct dht **out, const struct dht_cfg *cfg)
     d->records.esz = sizeof(struct key_recs);
     d->counts.esz = sizeof(struct peer_count);
     d->rates.esz = sizeof(struct rate);
+    d->claims.esz = sizeof(struct claim_rec);
     *out = d;
     return 0;
 }
@@ -61,6 +64,7 @@ void dht_free(struct dht *d)
         return;
     while (d->lookups)
         lookup_end(d->lookups, -ECANCELED, d->now);
+    claims_release(d);
     while (d->out) {
         struct outmsg *o = d->out;
         d->out = o->next;
@@ -153,7 +157,8 @@ int dht_rpc_send(struct dht *d, const struct dht_contact *c, uint8_t type,
     r->l = l;
     d->nrpc++;
     uint32_t tx = r->gen << RPC_SLOT_BITS | (uint32_t)slot;
-    if (type != DHT_ADD_PROVIDER) { /* its caller sends it, with the keys */
+    r->cl = NULL;
+    if (type != DHT_ADD_PROVIDER && type != DHT_CLAIM) { /* its caller sends those */
         struct dht_msg m = {.type = type, .tx = tx};
         if (target)
             memcpy(m.target, target, DHT_ID_LEN);
@@ -172,6 +177,7 @@ static void rpc_end(struct dht *d, size_t i, const struct dht_msg *m, uint64_t n
     struct rpc r = d->rpc[i];
     d->rpc[i].used = false;
     d->rpc[i].l = NULL;
+    d->rpc[i].cl = NULL;
     d->nrpc--;
     if (r.purpose == RPC_VERIFY)
         d->nverify--;
@@ -185,6 +191,8 @@ static void rpc_end(struct dht *d, size_t i, const struct dht_msg *m, uint64_t n
         else
             lookup_failed(r.l, r.to.id, now);
     }
+    if (r.cl)
+        claim_reply(r.cl, &r.to, m, now);
 }
 
 void dht_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN])
@@ -256,6 +264,9 @@ static void answer(struct dht *d, const struct dht_contact *from, const struct d
         for (unsigned i = 0; i < m->nkeys; i++)
             a.accepted += from->addr.port && records_add(d, m->keys + i * DHT_ID_LEN, from, now);
         break;
+    case DHT_CLAIM:
+        claims_answer(d, from, m, &a, now);
+        break;
     default:
         return;
     }
@@ -266,7 +277,8 @@ static bool answers(uint8_t req, uint8_t ans)
 {
     return (req == DHT_PING && ans == DHT_PONG) || (req == DHT_FIND_NODE && ans == DHT_NODES) ||
            (req == DHT_GET_PROVIDERS && ans == DHT_PROVIDERS) ||
-           (req == DHT_ADD_PROVIDER && ans == DHT_STORED);
+           (req == DHT_ADD_PROVIDER && ans == DHT_STORED) ||
+           (req == DHT_CLAIM && ans == DHT_CLAIMED);
 }
 
 int dht_input(struct dht *d, const uint8_t from[static DHT_ID_LEN], const struct dht_addr *addr,
@@ -390,6 +402,7 @@ static void rates_prune(struct dht *d, uint64_t now)
 static void maintain(struct dht *d, uint64_t now)
 {
     records_expire(d, now);
+    claims_expire(d, now);
     rates_prune(d, now);
     table_liveness(d, now);
     table_refresh(d, now);

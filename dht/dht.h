@@ -44,12 +44,17 @@
 
 /* Caps: what one peer, or all of them, can make a node hold. */
 #define DHT_RECORDS_PER_KEY 32
-#define DHT_KEYS_MAX 65536           /* keys with provider records */
-#define DHT_RECORDS_PER_SOURCE 16384 /* records from one address (IPv6: /64), any IDs */
-#define DHT_REQ_PER_S 200            /* requests one peer may send per second ... */
-#define DHT_REQ_BURST 1000           /* ... after a burst of this many */
-#define DHT_RPC_MAX 1024             /* our requests waiting for answers */
-#define DHT_LOOKUPS_MAX 256          /* lookups running at once */
+#define DHT_KEYS_MAX 65536            /* keys with provider records */
+#define DHT_RECORDS_PER_SOURCE 16384  /* records from one address (IPv6: /64), any IDs */
+#define DHT_REQ_PER_S 200             /* requests one peer may send per second ... */
+#define DHT_REQ_BURST 1000            /* ... after a burst of this many */
+#define DHT_RPC_MAX 1024              /* our requests waiting for answers */
+#define DHT_LOOKUPS_MAX 256           /* lookups running at once */
+#define DHT_CLAIMS_MAX 4096           /* fetch claims held for others (dht/claims.c) ... */
+#define DHT_CLAIMS_PER_SOURCE 256     /* ... of them held by nodes at one address */
+#define DHT_CLAIM_LEASE_MS 5000       /* a claim not renewed this long is free again */
+#define DHT_CLAIM_DONE_MS (60 * 1000) /* a claim done is remembered (its holder named) */
+#define DHT_CLAIMING_MAX 256          /* our claim requests at once */
 
 /* An address a node listens on: IPv4 (family 4, the first 4 bytes of ip) or IPv6 (family 6). */
 struct dht_addr {
@@ -71,6 +76,7 @@ struct dht_cfg {
     unsigned k, alpha; /* 0: DHT_K, DHT_ALPHA */
     /* 0: the defaults above */
     uint64_t ttl_ms, republish_ms, refresh_ms, stale_ms, rpc_timeout_ms, slow_ms;
+    uint64_t claim_lease_ms, claim_done_ms;
 };
 
 struct dht;
@@ -167,6 +173,47 @@ void dht_forget(struct dht *d, const uint8_t id[static DHT_ID_LEN]);
  * dht_provide or dht_withdraw. */
 const uint8_t *dht_provided_key(const struct dht *d, size_t i);
 
+/* ---- fetch claims (claims.c; docs/swarm.md) ---------------------------------------------------
+ * One node of a cluster downloads a layer from the registry at a time: before it does, it asks
+ * for the layer's claim at the node closest to the layer's key (the granter), which grants it
+ * to the first asker for a lease (DHT_CLAIM_LEASE_MS), renewed by asking again, and names the
+ * holder to every other asker. Leases are durations on the granter's clock. The granter is
+ * whoever the asker's lookup finds closest, this node itself if it is closer than all. */
+enum dht_claim_op {
+    DHT_CLAIM_TAKE = 0, /* take the claim, or renew it */
+    DHT_CLAIM_DONE = 1, /* the holder has the layer whole: name it to askers for a while */
+    DHT_CLAIM_DROP = 2, /* the holder gives the claim up (its download failed) */
+};
+enum dht_claim_state {
+    DHT_CLAIM_GRANTED = 0,  /* the asker holds the claim (lease_ms) */
+    DHT_CLAIM_HELD = 1,     /* another node holds it (holder; lease_ms left) */
+    DHT_CLAIM_FINISHED = 2, /* holder has the layer whole */
+    DHT_CLAIM_NONE = 3,     /* DROP: nobody holds it now */
+    DHT_CLAIM_FREE = 4,     /* not coordinated (no room, or the asker is not reachable): go on */
+};
+#define DHT_CLAIM_STATE_MAX DHT_CLAIM_FREE
+struct dht_claim_result {
+    enum dht_claim_state state;
+    uint64_t lease_ms;          /* GRANTED: the lease; HELD: what is left of it */
+    struct dht_contact holder;  /* HELD, FINISHED */
+    struct dht_contact granter; /* who answered (this node: granter_self) */
+    bool granter_self;
+};
+/* rc: 0 (r set), -EHOSTUNREACH (no granter answered), -ECANCELED (dht_free). */
+typedef void (*dht_claim_cb)(void *arg, int rc, const struct dht_claim_result *r);
+struct dht_claim;
+/* Asks for key's claim (op): of granter if not NULL (a renewal: the one that granted it),
+ * falling back to a lookup of the closest nodes, which are asked in turn (3 at most). *out
+ * (may be NULL) names the request for dht_claim_cancel until cb runs. Returns 0 (cb will run,
+ * perhaps before this returns when this node is the granter), -EBUSY (DHT_CLAIMING_MAX), or
+ * -ENOMEM. */
+int dht_claim(struct dht *d, const uint8_t key[static DHT_ID_LEN], enum dht_claim_op op,
+              const struct dht_contact *granter, dht_claim_cb cb, void *arg, uint64_t now,
+              struct dht_claim **out);
+void dht_claim_cancel(struct dht_claim *c);
+/* How many claims this node holds for others (live or done). */
+size_t dht_claims_held(const struct dht *d);
+
 /* ---- inspection ---------------------------------------------------------------------------- */
 
 struct dht_stats {
@@ -193,21 +240,27 @@ enum dht_msg_type {
     DHT_FIND_NODE = 0x02,     /* target */
     DHT_GET_PROVIDERS = 0x03, /* key */
     DHT_ADD_PROVIDER = 0x04,  /* u16 n, n keys: the sender provides them */
+    DHT_CLAIM = 0x05,         /* key, u8 op */
     DHT_PONG = 0x81,          /* (empty) */
     DHT_NODES = 0x82,         /* u8 n, n contacts */
     DHT_PROVIDERS = 0x83,     /* u8 self, u8 np, np contacts (providers), u8 nn, nn contacts */
     DHT_STORED = 0x84,        /* u16 accepted */
+    DHT_CLAIMED = 0x85,       /* u8 state, u32 lease_ms, u8 n (0, 1), n contacts: the holder
+                                 (n 0: the answering node itself, or nobody) */
 };
 #define DHT_CONTACT_LEN 51 /* id, family, 16 bytes of address, port */
 
 struct dht_msg {
     enum dht_msg_type type;
     uint32_t tx;
-    uint8_t target[DHT_ID_LEN]; /* FIND_NODE, GET_PROVIDERS */
+    uint8_t target[DHT_ID_LEN]; /* FIND_NODE, GET_PROVIDERS, CLAIM */
+    uint8_t op;                 /* CLAIM */
+    uint8_t state;              /* CLAIMED */
+    uint32_t lease_ms;          /* CLAIMED */
     const uint8_t *keys;        /* ADD_PROVIDER: nkeys * DHT_ID_LEN bytes, in the message */
     unsigned nkeys, accepted;
     bool self; /* PROVIDERS: the answering node provides the key itself */
-    struct dht_contact nodes[DHT_K_MAX], providers[DHT_K_MAX];
+    struct dht_contact nodes[DHT_K_MAX], providers[DHT_K_MAX]; /* CLAIMED: nodes[0] */
     unsigned nnodes, nproviders;
 };
 /* Parses a message. Returns 0 or AFSP_E_FORMAT: an unknown type, a reserved byte, a body of

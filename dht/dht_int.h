@@ -57,7 +57,7 @@ struct bucket {
     uint64_t touched; /* a lookup last went through it */
 };
 
-enum rpc_purpose { RPC_LOOKUP, RPC_VERIFY, RPC_LIVENESS, RPC_STORE };
+enum rpc_purpose { RPC_LOOKUP, RPC_VERIFY, RPC_LIVENESS, RPC_STORE, RPC_CLAIM };
 
 struct rpc {
     uint32_t gen; /* tx = gen << 10 | slot */
@@ -66,6 +66,7 @@ struct rpc {
     struct dht_contact to;
     uint64_t sent;
     struct dht_lookup *l;
+    struct dht_claim *cl; /* RPC_CLAIM */
 };
 #define RPC_SLOT_BITS 10
 
@@ -122,6 +123,13 @@ struct key_recs {
     uint32_t n;
     struct rec *r; /* DHT_RECORDS_PER_KEY slots */
 };
+/* claims: fetch claims held for others (claims.c) */
+struct claim_rec {
+    uint8_t key[DHT_ID_LEN];
+    struct dht_contact holder; /* holder.id == d->id: this node itself */
+    uint64_t expires;
+    bool done;
+};
 struct peer_count {
     uint8_t id[DHT_ID_LEN];
     uint32_t n;
@@ -137,7 +145,7 @@ struct dht {
     rng_fn rng;
     void *rng_arg;
     unsigned k, alpha;
-    uint64_t ttl, republish, refresh, stale, rpc_timeout, slow;
+    uint64_t ttl, republish, refresh, stale, rpc_timeout, slow, claim_lease, claim_done;
     uint64_t now, next_maint;
 
     struct bucket b[DHT_BUCKETS];
@@ -158,6 +166,9 @@ struct dht {
     struct idvec counts;    /* struct peer_count */
     struct idvec rates;     /* struct rate */
     size_t nrecords;
+    struct idvec claims;        /* struct claim_rec */
+    struct dht_claim *claiming; /* our claim requests */
+    size_t nclaiming;
 
     struct dht_stats st;
     uint32_t lat[DHT_LAT_RING], hops[DHT_LAT_RING];
@@ -206,6 +217,17 @@ void lookup_reply(struct dht_lookup *l, const struct dht_contact *from, const st
 void lookup_failed(struct dht_lookup *l, const uint8_t id[static DHT_ID_LEN], uint64_t now);
 void lookup_slow(struct dht_lookup *l, const uint8_t id[static DHT_ID_LEN], uint64_t now);
 void lookup_end(struct dht_lookup *l, int rc, uint64_t now);
+
+/* claims.c */
+/* The answer to CLAIM m from `from` (a's type, state, lease and holder). */
+void claims_answer(struct dht *d, const struct dht_contact *from, const struct dht_msg *m,
+                   struct dht_msg *a, uint64_t now);
+/* rpc of claim c ended: answered (m) or failed (NULL). */
+void claim_reply(struct dht_claim *c, const struct dht_contact *from, const struct dht_msg *m,
+                 uint64_t now);
+void claims_expire(struct dht *d, uint64_t now);
+/* dht_free: every claim request ends with -ECANCELED, the claims held are freed. */
+void claims_release(struct dht *d);
 
 /* records.c */
 bool records_add(struct dht *d, const uint8_t key[static DHT_ID_LEN], const struct dht_contact *c,

@@ -88,6 +88,22 @@ int dht_msg_parse(const uint8_t *p, size_t n, struct dht_msg *m)
             return AFSP_E_FORMAT;
         m->keys = b + 2;
         return 0;
+    case DHT_CLAIM:
+        if (bn != DHT_ID_LEN + 1 || b[DHT_ID_LEN] > DHT_CLAIM_DROP)
+            return AFSP_E_FORMAT;
+        memcpy(m->target, b, DHT_ID_LEN);
+        m->op = b[DHT_ID_LEN];
+        return 0;
+    case DHT_CLAIMED:
+        if (bn < 5 || b[0] > DHT_CLAIM_STATE_MAX)
+            return AFSP_E_FORMAT;
+        m->state = b[0];
+        m->lease_ms = get_le32(b + 1);
+        b += 5;
+        bn -= 5;
+        if (contacts_get(&b, &bn, m->nodes, &m->nnodes) < 0 || m->nnodes > 1)
+            return AFSP_E_FORMAT;
+        return bn == 0 ? 0 : AFSP_E_FORMAT;
     case DHT_STORED:
         if (bn != 2)
             return AFSP_E_FORMAT;
@@ -134,6 +150,22 @@ int dht_msg_encode(const struct dht_msg *m, uint8_t *out)
         b[1] = (uint8_t)(m->nkeys >> 8);
         memcpy(b + 2, m->keys, (size_t)m->nkeys * DHT_ID_LEN);
         b += 2 + (size_t)m->nkeys * DHT_ID_LEN;
+        break;
+    case DHT_CLAIM:
+        memcpy(b, m->target, DHT_ID_LEN);
+        b[DHT_ID_LEN] = m->op;
+        b += DHT_ID_LEN + 1;
+        break;
+    case DHT_CLAIMED:
+        if (m->nnodes > 1)
+            return AFSP_E_USAGE;
+        *b++ = m->state;
+        put_le32(b, m->lease_ms);
+        b += 4;
+        *b++ = (uint8_t)m->nnodes;
+        if (m->nnodes)
+            contact_put(b, &m->nodes[0]);
+        b += m->nnodes * DHT_CONTACT_LEN;
         break;
     case DHT_STORED:
         if (m->accepted > DHT_BATCH_MAX)

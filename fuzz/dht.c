@@ -4,7 +4,8 @@
  * messages, fed to a core from a few peers, answered and ticked: no crash, no leak, no
  * unbounded growth of what it sends.
  *
- * Input: repeated [u8 sender (low 2 bits), u8 ms to advance, u16 length, message bytes].
+ * Input: repeated [u8 sender (low 2 bits), u8 ms to advance, u16 length, message bytes]. The
+ * core has asked peer 0 for a claim (tx 0x401), so a CLAIMED from it is an answer.
  */
 #include "../dht/dht.h"
 #include "../util/util.h"
@@ -46,6 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dht_add_contact(d, &peers[0], 1000);
     uint8_t key[DHT_ID_LEN] = {0x11};
     dht_provide(d, key, 1000);
+    /* a claim asked of peer 0: its CLAIMED answers reach the asker's side (tx 0x401) */
+    dht_claim(d, key, DHT_CLAIM_TAKE, &peers[0], NULL, NULL, 1000, NULL);
     struct dht_out *o = malloc(sizeof *o);
     uint64_t now = 1000;
     size_t off = 0;

@@ -15,9 +15,12 @@
  *   0x03 u8 r u8 code   an ERROR answer to seen request r % n (code: any)
  *   0x04 u8 r u8 n u8 b a HAVE_REPLY to seen request r % n: n chunks, every bitmap byte b
  *   0x05 u8 q u8 mode   answer seen DHT query q % n: the member provides everything (mode bit 0:
- *                       it names itself in NODES too; bit 1: a contact that will not answer)
- *   0x06 u8 what        the victim's task submits a job (what % 3: the blob, the index, chunks
- *                       of the partial layer)
+ *                       it names itself in NODES too; bit 1: a contact that will not answer);
+ *                       a CLAIM gets state mode % 5, a lease of mode * 256 ms, and (bit 3) a
+ *                       holder: the member or (bit 4) the contact that will not answer
+ *   0x06 u8 what        the victim's task submits a job (what % 5: the blob, the index, chunks
+ *                       of the partial layer, the claim of a layer (bit 5: the one it lacks,
+ *                       else the partial one), the end of that claim (bit 3: whole))
  *   0x07 u8 which       a control request (which % the table below)
  *   0x08 u8 len bytes   a control request line of these bytes
  *   0x09                the link closes (reset); the next op that needs it connects again
@@ -400,6 +403,13 @@ static void answer_dht(struct world *w, const struct dht_msg *q, uint8_t mode)
         a.type = DHT_STORED;
         a.accepted = q->nkeys;
         break;
+    case DHT_CLAIM: /* any answer, a holder that exists or not, a lease of any length */
+        a.type = DHT_CLAIMED;
+        a.state = mode % (DHT_CLAIM_STATE_MAX + 1);
+        a.lease_ms = (uint32_t)mode << 8;
+        if (mode & 8)
+            a.nodes[a.nnodes++] = mode & 16 ? ghost : me;
+        break;
     default:
         return;
     }
@@ -517,7 +527,7 @@ static void job_new(struct world *w, uint8_t what)
         return;
     buf_release(&jb->out);
     memset(jb, 0, sizeof *jb);
-    switch (what % 3) {
+    switch (what % 5) {
     case 0:
         jb->j.kind = NODE_JOB_BLOB;
         memcpy(jb->j.digest, M_NONE, DIGEST_LEN);
@@ -525,6 +535,15 @@ static void job_new(struct world *w, uint8_t what)
     case 1:
         jb->j.kind = NODE_JOB_INDEX;
         memcpy(jb->j.digest, L_NONE, DIGEST_LEN);
+        break;
+    case 3: /* before a registry download: the layer's claim */
+        jb->j.kind = NODE_JOB_CLAIM;
+        memcpy(jb->j.digest, what & 32 ? L_NONE : L_PART, DIGEST_LEN);
+        break;
+    case 4:
+        jb->j.kind = NODE_JOB_CLAIM_END;
+        jb->j.whole = what & 8;
+        memcpy(jb->j.digest, what & 32 ? L_NONE : L_PART, DIGEST_LEN);
         break;
     default:
         jb->j.kind = NODE_JOB_CHUNKS;

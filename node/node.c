@@ -95,6 +95,7 @@ int node_new(struct node **out, const struct node_cfg *cfg)
     n->started_wall_ms = cfg->wall_ms;
     n->links_max = cfg->links_max ? cfg->links_max : NODE_LINKS_MAX;
     n->serve_chunks = cfg->serve_chunks ? cfg->serve_chunks : NODE_SERVE_CHUNKS;
+    claims_init(n);
     if (verify_init(n) < 0) {
         verify_free(n);
         free(n);
@@ -111,7 +112,9 @@ int node_new(struct node **out, const struct node_cfg *cfg)
                            .refresh_ms = n->t.dht_refresh,
                            .stale_ms = n->t.dht_stale,
                            .rpc_timeout_ms = n->t.dht_rpc_timeout,
-                           .slow_ms = n->t.dht_slow};
+                           .slow_ms = n->t.dht_slow,
+                           .claim_lease_ms = n->t.claim_lease,
+                           .claim_done_ms = n->t.claim_done};
     int rc = dht_new(&n->dht, &dcfg);
     if (rc < 0) {
         verify_free(n);
@@ -143,6 +146,7 @@ void node_stop(struct node *n, uint64_t now)
     n->stopping = true;
     log_info("event=stopping");
     jobs_cancel_all(n);
+    claims_cancel_all(n);
     for (struct node_link *k = n->links; k; k = k->next)
         link_close(k, -ECANCELED);
     for (size_t i = 0; i < n->nseeds; i++)

@@ -71,7 +71,13 @@
     X(dht_refresh, DHT_REFRESH_MS, "a bucket no lookup went through is refreshed")                 \
     X(dht_stale, DHT_STALE_MS, "a contact not heard from this long is pinged")                     \
     X(dht_rpc_timeout, DHT_RPC_TIMEOUT_MS, "a DHT request with no answer fails")                   \
-    X(dht_slow, DHT_SLOW_MS, "a DHT request stops holding a lookup's slot after this")
+    X(dht_slow, DHT_SLOW_MS, "a DHT request stops holding a lookup's slot after this")             \
+    X(claim_lease, DHT_CLAIM_LEASE_MS,                                                             \
+      "a layer's fetch claim not renewed this long goes to the next node that asks")               \
+    X(claim_done, DHT_CLAIM_DONE_MS, "a claimant that has its layer whole is named this long")     \
+    X(claim_poll, 250, "a node waiting on another's claim asks again this often")                  \
+    X(claim_wait, 30000,                                                                           \
+      "a node waits on another's claim this long at most (plus 1 s per 4 MiB of the layer)")
 
 struct node_durations {
 #define X(name, ms, doc) uint64_t name;
@@ -91,6 +97,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_SEEDS_MAX 32
 #define NODE_LINKS_MAX 4096         /* connections at once (the daemon lowers it to its fd limit) */
 #define NODE_SEND_BUDGET (4u << 20) /* answer bytes queued on a link before the socket drains */
+#define NODE_SOCKET_UNSENT (256u << 10) /* the daemon's TCP_NOTSENT_LOWAT (node_uv.c) */
 /* Everything a link queues for its socket: DATA up to the budget (one message more), and the
  * small answers (errors, HAVE replies, DHT answers) that a peer's requests make at once. Past
  * it the peer is not reading what it asked for, and the link closes (ENOBUFS). */
@@ -111,8 +118,11 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
  * (docs/swarm.md). An answer holds its slot until its last byte has left the link. */
 #define NODE_SERVE_CHUNKS 2
 #define NODE_SERVE_CHUNKS_MAX 64
-#define NODE_LINK_WATCH 16  /* layers a link's peer asked HAVE of: it hears of each new chunk */
-#define NODE_SWARM_WANT 16  /* partial providers a job's lookup stops at */
+#define NODE_LINK_WATCH 16 /* layers a link's peer asked HAVE of: it hears of each new chunk */
+#define NODE_SWARM_WANT 16 /* partial providers a job's lookup stops at */
+/* A peer fetching a layer too that answers HAVE not-found (it has not got the layer's index
+ * yet) is asked again providers_retry later, this many times at most. */
+#define NODE_HAVE_TRIES 10
 #define NODE_PEER_TALLY 256 /* peers whose chunk bytes stats shows (the busiest, once more) */
 /* A job looks its layer's partial providers up again (providers_retry apart) while it knows
  * fewer than this many: a swarm that starts at once is not yet in the DHT at its first lookup. */
@@ -126,6 +136,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
  * raced a mount's reads through the index being verified, 68-node-forged-index) */
 #define NODE_VERIFY_BATCH (1u << 20)
 #define NODE_VERIFY_QUEUED 64            /* images waiting for their verification */
+#define NODE_CLAIMS 64                   /* claim jobs waiting and claims held at once */
 #define NODE_FORGERS_MAX 256             /* nodes banned for a false index, until a restart */
 #define NODE_SUSPECTS 256                /* peers whose chunks failed against another's index */
 #define NODE_CTL_MAX_REQUEST (64u << 10) /* the longest control request */
@@ -170,7 +181,11 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(verifies, "images whose lazily read layers the node completed in the background")            \
     X(verifies_failed, "of those, failed")                                                         \
     X(forged_indexes, "indexes from peers that their blob showed false (the sender is banned)")    \
-    X(store_lists, "times the node listed the whole store (to compare what it announces)")
+    X(store_lists, "times the node listed the whole store (to compare what it announces)")         \
+    X(claims, "registry downloads of layers this node claimed (no other node downloads them)")     \
+    X(claim_waits, "downloads that waited on another node's claim")                                \
+    X(claim_takeovers, "of those, claimed by this node after the claimant's lease ran out")        \
+    X(claim_waits_expired, "of those, that gave up waiting and downloaded uncoordinated")
 
 struct node_counters {
 #define X(name, doc) uint64_t name;
@@ -246,16 +261,30 @@ struct node_store_ops {
  * NODE_FX_JOB_DONE once nothing of it is in flight, with rc: 0, AFSP_E_NOTFOUND (no peer could
  * serve it), -ECANCELED (the node stops), -ENOMEM. Until then the job, its out buffer and its
  * fetch handle are the node's to use; the task must not touch them. */
-enum node_job_kind { NODE_JOB_BLOB, NODE_JOB_INDEX, NODE_JOB_CHUNKS };
+/* CLAIM: before a layer is downloaded from the registry, its fetch claim (claim.c, docs/swarm.md):
+ * rc 0 when the task should download it (claimed: this node holds the claim now, and the task
+ * must end it with CLAIM_END; not claimed: uncoordinated, e.g. no DHT, or a wait that ran too
+ * long), -EAGAIN when a peer has the layer now (the task asks peers again). The job waits while
+ * another node holds the claim. CLAIM_END: the claimant's download ended (whole or not); it
+ * comes back at once. */
+enum node_job_kind {
+    NODE_JOB_BLOB,
+    NODE_JOB_INDEX,
+    NODE_JOB_CHUNKS,
+    NODE_JOB_CLAIM,
+    NODE_JOB_CLAIM_END
+};
 
 struct node_job {
     enum node_job_kind kind;
     uint8_t digest[DIGEST_LEN]; /* the blob, or the layer */
-    uint64_t max;               /* BLOB, INDEX: the largest answer taken */
+    uint64_t max;               /* BLOB, INDEX: the largest answer taken; CLAIM: the layer's size */
     struct buf *out;            /* BLOB, INDEX: the bytes, appended (borrowed) */
     uint8_t from[P2P_ID_LEN];   /* INDEX: the node that sent it (set with rc 0) */
     void *fetch;                /* CHUNKS: the layer being filled (node_store_ops fetch_*) */
     uint32_t first, last;       /* CHUNKS: the chunks wanted (those the layer lacks) */
+    bool claimed;               /* CLAIM (out): this node holds the claim */
+    bool whole;                 /* CLAIM_END (in): the layer is whole here (else: it failed) */
     int rc;                     /* set when handed back */
     void *task_arg;             /* the task's own (the node never touches it) */
     struct node_job_state *st;  /* the node's, while it holds the job */

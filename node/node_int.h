@@ -146,6 +146,8 @@ struct pcache {
     unsigned n;
     uint64_t t; /* when the last lookup ended (0: none has) */
     bool used, looking, dialed;
+    struct dht_contact hint; /* providers_hint's, kept through lookups until hint_until */
+    uint64_t hint_until;
     struct node *node;
 };
 
@@ -155,6 +157,10 @@ struct pcache {
 struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_LEN], unsigned want,
                              bool again, uint64_t now);
 bool providers_has(const struct pcache *pc, const uint8_t id[static P2P_ID_LEN]);
+/* The DHT named c a holder of digest otherwise (a claim done): it counts as a provider, and is
+ * dialed. */
+void providers_hint(struct node *n, const uint8_t digest[static DIGEST_LEN],
+                    const struct dht_contact *c, uint64_t now);
 /* Whether providers of pc may still become usable: its lookup runs, or a dial to one does. */
 bool providers_waiting(struct node *n, const struct pcache *pc);
 
@@ -180,6 +186,27 @@ bool swarm_watching(const struct node_link *k, const uint8_t layer[static DIGEST
  * it, and the layer is announced as held in part. */
 void swarm_chunk_stored(struct node *n, const uint8_t layer[static DIGEST_LEN], uint32_t i,
                         uint64_t now);
+
+/* ---- claim.c: fetch claims (single flight) -------------------------------------------------- */
+
+/* A layer's claim: a CLAIM job waiting on another node's claim, or a claim this node holds for
+ * its task's registry download (renewed until CLAIM_END). */
+struct node_claim {
+    struct node *n;
+    bool used, held, waited;
+    uint8_t digest[DIGEST_LEN];
+    struct node_job *j; /* the CLAIM job not yet handed back */
+    struct dht_contact granter;
+    bool has_granter;
+    struct dht_claim *req;   /* the request out */
+    struct node_timer timer; /* the next ask: a renewal (held) or a poll (waiting) */
+    uint64_t since, wait_max;
+};
+void claims_init(struct node *n);
+/* A CLAIM or CLAIM_END job. */
+void claim_submit(struct node *n, struct node_job *j, uint64_t now);
+/* node_stop: the waiting jobs come back -ECANCELED. */
+void claims_cancel_all(struct node *n);
 
 /* ---- serve.c -------------------------------------------------------------------------------- */
 
@@ -312,6 +339,7 @@ struct node {
     uint64_t job_turns; /* jobs start at different links */
 
     struct pcache pc[NODE_PROVIDERS_CACHED];
+    struct node_claim claims[NODE_CLAIMS];
     struct served_layer layers[NODE_LAYERS_OPEN];
     uint64_t serving, requesting; /* answers in production, requests waiting: all links */
     uint64_t serving_chunks;      /* of those answers, chunks (at most serve_chunks) */

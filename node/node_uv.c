@@ -12,6 +12,8 @@
 #include "../store/store.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ struct uvn {
     struct tasks *ts;
     uv_tcp_t listener;
     bool listening;
+    struct dht_addr src; /* the address listened on, when it is one address (family 0: any) */
     uv_pipe_t ctl;
     uv_signal_t sigterm, sigint;
     uv_timer_t timer;
@@ -164,7 +167,14 @@ static struct uvc *conn_new(struct uvn *u, struct node_link *k)
 
 static void link_start(struct uvc *c)
 {
+    uv_os_fd_t fd;
     uv_tcp_nodelay(&c->h.tcp, 1);
+    /* At most this much written and not yet sent in the kernel: a chunk answer's bytes have
+     * "left" (serve.c frees its slot) about when they are on the wire, not when a socket
+     * buffer of megabytes took them in front of a slow link. */
+    int lowat = NODE_SOCKET_UNSENT;
+    if (uv_fileno((uv_handle_t *)&c->h.tcp, &fd) == 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
     if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) < 0)
         node_link_closed(c->u->n, c->k, -ECONNRESET, now(c->u));
 }
@@ -184,6 +194,12 @@ static void on_connect(uv_connect_t *req, int status)
     effects(c->u);
 }
 
+static bool addr_loopback(const struct dht_addr *a)
+{
+    static const uint8_t v6lo[16] = {[15] = 1};
+    return a->family == 4 ? a->ip[0] == 127 : !memcmp(a->ip, v6lo, 16);
+}
+
 static void dial(struct uvn *u, struct node_link *k, const struct dht_addr *a)
 {
     struct sockaddr_storage ss;
@@ -198,7 +214,19 @@ static void dial(struct uvn *u, struct node_link *k, const struct dht_addr *a)
     uv_tcp_init(&u->loop, &c->h.tcp);
     node_addr_to_sockaddr(a, &ss);
     req->data = c;
-    int rc = uv_tcp_connect(req, &c->h.tcp, (struct sockaddr *)&ss, on_connect);
+    int rc = 0;
+    /* From the address the node listens on, when it listens on one, so that peers see the
+     * connection come from where they can reach it (two nodes on one host, on 127.0.0.2 and
+     * 127.0.0.3; a host with several addresses). Not across loopback and the network. */
+    if (u->src.family == a->family && addr_loopback(&u->src) == addr_loopback(a)) {
+        struct sockaddr_storage from;
+        struct dht_addr sa = u->src;
+        sa.port = 0;
+        node_addr_to_sockaddr(&sa, &from);
+        rc = uv_tcp_bind(&c->h.tcp, (struct sockaddr *)&from, 0);
+    }
+    if (rc == 0)
+        rc = uv_tcp_connect(req, &c->h.tcp, (struct sockaddr *)&ss, on_connect);
     if (rc < 0) {
         free(req);
         node_link_closed(u->n, k, rc, now(u));
@@ -453,6 +481,9 @@ int node_run(const struct node_run_cfg *o)
             goto out;
         }
         u->listening = true;
+        static const uint8_t any[16];
+        if (memcmp(o->listen.ip, any, 16))
+            u->src = o->listen;
     }
     uv_signal_init(&u->loop, &u->sigterm);
     uv_signal_init(&u->loop, &u->sigint);

@@ -24,6 +24,8 @@ static void on_providers(void *arg, int rc, const struct dht_result *r)
     if (rc == 0)
         for (size_t i = 0; i < r->nproviders && pc->n < DHT_K_MAX; i++)
             pc->prov[pc->n++] = r->providers[i];
+    if (n->now < pc->hint_until && !providers_has(pc, pc->hint.id) && pc->n < DHT_K_MAX)
+        pc->prov[pc->n++] = pc->hint; /* a claimant done: not yet in the DHT, perhaps */
     n->st.providers_found += pc->n;
     log_debug("event=providers digest=%s found=%u ms=%" PRIu64 " hops=%u messages=%u",
               digest_fmt(pc->digest, dg), pc->n, r ? r->ms : 0, r ? r->hops : 0,
@@ -69,6 +71,21 @@ struct pcache *providers_get(struct node *n, const uint8_t digest[static DIGEST_
                 n->st.dht_dials++;
     }
     return pc;
+}
+
+void providers_hint(struct node *n, const uint8_t digest[static DIGEST_LEN],
+                    const struct dht_contact *c, uint64_t now)
+{
+    struct pcache *pc = providers_get(n, digest, NODE_PROVIDERS_WANT, false, now);
+    if (!pc || !memcmp(c->id, n->id->id, P2P_ID_LEN))
+        return;
+    pc->hint = *c;
+    pc->hint_until = now + n->t.providers_fresh;
+    if (!providers_has(pc, c->id) && pc->n < DHT_K_MAX) {
+        pc->prov[pc->n++] = *c;
+        if (!link_to(n, c->id, true) && link_dial(n, &c->addr, c->id, now))
+            n->st.dht_dials++;
+    }
 }
 
 bool providers_has(const struct pcache *pc, const uint8_t id[static P2P_ID_LEN])

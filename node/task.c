@@ -167,6 +167,22 @@ static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t f
     return job_run(ts, &w);
 }
 
+static int peers_claim(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, bool *claimed)
+{
+    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM, .max = size}};
+    memcpy(w.j.digest, digest, DIGEST_LEN);
+    int rc = job_run(arg, &w);
+    *claimed = rc == 0 && w.j.claimed;
+    return rc;
+}
+
+static void peers_claim_end(void *arg, const uint8_t digest[DIGEST_LEN], bool whole)
+{
+    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM_END, .whole = whole}};
+    memcpy(w.j.digest, digest, DIGEST_LEN);
+    job_run(arg, &w);
+}
+
 /* What peers are asked for a task: its tasks and, for a verification, its pace. */
 struct tctx {
     struct tasks *ts;
@@ -183,6 +199,16 @@ static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct
                              uint8_t from[STORE_ID_LEN])
 {
     return peers_get_index(((struct tctx *)arg)->ts, digest, out, from);
+}
+
+static int peers_claim_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, bool *claimed)
+{
+    return peers_claim(((struct tctx *)arg)->ts, digest, size, claimed);
+}
+
+static void peers_claim_end_t(void *arg, const uint8_t digest[DIGEST_LEN], bool whole)
+{
+    peers_claim_end(((struct tctx *)arg)->ts, digest, whole);
 }
 
 /* Every chunk f lacks. A verification asks for NODE_VERIFY_BATCH bytes at a time and waits
@@ -282,7 +308,12 @@ static void *task_main(void *arg)
     struct tasks *ts = r->ts;
     struct node_task *t = r->t;
     struct tctx c = {ts, t};
-    struct pull_peers peers = {&c, peers_get_blob_t, peers_get_index_t, peers_get_chunks};
+    struct pull_peers peers = {&c,
+                               peers_get_blob_t,
+                               peers_get_index_t,
+                               peers_get_chunks,
+                               peers_claim_t,
+                               peers_claim_end_t};
     struct pull_opts po = {.platform = t->platform,
                            .insecure_hosts = (const char *const *)t->insecure,
                            .peers = &peers,

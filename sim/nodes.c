@@ -154,13 +154,18 @@ static void up_run(struct simn *s, unsigned i)
     }
 }
 
-static void task_schedule(struct simn *s, struct stask *st)
+void task_schedule_in(struct simn *s, struct stask *st, uint64_t delay)
 {
-    struct event *e = ev_new(s, EV_TASK, st->node, 0);
+    struct event *e = ev_new(s, EV_TASK, st->node, delay);
     if (e) {
         e->task = st;
         push(s, e);
     }
+}
+
+static void task_schedule(struct simn *s, struct stask *st)
+{
+    task_schedule_in(s, st, 0);
 }
 
 static void flush(struct simn *s, unsigned i)
@@ -474,11 +479,18 @@ void simn_kill(struct simn *s, unsigned i)
     if (!sn->up)
         return;
     node_links_drop(s, i);
-    for (struct stask *st = s->tasks; st; st = st->next)
-        if (st->node == i && st->life == sn->life && st->fetch) {
+    for (struct stask *st = s->tasks; st; st = st->next) {
+        if (st->node != i || st->life != sn->life)
+            continue;
+        if (st->fetch)
             memstore_fetch_close(sn->ms, st->fetch);
-            st->fetch = NULL;
-        }
+        st->fetch = NULL;
+        if (st->downloading) /* what the registry had sent of the layer when it died */
+            s->registry_bytes +=
+                MIN(st->dl_size, s->cfg.registry_rate
+                                     ? (s->now - st->dl_start) * s->cfg.registry_rate / 1000
+                                     : st->dl_size);
+    }
     node_free(sn->n); /* frees the tasks it held; the simulator's go with the node's life */
     for (struct stask **pp = &s->tasks; *pp;) {
         struct stask *st = *pp;
@@ -640,6 +652,11 @@ struct memstore *simn_registry(struct simn *s)
 uint64_t simn_registry_fetches(const struct simn *s)
 {
     return s->registry_fetches;
+}
+
+uint64_t simn_registry_bytes(const struct simn *s)
+{
+    return s->registry_bytes;
 }
 
 uint64_t simn_up_bytes(const struct simn *s, unsigned i)

@@ -73,6 +73,10 @@ struct stask {
     void *fetch;
     uint8_t (*layers)[DIGEST_LEN];
     size_t nlayers;
+    unsigned claims;  /* claim jobs of the layer (a claim that sends it to peers again: more) */
+    bool claimed;     /* it holds the layer's claim */
+    bool downloading; /* a whole layer from the registry, dl_size bytes since dl_start */
+    uint64_t dl_start, dl_size;
     struct stask *next;
 };
 
@@ -97,10 +101,13 @@ struct simn {
     size_t ntickets, captickets;
     struct memstore *registry; /* what the registry serves */
     uint64_t registry_fetches;
+    uint64_t registry_bytes;
 };
 
-/* tasks.c: the next step of a task (after it starts, and after each job it submitted comes
- * back). */
+/* tasks.c: the next step of a task (after it starts, after each job it submitted comes back,
+ * and when its registry download ends). */
 void task_step(struct simn *s, struct stask *st);
+/* nodes.c: task_step(st) after delay ms. */
+void task_schedule_in(struct simn *s, struct stask *st, uint64_t delay);
 
 #endif

@@ -190,6 +190,10 @@ struct simn_cfg {
      * SIMN_UP_QUANTUM bytes each, and a link's bytes wait in its core (its send budget) while
      * SIMN_UP_BUFFER bytes wait in the uplink, as in a socket's buffer. */
     uint64_t up_rate;
+    /* The registry's rate to each node, bytes a second (0: no limit): a layer no peer has is
+     * downloaded whole (after the layer's claim, as the daemon does), and shows in the store
+     * when its last byte has come. */
+    uint64_t registry_rate;
     bool random_first;     /* every node's node_cfg.random_first */
     unsigned serve_chunks; /* ... and node_cfg.serve_chunks */
 };
@@ -237,6 +241,8 @@ void simn_stop(struct simn *s, unsigned i);
 struct memstore *simn_registry(struct simn *s);
 /* Blobs, indexes and chunks the registry served. */
 uint64_t simn_registry_fetches(const struct simn *s);
+/* Bytes of those (a download cut by simn_kill: what had come of it). */
+uint64_t simn_registry_bytes(const struct simn *s);
 /* Bytes node i sent on its links (what its uplink carried). */
 uint64_t simn_up_bytes(const struct simn *s, unsigned i);
 

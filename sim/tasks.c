@@ -27,6 +27,10 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     j->max = SIMN_MANIFEST_MAX;
     st->out.len = 0;
     j->out = &st->out;
+    if (kind == NODE_JOB_CLAIM)
+        j->max = st->dl_size;
+    if (kind == NODE_JOB_CLAIM_END)
+        j->whole = memstore_layer_complete(s->nodes[st->node]->ms, digest);
     if (kind == NODE_JOB_CHUNKS) {
         j->fetch = st->fetch;
         bool range = st->t->kind != NODE_TASK_PULL;
@@ -64,6 +68,7 @@ static int registry_chunks(struct simn *s, void *fetch, const uint8_t *digest, u
         if (rc < 0)
             return rc;
         s->registry_fetches++;
+        s->registry_bytes += len;
         *bytes += len;
     }
     return 0;
@@ -89,7 +94,17 @@ static void task_finish(struct simn *s, struct stask *st, int rc)
     node_task_done(sn->n, t, s->now);
 }
 
-enum { T_START, T_MANIFEST, T_INDEX, T_CHUNKS, T_FETCH };
+enum { T_START, T_MANIFEST, T_INDEX, T_CHUNKS, T_FETCH, T_CLAIM, T_DOWNLOAD, T_CLAIM_END };
+
+/* A whole layer from the registry (its claim asked for, or given up on): it shows in the store
+ * when its last byte has come, at the registry's rate. */
+static void download_start(struct simn *s, struct stask *st)
+{
+    st->state = T_DOWNLOAD;
+    st->downloading = true;
+    st->dl_start = s->now;
+    task_schedule_in(s, st, s->cfg.registry_rate ? st->dl_size * 1000 / s->cfg.registry_rate : 0);
+}
 
 /* A manifest's layers into st (0 or AFSP_E_FORMAT). */
 static int manifest_parse(struct stask *st, const uint8_t *p, size_t n)
@@ -158,6 +173,7 @@ void task_step(struct simn *s, struct stask *st)
                 return;
             }
             s->registry_fetches++;
+            s->registry_bytes += b->len;
             t->registry_bytes += b->len;
         }
         rc = manifest_parse(st, b->p, b->len);
@@ -175,13 +191,23 @@ void task_step(struct simn *s, struct stask *st)
         uint32_t nc, cl;
         struct buf *b = &st->out;
         if (j->rc < 0 || memstore_index_decode(b->p, b->len, &nc, &cl) < 0) {
-            b = &reg;
-            if (memstore_ops.index(s->registry, st->layers[st->layer], b) < 0) {
+            /* no peer has it: the layer's claim, then a whole download (store_pull) */
+            rc = memstore_ops.index(s->registry, st->layers[st->layer], &reg);
+            if (rc == 0)
+                rc = memstore_index_decode(reg.p, reg.len, &nc, &cl);
+            buf_release(&reg);
+            if (rc < 0) {
                 task_finish(s, st, AFSP_E_NOTFOUND);
                 return;
             }
-            s->registry_fetches++;
-            t->registry_bytes += b->len;
+            st->dl_size = (uint64_t)nc * cl;
+            if (st->claims++ < 3) {
+                st->state = T_CLAIM;
+                job_submit(s, st, NODE_JOB_CLAIM, st->layers[st->layer]);
+                return;
+            }
+            download_start(s, st);
+            return;
         }
         rc = memstore_index_decode(b->p, b->len, &nc, &cl);
         if (rc == 0 && (rc = memstore_layer_add(sn->ms, st->layers[st->layer], nc, cl, false)) == 0)
@@ -196,6 +222,56 @@ void task_step(struct simn *s, struct stask *st)
         }
         break;
     }
+    case T_CLAIM:
+        if (j->rc == -EAGAIN) { /* a peer has it now */
+            st->state = T_INDEX;
+            job_submit(s, st, NODE_JOB_INDEX, st->layers[st->layer]);
+            return;
+        }
+        if (j->rc < 0) {
+            task_finish(s, st, j->rc);
+            return;
+        }
+        st->claimed = j->claimed;
+        download_start(s, st);
+        return;
+    case T_DOWNLOAD: { /* its last byte came */
+        const uint8_t *d = st->layers[st->layer];
+        st->downloading = false;
+        s->registry_fetches++;
+        s->registry_bytes += st->dl_size;
+        t->registry_bytes += st->dl_size;
+        uint32_t nc, cl;
+        if ((rc = memstore_ops.index(s->registry, d, &reg)) == 0 &&
+            (rc = memstore_index_decode(reg.p, reg.len, &nc, &cl)) == 0) {
+            memstore_layer_drop(sn->ms, d); /* a partial layer another task added meanwhile */
+            if ((rc = memstore_layer_add(sn->ms, d, nc, cl, true)) == 0)
+                memstore_layer_index(sn->ms, d, NULL, false);
+        }
+        buf_release(&reg);
+        node_store_changed(sn->n, s->now);
+        if (st->claimed) {
+            st->claimed = false;
+            st->state = T_CLAIM_END;
+            job_submit(s, st, NODE_JOB_CLAIM_END, d);
+            return;
+        }
+        if (rc < 0) {
+            task_finish(s, st, rc);
+            return;
+        }
+        st->claims = 0;
+        st->layer++;
+        break;
+    }
+    case T_CLAIM_END:
+        if (!memstore_layer_complete(sn->ms, st->layers[st->layer])) {
+            task_finish(s, st, AFSP_E_STORE);
+            return;
+        }
+        st->claims = 0;
+        st->layer++;
+        break;
     case T_CHUNKS:
         if (j->rc < 0)
             rc = registry_chunks(s, st->fetch, st->layers[st->layer], 0,

@@ -238,6 +238,37 @@ static void layer_progress(void *arg, uint64_t received)
     lp->opts->progress(lp->opts->progress_arg, &lp->prog);
 }
 
+/* Layer d (the i-th) from the registry: a partial layer's missing chunks by range, else the
+ * whole blob through the streaming pass. */
+static int pull_layer_registry(struct store *s, struct meta_source *ms, const struct descriptor *d,
+                               uint64_t resv_id, const struct pull_opts *opts,
+                               struct pull_progress prog, uint64_t done, size_t i)
+{
+    struct layer_progress lp = {.opts = opts, .prog = prog, .base_done = done};
+    struct registry *reg;
+    struct store_fetch *f;
+    char dg[DIGEST_STR_LEN + 1];
+    int rc;
+    if ((rc = meta_registry(ms, &reg)) < 0)
+        return rc;
+    if (store_fetch_open(s, d->digest, &f) == 0) {
+        /* A partial layer: the chunks it lacks, by range. */
+        rc = fetch_range(f, reg, 0, store_fetch_nchunks(f) - 1);
+        int frc = store_fetch_finish(f, resv_id);
+        store_fetch_free(f);
+        if ((rc = rc ? rc : frc) == 0)
+            return 0;
+        if (rc != AFSP_E_DIGEST)
+            return err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
+        /* its index does not match the registry's blob: replaced by a whole download */
+    }
+    struct registry_src src = {reg, d};
+    lp.prog.layer = i;
+    rc = ingest_layer(s, feed_registry, &src, d, resv_id, ingest_allowance(d->size),
+                      opts && opts->progress ? layer_progress : NULL, &lp);
+    return rc < 0 ? err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg)) : 0;
+}
+
 /* Builds the image record kept in DB_IMAGES. */
 static char *image_json(const char *ref, const uint8_t mdigest[DIGEST_LEN], const char *platform,
                         const struct manifest *m)
@@ -364,7 +395,6 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
     for (size_t i = 0; i < m.nlayers; i++) {
         struct layer_rec r;
         const struct descriptor *d = &m.layers[i];
-        char dg[DIGEST_STR_LEN + 1];
         if (store_layer_get(s, d->digest, &r) == 0 &&
             ((r.flags & LAYER_COMPLETE) || (opts && opts->lazy)))
             continue;
@@ -372,34 +402,29 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
             done += d->size;
             continue;
         }
-        struct layer_progress lp = {.opts = opts, .prog = prog, .base_done = done};
-        struct registry *reg;
-        struct store_fetch *f;
-        if ((rc = meta_registry(&ms, &reg)) < 0)
-            goto out;
-        if (store_fetch_open(s, d->digest, &f) == 0) {
-            /* A partial layer: the chunks it lacks, by range. */
-            rc = fetch_range(f, reg, 0, store_fetch_nchunks(f) - 1);
-            int frc = store_fetch_finish(f, resv_id);
-            store_fetch_free(f);
-            if ((rc = rc ? rc : frc) == 0) {
-                done += d->size;
-                continue;
-            }
-            if (rc != AFSP_E_DIGEST) {
-                err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
-                goto out;
-            }
-            /* its index does not match the registry's blob: replaced by a whole download */
+        /* Before the registry: the layer's claim. A peer may have it by the time the wait
+         * ends (the claimant finished): then the peers are asked again, a few times at most. */
+        bool claimed = false;
+        for (int tries = 0; ms.peers && ms.peers->claim && tries < 3; tries++) {
+            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, &claimed)) != -EAGAIN)
+                break;
+            if (opts->lazy && layer_lazy(s, ms.peers, d) == 0)
+                break;
+            if (!opts->lazy && layer_from_peers(s, ms.peers, d, resv_id) == 0)
+                break;
         }
-        struct registry_src src = {reg, d};
-        lp.prog.layer = i;
-        rc = ingest_layer(s, feed_registry, &src, d, resv_id, ingest_allowance(d->size),
-                          opts && opts->progress ? layer_progress : NULL, &lp);
-        if (rc < 0) {
-            err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg));
-            goto out;
+        if (rc == -EAGAIN && store_layer_get(s, d->digest, &r) == 0 &&
+            ((r.flags & LAYER_COMPLETE) || opts->lazy)) {
+            done += d->size;
+            continue;
         }
+        if (rc < 0 && rc != -EAGAIN)
+            goto out;
+        rc = pull_layer_registry(s, &ms, d, resv_id, opts, prog, done, i);
+        if (claimed)
+            ms.peers->claim_end(ms.peers->arg, d->digest, rc == 0);
+        if (rc < 0)
+            goto out;
         done += d->size;
     }
     if (opts && opts->progress) {

@@ -42,6 +42,12 @@ struct pull_peers {
                      uint8_t from[STORE_ID_LEN]);
     /* Fills every chunk of f (store_fetch_chunk_*), from any peers. */
     int (*get_chunks)(void *arg, struct store_fetch *f);
+    /* May be NULL. Before layer digest (size bytes) is downloaded from the registry: its
+     * cluster-wide claim, waiting while another node downloads it. 0: download it (*claimed:
+     * call claim_end after, with whether the layer is whole), -EAGAIN: a peer has it now (ask
+     * the peers again), or another code (the pull fails with it). */
+    int (*claim)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, bool *claimed);
+    void (*claim_end)(void *arg, const uint8_t digest[DIGEST_LEN], bool whole);
 };
 
 struct pull_opts {

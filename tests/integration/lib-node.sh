@@ -1,14 +1,24 @@
 # lib-node.sh - helpers for tests of `afsp node`; source after lib.sh. Nodes share the cluster
 # key $TEST_TMPDIR/cluster.key (made by the first start_node).
 #
-#   start_node NAME DATA PORT [SEED_PORT...]   a node on 127.0.0.1:PORT, with the options in the
-#                                              array NODE_ARGS if set; sets BG_PID
+#   start_node NAME DATA PORT [SEED...]        a node on ${NODE_HOST:-127.0.0.1}:PORT (in network
+#                                              namespace $NODE_NETNS if set), with the options in
+#                                              the array NODE_ARGS if set; a SEED is a port on
+#                                              127.0.0.1 or HOST:PORT; sets BG_PID
 #   peer_count DATA                            peers the node on DATA has
 #   has_peers DATA N                           ... at least N (the DHT may connect more)
 #   no_peers DATA                              ... none
 #   counter DATA NAME                          one of its stats counters
 #   dht DATA NAME                              one of its DHT stats (stats --json .dht)
 #   chunks DATA                                "present total" chunks over its layers
+#   netns_cluster N RATE                       N nodes, each in a network namespace of its own on
+#                                              one bridge (lib.sh: netns_hub, netns_join), what
+#                                              each sends capped at RATE; this namespace is on
+#                                              the bridge at $NET_HOST (a registry may listen
+#                                              there); sets D[1..N], P[], PID[]; waits until
+#                                              each knows the N-1 others in its DHT
+#   registry_gets LOG DIGEST [SKIP]            "count bytes" of the GETs of blob DIGEST in a
+#                                              registry's access log (past its first SKIP lines)
 #   registry_with_stress_image                 a registry serving the stress image (gzip) as
 #                                              $name:1; sets name and digest (its manifest's)
 
@@ -16,10 +26,11 @@ start_node() {
     local name=$1 data=$2 port=$3 seeds=() s
     shift 3
     [ -e "$TEST_TMPDIR/cluster.key" ] || "$AFSP_BIN" genkey >"$TEST_TMPDIR/cluster.key"
-    for s in "$@"; do seeds+=(--seed "127.0.0.1:$s"); done
-    start_bg "$name" "$AFSP_BIN" -v --data "$data" node --listen "127.0.0.1:$port" \
+    for s in "$@"; do [[ $s == *:* ]] && seeds+=(--seed "$s") || seeds+=(--seed "127.0.0.1:$s"); done
+    start_bg "$name" ${NODE_NETNS:+ip netns exec "$NODE_NETNS"} "$AFSP_BIN" -v --data "$data" node \
+        --listen "${NODE_HOST:-127.0.0.1}:$port" \
         --cluster-key-file "$TEST_TMPDIR/cluster.key" "${seeds[@]}" ${NODE_ARGS[@]+"${NODE_ARGS[@]}"}
-    wait_port "$port" 15 "$BG_PID"
+    wait_port "$port" 15 "$BG_PID" "${NODE_HOST:-127.0.0.1}"
 }
 
 peer_count() {
@@ -58,3 +69,39 @@ registry_with_stress_image() {
     digest=$PUSHED_DIGEST
     name=$REGISTRY/stress
 }
+
+registry_gets() {
+    "$PY" - "$1" "$2" "${3:-0}" <<'EOF'
+import re, sys
+n = b = 0
+for i, line in enumerate(open(sys.argv[1], errors="replace")):
+    if i < int(sys.argv[3]) or "response completed" not in line:
+        continue
+    if "http.request.method=GET" not in line or "/blobs/" + sys.argv[2] not in line:
+        continue
+    m = re.search(r"http\.response\.written=(\d+)", line)
+    n += 1
+    b += int(m.group(1)) if m else 0
+print(n, b)
+EOF
+}
+
+netns_cluster() {
+    local n=$1 rate=$2 i sub=10.232.$((RANDOM % 250)) tag=$$x$((++_NETNS_CLUSTERS))
+    NET_HOST=$sub.254
+    netns_hub "afsph$tag" "$NET_HOST"
+    D=() P=() PID=()
+    for ((i = 1; i <= n; i++)); do
+        netns_join "afsph$tag" "afspn$tag-$i" "$sub.$i" "$rate"
+        D[i]=$TEST_TMPDIR/ns$tag-$i P[i]=$(free_port)
+        if ((i == 1)); then
+            NODE_NETNS=afspn$tag-1 NODE_HOST=$sub.1 start_node "ns$tag-$i" "${D[i]}" "${P[i]}"
+        else
+            NODE_NETNS=afspn$tag-$i NODE_HOST=$sub.$i start_node "ns$tag-$i" "${D[i]}" "${P[i]}" \
+                "$sub.1:${P[1]}"
+        fi
+        PID[i]=$BG_PID
+    done
+    for ((i = 1; i <= n; i++)); do wait_until 30 dht_at_least "${D[i]}" contacts $((n - 1)); done
+}
+_NETNS_CLUSTERS=0

@@ -208,16 +208,16 @@ else:
 EOF
 }
 
-# wait_port PORT [TIMEOUT_SECS=15 [PID]]: until 127.0.0.1:PORT accepts a TCP connection. Fails
-# at once if PID (the server) has exited, and after TIMEOUT.
+# wait_port PORT [TIMEOUT_SECS=15 [PID [HOST=127.0.0.1]]]: until HOST:PORT accepts a TCP
+# connection. Fails at once if PID (the server) has exited, and after TIMEOUT.
 wait_port() {
-    local port=$1 timeout=${2:-15} pid=${3:-} deadline
+    local port=$1 timeout=${2:-15} pid=${3:-} host=${4:-127.0.0.1} deadline
     deadline=$(($(date +%s%N) + timeout * 1000000000))
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    while ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
             fail "server (pid $pid) exited before listening on port $port"
         fi
-        (($(date +%s%N) < deadline)) || fail "nothing listening on 127.0.0.1:$port after ${timeout}s"
+        (($(date +%s%N) < deadline)) || fail "nothing listening on $host:$port after ${timeout}s"
         sleep 0.05
     done
 }
@@ -249,7 +249,9 @@ require() {
 
 # start_registry [--htpasswd USER:PASS] [--token USER:PASS [--token-alg RS256|ES256]
 #                [--token-header x5c|kid|both] [--token-anonymous empty|deny|pull]]
-# Starts Debian's distribution registry (docker-registry serve) on 127.0.0.1:<free port>, its
+#                [--netns NS IP | --host IP]
+# Starts Debian's distribution registry (docker-registry serve) on 127.0.0.1:<free port> (or, with
+# --netns, on IP:<port> in network namespace NS, see netns_join; with --host, on IP:<port>), its
 # config and storage in a fresh directory under $TEST_TMPDIR, and waits until /v2/ answers.
 #   --htpasswd U:P  Basic auth (htpasswd -B file)
 #   --token U:P     token auth against tokenserver.py (started here, on another port), which
@@ -263,8 +265,11 @@ require() {
 # (save the variables first).
 start_registry() {
     local htpasswd="" token="" alg=RS256 header=x5c anon=empty dir port auth_yaml="" attempt
+    local ns="" host=127.0.0.1
     while (($#)); do
         case $1 in
+        --netns) ns=$2; host=$3; shift 3 ;;
+        --host) host=$2; shift 2 ;;
         --htpasswd) htpasswd=$2; shift 2 ;;
         --token) token=$2; shift 2 ;;
         --token-alg) alg=$2; shift 2 ;;
@@ -337,18 +342,19 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:$port
+  addr: $host:$port
   secret: $(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 $auth_yaml
 EOF
         # a clean environment: the registry reads REGISTRY_* variables as config overrides
-        start_bg registry env -i PATH="$PATH" TZ=UTC docker-registry serve "$dir/config.yml"
+        start_bg registry ${ns:+ip netns exec "$ns"} env -i PATH="$PATH" TZ=UTC \
+            docker-registry serve "$dir/config.yml"
         REGISTRY_PID=$BG_PID
         REGISTRY_LOG=$BG_LOG
         local code="" i
         for ((i = 0; i < 300; i++)); do
             kill -0 "$REGISTRY_PID" 2>/dev/null || break
-            code=$(_http_code "http://127.0.0.1:$port/v2/")
+            code=$(_http_code "http://$host:$port/v2/")
             [ "$code" = 200 ] || [ "$code" = 401 ] && break
             sleep 0.05
         done
@@ -360,13 +366,51 @@ EOF
             kill_bg "$REGISTRY_PID"
             continue
         fi
-        fail "registry did not come up on 127.0.0.1:$port (last /v2/ status: ${code:-none})"
+        fail "registry did not come up on $host:$port (last /v2/ status: ${code:-none})"
     done
-    REGISTRY=127.0.0.1:$port
+    REGISTRY=$host:$port
     REGISTRY_PORT=$port
     REGISTRY_DIR=$dir
     export REGISTRY
     log "registry at $REGISTRY (auth: $REGISTRY_AUTH${TOKEN_SERVER:+, token server $TOKEN_SERVER})"
+}
+
+# Network namespaces made by a test, removed at exit. netns_hub HUB ROOT_IP: a namespace HUB
+# holding a bridge, which this namespace joins at ROOT_IP/24. netns_join HUB NS IP [RATE]: a new
+# namespace NS on HUB's bridge at IP/24 (with its own loopback up), what NS sends capped at RATE
+# (tc tbf, e.g. 100mbit) if given. Only the namespaces' own devices are touched.
+_NETNS_N=0
+_veth_pair() { # NAME_A NAME_B
+    ip link add "$1" type veth peer name "$2" || fail "ip link add $1"
+    on_exit "ip link del '$1' 2>/dev/null || true"
+}
+netns_hub() {
+    local hub=$1 ip=$2 v=vh$$n$_NETNS_N
+    _NETNS_N=$((_NETNS_N + 1))
+    require ip tc
+    ip netns add "$hub" || fail "ip netns add $hub"
+    on_exit "ip netns del '$hub' 2>/dev/null || true"
+    ip -n "$hub" link add br0 type bridge && ip -n "$hub" link set br0 up || fail "a bridge in $hub"
+    _veth_pair "$v" "${v}b"
+    ip link set "${v}b" netns "$hub"
+    ip -n "$hub" link set "${v}b" master br0 up
+    ip addr add "$ip/24" dev "$v"
+    ip link set "$v" up
+}
+netns_join() {
+    local hub=$1 ns=$2 ip=$3 rate=${4:-} v=vh$$n$_NETNS_N
+    _NETNS_N=$((_NETNS_N + 1))
+    ip netns add "$ns" || fail "ip netns add $ns"
+    on_exit "ip netns del '$ns' 2>/dev/null || true"
+    _veth_pair "$v" "${v}b"
+    ip link set "$v" netns "$ns"
+    ip link set "${v}b" netns "$hub"
+    ip -n "$hub" link set "${v}b" master br0 up
+    ip -n "$ns" addr add "$ip/24" dev "$v"
+    ip -n "$ns" link set "$v" up
+    ip -n "$ns" link set lo up
+    [ -z "$rate" ] || tc -n "$ns" qdisc add dev "$v" root tbf rate "$rate" burst 64kb latency 100ms ||
+        fail "tc tbf $rate in $ns"
 }
 
 # registry_token REPO [ACTIONS=pull]: prints a Bearer token for REPO from $TOKEN_SERVER, using

@@ -676,3 +676,172 @@ TEST(dht_runs_are_deterministic_for_a_seed)
     CHECK(a == b);
     CHECK(a != c);
 }
+
+/* ---- fetch claims (claims.c) ----------------------------------------------------------------- */
+
+TEST(dht_claim_messages_round_trip_and_bad_ones_are_refused)
+{
+    uint8_t buf[DHT_MSG_MAX];
+    struct dht_msg m = {.type = DHT_CLAIM, .tx = 5, .op = DHT_CLAIM_DONE}, p;
+    memset(m.target, 0xab, DHT_ID_LEN);
+    int len = dht_msg_encode(&m, buf);
+    CHECK_INT(len, ==, 8 + DHT_ID_LEN + 1);
+    CHECK(dht_msg_parse(buf, (size_t)len, &p) == 0 && p.op == DHT_CLAIM_DONE &&
+          !memcmp(p.target, m.target, DHT_ID_LEN));
+    buf[len - 1] = 3; /* no such op */
+    CHECK(dht_msg_parse(buf, (size_t)len, &p) == AFSP_E_FORMAT);
+    struct dht_msg a = {
+        .type = DHT_CLAIMED, .tx = 6, .state = DHT_CLAIM_HELD, .lease_ms = 4321, .nnodes = 1};
+    a.nodes[0] = contact(9, 9000);
+    CHECK_INT(len = dht_msg_encode(&a, buf), ==, 8 + 6 + DHT_CONTACT_LEN);
+    CHECK(dht_msg_parse(buf, (size_t)len, &p) == 0 && p.state == DHT_CLAIM_HELD &&
+          p.lease_ms == 4321 && p.nnodes == 1 &&
+          !memcmp(&p.nodes[0], &a.nodes[0], sizeof a.nodes[0]));
+    buf[8] = DHT_CLAIM_STATE_MAX + 1;
+    CHECK(dht_msg_parse(buf, (size_t)len, &p) == AFSP_E_FORMAT);
+    buf[8] = DHT_CLAIM_HELD;
+    buf[13] = 2; /* two holders */
+    CHECK(dht_msg_parse(buf, (size_t)len, &p) == AFSP_E_FORMAT);
+    a.nnodes = 2;
+    CHECK(dht_msg_encode(&a, buf) == AFSP_E_USAGE);
+    a.nnodes = 0;
+    CHECK_INT(len = dht_msg_encode(&a, buf), ==, 8 + 6);
+    CHECK(dht_msg_parse(buf, (size_t)len, &p) == 0 && p.nnodes == 0);
+}
+
+struct cres {
+    bool done;
+    int rc;
+    struct dht_claim_result r;
+};
+
+static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
+{
+    struct cres *x = arg;
+    x->done = true;
+    x->rc = rc;
+    if (r)
+        x->r = *r;
+}
+
+static bool cres_done(void *arg)
+{
+    return ((struct cres *)arg)->done;
+}
+
+/* Node `from` asks for key's claim (op), of granter or through a lookup; run to the answer. */
+static struct cres claim(struct sim *s, unsigned from, const uint8_t *key, enum dht_claim_op op,
+                         const struct dht_contact *granter)
+{
+    struct cres x = {0};
+    CHECK(dht_claim(sim_dht(s, from), key, op, granter, on_claim, &x, sim_now(s), NULL) == 0);
+    sim_flush(s, from);
+    CHECK(sim_run(s, cres_done, &x, sim_now(s) + 60000));
+    return x;
+}
+
+static bool same_id(const struct dht_contact *c, struct sim *s, unsigned i)
+{
+    return !memcmp(c->id, sim_contact(s, i)->id, DHT_ID_LEN);
+}
+
+TEST(dht_a_claim_goes_to_the_first_asker_for_a_lease_and_on_when_it_runs_out)
+{
+    struct sim *s = network(21, 60);
+    uint8_t key[DHT_ID_LEN], key2[DHT_ID_LEN];
+    random_key(s, key);
+    random_key(s, key2);
+    /* the first asker holds it; ten others, from all over, are told who */
+    struct cres a = claim(s, 3, key, DHT_CLAIM_TAKE, NULL);
+    CHECK(a.rc == 0 && a.r.state == DHT_CLAIM_GRANTED && a.r.lease_ms == DHT_CLAIM_LEASE_MS);
+    for (unsigned i = 10; i < 60; i += 5) {
+        struct cres b = claim(s, i, key, DHT_CLAIM_TAKE, NULL);
+        CHECK(b.rc == 0 && b.r.state == DHT_CLAIM_HELD && same_id(&b.r.holder, s, 3));
+        CHECK(b.r.holder.addr.port == sim_contact(s, 3)->addr.port);
+        CHECK_INT(b.r.lease_ms, <=, DHT_CLAIM_LEASE_MS);
+        /* one granter for all: the node closest to the key */
+        uint8_t top[1][DHT_ID_LEN];
+        true_closest(s, key, 3, top, 1);
+        CHECK(b.r.granter_self || !memcmp(b.r.granter.id, top[0], DHT_ID_LEN));
+    }
+    /* renewals keep it through several leases */
+    for (int r = 0; r < 4; r++) {
+        sim_run_until(s, sim_now(s) + DHT_CLAIM_LEASE_MS / 2);
+        struct cres x = claim(s, 3, key, DHT_CLAIM_TAKE, a.r.granter_self ? NULL : &a.r.granter);
+        CHECK(x.rc == 0 && x.r.state == DHT_CLAIM_GRANTED);
+    }
+    CHECK(claim(s, 20, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_HELD);
+    /* unrenewed, the lease runs out: the next asker takes it over, and the old holder hears so */
+    sim_run_until(s, sim_now(s) + DHT_CLAIM_LEASE_MS + 10);
+    struct cres t = claim(s, 20, key, DHT_CLAIM_TAKE, NULL);
+    CHECK(t.rc == 0 && t.r.state == DHT_CLAIM_GRANTED);
+    struct cres o = claim(s, 3, key, DHT_CLAIM_TAKE, NULL);
+    CHECK(o.r.state == DHT_CLAIM_HELD && same_id(&o.r.holder, s, 20));
+    /* done: every asker is sent to the holder, long after any lease */
+    CHECK(claim(s, 20, key, DHT_CLAIM_DONE, NULL).r.state == DHT_CLAIM_FINISHED);
+    sim_run_until(s, sim_now(s) + 3 * DHT_CLAIM_LEASE_MS);
+    struct cres f = claim(s, 40, key, DHT_CLAIM_TAKE, NULL);
+    CHECK(f.r.state == DHT_CLAIM_FINISHED && same_id(&f.r.holder, s, 20));
+    /* ... until that is forgotten too */
+    sim_run_until(s, sim_now(s) + DHT_CLAIM_DONE_MS + 2000);
+    CHECK(claim(s, 40, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
+    /* dropped: the next asker gets it at once; only the holder can drop it */
+    CHECK(claim(s, 7, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
+    CHECK(claim(s, 8, key2, DHT_CLAIM_DROP, NULL).r.state == DHT_CLAIM_NONE);
+    CHECK(claim(s, 9, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_HELD);
+    CHECK(claim(s, 7, key2, DHT_CLAIM_DROP, NULL).r.state == DHT_CLAIM_NONE);
+    CHECK(claim(s, 9, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
+    size_t held = 0;
+    for (unsigned i = 0; i < sim_nodes(s); i++)
+        held += dht_claims_held(sim_dht(s, i)) > 0;
+    CHECK_INT(held, <=, 2); /* key and key2: one granter each */
+    sim_free(s);
+}
+
+/* The next CLAIMED d sends (new askers are pinged too: their verification). */
+static bool take_claimed(struct dht *d, struct dht_msg *a)
+{
+    struct dht_out o;
+    while (take(d, &o, a))
+        if (a->type == DHT_CLAIMED)
+            return true;
+    return false;
+}
+
+TEST(dht_claims_are_capped_per_source_and_the_rest_go_on_uncoordinated)
+{
+    struct dht *d;
+    uint8_t id[DHT_ID_LEN] = {1};
+    uint64_t seed = 5;
+    struct dht_cfg cfg = {.id = id, .rng = rng_fill, .rng_arg = &seed, .now_ms = 1000};
+    CHECK(dht_new(&d, &cfg) == 0);
+    struct dht_contact from = contact(50, 4000);
+    struct dht_msg m = {.type = DHT_CLAIM, .op = DHT_CLAIM_TAKE}, a;
+    unsigned granted = 0, free_ = 0;
+    for (unsigned i = 0; i < DHT_CLAIMS_PER_SOURCE + 10; i++) {
+        from.id[1] = (uint8_t)i; /* many IDs, one address */
+        from.id[2] = (uint8_t)(i >> 8);
+        memset(m.target, 0, DHT_ID_LEN);
+        put_le32(m.target, i);
+        m.tx = i;
+        CHECK(feed(d, &from, &m, 1000 + i) == 0);
+        CHECK(take_claimed(d, &a) && a.tx == i);
+        granted += a.state == DHT_CLAIM_GRANTED;
+        free_ += a.state == DHT_CLAIM_FREE;
+    }
+    CHECK_INT(granted, ==, DHT_CLAIMS_PER_SOURCE);
+    CHECK_INT(free_, ==, 10);
+    /* an asker nobody can reach is not made a holder */
+    struct dht_contact hidden = contact(60, 0);
+    hidden.addr.port = 0;
+    m.tx = 77;
+    memset(m.target, 0xee, DHT_ID_LEN);
+    uint8_t buf[DHT_MSG_MAX];
+    int len = dht_msg_encode(&m, buf);
+    CHECK(dht_input(d, hidden.id, &hidden.addr, buf, (size_t)len, 5000) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_FREE);
+    /* leases run out: the claims are dropped at the next tick */
+    dht_tick(d, 1000 + DHT_CLAIMS_PER_SOURCE + 10 + DHT_CLAIM_LEASE_MS + 2000);
+    CHECK_INT(dht_claims_held(d), ==, 0);
+    dht_free(d);
+}

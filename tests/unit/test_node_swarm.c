@@ -97,3 +97,100 @@ TEST(node_swarm_fifty_nodes_pull_one_layer_from_one_holder)
     }
     simn_free(s);
 }
+
+/* Node i's counter, read from its core (not through a control request). */
+static uint64_t core_counter(struct simn *s, unsigned i, size_t off)
+{
+    struct node *n = simn_node(s, i);
+    return n ? *(const uint64_t *)((const char *)node_counters_get(n) + off) : 0;
+}
+#define CORE_COUNTER(s, i, name) core_counter(s, i, offsetof(struct node_counters, name))
+
+struct storm {
+    struct simn *s;
+    int *t;
+    unsigned n, except;
+};
+
+static bool storm_answered(void *arg)
+{
+    struct storm *p = arg;
+    for (unsigned i = 0; i < p->n; i++)
+        if (i != p->except && !simn_answer(p->s, p->t[i]))
+            return false;
+    return true;
+}
+
+/* 50 nodes hold nothing and the image is only in the registry, which sends 4 MiB/s to each
+ * node. All 50 pull it at once: one claims the layer and downloads it, the 49 others wait on its
+ * claim, then take the layer from it and from each other: the registry serves the layer once.
+ * Then a second image the same way, with its claimant killed half-way through its download:
+ * another node takes the claim over once the lease has run out, and the registry serves that
+ * layer once more, plus what the dead claimant had taken (docs/swarm.md, "Single flight"). */
+TEST(node_swarm_fifty_nodes_ask_the_registry_for_a_layer_once)
+{
+    const uint64_t rate = 2560u << 10, reg_rate = 4u << 20;
+    const uint32_t chunk = 256u << 10, nch = 64;
+    const uint64_t layer = (uint64_t)nch * chunk;
+    struct simn *s;
+    struct simn_cfg cfg = {.seed = 43, .up_rate = rate, .registry_rate = reg_rate};
+    unsigned zero = 0;
+    log_level = LOG_ERROR;
+    CHECK(simn_new(&s, &cfg) == 0);
+    CHECK(simn_add(s, NULL, 0) == 0);
+    for (unsigned i = 1; i < 50; i++)
+        CHECK(simn_add(s, &zero, 1) == (int)i);
+    struct image im, im2;
+    image_make(s, -1, 43, nch, chunk, true, &im);
+    image_make(s, -1, 44, nch, chunk, true, &im2);
+    simn_run_until(s, simn_now(s) + 5 * SEC); /* the DHT settles */
+
+    uint64_t reg0 = simn_registry_bytes(s);
+    pull_all(s, &im, 0, 50, 600 * SEC);
+    uint64_t claims = 0, waits = 0;
+    for (unsigned i = 0; i < 50; i++) {
+        claims += CORE_COUNTER(s, i, claims);
+        waits += CORE_COUNTER(s, i, claim_waits);
+    }
+    CHECK_INT(claims, ==, 1);
+    CHECK_INT(waits, >=, 40); /* the others (a few asked after the claimant was done) */
+    /* the layer once, and the 52-byte manifest that every node asked for */
+    CHECK_INT(simn_registry_bytes(s) - reg0, <=, layer * 105 / 100 + 50 * 64);
+
+    /* the second image: its claimant dies half-way through the download */
+    int t[50];
+    char req[256];
+    snprintf(req, sizeof req, "{\"cmd\":\"pull\",\"ref\":\"%s\"}", im2.ref);
+    reg0 = simn_registry_bytes(s);
+    for (unsigned i = 0; i < 50; i++)
+        t[i] = simn_ctl(s, i, req);
+    uint64_t before[50];
+    for (unsigned i = 0; i < 50; i++)
+        before[i] = CORE_COUNTER(s, i, claims);
+    unsigned claimant = 50;
+    for (uint64_t until = simn_now(s) + 30 * SEC; claimant == 50 && simn_now(s) < until;) {
+        simn_run_until(s, simn_now(s) + 10);
+        for (unsigned i = 0; i < 50 && claimant == 50; i++)
+            if (CORE_COUNTER(s, i, claims) > before[i])
+                claimant = i;
+    }
+    CHECK_INT(claimant, <, 50);
+    simn_run_until(s, simn_now(s) + layer * SEC / reg_rate / 2);
+    simn_kill(s, claimant);
+    struct storm st = {s, t, 50, claimant};
+    CHECK(simn_run(s, storm_answered, &st, simn_now(s) + 600 * SEC));
+    uint64_t takeovers = 0;
+    for (unsigned i = 0; i < 50; i++) {
+        if (i == claimant)
+            continue;
+        const char *a = simn_answer(s, t[i]);
+        CHECK(a && strstr(a, "\"ok\":true"));
+        CHECK(memstore_layer_complete(simn_store(s, i), im2.layer));
+        takeovers += CORE_COUNTER(s, i, claim_takeovers);
+    }
+    CHECK_INT(takeovers, ==, 1);
+    /* once whole (the new claimant's), half once (the dead one's), and the manifests */
+    CHECK_INT(simn_registry_bytes(s) - reg0, <=, layer * 105 / 100 + layer / 2 + 50 * 64);
+    CHECK_INT(simn_registry_bytes(s) - reg0, >=, layer + layer / 2);
+    simn_free(s);
+}
