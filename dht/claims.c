@@ -5,9 +5,9 @@
  * As a granter, a node keeps key -> (holder, expiry, done) for the keys it is asked about: the
  * first asker gets the claim for a lease, its next asks renew it, every other asker is told who
  * holds it; a holder that says DONE is named for DHT_CLAIM_DONE_MS more (by default), one that says
- * DROP frees the claim. Caps: DHT_CLAIMS_MAX claims, DHT_CLAIMS_PER_SOURCE live ones from one
- * source (address, as records.c counts them); past a cap the asker is told FREE (go on
- * uncoordinated), never kept waiting.
+ * DROP frees the claim. Caps: DHT_CLAIMS_MAX claims, DHT_CLAIMS_PER_SOURCE (live or done) held
+ * by nodes at one source (address, as records.c counts them); past a cap the asker is told FREE
+ * (go on uncoordinated), never kept waiting.
  *
  * As an asker, a node looks up the nodes closest to the key and asks the closest (itself when it
  * is closer than every node that answered), then the next ones if that fails (3 in all).
@@ -45,17 +45,22 @@ static bool live(const struct claim_rec *cr, uint64_t now)
     return now < cr->expires;
 }
 
+/* Claims held by nodes at a's source, live or done. */
 static unsigned source_claims(struct dht *d, const struct dht_addr *a, uint64_t now)
 {
     unsigned n = 0;
     for (size_t i = 0; i < d->claims.n; i++) {
         const struct claim_rec *cr = idvec_at(&d->claims, i);
-        n += !cr->done && live(cr, now) && same_source(&cr->holder.addr, a);
+        n += live(cr, now) && same_source(&cr->holder.addr, a);
     }
     return n;
 }
 
-/* The claim of key for `from` (op), as a state, a lease and a holder. */
+/* The claim of key for `from` (op), as a state, a lease and a holder. Only the holder changes
+ * its claim (renews it, says DONE, drops it); a DONE from another node is not taken while a
+ * claim is live or done (nothing proves it, and it would send every waiter to it), and only
+ * makes a claim of its own where there is none. An asker nobody can reach (no port) is never
+ * recorded: its contact could not even be sent to others. */
 static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t op,
                          const struct dht_contact *from, uint64_t now, struct dht_claim_result *res)
 {
@@ -73,15 +78,11 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
         res->state = DHT_CLAIM_NONE;
         return;
     }
-    if (cr && !mine) { /* held, or done, by another */
-        if (op == DHT_CLAIM_TAKE || !cr->done) {
-            res->state = cr->done ? DHT_CLAIM_FINISHED : DHT_CLAIM_HELD;
-            res->lease_ms = cr->done ? 0 : cr->expires - now;
-            res->holder = cr->holder;
-            if (op == DHT_CLAIM_TAKE)
-                return;
-        }
-        /* DONE from another than the holder: a racer finished; it is named from now on */
+    if (cr && !mine) { /* held, or done, by another: so it stays */
+        res->state = cr->done ? DHT_CLAIM_FINISHED : DHT_CLAIM_HELD;
+        res->lease_ms = cr->done ? 0 : cr->expires - now;
+        res->holder = cr->holder;
+        return;
     }
     if (!cr) {
         /* an asker nobody can reach cannot share the layer: it goes on uncoordinated */

@@ -147,7 +147,7 @@ int dht_rpc_send(struct dht *d, const struct dht_contact *c, uint8_t type,
     if (slot < 0)
         return slot;
     struct rpc *r = &d->rpc[slot];
-    r->gen = (r->gen + 1) & ((1u << (32 - RPC_SLOT_BITS)) - 1);
+    r->gen = (r->gen + 1) & ((1u << (31 - RPC_SLOT_BITS)) - 1); /* tx fits in an int */
     r->used = true;
     r->slow = false;
     r->type = type;

@@ -840,8 +840,26 @@ TEST(dht_claims_are_capped_per_source_and_the_rest_go_on_uncoordinated)
     int len = dht_msg_encode(&m, buf);
     CHECK(dht_input(d, hidden.id, &hidden.addr, buf, (size_t)len, 5000) == 0);
     CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_FREE);
+    /* nobody but the holder changes a claim: a DONE from another node (reachable or not) leaves
+     * it held, and askers are still sent to the holder */
+    struct dht_contact holder = contact(70, 4100), other = contact(71, 4101);
+    memset(m.target, 0xdd, DHT_ID_LEN);
+    m.tx = 80;
+    CHECK(feed(d, &holder, &m, 6000) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_GRANTED);
+    m.op = DHT_CLAIM_DONE;
+    len = dht_msg_encode(&m, buf);
+    CHECK(dht_input(d, hidden.id, &hidden.addr, buf, (size_t)len, 6001) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_HELD && a.nnodes == 1 &&
+          !memcmp(a.nodes[0].id, holder.id, DHT_ID_LEN));
+    CHECK(feed(d, &other, &m, 6002) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_HELD);
+    m.op = DHT_CLAIM_TAKE;
+    CHECK(feed(d, &other, &m, 6003) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_HELD &&
+          !memcmp(a.nodes[0].id, holder.id, DHT_ID_LEN));
     /* leases run out: the claims are dropped at the next tick */
-    dht_tick(d, 1000 + DHT_CLAIMS_PER_SOURCE + 10 + DHT_CLAIM_LEASE_MS + 2000);
+    dht_tick(d, 6003 + DHT_CLAIM_LEASE_MS + 2000);
     CHECK_INT(dht_claims_held(d), ==, 0);
     dht_free(d);
 }
