@@ -42,7 +42,7 @@ static bool same_source(const struct dht_addr *a, const struct dht_addr *b)
 
 static bool live(const struct claim_rec *cr, uint64_t now)
 {
-    return now < cr->expires;
+    return now < cr->expires || now < cr->standby_expires;
 }
 
 /* Claims held by nodes at a's source, live or done. */
@@ -70,11 +70,21 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
         idvec_remove(&d->claims, pos);
         cr = NULL;
     }
+    if (cr && now >= cr->expires) { /* the holder's lease ran out: its standby takes over */
+        cr->holder = cr->standby;
+        cr->expires = now + d->claim_lease;
+        cr->standby_expires = 0;
+    }
     bool mine = cr && !memcmp(cr->holder.id, from->id, DHT_ID_LEN);
     memset(res, 0, sizeof *res);
     if (op == DHT_CLAIM_DROP) {
-        if (mine && !cr->done)
+        if (mine && !cr->done && now < cr->standby_expires) { /* the standby takes it now */
+            cr->holder = cr->standby;
+            cr->expires = now + d->claim_lease;
+            cr->standby_expires = 0;
+        } else if (mine && !cr->done) {
             idvec_remove(&d->claims, pos);
+        }
         res->state = DHT_CLAIM_NONE;
         return;
     }
@@ -82,6 +92,12 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
         res->state = cr->done ? DHT_CLAIM_FINISHED : DHT_CLAIM_HELD;
         res->lease_ms = cr->done ? 0 : cr->expires - now;
         res->holder = cr->holder;
+        if (!cr->done && op == DHT_CLAIM_TAKE && from->addr.port &&
+            (now >= cr->standby_expires || !memcmp(cr->standby.id, from->id, DHT_ID_LEN))) {
+            cr->standby = *from; /* the first other asker, while it keeps asking */
+            cr->standby_expires = now + d->claim_lease;
+            res->state = DHT_CLAIM_STANDBY;
+        }
         return;
     }
     if (!cr) {
@@ -98,6 +114,7 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
     cr->holder = *from;
     if (op == DHT_CLAIM_DONE || cr->done) {
         cr->done = true;
+        cr->standby_expires = 0;
         cr->expires = now + d->claim_done;
         res->state = DHT_CLAIM_FINISHED;
         res->holder = *from;
@@ -117,7 +134,8 @@ void claims_answer(struct dht *d, const struct dht_contact *from, const struct d
     a->state = (uint8_t)res.state;
     a->lease_ms = (uint32_t)MIN(res.lease_ms, UINT32_MAX);
     /* the holder: named, unless it is this node (the asker knows where it reached us) */
-    a->nnodes = (res.state == DHT_CLAIM_HELD || res.state == DHT_CLAIM_FINISHED) &&
+    a->nnodes = (res.state == DHT_CLAIM_HELD || res.state == DHT_CLAIM_FINISHED ||
+                 res.state == DHT_CLAIM_STANDBY) &&
                 memcmp(res.holder.id, d->id, DHT_ID_LEN);
     if (a->nnodes)
         a->nodes[0] = res.holder;
@@ -241,7 +259,8 @@ void claim_reply(struct dht_claim *c, const struct dht_contact *from, const stru
         return;
     }
     struct dht_claim_result res = {.state = m->state, .lease_ms = m->lease_ms, .granter = *from};
-    if (res.state == DHT_CLAIM_HELD || res.state == DHT_CLAIM_FINISHED)
+    if (res.state == DHT_CLAIM_HELD || res.state == DHT_CLAIM_FINISHED ||
+        res.state == DHT_CLAIM_STANDBY)
         res.holder = m->nnodes ? m->nodes[0] : *from;
     claim_end(c, 0, &res);
 }

@@ -177,8 +177,10 @@ const uint8_t *dht_provided_key(const struct dht *d, size_t i);
  * One node of a cluster downloads a layer from the registry at a time: before it does, it asks
  * for the layer's claim at the node closest to the layer's key (the granter), which grants it
  * to the first asker for a lease (DHT_CLAIM_LEASE_MS), renewed by asking again, and names the
- * holder to every other asker. Leases are durations on the granter's clock. The granter is
- * whoever the asker's lookup finds closest, this node itself if it is closer than all. */
+ * holder to every other asker; the first of those is its standby while it asks again within a
+ * lease, and gets the claim when the holder's lease runs out. Leases are durations on the
+ * granter's clock. The granter is whoever the asker's lookup finds closest, this node itself if
+ * it is closer than all. */
 enum dht_claim_op {
     DHT_CLAIM_TAKE = 0, /* take the claim, or renew it */
     DHT_CLAIM_DONE = 1, /* the holder has the layer whole: name it to askers for a while */
@@ -190,12 +192,14 @@ enum dht_claim_state {
     DHT_CLAIM_FINISHED = 2, /* holder has the layer whole */
     DHT_CLAIM_NONE = 3,     /* DROP: nobody holds it now */
     DHT_CLAIM_FREE = 4,     /* not coordinated (no room, or the asker is not reachable): go on */
+    DHT_CLAIM_STANDBY = 5,  /* holder holds it, the asker takes it over if its lease runs out
+                               (and should hold what the holder has: docs/swarm.md) */
 };
-#define DHT_CLAIM_STATE_MAX DHT_CLAIM_FREE
+#define DHT_CLAIM_STATE_MAX DHT_CLAIM_STANDBY
 struct dht_claim_result {
     enum dht_claim_state state;
-    uint64_t lease_ms;          /* GRANTED: the lease; HELD: what is left of it */
-    struct dht_contact holder;  /* HELD, FINISHED */
+    uint64_t lease_ms;          /* GRANTED: the lease; HELD, STANDBY: what is left of it */
+    struct dht_contact holder;  /* HELD, FINISHED, STANDBY */
     struct dht_contact granter; /* who answered (this node: granter_self) */
     bool granter_self;
 };

@@ -129,6 +129,10 @@ struct claim_rec {
     struct dht_contact holder; /* holder.id == d->id: this node itself */
     uint64_t expires;
     bool done;
+    /* The next holder if the holder's lease runs out: the first other asker, while it asks
+     * again within a lease (docs/swarm.md, "The standby"). */
+    struct dht_contact standby;
+    uint64_t standby_expires; /* 0: none */
 };
 struct peer_count {
     uint8_t id[DHT_ID_LEN];

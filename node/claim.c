@@ -57,7 +57,8 @@ static void claim_free(struct node_claim *cl)
     cl->timer = t;
 }
 
-/* The waiting job comes back with rc (claimed: this node holds the claim from now on). */
+/* The waiting job comes back with rc (claimed: this node holds the claim from now on; the slot
+ * stays also while it is the standby). */
 static void claim_answer_job(struct node_claim *cl, int rc, bool claimed)
 {
     struct node *n = cl->n;
@@ -65,8 +66,16 @@ static void claim_answer_job(struct node_claim *cl, int rc, bool claimed)
     cl->j = NULL;
     j->claimed = claimed;
     job_back(n, j, rc);
-    if (!claimed)
+    if (!claimed && !cl->standby)
         claim_free(cl);
+}
+
+/* The waiting job reads holder's download (the relay). */
+static void claim_stream(struct node_claim *cl, const struct dht_contact *holder)
+{
+    cl->j->stream = true;
+    cl->j->src = *holder;
+    claim_answer_job(cl, 0, false);
 }
 
 static const char *dg_short(const uint8_t *d, char out[static DIGEST_STR_LEN + 1])
@@ -109,24 +118,63 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         timer_set(n, &cl->timer, now + MAX(n->t.claim_lease / 3, 1));
         return;
     }
-    /* a waiting job's ask */
+    /* a waiting job's ask, or the standby's */
     enum dht_claim_state st = rc < 0 ? DHT_CLAIM_FREE : r->state;
+    struct node_job *j = cl->j;
     if (st == DHT_CLAIM_GRANTED && held_here(n, cl))
         st = DHT_CLAIM_HELD; /* this node's own other task downloads it */
+    /* a node whose download can be read: not this one, nor one whose download failed the task */
+    bool src = rc == 0 && j && j->relay && r->state != DHT_CLAIM_GRANTED &&
+               memcmp(r->holder.id, n->id->id, P2P_ID_LEN) &&
+               !(j && j->avoid_src && !memcmp(r->holder.id, j->src.id, P2P_ID_LEN));
+    if (!j && st != DHT_CLAIM_GRANTED && st != DHT_CLAIM_STANDBY) {
+        if (st == DHT_CLAIM_FINISHED)
+            providers_hint(n, cl->digest, &r->holder, now);
+        claim_free(cl); /* no longer the standby: the task reads on, or asks again */
+        return;
+    }
     switch (st) {
     case DHT_CLAIM_GRANTED:
         cl->held = true;
         n->st.claims++;
-        n->st.claim_takeovers += cl->waited;
-        log_info("event=claim layer=%s takeover=%d", dg_short(cl->digest, dg), cl->waited);
-        claim_answer_job(cl, 0, true);
+        n->st.claim_takeovers += cl->waited || cl->standby;
+        log_info("event=claim layer=%s takeover=%d standby=%d", dg_short(cl->digest, dg),
+                 cl->waited || cl->standby, cl->standby);
+        cl->promoted = !j;
+        cl->standby = false;
+        if (j)
+            claim_answer_job(cl, 0, true);
         timer_set(n, &cl->timer, now + MAX(n->t.claim_lease / 3, 1));
         return;
     case DHT_CLAIM_FINISHED:
         providers_hint(n, cl->digest, &r->holder, now);
-        claim_answer_job(cl, -EAGAIN, false);
+        cl->standby = false;
+        if (src && j->avoid_src)
+            claim_stream(cl, &r->holder); /* a task that was reading a download: on from there */
+        else
+            claim_answer_job(cl, -EAGAIN, false);
         return;
+    case DHT_CLAIM_STANDBY:
+        if (!cl->standby)
+            log_info("event=claim_standby layer=%s", dg_short(cl->digest, dg));
+        cl->standby = true;
+        if (j && src) { /* it holds what the holder holds, to take over from there */
+            claim_stream(cl, &r->holder);
+            timer_set(n, &cl->timer, now + MAX(n->t.claim_lease / 3, 1));
+            return;
+        }
+        if (!j) {
+            timer_set(n, &cl->timer, now + MAX(n->t.claim_lease / 3, 1));
+            return;
+        }
+        /* the holder's download failed this task: it waits for the lease, as for HELD */
+        __attribute__((fallthrough));
     case DHT_CLAIM_HELD:
+        if (src && j->avoid_src) { /* a task that was reading a download: on from the holder */
+            cl->standby = false;
+            claim_stream(cl, &r->holder);
+            return;
+        }
         if (!cl->waited) {
             cl->waited = true;
             n->st.claim_waits++;
@@ -138,6 +186,7 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
             log_warn("layer %s: another node's download has not finished in %" PRIu64
                      " s; downloading it here too",
                      dg_short(cl->digest, dg), (now - cl->since) / 1000);
+            cl->standby = false;
             claim_answer_job(cl, 0, false);
             return;
         }
@@ -145,6 +194,7 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         return;
     default: /* FREE, NONE, no granter: uncoordinated */
         log_debug("event=claim_free layer=%s rc=%d", dg_short(cl->digest, dg), rc);
+        cl->standby = false;
         claim_answer_job(cl, 0, false);
         return;
     }
@@ -193,6 +243,8 @@ static void claim_end(struct node *n, struct node_job *j, uint64_t now)
     }
     for (size_t i = 0; i < NODE_CLAIMS; i++) {
         struct node_claim *w = &n->claims[i];
+        if (w->used && !w->j && w->standby && !memcmp(w->digest, j->digest, DIGEST_LEN))
+            claim_free(w); /* the task read the layer whole: no standby any more */
         if (!w->used || !w->j || memcmp(w->digest, j->digest, DIGEST_LEN))
             continue;
         if (j->whole)
@@ -217,7 +269,30 @@ void claim_submit(struct node *n, struct node_job *j, uint64_t now)
         node_settle(n, now);
         return;
     }
+    j->stream = false;
     struct node_claim *cl = NULL;
+    for (size_t i = 0; i < NODE_CLAIMS && !cl; i++) {
+        struct node_claim *c = &n->claims[i];
+        if (c->used && !c->j && (c->standby || c->promoted) &&
+            !memcmp(c->digest, j->digest, DIGEST_LEN))
+            cl = c; /* its task asks again (the download it read failed, or ended) */
+    }
+    if (cl && cl->promoted) {
+        cl->promoted = false;
+        j->claimed = true;
+        job_back(n, j, 0); /* the standby got the claim meanwhile */
+        node_settle(n, now);
+        return;
+    }
+    if (cl) {
+        cl->j = j;
+        cl->since = now;
+        cl->wait_max = n->t.claim_wait + j->max / CLAIM_WAIT_PER_S * 1000;
+        timer_stop(n, &cl->timer);
+        claim_ask(cl, now);
+        node_settle(n, now);
+        return;
+    }
     for (size_t i = 0; i < NODE_CLAIMS && !cl; i++)
         if (!n->claims[i].used)
             cl = &n->claims[i];

@@ -178,7 +178,7 @@ int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b
         x->last = now;
         return k->n->so->chunk_data(js->j->fetch, x->rx, b, len);
     }
-    if (off != js->j->out->len)
+    if (off != js->j->off + js->j->out->len)
         return AFSP_E_PROTO;
     return buf_append(js->j->out, b, len);
 }
@@ -208,6 +208,8 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
             if (js->j->kind == NODE_JOB_INDEX) /* its sender built it: verify.c */
                 memcpy(js->j->from, k->peer_id, P2P_ID_LEN);
             job_finish(js, 0);
+        } else if (js->j->has_src) {
+            job_finish(js, rc); /* that peer only: the task decides what next */
         } else {
             js->j->out->len = 0; /* the next peer starts over */
         }
@@ -649,6 +651,45 @@ static void chunks_step(struct node *n, struct node_job_state *js, uint64_t now)
         job_exhausted(n, js, now);
 }
 
+/* A BLOB job from one peer: dialled once if there is no link to it; the one request. */
+static void src_step(struct node *n, struct node_job_state *js, uint64_t now)
+{
+    struct node_job *j = js->j;
+    struct node_link *k = link_to(n, j->src.id, true);
+    if (js->nreq)
+        return;
+    if (js->ntried) {
+        job_finish(js, AFSP_E_NOTFOUND); /* its link closed before the request could go */
+        return;
+    }
+    if (!k && !js->relooked) {
+        js->relooked = true;
+        if (!memcmp(j->src.id, n->id->id, P2P_ID_LEN) ||
+            !link_dial(n, &j->src.addr, j->src.id, now)) {
+            job_finish(js, AFSP_E_NOTFOUND);
+            return;
+        }
+        n->st.dht_dials++;
+        k = link_to(n, j->src.id, true);
+    }
+    if (!k) {
+        job_finish(js, AFSP_E_NOTFOUND); /* the dial failed */
+        return;
+    }
+    if (k->state != LINK_UP)
+        return; /* dialling: the job steps again when the link comes up or closes */
+    struct xreq *x = link_usable(k, now) ? calloc(1, sizeof *x) : NULL;
+    struct p2p_msg m = {.type = P2P_GET_BLOB, .off = j->off, .len = j->len};
+    memcpy(m.digest, j->digest, DIGEST_LEN);
+    j->out->len = 0;
+    if (x)
+        x->js = js;
+    if (!x || job_exclude(js, k) < 0 || job_request(n, js, k, &m, j->max, x, now) < 0) {
+        free(x);
+        job_finish(js, -EBUSY); /* banned, its window full, or no memory: asked again later */
+    }
+}
+
 static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now)
 {
     struct node_job *j = js->j;
@@ -656,6 +697,10 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
         return;
     if (j->kind == NODE_JOB_CHUNKS) {
         chunks_step(n, js, now);
+        return;
+    }
+    if (j->has_src) {
+        src_step(n, js, now);
         return;
     }
     providers_get(n, j->digest, NODE_PROVIDERS_WANT, false, now);

@@ -107,8 +107,11 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 /* Handshakes accepted and not finished, at most: a newer one closes the oldest (an outsider who
  * opens connections and says nothing holds those, and none may hold the link table). */
 #define NODE_HANDSHAKES_MAX(links_max) MAX(8, MIN(256, (links_max) / 8))
-#define NODE_LINK_DHT_QUEUE 64            /* DHT messages waiting for a connection to come up */
-#define NODE_LAYERS_OPEN 8                /* layers kept open for serving */
+#define NODE_LINK_DHT_QUEUE 64 /* DHT messages waiting for a connection to come up */
+#define NODE_LAYERS_OPEN 8     /* layers kept open for serving */
+#define NODE_PARKED_MAX 256    /* requests waiting for a download's bytes (serve.c), all peers */
+#define NODE_PARK_POLL_MS 5    /* how often those downloads are looked at */
+#define NODE_PARK_MAX_MS 2000  /* then it is answered busy (a requester stalls at 5 s) */
 #define NODE_JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes one job asked for and did not get */
 #define NODE_JOB_LINKS_MAX 256            /* links one job spreads its chunks over */
 #define NODE_PEER_CHUNKS 4                /* a job's chunk requests on one peer at once */
@@ -185,7 +188,10 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(claims, "registry downloads of layers this node claimed (no other node downloads them)")     \
     X(claim_waits, "downloads that waited on another node's claim")                                \
     X(claim_takeovers, "of those, claimed by this node after the claimant's lease ran out")        \
-    X(claim_waits_expired, "of those, that gave up waiting and downloaded uncoordinated")
+    X(claim_waits_expired, "of those, that gave up waiting and downloaded uncoordinated")          \
+    X(relayed_bytes, "bytes of this node's registry downloads sent to peers while they ran")       \
+    X(relay_waits, "peers' requests for download bytes not here yet, answered when they came")     \
+    X(relay_busy, "of those, answered busy: the bytes did not come in time")
 
 struct node_counters {
 #define X(name, doc) uint64_t name;
@@ -253,6 +259,15 @@ struct node_store_ops {
     int (*chunk_data)(void *fetch, void *rx, const uint8_t *p, size_t n);
     int (*chunk_end)(void *fetch, void *rx, uint64_t *bytes);
     void (*chunk_drop)(void *fetch, void *rx);
+
+    /* May be NULL (nothing relayed). A download of layer digest under way here (store_dl in
+     * store.h), relayed to peers as its bytes come (docs/swarm.md): dl_state says how many are
+     * written (*written) of the blob's *size, and returns 0 (running), 1 (ended whole) or the
+     * code it failed with; dl_read reads written bytes. */
+    int (*dl_open)(void *arg, const uint8_t digest[static DIGEST_LEN], void **dl);
+    void (*dl_close)(void *arg, void *dl);
+    int (*dl_state)(void *dl, uint64_t *written, uint64_t *size);
+    int (*dl_read)(void *dl, uint64_t off, uint8_t *buf, size_t n);
 };
 
 /* ---- jobs: what a task asks of the node -----------------------------------------------------
@@ -264,9 +279,11 @@ struct node_store_ops {
 /* CLAIM: before a layer is downloaded from the registry, its fetch claim (claim.c, docs/swarm.md):
  * rc 0 when the task should download it (claimed: this node holds the claim now, and the task
  * must end it with CLAIM_END; not claimed: uncoordinated, e.g. no DHT, or a wait that ran too
- * long), -EAGAIN when a peer has the layer now (the task asks peers again). The job waits while
- * another node holds the claim. CLAIM_END: the claimant's download ended (whole or not); it
- * comes back at once. */
+ * long) or, with stream, read another node's download of it as it runs (the relay: the
+ * claim's standby, or a task that was reading one), -EAGAIN when a peer has the layer now (the
+ * task asks peers again). The job waits while another node holds the claim otherwise. A task that
+ * read a download ends with CLAIM_END too (its standby ends). CLAIM_END: the task's download ended
+ * (whole or not); it comes back at once. */
 enum node_job_kind {
     NODE_JOB_BLOB,
     NODE_JOB_INDEX,
@@ -280,14 +297,29 @@ struct node_job {
     uint8_t digest[DIGEST_LEN]; /* the blob, or the layer */
     uint64_t max;               /* BLOB, INDEX: the largest answer taken; CLAIM: the layer's size */
     struct buf *out;            /* BLOB, INDEX: the bytes, appended (borrowed) */
-    uint8_t from[P2P_ID_LEN];   /* INDEX: the node that sent it (set with rc 0) */
-    void *fetch;                /* CHUNKS: the layer being filled (node_store_ops fetch_*) */
-    uint32_t first, last;       /* CHUNKS: the chunks wanted (those the layer lacks) */
-    bool claimed;               /* CLAIM (out): this node holds the claim */
-    bool whole;                 /* CLAIM_END (in): the layer is whole here (else: it failed) */
-    int rc;                     /* set when handed back */
-    void *task_arg;             /* the task's own (the node never touches it) */
-    struct node_job_state *st;  /* the node's, while it holds the job */
+    /* BLOB from one peer (has_src): bytes [off, off + len) of a layer's blob of max bytes, from
+     * src only (dialled if need be), which may be downloading it still: its answer waits for
+     * them (the relay, docs/swarm.md). rc -EBUSY: not there in time, ask again. */
+    bool has_src;
+    struct dht_contact src;
+    uint64_t off;
+    uint32_t len;
+    uint8_t from[P2P_ID_LEN]; /* INDEX: the node that sent it (set with rc 0) */
+    void *fetch;              /* CHUNKS: the layer being filled (node_store_ops fetch_*) */
+    uint32_t first, last;     /* CHUNKS: the chunks wanted (those the layer lacks) */
+    bool claimed;             /* CLAIM (out): this node holds the claim */
+    /* CLAIM (out, with rc 0): read src's download of the layer as it runs (a BLOB job with
+     * has_src), from where the task is; src holds the claim, or has the layer whole. */
+    bool stream;
+    /* CLAIM (in): the task can read another node's download (stream); else it only waits */
+    bool relay;
+    /* CLAIM (in): the task was reading src's download, which failed it: src is not named again
+     * while it holds the claim, and the task reads on from the current holder's */
+    bool avoid_src;
+    bool whole;                /* CLAIM_END (in): the layer is whole here (else: it failed) */
+    int rc;                    /* set when handed back */
+    void *task_arg;            /* the task's own (the node never touches it) */
+    struct node_job_state *st; /* the node's, while it holds the job */
 };
 
 /* ---- tasks -----------------------------------------------------------------------------------

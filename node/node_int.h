@@ -194,6 +194,10 @@ void swarm_chunk_stored(struct node *n, const uint8_t layer[static DIGEST_LEN], 
 struct node_claim {
     struct node *n;
     bool used, held, waited;
+    /* standby: the granter named this node the next holder (renewed every lease/3 while its task
+     * reads the holder's download); promoted: the standby got the claim with no job to tell
+     * (the task learns it from its next CLAIM) */
+    bool standby, promoted;
     uint8_t digest[DIGEST_LEN];
     struct node_job *j; /* the CLAIM job not yet handed back */
     struct dht_contact granter;
@@ -225,6 +229,14 @@ void serve_close_all(struct node *n);
 /* k sent bytes (or closed): the chunk answers whose bytes have all left free their slots. */
 void serve_link_sent(struct node_link *k);
 void serve_link_closed(struct node_link *k);
+/* A GET_BLOB of a download under way, for bytes not written yet (serve.c). */
+struct parked {
+    struct node_link *k;
+    uint32_t id;
+    void *dl;
+    uint64_t off, len, since;
+    struct parked *next;
+};
 
 /* ---- fetch.c -------------------------------------------------------------------------------- */
 
@@ -341,6 +353,9 @@ struct node {
     struct pcache pc[NODE_PROVIDERS_CACHED];
     struct node_claim claims[NODE_CLAIMS];
     struct served_layer layers[NODE_LAYERS_OPEN];
+    struct parked *parked; /* newest first */
+    unsigned nparked;
+    struct node_timer park_timer;
     uint64_t serving, requesting; /* answers in production, requests waiting: all links */
     uint64_t serving_chunks;      /* of those answers, chunks (at most serve_chunks) */
     unsigned serve_chunks;

@@ -1,13 +1,18 @@
 /*
- * serve.c - answering peers: GET_BLOB (a manifest or config kept whole, or a complete layer's
- * blob), GET_INDEX, GET_CHUNK (a chunk of a layer held whole or in part) and HAVE (which chunks
- * a layer has), read from the store through node_store_ops. Layers being served stay open in a
- * few slots (NODE_LAYERS_OPEN), shared by the answers that read them; an evicted layer is
- * served no more, though answers under way finish. Answer bytes are produced only as the link
- * drains (p2p_peer_pump, from node_link_pending).
+ * serve.c - answering peers: GET_BLOB (a manifest or config kept whole, a complete layer's
+ * blob, or the bytes of a layer this node downloads from a registry now: the relay,
+ * docs/swarm.md), GET_INDEX, GET_CHUNK (a chunk of a layer held whole or in part) and HAVE (which
+ * chunks a layer has), read from the store through node_store_ops. Layers being served stay open in
+ * a few slots (NODE_LAYERS_OPEN), shared by the answers that read them; an evicted layer is served
+ * no more, though answers under way finish. Answer bytes are produced only as the link drains
+ * (p2p_peer_pump, from node_link_pending).
  *
- * Owns: the open layers and the answers' sources. Must not: do I/O, serve a layer it does not
- * hold, serve a blob whole before every chunk of it is here.
+ * A GET_BLOB of a download's bytes not written yet waits (parked) until they are, the download
+ * ends, or NODE_PARK_MAX_MS has passed (then: busy); the downloads are looked at every
+ * NODE_PARK_POLL_MS while any request waits.
+ *
+ * Owns: the open layers, the answers' sources, the parked requests. Must not: do I/O, serve a
+ * layer it does not hold, serve a blob whole before every chunk of it is here.
  */
 #include "node_int.h"
 
@@ -21,6 +26,7 @@ struct src {
     struct node_link *k;
     struct buf mem;
     struct served_layer *sl;
+    void *dl;      /* a download under way (node_store_ops dl_*) */
     uint64_t base; /* where the object starts in the blob */
     bool chunk;    /* a chunk's answer: it holds one of the node's serve_chunks slots */
 };
@@ -85,8 +91,11 @@ void serve_forget(struct node *n, const struct node_held *held, size_t nheld)
     }
 }
 
+static void park_drop_all(struct node *n, const struct node_link *k);
+
 void serve_close_all(struct node *n)
 {
+    park_drop_all(n, NULL);
     for (size_t i = 0; i < NODE_LAYERS_OPEN; i++)
         if (n->layers[i].l) {
             n->so->layer_close(n->sa, n->layers[i].l);
@@ -99,6 +108,8 @@ static int src_read(void *arg, uint64_t off, uint8_t *buf, size_t len)
     struct src *s = arg;
     if (s->sl)
         return s->n->so->layer_read(s->sl->l, s->base + off, buf, len);
+    if (s->dl)
+        return s->n->so->dl_read(s->dl, off, buf, len);
     if (off > s->mem.len || len > s->mem.len - off)
         return AFSP_E_USAGE;
     memcpy(buf, s->mem.p + off, len);
@@ -110,6 +121,8 @@ static void src_done(void *arg)
     struct src *s = arg;
     if (s->sl)
         s->sl->refs--;
+    if (s->dl)
+        s->n->so->dl_close(s->n->sa, s->dl);
     /* a chunk's slot is held until its last byte has left the link (an answer produced into a
      * link's buffer is not sent yet: with the slot freed at once, a holder took on far more
      * chunks than its uplink carried, each queued behind the others) */
@@ -151,6 +164,7 @@ void serve_link_sent(struct node_link *k)
 
 void serve_link_closed(struct node_link *k)
 {
+    park_drop_all(k->n, k);
     k->n->serving_chunks -= k->nchunk_ends; /* those in production ended with the connection */
     k->nchunk_ends = 0;
 }
@@ -206,8 +220,9 @@ static bool busy(int why)
     return why == -EBUSY || why == -ENOMEM;
 }
 
-/* Where the answer's bytes come from: 0 (s filled, *total its size), 1 (answered already), or a
- * code (answered with an error by the caller). */
+/* Where the answer's bytes come from: 0 (s filled, *total its size), 1 (answered already), 2 (a
+ * download's bytes not written yet: s->dl, to be parked), or a code (answered with an error by
+ * the caller). */
 static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src *s,
                         uint64_t *total, uint64_t now)
 {
@@ -230,6 +245,14 @@ static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src
             return 0;
         }
         s->sl = NULL;
+        if (!busy(why) && so->dl_open && so->dl_open(n->sa, m->digest, &s->dl) == 0) {
+            uint64_t written;
+            int end = so->dl_state(s->dl, &written, total);
+            if (end >= 0)
+                return m->off >= *total || written >= m->off + MIN(m->len, *total - m->off) ? 0 : 2;
+            so->dl_close(n->sa, s->dl); /* it failed */
+            s->dl = NULL;
+        }
         return busy(why) ? -ENOMEM : AFSP_E_NOTFOUND;
     case P2P_GET_INDEX: {
         int rc = so->index(n->sa, m->digest, &s->mem);
@@ -268,14 +291,114 @@ static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src
     }
 }
 
-void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
+/* Answers request id of k with bytes [off, off + len) of the object s names (total bytes). */
+static void answer(struct node_link *k, uint32_t id, struct src *s, uint64_t total, uint64_t off,
+                   uint64_t len, bool chunk)
 {
     struct node *n = k->n;
+    if (s->sl)
+        s->sl->refs++;
+    s->n = n;
+    s->k = k;
+    if (++n->serving > n->st.serving_peak)
+        n->st.serving_peak = n->serving;
+    if (chunk) {
+        n->st.chunks_served++;
+        n->serving_chunks++;
+        s->chunk = true;
+        k->chunk_bytes_out += total;
+    }
+    uint64_t bytes = off < total ? MIN(len, total - off) : 0;
+    n->st.bytes_served += bytes;
+    if (s->dl)
+        n->st.relayed_bytes += bytes;
+    struct p2p_source ps = {src_read, src_done, s};
+    p2p_peer_answer_data(k->p, id, total, off > total ? total : off, len, &ps);
+    link_touch(k);
+}
+
+static void park_unlink(struct node *n, struct parked **pp)
+{
+    struct parked *q = *pp;
+    *pp = q->next;
+    n->nparked--;
+    free(q);
+}
+
+/* The parked requests whose bytes are written now (or whose download ended) are answered; those
+ * parked too long are answered busy (the asker asks again, or goes elsewhere). */
+static void on_park_timer(struct node *n, struct node_timer *t, uint64_t now)
+{
+    (void)t;
+    for (struct parked **pp = &n->parked; *pp;) {
+        struct parked *q = *pp;
+        uint64_t written, total;
+        int end = n->so->dl_state(q->dl, &written, &total);
+        bool ready = end == 1 || (end == 0 && written >= q->off + MIN(q->len, total - q->off));
+        if (!ready && end == 0 && now - q->since < NODE_PARK_MAX_MS) {
+            pp = &q->next;
+            continue;
+        }
+        struct src *s = ready ? calloc(1, sizeof *s) : NULL;
+        if (s) {
+            s->dl = q->dl;
+            answer(q->k, q->id, s, total, q->off, q->len, false);
+        } else {
+            if (end == 0)
+                n->st.relay_busy++;
+            p2p_peer_answer_error(q->k->p, q->id, end < 0 ? P2P_ERR_NOT_FOUND : P2P_ERR_BUSY);
+            link_touch(q->k);
+            n->so->dl_close(n->sa, q->dl);
+        }
+        park_unlink(n, pp);
+    }
+    if (n->parked)
+        timer_set(n, &n->park_timer, now + NODE_PARK_POLL_MS);
+}
+
+static void park(struct node_link *k, const struct p2p_msg *m, void *dl, uint64_t now)
+{
+    struct node *n = k->n;
+    struct parked *q = n->nparked < NODE_PARKED_MAX ? calloc(1, sizeof *q) : NULL;
+    if (!q) {
+        n->st.relay_busy++;
+        p2p_peer_answer_error(k->p, m->id, P2P_ERR_BUSY);
+        n->so->dl_close(n->sa, dl);
+        return;
+    }
+    *q = (struct parked){k, m->id, dl, m->off, m->len, now, n->parked};
+    n->parked = q;
+    n->nparked++;
+    n->st.relay_waits++;
+    if (!n->park_timer.fire)
+        timer_init(&n->park_timer, on_park_timer);
+    timer_set(n, &n->park_timer, now + NODE_PARK_POLL_MS);
+}
+
+static void park_drop_all(struct node *n, const struct node_link *k)
+{
+    for (struct parked **pp = &n->parked; *pp;) {
+        if (k && (*pp)->k != k) {
+            pp = &(*pp)->next;
+            continue;
+        }
+        n->so->dl_close(n->sa, (*pp)->dl);
+        park_unlink(n, pp);
+    }
+}
+
+void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
+{
     struct p2p_peer *p = k->p;
     struct src *s = calloc(1, sizeof *s);
     uint64_t total = 0;
     int rc = s ? serve_source(k, m, s, &total, now) : -ENOMEM;
     link_touch(k);
+    if (rc == 2) {
+        park(k, m, s->dl, now);
+        free(s);
+        return;
+    }
     if (rc != 0) {
         if (rc < 0)
             p2p_peer_answer_error(p, m->id,
@@ -287,22 +410,6 @@ void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
         free(s);
         return;
     }
-    uint64_t off = m->type == P2P_GET_CHUNK ? 0 : m->off;
-    uint64_t len = m->type == P2P_GET_CHUNK ? UINT64_MAX : m->len;
-    if (s->sl)
-        s->sl->refs++;
-    s->n = n;
-    s->k = k;
-    if (++n->serving > n->st.serving_peak)
-        n->st.serving_peak = n->serving;
-    if (m->type == P2P_GET_CHUNK) {
-        n->st.chunks_served++;
-        n->serving_chunks++;
-        s->chunk = true;
-        k->chunk_bytes_out += total;
-    }
-    if (off < total)
-        n->st.bytes_served += len < total - off ? len : total - off;
-    struct p2p_source ps = {src_read, src_done, s};
-    p2p_peer_answer_data(p, m->id, total, off > total ? total : off, len, &ps);
+    bool chunk = m->type == P2P_GET_CHUNK;
+    answer(k, m->id, s, total, chunk ? 0 : m->off, chunk ? UINT64_MAX : m->len, chunk);
 }

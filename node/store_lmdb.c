@@ -151,6 +151,27 @@ static void chunk_drop(void *fetch, void *rx)
     free(rx);
 }
 
+static int dl_open(void *arg, const uint8_t digest[static DIGEST_LEN], void **dl)
+{
+    return store_dl_open(arg, digest, (struct store_dl **)dl);
+}
+
+static void dl_close(void *arg, void *dl)
+{
+    (void)arg;
+    store_dl_close(dl);
+}
+
+static int dl_state(void *dl, uint64_t *written, uint64_t *size)
+{
+    return store_dl_state(dl, written, size);
+}
+
+static int dl_read(void *dl, uint64_t off, uint8_t *buf, size_t n)
+{
+    return store_dl_read(dl, off, buf, n);
+}
+
 const struct node_store_ops node_store_lmdb = {
     .blob = blob,
     .index = index_bytes,
@@ -171,4 +192,8 @@ const struct node_store_ops node_store_lmdb = {
     .chunk_data = chunk_data,
     .chunk_end = chunk_end,
     .chunk_drop = chunk_drop,
+    .dl_open = dl_open,
+    .dl_close = dl_close,
+    .dl_state = dl_state,
+    .dl_read = dl_read,
 };

@@ -167,13 +167,38 @@ static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t f
     return job_run(ts, &w);
 }
 
-static int peers_claim(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, bool *claimed)
+_Static_assert(sizeof(struct dht_contact) <= sizeof(struct pull_src), "a pull_src holds a contact");
+
+static int peers_claim(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                       const struct pull_src *failed, bool *claimed, struct pull_src *src)
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM, .max = size}};
+    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM, .max = size, .relay = true}};
     memcpy(w.j.digest, digest, DIGEST_LEN);
+    if (failed) {
+        w.j.avoid_src = true;
+        memcpy(&w.j.src, failed->opaque, sizeof w.j.src);
+    }
     int rc = job_run(arg, &w);
     *claimed = rc == 0 && w.j.claimed;
+    if (rc == 0 && w.j.stream) {
+        memcpy(src->opaque, &w.j.src, sizeof w.j.src);
+        return 1;
+    }
     return rc;
+}
+
+static int peers_read_src(void *arg, const struct pull_src *src, const uint8_t digest[DIGEST_LEN],
+                          uint64_t size, uint64_t off, uint32_t len, struct buf *out)
+{
+    struct jwait w = {.j = {.kind = NODE_JOB_BLOB,
+                            .max = size,
+                            .out = out,
+                            .has_src = true,
+                            .off = off,
+                            .len = len}};
+    memcpy(w.j.digest, digest, DIGEST_LEN);
+    memcpy(&w.j.src, src->opaque, sizeof w.j.src);
+    return job_run(arg, &w);
 }
 
 static void peers_claim_end(void *arg, const uint8_t digest[DIGEST_LEN], bool whole)
@@ -201,9 +226,16 @@ static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct
     return peers_get_index(((struct tctx *)arg)->ts, digest, out, from);
 }
 
-static int peers_claim_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, bool *claimed)
+static int peers_claim_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                         const struct pull_src *failed, bool *claimed, struct pull_src *src)
 {
-    return peers_claim(((struct tctx *)arg)->ts, digest, size, claimed);
+    return peers_claim(((struct tctx *)arg)->ts, digest, size, failed, claimed, src);
+}
+
+static int peers_read_src_t(void *arg, const struct pull_src *src, const uint8_t digest[DIGEST_LEN],
+                            uint64_t size, uint64_t off, uint32_t len, struct buf *out)
+{
+    return peers_read_src(((struct tctx *)arg)->ts, src, digest, size, off, len, out);
 }
 
 static void peers_claim_end_t(void *arg, const uint8_t digest[DIGEST_LEN], bool whole)
@@ -313,7 +345,8 @@ static void *task_main(void *arg)
                                peers_get_index_t,
                                peers_get_chunks,
                                peers_claim_t,
-                               peers_claim_end_t};
+                               peers_claim_end_t,
+                               peers_read_src_t};
     struct pull_opts po = {.platform = t->platform,
                            .insecure_hosts = (const char *const *)t->insecure,
                            .peers = &peers,

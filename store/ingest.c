@@ -54,6 +54,7 @@ struct ingest {
     uint64_t stalled_ns;  /* time spent waiting for the decoder to free a buffer */
     struct pipe_buf *cur; /* being filled */
     struct chunker ch;    /* the chunk thread's, until it is joined */
+    struct store_dl *dl;  /* readers see the bytes written (downloads.c); NULL: not listed */
     /* shared, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -173,6 +174,7 @@ static int submit(struct ingest *in)
     if ((rc = write_all(in->fd, b->p, b->len)) < 0)
         return rc; /* a local disk error ends the pull at once */
     in->written += b->len;
+    store_dl_progress(in->dl, in->written);
     if (in->written - in->writeback >= WRITEBACK_EVERY) {
         sync_file_range(in->fd, (off64_t)in->writeback, (off64_t)(in->written - in->writeback),
                         SYNC_FILE_RANGE_WRITE);
@@ -419,6 +421,8 @@ int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct d
         goto out;
     if ((rc = pipe_start(in)) < 0)
         goto out;
+    if (store_dl_begin(s, d->digest, d->size, in->fd, &in->dl) < 0)
+        in->dl = NULL; /* not relayed: nothing else changes */
 
     uint64_t t0 = time_mono_ns();
     rc = feed(src, in);
@@ -473,6 +477,7 @@ int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct d
               (t3 - t2) / 1e9, ixbytes.len, (t4 - t3) / 1e9, (time_mono_ns() - t4) / 1e9);
     tmp[0] = 0; /* the commit renamed or removed the file */
 out:
+    store_dl_end(in->dl, rc);
     pipe_release(in);
     if (in->fd >= 0)
         close(in->fd);

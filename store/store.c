@@ -334,6 +334,7 @@ int store_open(struct store **out, const struct store_opts *o)
 
     if (!s)
         return -ENOMEM;
+    pthread_mutex_init(&s->dl_mu, NULL);
     s->dir = strdup(o->dir);
     if (!s->dir) {
         free(s);
@@ -382,6 +383,7 @@ void store_close(struct store *s)
     if (!s)
         return;
     db_close(&s->db);
+    pthread_mutex_destroy(&s->dl_mu);
     free(s->dir);
     free(s);
 }

@@ -115,6 +115,23 @@ int store_fetch_flush(struct store_fetch *f, uint64_t resv_id);
 /* Flushes, then AFSP_E_TRUNCATED unless every chunk is present. */
 int store_fetch_finish(struct store_fetch *f, uint64_t resv_id);
 
+/* ---- downloads under way ------------------------------------------------------------------ */
+
+/* A layer this process is downloading whole (the streaming pass, store/ingest.h), read as its
+ * bytes come, so that a node can relay it to peers waiting for the same layer (docs/swarm.md).
+ * The bytes are not checked: a reader's own streaming pass checks them against the layer
+ * digest, as it does a registry's. Thread-safe. */
+struct store_dl;
+/* Opens the download of digest under way here (AFSP_E_NOTFOUND if none; one that ended is not
+ * found, its layer is in the store or nowhere). Closed with store_dl_close. */
+int store_dl_open(struct store *s, const uint8_t digest[static DIGEST_LEN], struct store_dl **out);
+void store_dl_close(struct store_dl *d);
+/* Bytes [0, *written) can be read; *size is the blob's. Returns 0 (running), 1 (ended: the layer
+ * was committed) or the code it failed with. */
+int store_dl_state(const struct store_dl *d, uint64_t *written, uint64_t *size);
+/* Bytes [off, off + n) of the download; AFSP_E_USAGE if they are not all written yet. */
+int store_dl_read(const struct store_dl *d, uint64_t off, void *buf, size_t n);
+
 /* ---- listings ------------------------------------------------------------------------------ */
 
 struct image_info {

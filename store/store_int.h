@@ -11,10 +11,13 @@
  *   images.c   small blobs and image records, their listing and lookup
  *   read.c     random access to stored layers (handles, readers, chunk checks, the fetcher)
  *   fetch.c    partial layers filled chunk by chunk
+ *   downloads.c  the downloads under way in this process, readable as they come
  */
 #ifndef AFSP_STORE_INT_H
 #define AFSP_STORE_INT_H
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -35,6 +38,8 @@ struct store {
     void *fetcher_arg;
     store_index_judged_fn index_judged;
     void *index_judged_arg;
+    pthread_mutex_t dl_mu; /* downloads.c */
+    struct store_dl *dls;
 };
 
 /* ---- store.c: the encodings of shared records --------------------------------------------- */

@@ -269,6 +269,108 @@ static int pull_layer_registry(struct store *s, struct meta_source *ms, const st
     return rc < 0 ? err_ctx(rc, "layer %.19s…", digest_fmt(d->digest, dg)) : 0;
 }
 
+/* A layer whole from another node's download as it runs (the relay, docs/swarm.md): its bytes
+ * in order, through the streaming pass, which checks them against the digest as it would a
+ * registry's. When that node's download fails this pull, the claim is asked again: another
+ * node's download is read from where the pull is, or (a takeover, or no claim) the registry
+ * gives the rest by a Range request. */
+#define STREAM_PIECE (1u << 20)
+#define STREAM_BUSY_MAX                                                                            \
+    5 /* busy answers in a row (each after NODE_PARK_MAX_MS) before the claim is asked again */
+#define STREAM_ASKS_MAX 8 /* claims asked again by one pull before the registry */
+
+struct stream_src {
+    const struct pull_peers *p;
+    struct meta_source *ms;
+    const struct descriptor *d;
+    struct pull_src src;
+    bool claimed, registry;
+    uint64_t pos; /* bytes of the blob given to the pass */
+    struct ingest *in;
+};
+
+static int stream_data(void *arg, const uint8_t *p, size_t n)
+{
+    struct stream_src *st = arg;
+    int rc = ingest_data(st->in, p, n);
+    st->pos += rc == 0 ? n : 0;
+    return rc;
+}
+
+/* The source failed: the claim again, avoiding it. */
+static int stream_reask(struct stream_src *st, unsigned *asks)
+{
+    char dg[DIGEST_STR_LEN + 1];
+    struct pull_src next;
+    bool claimed = false;
+    int rc = ++*asks > STREAM_ASKS_MAX
+                 ? 0
+                 : st->p->claim(st->p->arg, st->d->digest, st->d->size, &st->src, &claimed, &next);
+    if (rc == 1) {
+        st->src = next;
+        return 0;
+    }
+    if (rc == -EAGAIN) /* the source has the layer whole now: read on */
+        return 0;
+    if (rc < 0)
+        return rc;
+    st->claimed = claimed;
+    st->registry = true;
+    log_info("event=relay_resume layer=%.19s from=%llu claimed=%d", digest_fmt(st->d->digest, dg),
+             (unsigned long long)st->pos, claimed);
+    return 0;
+}
+
+static int feed_stream(void *arg, struct ingest *in)
+{
+    struct stream_src *st = arg;
+    struct buf b = {0};
+    unsigned busy = 0, asks = 0;
+    int rc = 0;
+    st->in = in;
+    while (rc == 0 && st->pos < st->d->size) {
+        if (st->registry) {
+            struct registry *reg;
+            if ((rc = meta_registry(st->ms, &reg)) == 0)
+                rc = registry_get_blob_range(reg, st->d->digest, st->d->size, st->pos, st->d->size,
+                                             stream_data, st);
+            break;
+        }
+        b.len = 0;
+        uint32_t len = (uint32_t)MIN((uint64_t)STREAM_PIECE, st->d->size - st->pos);
+        rc = st->p->read_src(st->p->arg, &st->src, st->d->digest, st->d->size, st->pos, len, &b);
+        if (rc == 0 && b.len == len) {
+            busy = 0;
+            rc = stream_data(st, b.p, b.len);
+        } else if (rc == -EBUSY && ++busy < STREAM_BUSY_MAX) {
+            rc = 0;
+        } else {
+            busy = 0;
+            rc = stream_reask(st, &asks);
+        }
+    }
+    buf_release(&b);
+    return rc;
+}
+
+static int pull_layer_stream(struct store *s, struct meta_source *ms, const struct descriptor *d,
+                             uint64_t resv_id, const struct pull_opts *opts,
+                             struct pull_progress prog, uint64_t done, size_t i,
+                             const struct pull_src *src, bool *claimed)
+{
+    struct layer_progress lp = {.opts = opts, .prog = prog, .base_done = done};
+    struct stream_src st = {ms->peers, ms, d, *src, false, false, 0, NULL};
+    char dg[DIGEST_STR_LEN + 1];
+    lp.prog.layer = i;
+    int rc = ingest_layer(s, feed_stream, &st, d, resv_id, ingest_allowance(d->size),
+                          opts->progress ? layer_progress : NULL, &lp);
+    *claimed = st.claimed;
+    if (rc < 0)
+        log_warn("layer %s from another node's download: %s", digest_fmt(d->digest, dg),
+                 err_msg(rc));
+    return rc;
+}
+
 /* Builds the image record kept in DB_IMAGES. */
 static char *image_json(const char *ref, const uint8_t mdigest[DIGEST_LEN], const char *platform,
                         const struct manifest *m)
@@ -405,8 +507,10 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         /* Before the registry: the layer's claim. A peer may have it by the time the wait
          * ends (the claimant finished): then the peers are asked again, a few times at most. */
         bool claimed = false;
+        struct pull_src src;
         for (int tries = 0; ms.peers && ms.peers->claim && tries < 3; tries++) {
-            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, &claimed)) != -EAGAIN)
+            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, NULL, &claimed, &src)) !=
+                -EAGAIN)
                 break;
             if (opts->lazy && layer_lazy(s, ms.peers, d) == 0)
                 break;
@@ -420,8 +524,14 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         }
         if (rc < 0 && rc != -EAGAIN)
             goto out;
-        rc = pull_layer_registry(s, &ms, d, resv_id, opts, prog, done, i);
-        if (claimed)
+        bool streamed = rc == 1;
+        if (streamed)
+            rc = pull_layer_stream(s, &ms, d, resv_id, opts, prog, done, i, &src, &claimed);
+        /* a stream that failed its digest (a node that lied, or relayed a registry's bad
+         * bytes): the registry, whole */
+        if (!streamed || rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE)
+            rc = pull_layer_registry(s, &ms, d, resv_id, opts, prog, done, i);
+        if (claimed || streamed) /* the claim, or the standby, ends */
             ms.peers->claim_end(ms.peers->arg, d->digest, rc == 0);
         if (rc < 0)
             goto out;

@@ -28,6 +28,11 @@ struct pull_progress {
 };
 typedef void (*pull_progress_cb)(void *arg, const struct pull_progress *p);
 
+/* A node whose download a pull reads (the relay, docs/swarm.md): the glue's, opaque here. */
+struct pull_src {
+    uint8_t opaque[96];
+};
+
 /* Where a pull looks before the registry: a node's peers (the daemon's). The functions run on
  * the pulling thread and may block. Any code but 0 makes the pull ask the registry for that
  * object (AFSP_E_NOTFOUND: no peer has it, said without a warning). */
@@ -44,10 +49,20 @@ struct pull_peers {
     int (*get_chunks)(void *arg, struct store_fetch *f);
     /* May be NULL. Before layer digest (size bytes) is downloaded from the registry: its
      * cluster-wide claim, waiting while another node downloads it. 0: download it (*claimed:
-     * call claim_end after, with whether the layer is whole), -EAGAIN: a peer has it now (ask
-     * the peers again), or another code (the pull fails with it). */
-    int (*claim)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size, bool *claimed);
+     * call claim_end after, with whether the layer is whole), 1: read *src's download of it as
+     * it runs, the whole layer whatever the pull (this node is the claim's standby: read_src;
+     * then call claim_end), -EAGAIN: a peer has it now (ask the peers again), or another code
+     * (the pull fails with it). failed (may be NULL): the source whose download this pull was
+     * reading failed it: it is not named again while it holds the claim, and 1 then names
+     * the node to read on from (the new holder, or a holder that finished). */
+    int (*claim)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                 const struct pull_src *failed, bool *claimed, struct pull_src *src);
     void (*claim_end)(void *arg, const uint8_t digest[DIGEST_LEN], bool whole);
+    /* Bytes [off, off + len) (fewer at the end) of layer digest's blob (size bytes) from src's
+     * download, appended to out: 0, -EBUSY (not there yet: ask again), or another code (src
+     * failed). Unchecked: the pull's streaming pass checks the whole blob. */
+    int (*read_src)(void *arg, const struct pull_src *src, const uint8_t digest[DIGEST_LEN],
+                    uint64_t size, uint64_t off, uint32_t len, struct buf *out);
 };
 
 struct pull_opts {

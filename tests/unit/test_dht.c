@@ -751,12 +751,14 @@ TEST(dht_a_claim_goes_to_the_first_asker_for_a_lease_and_on_when_it_runs_out)
     uint8_t key[DHT_ID_LEN], key2[DHT_ID_LEN];
     random_key(s, key);
     random_key(s, key2);
-    /* the first asker holds it; ten others, from all over, are told who */
+    /* the first asker holds it; ten others, from all over, are told who (the first of them is
+     * its standby) */
     struct cres a = claim(s, 3, key, DHT_CLAIM_TAKE, NULL);
     CHECK(a.rc == 0 && a.r.state == DHT_CLAIM_GRANTED && a.r.lease_ms == DHT_CLAIM_LEASE_MS);
     for (unsigned i = 10; i < 60; i += 5) {
         struct cres b = claim(s, i, key, DHT_CLAIM_TAKE, NULL);
-        CHECK(b.rc == 0 && b.r.state == DHT_CLAIM_HELD && same_id(&b.r.holder, s, 3));
+        CHECK(b.rc == 0 && same_id(&b.r.holder, s, 3));
+        CHECK(b.r.state == (i == 10 ? DHT_CLAIM_STANDBY : DHT_CLAIM_HELD));
         CHECK(b.r.holder.addr.port == sim_contact(s, 3)->addr.port);
         CHECK_INT(b.r.lease_ms, <=, DHT_CLAIM_LEASE_MS);
         /* one granter for all: the node closest to the key */
@@ -770,13 +772,16 @@ TEST(dht_a_claim_goes_to_the_first_asker_for_a_lease_and_on_when_it_runs_out)
         struct cres x = claim(s, 3, key, DHT_CLAIM_TAKE, a.r.granter_self ? NULL : &a.r.granter);
         CHECK(x.rc == 0 && x.r.state == DHT_CLAIM_GRANTED);
     }
-    CHECK(claim(s, 20, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_HELD);
-    /* unrenewed, the lease runs out: the next asker takes it over, and the old holder hears so */
+    /* a standby that stopped asking is one no more: the next asker is */
+    CHECK(claim(s, 20, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_STANDBY);
+    CHECK(claim(s, 25, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_HELD);
+    /* unrenewed (holder and standby), the lease runs out: the next asker takes it over, and the
+     * old holder hears so */
     sim_run_until(s, sim_now(s) + DHT_CLAIM_LEASE_MS + 10);
     struct cres t = claim(s, 20, key, DHT_CLAIM_TAKE, NULL);
     CHECK(t.rc == 0 && t.r.state == DHT_CLAIM_GRANTED);
     struct cres o = claim(s, 3, key, DHT_CLAIM_TAKE, NULL);
-    CHECK(o.r.state == DHT_CLAIM_HELD && same_id(&o.r.holder, s, 20));
+    CHECK(o.r.state == DHT_CLAIM_STANDBY && same_id(&o.r.holder, s, 20));
     /* done: every asker is sent to the holder, long after any lease */
     CHECK(claim(s, 20, key, DHT_CLAIM_DONE, NULL).r.state == DHT_CLAIM_FINISHED);
     sim_run_until(s, sim_now(s) + 3 * DHT_CLAIM_LEASE_MS);
@@ -788,13 +793,42 @@ TEST(dht_a_claim_goes_to_the_first_asker_for_a_lease_and_on_when_it_runs_out)
     /* dropped: the next asker gets it at once; only the holder can drop it */
     CHECK(claim(s, 7, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
     CHECK(claim(s, 8, key2, DHT_CLAIM_DROP, NULL).r.state == DHT_CLAIM_NONE);
-    CHECK(claim(s, 9, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_HELD);
+    CHECK(claim(s, 9, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_STANDBY);
     CHECK(claim(s, 7, key2, DHT_CLAIM_DROP, NULL).r.state == DHT_CLAIM_NONE);
     CHECK(claim(s, 9, key2, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
     size_t held = 0;
     for (unsigned i = 0; i < sim_nodes(s); i++)
         held += dht_claims_held(sim_dht(s, i)) > 0;
     CHECK_INT(held, <=, 2); /* key and key2: one granter each */
+    sim_free(s);
+}
+
+TEST(dht_a_claim_goes_to_its_standby_when_the_holder_stops)
+{
+    struct sim *s = network(22, 40);
+    uint8_t key[DHT_ID_LEN];
+    random_key(s, key);
+    struct cres a = claim(s, 3, key, DHT_CLAIM_TAKE, NULL);
+    CHECK(a.rc == 0 && a.r.state == DHT_CLAIM_GRANTED);
+    CHECK(claim(s, 11, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_STANDBY);
+    /* the standby keeps asking, a third of a lease apart; the holder stops (it died) */
+    for (int r = 0; r < 2; r++) {
+        sim_run_until(s, sim_now(s) + DHT_CLAIM_LEASE_MS / 3);
+        struct cres b = claim(s, 11, key, DHT_CLAIM_TAKE, NULL);
+        CHECK(b.r.state == DHT_CLAIM_STANDBY && same_id(&b.r.holder, s, 3));
+        /* another asker meanwhile is only told the holder */
+        struct cres c = claim(s, 30, key, DHT_CLAIM_TAKE, NULL);
+        CHECK(c.r.state == DHT_CLAIM_HELD && same_id(&c.r.holder, s, 3));
+    }
+    sim_run_until(s, sim_now(s) + DHT_CLAIM_LEASE_MS / 3 + 10);
+    /* the holder's lease ran out: the standby has it, whoever asks first */
+    struct cres c = claim(s, 30, key, DHT_CLAIM_TAKE, NULL);
+    CHECK(c.r.state == DHT_CLAIM_STANDBY && same_id(&c.r.holder, s, 11));
+    CHECK(claim(s, 11, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
+    /* the new holder drops it: its standby (30) has it at once */
+    CHECK(claim(s, 11, key, DHT_CLAIM_DROP, NULL).r.state == DHT_CLAIM_NONE);
+    CHECK(claim(s, 30, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_GRANTED);
+    CHECK(claim(s, 3, key, DHT_CLAIM_TAKE, NULL).r.state == DHT_CLAIM_STANDBY);
     sim_free(s);
 }
 
@@ -854,9 +888,9 @@ TEST(dht_claims_are_capped_per_source_and_the_rest_go_on_uncoordinated)
           !memcmp(a.nodes[0].id, holder.id, DHT_ID_LEN));
     CHECK(feed(d, &other, &m, 6002) == 0);
     CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_HELD);
-    m.op = DHT_CLAIM_TAKE;
+    m.op = DHT_CLAIM_TAKE; /* the first other asker: the standby */
     CHECK(feed(d, &other, &m, 6003) == 0);
-    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_HELD &&
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_STANDBY &&
           !memcmp(a.nodes[0].id, holder.id, DHT_ID_LEN));
     /* leases run out: the claims are dropped at the next tick */
     dht_tick(d, 6003 + DHT_CLAIM_LEASE_MS + 2000);

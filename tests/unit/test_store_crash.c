@@ -190,6 +190,9 @@ TEST(store_full_map_fails_writes_cleanly_under_readers)
         r[i] = (struct map_reader){s, d, &committed, &stop, 0, 0};
         CHECK(pthread_create(&t[i], NULL, map_read_loop, &r[i]) == 0);
     }
+    /* one layer before the other process starts: under load, it could fill the map first */
+    CHECK(put_layer(s, 0, n, 1000 + n, d[n]) == 0);
+    committed = ++n;
     map_filler_go(go);
     while (n < 2000 && (rc = put_layer(s, 0, n, 1000 + n, d[n])) == 0)
         committed = ++n;
