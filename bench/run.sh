@@ -46,6 +46,11 @@
 #           at once and run python3 -c 'import json': the bytes the registry served for its
 #           layer over the layer's size, and the time until all are done (with AFSP_BIN_OLD,
 #           both builds, interleaved; BENCH_STORM_ROUNDS rounds, default 1).
+#   takeover  10 daemons on 127.0.x.y mount the python image at once from a registry in a network
+#           namespace capped at 80 Mbit/s; the node that claimed the layer is killed (SIGKILL)
+#           once a third of the layer's download time has passed: the bytes the registry served
+#           for the layer over its size, and the time until the nine others have run python3
+#           (with AFSP_BIN_OLD, both builds, interleaved; BENCH_TAKEOVER_ROUNDS rounds, default 2).
 #   swarmnet  8 nodes, each in a network namespace capped at 100 Mbit/s (tc tbf), one holding a
 #           256 MiB random layer, the 7 others pulling it at once: the time against the ideal
 #           (the layer over one link) and the copies the holder sent (with AFSP_BIN_OLD, that
@@ -61,7 +66,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm swarmnet"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover swarmnet"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -74,6 +79,7 @@
 #   BENCH_FANOUT_ROUNDS  rounds of peer's 20 concurrent pulls (default 1; 3 with AFSP_BIN_OLD)
 #   BENCH_STORM_ROUNDS=1 rounds of storm's 10 and 20 daemons
 #   BENCH_SWARMNET_ROUNDS=1  rounds of swarmnet
+#   BENCH_TAKEOVER_ROUNDS=2  rounds of takeover
 #   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
@@ -84,7 +90,8 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BIN:=$SRC/build/afsp}"
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm swarmnet}"
+: "${BENCH_TAKEOVER_ROUNDS:=2}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover swarmnet}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -1339,6 +1346,120 @@ bench_storm() {
     } >>"$SUMMARY"
 }
 
+# takeover: as storm with 10 daemons, but the registry sits in a network namespace capped at
+# 80 Mbit/s, and the node that claimed the layer is killed a third of the way through its
+# download (by the time the cap allows: both builds at the same moment): the registry's bytes for
+# the layer over its size (with a standby that relays: about 1; before: up to 2), and the time
+# until the nine others have run python3.
+bench_takeover() {
+    require docker-registry umoci skopeo
+    # shellcheck source=../tests/integration/lib-node.sh
+    . "$SRC/tests/integration/lib-node.sh"
+    local sub=10.233.$((RANDOM % 250)) reg size layer dg r b net=150 n=10
+    netns_hub "afspbh$$" "$sub.1"
+    netns_join "afspbh$$" "afspbr$$" "$sub.2" 80mbit
+    local REGISTRY REGISTRY_LOG REGISTRY_PID
+    start_registry --netns "afspbr$$" "$sub.2"
+    local ref=$REGISTRY/bench/takeover oci=$TEST_TMPDIR/takeover.oci
+    cp -a "$OCI" "$oci"
+    push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
+    dg=$PUSHED_DIGEST
+    rm -rf "$oci"
+    read -r layer <<<"$(layer_digests "$ref:1")"
+    size=$(curl -fsSI "http://$REGISTRY/v2/bench/takeover/blobs/$layer" | tr -d '\r' |
+        awk 'tolower($1) == "content-length:" { print $2 }')
+    # a third of the download at 80 Mbit/s (10 MB/s), in seconds
+    local cut_s
+    cut_s=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 3 / 1e7 }')
+    takeover_run() { # BUILD
+        local AFSP_BIN i port d=() h=() p=() pid=() logs=() w=() skip t0 t1 gets bytes
+        local failed=0 claimant=""
+        AFSP_BIN=$(bin_of "$1")
+        net=$((net + 1))
+        for ((i = 1; i <= n; i++)); do
+            port=$(free_port)
+            d[i]=$TEST_TMPDIR/tk$net-$i p[i]=$port h[i]=127.0.$net.$i
+            [ "$1" = old ] && h[i]=127.0.0.1
+            if ((i == 1)); then
+                NODE_HOST=${h[1]} start_node "tk$net-$i" "${d[i]}" "$port"
+            else
+                NODE_HOST=${h[i]} start_node "tk$net-$i" "${d[i]}" "$port" "${h[1]}:${p[1]}"
+            fi
+            pid[i]=$BG_PID logs[i]=$BG_LOG
+        done
+        for ((i = 1; i <= n; i++)); do wait_until 60 dht_at_least "${d[i]}" contacts $((n - 1)); done
+        skip=$(wc -l <"$REGISTRY_LOG")
+        sync
+        t0=$(date +%s%N)
+        for ((i = 1; i <= n; i++)); do
+            mkdir -p "${d[i]}.mnt"
+            on_exit "mountpoint -q '${d[i]}.mnt' && umount -l '${d[i]}.mnt'"
+            (timeout 300 "$AFSP_BIN" --data "${d[i]}" mount --insecure-registry "$REGISTRY" \
+                "$ref@$dg" "${d[i]}.mnt" >/dev/null 2>&1 &&
+                timeout 120 chroot "${d[i]}.mnt" /usr/bin/python3 -c 'import json') &
+            w[i]=$!
+        done
+        find_claimant() {
+            local k
+            for ((k = 1; k <= n; k++)); do
+                if grep -q "event=claim layer=" "${logs[k]}"; then
+                    claimant=$k
+                    return 0
+                fi
+            done
+            return 1
+        }
+        wait_until 60 find_claimant
+        sleep "$cut_s" # the moment of the cut, the same for both builds: not a synchronisation
+        kill -KILL "${pid[claimant]}"
+        for ((i = 1; i <= n; i++)); do
+            if ((i == claimant)); then
+                wait "${w[i]}" || true
+            else
+                wait "${w[i]}" || failed=$((failed + 1))
+            fi
+        done
+        t1=$(date +%s%N)
+        ((failed == 0)) || fail "takeover ($1 build): $failed mounts or python3 runs failed"
+        read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer" "$skip")"
+        for ((i = 1; i <= n; i++)); do
+            mountpoint -q "${d[i]}.mnt" && "$AFSP_BIN" --data "${d[i]}" umount "${d[i]}.mnt" ||
+                umount -l "${d[i]}.mnt" 2>/dev/null || true
+            ((i == claimant)) || kill_bg "${pid[i]}"
+            rm -rf "${d[i]}" "${d[i]}.mnt"
+        done
+        local ratio secs
+        ratio=$(awk -v b="$bytes" -v s="$size" 'BEGIN { printf "%.2f", b / s }')
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+        rec takeover_ratio "$1" "$ratio"
+        rec takeover_s "$1" "$secs"
+        log "takeover ($1 build): claimant node $claimant killed after $cut_s s; the registry served the layer $gets times, ${ratio}x its size; the nine others done in $secs s"
+    }
+    for ((r = 1; r <= BENCH_TAKEOVER_ROUNDS; r++)); do
+        if ((r % 2)); then
+            for b in "${BUILDS[@]}"; do takeover_run "$b"; done
+        else
+            for b in "${BUILDS_REV[@]}"; do takeover_run "$b"; done
+        fi
+    done
+    kill_bg "$REGISTRY_PID"
+    {
+        echo "### The claimant killed: 10 daemons mount the python image at once from a registry capped at 80 Mbit/s, and the claimant is killed a third of the way through ($BENCH_TAKEOVER_ROUNDS rounds)"
+        echo
+        echo "The layer is $(awk -v s="$size" 'BEGIN { printf "%.1f MB", s / 1e6 }'); killed $cut_s s after its claim. Bytes the registry served for it, over its size; the time until the nine others had run python3."
+        echo
+        echo "| build | registry bytes / layer (median, best) | seconds (median, best) |"
+        echo "|---|---|---|"
+        for b in "${BUILDS[@]}"; do
+            local vr=() vs=()
+            mapfile -t vr < <(rec_values takeover_ratio "$b")
+            mapfile -t vs < <(rec_values takeover_s "$b")
+            echo "| $b$([ "$b" = old ] && echo " ($AFSP_OLD_REV)") | $(median "${vr[@]}"), $(printf '%s\n' "${vr[@]}" | sort -g | head -n1) | $(median "${vs[@]}"), $(printf '%s\n' "${vs[@]}" | sort -g | head -n1) |"
+        done
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
@@ -1352,6 +1473,7 @@ wants dht && bench_dht_cluster
 wants dht && bench_dht_memory
 wants swarm && bench_swarm
 wants storm && bench_storm
+wants takeover && bench_takeover
 wants swarmnet && bench_swarmnet
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;

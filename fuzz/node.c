@@ -16,19 +16,23 @@
  *   0x04 u8 r u8 n u8 b a HAVE_REPLY to seen request r % n: n chunks, every bitmap byte b
  *   0x05 u8 q u8 mode   answer seen DHT query q % n: the member provides everything (mode bit 0:
  *                       it names itself in NODES too; bit 1: a contact that will not answer);
- *                       a CLAIM gets state mode % 5, a lease of mode * 256 ms, and (bit 3) a
+ *                       a CLAIM gets state mode % 6, a lease of mode * 256 ms, and (bit 3) a
  *                       holder: the member or (bit 4) the contact that will not answer
- *   0x06 u8 what        the victim's task submits a job (what % 5: the blob, the index, chunks
+ *   0x06 u8 what        the victim's task submits a job (what % 6: the blob, the index, chunks
  *                       of the partial layer, the claim of a layer (bit 5: the one it lacks,
- *                       else the partial one), the end of that claim (bit 3: whole))
+ *                       else the partial one; bit 6: the task reads downloads; bit 7: its read
+ *                       of the member's failed), the end of that claim (bit 3: whole), bytes
+ *                       (what >> 3) * 200 on of the member's download of the layer it lacks)
  *   0x07 u8 which       a control request (which % the table below)
  *   0x08 u8 len bytes   a control request line of these bytes
  *   0x09                the link closes (reset); the next op that needs it connects again
  *   0x0a                the store changed: the whole layer is evicted
  *   0x0b u16 len bytes  a DHT message of these bytes
  *   0x0c                the member connects (if it is not linked)
- *   0x0d u8 what u8 c   the member asks the victim (what % 4: the manifest it holds, the whole
- *                       layer's index, its chunk c, which chunks it has) with the next id
+ *   0x0d u8 what u8 c   the member asks the victim (what % 5: the manifest it holds, the whole
+ *                       layer's index, its chunk c, which chunks it has, or bytes c * 100 on,
+ *                       (what / 5) * 300 of them, of the layer the victim downloads now, 1,000
+ *                       bytes a second, written or not) with the next id
  *   0x0e u8 id          the member cancels request id
  *   0x0f u8 l u8 c      the member says it holds chunk c of layer l % 3 (GOT: whole, partial,
  *                       unknown), true or not
@@ -54,6 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint8_t L_WHOLE[DIGEST_LEN] = {1}, L_PART[DIGEST_LEN] = {2}, L_NONE[DIGEST_LEN] = {3};
 static const uint8_t M_HELD[DIGEST_LEN] = {4}, M_NONE[DIGEST_LEN] = {5};
+static const uint8_t L_DL[DIGEST_LEN] = {6}; /* the victim downloads it now: 1,000 bytes a second */
+#define DL_SIZE 20000
 
 struct job {
     struct node_job j;
@@ -362,9 +368,15 @@ static void answer_data(struct world *w, const struct p2p_msg *req, uint8_t mode
 
 static void member_ask(struct world *w, uint8_t what, uint8_t chunk)
 {
-    static const enum p2p_msg_type type[] = {P2P_GET_BLOB, P2P_GET_INDEX, P2P_GET_CHUNK, P2P_HAVE};
-    struct p2p_msg m = {.type = type[what % 4], .id = ++w->asked, .chunk = chunk};
-    memcpy(m.digest, what % 4 == 0 ? M_HELD : L_WHOLE, DIGEST_LEN);
+    static const enum p2p_msg_type type[] = {P2P_GET_BLOB, P2P_GET_INDEX, P2P_GET_CHUNK, P2P_HAVE,
+                                             P2P_GET_BLOB};
+    struct p2p_msg m = {.type = type[what % 5], .id = ++w->asked, .chunk = chunk};
+    memcpy(m.digest, what % 5 == 0 ? M_HELD : L_WHOLE, DIGEST_LEN);
+    if (what % 5 == 4) { /* bytes of the download, written or not, past its end or not */
+        memcpy(m.digest, L_DL, DIGEST_LEN);
+        m.off = (uint64_t)chunk * 100;
+        m.len = (uint32_t)(what / 5) * 300;
+    }
     send_msg(w, &m);
 }
 
@@ -493,7 +505,8 @@ static void world_init(struct world *w)
         memstore_blob_add(w->vs, M_HELD, man, sizeof man, true) ||
         memstore_layer_add(w->hs, L_PART, 8, CHUNK_LEN, true) ||
         memstore_layer_add(w->hs, L_NONE, 3, CHUNK_LEN, true) ||
-        memstore_blob_add(w->hs, M_NONE, man, sizeof man, true))
+        memstore_blob_add(w->hs, M_NONE, man, sizeof man, true) ||
+        (memstore_set_clock(w->vs, &w->now), memstore_dl_set(w->vs, L_DL, DL_SIZE, 0, 1000)))
         abort();
     struct node_cfg cfg = {.id = &w->vid,
                            .cluster_key = w->key,
@@ -527,18 +540,32 @@ static void job_new(struct world *w, uint8_t what)
         return;
     buf_release(&jb->out);
     memset(jb, 0, sizeof *jb);
-    switch (what % 5) {
+    struct dht_contact me = {.addr = member_addr};
+    memcpy(me.id, w->hid.id, DHT_ID_LEN);
+    switch (what % 6) {
     case 0:
         jb->j.kind = NODE_JOB_BLOB;
         memcpy(jb->j.digest, M_NONE, DIGEST_LEN);
+        break;
+    case 5: /* the relay: bytes of the member's download of a layer, wherever it says it is */
+        jb->j.kind = NODE_JOB_BLOB;
+        memcpy(jb->j.digest, L_NONE, DIGEST_LEN);
+        jb->j.has_src = true;
+        jb->j.src = me;
+        jb->j.off = (uint64_t)(what >> 3) * 200;
+        jb->j.len = 1000;
         break;
     case 1:
         jb->j.kind = NODE_JOB_INDEX;
         memcpy(jb->j.digest, L_NONE, DIGEST_LEN);
         break;
-    case 3: /* before a registry download: the layer's claim */
+    case 3: /* before a registry download: the layer's claim (a task that reads downloads, and
+             * whose read of the member's failed) */
         jb->j.kind = NODE_JOB_CLAIM;
         memcpy(jb->j.digest, what & 32 ? L_NONE : L_PART, DIGEST_LEN);
+        jb->j.relay = what & 64;
+        jb->j.avoid_src = what & 128;
+        jb->j.src = me;
         break;
     case 4:
         jb->j.kind = NODE_JOB_CLAIM_END;
@@ -555,7 +582,7 @@ static void job_new(struct world *w, uint8_t what)
         jb->j.last = 7;
         break;
     }
-    jb->j.max = 4096;
+    jb->j.max = jb->j.has_src ? 3 * CHUNK_LEN : 4096;
     jb->j.out = &jb->out;
     submit(w, jb, w->now);
     take_effects(w);

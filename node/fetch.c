@@ -203,7 +203,10 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
     if (js->j->kind != NODE_JOB_CHUNKS) {
         js->nreq--;
         n->requesting--;
-        if (rc == 0) {
+        if (rc == 0 && js->j->has_src) {
+            n->st.relay_read_bytes += js->j->out->len;
+            job_finish(js, 0);
+        } else if (rc == 0) {
             n->st.blobs_fetched++;
             if (js->j->kind == NODE_JOB_INDEX) /* its sender built it: verify.c */
                 memcpy(js->j->from, k->peer_id, P2P_ID_LEN);

@@ -190,6 +190,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(claim_takeovers, "of those, claimed by this node after the claimant's lease ran out")        \
     X(claim_waits_expired, "of those, that gave up waiting and downloaded uncoordinated")          \
     X(relayed_bytes, "bytes of this node's registry downloads sent to peers while they ran")       \
+    X(relay_read_bytes, "bytes of other nodes' downloads read as they ran (as their standby)")     \
     X(relay_waits, "peers' requests for download bytes not here yet, answered when they came")     \
     X(relay_busy, "of those, answered busy: the bytes did not come in time")
 

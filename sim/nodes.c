@@ -241,7 +241,10 @@ static void flush(struct simn *s, unsigned i)
             break;
         }
         case NODE_FX_JOB_DONE:
-            task_schedule(s, (struct stask *)e.job->task_arg);
+            if (e.job->task_arg == &s->jobs_direct) /* simn_job's */
+                s->jobs_direct--;
+            else
+                task_schedule(s, (struct stask *)e.job->task_arg);
             break;
         case NODE_FX_STOPPED:
             sn->stopped = true;
@@ -437,8 +440,8 @@ int simn_add(struct simn *s, const unsigned *seeds, size_t nseeds)
     uint8_t seed[32];
     rng_fill(&s->rng, seed, sizeof seed);
     int rc = p2p_identity_from_seed(&sn->id, seed);
-    if (rc == 0)
-        rc = memstore_new(&sn->ms);
+    if (rc == 0 && (rc = memstore_new(&sn->ms)) == 0)
+        memstore_set_clock(sn->ms, &s->now);
     if (rc < 0) {
         p2p_identity_wipe(&sn->id);
         free(sn);
@@ -487,9 +490,11 @@ void simn_kill(struct simn *s, unsigned i)
         st->fetch = NULL;
         if (st->downloading) /* what the registry had sent of the layer when it died */
             s->registry_bytes +=
-                MIN(st->dl_size, s->cfg.registry_rate
-                                     ? (s->now - st->dl_start) * s->cfg.registry_rate / 1000
-                                     : st->dl_size);
+                MIN(st->dl_size - st->dl_base,
+                    s->cfg.registry_rate ? (s->now - st->dl_start) * s->cfg.registry_rate / 1000
+                                         : st->dl_size);
+        if (st->downloading || st->streaming)
+            memstore_dl_end(sn->ms, st->layers[st->layer], -ECANCELED);
     }
     node_free(sn->n); /* frees the tasks it held; the simulator's go with the node's life */
     for (struct stask **pp = &s->tasks; *pp;) {
@@ -647,6 +652,15 @@ int simn_link_dialer(const struct simn *s, unsigned i, unsigned j)
 struct memstore *simn_registry(struct simn *s)
 {
     return s->registry;
+}
+
+void simn_job(struct simn *s, unsigned i, struct node_job *j)
+{
+    j->task_arg = &s->jobs_direct;
+    j->rc = 1;
+    s->jobs_direct++;
+    node_job_submit(s->nodes[i]->n, j, s->now);
+    flush(s, i);
 }
 
 uint64_t simn_registry_fetches(const struct simn *s)

@@ -75,8 +75,13 @@ struct stask {
     size_t nlayers;
     unsigned claims;  /* claim jobs of the layer (a claim that sends it to peers again: more) */
     bool claimed;     /* it holds the layer's claim */
-    bool downloading; /* a whole layer from the registry, dl_size bytes since dl_start */
-    uint64_t dl_start, dl_size;
+    bool downloading; /* a whole layer from the registry, from dl_base, since dl_start */
+    uint64_t dl_start, dl_size, dl_base;
+    /* reading another node's download (the relay): src's, pos bytes so far */
+    bool streaming;
+    struct dht_contact src;
+    uint64_t pos;
+    unsigned busy, asks;
     struct stask *next;
 };
 
@@ -101,6 +106,7 @@ struct simn {
     size_t ntickets, captickets;
     struct memstore *registry; /* what the registry serves */
     uint64_t registry_fetches;
+    unsigned jobs_direct; /* simn_job's jobs not handed back yet */
     uint64_t registry_bytes;
 };
 

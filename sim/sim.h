@@ -170,6 +170,19 @@ int memstore_index_decode(const uint8_t *p, size_t n, uint32_t *nchunks, uint32_
  */
 void *memstore_fetch_open(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 void memstore_fetch_close(struct memstore *m, void *fetch);
+/* A download of a layer under way here (node_store_ops dl_*, what the node relays): base bytes
+ * of size written now, rate more a second after, on the clock now points at (set first with
+ * memstore_set_clock). Set again as it goes; ended with its result (rc < 0: failed). */
+void memstore_set_clock(struct memstore *m, const uint64_t *now);
+int memstore_dl_set(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                    uint64_t base, uint64_t rate);
+void memstore_dl_end(struct memstore *m, const uint8_t digest[DIGEST_LEN], int rc);
+
+/* The simulator's relay (store_pull's feed_stream): pieces, busy answers in a row and claims
+ * asked again before the registry. */
+#define SIMN_RELAY_PIECE (1u << 20)
+#define SIMN_RELAY_BUSY_MAX 5
+#define SIMN_RELAY_ASKS_MAX 8
 
 /* ---- nodes.c ----------------------------------------------------------------------------------
  * Node cores wired by in-memory links on a virtual clock (the clock starts at 1000 ms). Node i
@@ -241,6 +254,9 @@ void simn_stop(struct simn *s, unsigned i);
 struct memstore *simn_registry(struct simn *s);
 /* Blobs, indexes and chunks the registry served. */
 uint64_t simn_registry_fetches(const struct simn *s);
+/* Submits job j (the caller's: its out buffer, fetch handle) to node i's core directly, as a
+ * task would; j->rc is 1 until the core hands it back (run the simulation until then). */
+void simn_job(struct simn *s, unsigned i, struct node_job *j);
 /* Bytes of those (a download cut by simn_kill: what had come of it). */
 uint64_t simn_registry_bytes(const struct simn *s);
 /* Bytes node i sent on its links (what its uplink carried). */

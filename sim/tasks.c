@@ -27,8 +27,19 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     j->max = SIMN_MANIFEST_MAX;
     st->out.len = 0;
     j->out = &st->out;
-    if (kind == NODE_JOB_CLAIM)
+    if (kind == NODE_JOB_CLAIM) {
         j->max = st->dl_size;
+        j->relay = true;
+        j->avoid_src = st->streaming; /* the download it read failed it */
+        j->src = st->src;
+    }
+    if (kind == NODE_JOB_BLOB && st->streaming) {
+        j->has_src = true;
+        j->src = st->src;
+        j->off = st->pos;
+        j->len = (uint32_t)MIN((uint64_t)SIMN_RELAY_PIECE, st->dl_size - st->pos);
+        j->max = st->dl_size;
+    }
     if (kind == NODE_JOB_CLAIM_END)
         j->whole = memstore_layer_complete(s->nodes[st->node]->ms, digest);
     if (kind == NODE_JOB_CHUNKS) {
@@ -94,16 +105,50 @@ static void task_finish(struct simn *s, struct stask *st, int rc)
     node_task_done(sn->n, t, s->now);
 }
 
-enum { T_START, T_MANIFEST, T_INDEX, T_CHUNKS, T_FETCH, T_CLAIM, T_DOWNLOAD, T_CLAIM_END };
+enum {
+    T_START,
+    T_MANIFEST,
+    T_INDEX,
+    T_CHUNKS,
+    T_FETCH,
+    T_CLAIM,
+    T_DOWNLOAD,
+    T_CLAIM_END,
+    T_STREAM
+};
 
-/* A whole layer from the registry (its claim asked for, or given up on): it shows in the store
- * when its last byte has come, at the registry's rate. */
+/* A whole layer from the registry (its claim asked for, or given up on), from st->pos (what a
+ * relay gave it already: a Range request): it shows in the store when its last byte has come,
+ * at the registry's rate; meanwhile peers may read it (the relay). */
 static void download_start(struct simn *s, struct stask *st)
 {
     st->state = T_DOWNLOAD;
     st->downloading = true;
     st->dl_start = s->now;
-    task_schedule_in(s, st, s->cfg.registry_rate ? st->dl_size * 1000 / s->cfg.registry_rate : 0);
+    st->dl_base = st->pos;
+    memstore_dl_set(s->nodes[st->node]->ms, st->layers[st->layer], st->dl_size, st->pos,
+                    s->cfg.registry_rate ? s->cfg.registry_rate : st->dl_size * 1000);
+    uint64_t rest = st->dl_size - st->pos;
+    task_schedule_in(s, st, s->cfg.registry_rate ? rest * 1000 / s->cfg.registry_rate : 0);
+}
+
+/* The next piece of src's download (the relay), or the layer's claim again after too many busy
+ * answers or a failure (src is avoided then), as store_pull's feed_stream does. */
+static void stream_next(struct simn *s, struct stask *st, int rc)
+{
+    const uint8_t *d = st->layers[st->layer];
+    if (rc == 0 || (rc == -EBUSY && ++st->busy < SIMN_RELAY_BUSY_MAX)) {
+        st->state = T_STREAM;
+        job_submit(s, st, NODE_JOB_BLOB, d);
+        return;
+    }
+    st->busy = 0;
+    if (++st->asks > SIMN_RELAY_ASKS_MAX) {
+        download_start(s, st); /* uncoordinated, from where it is */
+        return;
+    }
+    st->state = T_CLAIM;
+    job_submit(s, st, NODE_JOB_CLAIM, d);
 }
 
 /* A manifest's layers into st (0 or AFSP_E_FORMAT). */
@@ -223,6 +268,16 @@ void task_step(struct simn *s, struct stask *st)
         break;
     }
     case T_CLAIM:
+        if (j->rc == 0 && j->stream) { /* the standby, or a relay that failed: read src's */
+            st->streaming = true;
+            st->src = j->src;
+            stream_next(s, st, 0);
+            return;
+        }
+        if (j->rc == -EAGAIN && st->streaming) { /* the source has it whole now: read on */
+            stream_next(s, st, 0);
+            return;
+        }
         if (j->rc == -EAGAIN) { /* a peer has it now */
             st->state = T_INDEX;
             job_submit(s, st, NODE_JOB_INDEX, st->layers[st->layer]);
@@ -235,12 +290,32 @@ void task_step(struct simn *s, struct stask *st)
         st->claimed = j->claimed;
         download_start(s, st);
         return;
-    case T_DOWNLOAD: { /* its last byte came */
+    case T_STREAM: /* a piece of src's download came, or not */
+        if (j->rc == 0 && st->out.len) {
+            st->busy = 0;
+            st->pos += st->out.len;
+            memstore_dl_set(sn->ms, st->layers[st->layer], st->dl_size, st->pos, 0);
+            if (st->pos < st->dl_size) {
+                stream_next(s, st, 0);
+                return;
+            }
+        } else {
+            stream_next(s, st, j->rc ? j->rc : AFSP_E_PROTO);
+            return;
+        }
+        __attribute__((fallthrough)); /* its last byte came: as a download's */
+    case T_DOWNLOAD: {                /* its last byte came */
         const uint8_t *d = st->layers[st->layer];
+        if (st->downloading) {
+            s->registry_fetches++;
+            s->registry_bytes += st->dl_size - st->dl_base;
+            t->registry_bytes += st->dl_size - st->dl_base;
+        }
         st->downloading = false;
-        s->registry_fetches++;
-        s->registry_bytes += st->dl_size;
-        t->registry_bytes += st->dl_size;
+        bool streamed = st->streaming;
+        st->streaming = false;
+        st->pos = 0;
+        st->asks = 0;
         uint32_t nc, cl;
         if ((rc = memstore_ops.index(s->registry, d, &reg)) == 0 &&
             (rc = memstore_index_decode(reg.p, reg.len, &nc, &cl)) == 0) {
@@ -249,8 +324,9 @@ void task_step(struct simn *s, struct stask *st)
                 memstore_layer_index(sn->ms, d, NULL, false);
         }
         buf_release(&reg);
+        memstore_dl_end(sn->ms, d, rc);
         node_store_changed(sn->n, s->now);
-        if (st->claimed) {
+        if (st->claimed || streamed) { /* the claim, or the standby, ends */
             st->claimed = false;
             st->state = T_CLAIM_END;
             job_submit(s, st, NODE_JOB_CLAIM_END, d);

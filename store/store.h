@@ -12,7 +12,8 @@
  * Layout of a data directory DATA:
  *   DATA/store/        the LMDB environment (metadata: layers, images, indexes, chunk presence)
  *   DATA/blobs/sha256/ one file per layer blob, chunk bodies at their own offsets (sparse)
- *   DATA/tmp/          downloads in progress; never read by anyone but their writer
+ *   DATA/tmp/          downloads in progress; read only by their writer's process (which may
+ *                      relay them to peers: store_dl_open)
  *
  * A store may be opened by several processes at once (LMDB's locking); every write goes through
  * one LMDB write transaction, so concurrent pulls reserve space safely.

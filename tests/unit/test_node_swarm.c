@@ -4,6 +4,8 @@
  */
 #include "nodes.h"
 
+#include <errno.h>
+
 #include <string.h>
 
 /* n nodes on uplinks of rate bytes a second, node 0 the seed of every other. */
@@ -157,7 +159,8 @@ TEST(node_swarm_fifty_nodes_ask_the_registry_for_a_layer_once)
     /* the layer once, and the 52-byte manifest that every node asked for */
     CHECK_INT(simn_registry_bytes(s) - reg0, <=, layer * 105 / 100 + 50 * 64);
 
-    /* the second image: its claimant dies half-way through the download */
+    /* the second image: its claimant dies half-way through the download; its standby takes
+     * over from what it had read of it */
     int t[50];
     char req[256];
     snprintf(req, sizeof req, "{\"cmd\":\"pull\",\"ref\":\"%s\"}", im2.ref);
@@ -176,7 +179,16 @@ TEST(node_swarm_fifty_nodes_ask_the_registry_for_a_layer_once)
     }
     CHECK_INT(claimant, <, 50);
     simn_run_until(s, simn_now(s) + layer * SEC / reg_rate / 2);
+    /* the standby read the claimant's download as it ran (at the claimant's uplink's pace,
+     * slower than the registry's here): what it had not read yet, only the claimant held */
+    uint64_t relayed = 0, reg_before = simn_registry_bytes(s);
+    for (unsigned i = 0; i < 50; i++)
+        relayed += i == claimant ? 0 : CORE_COUNTER(s, i, relay_read_bytes);
     simn_kill(s, claimant);
+    uint64_t cut = simn_registry_bytes(s) - reg_before; /* the claimant's download */
+    CHECK_INT(cut, >=, layer * 4 / 10);
+    CHECK_INT(relayed, >=, layer / 8);
+    CHECK_INT(relayed, <=, cut);
     struct storm st = {s, t, 50, claimant};
     CHECK(simn_run(s, storm_answered, &st, simn_now(s) + 600 * SEC));
     uint64_t takeovers = 0;
@@ -189,8 +201,98 @@ TEST(node_swarm_fifty_nodes_ask_the_registry_for_a_layer_once)
         takeovers += CORE_COUNTER(s, i, claim_takeovers);
     }
     CHECK_INT(takeovers, ==, 1);
-    /* once whole (the new claimant's), half once (the dead one's), and the manifests */
-    CHECK_INT(simn_registry_bytes(s) - reg0, <=, layer * 105 / 100 + layer / 2 + 50 * 64);
-    CHECK_INT(simn_registry_bytes(s) - reg0, >=, layer + layer / 2);
+    /* the standby took over and asked the registry for the rest only: the layer once, what only
+     * the claimant held, and the manifests */
+    uint64_t only_claimant = cut > relayed ? cut - relayed : 0;
+    CHECK_INT(simn_registry_bytes(s) - reg0, <=, layer * 105 / 100 + only_claimant + 50 * 64);
+    CHECK_INT(simn_registry_bytes(s) - reg0, >=, layer);
+    simn_free(s);
+}
+
+static bool job_back(void *arg)
+{
+    return ((struct node_job *)arg)->rc != 1;
+}
+
+/* Node i's contact, as the simulator addresses it. */
+static struct dht_contact contact_of(struct simn *s, unsigned i)
+{
+    struct dht_contact c = {
+        .addr = {4,
+                 {10, (uint8_t)((i + 1) >> 16), (uint8_t)((i + 1) >> 8), (uint8_t)(i + 1)},
+                 SIMN_PORT}};
+    memcpy(c.id, simn_id(s, i), DHT_ID_LEN);
+    return c;
+}
+
+/* node 1 reads bytes [off, off + len) of node 0's download; returns the job's code, and the
+ * virtual time it took in *ms */
+static int relay_read(struct simn *s, const uint8_t *d, uint64_t off, uint32_t len, struct buf *out,
+                      uint64_t *ms)
+{
+    struct node_job j = {.kind = NODE_JOB_BLOB,
+                         .has_src = true,
+                         .off = off,
+                         .len = len,
+                         .max = 4u << 20,
+                         .out = out,
+                         .src = contact_of(s, 0)};
+    memcpy(j.digest, d, DIGEST_LEN);
+    uint64_t t0 = simn_now(s);
+    out->len = 0;
+    simn_job(s, 1, &j);
+    CHECK(simn_run(s, job_back, &j, t0 + 60 * SEC));
+    *ms = simn_now(s) - t0;
+    return j.rc;
+}
+
+TEST(node_relay_answers_a_download_s_bytes_as_they_come)
+{
+    struct simn *s = cluster_new(71);
+    unsigned zero = 0;
+    CHECK(simn_add(s, NULL, 0) == 0);
+    CHECK(simn_add(s, &zero, 1) == 1);
+    simn_run_until(s, simn_now(s) + 2 * SEC);
+    uint8_t d[DIGEST_LEN] = {0x77};
+    struct buf out = {0};
+    uint64_t ms;
+    /* a download at 1 MiB/s: bytes 0.5-1.5 MiB are answered once written, 1.5 s after it began */
+    CHECK(memstore_dl_set(simn_store(s, 0), d, 4u << 20, 0, 1u << 20) == 0);
+    CHECK_INT(relay_read(s, d, 512u << 10, 1u << 20, &out, &ms), ==, 0);
+    CHECK_INT(out.len, ==, 1u << 20);
+    CHECK_INT(ms, >=, 1500 - 10);
+    CHECK_INT(ms, <=, 1500 + 50);
+    CHECK_INT(counter(s, 0, "relay_waits"), ==, 1);
+    CHECK_INT(counter(s, 0, "relayed_bytes"), ==, 1u << 20);
+    CHECK_INT(counter(s, 1, "relay_read_bytes"), ==, 1u << 20);
+    /* bytes written already come at once */
+    CHECK_INT(relay_read(s, d, 0, 1u << 20, &out, &ms), ==, 0);
+    CHECK_INT(ms, <=, 50);
+    CHECK_INT(counter(s, 0, "relay_waits"), ==, 1);
+    /* a download that stands still: busy after NODE_PARK_MAX_MS, not a hang */
+    CHECK(memstore_dl_set(simn_store(s, 0), d, 4u << 20, 3u << 20, 0) == 0);
+    CHECK_INT(relay_read(s, d, 3u << 20, 1u << 20, &out, &ms), ==, -EBUSY);
+    CHECK_INT(ms, >=, NODE_PARK_MAX_MS);
+    CHECK_INT(ms, <=, NODE_PARK_MAX_MS + 50);
+    CHECK_INT(counter(s, 0, "relay_busy"), ==, 1);
+    /* past the end: nothing; a download that failed: not found, at once */
+    CHECK_INT(relay_read(s, d, 4u << 20, 1u << 20, &out, &ms), ==, 0);
+    CHECK_INT(out.len, ==, 0);
+    memstore_dl_end(simn_store(s, 0), d, -EIO);
+    CHECK_INT(relay_read(s, d, 0, 1u << 20, &out, &ms), ==, AFSP_E_NOTFOUND);
+    CHECK_INT(ms, <=, 50);
+    /* idle longer than every timeout (the link closed meanwhile): a new download is read the
+     * same way, over a new link */
+    simn_run_until(s, simn_now(s) + 2 * longest_timeout());
+    uint8_t d2[DIGEST_LEN] = {0x78};
+    CHECK(memstore_dl_set(simn_store(s, 0), d2, 4u << 20, 1u << 20, 1u << 20) == 0);
+    CHECK_INT(relay_read(s, d2, 1u << 20, 1u << 20, &out, &ms), ==, 0);
+    CHECK_INT(out.len, ==, 1u << 20);
+    CHECK_INT(ms, >=, 1 * SEC - 10);
+    CHECK_INT(ms, <=, 1 * SEC + 100);
+    /* a node that is gone: not found once the dial fails */
+    simn_kill(s, 0);
+    CHECK(relay_read(s, d2, 0, 1u << 20, &out, &ms) < 0);
+    buf_release(&out);
     simn_free(s);
 }
