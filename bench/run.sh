@@ -51,6 +51,11 @@
 #           once a third of the layer's download time has passed: the bytes the registry served
 #           for the layer over its size, and the time until the nine others have run python3
 #           (with AFSP_BIN_OLD, both builds, interleaved; BENCH_TAKEOVER_ROUNDS rounds, default 2).
+#   wholenet  8 nodes, each in a network namespace capped at 100 Mbit/s, and a registry in its
+#           own capped at 200 Mbit/s holding a 64 MiB random layer: all 8 pull it whole at once.
+#           The time against the ideal (the layer over one node's link), the registry's bytes
+#           over the layer, and the bytes relayed from downloads as they ran (with AFSP_BIN_OLD,
+#           that build too, interleaved; BENCH_WHOLENET_ROUNDS rounds, default 1).
 #   swarmnet  8 nodes, each in a network namespace capped at 100 Mbit/s (tc tbf), one holding a
 #           256 MiB random layer, the 7 others pulling it at once: the time against the ideal
 #           (the layer over one link) and the copies the holder sent (with AFSP_BIN_OLD, that
@@ -66,7 +71,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover swarmnet"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -80,6 +85,7 @@
 #   BENCH_STORM_ROUNDS=1 rounds of storm's 10 and 20 daemons
 #   BENCH_SWARMNET_ROUNDS=1  rounds of swarmnet
 #   BENCH_TAKEOVER_ROUNDS=2  rounds of takeover
+#   BENCH_WHOLENET_ROUNDS=1  rounds of wholenet
 #   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
@@ -91,7 +97,8 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${AFSP_BENCH_BIN:=$SRC/build/bench}"
 : "${BENCH_ROUNDS:=5}"
 : "${BENCH_TAKEOVER_ROUNDS:=2}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover swarmnet}"
+: "${BENCH_WHOLENET_ROUNDS:=1}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -1257,6 +1264,80 @@ bench_swarmnet() {
     } >>"$SUMMARY"
 }
 
+# wholenet: 8 nodes in capped namespaces pull one layer whole at once from a capped registry
+# (single flight: one download; the claim's standby reads it as it runs, the others wait for
+# its end and swarm): the time, the registry's bytes, the bytes relayed.
+bench_wholenet() {
+    require docker-registry umoci skopeo ip tc
+    # shellcheck source=../tests/integration/lib-node.sh
+    . "$SRC/tests/integration/lib-node.sh"
+    local big=$BENCH_CACHE/random64.oci r b
+    random_image "$TEST_TMPDIR/r64" "$big" 64
+    wholenet_run() { # BUILD
+        local AFSP_BIN i t0 t1 failed=0 w=() oci=$TEST_TMPDIR/wholenet.oci size skip gets bytes
+        local relayed=0 sub ns
+        AFSP_BIN=$(bin_of "$1")
+        netns_cluster 8 100mbit
+        sub=${NET_HOST%.254} ns=afspwr$$x$_NETNS_CLUSTERS
+        netns_join "afsph$$x$_NETNS_CLUSTERS" "$ns" "$sub.200" 200mbit
+        local REGISTRY REGISTRY_LOG REGISTRY_PID
+        start_registry --netns "$ns" "$sub.200"
+        cp -a "$big" "$oci"
+        push_image "$oci" r "$REGISTRY/bench/wholenet:1" --compress none >/dev/null
+        rm -rf "$oci"
+        local ref=$REGISTRY/bench/wholenet@$PUSHED_DIGEST layer
+        read -r layer <<<"$(layer_digests "$REGISTRY/bench/wholenet:1")"
+        skip=$(wc -l <"$REGISTRY_LOG")
+        sync
+        t0=$(date +%s%N)
+        for ((i = 1; i <= 8; i++)); do
+            (timeout 900 "$AFSP_BIN" --data "${D[i]}" pull --insecure-registry "$REGISTRY" "$ref" \
+                >/dev/null 2>&1) &
+            w[i]=$!
+        done
+        for ((i = 1; i <= 8; i++)); do wait "${w[i]}" || failed=$((failed + 1)); done
+        t1=$(date +%s%N)
+        ((failed == 0)) || fail "wholenet ($1 build): $failed pulls failed"
+        size=$(stat -c %s "${D[1]}/blobs/sha256/${layer#sha256:}")
+        read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer" "$skip")"
+        for ((i = 1; i <= 8; i++)); do
+            [ "$1" = old ] || relayed=$((relayed + $(counter "${D[i]}" relayed_bytes)))
+            kill_bg "${PID[i]}"
+            rm -rf "${D[i]}"
+        done
+        kill_bg "$REGISTRY_PID"
+        WN_IDEAL=$(awk -v b="$size" 'BEGIN { printf "%.2f", b / 12.5e6 }')
+        rec wholenet_s "$1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')"
+        rec wholenet_ratio "$1" "$(awk -v a="$bytes" -v b="$size" 'BEGIN { printf "%.2f", a / b }')"
+        rec wholenet_relayed "$1" "$(awk -v a="$relayed" -v b="$size" 'BEGIN { printf "%.2f", a / b }')"
+        log "wholenet ($1 build): 8 pulls of the $((size >> 20)) MiB layer in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }') s (ideal $WN_IDEAL s); the registry served it $gets times, $bytes bytes; $relayed bytes relayed"
+    }
+    for ((r = 1; r <= BENCH_WHOLENET_ROUNDS; r++)); do
+        if ((r % 2)); then
+            for b in "${BUILDS[@]}"; do wholenet_run "$b"; done
+        else
+            for b in "${BUILDS_REV[@]}"; do wholenet_run "$b"; done
+        fi
+    done
+    {
+        echo "### Whole pulls at once from a capped registry: 8 nodes in network namespaces sending at most 100 Mbit/s, the registry in its own at 200 Mbit/s; all 8 pull a 64 MiB layer ($BENCH_WHOLENET_ROUNDS rounds)"
+        echo
+        echo "The ideal is the layer over one node's link: $WN_IDEAL s. Relayed: bytes of downloads read as they ran, over the layer."
+        echo
+        echo "| build | seconds (median, best) | / ideal (median) | registry bytes / layer (median) | relayed / layer (median) |"
+        echo "|---|---|---|---|---|"
+        for b in "${BUILDS[@]}"; do
+            local vs=() vr=() vl=() med best
+            mapfile -t vs < <(rec_values wholenet_s "$b")
+            mapfile -t vr < <(rec_values wholenet_ratio "$b")
+            mapfile -t vl < <(rec_values wholenet_relayed "$b")
+            med=$(median "${vs[@]}") best=$(printf '%s\n' "${vs[@]}" | sort -g | head -n1)
+            echo "| $b$([ "$b" = old ] && echo " ($AFSP_OLD_REV)") | $med, $best | $(ratio "$med" "$WN_IDEAL") | $(median "${vr[@]}") | $(median "${vl[@]}") |"
+        done
+        echo
+    } >>"$SUMMARY"
+}
+
 # storm: N daemons holding nothing mount the python image at once and run python3 from it; the
 # bytes the registry served for its layer, against the layer's size (single flight: 1; before
 # claims: N), and the time until all are done. Each build (with AFSP_BIN_OLD: old and new,
@@ -1474,6 +1555,7 @@ wants dht && bench_dht_memory
 wants swarm && bench_swarm
 wants storm && bench_storm
 wants takeover && bench_takeover
+wants wholenet && bench_wholenet
 wants swarmnet && bench_swarmnet
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;

@@ -266,6 +266,13 @@ void memstore_chunk_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN], u
         l->present[i / 8] &= (uint8_t) ~(1u << (i % 8));
 }
 
+void memstore_chunk_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t i)
+{
+    struct mem_layer *l = layer_find(m, digest);
+    if (l && i < l->nchunks)
+        l->present[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
 int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,
                       bool manifest)
 {

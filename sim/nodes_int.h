@@ -82,6 +82,7 @@ struct stask {
     struct dht_contact src;
     uint64_t pos;
     unsigned busy, asks;
+    bool checking; /* its claim asked every SIMN_RELAY_CHECK bytes */
     struct stask *next;
 };
 

@@ -161,6 +161,8 @@ unsigned memstore_handles_open(const struct memstore *m);
 void memstore_layer_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN]);
 /* Chunk i of a layer is gone (a store that lost it; the layer is then held in part). */
 void memstore_chunk_drop(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t i);
+/* Chunk i of a layer held in part is here now (checked elsewhere: a relay's bytes). */
+void memstore_chunk_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], uint32_t i);
 int memstore_blob_add(struct memstore *m, const uint8_t digest[DIGEST_LEN], const void *p, size_t n,
                       bool manifest);
 bool memstore_blob_has(const struct memstore *m, const uint8_t digest[DIGEST_LEN]);
@@ -181,6 +183,7 @@ void memstore_dl_end(struct memstore *m, const uint8_t digest[DIGEST_LEN], int r
 /* The simulator's relay (store_pull's feed_stream): pieces, busy answers in a row and claims
  * asked again before the registry. */
 #define SIMN_RELAY_PIECE (1u << 20)
+#define SIMN_RELAY_CHECK (8u << 20) /* the claim asked again: the holder done, a partial layer */
 #define SIMN_RELAY_BUSY_MAX 5
 #define SIMN_RELAY_ASKS_MAX 8
 

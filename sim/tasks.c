@@ -30,7 +30,7 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     if (kind == NODE_JOB_CLAIM) {
         j->max = st->dl_size;
         j->relay = true;
-        j->avoid_src = st->streaming; /* the download it read failed it */
+        j->avoid_src = st->streaming && !st->checking; /* the download it read failed it */
         j->src = st->src;
     }
     if (kind == NODE_JOB_BLOB && st->streaming) {
@@ -130,6 +130,29 @@ static void download_start(struct simn *s, struct stask *st)
                     s->cfg.registry_rate ? s->cfg.registry_rate : st->dl_size * 1000);
     uint64_t rest = st->dl_size - st->pos;
     task_schedule_in(s, st, s->cfg.registry_rate ? rest * 1000 / s->cfg.registry_rate : 0);
+}
+
+/* The holder has the layer whole: its index (the registry's, in the simulator) makes it a
+ * partial layer here, with the chunks read so far, as store_pull's stream_to_partial does. */
+static void stream_to_partial(struct simn *s, struct stask *st)
+{
+    struct snode *sn = s->nodes[st->node];
+    const uint8_t *d = st->layers[st->layer];
+    struct buf reg = {0};
+    uint32_t nc, cl;
+    memstore_dl_end(sn->ms, d, -ECANCELED);
+    if (memstore_ops.index(s->registry, d, &reg) == 0 &&
+        memstore_index_decode(reg.p, reg.len, &nc, &cl) == 0 &&
+        memstore_layer_add(sn->ms, d, nc, cl, false) == 0) {
+        memstore_layer_index(sn->ms, d, NULL, false);
+        for (uint32_t i = 0; (uint64_t)(i + 1) * cl <= st->pos && i < nc; i++)
+            memstore_chunk_add(sn->ms, d, i);
+        node_store_changed(sn->n, s->now);
+    }
+    buf_release(&reg);
+    st->streaming = false;
+    st->pos = 0;
+    st->asks = 0;
 }
 
 /* The next piece of src's download (the relay), or the layer's claim again after too many busy
@@ -268,15 +291,16 @@ void task_step(struct simn *s, struct stask *st)
         break;
     }
     case T_CLAIM:
+        st->checking = false;
         if (j->rc == 0 && j->stream) { /* the standby, or a relay that failed: read src's */
             st->streaming = true;
             st->src = j->src;
             stream_next(s, st, 0);
             return;
         }
-        if (j->rc == -EAGAIN && st->streaming) { /* the source has it whole now: read on */
-            stream_next(s, st, 0);
-            return;
+        if (j->rc == -EAGAIN && st->streaming) { /* the holder has it whole: a partial layer */
+            stream_to_partial(s, st);
+            break; /* on to its chunks, from the swarm */
         }
         if (j->rc == -EAGAIN) { /* a peer has it now */
             st->state = T_INDEX;
@@ -295,6 +319,13 @@ void task_step(struct simn *s, struct stask *st)
             st->busy = 0;
             st->pos += st->out.len;
             memstore_dl_set(sn->ms, st->layers[st->layer], st->dl_size, st->pos, 0);
+            if (st->pos < st->dl_size &&
+                st->pos / SIMN_RELAY_CHECK != (st->pos - st->out.len) / SIMN_RELAY_CHECK) {
+                st->state = T_CLAIM; /* still the standby of a download under way? */
+                st->checking = true;
+                job_submit(s, st, NODE_JOB_CLAIM, st->layers[st->layer]);
+                return;
+            }
             if (st->pos < st->dl_size) {
                 stream_next(s, st, 0);
                 return;

@@ -273,8 +273,12 @@ static int pull_layer_registry(struct store *s, struct meta_source *ms, const st
  * in order, through the streaming pass, which checks them against the digest as it would a
  * registry's. When that node's download fails this pull, the claim is asked again: another
  * node's download is read from where the pull is, or (a takeover, or no claim) the registry
- * gives the rest by a Range request. */
+ * gives the rest by a Range request. Every STREAM_CHECK bytes the claim is asked again too:
+ * once the holder has the layer whole (its download is over, the standby is not needed), the
+ * holder's index and the chunks read so far make a partial layer, and the rest comes from the
+ * swarm like any waiter's (reading on from the holder alone would take its uplink from them). */
 #define STREAM_PIECE (1u << 20)
+#define STREAM_CHECK (8u << 20)
 #define STREAM_BUSY_MAX                                                                            \
     5 /* busy answers in a row (each after NODE_PARK_MAX_MS) before the claim is asked again */
 #define STREAM_ASKS_MAX 8 /* claims asked again by one pull before the registry */
@@ -284,8 +288,10 @@ struct stream_src {
     struct meta_source *ms;
     const struct descriptor *d;
     struct pull_src src;
-    bool claimed, registry;
-    uint64_t pos; /* bytes of the blob given to the pass */
+    bool claimed, registry, finished;
+    uint64_t pos;     /* bytes of the blob given to the pass */
+    uint64_t checked; /* pos when the claim was last asked */
+    uint64_t resv_id;
     struct ingest *in;
 };
 
@@ -296,6 +302,8 @@ static int stream_data(void *arg, const uint8_t *p, size_t n)
     st->pos += rc == 0 ? n : 0;
     return rc;
 }
+
+static int stream_to_partial(struct stream_src *st);
 
 /* The source failed: the claim again, avoiding it. */
 static int stream_reask(struct stream_src *st, unsigned *asks)
@@ -310,8 +318,11 @@ static int stream_reask(struct stream_src *st, unsigned *asks)
         st->src = next;
         return 0;
     }
-    if (rc == -EAGAIN) /* the source has the layer whole now: read on */
-        return 0;
+    if (rc == -EAGAIN) { /* its holder has it whole now: on as a partial layer, from the swarm */
+        st->finished = true;
+        stream_to_partial(st);
+        return -EAGAIN;
+    }
     if (rc < 0)
         return rc;
     st->claimed = claimed;
@@ -319,6 +330,79 @@ static int stream_reask(struct stream_src *st, unsigned *asks)
     log_info("event=relay_resume layer=%.19s from=%llu claimed=%d", digest_fmt(st->d->digest, dg),
              (unsigned long long)st->pos, claimed);
     return 0;
+}
+
+/* The holder has the layer whole: its index from peers makes the layer a partial one, and the
+ * chunks this pass has written so far (this process's download of it) are checked against it
+ * and kept. Returns 0 or a code (the caller goes on without them). */
+static int stream_to_partial(struct stream_src *st)
+{
+    struct store *s = st->ms->s;
+    struct buf ix = {0}, chunk = {0};
+    struct store_fetch *f = NULL;
+    struct store_dl *dl = NULL;
+    struct store_chunk_in w = {0};
+    uint8_t from[STORE_ID_LEN];
+    uint64_t written = 0, size, off;
+    uint32_t len, kept = 0;
+    int rc = st->p->get_index(st->p->arg, st->d->digest, &ix, from);
+    if (rc == 0)
+        rc = store_fetch_new(s, st->d->digest, st->d->media_type, st->d->size, ix.p, ix.len, from,
+                             &f);
+    if (rc == 0 && store_dl_open(s, st->d->digest, &dl) == 0)
+        store_dl_state(dl, &written, &size);
+    for (uint32_t i = 0; rc == 0 && dl && i < store_fetch_nchunks(f); i++) {
+        store_fetch_chunk(f, i, &off, &len);
+        if (off + len > written)
+            break;
+        if (store_fetch_has(f, i))
+            continue;
+        chunk.len = 0;
+        if ((rc = buf_reserve(&chunk, len)) < 0 || (rc = store_dl_read(dl, off, chunk.p, len)) < 0)
+            break;
+        store_fetch_chunk_begin(f, i, &w);
+        if ((rc = store_fetch_chunk_data(f, &w, chunk.p, len)) == 0 &&
+            (rc = store_fetch_chunk_end(f, &w)) == 0)
+            kept++;
+        else
+            store_fetch_chunk_drop(&w);
+    }
+    if (f && rc == 0)
+        rc = store_fetch_flush(f, st->resv_id);
+    log_info("event=relay_to_partial layer=%.19s read=%llu chunks_kept=%u rc=%d",
+             digest_fmt(st->d->digest, (char[DIGEST_STR_LEN + 1]){0}), (unsigned long long)st->pos,
+             kept, rc);
+    store_dl_close(dl);
+    store_fetch_free(f);
+    buf_release(&ix);
+    buf_release(&chunk);
+    return rc;
+}
+
+/* Every STREAM_CHECK bytes: whether this node is still the standby of a download under way.
+ * Returns 0 (read on, perhaps from elsewhere), -EAGAIN (the holder has it whole: st->finished),
+ * or a code. */
+static int stream_check(struct stream_src *st)
+{
+    struct pull_src next;
+    bool claimed = false;
+    st->checked = st->pos;
+    int rc = st->p->claim(st->p->arg, st->d->digest, st->d->size, NULL, &claimed, &next);
+    if (rc == 1) {
+        st->src = next;
+        return 0;
+    }
+    if (rc == -EAGAIN) {
+        st->finished = true;
+        stream_to_partial(st);
+        return -EAGAIN; /* the pass ends here; the pull goes on from the partial layer */
+    }
+    if (rc ==
+        0) { /* the claim came to this node (the holder stopped): the rest from the registry */
+        st->claimed = claimed;
+        st->registry = true;
+    }
+    return rc;
 }
 
 static int feed_stream(void *arg, struct ingest *in)
@@ -342,6 +426,8 @@ static int feed_stream(void *arg, struct ingest *in)
         if (rc == 0 && b.len == len) {
             busy = 0;
             rc = stream_data(st, b.p, b.len);
+            if (rc == 0 && st->pos < st->d->size && st->pos - st->checked >= STREAM_CHECK)
+                rc = stream_check(st);
         } else if (rc == -EBUSY && ++busy < STREAM_BUSY_MAX) {
             rc = 0;
         } else {
@@ -353,18 +439,22 @@ static int feed_stream(void *arg, struct ingest *in)
     return rc;
 }
 
+/* Returns 0 (the layer is whole), 1 (the holder had it whole first: the layer is partial now,
+ * with the chunks read so far), or a code. */
 static int pull_layer_stream(struct store *s, struct meta_source *ms, const struct descriptor *d,
                              uint64_t resv_id, const struct pull_opts *opts,
                              struct pull_progress prog, uint64_t done, size_t i,
                              const struct pull_src *src, bool *claimed)
 {
     struct layer_progress lp = {.opts = opts, .prog = prog, .base_done = done};
-    struct stream_src st = {ms->peers, ms, d, *src, false, false, 0, NULL};
+    struct stream_src st = {.p = ms->peers, .ms = ms, .d = d, .src = *src, .resv_id = resv_id};
     char dg[DIGEST_STR_LEN + 1];
     lp.prog.layer = i;
     int rc = ingest_layer(s, feed_stream, &st, d, resv_id, ingest_allowance(d->size),
                           opts->progress ? layer_progress : NULL, &lp);
     *claimed = st.claimed;
+    if (st.finished)
+        return 1;
     if (rc < 0)
         log_warn("layer %s from another node's download: %s", digest_fmt(d->digest, dg),
                  err_msg(rc));
@@ -524,12 +614,18 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         }
         if (rc < 0 && rc != -EAGAIN)
             goto out;
-        bool streamed = rc == 1;
+        bool streamed = rc == 1, partial = false;
         if (streamed)
             rc = pull_layer_stream(s, &ms, d, resv_id, opts, prog, done, i, &src, &claimed);
+        if (rc == 1) { /* a partial layer now: lazily that is all; else the rest from the swarm */
+            partial = true;
+            rc = opts->lazy && store_layer_get(s, d->digest, &r) == 0
+                     ? 0
+                     : layer_from_peers(s, ms.peers, d, resv_id);
+        }
         /* a stream that failed its digest (a node that lied, or relayed a registry's bad
-         * bytes): the registry, whole */
-        if (!streamed || rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE)
+         * bytes): the registry, whole; a partial layer the peers could not fill: by Range */
+        if (!streamed || rc == AFSP_E_DIGEST || rc == AFSP_E_SIZE || (partial && rc < 0))
             rc = pull_layer_registry(s, &ms, d, resv_id, opts, prog, done, i);
         if (claimed || streamed) /* the claim, or the standby, ends */
             ms.peers->claim_end(ms.peers->arg, d->digest, rc == 0);
