@@ -31,13 +31,13 @@ struct store_dl {
     struct store_dl *next;
 };
 
-int store_dl_begin(struct store *s, const uint8_t digest[static DIGEST_LEN], uint64_t size, int fd,
-                   struct store_dl **out)
+int store_dl_begin(struct store *s, const uint8_t digest[static DIGEST_LEN], uint64_t size,
+                   const char *path, struct store_dl **out)
 {
     struct store_dl *d = calloc(1, sizeof *d);
     if (!d)
         return -ENOMEM;
-    if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    if ((d->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
         free(d);
         return -errno;
     }

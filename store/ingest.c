@@ -421,7 +421,7 @@ int ingest_layer(struct store *s, ingest_feed_fn feed, void *src, const struct d
         goto out;
     if ((rc = pipe_start(in)) < 0)
         goto out;
-    if (store_dl_begin(s, d->digest, d->size, in->fd, &in->dl) < 0)
+    if (store_dl_begin(s, d->digest, d->size, tmp, &in->dl) < 0)
         in->dl = NULL; /* not relayed: nothing else changes */
 
     uint64_t t0 = time_mono_ns();

@@ -97,11 +97,12 @@ int store_image_put(struct store *s, const char *ref, const char *json);
 
 /* ---- downloads under way (downloads.c; read through store_dl_open) ------------------------- */
 
-/* The streaming pass registers its temporary file fd (duplicated: the caller's stays its own)
- * for a layer of size bytes; then publishes the bytes written to it; then ends it with the
- * pass's result (after the commit, so that a reader that finds no download finds the layer). */
-int store_dl_begin(struct store *s, const uint8_t digest[static DIGEST_LEN], uint64_t size, int fd,
-                   struct store_dl **out);
+/* The streaming pass registers its temporary file (at path, opened here again read-only, so
+ * that a rename or unlink does not pull it from readers) for a layer of size bytes; then
+ * publishes the bytes written to it; then ends it with the pass's result (after the commit, so
+ * that a reader that finds no download finds the layer). */
+int store_dl_begin(struct store *s, const uint8_t digest[static DIGEST_LEN], uint64_t size,
+                   const char *path, struct store_dl **out);
 void store_dl_progress(struct store_dl *d, uint64_t written);
 void store_dl_end(struct store_dl *d, int rc);
 
