@@ -45,13 +45,14 @@ static bool live(const struct claim_rec *cr, uint64_t now)
     return now < cr->expires || now < cr->standby_expires;
 }
 
-/* Claims held by nodes at a's source, live or done. */
+/* Claims held by nodes at a's source, live or done, and those they are the standby of. */
 static unsigned source_claims(struct dht *d, const struct dht_addr *a, uint64_t now)
 {
     unsigned n = 0;
     for (size_t i = 0; i < d->claims.n; i++) {
         const struct claim_rec *cr = idvec_at(&d->claims, i);
         n += live(cr, now) && same_source(&cr->holder.addr, a);
+        n += now < cr->standby_expires && same_source(&cr->standby.addr, a);
     }
     return n;
 }
@@ -92,8 +93,10 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
         res->state = cr->done ? DHT_CLAIM_FINISHED : DHT_CLAIM_HELD;
         res->lease_ms = cr->done ? 0 : cr->expires - now;
         res->holder = cr->holder;
+        bool again = now < cr->standby_expires && !memcmp(cr->standby.id, from->id, DHT_ID_LEN);
         if (!cr->done && op == DHT_CLAIM_TAKE && from->addr.port &&
-            (now >= cr->standby_expires || !memcmp(cr->standby.id, from->id, DHT_ID_LEN))) {
+            (again || (now >= cr->standby_expires &&
+                       source_claims(d, &from->addr, now) < DHT_CLAIMS_PER_SOURCE))) {
             cr->standby = *from; /* the first other asker, while it keeps asking */
             cr->standby_expires = now + d->claim_lease;
             res->state = DHT_CLAIM_STANDBY;

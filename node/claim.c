@@ -127,6 +127,11 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
     bool src = rc == 0 && j && j->relay && r->state != DHT_CLAIM_GRANTED &&
                memcmp(r->holder.id, n->id->id, P2P_ID_LEN) &&
                !(j && j->avoid_src && !memcmp(r->holder.id, j->src.id, P2P_ID_LEN));
+    if (!j && rc < 0) { /* the standby's ask failed: kept, asked again (the granter looked up) */
+        cl->has_granter = false;
+        timer_set(n, &cl->timer, now + MAX(n->t.claim_lease / 3, 1));
+        return;
+    }
     if (!j && st != DHT_CLAIM_GRANTED && st != DHT_CLAIM_STANDBY) {
         if (st == DHT_CLAIM_FINISHED)
             providers_hint(n, cl->digest, &r->holder, now);
@@ -170,7 +175,8 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         /* the holder's download failed this task: it waits for the lease, as for HELD */
         __attribute__((fallthrough));
     case DHT_CLAIM_HELD:
-        if (src && j->avoid_src) { /* a task that was reading a download: on from the holder */
+        if (src &&
+            (j->avoid_src || j->reading)) { /* a task reading a download: on from the holder */
             cl->standby = false;
             claim_stream(cl, &r->holder);
             return;
@@ -231,7 +237,7 @@ static void claim_end(struct node *n, struct node_job *j, uint64_t now)
 {
     struct node_claim *cl = NULL;
     for (size_t i = 0; i < NODE_CLAIMS && !cl; i++)
-        if (n->claims[i].used && n->claims[i].held &&
+        if (n->claims[i].used && n->claims[i].held && n->claims[i].owner == j->owner &&
             !memcmp(n->claims[i].digest, j->digest, DIGEST_LEN))
             cl = &n->claims[i];
     if (cl) {
@@ -243,7 +249,8 @@ static void claim_end(struct node *n, struct node_job *j, uint64_t now)
     }
     for (size_t i = 0; i < NODE_CLAIMS; i++) {
         struct node_claim *w = &n->claims[i];
-        if (w->used && !w->j && w->standby && !memcmp(w->digest, j->digest, DIGEST_LEN))
+        if (w->used && !w->j && w->standby && w->owner == j->owner &&
+            !memcmp(w->digest, j->digest, DIGEST_LEN))
             claim_free(w); /* the task read the layer whole: no standby any more */
         if (!w->used || !w->j || memcmp(w->digest, j->digest, DIGEST_LEN))
             continue;
@@ -273,7 +280,7 @@ void claim_submit(struct node *n, struct node_job *j, uint64_t now)
     struct node_claim *cl = NULL;
     for (size_t i = 0; i < NODE_CLAIMS && !cl; i++) {
         struct node_claim *c = &n->claims[i];
-        if (c->used && !c->j && (c->standby || c->promoted) &&
+        if (c->used && !c->j && (c->standby || c->promoted) && c->owner == j->owner &&
             !memcmp(c->digest, j->digest, DIGEST_LEN))
             cl = c; /* its task asks again (the download it read failed, or ended) */
     }
@@ -301,6 +308,7 @@ void claim_submit(struct node *n, struct node_job *j, uint64_t now)
         node_settle(n, now);
         return;
     }
+    cl->owner = j->owner;
     cl->used = true;
     cl->j = j;
     memcpy(cl->digest, j->digest, DIGEST_LEN);

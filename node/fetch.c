@@ -681,16 +681,28 @@ static void src_step(struct node *n, struct node_job_state *js, uint64_t now)
     }
     if (k->state != LINK_UP)
         return; /* dialling: the job steps again when the link comes up or closes */
-    struct xreq *x = link_usable(k, now) ? calloc(1, sizeof *x) : NULL;
+    /* a ban is not heeded: this job has no other peer to go to, and its own stall timer
+     * bounds it (the task gives the peer up, not the node) */
+    struct xreq *x = calloc(1, sizeof *x);
     struct p2p_msg m = {.type = P2P_GET_BLOB, .off = j->off, .len = j->len};
     memcpy(m.digest, j->digest, DIGEST_LEN);
     j->out->len = 0;
-    if (x)
-        x->js = js;
-    if (!x || job_exclude(js, k) < 0 || job_request(n, js, k, &m, j->max, x, now) < 0) {
+    int rc = x ? p2p_peer_request(k->p, &m, j->max, x, now) : -ENOMEM;
+    if (rc == -EAGAIN) { /* its window is full: stepped again when one of its requests ends */
         free(x);
-        job_finish(js, -EBUSY); /* banned, its window full, or no memory: asked again later */
+        return;
     }
+    if (rc < 0 || job_exclude(js, k) < 0) {
+        if (rc == 0)
+            p2p_peer_cancel(k->p, x);
+        free(x);
+        job_finish(js, -EBUSY); /* no memory, or the link failed: asked again later */
+        return;
+    }
+    x->js = js;
+    link_touch(k);
+    js->nreq++;
+    requesting_inc(n);
 }
 
 static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now)

@@ -110,6 +110,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_LINK_DHT_QUEUE 64 /* DHT messages waiting for a connection to come up */
 #define NODE_LAYERS_OPEN 8     /* layers kept open for serving */
 #define NODE_PARKED_MAX 256    /* requests waiting for a download's bytes (serve.c), all peers */
+#define NODE_PARKED_PER_LINK 4 /* ... of one peer */
 #define NODE_PARK_POLL_MS 5    /* how often those downloads are looked at */
 #define NODE_PARK_MAX_MS 2000  /* then it is answered busy (a requester stalls at 5 s) */
 #define NODE_JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes one job asked for and did not get */
@@ -314,12 +315,14 @@ struct node_job {
     bool stream;
     /* CLAIM (in): the task can read another node's download (stream); else it only waits */
     bool relay;
-    /* CLAIM (in): the task was reading src's download, which failed it: src is not named again
-     * while it holds the claim, and the task reads on from the current holder's */
-    bool avoid_src;
-    bool whole;                /* CLAIM_END (in): the layer is whole here (else: it failed) */
-    int rc;                    /* set when handed back */
-    void *task_arg;            /* the task's own (the node never touches it) */
+    /* CLAIM (in): the task reads src's download now (it asks whether it still should: told
+     * HELD, it reads on from the holder named); avoid_src: that download failed it, src is not
+     * named again while it holds the claim, and the task reads on from the current holder's */
+    bool reading, avoid_src;
+    uint64_t owner; /* CLAIM, CLAIM_END (in): the task's own token: its claims are its own */
+    bool whole;     /* CLAIM_END (in): the layer is whole here (else: it failed) */
+    int rc;         /* set when handed back */
+    void *task_arg; /* the task's own (the node never touches it) */
     struct node_job_state *st; /* the node's, while it holds the job */
 };
 

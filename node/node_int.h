@@ -78,6 +78,7 @@ struct node_link {
         uint64_t at;  /* when it was produced whole */
     } chunk_ends[NODE_SERVE_CHUNKS_MAX];
     unsigned nchunk_ends;
+    unsigned nparked; /* its requests waiting for a download's bytes (serve.c) */
 };
 
 #define LINK_DUPLICATE (-EALREADY) /* closed: the pair has another link */
@@ -198,6 +199,7 @@ struct node_claim {
      * reads the holder's download); promoted: the standby got the claim with no job to tell
      * (the task learns it from its next CLAIM) */
     bool standby, promoted;
+    uint64_t owner; /* the task's (node_job.owner) */
     uint8_t digest[DIGEST_LEN];
     struct node_job *j; /* the CLAIM job not yet handed back */
     struct dht_contact granter;

@@ -245,7 +245,8 @@ static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src
             return 0;
         }
         s->sl = NULL;
-        if (!busy(why) && so->dl_open && so->dl_open(n->sa, m->digest, &s->dl) == 0) {
+        /* a download under way needs no layer slot: tried even when every slot is taken */
+        if (so->dl_open && so->dl_open(n->sa, m->digest, &s->dl) == 0) {
             uint64_t written;
             int end = so->dl_state(s->dl, &written, total);
             if (end >= 0)
@@ -333,6 +334,12 @@ static void on_park_timer(struct node *n, struct node_timer *t, uint64_t now)
     for (struct parked **pp = &n->parked; *pp;) {
         struct parked *q = *pp;
         uint64_t written, total;
+        if (!p2p_peer_answer_wanted(q->k->p, q->id)) { /* cancelled: its place is free */
+            q->k->nparked--;
+            n->so->dl_close(n->sa, q->dl);
+            park_unlink(n, pp);
+            continue;
+        }
         int end = n->so->dl_state(q->dl, &written, &total);
         bool ready = end == 1 || (end == 0 && written >= q->off + MIN(q->len, total - q->off));
         if (!ready && end == 0 && now - q->since < NODE_PARK_MAX_MS) {
@@ -350,6 +357,7 @@ static void on_park_timer(struct node *n, struct node_timer *t, uint64_t now)
             link_touch(q->k);
             n->so->dl_close(n->sa, q->dl);
         }
+        q->k->nparked--;
         park_unlink(n, pp);
     }
     if (n->parked)
@@ -359,20 +367,25 @@ static void on_park_timer(struct node *n, struct node_timer *t, uint64_t now)
 static void park(struct node_link *k, const struct p2p_msg *m, void *dl, uint64_t now)
 {
     struct node *n = k->n;
-    struct parked *q = n->nparked < NODE_PARKED_MAX ? calloc(1, sizeof *q) : NULL;
+    struct parked *q = n->nparked < NODE_PARKED_MAX && k->nparked < NODE_PARKED_PER_LINK
+                           ? calloc(1, sizeof *q)
+                           : NULL;
+    n->st.relay_waits++;
     if (!q) {
         n->st.relay_busy++;
         p2p_peer_answer_error(k->p, m->id, P2P_ERR_BUSY);
         n->so->dl_close(n->sa, dl);
         return;
     }
+    bool idle = !n->parked;
     *q = (struct parked){k, m->id, dl, m->off, m->len, now, n->parked};
     n->parked = q;
     n->nparked++;
-    n->st.relay_waits++;
+    k->nparked++;
     if (!n->park_timer.fire)
         timer_init(&n->park_timer, on_park_timer);
-    timer_set(n, &n->park_timer, now + NODE_PARK_POLL_MS);
+    if (idle) /* else the poll is due already */
+        timer_set(n, &n->park_timer, now + NODE_PARK_POLL_MS);
 }
 
 static void park_drop_all(struct node *n, const struct node_link *k)
@@ -382,6 +395,7 @@ static void park_drop_all(struct node *n, const struct node_link *k)
             pp = &(*pp)->next;
             continue;
         }
+        (*pp)->k->nparked--;
         n->so->dl_close(n->sa, (*pp)->dl);
         park_unlink(n, pp);
     }

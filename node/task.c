@@ -169,14 +169,16 @@ static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t f
 
 _Static_assert(sizeof(struct dht_contact) <= sizeof(struct pull_src), "a pull_src holds a contact");
 
-static int peers_claim(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                       const struct pull_src *failed, bool *claimed, struct pull_src *src)
+/* owner: the task's token (its claims are its own, node/claim.c) */
+static int peers_claim(void *arg, uint64_t owner, const uint8_t digest[DIGEST_LEN], uint64_t size,
+                       const struct pull_src *cur, bool failed, bool *claimed, struct pull_src *src)
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM, .max = size, .relay = true}};
+    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM, .max = size, .relay = true, .owner = owner}};
     memcpy(w.j.digest, digest, DIGEST_LEN);
-    if (failed) {
-        w.j.avoid_src = true;
-        memcpy(&w.j.src, failed->opaque, sizeof w.j.src);
+    if (cur) {
+        w.j.reading = true;
+        w.j.avoid_src = failed;
+        memcpy(&w.j.src, cur->opaque, sizeof w.j.src);
     }
     int rc = job_run(arg, &w);
     *claimed = rc == 0 && w.j.claimed;
@@ -201,9 +203,9 @@ static int peers_read_src(void *arg, const struct pull_src *src, const uint8_t d
     return job_run(arg, &w);
 }
 
-static void peers_claim_end(void *arg, const uint8_t digest[DIGEST_LEN], bool whole)
+static void peers_claim_end(void *arg, uint64_t owner, const uint8_t digest[DIGEST_LEN], bool whole)
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM_END, .whole = whole}};
+    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM_END, .whole = whole, .owner = owner}};
     memcpy(w.j.digest, digest, DIGEST_LEN);
     job_run(arg, &w);
 }
@@ -227,9 +229,11 @@ static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct
 }
 
 static int peers_claim_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                         const struct pull_src *failed, bool *claimed, struct pull_src *src)
+                         const struct pull_src *cur, bool failed, bool *claimed,
+                         struct pull_src *src)
 {
-    return peers_claim(((struct tctx *)arg)->ts, digest, size, failed, claimed, src);
+    struct tctx *c = arg;
+    return peers_claim(c->ts, (uint64_t)(uintptr_t)c->t, digest, size, cur, failed, claimed, src);
 }
 
 static int peers_read_src_t(void *arg, const struct pull_src *src, const uint8_t digest[DIGEST_LEN],
@@ -240,7 +244,8 @@ static int peers_read_src_t(void *arg, const struct pull_src *src, const uint8_t
 
 static void peers_claim_end_t(void *arg, const uint8_t digest[DIGEST_LEN], bool whole)
 {
-    peers_claim_end(((struct tctx *)arg)->ts, digest, whole);
+    struct tctx *c = arg;
+    peers_claim_end(c->ts, (uint64_t)(uintptr_t)c->t, digest, whole);
 }
 
 /* Every chunk f lacks. A verification asks for NODE_VERIFY_BATCH bytes at a time and waits

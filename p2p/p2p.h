@@ -266,6 +266,9 @@ int p2p_peer_got(struct p2p_peer *p, const uint8_t digest[static DIGEST_LEN], ui
 /* The answers to request id (from ops->request). A request answered after the peer cancelled
  * it, or after the connection died, is dropped (answer_data calls src->done at once). */
 int p2p_peer_answer_error(struct p2p_peer *p, uint32_t id, enum p2p_err_code code);
+/* Whether request id still waits for its answer (not cancelled, not answered, the connection
+ * alive): an answer that waits for something can be dropped once it is not. */
+bool p2p_peer_answer_wanted(struct p2p_peer *p, uint32_t id);
 int p2p_peer_answer_have(struct p2p_peer *p, uint32_t id, uint32_t nchunks, const uint8_t *bitmap);
 /* Bytes [off, off + len) of an object of total bytes (len clipped at total), read from src as
  * p2p_peer_pump needs them. */

@@ -259,6 +259,11 @@ static struct answer *answer_take(struct p2p_peer *p, uint32_t id)
     return a && !a->sending ? a : NULL;
 }
 
+bool p2p_peer_answer_wanted(struct p2p_peer *p, uint32_t id)
+{
+    return !p->err && answer_take(p, id) != NULL;
+}
+
 int p2p_peer_answer_error(struct p2p_peer *p, uint32_t id, enum p2p_err_code code)
 {
     struct answer *a = answer_take(p, id);

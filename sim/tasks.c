@@ -30,6 +30,7 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     if (kind == NODE_JOB_CLAIM) {
         j->max = st->dl_size;
         j->relay = true;
+        j->reading = st->streaming;
         j->avoid_src = st->streaming && !st->checking; /* the download it read failed it */
         j->src = st->src;
     }
@@ -42,6 +43,7 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
     }
     if (kind == NODE_JOB_CLAIM_END)
         j->whole = memstore_layer_complete(s->nodes[st->node]->ms, digest);
+    j->owner = (uint64_t)(uintptr_t)st;
     if (kind == NODE_JOB_CHUNKS) {
         j->fetch = st->fetch;
         bool range = st->t->kind != NODE_TASK_PULL;

@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Where manifests and configs come from: the store when it holds them (they are
  * content-addressed, so a digest names the same bytes anywhere), else the registry, reached
@@ -279,8 +280,14 @@ static int pull_layer_registry(struct store *s, struct meta_source *ms, const st
  * swarm like any waiter's (reading on from the holder alone would take its uplink from them). */
 #define STREAM_PIECE (1u << 20)
 #define STREAM_CHECK (8u << 20)
-#define STREAM_BUSY_MAX                                                                            \
-    5 /* busy answers in a row (each after NODE_PARK_MAX_MS) before the claim is asked again */
+/* A source that sent nothing for this long (busy answers, each after at most NODE_PARK_MAX_MS,
+ * a moment apart) is given up: the claim is asked again */
+#define STREAM_QUIET_NS (10ull * 1000000000)
+#define STREAM_BACKOFF_MS 20
+/* The whole relay may take what a node waits on another's claim (node/claim.c's claim_wait:
+ * 30 s, and a second per 4 MiB of the layer); then the rest comes from the registry by Range:
+ * a claimant that dribbles its download delays the standby, it does not stop it */
+#define STREAM_DEADLINE_NS(size) ((30 + (size) / (4u << 20)) * 1000000000ull)
 #define STREAM_ASKS_MAX 8 /* claims asked again by one pull before the registry */
 
 struct stream_src {
@@ -311,9 +318,9 @@ static int stream_reask(struct stream_src *st, unsigned *asks)
     char dg[DIGEST_STR_LEN + 1];
     struct pull_src next;
     bool claimed = false;
-    int rc = ++*asks > STREAM_ASKS_MAX
-                 ? 0
-                 : st->p->claim(st->p->arg, st->d->digest, st->d->size, &st->src, &claimed, &next);
+    int rc = ++*asks > STREAM_ASKS_MAX ? 0
+                                       : st->p->claim(st->p->arg, st->d->digest, st->d->size,
+                                                      &st->src, true, &claimed, &next);
     if (rc == 1) {
         st->src = next;
         return 0;
@@ -361,11 +368,11 @@ static int stream_to_partial(struct stream_src *st)
         if ((rc = buf_reserve(&chunk, len)) < 0 || (rc = store_dl_read(dl, off, chunk.p, len)) < 0)
             break;
         store_fetch_chunk_begin(f, i, &w);
-        if ((rc = store_fetch_chunk_data(f, &w, chunk.p, len)) == 0 &&
-            (rc = store_fetch_chunk_end(f, &w)) == 0)
-            kept++;
-        else
+        /* a chunk that fails its check is left to the swarm; the others are kept */
+        if (store_fetch_chunk_data(f, &w, chunk.p, len) < 0)
             store_fetch_chunk_drop(&w);
+        else if (store_fetch_chunk_end(f, &w) == 0) /* which frees it either way */
+            kept++;
     }
     if (f && rc == 0)
         rc = store_fetch_flush(f, st->resv_id);
@@ -387,7 +394,7 @@ static int stream_check(struct stream_src *st)
     struct pull_src next;
     bool claimed = false;
     st->checked = st->pos;
-    int rc = st->p->claim(st->p->arg, st->d->digest, st->d->size, NULL, &claimed, &next);
+    int rc = st->p->claim(st->p->arg, st->d->digest, st->d->size, &st->src, false, &claimed, &next);
     if (rc == 1) {
         st->src = next;
         return 0;
@@ -410,9 +417,18 @@ static int feed_stream(void *arg, struct ingest *in)
     struct stream_src *st = arg;
     struct buf b = {0};
     unsigned busy = 0, asks = 0;
+    uint64_t start = time_mono_ns(), progress = start;
     int rc = 0;
+    char dg[DIGEST_STR_LEN + 1];
     st->in = in;
     while (rc == 0 && st->pos < st->d->size) {
+        if (!st->registry && time_mono_ns() - start > STREAM_DEADLINE_NS(st->d->size)) {
+            log_warn("layer %.19s: the download relayed from another node has taken %llu s; "
+                     "the rest from the registry",
+                     digest_fmt(st->d->digest, dg),
+                     (unsigned long long)((time_mono_ns() - start) / 1000000000));
+            st->registry = true;
+        }
         if (st->registry) {
             struct registry *reg;
             if ((rc = meta_registry(st->ms, &reg)) == 0)
@@ -425,13 +441,18 @@ static int feed_stream(void *arg, struct ingest *in)
         rc = st->p->read_src(st->p->arg, &st->src, st->d->digest, st->d->size, st->pos, len, &b);
         if (rc == 0 && b.len == len) {
             busy = 0;
+            progress = time_mono_ns();
             rc = stream_data(st, b.p, b.len);
             if (rc == 0 && st->pos < st->d->size && st->pos - st->checked >= STREAM_CHECK)
                 rc = stream_check(st);
-        } else if (rc == -EBUSY && ++busy < STREAM_BUSY_MAX) {
+        } else if (rc == -EBUSY && time_mono_ns() - progress < STREAM_QUIET_NS) {
+            /* not there yet (or the source's room is taken): again in a moment */
+            struct timespec ts = {0, (long)MIN(++busy * STREAM_BACKOFF_MS, 500) * 1000000};
+            nanosleep(&ts, NULL);
             rc = 0;
         } else {
             busy = 0;
+            progress = time_mono_ns();
             rc = stream_reask(st, &asks);
         }
     }
@@ -599,8 +620,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         bool claimed = false;
         struct pull_src src;
         for (int tries = 0; ms.peers && ms.peers->claim && tries < 3; tries++) {
-            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, NULL, &claimed, &src)) !=
-                -EAGAIN)
+            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, NULL, false, &claimed,
+                                      &src)) != -EAGAIN)
                 break;
             if (opts->lazy && layer_lazy(s, ms.peers, d) == 0)
                 break;

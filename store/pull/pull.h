@@ -52,11 +52,12 @@ struct pull_peers {
      * call claim_end after, with whether the layer is whole), 1: read *src's download of it as
      * it runs, the whole layer whatever the pull (this node is the claim's standby: read_src;
      * then call claim_end), -EAGAIN: a peer has it now (ask the peers again), or another code
-     * (the pull fails with it). failed (may be NULL): the source whose download this pull was
-     * reading failed it: it is not named again while it holds the claim, and 1 then names
-     * the node to read on from (the new holder, or a holder that finished). */
+     * (the pull fails with it). cur (may be NULL): the source whose download this pull reads
+     * now (it asks whether it should go on: 1 names the node to read on from, -EAGAIN says the
+     * holder has the layer whole); failed: cur failed the pull, and is not named again while
+     * it holds the claim (1 then names the new holder, or a holder that finished). */
     int (*claim)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                 const struct pull_src *failed, bool *claimed, struct pull_src *src);
+                 const struct pull_src *cur, bool failed, bool *claimed, struct pull_src *src);
     void (*claim_end)(void *arg, const uint8_t digest[DIGEST_LEN], bool whole);
     /* Bytes [off, off + len) (fewer at the end) of layer digest's blob (size bytes) from src's
      * download, appended to out: 0, -EBUSY (not there yet: ask again), or another code (src

@@ -865,6 +865,16 @@ TEST(dht_claims_are_capped_per_source_and_the_rest_go_on_uncoordinated)
     }
     CHECK_INT(granted, ==, DHT_CLAIMS_PER_SOURCE);
     CHECK_INT(free_, ==, 10);
+    /* nor is it made the standby of another's claim past the cap */
+    struct dht_contact elsewhere = contact(51, 4001);
+    memset(m.target, 0xcc, DIGEST_LEN);
+    m.tx = 500;
+    CHECK(feed(d, &elsewhere, &m, 2000) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_GRANTED);
+    from.id[1] = 0xfe;
+    m.tx = 501;
+    CHECK(feed(d, &from, &m, 2001) == 0);
+    CHECK(take_claimed(d, &a) && a.state == DHT_CLAIM_HELD);
     /* an asker nobody can reach is not made a holder */
     struct dht_contact hidden = contact(60, 0);
     hidden.addr.port = 0;

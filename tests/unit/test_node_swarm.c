@@ -269,12 +269,39 @@ TEST(node_relay_answers_a_download_s_bytes_as_they_come)
     CHECK_INT(relay_read(s, d, 0, 1u << 20, &out, &ms), ==, 0);
     CHECK_INT(ms, <=, 50);
     CHECK_INT(counter(s, 0, "relay_waits"), ==, 1);
+    /* one peer's waiting requests are capped: past NODE_PARKED_PER_LINK, busy at once */
+    CHECK(memstore_dl_set(simn_store(s, 0), d, 4u << 20, 2u << 20, 0) == 0);
+    struct node_job w[NODE_PARKED_PER_LINK + 1];
+    struct buf wo[NODE_PARKED_PER_LINK + 1] = {{0}};
+    uint64_t t0 = simn_now(s);
+    for (unsigned i = 0; i <= NODE_PARKED_PER_LINK; i++) {
+        w[i] = (struct node_job){.kind = NODE_JOB_BLOB,
+                                 .has_src = true,
+                                 .off = 3u << 20,
+                                 .len = 4096,
+                                 .max = 4u << 20,
+                                 .out = &wo[i],
+                                 .src = contact_of(s, 0)};
+        memcpy(w[i].digest, d, DIGEST_LEN);
+        simn_job(s, 1, &w[i]);
+    }
+    CHECK(simn_run(s, job_back, &w[NODE_PARKED_PER_LINK], t0 + 60 * SEC));
+    CHECK_INT(w[NODE_PARKED_PER_LINK].rc, ==, -EBUSY);
+    CHECK_INT(simn_now(s) - t0, <=, 50);
+    for (unsigned i = 0; i < NODE_PARKED_PER_LINK; i++) {
+        CHECK(simn_run(s, job_back, &w[i], t0 + 60 * SEC));
+        CHECK_INT(w[i].rc, ==, -EBUSY); /* the download stands still: after NODE_PARK_MAX_MS */
+        buf_release(&wo[i]);
+    }
+    CHECK_INT(simn_now(s) - t0, >=, NODE_PARK_MAX_MS);
+    buf_release(&wo[NODE_PARKED_PER_LINK]);
+    CHECK_INT(counter(s, 0, "relay_busy"), ==, NODE_PARKED_PER_LINK + 1);
     /* a download that stands still: busy after NODE_PARK_MAX_MS, not a hang */
     CHECK(memstore_dl_set(simn_store(s, 0), d, 4u << 20, 3u << 20, 0) == 0);
     CHECK_INT(relay_read(s, d, 3u << 20, 1u << 20, &out, &ms), ==, -EBUSY);
     CHECK_INT(ms, >=, NODE_PARK_MAX_MS);
     CHECK_INT(ms, <=, NODE_PARK_MAX_MS + 50);
-    CHECK_INT(counter(s, 0, "relay_busy"), ==, 1);
+    CHECK_INT(counter(s, 0, "relay_busy"), ==, NODE_PARKED_PER_LINK + 2);
     /* past the end: nothing; a download that failed: not found, at once */
     CHECK_INT(relay_read(s, d, 4u << 20, 1u << 20, &out, &ms), ==, 0);
     CHECK_INT(out.len, ==, 0);
