@@ -25,6 +25,13 @@
  * ends with AFSP_E_NOTFOUND. A job is handed back (NODE_FX_JOB_DONE) once it is done and nothing of
  * it is in flight.
  *
+ * A BLOB job may name its one peer (has_src: the relay, docs/swarm.md): that peer is dialled if
+ * need be and asked once, from the job's offset; its answer may wait for a download's bytes.
+ *
+ * Longer than 800 lines: the three kinds of job share one set of books (requests, links tried,
+ * the requests' ends in fetch_on_done); splitting the chunk scheduler (chunks_step and its
+ * helpers) into a file of its own is the next step if this file grows again.
+ *
  * Owns: the jobs' state and their requests, what each job knows of its peers, each job's timer.
  * Must not: do I/O, count a chunk that did not check out.
  */
