@@ -420,6 +420,7 @@ static int feed_stream(void *arg, struct ingest *in)
     uint64_t start = time_mono_ns(), progress = start;
     int rc = 0;
     char dg[DIGEST_STR_LEN + 1];
+    struct pull_src fresh = st->src; /* the source until its first byte */
     st->in = in;
     while (rc == 0 && st->pos < st->d->size) {
         if (!st->registry && time_mono_ns() - start > STREAM_DEADLINE_NS(st->d->size)) {
@@ -442,11 +443,15 @@ static int feed_stream(void *arg, struct ingest *in)
         if (rc == 0 && b.len == len) {
             busy = 0;
             progress = time_mono_ns();
+            memset(&fresh, 0, sizeof fresh); /* this source has sent bytes */
             rc = stream_data(st, b.p, b.len);
             if (rc == 0 && st->pos < st->d->size && st->pos - st->checked >= STREAM_CHECK)
                 rc = stream_check(st);
-        } else if (rc == -EBUSY && time_mono_ns() - progress < STREAM_QUIET_NS) {
-            /* not there yet (or the source's room is taken): again in a moment */
+        } else if ((rc == -EBUSY ||
+                    (rc == AFSP_E_NOTFOUND && !memcmp(&st->src, &fresh, sizeof fresh))) &&
+                   time_mono_ns() - progress < STREAM_QUIET_NS) {
+            /* not there yet (or the source's room is taken; or, before its first byte, the
+             * holder has its claim but has not begun its download): again in a moment */
             struct timespec ts = {0, (long)MIN(++busy * STREAM_BACKOFF_MS, 500) * 1000000};
             nanosleep(&ts, NULL);
             rc = 0;
@@ -454,6 +459,7 @@ static int feed_stream(void *arg, struct ingest *in)
             busy = 0;
             progress = time_mono_ns();
             rc = stream_reask(st, &asks);
+            fresh = st->src; /* a new source (or the same): its download may not have begun */
         }
     }
     buf_release(&b);
