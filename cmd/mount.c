@@ -113,10 +113,14 @@ static int check_mountpoint(struct mount_args *a)
     if (a->dir_fd < 0)
         return die("cannot mount on %s: %s", a->dir,
                    errno == ENOTDIR ? "not a directory" : strerror(errno));
-    if (fstat(a->dir_fd, &st) < 0 || !realpath(a->dir, a->mountpoint) ||
-        stat(a->mountpoint, &pst) < 0)
+    if (fstat(a->dir_fd, &st) < 0)
         return die("cannot mount on %s: %s", a->dir, strerror(errno));
-    if (pst.st_dev != st.st_dev || pst.st_ino != st.st_ino)
+    /* gone from its path since it was opened (renamed, say, on the way to a symlink) is a
+     * change too */
+    bool gone = !realpath(a->dir, a->mountpoint) || stat(a->mountpoint, &pst) < 0;
+    if (gone && errno != ENOENT && errno != ENOTDIR)
+        return die("cannot mount on %s: %s", a->dir, strerror(errno));
+    if (gone || pst.st_dev != st.st_dev || pst.st_ino != st.st_ino)
         return die("cannot mount on %s: it changed while it was checked", a->dir);
     char fstype[64];
     if (mounted_at(a->mountpoint, fstype))
