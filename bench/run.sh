@@ -1480,17 +1480,8 @@ bench_takeover() {
                 timeout 120 chroot "${d[i]}.mnt" /usr/bin/python3 -c 'import json') &
             w[i]=$!
         done
-        find_claimant() {
-            local k
-            for ((k = 1; k <= n; k++)); do
-                if grep -q "event=claim layer=" "${logs[k]}"; then
-                    claimant=$k
-                    return 0
-                fi
-            done
-            return 1
-        }
-        wait_until 60 find_claimant
+        wait_until 60 find_claimant "${logs[@]}"
+        claimant=$CLAIMANT
         sleep "$cut_s" # the moment of the cut, the same for both builds: not a synchronisation
         kill -KILL "${pid[claimant]}"
         for ((i = 1; i <= n; i++)); do

@@ -104,18 +104,8 @@ push_image "$T/oci" py "$REGISTRY/debian:py"
 read -r layer <<<"$(layer_digests "$REGISTRY/debian:py")"
 cluster 2
 storm "$REGISTRY/debian:py"
-claimant=""
-find_claimant() {
-    local i
-    for ((i = 1; i <= N; i++)); do
-        if grep -q "event=claim layer=" "${LOGN[i]}"; then
-            claimant=$i
-            return 0
-        fi
-    done
-    return 1
-}
-wait_until 60 find_claimant
+wait_until 60 find_claimant "${LOGN[@]}"
+claimant=$CLAIMANT
 relayed_third() { (($(counter "${D[claimant]}" relayed_bytes) * 3 >= size)); }
 wait_until 60 relayed_third
 kill -KILL "${PID[claimant]}"

@@ -86,6 +86,20 @@ print(n, b)
 EOF
 }
 
+# find_claimant LOG...: sets CLAIMANT to the position (from 1) of the first daemon log that
+# shows a layer's claim granted (event=claim); fails while none does (for wait_until).
+find_claimant() {
+    local k=0 log
+    for log in "$@"; do
+        k=$((k + 1))
+        if grep -q "event=claim layer=" "$log"; then
+            CLAIMANT=$k
+            return 0
+        fi
+    done
+    return 1
+}
+
 netns_cluster() {
     local n=$1 rate=$2 i sub=10.232.$((RANDOM % 250)) tag=$$x$((++_NETNS_CLUSTERS))
     NET_HOST=$sub.254
