@@ -213,6 +213,13 @@ static void answer_have(struct node *n, struct p2p_peer *p, const struct p2p_msg
     free(bm);
 }
 
+/* Whether bytes [off, off + len) of a download of total bytes, written bytes so far, can be
+ * sent (past its end: none need be). */
+static bool dl_ready(uint64_t written, uint64_t total, uint64_t off, uint64_t len)
+{
+    return off >= total || written >= off + MIN(len, total - off);
+}
+
 /* Whether layer_get failed for want of room (a slot, memory, the store), not of the layer: the
  * answer is then busy, not not-found, which would say the layer is not here. */
 static bool busy(int why)
@@ -250,7 +257,7 @@ static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src
             uint64_t written;
             int end = so->dl_state(s->dl, &written, total);
             if (end >= 0)
-                return m->off >= *total || written >= m->off + MIN(m->len, *total - m->off) ? 0 : 2;
+                return dl_ready(written, *total, m->off, m->len) ? 0 : 2;
             so->dl_close(n->sa, s->dl); /* it failed */
             s->dl = NULL;
         }
@@ -341,7 +348,7 @@ static void on_park_timer(struct node *n, struct node_timer *t, uint64_t now)
             continue;
         }
         int end = n->so->dl_state(q->dl, &written, &total);
-        bool ready = end == 1 || (end == 0 && written >= q->off + MIN(q->len, total - q->off));
+        bool ready = end == 1 || (end == 0 && dl_ready(written, total, q->off, q->len));
         if (!ready && end == 0 && now - q->since < NODE_PARK_MAX_MS) {
             pp = &q->next;
             continue;
