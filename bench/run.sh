@@ -1301,7 +1301,8 @@ bench_wholenet() {
         size=$(stat -c %s "${D[1]}/blobs/sha256/${layer#sha256:}")
         read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer" "$skip")"
         for ((i = 1; i <= 8; i++)); do
-            [ "$1" = old ] || relayed=$((relayed + $(counter "${D[i]}" relayed_bytes)))
+            # a build without the counter (an old one) counts 0
+            relayed=$((relayed + $(counter "${D[i]}" relayed_bytes 2>/dev/null || echo 0)))
             kill_bg "${PID[i]}"
             rm -rf "${D[i]}"
         done

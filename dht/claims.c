@@ -4,10 +4,11 @@
  *
  * As a granter, a node keeps key -> (holder, expiry, done) for the keys it is asked about: the
  * first asker gets the claim for a lease, its next asks renew it, every other asker is told who
- * holds it; a holder that says DONE is named for DHT_CLAIM_DONE_MS more (by default), one that says
- * DROP frees the claim. Caps: DHT_CLAIMS_MAX claims, DHT_CLAIMS_PER_SOURCE (live or done) held
- * by nodes at one source (address, as records.c counts them); past a cap the asker is told FREE
- * (go on uncoordinated), never kept waiting.
+ * holds it (the first of them is the standby, the whole pulls after it read one another's
+ * downloads in a chain, the rest wait); a holder that says DONE is named for DHT_CLAIM_DONE_MS more
+ * (by default), one that says DROP frees the claim. Caps: DHT_CLAIMS_MAX claims,
+ * DHT_CLAIMS_PER_SOURCE (live or done) held by nodes at one source (address, as records.c counts
+ * them); past a cap the asker is told FREE (go on uncoordinated), never kept waiting.
  *
  * As an asker, a node looks up the nodes closest to the key and asks the closest (itself when it
  * is closer than every node that answered), then the next ones if that fails (3 in all).
@@ -57,6 +58,52 @@ static unsigned source_claims(struct dht *d, const struct dht_addr *a, uint64_t 
     return n;
 }
 
+static bool same_node(const struct dht_contact *a, const struct dht_contact *b)
+{
+    return !memcmp(a->id, b->id, DHT_ID_LEN);
+}
+
+/* A claim held by another than `from` (reachable), not done: `from` becomes its standby (the
+ * first other asker, while it keeps asking), or reads a download (the relay chain: a whole
+ * pull reads the last reader's, so that each node's uplink carries the layer once), or waits
+ * (HELD, as res says already). */
+static void claim_follow(struct dht *d, struct claim_rec *cr, uint8_t op,
+                         const struct dht_contact *from, uint64_t now, struct dht_claim_result *res)
+{
+    bool take = op == DHT_CLAIM_TAKE || op == DHT_CLAIM_TAKE_READ;
+    bool standby_live = now < cr->standby_expires;
+    bool again = standby_live && same_node(&cr->standby, from);
+    if (op == DHT_CLAIM_DONE || op == DHT_CLAIM_DROP)
+        return;
+    if (again ||
+        (take && !standby_live && source_claims(d, &from->addr, now) < DHT_CLAIMS_PER_SOURCE)) {
+        cr->standby = *from;
+        cr->standby_expires = now + d->claim_lease;
+        res->state = DHT_CLAIM_STANDBY;
+        return;
+    }
+    if (op == DHT_CLAIM_TAKE)
+        return; /* a lazy pull: it waits, it needs the index the finished download makes */
+    bool tail_live = now < cr->tail_expires;
+    bool is_tail = tail_live && same_node(&cr->tail, from);
+    res->state = DHT_CLAIM_RELAY;
+    if (op == DHT_CLAIM_READ) { /* it reads on; the tail (or a reader, if none) stays one */
+        if (is_tail || !tail_live) {
+            cr->tail = *from;
+            cr->tail_expires = now + DHT_CLAIM_TAIL_LEASES * d->claim_lease;
+        }
+        return;
+    }
+    /* a new reader reads the tail's download; one whose source failed, the standby's or the
+     * holder's (never a reader's, which may be behind it: no cycle) */
+    if (op == DHT_CLAIM_TAKE_READ && tail_live && !is_tail)
+        res->holder = cr->tail;
+    else if (standby_live)
+        res->holder = cr->standby;
+    cr->tail = *from;
+    cr->tail_expires = now + DHT_CLAIM_TAIL_LEASES * d->claim_lease;
+}
+
 /* The claim of key for `from` (op), as a state, a lease and a holder. Only the holder changes
  * its claim (renews it, says DONE, drops it); a DONE from another node is not taken while a
  * claim is live or done (nothing proves it, and it would send every waiter to it), and only
@@ -93,14 +140,8 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
         res->state = cr->done ? DHT_CLAIM_FINISHED : DHT_CLAIM_HELD;
         res->lease_ms = cr->done ? 0 : cr->expires - now;
         res->holder = cr->holder;
-        bool again = now < cr->standby_expires && !memcmp(cr->standby.id, from->id, DHT_ID_LEN);
-        if (!cr->done && op == DHT_CLAIM_TAKE && from->addr.port &&
-            (again || (now >= cr->standby_expires &&
-                       source_claims(d, &from->addr, now) < DHT_CLAIMS_PER_SOURCE))) {
-            cr->standby = *from; /* the first other asker, while it keeps asking */
-            cr->standby_expires = now + d->claim_lease;
-            res->state = DHT_CLAIM_STANDBY;
-        }
+        if (!cr->done && from->addr.port)
+            claim_follow(d, cr, op, from, now, res);
         return;
     }
     if (!cr) {
@@ -138,7 +179,7 @@ void claims_answer(struct dht *d, const struct dht_contact *from, const struct d
     a->lease_ms = (uint32_t)MIN(res.lease_ms, UINT32_MAX);
     /* the holder: named, unless it is this node (the asker knows where it reached us) */
     a->nnodes = (res.state == DHT_CLAIM_HELD || res.state == DHT_CLAIM_FINISHED ||
-                 res.state == DHT_CLAIM_STANDBY) &&
+                 res.state == DHT_CLAIM_STANDBY || res.state == DHT_CLAIM_RELAY) &&
                 memcmp(res.holder.id, d->id, DHT_ID_LEN);
     if (a->nnodes)
         a->nodes[0] = res.holder;
@@ -263,7 +304,7 @@ void claim_reply(struct dht_claim *c, const struct dht_contact *from, const stru
     }
     struct dht_claim_result res = {.state = m->state, .lease_ms = m->lease_ms, .granter = *from};
     if (res.state == DHT_CLAIM_HELD || res.state == DHT_CLAIM_FINISHED ||
-        res.state == DHT_CLAIM_STANDBY)
+        res.state == DHT_CLAIM_STANDBY || res.state == DHT_CLAIM_RELAY)
         res.holder = m->nnodes ? m->nodes[0] : *from;
     claim_end(c, 0, &res);
 }

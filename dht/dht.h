@@ -53,6 +53,7 @@
 #define DHT_CLAIMS_MAX 4096           /* fetch claims held for others (dht/claims.c) ... */
 #define DHT_CLAIMS_PER_SOURCE 256     /* ... of them held by nodes at one address */
 #define DHT_CLAIM_LEASE_MS 5000       /* a claim not renewed this long is free again */
+#define DHT_CLAIM_TAIL_LEASES 3       /* the relay chain's last reader, while it asks within */
 #define DHT_CLAIM_DONE_MS (60 * 1000) /* a claim done is remembered (its holder named) */
 #define DHT_CLAIMING_MAX 256          /* our claim requests at once */
 
@@ -178,14 +179,20 @@ const uint8_t *dht_provided_key(const struct dht *d, size_t i);
  * for the layer's claim at the node closest to the layer's key (the granter), which grants it
  * to the first asker for a lease (DHT_CLAIM_LEASE_MS), renewed by asking again, and names the
  * holder to every other asker; the first of those is its standby while it asks again within a
- * lease, and gets the claim when the holder's lease runs out. Leases are durations on the
+ * lease, and gets the claim when the holder's lease runs out; a whole pull after it reads the
+ * download of the reader before it (the relay chain). Leases are durations on the
  * granter's clock. The granter is whoever the asker's lookup finds closest, this node itself if
  * it is closer than all. */
 enum dht_claim_op {
     DHT_CLAIM_TAKE = 0, /* take the claim, or renew it */
     DHT_CLAIM_DONE = 1, /* the holder has the layer whole: name it to askers for a while */
     DHT_CLAIM_DROP = 2, /* the holder gives the claim up (its download failed) */
+    /* A whole pull: TAKE, or read the download of the last reader named (the relay chain) */
+    DHT_CLAIM_TAKE_READ = 3,
+    DHT_CLAIM_READ = 4,   /* a reader of a download asks whether it is finished */
+    DHT_CLAIM_RELINK = 5, /* a reader whose source failed asks for another */
 };
+#define DHT_CLAIM_OP_MAX DHT_CLAIM_RELINK
 enum dht_claim_state {
     DHT_CLAIM_GRANTED = 0,  /* the asker holds the claim (lease_ms) */
     DHT_CLAIM_HELD = 1,     /* another node holds it (holder; lease_ms left) */
@@ -194,12 +201,14 @@ enum dht_claim_state {
     DHT_CLAIM_FREE = 4,     /* not coordinated (no room, or the asker is not reachable): go on */
     DHT_CLAIM_STANDBY = 5,  /* holder holds it, the asker takes it over if its lease runs out
                                (and should hold what the holder has: docs/swarm.md) */
+    DHT_CLAIM_RELAY = 6,    /* holder holds it, the asker reads the download of the node named
+                               (TAKE_READ, RELINK; READ: it reads on from where it does) */
 };
-#define DHT_CLAIM_STATE_MAX DHT_CLAIM_STANDBY
+#define DHT_CLAIM_STATE_MAX DHT_CLAIM_RELAY
 struct dht_claim_result {
     enum dht_claim_state state;
     uint64_t lease_ms;          /* GRANTED: the lease; HELD, STANDBY: what is left of it */
-    struct dht_contact holder;  /* HELD, FINISHED, STANDBY */
+    struct dht_contact holder;  /* HELD, FINISHED, STANDBY; RELAY: the node to read from */
     struct dht_contact granter; /* who answered (this node: granter_self) */
     bool granter_self;
 };

@@ -133,6 +133,10 @@ struct claim_rec {
      * again within a lease (docs/swarm.md, "The standby"). */
     struct dht_contact standby;
     uint64_t standby_expires; /* 0: none */
+    /* The last node told to read a download (RELAY), while it reads (docs/swarm.md, "The
+     * relay chain"): the next whole pull reads its download. */
+    struct dht_contact tail;
+    uint64_t tail_expires; /* 0: none */
 };
 struct peer_count {
     uint8_t id[DHT_ID_LEN];

@@ -89,7 +89,7 @@ int dht_msg_parse(const uint8_t *p, size_t n, struct dht_msg *m)
         m->keys = b + 2;
         return 0;
     case DHT_CLAIM:
-        if (bn != DHT_ID_LEN + 1 || b[DHT_ID_LEN] > DHT_CLAIM_DROP)
+        if (bn != DHT_ID_LEN + 1 || b[DHT_ID_LEN] > DHT_CLAIM_OP_MAX)
             return AFSP_E_FORMAT;
         memcpy(m->target, b, DHT_ID_LEN);
         m->op = b[DHT_ID_LEN];

@@ -154,10 +154,12 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
     case DHT_CLAIM_FINISHED:
         providers_hint(n, cl->digest, &r->holder, now);
         cl->standby = false;
-        if (src && j->avoid_src)
-            claim_stream(cl, &r->holder); /* a task that was reading a download: on from there */
-        else
-            claim_answer_job(cl, -EAGAIN, false);
+        if (j && j->reading && !j->avoid_src && j->whole) { /* a whole pull reads on */
+            claim_stream(cl, &j->src);
+            return;
+        }
+        /* a lazy one (or one whose source failed): what it read so far, and the swarm */
+        claim_answer_job(cl, -EAGAIN, false);
         return;
     case DHT_CLAIM_STANDBY:
         if (!cl->standby)
@@ -174,6 +176,19 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         }
         /* the holder's download failed this task: it waits for the lease, as for HELD */
         __attribute__((fallthrough));
+    case DHT_CLAIM_RELAY:
+        if (j && j->reading && !j->avoid_src) { /* a reader's check: on from where it reads */
+            claim_stream(cl, &j->src);
+            return;
+        }
+        if (j && src) { /* a whole pull: reads the download of the reader before it */
+            n->st.claim_relays++;
+            log_info("event=claim_relay layer=%s relink=%d", dg_short(cl->digest, dg),
+                     j->avoid_src);
+            claim_stream(cl, &r->holder);
+            return;
+        }
+        __attribute__((fallthrough)); /* named the source that failed it: it waits */
     case DHT_CLAIM_HELD:
         if (src &&
             (j->avoid_src || j->reading)) { /* a task reading a download: on from the holder */
@@ -206,6 +221,18 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
     }
 }
 
+/* What a job asks of the granter: a whole pull may read a download (the relay chain). */
+static enum dht_claim_op claim_op(const struct node_job *j)
+{
+    if (!j || !j->relay)
+        return DHT_CLAIM_TAKE;
+    if (j->avoid_src)
+        return DHT_CLAIM_RELINK;
+    if (j->reading)
+        return DHT_CLAIM_READ;
+    return j->whole ? DHT_CLAIM_TAKE_READ : DHT_CLAIM_TAKE;
+}
+
 static void claim_ask(struct node_claim *cl, uint64_t now)
 {
     struct node *n = cl->n;
@@ -213,7 +240,7 @@ static void claim_ask(struct node_claim *cl, uint64_t now)
         return;
     /* cl->req is set now and cleared by on_claim, which may run before this returns (when this
      * node is the granter) */
-    int rc = dht_claim(n->dht, cl->digest, DHT_CLAIM_TAKE, cl->has_granter ? &cl->granter : NULL,
+    int rc = dht_claim(n->dht, cl->digest, claim_op(cl->j), cl->has_granter ? &cl->granter : NULL,
                        on_claim, cl, now, &cl->req);
     if (rc < 0) {
         cl->req = NULL;

@@ -190,8 +190,9 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(claim_waits, "downloads that waited on another node's claim")                                \
     X(claim_takeovers, "of those, claimed by this node after the claimant's lease ran out")        \
     X(claim_waits_expired, "of those, that gave up waiting and downloaded uncoordinated")          \
-    X(relayed_bytes, "bytes of this node's registry downloads sent to peers while they ran")       \
-    X(relay_read_bytes, "bytes of other nodes' downloads read as they ran (as their standby)")     \
+    X(claim_relays, "whole pulls told to read another reader's download (the relay chain)")        \
+    X(relayed_bytes, "bytes of this node's downloads (registry's or relayed) sent while they ran") \
+    X(relay_read_bytes, "bytes of other nodes' downloads read as they ran (standby, relay chain)") \
     X(relay_waits, "peers' requests for download bytes not here yet, answered when they came")     \
     X(relay_busy, "of those, answered busy: the bytes did not come in time")
 
@@ -320,9 +321,11 @@ struct node_job {
      * named again while it holds the claim, and the task reads on from the current holder's */
     bool reading, avoid_src;
     uint64_t owner; /* CLAIM, CLAIM_END (in): the task's own token: its claims are its own */
-    bool whole;     /* CLAIM_END (in): the layer is whole here (else: it failed) */
-    int rc;         /* set when handed back */
-    void *task_arg; /* the task's own (the node never touches it) */
+    /* CLAIM_END (in): the layer is whole here (else: it failed); CLAIM (in): the task pulls the
+     * layer whole (it may read another reader's download: the relay chain) */
+    bool whole;
+    int rc;                    /* set when handed back */
+    void *task_arg;            /* the task's own (the node never touches it) */
     struct node_job_state *st; /* the node's, while it holds the job */
 };
 

@@ -171,13 +171,18 @@ _Static_assert(sizeof(struct dht_contact) <= sizeof(struct pull_src), "a pull_sr
 
 /* owner: the task's token (its claims are its own, node/claim.c) */
 static int peers_claim(void *arg, uint64_t owner, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                       const struct pull_src *cur, bool failed, bool *claimed, struct pull_src *src)
+                       const struct pull_src *cur, unsigned flags, bool *claimed,
+                       struct pull_src *src)
 {
-    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM, .max = size, .relay = true, .owner = owner}};
+    struct jwait w = {.j = {.kind = NODE_JOB_CLAIM,
+                            .max = size,
+                            .relay = true,
+                            .whole = flags & PULL_CLAIM_WHOLE,
+                            .owner = owner}};
     memcpy(w.j.digest, digest, DIGEST_LEN);
     if (cur) {
         w.j.reading = true;
-        w.j.avoid_src = failed;
+        w.j.avoid_src = flags & PULL_CLAIM_FAILED;
         memcpy(&w.j.src, cur->opaque, sizeof w.j.src);
     }
     int rc = job_run(arg, &w);
@@ -229,11 +234,11 @@ static int peers_get_index_t(void *arg, const uint8_t digest[DIGEST_LEN], struct
 }
 
 static int peers_claim_t(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                         const struct pull_src *cur, bool failed, bool *claimed,
+                         const struct pull_src *cur, unsigned flags, bool *claimed,
                          struct pull_src *src)
 {
     struct tctx *c = arg;
-    return peers_claim(c->ts, (uint64_t)(uintptr_t)c->t, digest, size, cur, failed, claimed, src);
+    return peers_claim(c->ts, (uint64_t)(uintptr_t)c->t, digest, size, cur, flags, claimed, src);
 }
 
 static int peers_read_src_t(void *arg, const struct pull_src *src, const uint8_t digest[DIGEST_LEN],

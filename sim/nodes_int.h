@@ -83,6 +83,7 @@ struct stask {
     uint64_t pos;
     unsigned busy, asks;
     bool checking; /* its claim asked every SIMN_RELAY_CHECK bytes */
+    bool src_sent; /* src has sent bytes (before that, not-found is as busy: not begun yet) */
     struct stask *next;
 };
 

@@ -32,6 +32,7 @@ static void job_submit(struct simn *s, struct stask *st, enum node_job_kind kind
         j->relay = true;
         j->reading = st->streaming;
         j->avoid_src = st->streaming && !st->checking; /* the download it read failed it */
+        j->whole = !st->t->lazy;
         j->src = st->src;
     }
     if (kind == NODE_JOB_BLOB && st->streaming) {
@@ -162,7 +163,8 @@ static void stream_to_partial(struct simn *s, struct stask *st)
 static void stream_next(struct simn *s, struct stask *st, int rc)
 {
     const uint8_t *d = st->layers[st->layer];
-    if (rc == 0 || (rc == -EBUSY && ++st->busy < SIMN_RELAY_BUSY_MAX)) {
+    bool not_yet = rc == -EBUSY || (rc == AFSP_E_NOTFOUND && !st->src_sent);
+    if (rc == 0 || (not_yet && ++st->busy < SIMN_RELAY_BUSY_MAX)) {
         st->state = T_STREAM;
         job_submit(s, st, NODE_JOB_BLOB, d);
         return;
@@ -294,7 +296,11 @@ void task_step(struct simn *s, struct stask *st)
     }
     case T_CLAIM:
         st->checking = false;
-        if (j->rc == 0 && j->stream) { /* the standby, or a relay that failed: read src's */
+        if (j->rc == 0 && j->stream) { /* the standby, a reader, or a relay that failed */
+            /* its download can be read by others from now on, as ingest's is */
+            if (!st->streaming)
+                memstore_dl_set(sn->ms, st->layers[st->layer], st->dl_size, st->pos, 0);
+            st->src_sent = st->src_sent && !memcmp(st->src.id, j->src.id, DHT_ID_LEN);
             st->streaming = true;
             st->src = j->src;
             stream_next(s, st, 0);
@@ -319,6 +325,7 @@ void task_step(struct simn *s, struct stask *st)
     case T_STREAM: /* a piece of src's download came, or not */
         if (j->rc == 0 && st->out.len) {
             st->busy = 0;
+            st->src_sent = true;
             st->pos += st->out.len;
             memstore_dl_set(sn->ms, st->layers[st->layer], st->dl_size, st->pos, 0);
             if (st->pos < st->dl_size &&

@@ -275,9 +275,11 @@ static int pull_layer_registry(struct store *s, struct meta_source *ms, const st
  * registry's. When that node's download fails this pull, the claim is asked again: another
  * node's download is read from where the pull is, or (a takeover, or no claim) the registry
  * gives the rest by a Range request. Every STREAM_CHECK bytes the claim is asked again too:
- * once the holder has the layer whole (its download is over, the standby is not needed), the
- * holder's index and the chunks read so far make a partial layer, and the rest comes from the
- * swarm like any waiter's (reading on from the holder alone would take its uplink from them). */
+ * once the holder has the layer whole, a whole pull reads on from its source (every whole
+ * pull is a reader of the relay chain); a lazy one (the standby of lazy pulls, the others
+ * waiting) makes the holder's index and the chunks read so far a partial layer, and the rest
+ * comes from the swarm like any waiter's (reading on from the holder alone would take its
+ * uplink from them). */
 #define STREAM_PIECE (1u << 20)
 #define STREAM_CHECK (8u << 20)
 /* A source that sent nothing for this long (busy answers, each after at most NODE_PARK_MAX_MS,
@@ -296,6 +298,7 @@ struct stream_src {
     const struct descriptor *d;
     struct pull_src src;
     bool claimed, registry, finished;
+    unsigned whole;   /* PULL_CLAIM_WHOLE: the pull wants the layer whole (it reads on) */
     uint64_t pos;     /* bytes of the blob given to the pass */
     uint64_t checked; /* pos when the claim was last asked */
     uint64_t resv_id;
@@ -318,9 +321,10 @@ static int stream_reask(struct stream_src *st, unsigned *asks)
     char dg[DIGEST_STR_LEN + 1];
     struct pull_src next;
     bool claimed = false;
-    int rc = ++*asks > STREAM_ASKS_MAX ? 0
-                                       : st->p->claim(st->p->arg, st->d->digest, st->d->size,
-                                                      &st->src, true, &claimed, &next);
+    int rc = ++*asks > STREAM_ASKS_MAX
+                 ? 0
+                 : st->p->claim(st->p->arg, st->d->digest, st->d->size, &st->src,
+                                PULL_CLAIM_FAILED | st->whole, &claimed, &next);
     if (rc == 1) {
         st->src = next;
         return 0;
@@ -394,7 +398,8 @@ static int stream_check(struct stream_src *st)
     struct pull_src next;
     bool claimed = false;
     st->checked = st->pos;
-    int rc = st->p->claim(st->p->arg, st->d->digest, st->d->size, &st->src, false, &claimed, &next);
+    int rc =
+        st->p->claim(st->p->arg, st->d->digest, st->d->size, &st->src, st->whole, &claimed, &next);
     if (rc == 1) {
         st->src = next;
         return 0;
@@ -474,7 +479,12 @@ static int pull_layer_stream(struct store *s, struct meta_source *ms, const stru
                              const struct pull_src *src, bool *claimed)
 {
     struct layer_progress lp = {.opts = opts, .prog = prog, .base_done = done};
-    struct stream_src st = {.p = ms->peers, .ms = ms, .d = d, .src = *src, .resv_id = resv_id};
+    struct stream_src st = {.p = ms->peers,
+                            .ms = ms,
+                            .d = d,
+                            .src = *src,
+                            .resv_id = resv_id,
+                            .whole = opts->lazy ? 0 : PULL_CLAIM_WHOLE};
     char dg[DIGEST_STR_LEN + 1];
     lp.prog.layer = i;
     int rc = ingest_layer(s, feed_stream, &st, d, resv_id, ingest_allowance(d->size),
@@ -626,8 +636,9 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         bool claimed = false;
         struct pull_src src;
         for (int tries = 0; ms.peers && ms.peers->claim && tries < 3; tries++) {
-            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, NULL, false, &claimed,
-                                      &src)) != -EAGAIN)
+            if ((rc = ms.peers->claim(ms.peers->arg, d->digest, d->size, NULL,
+                                      opts->lazy ? 0 : PULL_CLAIM_WHOLE, &claimed, &src)) !=
+                -EAGAIN)
                 break;
             if (opts->lazy && layer_lazy(s, ms.peers, d) == 0)
                 break;

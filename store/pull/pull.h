@@ -36,6 +36,8 @@ struct pull_src {
 /* Where a pull looks before the registry: a node's peers (the daemon's). The functions run on
  * the pulling thread and may block. Any code but 0 makes the pull ask the registry for that
  * object (AFSP_E_NOTFOUND: no peer has it, said without a warning). */
+enum { PULL_CLAIM_FAILED = 1, PULL_CLAIM_WHOLE = 2 }; /* pull_peers.claim's flags */
+
 struct pull_peers {
     void *arg;
     /* Appends blob digest (a manifest or config, at most max bytes) to out; the pull checks the
@@ -54,10 +56,12 @@ struct pull_peers {
      * then call claim_end), -EAGAIN: a peer has it now (ask the peers again), or another code
      * (the pull fails with it). cur (may be NULL): the source whose download this pull reads
      * now (it asks whether it should go on: 1 names the node to read on from, -EAGAIN says the
-     * holder has the layer whole); failed: cur failed the pull, and is not named again while
-     * it holds the claim (1 then names the new holder, or a holder that finished). */
+     * holder has the layer whole); flags PULL_CLAIM_FAILED: cur failed the pull, and is not
+     * named again while it holds the claim (1 then names another node to read from, or a
+     * holder that finished); PULL_CLAIM_WHOLE: the pull wants the layer whole (not lazily), and
+     * 1 may name another reader of the download (the relay chain, docs/swarm.md). */
     int (*claim)(void *arg, const uint8_t digest[DIGEST_LEN], uint64_t size,
-                 const struct pull_src *cur, bool failed, bool *claimed, struct pull_src *src);
+                 const struct pull_src *cur, unsigned flags, bool *claimed, struct pull_src *src);
     void (*claim_end)(void *arg, const uint8_t digest[DIGEST_LEN], bool whole);
     /* Bytes [off, off + len) (fewer at the end) of layer digest's blob (size bytes) from src's
      * download, appended to out: 0, -EBUSY (not there yet: ask again), or another code (src

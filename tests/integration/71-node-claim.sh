@@ -8,7 +8,8 @@
 # standby takes the claim over when the lease runs out and asks the registry for the rest only
 # (a Range request), and the nine others all run python; the registry served the layer at most
 # 1.05 times in all. Last, 10 nodes pull the image whole at once from that registry: it serves
-# the layer once, and only the standby reads the download as it runs.
+# the layer once, the standby reads the claimant's download as it runs, and each other node the
+# download of the one before it (the relay chain).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-node.sh"
 . "$(dirname "$0")/lib-mount.sh"
@@ -150,20 +151,24 @@ for ((i = 1; i <= N; i++)); do
     PULLS[i]=$!
 done
 for ((i = 1; i <= N; i++)); do wait "${PULLS[i]}" || true; done
-relayed=0
+relayed=0 most=0 chained=0
 for ((i = 1; i <= N; i++)); do
     [ "$(cat "$T/prc.$i")" = 0 ] || fail "node $i: the pull failed: $(cat "$T/pull.$i.log")"
     complete=$("$AFSP_BIN" --data "${D[i]}" layers --json |
         "$PY" -c 'import json,sys; print(sum(1 for l in json.load(sys.stdin) if l["complete"] and l["digest"] == sys.argv[1]))' "$layer")
     assert_eq 1 "$complete" "node $i: the layer complete"
-    relayed=$((relayed + $(counter "${D[i]}" relayed_bytes)))
+    r=$(counter "${D[i]}" relayed_bytes) c=$(counter "${D[i]}" claim_relays)
+    relayed=$((relayed + r)) chained=$((chained + c))
+    ((r > most)) && most=$r
 done
 read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer" "$skip")"
-log "the registry served the layer $gets times, $bytes bytes; $relayed bytes were relayed from downloads as they ran"
+log "the registry served the layer $gets times, $bytes bytes; $relayed bytes were relayed from downloads as they ran, at most $most by one node; $chained pulls read another reader's download"
 assert_eq 1 "$gets" "GETs of the layer"
 ((bytes * 100 <= size * 105)) || fail "the registry served $bytes bytes of a $size-byte layer"
-# the standby read the claimant's download as it ran; the others waited for its end and took
-# the layer from the two and each other (relaying to every waiter would split the claimant's
-# uplink N - 1 ways: docs/swarm.md)
-((relayed * 2 >= size && relayed * 100 <= size * 105)) ||
-    fail "$relayed bytes were relayed from downloads as they ran, of a $size-byte layer"
+# the standby read the claimant's download as it ran, and each of the others the download of
+# the one that asked before it (the relay chain: docs/swarm.md): each uplink carried the layer
+# about once, however many read it, and most of it went from download to download
+((chained >= N - 3)) || fail "only $chained pulls read another reader's download"
+((most * 100 <= size * 105)) || fail "one node relayed $most bytes of a $size-byte layer"
+((relayed * 2 >= (N - 1) * size)) ||
+    fail "$relayed bytes were relayed from downloads as they ran, of a $size-byte layer, to $((N - 1)) nodes"
