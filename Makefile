@@ -19,7 +19,7 @@ CFLAGS  += -std=gnu11 -g $(OPT) $(WARN) -D_GNU_SOURCE -MMD -MP \
 LDFLAGS += $(if $(SANITIZER),-fsanitize=$(SANITIZER))
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-LIB_SRC  := $(wildcard util/*.c store/*.c store/*/*.c fs/*.c p2p/*.c dht/*.c node/*.c)
+LIB_SRC  := $(wildcard util/*.c store/*.c store/*/*.c fs/*.c p2p/*.c dht/*.c node/*.c exec/*.c)
 # sim/ (the simulator and the in-memory links) is test support: its own archive, linked by the
 # test runner and the benches and compiled into the fuzz targets, never into build/afsp.
 SIM_SRC  := $(wildcard sim/*.c)

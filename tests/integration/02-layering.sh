@@ -25,7 +25,7 @@ plant cmd/mount.c '#include "../node/node_int.h"'
 plant dht/table.c '#include <curl/curl.h>'
 plant sim/nodes.c '#include "../store/store.h"'
 plant node/fetch.c '#include <jansson.h>'
-mkdir -p "$T/exec" && echo '#include <stdio.h>' >"$T/exec/run.c"
+mkdir -p "$T/stray" && echo '#include <stdio.h>' >"$T/stray/run.c"
 expect_fail "$CHECK" --root "$T"
 out=$EXPECT_FAIL_OUTPUT
 assert_contains "$out" "node/link.c:2: includes <uv.h> (uv)"
@@ -35,6 +35,6 @@ assert_contains "$out" "cmd/mount.c:2: includes node/node_int.h"
 assert_contains "$out" "dht/table.c:2: includes <curl/curl.h> (curl)"
 assert_contains "$out" "sim/nodes.c:2: includes store/store.h"
 assert_contains "$out" "node/fetch.c:2: includes <jansson.h> (jansson)"
-assert_contains "$out" "exec/run.c: no row of the table names it"
+assert_contains "$out" "stray/run.c: no row of the table names it"
 assert_contains "$out" "FAILED: 8 include(s)"
 log "ok"
