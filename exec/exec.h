@@ -11,6 +11,7 @@
 #define AFSP_EXEC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define EXEC_CPUS_MAX 4096  /* cpus a node may offer, or a job ask for */
@@ -76,5 +77,43 @@ void exec_queue_pop(struct exec_queue *q);
 bool exec_queue_remove(struct exec_queue *q, uint64_t id);
 /* Where job id waits: 0 for the first, or -1. */
 int exec_queue_position(const struct exec_queue *q, uint64_t id);
+
+/* ---- spec.c: the runtime's config.json ---------------------------------------------------- */
+
+struct config_process; /* store/oci/oci.h: what the image config says of its process */
+
+struct exec_volume {
+    const char *src, *dst; /* absolute paths: on the node, in the job */
+    bool ro;
+};
+
+/* A job's process and limits, for its bundle's config.json (OCI runtime spec 1.0). */
+struct exec_spec {
+    const struct config_process *img; /* may be NULL: no image config */
+    char *const *args;                /* the command given (NULL-terminated; NULL or empty: the
+                                         image's Cmd), after the image's Entrypoint */
+    char *const *env;                 /* NAME=VALUE (NULL-terminated, may be NULL): over the
+                                         image's Env, one NAME at a time */
+    const char *workdir;              /* NULL: the image's WorkingDir, or / */
+    uint32_t uid, gid;                /* the user, resolved by the caller */
+    struct exec_res res;              /* cpus, memory: the cgroup's limits */
+    uint64_t slots;                   /* the device slots exec_take gave the job */
+    const char *slots_env;            /* NULL, or the variable that names them ("0,2") */
+    bool net_host;                    /* the node's network namespace; else a new one (lo only) */
+    const char *hostname;
+    const char *cgroups_path;
+    const struct exec_volume *volumes;
+    size_t nvolumes;
+};
+/* The CPU period of the quota (microseconds): millicpus * EXEC_CPU_PERIOD / 1000 a period. */
+#define EXEC_CPU_PERIOD 100000
+/* Docker's default capability set: the job's bounding, effective and permitted sets. */
+#define EXEC_CAPS_N 14
+extern const char *const exec_caps[EXEC_CAPS_N];
+
+/* The config.json of s: a malloc'd NUL-terminated JSON text in *out. Returns 0, AFSP_E_USAGE
+ * (no command: neither given nor in the image; a relative workdir or volume path; a bad
+ * --env; a hostname or cgroups path missing), or -ENOMEM. */
+int exec_spec_json(const struct exec_spec *s, char **out);
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * fuzz/manifest.c - libFuzzer target for what a registry or a user hands us as text:
  * manifest_parse() on the data (the Content-Type chosen by the first byte), then ref_parse() and
- * platform_parse() on the data as a string. Whatever parses must be within the bounds the header
- * promises, and a reference's canonical text must parse back to itself.
+ * platform_parse() on the data as a string, and config_process() and config_platform() on it as
+ * an image config. Whatever parses must be within the bounds the header promises, and a
+ * reference's canonical text must parse back to itself.
  */
 #include "../store/oci/oci.h"
 
@@ -53,6 +54,32 @@ static void check_manifest(const struct manifest *m)
         abort();
 }
 
+/* An image config's process: arrays within CONFIG_ARGS_MAX, Env entries NAME=VALUE; nothing
+ * left behind by a refusal. */
+static void check_config(const uint8_t *p, size_t n)
+{
+    struct config_process c;
+    char plat[100];
+    int rc = config_process(p, n, &c);
+    if (rc < 0) {
+        if ((rc != AFSP_E_FORMAT && rc != -ENOMEM) || c.entrypoint || c.cmd || c.env ||
+            c.workdir || c.user)
+            abort();
+    } else {
+        char **v[] = {c.entrypoint, c.cmd, c.env};
+        for (int k = 0; k < 3; k++) {
+            size_t i = 0;
+            for (; v[k] && v[k][i]; i++)
+                if (k == 2 && (!strchr(v[k][i], '=') || v[k][i][0] == '='))
+                    abort();
+            if (i > CONFIG_ARGS_MAX)
+                abort();
+        }
+        config_process_free(&c);
+    }
+    (void)config_platform(p, n, plat, sizeof plat);
+}
+
 static void check_ref(const char *s)
 {
     struct image_ref r, again;
@@ -92,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_manifest(&m);
         manifest_release(&m);
     }
+    check_config(data, size);
 
     char *s = malloc(size + 1);
     if (!s)

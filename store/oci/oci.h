@@ -108,4 +108,16 @@ int manifest_choose(const struct manifest *index, const struct platform *want);
  * ("config is not a JSON object") when body is not a JSON object. */
 int config_platform(const uint8_t *body, size_t len, char *out, size_t n);
 
+/* What an image config says of the process to run (its "config" object; every field may be
+ * absent or null): malloc'd copies, NULL-terminated arrays (empty ones: NULL). */
+#define CONFIG_ARGS_MAX 4096 /* entries of Entrypoint, Cmd or Env */
+struct config_process {
+    char **entrypoint, **cmd, **env;
+    char *workdir, *user;
+};
+/* Returns 0, AFSP_E_FORMAT (not a JSON object; a field of the wrong type; an array past
+ * CONFIG_ARGS_MAX or holding a non-string; an Env entry without '='), or -ENOMEM. */
+int config_process(const uint8_t *body, size_t len, struct config_process *out);
+void config_process_free(struct config_process *p);
+
 #endif
