@@ -78,6 +78,18 @@ bool exec_queue_remove(struct exec_queue *q, uint64_t id);
 /* Where job id waits: 0 for the first, or -1. */
 int exec_queue_position(const struct exec_queue *q, uint64_t id);
 
+/* ---- user.c: who a job runs as ------------------------------------------------------------- */
+
+#define EXEC_ACCOUNTS_MAX (1u << 20) /* bytes of an image's /etc/passwd or /etc/group read */
+
+/* The uid and gid of user spec ("", "name", "uid", "name:group", "uid:gid", and mixes; "" is
+ * root) in the image whose root is the directory fd root: names are looked up in its
+ * /etc/passwd and /etc/group (read through root, at most EXEC_ACCOUNTS_MAX bytes each, never
+ * following a link out of it); a user without a group given gets its passwd entry's group (a
+ * bare uid not in passwd: gid 0). Returns 0, AFSP_E_USAGE (a malformed spec, a name the image
+ * does not know, an id past 2^32 - 2), or a negative errno (a file unreadable but present). */
+int exec_user_resolve(int root, const char *spec, uint32_t *uid, uint32_t *gid);
+
 /* ---- spec.c: the runtime's config.json ---------------------------------------------------- */
 
 struct config_process; /* store/oci/oci.h: what the image config says of its process */

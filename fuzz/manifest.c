@@ -62,8 +62,8 @@ static void check_config(const uint8_t *p, size_t n)
     char plat[100];
     int rc = config_process(p, n, &c);
     if (rc < 0) {
-        if ((rc != AFSP_E_FORMAT && rc != -ENOMEM) || c.entrypoint || c.cmd || c.env ||
-            c.workdir || c.user)
+        if ((rc != AFSP_E_FORMAT && rc != -ENOMEM) || c.entrypoint || c.cmd || c.env || c.workdir ||
+            c.user)
             abort();
     } else {
         char **v[] = {c.entrypoint, c.cmd, c.env};
