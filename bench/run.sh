@@ -60,6 +60,8 @@
 #           256 MiB random layer, the 7 others pulling it at once: the time against the ideal
 #           (the layer over one link) and the copies the holder sent (with AFSP_BIN_OLD, that
 #           build too, interleaved).
+#   scratch a job's 1 GiB writable layer made and removed: a tmpfs with a size, a loop ext4
+#           made for the job, one from a pool (mount only) (docs/exec.md)
 #   swarm   bench/swarm_sim: 8, 50 and 200 node cores (sim/) on 2.5 MiB/s uplinks, one holding a
 #           layer of 64 chunks of 256 KiB, the others pulling it at once: the time against the
 #           ideal (the layer over one uplink), the layers' worth the holder sent, the uplinks'
@@ -71,7 +73,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -86,6 +88,7 @@
 #   BENCH_SWARMNET_ROUNDS=1  rounds of swarmnet
 #   BENCH_TAKEOVER_ROUNDS=2  rounds of takeover
 #   BENCH_WHOLENET_ROUNDS=1  rounds of wholenet
+#   BENCH_SCRATCH_ROUNDS=20  rounds of scratch
 #   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
@@ -98,7 +101,8 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${BENCH_ROUNDS:=5}"
 : "${BENCH_TAKEOVER_ROUNDS:=2}"
 : "${BENCH_WHOLENET_ROUNDS:=1}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet}"
+: "${BENCH_SCRATCH_ROUNDS:=20}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -1533,6 +1537,40 @@ bench_takeover() {
     } >>"$SUMMARY"
 }
 
+# scratch: what a job's size-limited writable layer costs to make (docs/exec.md, "Scratch"):
+# a tmpfs with a size, a loop-mounted ext4 made for the job (sparse file, mkfs, mount), and one
+# from a pool made beforehand (mount only), interleaved round by round; each made and removed.
+bench_scratch() {
+    require mkfs.ext4 losetup
+    local r d=$TEST_TMPDIR/scratch-mnt f=$TEST_TMPDIR/scratch.img p=$TEST_TMPDIR/pool.img t
+    local T1=() T2=() T3=() U1=() U2=()
+    mkdir -p "$d"
+    truncate -s 1G "$p" && mkfs.ext4 -q -F -E nodiscard "$p"
+    for ((r = 1; r <= BENCH_SCRATCH_ROUNDS; r++)); do
+        timed t mount -t tmpfs -o size=1g,mode=0755 tmpfs "$d" || fail "tmpfs mount failed"
+        T1+=("$t")
+        timed t umount "$d" && U1+=("$t")
+        timed t sh -c "truncate -s 1G '$f' && mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1 '$f' && mount -o loop '$f' '$d'" ||
+            fail "a loop ext4 could not be made"
+        T2+=("$t")
+        timed t sh -c "umount '$d' && rm -f '$f'" && U2+=("$t")
+        timed t mount -o loop "$p" "$d" || fail "the pool's ext4 could not be mounted"
+        T3+=("$t")
+        umount "$d"
+    done
+    rm -f "$p"
+    {
+        echo "### A job's scratch (1 GiB, $BENCH_SCRATCH_ROUNDS rounds each, interleaved): seconds to make it ready to write"
+        echo
+        echo "| kind | made (median, min-max) | removed (median) |"
+        echo "|---|---|---|"
+        echo "| tmpfs with size=1g | $(median "${T1[@]}") ($(minmax "${T1[@]}")) | $(median "${U1[@]}") |"
+        echo "| loop ext4 made for the job (truncate + mkfs.ext4 + mount -o loop) | $(median "${T2[@]}") ($(minmax "${T2[@]}")) | $(median "${U2[@]}") |"
+        echo "| loop ext4 from a pool (mount -o loop only) | $(median "${T3[@]}") ($(minmax "${T3[@]}")) | |"
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
@@ -1549,6 +1587,7 @@ wants storm && bench_storm
 wants takeover && bench_takeover
 wants wholenet && bench_wholenet
 wants swarmnet && bench_swarmnet
+wants scratch && bench_scratch
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})); then profile_ingest; fi ;;
