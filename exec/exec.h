@@ -90,6 +90,19 @@ int exec_queue_position(const struct exec_queue *q, uint64_t id);
  * does not know, an id past 2^32 - 2), or a negative errno (a file unreadable but present). */
 int exec_user_resolve(int root, const char *spec, uint32_t *uid, uint32_t *gid);
 
+/* ---- root.c: a job's root file system ------------------------------------------------------ */
+
+/* Makes the root of a job in directory dir (which must exist, empty): a tmpfs of scratch bytes
+ * at dir/scratch holding the overlay's upper and work directories, and at dir/rootfs an overlay
+ * of lower (the image's read-only mount: it is never written) under that upper. Returns 0,
+ * AFSP_E_USAGE (a path overlayfs cannot take: relative, or with ',', ':' or '\\'; scratch 0), or
+ * a negative errno (nothing is left mounted then). */
+int exec_root_make(const char *dir, const char *lower, uint64_t scratch);
+/* Unmounts dir/rootfs and dir/scratch and removes what exec_root_make made (the overlay first;
+ * lazily if busy). Returns 0 or the first error; goes on past errors. Harmless on a root half
+ * made or already removed. */
+int exec_root_remove(const char *dir);
+
 /* ---- spec.c: the runtime's config.json ---------------------------------------------------- */
 
 struct config_process; /* store/oci/oci.h: what the image config says of its process */

@@ -1,0 +1,139 @@
+/*
+ * test_exec_root.c - a job's root (exec/root.c) with real mounts: the image's files read through
+ * the overlay, the job's writes in its own scratch and never in the image, a write past the
+ * scratch's size refused with ENOSPC, two jobs not seeing each other's files, and nothing left
+ * mounted or on disk once removed.
+ */
+#include "../../exec/exec.h"
+#include "../../util/util.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void put(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs(text, f);
+    CHECK(fclose(f) == 0);
+}
+
+static bool reads(const char *path, const char *text)
+{
+    char buf[256] = {0};
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    return n == strlen(text) && !memcmp(buf, text, n);
+}
+
+/* Whether anything is mounted under dir (/proc/self/mountinfo). */
+static bool mounted_under(const char *dir)
+{
+    char line[4096];
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    bool found = false;
+    CHECK(f != NULL);
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, dir) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* Writes n bytes to path; returns 0 or the errno of the write or close that failed. */
+static int write_bytes(const char *path, size_t n)
+{
+    static char block[65536];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return errno;
+    int err = 0;
+    for (size_t done = 0; !err && done < n;) {
+        ssize_t k = write(fd, block, MIN(sizeof block, n - done));
+        if (k < 0)
+            err = errno;
+        else
+            done += (size_t)k;
+    }
+    if (close(fd) < 0 && !err)
+        err = errno;
+    return err;
+}
+
+TEST(exec_a_job_s_root_is_the_image_under_its_own_bounded_scratch)
+{
+    char top[256], img[300], j1[300], j2[300], p[400], q[400];
+    snprintf(top, sizeof top, "%s/afsp-root-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    CHECK(mkdtemp(top) != NULL);
+    snprintf(img, sizeof img, "%s/image", top);
+    snprintf(j1, sizeof j1, "%s/job1", top);
+    snprintf(j2, sizeof j2, "%s/job2", top);
+    CHECK(mkdir(img, 0755) == 0 && mkdir(j1, 0700) == 0 && mkdir(j2, 0700) == 0);
+    snprintf(p, sizeof p, "%s/etc", img);
+    CHECK(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof p, "%s/etc/os-release", img);
+    put(p, "image");
+    CHECK(chmod(img, 0555) == 0); /* as a read-only mount is */
+
+    CHECK(exec_root_make(j1, img, 1u << 20) == 0);
+    CHECK(exec_root_make(j2, img, 1u << 20) == 0);
+    snprintf(p, sizeof p, "%s/rootfs/etc/os-release", j1);
+    CHECK(reads(p, "image"));
+    /* a job changes an image file and adds one: in its scratch, not in the image */
+    put(p, "job1");
+    CHECK(reads(p, "job1"));
+    snprintf(q, sizeof q, "%s/etc/os-release", img);
+    CHECK(reads(q, "image"));
+    snprintf(q, sizeof q, "%s/scratch/up/etc/os-release", j1);
+    CHECK(reads(q, "job1"));
+    snprintf(p, sizeof p, "%s/rootfs/new", j1);
+    put(p, "mine");
+    snprintf(q, sizeof q, "%s/new", img);
+    CHECK(access(q, F_OK) < 0 && errno == ENOENT);
+    /* the other job sees the image, not job 1's files */
+    snprintf(q, sizeof q, "%s/rootfs/etc/os-release", j2);
+    CHECK(reads(q, "image"));
+    snprintf(q, sizeof q, "%s/rootfs/new", j2);
+    CHECK(access(q, F_OK) < 0 && errno == ENOENT);
+    /* past its scratch: ENOSPC, and the other job can still write */
+    snprintf(p, sizeof p, "%s/rootfs/big", j1);
+    CHECK_INT(write_bytes(p, 2u << 20), ==, ENOSPC);
+    snprintf(q, sizeof q, "%s/rootfs/small", j2);
+    CHECK_INT(write_bytes(q, 512u << 10), ==, 0);
+
+    /* removed: nothing mounted, nothing left but the empty job directories */
+    CHECK(exec_root_remove(j1) == 0 && exec_root_remove(j2) == 0);
+    CHECK(!mounted_under(top));
+    snprintf(p, sizeof p, "%s/rootfs", j1);
+    CHECK(access(p, F_OK) < 0 && errno == ENOENT);
+    snprintf(p, sizeof p, "%s/scratch", j2);
+    CHECK(access(p, F_OK) < 0 && errno == ENOENT);
+    CHECK(exec_root_remove(j1) == 0); /* again: harmless */
+    snprintf(q, sizeof q, "%s/etc/os-release", img);
+    CHECK(reads(q, "image"));
+
+    /* paths overlayfs cannot take, no scratch, a lower that is not there: refused, nothing
+     * left behind */
+    CHECK(exec_root_make(j1, "relative/image", 1u << 20) == AFSP_E_USAGE);
+    CHECK(exec_root_make(j1, "/a,lowerdir=/etc", 1u << 20) == AFSP_E_USAGE);
+    CHECK(exec_root_make(j1, "/a:b", 1u << 20) == AFSP_E_USAGE);
+    CHECK(exec_root_make(j1, img, 0) == AFSP_E_USAGE);
+    snprintf(q, sizeof q, "%s/missing", top);
+    CHECK(exec_root_make(j1, q, 1u << 20) == -ENOENT);
+    CHECK(!mounted_under(top));
+    snprintf(p, sizeof p, "%s/rootfs", j1);
+    CHECK(access(p, F_OK) < 0 && errno == ENOENT);
+
+    CHECK(chmod(img, 0755) == 0);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
+    CHECK(system(cmd) == 0);
+}
