@@ -103,6 +103,21 @@ int exec_root_make(const char *dir, const char *lower, uint64_t scratch);
  * made or already removed. */
 int exec_root_remove(const char *dir);
 
+/* ---- cgroup.c: what a job used ------------------------------------------------------------- */
+
+struct exec_usage {
+    uint64_t cpu_ns;    /* cpu time of all its processes */
+    uint64_t mem_peak;  /* the most memory it held at once (bytes) */
+    uint64_t oom_kills; /* processes the kernel killed for its memory limit */
+};
+/* The usage of cgroup path (as config.json's cgroupsPath: "afsp/j1" is under the cgroup of the
+ * process that started the runtime, in each hierarchy, as runc places it; "/afsp/j1" under the
+ * hierarchy's root) under the cgroup file system mounted at base ("/sys/fs/cgroup"): cgroup v1
+ * (base/memory and base/cpuacct: hybrid or legacy) or v2 (base/cgroup.controllers: unified).
+ * self: that process's cgroup file ("/proc/self/cgroup"). Returns 0, -ENOENT (no such cgroup),
+ * or AFSP_E_FORMAT (a file that does not read as the kernel writes it). */
+int exec_cgroup_usage(const char *base, const char *self, const char *path, struct exec_usage *u);
+
 /* ---- spec.c: the runtime's config.json ---------------------------------------------------- */
 
 struct config_process; /* store/oci/oci.h: what the image config says of its process */

@@ -53,4 +53,15 @@ const char *test_tmpdir(void);
                       a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                     \
     } while (0)
 
+/* Writes text to the file at dir/name (name NULL: dir is the file's path), made or truncated. */
+static inline void test_put(const char *dir, const char *name, const char *text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s%s", dir, name ? "/" : "", name ? name : "");
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs(text, f);
+    CHECK(fclose(f) == 0);
+}
+
 #endif

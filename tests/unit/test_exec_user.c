@@ -14,34 +14,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void put(const char *dir, const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* A fresh image root with etc/ in it; its path in dir (256 bytes), its fd returned. */
 static int image_root(char *dir)
 {
-    snprintf(dir, 256, "%s/afsp-user-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
+    snprintf(dir, 256, "%s/image", test_tmpdir());
+    CHECK(mkdir(dir, 0755) == 0);
     char etc[300];
     snprintf(etc, sizeof etc, "%s/etc", dir);
     CHECK(mkdir(etc, 0755) == 0);
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     CHECK(fd >= 0);
     return fd;
-}
-
-static void rm_root(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
 }
 
 static bool user_is(int root, const char *spec, uint32_t uid, uint32_t gid)
@@ -55,12 +38,12 @@ TEST(exec_a_user_is_resolved_in_the_image_s_own_accounts)
     char dir[256], etc[300];
     int root = image_root(dir);
     snprintf(etc, sizeof etc, "%s/etc", dir);
-    put(etc, "passwd",
-        "root:x:0:0:root:/root:/bin/bash\n"
-        "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n"
-        "broken:x:notanumber:5::/:/bin/sh\n"
-        "app:x:1000:1001:App:/home/app:/bin/sh");
-    put(etc, "group", "root:x:0:\nstaff:x:50:app\napp:x:1001:\nbad:x:-3:\n");
+    test_put(etc, "passwd",
+             "root:x:0:0:root:/root:/bin/bash\n"
+             "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n"
+             "broken:x:notanumber:5::/:/bin/sh\n"
+             "app:x:1000:1001:App:/home/app:/bin/sh");
+    test_put(etc, "group", "root:x:0:\nstaff:x:50:app\napp:x:1001:\nbad:x:-3:\n");
     CHECK(user_is(root, "", 0, 0));
     CHECK(user_is(root, "app", 1000, 1001));  /* its passwd group */
     CHECK(user_is(root, "1000", 1000, 1001)); /* the same, by number */
@@ -78,7 +61,6 @@ TEST(exec_a_user_is_resolved_in_the_image_s_own_accounts)
         CHECK(u == 77 && g == 77);
     }
     close(root);
-    rm_root(dir);
 }
 
 TEST(exec_an_image_s_accounts_are_read_beneath_its_root_and_bounded)
@@ -102,7 +84,7 @@ TEST(exec_an_image_s_accounts_are_read_beneath_its_root_and_bounded)
     CHECK(unlink(path) == 0 && symlink(out, path) == 0);
     CHECK(exec_user_resolve(root, "evil", &u, &g) == AFSP_E_USAGE);
     /* a link that stays inside is followed */
-    put(etc, "accounts", "app:x:1000:1000::/:/bin/sh\n");
+    test_put(etc, "accounts", "app:x:1000:1000::/:/bin/sh\n");
     CHECK(unlink(path) == 0 && symlink("/etc/accounts", path) == 0);
     CHECK(user_is(root, "app", 1000, 1000));
     /* a FIFO: read as empty, no hang */
@@ -123,6 +105,5 @@ TEST(exec_an_image_s_accounts_are_read_beneath_its_root_and_bounded)
     CHECK(user_is(root, "33:44", 33, 44));
     CHECK(exec_user_resolve(root, "app", &u, &g) == AFSP_E_USAGE);
     close(root);
-    rm_root(dir);
     CHECK(unlink(out) == 0);
 }
