@@ -156,4 +156,27 @@ extern const char *const exec_caps[EXEC_CAPS_N];
  * --env; a hostname or cgroups path missing), or -ENOMEM. */
 int exec_spec_json(const struct exec_spec *s, char **out);
 
+/* ---- run.c: one job, start to end ------------------------------------------------------------ */
+
+struct exec_job {
+    const char *id;      /* unique on the node: the runtime's container id */
+    const char *dir;     /* the job's directory: made by the caller, empty, absolute */
+    const char *lower;   /* the image's read-only root (its mount) */
+    const char *runtime; /* the OCI runtime's program ("runc") */
+    const char *state;   /* the runtime's state directory (runc --root) */
+    uint64_t scratch;    /* bytes of the job's writable layer */
+    int out_fd, err_fd;  /* the job's stdout and stderr go there; its stdin is /dev/null */
+    struct exec_spec spec;
+};
+struct exec_result {
+    int status; /* the runtime's: the job's exit status, or 128 + the signal that ended it */
+    bool oom;   /* the kernel killed a process of it for its memory limit */
+    struct exec_usage usage;
+};
+/* Runs job j to its end and cleans up after it (blocks: for a thread of its own): its root
+ * (exec_root_make), its config.json, the runtime (`run --keep`), its usage and OOM kills from
+ * its cgroup, the runtime's `delete`, its root removed. Returns 0 (r set), or an error before
+ * the job could start (nothing left behind), or after it (r set as far as known). */
+int exec_job_run(const struct exec_job *j, struct exec_result *r);
+
 #endif

@@ -7,6 +7,7 @@
 #define AFSP_TEST_H
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,18 @@ static inline void test_put(const char *dir, const char *name, const char *text)
     CHECK(f != NULL);
     fputs(text, f);
     CHECK(fclose(f) == 0);
+}
+
+/* The file at path into buf (n bytes, NUL-terminated, cut to fit); false if it cannot be read. */
+static inline bool test_slurp(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t k = fread(buf, 1, n - 1, f);
+    fclose(f);
+    buf[k] = 0;
+    return true;
 }
 
 #endif

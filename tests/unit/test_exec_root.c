@@ -18,13 +18,8 @@
 
 static bool reads(const char *path, const char *text)
 {
-    char buf[256] = {0};
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    return n == strlen(text) && !memcmp(buf, text, n);
+    char buf[256];
+    return test_slurp(path, buf, sizeof buf) && !strcmp(buf, text);
 }
 
 /* Whether anything is mounted under dir (/proc/self/mountinfo). */

@@ -1,0 +1,107 @@
+/*
+ * run.c - one job from start to end, on the thread that calls it: its root and config.json in
+ * its directory, the OCI runtime run on it (`runc run --keep`, so that its cgroup outlives its
+ * process and can be read), its usage and OOM kills, and the cleanup (`runc delete`, the root
+ * unmounted and removed) whatever happened.
+ *
+ * Owns the job's directory's contents and the runtime's container while it runs.
+ */
+#include "exec.h"
+
+#include "../util/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Runs argv with stdin /dev/null and stdout, stderr to out, err (-1: /dev/null); its wait
+ * status in *status. */
+static int spawn_wait(char *const argv[], int out, int err, int *status)
+{
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc)
+        return -rc;
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (out >= 0)
+        posix_spawn_file_actions_adddup2(&fa, out, 1);
+    else
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    if (err >= 0)
+        posix_spawn_file_actions_adddup2(&fa, err, 2);
+    else
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc)
+        return err_set(-rc, "cannot start %s", argv[0]);
+    while (waitpid(pid, status, 0) < 0)
+        if (errno != EINTR)
+            return err_set(-errno, "waiting for %s", argv[0]);
+    return 0;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(-errno, "cannot write %s", path);
+    size_t n = strlen(text), done = 0;
+    while (done < n) {
+        ssize_t k = write(fd, text + done, n - done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            int e = errno;
+            close(fd);
+            return err_set(-e, "cannot write %s", path);
+        }
+        done += (size_t)k;
+    }
+    return close(fd) < 0 ? err_set(-errno, "cannot write %s", path) : 0;
+}
+
+int exec_job_run(const struct exec_job *j, struct exec_result *r)
+{
+    char cfg[4200], *json = NULL;
+    int rc, st = 0;
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+    if (snprintf(cfg, sizeof cfg, "%s/config.json", j->dir) >= (int)sizeof cfg)
+        return AFSP_E_USAGE;
+    if ((rc = exec_spec_json(&j->spec, &json)) < 0)
+        return rc;
+    if ((rc = exec_root_make(j->dir, j->lower, j->scratch)) < 0) {
+        free(json);
+        return rc;
+    }
+    rc = write_file(cfg, json);
+    free(json);
+    if (rc == 0) {
+        char *run[] = {(char *)j->runtime, "--root",       (char *)j->state, "run", "--keep",
+                       "--bundle",         (char *)j->dir, (char *)j->id,    NULL};
+        rc = spawn_wait(run, j->out_fd, j->err_fd, &st);
+        if (rc == 0) {
+            r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            /* the cgroup is gone if the runtime failed before making it: usage unknown */
+            if (exec_cgroup_usage("/sys/fs/cgroup", "/proc/self/cgroup", j->spec.cgroups_path,
+                                  &r->usage) == 0)
+                r->oom = r->usage.oom_kills > 0;
+        }
+        char *del[] = {(char *)j->runtime, "--root", (char *)j->state, "delete", "--force",
+                       (char *)j->id,      NULL};
+        int dst;
+        spawn_wait(del, -1, -1, &dst); /* a container never made: nothing to delete */
+    }
+    unlink(cfg);
+    int rc2 = exec_root_remove(j->dir);
+    return rc ? rc : rc2;
+}
