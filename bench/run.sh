@@ -62,6 +62,7 @@
 #           build too, interleaved).
 #   scratch a job's 1 GiB writable layer made and removed: a tmpfs with a size, a loop ext4
 #           made for the job, one from a pool (mount only) (docs/exec.md)
+#   exec    a trivial job started and ended by exec_job_run against bare `runc run` (bench/exec_start)
 #   swarm   bench/swarm_sim: 8, 50 and 200 node cores (sim/) on 2.5 MiB/s uplinks, one holding a
 #           layer of 64 chunks of 256 KiB, the others pulling it at once: the time against the
 #           ideal (the layer over one uplink), the layers' worth the holder sent, the uplinks'
@@ -73,7 +74,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch exec"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -89,6 +90,7 @@
 #   BENCH_TAKEOVER_ROUNDS=2  rounds of takeover
 #   BENCH_WHOLENET_ROUNDS=1  rounds of wholenet
 #   BENCH_SCRATCH_ROUNDS=20  rounds of scratch
+#   BENCH_EXEC_ROUNDS=20     rounds of exec
 #   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
@@ -102,7 +104,8 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${BENCH_TAKEOVER_ROUNDS:=2}"
 : "${BENCH_WHOLENET_ROUNDS:=1}"
 : "${BENCH_SCRATCH_ROUNDS:=20}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch}"
+: "${BENCH_EXEC_ROUNDS:=20}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch exec}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -1571,6 +1574,19 @@ bench_scratch() {
     } >>"$SUMMARY"
 }
 
+# exec: a trivial job's start and end through exec_job_run against bare `runc run` of a bundle
+# made once (bench/exec_start.c), interleaved
+bench_exec() {
+    require runc
+    mkdir -p "$TEST_TMPDIR/exec"
+    {
+        echo "### A job's start and end over the runtime's own (bench/exec_start, $BENCH_EXEC_ROUNDS rounds each, interleaved; the image: this machine's root file system through the job's overlay)"
+        echo
+        "$AFSP_BENCH_BIN/exec_start" "$TEST_TMPDIR/exec" "$BENCH_EXEC_ROUNDS" || fail "exec_start failed"
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
@@ -1588,6 +1604,7 @@ wants takeover && bench_takeover
 wants wholenet && bench_wholenet
 wants swarmnet && bench_swarmnet
 wants scratch && bench_scratch
+wants exec && bench_exec
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})); then profile_ingest; fi ;;
