@@ -103,6 +103,12 @@ int exec_root_make(const char *dir, const char *lower, uint64_t scratch);
  * made or already removed. */
 int exec_root_remove(const char *dir);
 
+/* Whether a job may have src (a --volume's source on the node) bound in: it must exist, and
+ * neither lie inside nor hold any of the n directories of private (the node's data directory,
+ * its keys), both compared after resolving links and "..". Returns 0, AFSP_E_USAGE (it would
+ * expose one of them), or a negative errno (src or a private directory cannot be resolved). */
+int exec_volume_allowed(const char *src, const char *const *private, size_t n);
+
 /* ---- cgroup.c: what a job used ------------------------------------------------------------- */
 
 struct exec_usage {

@@ -12,7 +12,9 @@
 #include "../util/util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -78,4 +80,28 @@ int exec_root_remove(const char *dir)
     int rc = unmount_rmdir(root); /* the overlay first: it holds the scratch's directories */
     int rc2 = unmount_rmdir(s);   /* with the tmpfs go the upper and work directories */
     return rc ? rc : rc2;
+}
+
+/* Whether path a is b or below it (both resolved). */
+static bool within(const char *a, const char *b)
+{
+    size_t n = strlen(b);
+    if (n == 1) /* "/" holds everything */
+        return true;
+    return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/');
+}
+
+int exec_volume_allowed(const char *src, const char *const *private, size_t n)
+{
+    char s[PATH_MAX], p[PATH_MAX];
+    if (!realpath(src, s))
+        return err_set(-errno, "volume %s", src);
+    for (size_t i = 0; i < n; i++) {
+        if (!realpath(private[i], p))
+            return err_set(-errno, "%s", private[i]);
+        if (within(s, p) || within(p, s))
+            return err_set(AFSP_E_USAGE, "volume %s: it would show the node's own %s to the job",
+                           src, p);
+    }
+    return 0;
 }
