@@ -162,6 +162,46 @@ extern const char *const exec_caps[EXEC_CAPS_N];
  * --env; a hostname or cgroups path missing), or -ENOMEM. */
 int exec_spec_json(const struct exec_spec *s, char **out);
 
+struct exec_result; /* run.c */
+
+/* ---- job.c: a job's states ----------------------------------------------------------------- */
+
+enum exec_state {
+    EXEC_QUEUED = 0,    /* admitted later: waiting for room (--queue) */
+    EXEC_PREPARING = 1, /* its image mounted, its root made */
+    EXEC_RUNNING = 2,
+    EXEC_EXITED = 3, /* it ended by itself (its status says how) */
+    EXEC_KILLED = 4, /* it ended by a signal it was sent (afsp kill), or was cancelled queued */
+    EXEC_OOM = 5,    /* the kernel killed a process of it for its memory limit */
+    EXEC_FAILED = 6, /* it could not be started, or the runtime failed it */
+};
+#define EXEC_STATES 7
+#define EXEC_ID_LEN 32 /* "NODEID8-COUNTER" and its NUL, at most */
+
+struct exec_status {
+    char id[EXEC_ID_LEN];
+    enum exec_state state;
+    uint64_t at[EXEC_STATES]; /* wall clock (ms) of each state reached; 0: not reached */
+    bool kill_asked;          /* a kill was asked while it ran */
+    int status;               /* EXITED, KILLED, OOM: the runtime's status; else -1 */
+    struct exec_usage usage;
+};
+/* "queued", "preparing", "running", "exited", "killed", "oom", "failed". */
+const char *exec_state_name(enum exec_state s);
+/* Whether a job in state s has ended. */
+bool exec_state_final(enum exec_state s);
+/* A new job's status: id from the node's id (its first 4 bytes, in hex) and a counter the node
+ * never reuses (so unique in the cluster while node ids are), in state first (QUEUED or
+ * PREPARING) since now. */
+void exec_status_init(struct exec_status *j, const uint8_t node_id[4], uint64_t counter,
+                      enum exec_state first, uint64_t now);
+/* Moves j to state to at now. Returns 0, or -EINVAL (not a step a job takes: back, from an
+ * end, or skipping RUNNING into EXITED or OOM). */
+int exec_status_to(struct exec_status *j, enum exec_state to, uint64_t now);
+/* Ends a job that was RUNNING with exec_job_run's rc and r: FAILED (rc < 0 before it ran),
+ * OOM (the kernel's count), KILLED (a kill was asked and a signal ended it), else EXITED. */
+void exec_status_end(struct exec_status *j, int rc, const struct exec_result *r, uint64_t now);
+
 /* ---- run.c: one job, start to end ------------------------------------------------------------ */
 
 struct exec_job {
