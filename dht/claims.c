@@ -144,6 +144,10 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
             claim_follow(d, cr, op, from, now, res);
         return;
     }
+    if (!cr && op == DHT_CLAIM_READ) {
+        res->state = DHT_CLAIM_NONE; /* a reader's check makes no claim: it reads on */
+        return;
+    }
     if (!cr) {
         /* an asker nobody can reach cannot share the layer: it goes on uncoordinated */
         if (!from->addr.port || d->claims.n >= DHT_CLAIMS_MAX ||
@@ -153,7 +157,7 @@ static void claim_decide(struct dht *d, const uint8_t key[DHT_ID_LEN], uint8_t o
             return;
         }
     }
-    if (mine && cr->done && op == DHT_CLAIM_TAKE)
+    if (mine && cr->done && (op == DHT_CLAIM_TAKE || op == DHT_CLAIM_TAKE_READ))
         cr->done = false; /* the holder lost the layer and downloads it again */
     cr->holder = *from;
     if (op == DHT_CLAIM_DONE || cr->done) {

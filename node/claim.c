@@ -213,9 +213,13 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         }
         timer_set(n, &cl->timer, now + n->t.claim_poll);
         return;
-    default: /* FREE, NONE, no granter: uncoordinated */
-        log_debug("event=claim_free layer=%s rc=%d", dg_short(cl->digest, dg), rc);
+    default: /* FREE, NONE, no granter: uncoordinated; a reader reads on */
         cl->standby = false;
+        if (j && j->reading && !j->avoid_src) {
+            claim_stream(cl, &j->src);
+            return;
+        }
+        log_debug("event=claim_free layer=%s rc=%d", dg_short(cl->digest, dg), rc);
         claim_answer_job(cl, 0, false);
         return;
     }

@@ -193,6 +193,12 @@ TEST(dht_whole_pulls_read_one_another_s_downloads_in_a_chain)
         struct cres d = claim(s, i, key, i == 20 ? DHT_CLAIM_TAKE_READ : DHT_CLAIM_READ, NULL);
         CHECK(d.r.state == DHT_CLAIM_FINISHED && same_id(&d.r.holder, s, 3));
     }
+    /* once that is forgotten, a reader's check makes no claim (it reads on); a new whole pull
+     * gets one */
+    sim_run_until(s, sim_now(s) + DHT_CLAIM_DONE_MS + 2000);
+    CHECK(claim(s, 17, key, DHT_CLAIM_READ, NULL).r.state == DHT_CLAIM_NONE);
+    CHECK(claim(s, 18, key, DHT_CLAIM_READ, NULL).r.state == DHT_CLAIM_NONE);
+    CHECK(claim(s, 21, key, DHT_CLAIM_TAKE_READ, NULL).r.state == DHT_CLAIM_GRANTED);
     sim_free(s);
 }
 
