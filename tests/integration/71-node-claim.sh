@@ -103,10 +103,34 @@ start_registry --netns "afspreg$$" "$sub.2"
 INSECURE=$REGISTRY
 push_image "$T/oci" py "$REGISTRY/debian:py"
 read -r layer <<<"$(layer_digests "$REGISTRY/debian:py")"
-cluster 2
-storm "$REGISTRY/debian:py"
-wait_until 60 find_claimant "${LOGN[@]}"
-claimant=$CLAIMANT
+layer_gets_at_least() { # N: the registry's log shows at least N GETs of the layer
+    local g
+    read -r g _ <<<"$(registry_gets "$REGISTRY_LOG" "$layer")"
+    ((g >= $1))
+}
+# The claimant must not be the claim's granter (the node closest to the layer's key, one in
+# ten): killed, that one takes the claim's record with it, and whichever node asks the next
+# granter first is granted the claim, not the standby (docs/swarm.md, "Races, partitions,
+# liars": one download more). That case is left out here: a fresh cluster (new node IDs) is
+# made until the claimant is not the granter.
+for try in 1 2 3 4; do
+    cluster 2
+    storm "$REGISTRY/debian:py"
+    wait_until 60 find_claimant "${LOGN[@]}"
+    claimant=$CLAIMANT
+    (($(dht "${D[claimant]}" claims_held) == 0)) && break
+    log "the claimant, node $claimant, is also the claim's granter: a fresh cluster (try $try)"
+    ((try < 4)) || fail "the claimant was the granter 4 times in a row"
+    for ((i = 1; i <= N; i++)); do kill_bg "${PID[i]}"; done
+    storm_wait
+    for ((i = 1; i <= N; i++)); do
+        _unmount_at_exit "$T/m$i"
+        rm -rf "${D[i]}"
+    done
+    # the cut download of this try (its one GET of the layer) logged before the next is counted
+    wait_until 30 layer_gets_at_least "$try"
+    skip2=$(wc -l <"$REGISTRY_LOG")
+done
 relayed_third() { (($(counter "${D[claimant]}" relayed_bytes) * 3 >= size)); }
 wait_until 60 relayed_third
 kill -KILL "${PID[claimant]}"
@@ -116,7 +140,7 @@ for ((i = 1; i <= N; i++)); do
     ((i == claimant)) && continue
     [ "$(cat "$T/rc.$i" 2>/dev/null)" = 0 ] || fail "node $i: the mount or python failed: $(cat "$T/mount.$i.log")"
 done
-read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer")"
+read -r gets bytes <<<"$(registry_gets "$REGISTRY_LOG" "$layer" "${skip2:-0}")"
 log "the registry served the layer $gets times, $bytes bytes ($((bytes * 100 / size))%)"
 # the claimant's cut download, and the rest by the standby that took over
 ((gets <= 2)) || fail "the registry served the layer $gets times"
