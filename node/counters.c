@@ -17,7 +17,7 @@
     X("replacements", ds.replacements, "verified contacts waiting for room in a full bucket")      \
     X("keys", ds.keys, "keys with provider records held for others")                               \
     X("records", ds.records, "provider records held for others")                                   \
-    X("claims_held", dht_claims_held(n->dht), "layers' fetch claims held for others (as granter)")  \
+    X("claims_held", dht_claims_held(n->dht), "layers' fetch claims held for others (as granter)") \
     X("providing", ds.providing, "keys this node announces")                                       \
     X("lookups", ds.lookups, "lookups run")                                                        \
     X("lookups_failed", ds.lookups_failed, "lookups no node answered")                             \
