@@ -96,6 +96,13 @@ static struct node_claim *held_here(struct node *n, const struct node_claim *but
     return NULL;
 }
 
+/* A reader's check (its source has not failed it): told to read on, it reads from where it
+ * reads. */
+static bool checking(const struct node_job *j)
+{
+    return j && j->reading && !j->avoid_src;
+}
+
 static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
 {
     struct node_claim *cl = arg;
@@ -154,7 +161,7 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
     case DHT_CLAIM_FINISHED:
         providers_hint(n, cl->digest, &r->holder, now);
         cl->standby = false;
-        if (j && j->reading && !j->avoid_src && j->whole) { /* a whole pull reads on */
+        if (checking(j) && j->whole) { /* a whole pull reads on */
             claim_stream(cl, &j->src);
             return;
         }
@@ -177,7 +184,7 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         /* the holder's download failed this task: it waits for the lease, as for HELD */
         __attribute__((fallthrough));
     case DHT_CLAIM_RELAY:
-        if (j && j->reading && !j->avoid_src) { /* a reader's check: on from where it reads */
+        if (checking(j)) { /* on from where it reads */
             claim_stream(cl, &j->src);
             return;
         }
@@ -215,7 +222,7 @@ static void on_claim(void *arg, int rc, const struct dht_claim_result *r)
         return;
     default: /* FREE, NONE, no granter: uncoordinated; a reader reads on */
         cl->standby = false;
-        if (j && j->reading && !j->avoid_src) {
+        if (checking(j)) {
             claim_stream(cl, &j->src);
             return;
         }

@@ -77,4 +77,17 @@ static inline bool test_slurp(const char *path, char *buf, size_t n)
     return true;
 }
 
+/* Whether anything is mounted at or under dir (/proc/self/mountinfo names it). */
+static inline bool test_mounted_under(const char *dir)
+{
+    char line[4096];
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    bool found = false;
+    CHECK(f != NULL);
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, dir) != NULL;
+    fclose(f);
+    return found;
+}
+
 #endif

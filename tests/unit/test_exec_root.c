@@ -22,19 +22,6 @@ static bool reads(const char *path, const char *text)
     return test_slurp(path, buf, sizeof buf) && !strcmp(buf, text);
 }
 
-/* Whether anything is mounted under dir (/proc/self/mountinfo). */
-static bool mounted_under(const char *dir)
-{
-    char line[4096];
-    FILE *f = fopen("/proc/self/mountinfo", "r");
-    bool found = false;
-    CHECK(f != NULL);
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, dir) != NULL;
-    fclose(f);
-    return found;
-}
-
 /* Writes n bytes to path; returns 0 or the errno of the write or close that failed. */
 static int write_bytes(const char *path, size_t n)
 {
@@ -97,7 +84,7 @@ TEST(exec_a_job_s_root_is_the_image_under_its_own_bounded_scratch)
 
     /* removed: nothing mounted, nothing left but the empty job directories */
     CHECK(exec_root_remove(j1) == 0 && exec_root_remove(j2) == 0);
-    CHECK(!mounted_under(top));
+    CHECK(!test_mounted_under(top));
     snprintf(p, sizeof p, "%s/rootfs", j1);
     CHECK(access(p, F_OK) < 0 && errno == ENOENT);
     snprintf(p, sizeof p, "%s/scratch", j2);
@@ -114,7 +101,7 @@ TEST(exec_a_job_s_root_is_the_image_under_its_own_bounded_scratch)
     CHECK(exec_root_make(j1, img, 0) == AFSP_E_USAGE);
     snprintf(q, sizeof q, "%s/missing", top);
     CHECK(exec_root_make(j1, q, 1u << 20) == -ENOENT);
-    CHECK(!mounted_under(top));
+    CHECK(!test_mounted_under(top));
     snprintf(p, sizeof p, "%s/rootfs", j1);
     CHECK(access(p, F_OK) < 0 && errno == ENOENT);
 

@@ -65,12 +65,8 @@ static void run_job(struct run *x, const char *name, uint64_t memory, char **arg
 /* Nothing of job x left: no mount under its directory, its directory empty, no container. */
 static void check_clean(const struct run *x)
 {
-    char line[4096], p[400];
-    FILE *f = fopen("/proc/self/mountinfo", "r");
-    CHECK(f != NULL);
-    while (fgets(line, sizeof line, f))
-        CHECK(!strstr(line, x->dir));
-    fclose(f);
+    char p[400];
+    CHECK(!test_mounted_under(x->dir));
     const char *left[] = {"rootfs", "scratch", "config.json"};
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/%s", x->dir, left[i]);
