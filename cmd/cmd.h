@@ -114,9 +114,15 @@ int cmd_node(int argc, char **argv);
 int cmd_peers(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_providers(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_kill(int argc, char **argv);
+int cmd_wait(int argc, char **argv);
 
 extern const struct command cmd_pull_def, cmd_images_def, cmd_layers_def, cmd_prune_def,
     cmd_inspect_def, cmd_mount_def, cmd_umount_def, cmd_genkey_def, cmd_node_def, cmd_peers_def,
-    cmd_stats_def, cmd_providers_def;
+    cmd_stats_def, cmd_providers_def, cmd_run_def, cmd_jobs_def, cmd_logs_def, cmd_kill_def,
+    cmd_wait_def;
 
 #endif

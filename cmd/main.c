@@ -16,9 +16,10 @@
 struct global_opts g_opts;
 
 static const struct command *const commands[] = {
-    &cmd_pull_def,  &cmd_images_def, &cmd_layers_def,  &cmd_prune_def,
-    &cmd_mount_def, &cmd_umount_def, &cmd_inspect_def, &cmd_genkey_def,
-    &cmd_node_def,  &cmd_peers_def,  &cmd_stats_def,   &cmd_providers_def,
+    &cmd_pull_def,   &cmd_images_def,    &cmd_layers_def, &cmd_prune_def, &cmd_mount_def,
+    &cmd_umount_def, &cmd_inspect_def,   &cmd_genkey_def, &cmd_node_def,  &cmd_peers_def,
+    &cmd_stats_def,  &cmd_providers_def, &cmd_run_def,    &cmd_jobs_def,  &cmd_logs_def,
+    &cmd_kill_def,   &cmd_wait_def,
 };
 
 static const char main_usage[] =

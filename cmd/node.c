@@ -10,13 +10,16 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/resource.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 const struct command cmd_node_def = {
     "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
     "[--listen HOST:PORT] [--seed HOST:PORT]... [--cluster-key-file FILE]\n"
-    "       [--idle-timeout SECONDS] [--verify-rate N]\n"
+    "       [--idle-timeout SECONDS] [--verify-rate N] [--cpus N] [--memory N] [--scratch N]\n"
+    "       [--devices N] [--devices-env NAME] [--runtime PROGRAM] [--mount-keep SECONDS]\n"
     "\n"
     "Runs this data directory's node until SIGTERM or SIGINT. It listens for peers on\n"
     "--listen (default 0.0.0.0:" NODE_DEFAULT_PORT_STR
@@ -37,6 +40,22 @@ const struct command cmd_node_def = {
     "                           to complete the layers mounts read lazily, e.g. 64M (default\n"
     "                           32M; 0: never): until a layer is complete, what it holds is\n"
     "                           the word of the peer that sent its index\n"
+    "\n"
+    "What the node offers to jobs (afsp run; docs/exec.md), each job admitted only if what\n"
+    "it asks for is free:\n"
+    "  --cpus N                 cpus, e.g. 16 or 7.5 (default: the cpus this process may\n"
+    "                           use; 0 with --memory 0: the node runs no jobs)\n"
+    "  --memory N               memory, e.g. 64G (default: the machine's)\n"
+    "  --scratch N              jobs' writable layers together (default: as --memory; a\n"
+    "                           job's scratch is a tmpfs and counts against its memory too)\n"
+    "  --devices N              device slots (e.g. GPUs), numbered 0 to N-1 (default 0)\n"
+    "  --devices-env NAME       the variable that tells a job its slots (default\n"
+    "                           CUDA_VISIBLE_DEVICES)\n"
+    "  --runtime PROGRAM        the OCI runtime (default runc; crun takes the same options)\n"
+    "  --mount-keep SECONDS     an image's mount stays this long after its last job ends,\n"
+    "                           for the next job on it (default 60)\n"
+    "A node not run as root runs no jobs unless --cpus and --memory are given (and then\n"
+    "its jobs fail unless the runtime can make containers as that user).\n"
     "\n"
     "Nodes form a Kademlia DHT over these connections: a node announces the layers and\n"
     "manifests it holds in full, and finds who holds one by its digest, so one --seed is\n"
@@ -110,6 +129,10 @@ int cmd_node(int argc, char **argv)
     unsigned long long idle_s = 0, divisor = 1;
     uint64_t verify_rate = 0;
     bool idle_given = false;
+    struct exec_res cap = {0};
+    bool cpus_given = false, mem_given = false, scratch_given = false;
+    const char *runtime = "runc", *devices_env = "CUDA_VISIBLE_DEVICES";
+    unsigned long long devices = 0, keep_s = 60;
     struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
     int r, rc;
     while ((r = cmd_next(&it, &arg)) > 0) {
@@ -126,6 +149,30 @@ int cmd_node(int argc, char **argv)
                 return cmd_usage_error(&cmd_node_def, "bad --verify-rate %s (bytes a second)", v);
             if (verify_rate == 0)
                 verify_rate = UINT64_MAX; /* never */
+        } else if ((v = cmd_value(&it, "--cpus"))) {
+            cpus_given = true;
+            if (strcmp(v, "0") && exec_cpus_parse(v, &cap.millicpus) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --cpus %s (e.g. 4 or 0.5; at most %d)",
+                                       v, EXEC_CPUS_MAX);
+        } else if ((v = cmd_value(&it, "--memory"))) {
+            mem_given = true;
+            if (bytes_parse(v, &cap.memory) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --memory %s (bytes, e.g. 64G)", v);
+        } else if ((v = cmd_value(&it, "--scratch"))) {
+            scratch_given = true;
+            if (bytes_parse(v, &cap.scratch) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --scratch %s (bytes, e.g. 100G)", v);
+        } else if ((v = cmd_value(&it, "--devices"))) {
+            if (cmd_number(v, EXEC_DEVICES_MAX, &devices) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --devices %s (0 to %d)", v,
+                                       EXEC_DEVICES_MAX);
+        } else if ((v = cmd_value(&it, "--devices-env"))) {
+            devices_env = v;
+        } else if ((v = cmd_value(&it, "--runtime"))) {
+            runtime = v;
+        } else if ((v = cmd_value(&it, "--mount-keep"))) {
+            if (cmd_number(v, 86400, &keep_s) < 0)
+                return cmd_usage_error(&cmd_node_def, "bad --mount-keep %s (seconds)", v);
         } else if ((v = cmd_value(&it, "--seed"))) {
             if (nseeds == NODE_SEEDS_MAX)
                 return cmd_usage_error(&cmd_node_def, "at most %d --seed", NODE_SEEDS_MAX);
@@ -138,6 +185,24 @@ int cmd_node(int argc, char **argv)
     const char *dv = getenv("AFSP_TEST_TIME_DIVISOR");
     if (dv && (cmd_number(dv, 1000000, &divisor) < 0 || divisor == 0))
         return die("bad AFSP_TEST_TIME_DIVISOR %s (a whole number from 1)", dv);
+    /* what jobs may use: the machine's, unless said; nothing for a node that is not root */
+    bool root = geteuid() == 0;
+    cpu_set_t cs;
+    if (!cpus_given && root && sched_getaffinity(0, sizeof cs, &cs) == 0)
+        cap.millicpus = (uint32_t)MIN(CPU_COUNT(&cs), EXEC_CPUS_MAX) * EXEC_MILLI;
+    struct sysinfo si;
+    if (!mem_given && root && sysinfo(&si) == 0)
+        cap.memory = (uint64_t)si.totalram * si.mem_unit;
+    if (!scratch_given)
+        cap.scratch = cap.memory;
+    cap.devices = (uint32_t)devices;
+    if ((cap.millicpus == 0) != (cap.memory == 0))
+        return cmd_usage_error(&cmd_node_def, "--cpus and --memory: both 0 (no jobs) or neither");
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0)
+        return die("cannot find this program: /proc/self/exe: %s", strerror(errno));
+    self[sl] = 0;
     struct dht_addr la;
     if ((rc = node_addr_parse(listen, "0.0.0.0", &la)) < 0)
         return cmd_usage_error(&cmd_node_def, "bad --listen %s: %s", listen, err_msg(rc));
@@ -183,11 +248,17 @@ int cmd_node(int argc, char **argv)
                                         .nseeds = nseeds,
                                         .links_max = links_max(),
                                         .t = &t,
-                                        .verify_rate = verify_rate},
+                                        .verify_rate = verify_rate,
+                                        .capacity = cap},
                                .listen = la,
                                .store = s,
                                .ctl_path = ctl_path,
-                               .data_dir = data_dir()};
+                               .data_dir = data_dir(),
+                               .runner = {.runtime = runtime,
+                                          .self = self,
+                                          .devices_env = devices ? devices_env : NULL,
+                                          .key_file = key_file,
+                                          .mount_keep_ms = keep_s * 1000 / divisor}};
     if ((rc = node_run(&cfg)) < 0)
         die("%s", err_msg(rc));
     else

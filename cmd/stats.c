@@ -21,7 +21,9 @@ const struct command cmd_stats_def = {
     "           \"store\": {\"used\", \"reserved\", \"limit\", \"layers\", \"images\"},\n"
     "           \"transfer\": {\"from_registry\", \"from_peers\", \"to_peers\",\n"
     "           \"peers\": [{\"id\", \"from\", \"to\"}]},\n"
-    "           \"counters\": {...}, \"dht\": {...}}}\n"
+    "           \"counters\": {...}, \"dht\": {...},\n"
+    "           \"jobs\": {\"capacity\", \"used\", \"free\": {\"cpus\", \"memory\",\n"
+    "           \"scratch\", \"devices\"}, \"running\", \"preparing\", \"queued\", \"kept\"}}}\n"
     "  --doc    print what each counter and DHT figure is (Markdown), without asking a node\n",
     false};
 
@@ -80,6 +82,18 @@ int cmd_stats(int argc, char **argv)
                    bytes_fmt((uint64_t)json_integer_value(json_object_get(e, "from")), a),
                    bytes_fmt((uint64_t)json_integer_value(json_object_get(e, "to")), b));
         }
+        json_t *jb = json_object_get(st, "jobs"), *cap = json_object_get(jb, "capacity"),
+               *fr = json_object_get(jb, "free");
+        printf("jobs      %" PRId64 " running, %" PRId64 " preparing, %" PRId64 " queued; "
+               "free %.3f of %.3f cpus, %s of %s memory, %s of scratch\n",
+               (int64_t)json_integer_value(json_object_get(jb, "running")),
+               (int64_t)json_integer_value(json_object_get(jb, "preparing")),
+               (int64_t)json_integer_value(json_object_get(jb, "queued")),
+               json_real_value(json_object_get(fr, "cpus")),
+               json_real_value(json_object_get(cap, "cpus")),
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(fr, "memory")), a),
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(cap, "memory")), b),
+               bytes_fmt((uint64_t)json_integer_value(json_object_get(fr, "scratch")), d));
         json_object_foreach(c, k, v)
             printf("%-20s %" PRId64 "\n", k, (int64_t)json_integer_value(v));
     }

@@ -12,11 +12,14 @@
 
 #include "../util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FILE_MAX 4096 /* the cgroup files read are a few lines */
@@ -134,4 +137,64 @@ int exec_cgroup_usage(const char *base, const char *self, const char *path, stru
         (rc = file_keyed(mem, "memory.oom_control", "oom_kill", &u->oom_kills)) < 0)
         return rc;
     return 0;
+}
+
+/* Kills what is left in cgroup dir and removes it: its processes die asynchronously, so the
+ * removal is tried again for up to a second. Returns 0 or a negative errno. */
+static int cgroup_remove(const char *dir)
+{
+    char p[4500], buf[FILE_MAX];
+    snprintf(p, sizeof p, "%s/cgroup.procs", dir);
+    for (int tries = 0; tries < 100; tries++) {
+        if (rmdir(dir) == 0 || errno == ENOENT)
+            return 0;
+        if (errno != EBUSY)
+            return -errno;
+        if (read_small(p, buf, sizeof buf) == 0)
+            for (char *l = buf, *save = NULL; (l = strtok_r(l, "\n", &save)); l = NULL) {
+                uint64_t pid;
+                if (number(l, &pid) == 0 && pid > 1)
+                    kill((pid_t)pid, SIGKILL);
+            }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return -EBUSY;
+}
+
+int exec_cgroup_sweep(const char *base, const char *self, const char *parent)
+{
+    char text[FILE_MAX], dir[4096], probe[4096];
+    int rc, removed = 0;
+    if ((rc = read_small(self, text, sizeof text)) < 0)
+        return rc;
+    snprintf(probe, sizeof probe, "%s/cgroup.controllers", base);
+    bool v2 = access(probe, F_OK) == 0;
+    for (char *l = text, *save = NULL; (l = strtok_r(l, "\n", &save)); l = NULL) {
+        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || (v2 != (c2 == c1 + 1)))
+            continue; /* v2: only the unified line; v1: only the controllers' */
+        *c2 = 0;
+        char *ctl = c1 + 1, *comma = strchr(ctl, ',');
+        if (comma)
+            *comma = 0; /* the hierarchy's directory is named after any of its controllers */
+        if (!strncmp(ctl, "name=", 5))
+            ctl += 5;
+        const char *prefix = strcmp(c2 + 1, "/") ? c2 + 1 : "";
+        if (snprintf(dir, sizeof dir, "%s%s%s%s/%s", base, v2 ? "" : "/", v2 ? "" : ctl, prefix,
+                     parent) >= (int)sizeof dir)
+            continue;
+        DIR *d = opendir(dir);
+        if (!d)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_type == DT_DIR && e->d_name[0] != '.') {
+                char sub[4400];
+                snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
+                removed += cgroup_remove(sub) == 0;
+            }
+        closedir(d);
+    }
+    return removed;
 }

@@ -213,6 +213,8 @@ struct exec_job {
     uint64_t scratch;    /* bytes of the job's writable layer */
     int out_fd, err_fd;  /* the job's stdout and stderr go there; its stdin is /dev/null */
     struct exec_spec spec;
+    void (*started)(void *arg); /* may be NULL: called once the runtime runs (from its thread) */
+    void *arg;
 };
 struct exec_result {
     int status; /* the runtime's: the job's exit status, or 128 + the signal that ended it */
@@ -224,5 +226,18 @@ struct exec_result {
  * its cgroup, the runtime's `delete`, its root removed. Returns 0 (r set), or an error before
  * the job could start (nothing left behind), or after it (r set as far as known). */
 int exec_job_run(const struct exec_job *j, struct exec_result *r);
+/* Sends sig to every process of container id (`runtime --root state kill --all id sig`).
+ * Returns 0, -ESRCH (the runtime refused: no such container, or not yet made), or an error
+ * starting it. */
+int exec_job_kill(const char *runtime, const char *state, const char *id, int sig);
+/* `runtime --root state delete --force id`: its processes killed, its cgroup removed. */
+int exec_job_delete(const char *runtime, const char *state, const char *id);
+/* Runs argv (a program on PATH) with stdin /dev/null and stdout, stderr to out, err (-1:
+ * /dev/null), and waits: its wait status in *status. Returns 0, or an error starting it. */
+int exec_spawn_wait(char *const argv[], int out, int err, int *status);
+/* Removes every cgroup below parent (a path as cgroups_path takes it: "afsp" is below the
+ * cgroup of the process self names), in each hierarchy under base: the processes still in one
+ * are killed (SIGKILL) first. Returns how many were removed, or a negative errno. */
+int exec_cgroup_sweep(const char *base, const char *self, const char *parent);
 
 #endif

@@ -21,9 +21,10 @@
 
 extern char **environ;
 
-/* Runs argv with stdin /dev/null and stdout, stderr to out, err (-1: /dev/null); its wait
- * status in *status. */
-static int spawn_wait(char *const argv[], int out, int err, int *status)
+/* Runs argv with stdin /dev/null and stdout, stderr to out, err (-1: /dev/null); started(arg)
+ * once it runs (if not NULL); its wait status in *status. */
+static int spawn_wait(char *const argv[], int out, int err, int *status, void (*started)(void *arg),
+                      void *arg)
 {
     posix_spawn_file_actions_t fa;
     pid_t pid;
@@ -43,6 +44,8 @@ static int spawn_wait(char *const argv[], int out, int err, int *status)
     posix_spawn_file_actions_destroy(&fa);
     if (rc)
         return err_set(-rc, "cannot start %s", argv[0]);
+    if (started)
+        started(arg);
     while (waitpid(pid, status, 0) < 0)
         if (errno != EINTR)
             return err_set(-errno, "waiting for %s", argv[0]);
@@ -88,7 +91,7 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
     if (rc == 0) {
         char *run[] = {(char *)j->runtime, "--root",       (char *)j->state, "run", "--keep",
                        "--bundle",         (char *)j->dir, (char *)j->id,    NULL};
-        rc = spawn_wait(run, j->out_fd, j->err_fd, &st);
+        rc = spawn_wait(run, j->out_fd, j->err_fd, &st, j->started, j->arg);
         if (rc == 0) {
             r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             /* the cgroup is gone if the runtime failed before making it: usage unknown */
@@ -99,9 +102,43 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
         char *del[] = {(char *)j->runtime, "--root", (char *)j->state, "delete", "--force",
                        (char *)j->id,      NULL};
         int dst;
-        spawn_wait(del, -1, -1, &dst); /* a container never made: nothing to delete */
+        spawn_wait(del, -1, -1, &dst, NULL, NULL); /* a container never made: nothing to delete */
     }
     unlink(cfg);
     int rc2 = exec_root_remove(j->dir);
     return rc ? rc : rc2;
+}
+
+int exec_spawn_wait(char *const argv[], int out, int err, int *status)
+{
+    return spawn_wait(argv, out, err, status, NULL, NULL);
+}
+
+/* Runs `runtime --root state VERB [args] id` and says whether it exited 0. */
+static int runtime_call(const char *runtime, const char *state, const char *verb, const char *a1,
+                        const char *id, const char *a2)
+{
+    char *argv[] = {(char *)runtime, "--root",   (char *)state, (char *)verb,
+                    (char *)a1,      (char *)id, (char *)a2,    NULL};
+    if (!a1) { /* no option: the id comes next */
+        argv[4] = (char *)id;
+        argv[5] = (char *)a2;
+        argv[6] = NULL;
+    }
+    int st = 0, rc = spawn_wait(argv, -1, -1, &st, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ESRCH;
+}
+
+int exec_job_kill(const char *runtime, const char *state, const char *id, int sig)
+{
+    char s[16];
+    snprintf(s, sizeof s, "%d", sig);
+    return runtime_call(runtime, state, "kill", "--all", id, s);
+}
+
+int exec_job_delete(const char *runtime, const char *state, const char *id)
+{
+    return runtime_call(runtime, state, "delete", "--force", id, NULL);
 }

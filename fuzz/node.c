@@ -84,7 +84,9 @@ struct world {
     size_t ndseen, dseen_next;
     uint32_t asked; /* the member's last request id */
     struct job jobs[NJOBS];
-    int ctl[NCTL]; /* 0 free, 1 asked, 2 answered */
+    int ctl[NCTL];             /* 0 free, 1 asked, 2 answered */
+    struct node_exec *live[8]; /* jobs handed out: they run until time passes */
+    size_t nlive;
     size_t nctl;
     bool stopped;
 };
@@ -219,6 +221,20 @@ static void take_effects(struct world *w)
             }
             break;
         }
+        case NODE_FX_EXEC: /* a job runs until time passes (or at once, past 8) */
+            node_exec_running(w->n, e.exec, w->now);
+            if (w->nlive < sizeof w->live / sizeof *w->live) {
+                w->live[w->nlive++] = e.exec;
+                break;
+            }
+            e.exec->result.status = 0;
+            node_exec_done(w->n, e.exec, w->now);
+            break;
+        case NODE_FX_EXEC_KILL:
+            break;
+        case NODE_FX_EXEC_FREE:
+            node_exec_free(e.exec);
+            break;
         case NODE_FX_STOPPED:
             if (w->stopped)
                 abort();
@@ -435,6 +451,13 @@ static void answer_dht(struct world *w, const struct dht_msg *q, uint8_t mode)
 static void pass(struct world *w, uint64_t until)
 {
     unsigned ticks = 0;
+    while (w->nlive) { /* the jobs end: killed ones by their signal */
+        struct node_exec *x = w->live[--w->nlive];
+        x->result.status = x->st.kill_asked ? 137 : 3;
+        x->result.oom = w->nlive == 2;
+        node_exec_done(w->n, x, w->now);
+        take_effects(w);
+    }
     for (uint64_t d; (d = node_deadline(w->n)) <= until;) {
         if (d < w->now)
             d = w->now;
@@ -466,6 +489,14 @@ static const char *const ctl_lines[] = {
     "0200000000000000000000000000000000000000000000000000000000000000\",\"first\":5,\"last\":2}",
     "{\"cmd\":\"pull\",\"ref\":\"127.0.0.1:1/x:y\",\"lazy\":true}",
     "{\"cmd\":\"nope\"}",
+    "{\"cmd\":\"run\",\"image\":\"x\",\"args\":[\"a\"],\"cpus\":1000,\"memory\":1024,"
+    "\"scratch\":1024,\"name\":\"j\"}",
+    "{\"cmd\":\"run\",\"image\":\"x\",\"cpus\":3000,\"memory\":1024,\"scratch\":1,"
+    "\"queue\":true,\"devices\":1}",
+    "{\"cmd\":\"run\",\"image\":\"x\",\"cpus\":99000,\"memory\":1,\"scratch\":1}",
+    "{\"cmd\":\"jobs\"}",
+    "{\"cmd\":\"kill\",\"job\":\"j\"}",
+    "{\"cmd\":\"wait\",\"job\":\"j\"}",
 };
 
 static void ctl_ask(struct world *w, const char *line, size_t len)
@@ -515,7 +546,8 @@ static void world_init(struct world *w)
                            .now = w->now,
                            .listen_port = SIMN_PORT,
                            .store = &memstore_ops,
-                           .store_arg = w->vs};
+                           .store_arg = w->vs,
+                           .capacity = {4000, 1u << 20, 1u << 20, 2}};
     if (node_new(&w->n, &cfg) != 0)
         abort();
     take_effects(w);

@@ -43,10 +43,9 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-int node_client_call(int fd, enum node_ctl_verb verb, json_t *fields, json_t **ans)
+int node_client_send(int fd, enum node_ctl_verb verb, json_t *fields)
 {
     struct buf in = {0};
-    *ans = NULL;
     const char *name = node_ctl_verb_name(verb);
     json_t *req = name ? json_pack("{s:s}", "cmd", name) : NULL;
     if (!req)
@@ -61,7 +60,15 @@ int node_client_call(int fd, enum node_ctl_verb verb, json_t *fields, json_t **a
     if (rc == 0 && (rc = buf_printf(&in, "%s\n", text)) == 0)
         rc = send_all(fd, (const char *)in.p, in.len);
     free(text);
-    in.len = 0;
+    buf_release(&in);
+    return rc;
+}
+
+int node_client_recv(int fd, json_t **ans)
+{
+    struct buf in = {0};
+    int rc = 0;
+    *ans = NULL;
     while (rc == 0) {
         if ((rc = buf_reserve(&in, 64 << 10)) < 0)
             break;
@@ -92,4 +99,11 @@ int node_client_call(int fd, enum node_ctl_verb verb, json_t *fields, json_t **a
     }
     buf_release(&in);
     return rc;
+}
+
+int node_client_call(int fd, enum node_ctl_verb verb, json_t *fields, json_t **ans)
+{
+    *ans = NULL;
+    int rc = node_client_send(fd, verb, fields);
+    return rc < 0 ? rc : node_client_recv(fd, ans);
 }

@@ -109,11 +109,12 @@ json_t *counters_stats_json(struct node *n, uint64_t now)
     NODE_DHT_STATS(X)
 #undef X
     (void)now;
-    return json_pack(
-        "{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o}", "id", hex_fmt(n->id->id, P2P_ID_LEN, id),
-        "listen", n->cfg.listen_port && n->cfg.listen_text ? n->cfg.listen_text : "", "started",
-        time_fmt(n->started_wall_ms * 1000000, since), "peers", (json_int_t)node_links_up(n),
-        "store", store, "transfer", transfer_json(n), "counters", c, "dht", dht);
+    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "id",
+                     hex_fmt(n->id->id, P2P_ID_LEN, id), "listen",
+                     n->cfg.listen_port && n->cfg.listen_text ? n->cfg.listen_text : "", "started",
+                     time_fmt(n->started_wall_ms * 1000000, since), "peers",
+                     (json_int_t)node_links_up(n), "store", store, "transfer", transfer_json(n),
+                     "counters", c, "dht", dht, "jobs", exec_stats_json(n));
 }
 
 json_t *counters_peers_json(struct node *n, uint64_t now)

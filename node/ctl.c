@@ -65,8 +65,7 @@ void ctl_answer(struct node *n, struct node_ctl *c, json_t *ans)
         free(line);
 }
 
-static json_t *error_answer(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static json_t *error_answer(const char *fmt, ...)
+json_t *ctl_error(const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -82,7 +81,7 @@ static json_t *busy_answer(const char *msg)
     return json_pack("{s:s, s:b}", "error", msg, "busy", 1);
 }
 
-static struct ctl_pending *pending_new(struct node *n, struct node_ctl *c)
+struct ctl_pending *ctl_pending_new(struct node *n, struct node_ctl *c)
 {
     struct ctl_pending *p = calloc(1, sizeof *p);
     if (!p)
@@ -132,7 +131,7 @@ static void on_providers(void *arg, int rc, const struct dht_result *r)
     struct node *n = p->n;
     p->lookup = NULL;
     if (rc < 0) {
-        ctl_answer(n, p->c, error_answer("the lookup failed: %s", err_str(rc)));
+        ctl_answer(n, p->c, ctl_error("the lookup failed: %s", err_str(rc)));
         return;
     }
     json_t *a = json_array();
@@ -152,12 +151,12 @@ static void verb_providers(struct node *n, struct node_ctl *c, json_t *req, uint
     uint8_t d[DIGEST_LEN];
     const char *text = json_string_value(json_object_get(req, "digest"));
     if (!text || digest_parse(text, d) < 0) {
-        ctl_answer(n, c, error_answer("bad digest"));
+        ctl_answer(n, c, ctl_error("bad digest"));
         return;
     }
-    struct ctl_pending *p = pending_new(n, c);
+    struct ctl_pending *p = ctl_pending_new(n, c);
     if (!p) {
-        ctl_answer(n, c, error_answer("out of memory"));
+        ctl_answer(n, c, ctl_error("out of memory"));
         return;
     }
     n->st.provider_lookups++;
@@ -165,9 +164,9 @@ static void verb_providers(struct node *n, struct node_ctl *c, json_t *req, uint
     if (rc < 0) {
         p->lookup = NULL;
         ctl_answer(n, c,
-                   error_answer("cannot look up: %s", rc == -EHOSTUNREACH
-                                                          ? "no node of the cluster is known yet"
-                                                          : err_str(rc)));
+                   ctl_error("cannot look up: %s", rc == -EHOSTUNREACH
+                                                       ? "no node of the cluster is known yet"
+                                                       : err_str(rc)));
     }
 }
 
@@ -206,8 +205,8 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
     if (!t || bad) {
         free(t);
         ctl_answer(n, c,
-                   t ? error_answer("bad %s request", fetch ? "fetch" : "pull")
-                     : error_answer("out of memory"));
+                   t ? ctl_error("bad %s request", fetch ? "fetch" : "pull")
+                     : ctl_error("out of memory"));
         return;
     }
     t->kind = fetch ? NODE_TASK_FETCH : NODE_TASK_PULL;
@@ -224,10 +223,10 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
         if (h && !(t->insecure[ni++] = strdup(h)))
             nomem = true;
     }
-    struct ctl_pending *p = nomem ? NULL : pending_new(n, c);
+    struct ctl_pending *p = nomem ? NULL : ctl_pending_new(n, c);
     if (!p) {
         node_task_free(t);
-        ctl_answer(n, c, error_answer("out of memory"));
+        ctl_answer(n, c, ctl_error("out of memory"));
         return;
     }
     if (fetch)
@@ -271,7 +270,7 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
     }
     if (t->ctl)
         ctl_answer(n, t->ctl,
-                   t->rc < 0 ? error_answer("%s", t->msg)
+                   t->rc < 0 ? ctl_error("%s", t->msg)
                    : t->kind == NODE_TASK_PULL
                        ? json_pack("{s:b, s:s}", "ok", 1, "digest", digest_fmt(t->digest, dg))
                        : json_pack("{s:b}", "ok", 1));
@@ -302,11 +301,11 @@ void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size
     while (cmd && v < NODE_CTL_NVERBS && strcmp(cmd, verb_names[v]))
         v++;
     if (!cmd)
-        ctl_answer(n, c, error_answer("bad request"));
+        ctl_answer(n, c, ctl_error("bad request"));
     else if (n->stopping)
         ctl_answer(n, c, busy_answer("the node is stopping"));
     else if (v == NODE_CTL_NVERBS)
-        ctl_answer(n, c, error_answer("unknown command %s", cmd));
+        ctl_answer(n, c, ctl_error("unknown command %s", cmd));
     else
         switch ((enum node_ctl_verb)v) {
         case NODE_CTL_PEERS:
@@ -327,6 +326,18 @@ void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size
         case NODE_CTL_PULL:
         case NODE_CTL_FETCH:
             verb_task(n, c, req, v == NODE_CTL_FETCH);
+            break;
+        case NODE_CTL_RUN:
+            ctl_run(n, c, req);
+            break;
+        case NODE_CTL_JOBS:
+            ctl_jobs(n, c, req);
+            break;
+        case NODE_CTL_KILL:
+            ctl_kill(n, c, req);
+            break;
+        case NODE_CTL_WAIT:
+            ctl_wait(n, c, req);
             break;
         case NODE_CTL_NVERBS:
             break;

@@ -57,7 +57,7 @@ void node_settle(struct node *n, uint64_t now)
     jobs_release(n);
     links_touched_run(n, now);
     route_timer_update(n);
-    if (n->stopping && !n->stopped && !n->links && !n->jobs && !n->tasks) {
+    if (n->stopping && !n->stopped && !n->links && !n->jobs && !n->tasks && !n->nexec_live) {
         n->stopped = true;
         serve_close_all(n); /* no answer is left to read them */
         fx_push(n, &(struct node_effect){.type = NODE_FX_STOPPED});
@@ -96,6 +96,10 @@ int node_new(struct node **out, const struct node_cfg *cfg)
     n->links_max = cfg->links_max ? cfg->links_max : NODE_LINKS_MAX;
     n->serve_chunks = cfg->serve_chunks ? cfg->serve_chunks : NODE_SERVE_CHUNKS;
     claims_init(n);
+    if (exec_init(n) < 0) {
+        free(n);
+        return AFSP_E_USAGE;
+    }
     if (verify_init(n) < 0) {
         verify_free(n);
         free(n);
@@ -147,6 +151,7 @@ void node_stop(struct node *n, uint64_t now)
     log_info("event=stopping");
     jobs_cancel_all(n);
     claims_cancel_all(n);
+    exec_stop(n); /* queued jobs are cancelled, running ones killed */
     for (struct node_link *k = n->links; k; k = k->next)
         link_close(k, -ECANCELED);
     for (size_t i = 0; i < n->nseeds; i++)
@@ -183,6 +188,9 @@ void node_free(struct node *n)
     while (node_effect_next(n, &e))
         if (e.type == NODE_FX_ANSWER)
             free(e.text);
+        else if (e.type == NODE_FX_EXEC_FREE)
+            node_exec_free(e.exec);
+    exec_free_all(n);
     free(n->heap);
     free(n->fx.v);
     free(n);

@@ -26,16 +26,22 @@
  *   fetch.c      fetch jobs: blobs, indexes and chunks from peers, hedging, bans
  *   ctl.c        the control verbs (JSON), answered through the effect queue
  *   counters.c   the counters and stats as JSON
+ *   run.c        jobs run on images: admission against the node's capacity, the queue, their
+ *                records and states (the executor's part in the core)
+ *   ctl_run.c    the control verbs of jobs (run, jobs, kill, wait)
  *   task.c       tasks on threads, for the daemon (not part of the core)
  *   store_lmdb.c node_store_ops over store/ (the daemon's)
  *   client.c     the control client: the CLI's and the mount's side of the socket
  *   fetcher.c    the mount's chunk fetcher through the node (coalescing, busy back-off)
+ *   runner.c     jobs on threads, for the daemon: the image's mount (shared, counted), the
+ *                runtime, kills, the cleanup of what a node killed left (not part of the core)
  *   node_uv.c    the daemon: libuv glue that only translates events and effects
  */
 #ifndef AFSP_NODE_H
 #define AFSP_NODE_H
 
 #include "../dht/dht.h"
+#include "../exec/exec.h"
 #include "../p2p/p2p.h"
 #include "../util/util.h"
 
@@ -194,7 +200,14 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(relayed_bytes, "bytes of this node's downloads (registry's or relayed) sent while they ran") \
     X(relay_read_bytes, "bytes of other nodes' downloads read as they ran (standby, relay chain)") \
     X(relay_waits, "peers' requests for download bytes not here yet, answered when they came")     \
-    X(relay_busy, "of those, answered busy: the bytes did not come in time")
+    X(relay_busy, "of those, answered busy: the bytes did not come in time")                       \
+    X(jobs, "jobs asked to run here (afsp run)")                                                   \
+    X(jobs_refused, "of those, refused: more than the node's free capacity (without --queue), or " \
+                    "than it offers at all, or the queue was full")                                \
+    X(jobs_queued, "of those, queued for room (--queue)")                                          \
+    X(jobs_failed, "jobs that could not be started, or that the runtime failed")                   \
+    X(jobs_oom, "jobs a process of which the kernel killed for their memory limit")                \
+    X(jobs_killed, "jobs ended by afsp kill (or cancelled while queued)")
 
 struct node_counters {
 #define X(name, doc) uint64_t name;
@@ -362,6 +375,46 @@ struct node_task {
     struct node_task *next;
 };
 
+/* ---- jobs: programs run on images (run.c; docs/exec.md) ------------------------------------
+ * A client's `run` makes a job, which the core admits against the node's capacity
+ * (node_cfg.capacity) at once, queues (with queue: first in, first out, EXEC_QUEUE_MAX) or
+ * refuses. An admitted job goes to the runner with NODE_FX_EXEC: it mounts the image, makes the
+ * job's root and runs it, and reports node_exec_running once the runtime runs it and
+ * node_exec_done at its end (its out fields set). A job's request is fixed once it is handed
+ * out; the runner never touches the core's fields. The core keeps the records of the
+ * NODE_EXEC_KEPT newest ended jobs; an older one is handed back with NODE_FX_EXEC_FREE. */
+#define NODE_EXEC_KEPT 256
+struct node;
+#define NODE_EXEC_ARGS_MAX 4096 /* words of a job's command, and of its --env */
+#define NODE_EXEC_VOLUMES_MAX 32
+#define NODE_EXEC_NAME_MAX 64 /* a job's name: letters, digits, '_', '.', '-' */
+struct node_exec {
+    /* the request (owned) */
+    char *image, *platform, *name, *workdir, *user;
+    char *insecure[NODE_TASK_INSECURE_MAX + 1]; /* NULL-terminated */
+    char **args, **env;                         /* NULL-terminated; args may be empty */
+    struct exec_volume *volumes;                /* src and dst owned */
+    size_t nvolumes;
+    struct exec_res res;
+    bool net_host;
+    bool queue;     /* wait for room rather than be refused */
+    uint64_t slots; /* the device slots given (set before NODE_FX_EXEC) */
+    /* the core's */
+    uint64_t seq; /* the node's counter: the id's second part */
+    struct exec_status st;
+    struct node_exec *next; /* newest first */
+    /* out: set by the runner before node_exec_done */
+    int rc;        /* 0, or why the job could not run (msg) */
+    char msg[512]; /* rc's message */
+    struct exec_result result;
+};
+/* The runtime runs x now (PREPARING -> RUNNING). */
+void node_exec_running(struct node *n, struct node_exec *x, uint64_t now);
+/* x ended (rc, msg, result set): its end state follows (exec_status_end), its capacity is free. */
+void node_exec_done(struct node *n, struct node_exec *x, uint64_t now);
+/* Frees a job's request (NODE_FX_EXEC_FREE, or one never handed out). */
+void node_exec_free(struct node_exec *x);
+
 /* ---- the core ------------------------------------------------------------------------------- */
 struct node;
 struct node_link; /* a connection to a peer: owned by the core, carried by the caller */
@@ -388,6 +441,7 @@ struct node_cfg {
     bool random_first;     /* a job asks for its chunks in random order, not the rarest first
                               (benchmarks: docs/swarm.md) */
     unsigned serve_chunks; /* 0: NODE_SERVE_CHUNKS */
+    struct exec_res capacity; /* what the node offers to jobs (no cpu or no memory: no jobs) */
 };
 
 /* Returns 0, AFSP_E_USAGE (no rng, no store, too many seeds) or -ENOMEM. The seeds are dialed
@@ -399,13 +453,16 @@ void node_free(struct node *n);
 
 /* What the caller must do, in order; node_effect_next returns false when nothing waits. */
 enum node_fx {
-    NODE_FX_DIAL,     /* open a connection for link to addr; report connected or closed */
-    NODE_FX_SEND,     /* link has bytes to send: node_link_pending / node_link_sent */
-    NODE_FX_CLOSE,    /* close link's connection, then node_link_release */
-    NODE_FX_ANSWER,   /* send text (a JSON line, owned by the caller now) to ctl and close */
-    NODE_FX_TASK,     /* run task; report node_task_done */
-    NODE_FX_JOB_DONE, /* job is handed back (job->rc) */
-    NODE_FX_STOPPED,  /* the node stopped: no link, task, job or open layer is left */
+    NODE_FX_DIAL,      /* open a connection for link to addr; report connected or closed */
+    NODE_FX_SEND,      /* link has bytes to send: node_link_pending / node_link_sent */
+    NODE_FX_CLOSE,     /* close link's connection, then node_link_release */
+    NODE_FX_ANSWER,    /* send text (a JSON line, owned by the caller now) to ctl and close */
+    NODE_FX_TASK,      /* run task; report node_task_done */
+    NODE_FX_JOB_DONE,  /* job is handed back (job->rc) */
+    NODE_FX_EXEC,      /* run exec (the runner); report node_exec_running, node_exec_done */
+    NODE_FX_EXEC_KILL, /* send sig to every process of exec (it is running, or about to) */
+    NODE_FX_EXEC_FREE, /* the core forgot exec (ended): remove what is left of it, free it */
+    NODE_FX_STOPPED,   /* the node stopped: no link, task, job or open layer is left */
 };
 
 struct node_effect {
@@ -417,6 +474,8 @@ struct node_effect {
     size_t len;
     struct node_task *task; /* TASK */
     struct node_job *job;   /* JOB_DONE */
+    struct node_exec *exec; /* EXEC, EXEC_KILL, EXEC_FREE */
+    int sig;                /* EXEC_KILL */
 };
 bool node_effect_next(struct node *n, struct node_effect *e);
 
@@ -489,7 +548,15 @@ struct node_run_cfg {
     struct dht_addr listen; /* where peers connect (port 0: nowhere) */
     struct store *store;    /* open, writable; borrowed */
     const char *ctl_path;   /* the control socket (DATA/afsp.sock) */
-    const char *data_dir;   /* for the log */
+    const char *data_dir;   /* for the log, and jobs' directories (DATA/jobs) */
+    struct node_runner_cfg {
+        const char *runtime;     /* the OCI runtime's program: "runc" (or "crun") */
+        const char *self;        /* this program (/proc/self/exe): mounts run it */
+        const char *devices_env; /* the variable naming a job's device slots, or NULL */
+        const char *key_file;    /* the cluster key, if not in the data directory (jobs'
+                                    volumes may not show it) */
+        uint64_t mount_keep_ms;  /* an image's mount outlives its last job this long */
+    } runner;
 };
 /* Runs the node until SIGTERM or SIGINT and every task it started is done. Returns 0, or a
  * negative code with err_msg set (the sockets could not be made). */
@@ -523,7 +590,14 @@ void node_index_judged(struct node *n, const uint8_t layer[static DIGEST_LEN], c
     X(PROVIDERS, "providers", "digest", "providers, lookup: a full provider lookup of digest")     \
     X(PULL, "pull", "ref, platform?, insecure?, lazy?", "digest: the image, pulled")               \
     X(FETCH, "fetch", "layer, first, last, ref?, insecure?",                                       \
-      "chunks first..last of a layer held in part, stored before the answer")
+      "chunks first..last of a layer held in part, stored before the answer")                      \
+    X(RUN, "run",                                                                                  \
+      "image, args, cpus (millicpus), memory, scratch, devices?, env?, workdir?, user?, name?, "   \
+      "volumes?, net?, queue?, platform?, insecure?",                                              \
+      "job: admitted (preparing) or queued; refused: an error")                                    \
+    X(JOBS, "jobs", "job?", "jobs: every job kept (job: that one's), newest first")                \
+    X(KILL, "kill", "job, signal?", "job: the signal was sent (a queued job is cancelled)")        \
+    X(WAIT, "wait", "job", "job: once it has ended")
 
 enum node_ctl_verb {
 #define X(id, name, req, ans) NODE_CTL_##id,
@@ -548,6 +622,10 @@ int node_client_connect(const char *dir);
  * passed). fd stays open. */
 struct json_t;
 int node_client_call(int fd, enum node_ctl_verb verb, struct json_t *fields, struct json_t **ans);
+/* node_client_call in two halves, for a client that waits for an answer while it does other
+ * things (poll fd for it): the request sent, then the answer read. */
+int node_client_send(int fd, enum node_ctl_verb verb, struct json_t *fields);
+int node_client_recv(int fd, struct json_t **ans);
 
 /* ---- fetcher.c: a mount's chunks through the node ------------------------------------------
  * A store_fetcher_fn (store.h) that asks the node on dir for the chunks a reader lacks. Readers

@@ -301,10 +301,40 @@ struct ctl_pending {
     struct node *n;
     struct dht_lookup *lookup; /* PROVIDERS */
     struct node_task *task;    /* PULL, FETCH */
+    struct node_exec *wait;    /* WAIT: the job it waits for */
     struct ctl_pending *next;
 };
 
 void ctl_answer(struct node *n, struct node_ctl *c, struct json_t *ans);
+struct json_t *ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+struct ctl_pending *ctl_pending_new(struct node *n, struct node_ctl *c);
+
+/* ---- run.c, ctl_run.c: jobs ------------------------------------------------------------------ */
+
+int exec_init(struct node *n);
+void exec_free_all(struct node *n);
+void exec_stop(struct node *n);
+/* Admits x (its request filled, owned by the core now): 0 (PREPARING: NODE_FX_EXEC queued, or
+ * QUEUED), or a negative code with why in msg (it is freed): AFSP_E_USAGE (it can never fit
+ * here, or its name is taken), -EAGAIN (no room now, and it did not ask to queue), -ENOSPC
+ * (the queue is full). */
+int exec_admit(struct node *n, struct node_exec *x, char *msg, size_t cap);
+/* The job whose id or name is key (the newest of that name), or NULL. */
+struct node_exec *exec_find(struct node *n, const char *key);
+/* Kills x with sig: a queued job is cancelled (KILLED), a preparing or running one signalled
+ * (NODE_FX_EXEC_KILL). Returns 0, or -EALREADY (it has ended). */
+int exec_kill(struct node *n, struct node_exec *x, int sig);
+/* Wall-clock ms of the core's now. */
+uint64_t exec_wall(const struct node *n, uint64_t now);
+/* The control verbs (ctl_run.c). */
+void ctl_run(struct node *n, struct node_ctl *c, struct json_t *req);
+void ctl_jobs(struct node *n, struct node_ctl *c, struct json_t *req);
+void ctl_kill(struct node *n, struct node_ctl *c, struct json_t *req);
+void ctl_wait(struct node *n, struct node_ctl *c, struct json_t *req);
+/* x ended: the control requests waiting for it are answered. */
+void ctl_exec_ended(struct node *n, struct node_exec *x);
+struct json_t *exec_json(const struct node *n, const struct node_exec *x);
+struct json_t *exec_stats_json(const struct node *n);
 /* Ends every control request still waiting (lookups cancelled, tasks go on unheard); answer:
  * each is told the node is stopping (node_stop), or none is (node_free). */
 void ctl_cancel_all(struct node *n, bool answer);
@@ -366,6 +396,15 @@ struct node {
     struct node_task *tasks; /* running */
     size_t ntasks;
 
+    /* run.c: jobs run here */
+    struct exec_capacity cap;
+    bool cap_none;            /* the node offers no jobs (no cpu or no memory) */
+    struct exec_queue *queue; /* jobs waiting for room */
+    struct node_exec *execs;  /* every job kept, newest first */
+    size_t nexec_live;        /* handed to the runner, not yet done */
+    size_t nexec_ended;       /* kept and ended */
+    uint64_t exec_seq;
+
     struct verify_item *verify; /* NODE_VERIFY_QUEUED: images to verify, oldest first */
     size_t nverify;
     bool verifying;                 /* a VERIFY task runs */
@@ -396,6 +435,24 @@ void node_settle(struct node *n, uint64_t now);
 
 /* store_lmdb.c: the store ops over store/ (store_arg: a struct store *). */
 extern const struct node_store_ops node_store_lmdb;
+
+/* runner.c: jobs on threads of their own (the image's mount, the runtime); at start, what a
+ * node that died left is removed. wake(arg) is called from any thread when runner_poll has
+ * work. */
+struct runner;
+int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const char *data_dir,
+               struct store *s, void (*wake)(void *arg), void *arg);
+/* After every job is done (NODE_FX_STOPPED): the images' mounts are unmounted. */
+void runner_free(struct runner *r);
+/* A thread for x (NODE_FX_EXEC). Returns 0, or a negative code (nothing started). */
+int runner_start(struct runner *r, struct node_exec *x);
+/* NODE_FX_EXEC_KILL. */
+void runner_kill(struct runner *r, struct node_exec *x, int sig);
+/* NODE_FX_EXEC_FREE: the job's directory (its logs) removed, x freed. */
+void runner_forget(struct runner *r, struct node_exec *x);
+/* On the loop's thread, after a wake: jobs that run now and jobs that ended are reported. */
+void runner_poll(struct runner *r, struct node *n, uint64_t now);
+size_t runner_running(struct runner *r);
 
 /* task.c: tasks on threads of their own. A task's thread runs its pull or fetch on the store,
  * submitting jobs (node_job_submit, on the loop's thread) for what peers may have. */

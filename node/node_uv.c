@@ -27,6 +27,7 @@ struct uvn {
     uv_loop_t loop;
     struct node *n;
     struct tasks *ts;
+    struct runner *rn;
     uv_tcp_t listener;
     bool listening;
     struct dht_addr src; /* the address listened on, when it is one address (family 0: any) */
@@ -386,6 +387,18 @@ static void effects(struct uvn *u)
         case NODE_FX_JOB_DONE:
             tasks_job_done(u->ts, e.job);
             break;
+        case NODE_FX_EXEC:
+            if ((e.exec->rc = runner_start(u->rn, e.exec)) < 0) {
+                snprintf(e.exec->msg, sizeof e.exec->msg, "cannot start a thread");
+                node_exec_done(u->n, e.exec, now(u));
+            }
+            break;
+        case NODE_FX_EXEC_KILL:
+            runner_kill(u->rn, e.exec, e.sig);
+            break;
+        case NODE_FX_EXEC_FREE:
+            runner_forget(u->rn, e.exec);
+            break;
         case NODE_FX_STOPPED:
             u->stopped = true;
             break;
@@ -406,6 +419,7 @@ static void on_wake(uv_async_t *a)
 {
     struct uvn *u = a->data;
     tasks_poll(u->ts, u->n, now(u));
+    runner_poll(u->rn, u->n, now(u));
     if (__atomic_exchange_n(&u->evicted, 0, __ATOMIC_SEQ_CST))
         node_store_changed(u->n, now(u));
     effects(u);
@@ -453,7 +467,8 @@ int node_run(const struct node_run_cfg *o)
     uv_async_init(&u->loop, &u->wake, on_wake);
     uv_timer_init(&u->loop, &u->timer);
     u->wake.data = u->timer.data = u;
-    if ((rc = tasks_new(&u->ts, o->store, wake, &u->wake)) < 0)
+    if ((rc = tasks_new(&u->ts, o->store, wake, &u->wake)) < 0 ||
+        (rc = runner_new(&u->rn, &o->runner, o->data_dir, o->store, wake, &u->wake)) < 0)
         goto out;
     /* the control socket: one node per data directory */
     uv_pipe_init(&u->loop, &u->ctl, 0);
@@ -518,6 +533,7 @@ out:
     uv_loop_close(&u->loop);
     node_free(u->n);
     tasks_free(u->ts);
+    runner_free(u->rn);
     free(u->rbuf);
     free(u);
     return rc;

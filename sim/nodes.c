@@ -246,6 +246,16 @@ static void flush(struct simn *s, unsigned i)
             else
                 task_schedule(s, (struct stask *)e.job->task_arg);
             break;
+        case NODE_FX_EXEC: /* the simulator's nodes offer no capacity: not asked */
+            e.exec->rc = -ENOTSUP;
+            snprintf(e.exec->msg, sizeof e.exec->msg, "the simulator runs no jobs");
+            node_exec_done(sn->n, e.exec, s->now);
+            break;
+        case NODE_FX_EXEC_KILL:
+            break;
+        case NODE_FX_EXEC_FREE:
+            node_exec_free(e.exec);
+            break;
         case NODE_FX_STOPPED:
             sn->stopped = true;
             break;

@@ -1,0 +1,660 @@
+/*
+ * runner.c - the daemon's jobs, each on a thread of its own (docs/exec.md, "The node's jobs"):
+ * the image found in the store (pulled lazily through the node if it is not), its mount (one per
+ * image, shared by its jobs, counted, and kept for mount_keep_ms after the last one ends), its
+ * config's process, the user, the volumes checked, then exec_job_run with the job's output in
+ * DATA/jobs/ID/out and err. Kills go through the runtime (`kill --all`). At start it removes
+ * what a node that died left: containers, job roots, mounts, cgroups, job directories. Not part
+ * of the sans-IO core.
+ *
+ * Owns: the job threads, the mounts, DATA/jobs and the runtime's state (DATA/runc). Must not:
+ * touch the core from a job's thread (reports go through poll, on the loop's thread).
+ */
+#include "node_int.h"
+
+#include "../store/oci/oci.h"
+#include "../store/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PATH_LEN 4096
+
+struct rmount {
+    uint8_t digest[DIGEST_LEN];
+    char dir[PATH_LEN];
+    unsigned refs;
+    enum { M_MOUNTING, M_READY, M_UNMOUNTING } state;
+    uint64_t idle_since; /* monotonic ms, while refs is 0 */
+    struct rmount *next;
+};
+
+struct xrun {
+    struct runner *r;
+    struct node_exec *x;
+    pthread_t th;
+    bool started, reported_start, done;
+    bool kill_asked;       /* a kill came: if the runtime does not run it yet, it never will */
+    unsigned kill_threads; /* kills' threads asking the runtime (they use the run) */
+    struct xrun *next;
+};
+
+struct runner {
+    struct node_runner_cfg cfg;
+    struct store *s;
+    char data[1024], jobs[1100], state[1100]; /* a data directory's path is short (its socket's) */
+    const char *key_file;
+    void (*wake)(void *arg);
+    void *wake_arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a mount changed state, or the reaper has work */
+    struct xrun *runs;
+    struct rmount *mounts;
+    pthread_t reaper;
+    bool reaper_on, stopping;
+};
+
+static uint64_t mono_ms(void)
+{
+    return time_now_ns() / 1000000;
+}
+
+/* `afsp --data DATA ARGS...` (this program), waited for; its stderr to err (-1: /dev/null). */
+static int self_run(struct runner *r, const char *const *args, int err)
+{
+    char *argv[16];
+    size_t n = 0;
+    argv[n++] = (char *)r->cfg.self;
+    argv[n++] = "--data";
+    argv[n++] = r->data;
+    while (*args && n < 15)
+        argv[n++] = (char *)*args++;
+    argv[n] = NULL;
+    int st = 0, rc = exec_spawn_wait(argv, -1, err, &st);
+    if (rc < 0)
+        return rc;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+static bool is_mounted(const char *dir)
+{
+    struct stat a, b;
+    char up[PATH_LEN + 4];
+    snprintf(up, sizeof up, "%s/..", dir);
+    if (stat(dir, &a) < 0)
+        return errno == ENOTCONN; /* a FUSE mount whose process died */
+    return stat(up, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static void unmount_dir(struct runner *r, const char *dir)
+{
+    if (is_mounted(dir)) {
+        const char *um[] = {"umount", dir, NULL};
+        if (self_run(r, um, -1) < 0)
+            umount2(dir, MNT_DETACH); /* busy, or not afsp's: it goes once unused */
+    }
+    rmdir(dir);
+}
+
+/* ---- mounts: one per image, shared ------------------------------------------------------------ */
+
+/* The image's mount, made if need be (its reference counted): its directory in out. */
+static int mount_acquire(struct runner *r, const struct image_info *ii, const struct node_exec *x,
+                         char out[static PATH_LEN], int err_fd)
+{
+    pthread_mutex_lock(&r->mu);
+    struct rmount *m;
+    for (;;) {
+        for (m = r->mounts; m && memcmp(m->digest, ii->manifest_digest, DIGEST_LEN); m = m->next)
+            ;
+        if (!m || m->state == M_READY)
+            break;
+        pthread_cond_wait(&r->cv, &r->mu); /* being mounted, or unmounted: wait for its end */
+    }
+    if (m) {
+        m->refs++;
+        snprintf(out, PATH_LEN, "%s", m->dir);
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    if (!(m = calloc(1, sizeof *m))) {
+        pthread_mutex_unlock(&r->mu);
+        return -ENOMEM;
+    }
+    char hex[2 * DIGEST_LEN + 1];
+    memcpy(m->digest, ii->manifest_digest, DIGEST_LEN);
+    snprintf(m->dir, sizeof m->dir, "%s/mnt/%.24s", r->jobs, hex_fmt(m->digest, 12, hex));
+    m->refs = 1;
+    m->next = r->mounts;
+    r->mounts = m;
+    pthread_mutex_unlock(&r->mu);
+
+    /* the manifest by digest: what the store holds, even if the tag has moved since */
+    char ref[sizeof ii->ref + DIGEST_STR_LEN + 2], dg[DIGEST_STR_LEN + 1];
+    snprintf(ref, sizeof ref, "%s%s%s", ii->ref, strchr(ii->ref, '@') ? "" : "@",
+             strchr(ii->ref, '@') ? "" : digest_fmt(ii->manifest_digest, dg));
+    const char *args[8 + 2 * NODE_TASK_INSECURE_MAX] = {"mount"};
+    size_t na = 1;
+    for (size_t i = 0; x->insecure[i] && i < 2; i++) { /* self_run takes a few */
+        args[na++] = "--insecure-registry";
+        args[na++] = x->insecure[i];
+    }
+    args[na++] = ref;
+    args[na++] = m->dir;
+    args[na] = NULL;
+    int rc = 0;
+    if (mkdir(m->dir, 0700) < 0 && errno != EEXIST)
+        rc = err_set(-errno, "cannot make %s", m->dir);
+    else if ((rc = self_run(r, args, err_fd)) < 0)
+        rc = err_set(rc, "cannot mount %s", ref);
+    pthread_mutex_lock(&r->mu);
+    if (rc < 0) {
+        for (struct rmount **pp = &r->mounts; *pp; pp = &(*pp)->next)
+            if (*pp == m) {
+                *pp = m->next;
+                break;
+            }
+        rmdir(m->dir);
+        free(m);
+    } else {
+        m->state = M_READY;
+        snprintf(out, PATH_LEN, "%s", m->dir);
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static void mount_release(struct runner *r, const char *dir)
+{
+    pthread_mutex_lock(&r->mu);
+    for (struct rmount *m = r->mounts; m; m = m->next)
+        if (!strcmp(m->dir, dir) && m->refs && --m->refs == 0) {
+            m->idle_since = mono_ms();
+            pthread_cond_broadcast(&r->cv); /* the reaper's clock starts */
+        }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Unmounts the mounts idle for mount_keep_ms (all idle ones when stopping). */
+static void *reaper_main(void *arg)
+{
+    struct runner *r = arg;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        uint64_t now = mono_ms(), next = UINT64_MAX;
+        struct rmount *due = NULL;
+        for (struct rmount *m = r->mounts; m && !due; m = m->next) {
+            if (m->state != M_READY || m->refs)
+                continue;
+            uint64_t at = m->idle_since + r->cfg.mount_keep_ms;
+            if (r->stopping || at <= now)
+                due = m;
+            else if (at < next)
+                next = at;
+        }
+        if (due) {
+            due->state = M_UNMOUNTING;
+            pthread_mutex_unlock(&r->mu);
+            unmount_dir(r, due->dir);
+            log_info("event=unmounted dir=%s", due->dir);
+            pthread_mutex_lock(&r->mu);
+            for (struct rmount **pp = &r->mounts; *pp; pp = &(*pp)->next)
+                if (*pp == due) {
+                    *pp = due->next;
+                    break;
+                }
+            free(due);
+            pthread_cond_broadcast(&r->cv);
+            continue;
+        }
+        if (r->stopping)
+            break;
+        if (next == UINT64_MAX) {
+            pthread_cond_wait(&r->cv, &r->mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t wait = next - now;
+            ts.tv_sec += (time_t)(wait / 1000);
+            ts.tv_nsec += (long)(wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- one job ----------------------------------------------------------------------------------- */
+
+/* The image in the store, pulled through the node (lazily) if it is not there in full. */
+static int image_find(struct runner *r, const struct node_exec *x, struct image_info *ii)
+{
+    int rc = store_image_find(r->s, x->image, ii);
+    if (rc == 0 && ii->nlayers_present == ii->nlayers)
+        return 0;
+    if (rc == 0)
+        free(ii->layers);
+    int fd = node_client_connect(r->data);
+    if (fd < 0)
+        return err_set(-ECONNREFUSED, "the node's control socket does not answer");
+    json_t *ins = json_array(), *ans = NULL;
+    for (size_t i = 0; x->insecure[i]; i++)
+        json_array_append_new(ins, json_string(x->insecure[i]));
+    json_t *f = json_pack("{s:s, s:b, s:o}", "ref", x->image, "lazy", 1, "insecure", ins);
+    if (x->platform)
+        json_object_set_new(f, "platform", json_string(x->platform));
+    rc = node_client_call(fd, NODE_CTL_PULL, f, &ans);
+    close(fd);
+    json_decref(f);
+    const char *e = json_string_value(json_object_get(ans, "error"));
+    if (rc == 0 && e)
+        rc = err_set(AFSP_E_NOTFOUND, "cannot pull %s: %s", x->image, e);
+    json_decref(ans);
+    if (rc == 0 && (rc = store_image_find(r->s, x->image, ii)) < 0)
+        rc = err_set(rc, "cannot find %s after its pull", x->image);
+    return rc;
+}
+
+/* The image config's process. */
+static int image_process(struct runner *r, const struct image_info *ii, struct config_process *p)
+{
+    struct buf b = {0};
+    struct manifest m;
+    int rc = store_small_get(r->s, ii->manifest_digest, &b);
+    if (rc == 0 && (rc = manifest_parse(b.p, b.len, NULL, &m)) == 0) {
+        uint8_t cfg[DIGEST_LEN];
+        memcpy(cfg, m.config.digest, DIGEST_LEN);
+        bool image = m.kind == MANIFEST_IMAGE;
+        manifest_release(&m);
+        b.len = 0;
+        rc = !image ? AFSP_E_FORMAT : store_small_get(r->s, cfg, &b);
+        if (rc == 0)
+            rc = config_process(b.p, b.len, p);
+    }
+    buf_release(&b);
+    return rc < 0 ? err_set(rc, "the image's config: %s", err_str(rc)) : 0;
+}
+
+static void on_started(void *arg)
+{
+    struct xrun *xr = arg;
+    pthread_mutex_lock(&xr->r->mu);
+    xr->started = true;
+    pthread_mutex_unlock(&xr->r->mu);
+    xr->r->wake(xr->r->wake_arg);
+}
+
+static int open_log(const char *dir, const char *name)
+{
+    char p[PATH_LEN + 16];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+/* Everything a job needs, then its run: rc and msg say why it could not be run. */
+static int job_run(struct xrun *xr, const char *jdir, int out, int err)
+{
+    struct runner *r = xr->r;
+    struct node_exec *x = xr->x;
+    struct image_info ii;
+    struct config_process cp = {0};
+    char mnt[PATH_LEN], root[PATH_LEN + 8], cg[64 + EXEC_ID_LEN];
+    int rc = image_find(r, x, &ii);
+    if (rc < 0)
+        return rc;
+    free(ii.layers);
+    if ((rc = mount_acquire(r, &ii, x, mnt, err)) < 0)
+        return rc;
+    const char *private[] = {r->data, r->key_file};
+    for (size_t i = 0; rc == 0 && i < x->nvolumes; i++)
+        rc = exec_volume_allowed(x->volumes[i].src, private, r->key_file ? 2 : 1);
+    uint32_t uid = 0, gid = 0;
+    if (rc == 0)
+        rc = image_process(r, &ii, &cp);
+    if (rc == 0) {
+        int rfd = open(mnt, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        rc = rfd < 0 ? err_set(-errno, "cannot open the image's mount")
+                     : exec_user_resolve(rfd, x->user ? x->user : cp.user ? cp.user : "", &uid,
+                                         &gid);
+        if (rc == AFSP_E_USAGE)
+            err_ctx(rc, "user %s", x->user ? x->user : cp.user);
+        if (rfd >= 0)
+            close(rfd);
+    }
+    snprintf(root, sizeof root, "%s/root", jdir);
+    snprintf(cg, sizeof cg, "afsp/%s", x->st.id);
+    pthread_mutex_lock(&r->mu);
+    bool killed = xr->kill_asked;
+    pthread_mutex_unlock(&r->mu);
+    if (rc == 0 && !killed && mkdir(root, 0700) < 0)
+        rc = err_set(-errno, "cannot make %s", root);
+    if (rc == 0 && !killed) {
+        struct exec_job j = {.id = x->st.id,
+                             .dir = root,
+                             .lower = mnt,
+                             .runtime = r->cfg.runtime,
+                             .state = r->state,
+                             .scratch = x->res.scratch,
+                             .out_fd = out,
+                             .err_fd = err,
+                             .started = on_started,
+                             .arg = xr,
+                             .spec = {.img = &cp,
+                                      .args = x->args,
+                                      .env = x->env,
+                                      .workdir = x->workdir,
+                                      .uid = uid,
+                                      .gid = gid,
+                                      .res = x->res,
+                                      .slots = x->slots,
+                                      .slots_env = r->cfg.devices_env,
+                                      .net_host = x->net_host,
+                                      .hostname = x->name ? x->name : x->st.id,
+                                      .cgroups_path = cg,
+                                      .volumes = x->volumes,
+                                      .nvolumes = x->nvolumes}};
+        rc = exec_job_run(&j, &x->result);
+        rmdir(root);
+    }
+    config_process_free(&cp);
+    mount_release(r, mnt);
+    return rc;
+}
+
+static void *job_main(void *arg)
+{
+    struct xrun *xr = arg;
+    struct runner *r = xr->r;
+    struct node_exec *x = xr->x;
+    char jdir[PATH_LEN];
+    snprintf(jdir, sizeof jdir, "%s/%s", r->jobs, x->st.id);
+    x->result.status = -1;
+    int out = -1, err = -1, rc = 0;
+    if (mkdir(jdir, 0700) < 0 || (out = open_log(jdir, "out")) < 0 ||
+        (err = open_log(jdir, "err")) < 0)
+        rc = err_set(-errno, "cannot make the job's directory %s", jdir);
+    else
+        rc = job_run(xr, jdir, out, err);
+    x->rc = rc < 0 ? rc : 0;
+    if (rc < 0) {
+        snprintf(x->msg, sizeof x->msg, "%s", err_msg(rc));
+        if (err >= 0)
+            dprintf(err, "afsp: %s\n", x->msg);
+    }
+    if (out >= 0)
+        close(out);
+    if (err >= 0)
+        close(err);
+    pthread_mutex_lock(&r->mu);
+    xr->done = true;
+    pthread_mutex_unlock(&r->mu);
+    r->wake(r->wake_arg);
+    return NULL;
+}
+
+int runner_start(struct runner *r, struct node_exec *x)
+{
+    struct xrun *xr = calloc(1, sizeof *xr);
+    if (!xr)
+        return -ENOMEM;
+    xr->r = r;
+    xr->x = x;
+    pthread_mutex_lock(&r->mu);
+    int rc = -pthread_create(&xr->th, NULL, job_main, xr);
+    if (rc == 0) {
+        xr->next = r->runs;
+        r->runs = xr;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rc < 0)
+        free(xr);
+    return rc;
+}
+
+/* ---- kills ------------------------------------------------------------------------------------ */
+
+struct kill_req {
+    struct runner *r;
+    struct xrun *xr;
+    char id[EXEC_ID_LEN];
+    int sig;
+};
+
+/* Signals the job through the runtime; the container may not exist yet (the runtime is
+ * making it): asked again every 10 ms until it does or the job has ended, 30 s at most. */
+static void *kill_main(void *arg)
+{
+    struct kill_req *k = arg;
+    struct runner *r = k->r;
+    for (int i = 0; i < 3000; i++) {
+        pthread_mutex_lock(&r->mu);
+        bool done = k->xr->done;
+        pthread_mutex_unlock(&r->mu);
+        if (done || exec_job_kill(r->cfg.runtime, r->state, k->id, k->sig) == 0)
+            break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&r->mu);
+    k->xr->kill_threads--; /* this thread is done with the run */
+    pthread_mutex_unlock(&r->mu);
+    r->wake(r->wake_arg);
+    free(k);
+    return NULL;
+}
+
+void runner_kill(struct runner *r, struct node_exec *x, int sig)
+{
+    pthread_mutex_lock(&r->mu);
+    struct xrun *xr = r->runs;
+    while (xr && xr->x != x)
+        xr = xr->next;
+    struct kill_req *k = xr && !xr->done ? calloc(1, sizeof *k) : NULL;
+    pthread_t th;
+    if (k) {
+        xr->kill_asked = true;
+        *k = (struct kill_req){.r = r, .xr = xr, .sig = sig};
+        snprintf(k->id, sizeof k->id, "%s", x->st.id);
+        if (pthread_create(&th, NULL, kill_main, k) == 0) {
+            pthread_detach(th);
+            xr->kill_threads++;
+        } else
+            free(k);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- the loop's side --------------------------------------------------------------------------- */
+
+void runner_poll(struct runner *r, struct node *n, uint64_t now)
+{
+    for (;;) {
+        struct node_exec *started = NULL;
+        struct xrun *fin = NULL;
+        pthread_mutex_lock(&r->mu);
+        for (struct xrun **pp = &r->runs; *pp && !started && !fin; pp = &(*pp)->next) {
+            struct xrun *xr = *pp;
+            if (xr->started && !xr->reported_start) {
+                xr->reported_start = true;
+                started = xr->x;
+            } else if (xr->done && !xr->kill_threads) {
+                *pp = xr->next; /* no kill's thread starts for it now: it is not found */
+                fin = xr;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (started) {
+            node_exec_running(n, started, now);
+        } else if (fin) {
+            pthread_join(fin->th, NULL);
+            if (fin->started && !fin->reported_start)
+                node_exec_running(n, fin->x, now);
+            node_exec_done(n, fin->x, now);
+            free(fin);
+        } else
+            return;
+    }
+}
+
+size_t runner_running(struct runner *r)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&r->mu);
+    for (struct xrun *xr = r->runs; xr; xr = xr->next)
+        k++;
+    pthread_mutex_unlock(&r->mu);
+    return k;
+}
+
+/* Removes a directory tree (a job's logs), not following links. */
+static void rm_tree(int dfd, const char *name)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                rm_tree(dirfd(d), e->d_name);
+        closedir(d);
+    } else if (fd >= 0)
+        close(fd);
+    if (unlinkat(dfd, name, AT_REMOVEDIR) < 0)
+        unlinkat(dfd, name, 0);
+}
+
+void runner_forget(struct runner *r, struct node_exec *x)
+{
+    char jdir[PATH_LEN + EXEC_ID_LEN];
+    snprintf(jdir, sizeof jdir, "%s/%s", r->jobs, x->st.id);
+    rm_tree(AT_FDCWD, jdir);
+    node_exec_free(x);
+}
+
+/* ---- start and end ----------------------------------------------------------------------------- */
+
+/* What a node that died left (docs/exec.md, "A restart"): its containers deleted (their
+ * processes killed), the jobs' roots unmounted, the images' mounts unmounted, the job cgroups
+ * removed, the job directories (logs) removed. Nothing is re-adopted: a job's record and its
+ * waiting client died with the node. */
+static void orphans_remove(struct runner *r)
+{
+    unsigned containers = 0, roots = 0, mounts = 0;
+    DIR *d = opendir(r->state);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && exec_job_delete(r->cfg.runtime, r->state, e->d_name) == 0)
+            containers++;
+    if (d)
+        closedir(d);
+    char p[2 * PATH_LEN];
+    if ((d = opendir(r->jobs))) {
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.' || !strcmp(e->d_name, "mnt"))
+                continue;
+            snprintf(p, sizeof p, "%s/%s/root", r->jobs, e->d_name);
+            if (access(p, F_OK) == 0) {
+                exec_root_remove(p);
+                rmdir(p);
+                roots++;
+            }
+        }
+        closedir(d);
+    }
+    snprintf(p, sizeof p, "%s/mnt", r->jobs);
+    if ((d = opendir(p))) {
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') {
+                char m[3 * PATH_LEN];
+                snprintf(m, sizeof m, "%s/%s", p, e->d_name);
+                mounts += is_mounted(m);
+                unmount_dir(r, m);
+            }
+        closedir(d);
+    }
+    int cgroups = exec_cgroup_sweep("/sys/fs/cgroup", "/proc/self/cgroup", "afsp");
+    if ((d = opendir(r->jobs))) {
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.' && strcmp(e->d_name, "mnt"))
+                rm_tree(dirfd(d), e->d_name);
+        closedir(d);
+    }
+    if (containers || roots || mounts || cgroups > 0)
+        log_warn("event=orphans_removed containers=%u roots=%u mounts=%u cgroups=%d", containers,
+                 roots, mounts, cgroups);
+}
+
+int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const char *data_dir,
+               struct store *s, void (*wake)(void *arg), void *arg)
+{
+    struct runner *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->cfg = *cfg;
+    r->s = s;
+    r->key_file = cfg->key_file;
+    r->wake = wake;
+    r->wake_arg = arg;
+    if (strlen(data_dir) >= sizeof r->data) {
+        free(r);
+        return err_set(AFSP_E_USAGE, "the data directory's path is too long");
+    }
+    snprintf(r->data, sizeof r->data, "%s", data_dir);
+    snprintf(r->jobs, sizeof r->jobs, "%s/jobs", data_dir);
+    snprintf(r->state, sizeof r->state, "%s/runc", data_dir);
+    char mnt[sizeof r->jobs + 8];
+    snprintf(mnt, sizeof mnt, "%s/mnt", r->jobs);
+    if ((mkdir(r->jobs, 0700) < 0 && errno != EEXIST) || (mkdir(mnt, 0700) < 0 && errno != EEXIST) ||
+        (mkdir(r->state, 0700) < 0 && errno != EEXIST)) {
+        int rc = err_set(-errno, "cannot make %s", r->jobs);
+        free(r);
+        return rc;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    orphans_remove(r);
+    r->reaper_on = pthread_create(&r->reaper, NULL, reaper_main, r) == 0;
+    *out = r;
+    return 0;
+}
+
+void runner_free(struct runner *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true; /* every mount goes now */
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->reaper_on)
+        pthread_join(r->reaper, NULL);
+    while (r->mounts) { /* a mount being made when the reaper ended (none: every job is done) */
+        struct rmount *m = r->mounts;
+        r->mounts = m->next;
+        unmount_dir(r, m->dir);
+        free(m);
+    }
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
