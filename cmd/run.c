@@ -212,7 +212,8 @@ static int job_status(json_t *j)
     return st >= 0 && st < 256 ? (int)st : 125;
 }
 
-/* ---- run ---------------------------------------------------------------------------------------- */
+/* ---- run ----------------------------------------------------------------------------------------
+ */
 
 static int usage_size(const char *opt, const char *v, uint64_t *out)
 {
@@ -225,8 +226,7 @@ int cmd_run(int argc, char **argv)
 {
     struct cmd_iter it = CMD_ITER(&cmd_run_def, argc, argv);
     struct pull_args pa = {0};
-    const char *arg, *v, *image = NULL, *name = NULL, *workdir = NULL, *user = NULL,
-                        *net = "none";
+    const char *arg, *v, *image = NULL, *name = NULL, *workdir = NULL, *user = NULL, *net = "none";
     uint32_t millicpus = EXEC_MILLI;
     uint64_t memory = 1ull << 30, scratch = 1ull << 30;
     unsigned long long devices = 0;
@@ -295,8 +295,8 @@ int cmd_run(int argc, char **argv)
             src[sl] = 0;
             memcpy(dst, c1 + 1, dl);
             dst[dl] = 0;
-            json_array_append_new(vols, json_pack("{s:s, s:s, s:b}", "src", src, "dst", dst,
-                                                  "ro", ro));
+            json_array_append_new(vols,
+                                  json_pack("{s:s, s:s, s:b}", "src", src, "dst", dst, "ro", ro));
         } else if (arg[0] == '-') {
             status = cmd_usage_error(&cmd_run_def, "unknown option %s", arg);
             goto out;
@@ -316,11 +316,11 @@ int cmd_run(int argc, char **argv)
         json_array_append_new(args, json_string(argv[i]));
     for (size_t i = 0; i < pa.ninsecure; i++)
         json_array_append_new(ins, json_string(pa.insecure[i]));
-    json_t *req = json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:O, s:O, s:s, s:b, s:o}", "image",
-                            image, "args", args, "cpus", (json_int_t)millicpus, "memory",
-                            (json_int_t)memory, "scratch", (json_int_t)scratch, "devices",
-                            (json_int_t)devices, "env", env, "volumes", vols, "net", net, "queue",
-                            queue, "insecure", ins);
+    json_t *req =
+        json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:O, s:O, s:s, s:b, s:o}", "image", image, "args",
+                  args, "cpus", (json_int_t)millicpus, "memory", (json_int_t)memory, "scratch",
+                  (json_int_t)scratch, "devices", (json_int_t)devices, "env", env, "volumes", vols,
+                  "net", net, "queue", queue, "insecure", ins);
     if (name)
         json_object_set_new(req, "name", json_string(name));
     if (workdir)
@@ -360,7 +360,8 @@ out:
     return status;
 }
 
-/* ---- jobs, logs, kill, wait ------------------------------------------------------------------- */
+/* ---- jobs, logs, kill, wait -------------------------------------------------------------------
+ */
 
 static const char *ms_fmt(json_int_t ms, char out[32])
 {
@@ -401,16 +402,16 @@ int cmd_jobs(int argc, char **argv)
         if (json_object_get(j, "cpu_s"))
             snprintf(cpu, sizeof cpu, "%.2f", json_real_value(json_object_get(j, "cpu_s")));
         json_int_t started = json_integer_value(json_object_get(at, "running"));
-        printf("%-20s %-12s %-9s %6.3g %8s %8s %8s %-8s %6s  %s\n",
-               json_string_value(json_object_get(j, "id")), nm ? nm : "-",
-               json_string_value(json_object_get(j, "state")),
-               json_real_value(json_object_get(lim, "cpus")),
-               bytes_fmt((uint64_t)json_integer_value(json_object_get(lim, "memory")), mem), cpu,
-               json_object_get(j, "memory_peak")
-                   ? bytes_fmt((uint64_t)json_integer_value(json_object_get(j, "memory_peak")),
-                               peak)
-                   : "-",
-               ms_fmt(started, st), status, json_string_value(json_object_get(j, "image")));
+        printf(
+            "%-20s %-12s %-9s %6.3g %8s %8s %8s %-8s %6s  %s\n",
+            json_string_value(json_object_get(j, "id")), nm ? nm : "-",
+            json_string_value(json_object_get(j, "state")),
+            json_real_value(json_object_get(lim, "cpus")),
+            bytes_fmt((uint64_t)json_integer_value(json_object_get(lim, "memory")), mem), cpu,
+            json_object_get(j, "memory_peak")
+                ? bytes_fmt((uint64_t)json_integer_value(json_object_get(j, "memory_peak")), peak)
+                : "-",
+            ms_fmt(started, st), status, json_string_value(json_object_get(j, "image")));
     }
     json_decref(ans);
     return 0;

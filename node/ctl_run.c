@@ -54,8 +54,7 @@ static bool uint_field(json_t *req, const char *key, uint64_t max, uint64_t *out
     json_t *v = json_object_get(req, key);
     if (!v)
         return true;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) > max)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
         return false;
     *out = (uint64_t)json_integer_value(v);
     return true;
@@ -149,9 +148,8 @@ void ctl_run(struct node *n, struct node_ctl *c, json_t *req)
     int rc = exec_admit(n, x, msg, sizeof msg); /* x is freed if refused */
     if (rc < 0)
         ctl_answer(n, c,
-                   rc == -EAGAIN || rc == -ENOSPC
-                       ? json_pack("{s:s, s:b}", "error", msg, "full", 1)
-                       : ctl_error("%s", msg));
+                   rc == -EAGAIN || rc == -ENOSPC ? json_pack("{s:s, s:b}", "error", msg, "full", 1)
+                                                  : ctl_error("%s", msg));
     else
         ctl_answer(n, c, json_pack("{s:b, s:o}", "ok", 1, "job", exec_json(n, x)));
 }
@@ -276,8 +274,7 @@ json_t *exec_stats_json(const struct node *n)
         preparing += x->st.state == EXEC_PREPARING;
     }
     return json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:I}", "capacity", res_json(t), "used",
-                     res_json(u), "free", res_json(&f), "running", (json_int_t)running,
-                     "preparing", (json_int_t)preparing, "queued",
-                     (json_int_t)(n->queue ? n->queue->n : 0), "kept",
-                     (json_int_t)n->nexec_ended);
+                     res_json(u), "free", res_json(&f), "running", (json_int_t)running, "preparing",
+                     (json_int_t)preparing, "queued", (json_int_t)(n->queue ? n->queue->n : 0),
+                     "kept", (json_int_t)n->nexec_ended);
 }

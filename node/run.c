@@ -216,8 +216,7 @@ void node_exec_done(struct node *n, struct node_exec *x, uint64_t now)
     n->now = now;
     uint64_t wall = exec_wall(n, now);
     if (x->st.state == EXEC_PREPARING) /* it never ran: killed while prepared, or failed */
-        exec_status_to(&x->st,
-                       x->rc < 0 || !x->st.kill_asked ? EXEC_FAILED : EXEC_KILLED, wall);
+        exec_status_to(&x->st, x->rc < 0 || !x->st.kill_asked ? EXEC_FAILED : EXEC_KILLED, wall);
     else
         exec_status_end(&x->st, x->rc, &x->result, wall);
     n->nexec_live--;

@@ -107,7 +107,8 @@ static void unmount_dir(struct runner *r, const char *dir)
     rmdir(dir);
 }
 
-/* ---- mounts: one per image, shared ------------------------------------------------------------ */
+/* ---- mounts: one per image, shared ------------------------------------------------------------
+ */
 
 /* The image's mount, made if need be (its reference counted): its directory in out. */
 static int mount_acquire(struct runner *r, const struct image_info *ii, const struct node_exec *x,
@@ -240,7 +241,8 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
-/* ---- one job ----------------------------------------------------------------------------------- */
+/* ---- one job -----------------------------------------------------------------------------------
+ */
 
 /* The image in the store, pulled through the node (lazily) if it is not there in full. */
 static int image_find(struct runner *r, const struct node_exec *x, struct image_info *ii)
@@ -330,8 +332,11 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     if (rc == 0) {
         int rfd = open(mnt, O_PATH | O_DIRECTORY | O_CLOEXEC);
         rc = rfd < 0 ? err_set(-errno, "cannot open the image's mount")
-                     : exec_user_resolve(rfd, x->user ? x->user : cp.user ? cp.user : "", &uid,
-                                         &gid);
+                     : exec_user_resolve(rfd,
+                                         x->user   ? x->user
+                                         : cp.user ? cp.user
+                                                   : "",
+                                         &uid, &gid);
         if (rc == AFSP_E_USAGE)
             err_ctx(rc, "user %s", x->user ? x->user : cp.user);
         if (rfd >= 0)
@@ -427,7 +432,8 @@ int runner_start(struct runner *r, struct node_exec *x)
     return rc;
 }
 
-/* ---- kills ------------------------------------------------------------------------------------ */
+/* ---- kills ------------------------------------------------------------------------------------
+ */
 
 struct kill_req {
     struct runner *r;
@@ -480,7 +486,8 @@ void runner_kill(struct runner *r, struct node_exec *x, int sig)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* ---- the loop's side --------------------------------------------------------------------------- */
+/* ---- the loop's side ---------------------------------------------------------------------------
+ */
 
 void runner_poll(struct runner *r, struct node *n, uint64_t now)
 {
@@ -547,7 +554,8 @@ void runner_forget(struct runner *r, struct node_exec *x)
     node_exec_free(x);
 }
 
-/* ---- start and end ----------------------------------------------------------------------------- */
+/* ---- start and end -----------------------------------------------------------------------------
+ */
 
 /* What a node that died left (docs/exec.md, "A restart"): its containers deleted (their
  * processes killed), the jobs' roots unmounted, the images' mounts unmounted, the job cgroups
@@ -620,7 +628,8 @@ int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const cha
     snprintf(r->state, sizeof r->state, "%s/runc", data_dir);
     char mnt[sizeof r->jobs + 8];
     snprintf(mnt, sizeof mnt, "%s/mnt", r->jobs);
-    if ((mkdir(r->jobs, 0700) < 0 && errno != EEXIST) || (mkdir(mnt, 0700) < 0 && errno != EEXIST) ||
+    if ((mkdir(r->jobs, 0700) < 0 && errno != EEXIST) ||
+        (mkdir(mnt, 0700) < 0 && errno != EEXIST) ||
         (mkdir(r->state, 0700) < 0 && errno != EEXIST)) {
         int rc = err_set(-errno, "cannot make %s", r->jobs);
         free(r);

@@ -102,3 +102,150 @@ log "the mount is unmounted once idle past --mount-keep, and the next job mounts
 wait_until 30 eval '[ "$(afsp_mounts)" = 0 ]'
 out=$(run "$IMG" -- python3 -c 'print("again")')
 assert_eq again "$out" "a job after the mount was let go"
+
+log "cpu: --cpus 0.5 gets at most 0.55 of a core, and the kernel throttles it"
+out=$(run --cpus 0.5 "$IMG" -- python3 -c '
+import glob, time
+t0, c0 = time.time(), time.process_time()
+while time.time() - t0 < 2: pass
+print(round((time.process_time() - c0) / (time.time() - t0), 3))
+for f in glob.glob("/sys/fs/cgroup/cpu*/cpu.stat") + glob.glob("/sys/fs/cgroup/cpu.stat"):
+    print(dict(l.split() for l in open(f))["nr_throttled"]); break')
+read -r share throttled <<<"$(echo $out)"
+"$PY" -c "import sys; s = float(sys.argv[1]); sys.exit(0 if 0 < s <= 0.55 else 1)" "$share" ||
+    fail "a job with --cpus 0.5 used $share of a core"
+((throttled > 0)) || fail "the job was never throttled (nr_throttled $throttled)"
+
+log "scratch: a write past --scratch-size fails with ENOSPC in that job only"
+run -d --name other "$IMG" -- python3 -c '
+import time
+time.sleep(1.5); open("/big", "wb").write(b"y" * (20 << 20)); print("other wrote", 20 << 20)' >/dev/null
+out=$(run --scratch-size 16M --memory 256M "$IMG" -- python3 -c '
+import errno
+try:
+    open("/fill", "wb").write(b"x" * (64 << 20)); print("wrote it all")
+except OSError as e:
+    print(errno.errorcode[e.errno])')
+assert_eq ENOSPC "$out" "a write past the scratch"
+afsp wait other >/dev/null
+assert_eq "other wrote 20971520" "$(afsp logs other)" "the other job's write"
+
+log "--net none reaches nothing; --net host reaches the node's loopback"
+probe='
+import socket, sys
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1]))); print("reached")
+except OSError as e:
+    print("unreachable")
+print(sorted(n for _, n in socket.if_nameindex()))'
+assert_eq "unreachable ['lo']" "$(echo $(run "$IMG" -- python3 -c "$probe" "$pb"))" "--net none"
+out=$(run --net host "$IMG" -- python3 -c "$probe" "$pb")
+assert_contains "$out" "reached" "--net host to the node's port"
+
+log "a job sees nothing of the node: data directory, keys, control socket, /proc/1/root"
+out=$(run --user 0 "$IMG" -- python3 -c '
+import os, sys
+for p in sys.argv[1:]:
+    print(p, os.path.exists(p))' "$B" "$B/node.key" "$B/afsp.sock" "/proc/1/root$B" "$T/cluster.key")
+assert_eq "$B False
+$B/node.key False
+$B/afsp.sock False
+/proc/1/root$B False
+$T/cluster.key False" "$out" "what a job sees of the node"
+expect_fail run --volume "$B:/data" "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "would show the node's own" "a volume of the data directory"
+expect_fail run --volume "/:/host:ro" "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "would show the node's own" "a volume of /"
+mkdir "$T/vol" && echo model >"$T/vol/weights"
+out=$(run --volume "$T/vol:/models:ro" "$IMG" -- python3 -c '
+import errno
+print(open("/models/weights").read().strip())
+try:
+    open("/models/new", "w")
+except OSError as e:
+    print(errno.errorcode[e.errno])')
+assert_eq "model EROFS" "$(echo $out)" "a read-only volume"
+
+log "admission: refused when full, or queued and started first in, first out"
+run -d --name hog --cpus 1.5 "$IMG" -- python3 -c 'import time; time.sleep(60)' >/dev/null
+expect_fail run --cpus 1 "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "no room now" "a job past the free cpus"
+expect_fail run --cpus 3 --queue "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "more than this node offers" "a job past the node"
+run -d --queue --name q1 --cpus 1 "$IMG" -- python3 -c 'print("q1")' >/dev/null
+run -d --queue --name q2 --cpus 0.25 "$IMG" -- python3 -c 'print("q2")' >/dev/null
+assert_eq queued "$(jobfield q1 state)" "q1 behind the hog"
+assert_eq queued "$(jobfield q2 state)" "q2 behind q1, though it would fit"
+assert_eq 1 "$(jobfield q2 queue_position)" "q2's place"
+afsp kill hog
+afsp wait q1 >/dev/null
+afsp wait q2 >/dev/null
+assert_eq q1 "$(afsp logs q1)" "q1's output"
+(($(jobfield q1 at.preparing) <= $(jobfield q2 at.preparing))) || fail "q2 started before q1"
+
+log "twenty jobs of one image at once share one mount"
+for i in $(seq 1 20); do
+    run -d --name "m$i" --cpus 0.1 --memory 64M --scratch-size 8M "$IMG" -- python3 -c '
+import os, time; time.sleep(3); print(len(os.listdir("/usr/lib/python3.11")) > 100)' >/dev/null
+done
+running_count() { afsp jobs --json | "$PY" -c 'import json,sys
+print(sum(j["state"] == "running" for j in json.load(sys.stdin)["jobs"]))'; }
+wait_until 60 eval '(($(running_count) == 20))'
+assert_eq 1 "$(afsp_mounts)" "afsp mounts while 20 jobs run"
+for i in $(seq 1 20); do
+    afsp wait "m$i" >/dev/null
+    assert_eq True "$(afsp logs "m$i")" "job m$i's output"
+done
+
+log "kill ends a job and all its processes"
+marker=afsp-test-marker-$$
+run -d --name tree "$IMG" -- python3 -c '
+import subprocess, sys, time
+subprocess.Popen(["sh", "-c", "exec -a %s sleep 600" % sys.argv[1]])
+time.sleep(600)' "$marker" >/dev/null
+wait_until 20 pgrep -f "$marker"
+afsp kill tree
+afsp wait tree >/dev/null || true
+assert_eq killed "$(jobfield tree state)" "the killed job"
+! pgrep -f "$marker" >/dev/null || fail "a child of the killed job lives on"
+
+log "the node killed with -9 and started again: nothing of its jobs is left"
+run -d --name orphan "$IMG" -- python3 -c '
+import subprocess, sys, time
+subprocess.Popen(["sh", "-c", "exec -a %s sleep 600" % sys.argv[1]])
+time.sleep(600)' "$marker" >/dev/null
+wait_until 20 pgrep -f "$marker"
+id=$(jobfield orphan id)
+[ -n "$(find /sys/fs/cgroup -path "*/afsp/$id" 2>/dev/null || true)" ] ||
+    fail "the running job has no cgroup named afsp/$id"
+kill -9 "$PIDB"
+wait "$PIDB" 2>/dev/null || true
+pgrep -f "$marker" >/dev/null || fail "the job did not outlive its node (nothing to clean)"
+[ -d "$B/jobs/$id/root/rootfs" ] || fail "no root left to clean"
+NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3)
+start_node nodeB2 "$B" "$pb" "$pa"
+NODE_ARGS=()
+! pgrep -f "$marker" >/dev/null || fail "the orphan job's processes live on after the restart"
+assert_eq 0 "$(afsp_mounts)" "afsp mounts after the restart"
+! grep -q " $B/jobs" /proc/self/mountinfo || fail "a job's mount is left: $(grep " $B/jobs" /proc/self/mountinfo)"
+assert_eq "" "$(ls "$B/runc")" "containers in the runtime's state after the restart"
+assert_eq "mnt" "$(ls "$B/jobs")" "job directories after the restart"
+left=$(find /sys/fs/cgroup -path "*/afsp/$id" 2>/dev/null || true)
+assert_eq "" "$left" "the orphan job's cgroups"
+out=$(run "$IMG" -- python3 -c 'print("after")')
+assert_eq after "$out" "a job after the restart"
+
+log "logs -f follows a running job until it ends"
+run -d --name talker "$IMG" -- python3 -u -c '
+import sys, time
+for i in range(3):
+    print("line", i); print("err", i, file=sys.stderr); time.sleep(0.3)' >/dev/null
+out=$(afsp logs -f talker 2>"$T/err")
+assert_eq "line 0
+line 1
+line 2" "$out" "logs -f's stdout"
+assert_eq "err 0
+err 1
+err 2" "$(cat "$T/err")" "logs -f's stderr"
+assert_eq exited "$(jobfield talker state)" "the job logs -f followed to its end"

@@ -23,8 +23,8 @@ struct xw {
     struct memstore *ms;
     struct p2p_identity id;
     uint64_t now, rng;
-    int ctl[SLOTS];       /* a control client per request */
-    char *ans[SLOTS];     /* its answer, once given */
+    int ctl[SLOTS];   /* a control client per request */
+    char *ans[SLOTS]; /* its answer, once given */
     struct node_exec *live[512];
     size_t nlive;
     unsigned freed, kills, last_sig;
@@ -91,7 +91,8 @@ static void xw_free(struct xw *w)
 }
 
 /* Sends a request on client slot i; returns its answer if given at once (else NULL). */
-static json_t *xask(struct xw *w, int i, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static json_t *xask(struct xw *w, int i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static json_t *xask(struct xw *w, int i, const char *fmt, ...)
 {
     char line[4096];
@@ -117,8 +118,9 @@ static const char *err(json_t *a)
     return json_string_value(json_object_get(a, "error"));
 }
 
-#define RUN(cpus, extra) "{\"cmd\":\"run\",\"image\":\"img\",\"args\":[\"a\"],\"cpus\":" #cpus \
-                         ",\"memory\":1048576,\"scratch\":1048576" extra "}"
+#define RUN(cpus, extra)                                                                           \
+    "{\"cmd\":\"run\",\"image\":\"img\",\"args\":[\"a\"],\"cpus\":" #cpus                          \
+    ",\"memory\":1048576,\"scratch\":1048576" extra "}"
 
 /* The runner's report: x ran and ended with status (oom: counted by the kernel). */
 static void finish(struct xw *w, struct node_exec *x, int status, bool oom)
@@ -249,8 +251,8 @@ TEST(node_exec_kills_ends_and_slots)
     json_decref(a);
     /* the name is free again once its job ended; its slot went back */
     a = xask(&w, 4, RUN(500, ",\"devices\":1,\"name\":\"two\""));
-    CHECK_INT(json_integer_value(json_array_get(
-                  json_object_get(json_object_get(a, "job"), "device_slots"), 0)),
+    CHECK_INT(json_integer_value(
+                  json_array_get(json_object_get(json_object_get(a, "job"), "device_slots"), 0)),
               ==, 1);
     json_decref(a);
     /* OOM from the kernel's count; 137 without it is not OOM; a failure before it ran */
@@ -323,8 +325,9 @@ TEST(node_exec_keeps_the_newest_ended_and_hands_back_the_rest)
     json_t *a = xask(&w, 0, "{\"cmd\":\"jobs\"}");
     CHECK_INT(json_array_size(json_object_get(a, "jobs")), ==, NODE_EXEC_KEPT);
     char last[EXEC_ID_LEN];
-    snprintf(last, sizeof last, "%s", json_string_value(json_object_get(
-                                          json_array_get(json_object_get(a, "jobs"), 0), "id")));
+    snprintf(
+        last, sizeof last, "%s",
+        json_string_value(json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "id")));
     CHECK(!strcmp(strchr(last, '-'), "-296"));
     json_decref(a);
     xw_free(&w);
