@@ -19,7 +19,8 @@ const struct command cmd_node_def = {
     "node", cmd_node, "run the node daemon: peers, chunk exchange, the control socket",
     "[--listen HOST:PORT] [--seed HOST:PORT]... [--cluster-key-file FILE]\n"
     "       [--idle-timeout SECONDS] [--verify-rate N] [--cpus N] [--memory N] [--scratch N]\n"
-    "       [--devices N] [--devices-env NAME] [--runtime PROGRAM] [--mount-keep SECONDS]\n"
+    "       [--devices N] [--devices-env NAME] [--devices-path PATTERN] [--runtime PROGRAM]\n"
+    "       [--mount-keep SECONDS]\n"
     "\n"
     "Runs this data directory's node until SIGTERM or SIGINT. It listens for peers on\n"
     "--listen (default 0.0.0.0:" NODE_DEFAULT_PORT_STR
@@ -51,6 +52,8 @@ const struct command cmd_node_def = {
     "  --devices N              device slots (e.g. GPUs), numbered 0 to N-1 (default 0)\n"
     "  --devices-env NAME       the variable that tells a job its slots (default\n"
     "                           CUDA_VISIBLE_DEVICES)\n"
+    "  --devices-path PATTERN   slot N's device node, %u standing for N (e.g.\n"
+    "                           /dev/nvidia%u): a job gets its slots' nodes and no other\n"
     "  --runtime PROGRAM        the OCI runtime (default runc; crun takes the same options)\n"
     "  --mount-keep SECONDS     an image's mount stays this long after its last job ends,\n"
     "                           for the next job on it (default 60)\n"
@@ -131,7 +134,7 @@ int cmd_node(int argc, char **argv)
     bool idle_given = false;
     struct exec_res cap = {0};
     bool cpus_given = false, mem_given = false, scratch_given = false;
-    const char *runtime = "runc", *devices_env = "CUDA_VISIBLE_DEVICES";
+    const char *runtime = "runc", *devices_env = "CUDA_VISIBLE_DEVICES", *devices_path = NULL;
     unsigned long long devices = 0, keep_s = 60;
     struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
     int r, rc;
@@ -168,6 +171,13 @@ int cmd_node(int argc, char **argv)
                                        EXEC_DEVICES_MAX);
         } else if ((v = cmd_value(&it, "--devices-env"))) {
             devices_env = v;
+        } else if ((v = cmd_value(&it, "--devices-path"))) {
+            const char *u = strstr(v, "%u");
+            if (strncmp(v, "/dev/", 5) || !u || strchr(u + 2, '%') || strchr(v, '%') != u ||
+                strlen(v) > 200)
+                return cmd_usage_error(
+                    &cmd_node_def, "bad --devices-path %s (a path under /dev/ with one %%u)", v);
+            devices_path = v;
         } else if ((v = cmd_value(&it, "--runtime"))) {
             runtime = v;
         } else if ((v = cmd_value(&it, "--mount-keep"))) {
@@ -257,6 +267,7 @@ int cmd_node(int argc, char **argv)
                                .runner = {.runtime = runtime,
                                           .self = self,
                                           .devices_env = devices ? devices_env : NULL,
+                                          .devices_path = devices_path,
                                           .key_file = key_file,
                                           .mount_keep_ms = keep_s * 1000 / divisor}};
     if ((rc = node_run(&cfg)) < 0)

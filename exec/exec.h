@@ -133,19 +133,28 @@ struct exec_volume {
     bool ro;
 };
 
+/* A device node a job is given (one of its device slots'): made at path in its /dev. */
+struct exec_device {
+    const char *path; /* "/dev/nvidia0" */
+    bool block;       /* else a character device */
+    uint32_t major, minor, mode;
+};
+
 /* A job's process and limits, for its bundle's config.json (OCI runtime spec 1.0). */
 struct exec_spec {
-    const struct config_process *img; /* may be NULL: no image config */
-    char *const *args;                /* the command given (NULL-terminated; NULL or empty: the
-                                         image's Cmd), after the image's Entrypoint */
-    char *const *env;                 /* NAME=VALUE (NULL-terminated, may be NULL): over the
-                                         image's Env, one NAME at a time */
-    const char *workdir;              /* NULL: the image's WorkingDir, or / */
-    uint32_t uid, gid;                /* the user, resolved by the caller */
-    struct exec_res res;              /* cpus, memory: the cgroup's limits */
-    uint64_t slots;                   /* the device slots exec_take gave the job */
-    const char *slots_env;            /* NULL, or the variable that names them ("0,2") */
-    bool net_host;                    /* the node's network namespace; else a new one (lo only) */
+    const struct config_process *img;  /* may be NULL: no image config */
+    char *const *args;                 /* the command given (NULL-terminated; NULL or empty: the
+                                          image's Cmd), after the image's Entrypoint */
+    char *const *env;                  /* NAME=VALUE (NULL-terminated, may be NULL): over the
+                                          image's Env, one NAME at a time */
+    const char *workdir;               /* NULL: the image's WorkingDir, or / */
+    uint32_t uid, gid;                 /* the user, resolved by the caller */
+    struct exec_res res;               /* cpus, memory: the cgroup's limits */
+    uint64_t slots;                    /* the device slots exec_take gave the job */
+    const char *slots_env;             /* NULL, or the variable that names them ("0,2") */
+    const struct exec_device *devices; /* the slots' device nodes (the caller's stat), or none */
+    size_t ndevices;
+    bool net_host; /* the node's network namespace; else a new one (lo only) */
     const char *hostname;
     const char *cgroups_path;
     const struct exec_volume *volumes;

@@ -167,9 +167,24 @@ static json_t *linux_section(const struct exec_spec *s)
                             "limit", (json_int_t)s->res.memory, "swap", (json_int_t)s->res.memory,
                             "cpu", "quota", quota, "period", (json_int_t)EXEC_CPU_PERIOD, "pids",
                             "limit", (json_int_t)PIDS_MAX, "devices", "allow", 0, "access", "rwm");
-    return json_pack("{s:o, s:o, s:s, s:o, s:o}", "namespaces", ns, "resources", res, "cgroupsPath",
-                     s->cgroups_path, "maskedPaths", strs(masked, sizeof masked / sizeof masked[0]),
-                     "readonlyPaths", strs(readonly, sizeof readonly / sizeof readonly[0]));
+    /* the job's device slots' nodes: made in its /dev, and allowed by its device cgroup */
+    json_t *devs = json_array(), *allow = json_object_get(res, "devices");
+    for (size_t i = 0; i < s->ndevices; i++) {
+        const struct exec_device *d = &s->devices[i];
+        const char type[2] = {d->block ? 'b' : 'c', 0};
+        json_array_append_new(devs, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "path",
+                                              d->path, "type", type, "major", (json_int_t)d->major,
+                                              "minor", (json_int_t)d->minor, "fileMode",
+                                              (json_int_t)(d->mode & 07777), "uid", (json_int_t)0,
+                                              "gid", (json_int_t)0));
+        json_array_append_new(allow, json_pack("{s:b, s:s, s:I, s:I, s:s}", "allow", 1, "type",
+                                               type, "major", (json_int_t)d->major, "minor",
+                                               (json_int_t)d->minor, "access", "rwm"));
+    }
+    return json_pack("{s:o, s:o, s:o, s:s, s:o, s:o}", "namespaces", ns, "devices", devs,
+                     "resources", res, "cgroupsPath", s->cgroups_path, "maskedPaths",
+                     strs(masked, sizeof masked / sizeof masked[0]), "readonlyPaths",
+                     strs(readonly, sizeof readonly / sizeof readonly[0]));
 }
 
 static int check(const struct exec_spec *s, const char *cwd)
@@ -184,6 +199,9 @@ static int check(const struct exec_spec *s, const char *cwd)
         if (!s->volumes[i].src || !s->volumes[i].dst || *s->volumes[i].src != '/' ||
             *s->volumes[i].dst != '/')
             return err_set(AFSP_E_USAGE, "volume %zu: both paths must be absolute", i + 1);
+    for (size_t i = 0; i < s->ndevices; i++)
+        if (!s->devices[i].path || strncmp(s->devices[i].path, "/dev/", 5))
+            return err_set(AFSP_E_USAGE, "device %zu: its path must be under /dev/", i + 1);
     return 0;
 }
 

@@ -550,12 +550,13 @@ struct node_run_cfg {
     const char *ctl_path;   /* the control socket (DATA/afsp.sock) */
     const char *data_dir;   /* for the log, and jobs' directories (DATA/jobs) */
     struct node_runner_cfg {
-        const char *runtime;     /* the OCI runtime's program: "runc" (or "crun") */
-        const char *self;        /* this program (/proc/self/exe): mounts run it */
-        const char *devices_env; /* the variable naming a job's device slots, or NULL */
-        const char *key_file;    /* the cluster key, if not in the data directory (jobs'
-                                    volumes may not show it) */
-        uint64_t mount_keep_ms;  /* an image's mount outlives its last job this long */
+        const char *runtime;      /* the OCI runtime's program: "runc" (or "crun") */
+        const char *self;         /* this program (/proc/self/exe): mounts run it */
+        const char *devices_env;  /* the variable naming a job's device slots, or NULL */
+        const char *devices_path; /* slot N's device node: "%u" replaced by N, or NULL */
+        const char *key_file;     /* the cluster key, if not in the data directory (jobs'
+                                     volumes may not show it) */
+        uint64_t mount_keep_ms;   /* an image's mount outlives its last job this long */
     } runner;
 };
 /* Runs the node until SIGTERM or SIGINT and every task it started is done. Returns 0, or a

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -309,6 +310,33 @@ static int open_log(const char *dir, const char *name)
     return open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
+/* The device nodes of the job's slots (devices_path with "%u" replaced by each slot's number),
+ * as the node has them. */
+static int job_devices(struct runner *r, uint64_t slots, struct exec_device *d, size_t *n,
+                       char paths[][256])
+{
+    *n = 0;
+    const char *pat = r->cfg.devices_path, *at = pat ? strstr(pat, "%u") : NULL;
+    for (unsigned i = 0; at && i < EXEC_DEVICES_MAX; i++) {
+        if (!(slots >> i & 1))
+            continue;
+        char *p = paths[*n];
+        snprintf(p, 256, "%.*s%u%s", (int)(at - pat), pat, i, at + 2);
+        struct stat st;
+        if (stat(p, &st) < 0)
+            return err_set(-errno, "device slot %u: %s", i, p);
+        if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+            return err_set(AFSP_E_USAGE, "device slot %u: %s is not a device", i, p);
+        d[*n] = (struct exec_device){.path = p,
+                                     .block = S_ISBLK(st.st_mode),
+                                     .major = major(st.st_rdev),
+                                     .minor = minor(st.st_rdev),
+                                     .mode = st.st_mode & 07777};
+        (*n)++;
+    }
+    return 0;
+}
+
 /* Everything a job needs, then its run: rc and msg say why it could not be run. */
 static int job_run(struct xrun *xr, const char *jdir, int out, int err)
 {
@@ -327,6 +355,11 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     for (size_t i = 0; rc == 0 && i < x->nvolumes; i++)
         rc = exec_volume_allowed(x->volumes[i].src, private, r->key_file ? 2 : 1);
     uint32_t uid = 0, gid = 0;
+    struct exec_device devs[EXEC_DEVICES_MAX];
+    char dpaths[EXEC_DEVICES_MAX][256];
+    size_t ndevs = 0;
+    if (rc == 0)
+        rc = job_devices(r, x->slots, devs, &ndevs, dpaths);
     if (rc == 0)
         rc = image_process(r, &ii, &cp);
     if (rc == 0) {
@@ -369,6 +402,8 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
                                       .res = x->res,
                                       .slots = x->slots,
                                       .slots_env = r->cfg.devices_env,
+                                      .devices = devs,
+                                      .ndevices = ndevs,
                                       .net_host = x->net_host,
                                       .hostname = x->name ? x->name : x->st.id,
                                       .cgroups_path = cg,

@@ -10,7 +10,7 @@ build-essential pkg-config clang clang-format libclang-rt-14-dev openssl libcap2
 liblmdb-dev lmdb-utils libcurl4-openssl-dev libjansson-dev libssl-dev
 libisal-dev zlib1g-dev libzstd-dev zstd libsodium-dev libuv1-dev libfuse3-dev fuse3
 docker-registry umoci skopeo busybox-static apache2-utils python3 curl
-debootstrap e2fsprogs runc hyperfine isal linux-perf attr procps git apt iproute2
+debootstrap e2fsprogs runc podman hyperfine isal linux-perf attr procps git apt iproute2
 "
 
 missing=""

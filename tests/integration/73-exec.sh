@@ -29,7 +29,7 @@ assert_contains "$EXPECT_FAIL_OUTPUT" "no node runs on $B"
 start_node nodeA "$A" "$pa"
 "$AFSP_BIN" --data "$A" pull "$IMG" >/dev/null
 kill_bg "$REGISTRY_PID"
-NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3)
+NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u)
 start_node nodeB "$B" "$pb" "$pa"
 PIDB=$BG_PID
 NODE_ARGS=()
@@ -223,7 +223,7 @@ kill -9 "$PIDB"
 wait "$PIDB" 2>/dev/null || true
 pgrep -f "$marker" >/dev/null || fail "the job did not outlive its node (nothing to clean)"
 [ -d "$B/jobs/$id/root/rootfs" ] || fail "no root left to clean"
-NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3)
+NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u)
 start_node nodeB2 "$B" "$pb" "$pa"
 NODE_ARGS=()
 ! pgrep -f "$marker" >/dev/null || fail "the orphan job's processes live on after the restart"
@@ -235,6 +235,32 @@ left=$(find /sys/fs/cgroup -path "*/afsp/$id" 2>/dev/null || true)
 assert_eq "" "$left" "the orphan job's cgroups"
 out=$(run "$IMG" -- python3 -c 'print("after")')
 assert_eq after "$out" "a job after the restart"
+
+log "device slots: a job sees its slots' devices and no other, and their numbers"
+devprobe='
+import errno, os
+print(os.environ.get("CUDA_VISIBLE_DEVICES"), sorted(d for d in os.listdir("/dev") if d.startswith("loop")))
+for n in range(2):
+    p = "/dev/loop%d" % n
+    if not os.path.exists(p):
+        os.mknod(p, 0o600 | 0o60000, os.makedev(7, n))  # CAP_MKNOD: made, but not allowed
+    try:
+        os.close(os.open(p, os.O_RDONLY)); print(p, "opened")
+    except OSError as e:
+        print(p, errno.errorcode[e.errno])
+import time; time.sleep(float(os.environ.get("HOLD", "0")))'
+run -d --name dev0 --devices 1 --env HOLD=5 "$IMG" -- python3 -c "$devprobe" >/dev/null
+wait_until 20 job_state_is dev0 running
+out=$(run --devices 1 "$IMG" -- python3 -c "$devprobe")
+assert_eq "1 ['loop1']
+/dev/loop0 EPERM
+/dev/loop1 opened" "$out" "the second job's devices"
+afsp wait dev0 >/dev/null
+assert_eq "0 ['loop0']
+/dev/loop0 opened
+/dev/loop1 EPERM" "$(afsp logs dev0)" "the first job's devices"
+expect_fail run --devices 3 "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "more than this node offers" "three slots of two"
 
 log "logs -f follows a running job until it ends"
 run -d --name talker "$IMG" -- python3 -u -c '

@@ -140,6 +140,25 @@ TEST(exec_config_json_has_the_image_s_process_with_the_job_s_options_over_it)
     CHECK(json_array_size(env) == 5);
     CHECK(!strcmp(json_string_value(at(j, "process.cwd")), "/w"));
     json_decref(j);
+
+    /* the device slots' nodes: made, and allowed (only they) */
+    struct exec_device d[] = {{"/dev/nvidia2", false, 195, 2, 0666}};
+    s.devices = d;
+    s.ndevices = 1;
+    j = spec_of(&s);
+    json_t *dv = json_array_get(at(j, "linux.devices"), 0);
+    CHECK(!strcmp(json_string_value(json_object_get(dv, "path")), "/dev/nvidia2"));
+    CHECK(!strcmp(json_string_value(json_object_get(dv, "type")), "c"));
+    CHECK(json_integer_value(json_object_get(dv, "major")) == 195);
+    json_t *al = at(j, "linux.resources.devices");
+    CHECK_INT(json_array_size(al), ==, 2);
+    CHECK(json_is_true(json_object_get(json_array_get(al, 1), "allow")));
+    CHECK(json_integer_value(json_object_get(json_array_get(al, 1), "minor")) == 2);
+    json_decref(j);
+    d[0].path = "/tmp/x"; /* a device node outside /dev */
+    char *bad = NULL;
+    CHECK(exec_spec_json(&s, &bad) == AFSP_E_USAGE && !bad);
+    s.ndevices = 0;
     config_process_free(&p);
 
     /* no image config: the default PATH, /, the command given */
@@ -178,6 +197,8 @@ TEST(exec_config_json_confines_the_job)
     CHECK(json_integer_value(at(j, "linux.resources.memory.swap")) == 256 << 20);
     json_t *dev = json_array_get(at(j, "linux.resources.devices"), 0);
     CHECK(json_is_false(json_object_get(dev, "allow")));
+    CHECK_INT(json_array_size(at(j, "linux.resources.devices")), ==, 1);
+    CHECK_INT(json_array_size(at(j, "linux.devices")), ==, 0);
     CHECK(!strcmp(json_string_value(at(j, "linux.cgroupsPath")), "afsp/j1"));
     CHECK(has_str(at(j, "linux.maskedPaths"), "/proc/kcore"));
     CHECK(has_str(at(j, "linux.readonlyPaths"), "/proc/sys"));
