@@ -10,6 +10,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
@@ -20,7 +21,7 @@ const struct command cmd_node_def = {
     "[--listen HOST:PORT] [--seed HOST:PORT]... [--cluster-key-file FILE]\n"
     "       [--idle-timeout SECONDS] [--verify-rate N] [--cpus N] [--memory N] [--scratch N]\n"
     "       [--devices N] [--devices-env NAME] [--devices-path PATTERN] [--runtime PROGRAM]\n"
-    "       [--mount-keep SECONDS]\n"
+    "       [--mount-keep SECONDS] [--publish-range LO-HI] [--publish-host ADDRESS]\n"
     "\n"
     "Runs this data directory's node until SIGTERM or SIGINT. It listens for peers on\n"
     "--listen (default 0.0.0.0:" NODE_DEFAULT_PORT_STR
@@ -54,6 +55,10 @@ const struct command cmd_node_def = {
     "                           CUDA_VISIBLE_DEVICES)\n"
     "  --devices-path PATTERN   slot N's device node, %u standing for N (e.g.\n"
     "                           /dev/nvidia%u): a job gets its slots' nodes and no other\n"
+    "  --publish-range LO-HI    the node's ports jobs' ports are published on (afsp run\n"
+    "                           --publish), each given to one job until it ends (default\n"
+    "                           40000-40999)\n"
+    "  --publish-host ADDRESS   where they listen (default 127.0.0.1; 0.0.0.0: everywhere)\n"
     "  --runtime PROGRAM        the OCI runtime (default runc; crun takes the same options)\n"
     "  --mount-keep SECONDS     an image's mount stays this long after its last job ends,\n"
     "                           for the next job on it (default 60)\n"
@@ -135,7 +140,8 @@ int cmd_node(int argc, char **argv)
     struct exec_res cap = {0};
     bool cpus_given = false, mem_given = false, scratch_given = false;
     const char *runtime = "runc", *devices_env = "CUDA_VISIBLE_DEVICES", *devices_path = NULL;
-    unsigned long long devices = 0, keep_s = 60;
+    unsigned long long devices = 0, keep_s = 60, pub_lo = 40000, pub_hi = 40999;
+    const char *publish_host = "127.0.0.1";
     struct cmd_iter it = CMD_ITER(&cmd_node_def, argc, argv);
     int r, rc;
     while ((r = cmd_next(&it, &arg)) > 0) {
@@ -178,6 +184,21 @@ int cmd_node(int argc, char **argv)
                 return cmd_usage_error(
                     &cmd_node_def, "bad --devices-path %s (a path under /dev/ with one %%u)", v);
             devices_path = v;
+        } else if ((v = cmd_value(&it, "--publish-range"))) {
+            char lo[8] = "", hi[8] = "";
+            const char *dash = strchr(v, '-');
+            if (!dash || dash - v >= (int)sizeof lo || strlen(dash + 1) >= sizeof hi)
+                return cmd_usage_error(&cmd_node_def, "bad --publish-range %s (LO-HI)", v);
+            memcpy(lo, v, (size_t)(dash - v));
+            snprintf(hi, sizeof hi, "%s", dash + 1);
+            if (cmd_number(lo, 65535, &pub_lo) < 0 || cmd_number(hi, 65535, &pub_hi) < 0 ||
+                pub_lo == 0 || pub_hi < pub_lo)
+                return cmd_usage_error(&cmd_node_def, "bad --publish-range %s (LO-HI, 1-65535)", v);
+        } else if ((v = cmd_value(&it, "--publish-host"))) {
+            struct in_addr ia;
+            if (inet_pton(AF_INET, v, &ia) != 1)
+                return cmd_usage_error(&cmd_node_def, "bad --publish-host %s (an IPv4 address)", v);
+            publish_host = v;
         } else if ((v = cmd_value(&it, "--runtime"))) {
             runtime = v;
         } else if ((v = cmd_value(&it, "--mount-keep"))) {
@@ -259,7 +280,9 @@ int cmd_node(int argc, char **argv)
                                         .links_max = links_max(),
                                         .t = &t,
                                         .verify_rate = verify_rate,
-                                        .capacity = cap},
+                                        .capacity = cap,
+                                        .publish_lo = (uint16_t)pub_lo,
+                                        .publish_hi = (uint16_t)pub_hi},
                                .listen = la,
                                .store = s,
                                .ctl_path = ctl_path,
@@ -268,6 +291,7 @@ int cmd_node(int argc, char **argv)
                                           .self = self,
                                           .devices_env = devices ? devices_env : NULL,
                                           .devices_path = devices_path,
+                                          .publish_host = publish_host,
                                           .key_file = key_file,
                                           .mount_keep_ms = keep_s * 1000 / divisor}};
     if ((rc = node_run(&cfg)) < 0)

@@ -21,7 +21,7 @@ const struct command cmd_run_def = {
     "run", cmd_run, "run a program on an image, on this node (runc, a lazy mount)",
     "[-d] [--name NAME] [--cpus N] [--memory N] [--scratch-size N] [--devices N]\n"
     "       [--env NAME=VALUE]... [--workdir DIR] [--user USER[:GROUP]]\n"
-    "       [--volume HOST:PATH[:ro]]... [--net none|host] [--queue]\n"
+    "       [--volume HOST:PATH[:ro]]... [--publish PORT]... [--net none|host] [--queue]\n"
     "       [--platform P] [--insecure-registry HOST]... IMAGE [--] [COMMAND [ARG...]]\n"
     "\n"
     "Asks the node on the data directory to run COMMAND (else the image's own) on IMAGE,\n"
@@ -46,6 +46,9 @@ const struct command cmd_run_def = {
     "  --volume HOST:PATH[:ro]\n"
     "                       bind HOST's directory or file at PATH (read-only with :ro);\n"
     "                       never the node's data directory or keys\n"
+    "  --publish PORT       reach the job's PORT (on its loopback) through a port of the\n"
+    "                       node, given from its --publish-range and shown by afsp run\n"
+    "                       and afsp jobs\n"
     "  --net none|host      none (default): only its own loopback; host: the node's network\n"
     "  --queue              wait for room if the node is full, first in, first out\n"
     "                       (else a job that does not fit now is refused)\n"
@@ -231,7 +234,7 @@ int cmd_run(int argc, char **argv)
     uint64_t memory = 1ull << 30, scratch = 1ull << 30;
     unsigned long long devices = 0;
     bool detach = false, queue = false;
-    json_t *env = json_array(), *vols = json_array();
+    json_t *env = json_array(), *vols = json_array(), *pub = json_array();
     int r, status = 2;
     while (!image && (r = cmd_next(&it, &arg)) > 0) {
         int k = pull_opt(&it, arg, &pa);
@@ -271,6 +274,15 @@ int cmd_run(int argc, char **argv)
                 status = cmd_usage_error(&cmd_run_def, "bad --devices %s", v);
                 goto out;
             }
+        } else if ((v = cmd_value(&it, "--publish"))) {
+            unsigned long long port;
+            if (cmd_number(v, 65535, &port) < 0 || port == 0 ||
+                json_array_size(pub) == NODE_EXEC_PORTS_MAX) {
+                status = cmd_usage_error(&cmd_run_def, "bad --publish %s (a port; at most %d)", v,
+                                         NODE_EXEC_PORTS_MAX);
+                goto out;
+            }
+            json_array_append_new(pub, json_integer((json_int_t)port));
         } else if ((v = cmd_value(&it, "--env"))) {
             if (!strchr(v, '=') || v[0] == '=') {
                 status = cmd_usage_error(&cmd_run_def, "bad --env %s (NAME=VALUE)", v);
@@ -321,6 +333,8 @@ int cmd_run(int argc, char **argv)
                   args, "cpus", (json_int_t)millicpus, "memory", (json_int_t)memory, "scratch",
                   (json_int_t)scratch, "devices", (json_int_t)devices, "env", env, "volumes", vols,
                   "net", net, "queue", queue, "insecure", ins);
+    if (json_array_size(pub))
+        json_object_set(req, "publish", pub);
     if (name)
         json_object_set_new(req, "name", json_string(name));
     if (workdir)
@@ -340,6 +354,15 @@ int cmd_run(int argc, char **argv)
         json_decref(ans);
         goto out;
     }
+    json_t *ports = json_object_get(json_object_get(ans, "job"), "ports"), *pv;
+    size_t pi;
+    json_array_foreach(ports, pi, pv)
+    {
+        if (json_integer_value(json_object_get(pv, "host")))
+            fprintf(stderr, "afsp: job %s: its port %" PRId64 " is the node's port %" PRId64 "\n",
+                    id, (int64_t)json_integer_value(json_object_get(pv, "job")),
+                    (int64_t)json_integer_value(json_object_get(pv, "host")));
+    }
     if (detach) {
         printf("%s\n", id);
         status = 0;
@@ -357,6 +380,7 @@ out_status:
 out:
     json_decref(env);
     json_decref(vols);
+    json_decref(pub);
     return status;
 }
 

@@ -224,6 +224,7 @@ struct exec_job {
     struct exec_spec spec;
     void (*started)(void *arg); /* may be NULL: called once the runtime runs (from its thread) */
     void *arg;
+    const char *pid_file; /* may be NULL: where the runtime writes the job's first process's pid */
 };
 struct exec_result {
     int status; /* the runtime's: the job's exit status, or 128 + the signal that ended it */
@@ -241,6 +242,20 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r);
 int exec_job_kill(const char *runtime, const char *state, const char *id, int sig);
 /* `runtime --root state delete --force id`: its processes killed, its cgroup removed. */
 int exec_job_delete(const char *runtime, const char *state, const char *id);
+/* ---- publish.c: a job's published ports ------------------------------------------------------ */
+
+#define EXEC_PUBLISH_MAX 8    /* ports of one job */
+#define EXEC_PUBLISH_CONNS 64 /* connections relayed at once, for one job */
+struct exec_publish;
+/* Listens on host (an IPv4 address) at host_ports[i] and relays each connection to 127.0.0.1 at
+ * job_ports[i] in the network namespace of the process whose pid the runtime wrote to pid_file
+ * (a connection that comes before it is closed). Returns 0, AFSP_E_USAGE, or a negative errno
+ * (a port taken: nothing is left listening). */
+int exec_publish_start(struct exec_publish **out, const char *host, const uint16_t *host_ports,
+                       const uint16_t *job_ports, unsigned n, const char *pid_file);
+/* Stops listening and closes every connection (the job ended). */
+void exec_publish_stop(struct exec_publish *p);
+
 /* Runs argv (a program on PATH) with stdin /dev/null and stdout, stderr to out, err (-1:
  * /dev/null), and waits: its wait status in *status. Returns 0, or an error starting it. */
 int exec_spawn_wait(char *const argv[], int out, int err, int *status);

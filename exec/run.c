@@ -89,8 +89,22 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
     rc = write_file(cfg, json);
     free(json);
     if (rc == 0) {
-        char *run[] = {(char *)j->runtime, "--root",       (char *)j->state, "run", "--keep",
-                       "--bundle",         (char *)j->dir, (char *)j->id,    NULL};
+        char *run[] = {(char *)j->runtime,
+                       "--root",
+                       (char *)j->state,
+                       "run",
+                       "--keep",
+                       "--bundle",
+                       (char *)j->dir,
+                       (char *)j->id,
+                       NULL,
+                       NULL,
+                       NULL};
+        if (j->pid_file) {
+            run[7] = "--pid-file";
+            run[8] = (char *)j->pid_file;
+            run[9] = (char *)j->id;
+        }
         rc = spawn_wait(run, j->out_fd, j->err_fd, &st, j->started, j->arg);
         if (rc == 0) {
             r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -105,6 +119,8 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
         spawn_wait(del, -1, -1, &dst, NULL, NULL); /* a container never made: nothing to delete */
     }
     unlink(cfg);
+    if (j->pid_file)
+        unlink(j->pid_file);
     int rc2 = exec_root_remove(j->dir);
     return rc ? rc : rc2;
 }

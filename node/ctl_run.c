@@ -107,6 +107,13 @@ static struct node_exec *exec_parse(json_t *req, char *msg, size_t cap)
     bad |= json_object_get(req, "net") && (!net || (strcmp(net, "none") && strcmp(net, "host")));
     x->net_host = net && !strcmp(net, "host");
     x->queue = json_is_true(json_object_get(req, "queue"));
+    json_t *pub = json_object_get(req, "publish");
+    bad |= (pub && !json_is_array(pub)) || json_array_size(pub) > NODE_EXEC_PORTS_MAX;
+    for (size_t i = 0; !bad && i < json_array_size(pub); i++) {
+        json_t *v = json_array_get(pub, i);
+        bad |= !json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535;
+        x->ports[x->nports++] = (uint16_t)json_integer_value(v);
+    }
     json_t *vols = json_object_get(req, "volumes");
     size_t nv = json_array_size(vols);
     bad |= (vols && !json_is_array(vols)) || nv > NODE_EXEC_VOLUMES_MAX;
@@ -246,6 +253,13 @@ json_t *exec_json(const struct node *n, const struct node_exec *x)
             if (x->slots >> i & 1)
                 json_array_append_new(d, json_integer(i));
         json_object_set_new(j, "device_slots", d);
+    }
+    if (x->nports) {
+        json_t *p = json_array();
+        for (unsigned i = 0; i < x->nports; i++)
+            json_array_append_new(
+                p, json_pack("{s:i, s:i}", "job", x->ports[i], "host", x->host_ports[i]));
+        json_object_set_new(j, "ports", p);
     }
     if (s->state == EXEC_QUEUED && n->queue)
         json_object_set_new(j, "queue_position",

@@ -388,6 +388,7 @@ struct node;
 #define NODE_EXEC_ARGS_MAX 4096 /* words of a job's command, and of its --env */
 #define NODE_EXEC_VOLUMES_MAX 32
 #define NODE_EXEC_NAME_MAX 64 /* a job's name: letters, digits, '_', '.', '-' */
+#define NODE_EXEC_PORTS_MAX 8 /* ports a job publishes */
 struct node_exec {
     /* the request (owned) */
     char *image, *platform, *name, *workdir, *user;
@@ -397,8 +398,11 @@ struct node_exec {
     size_t nvolumes;
     struct exec_res res;
     bool net_host;
-    bool queue;     /* wait for room rather than be refused */
-    uint64_t slots; /* the device slots given (set before NODE_FX_EXEC) */
+    bool queue;                          /* wait for room rather than be refused */
+    uint16_t ports[NODE_EXEC_PORTS_MAX]; /* the job's ports to publish (--publish) */
+    unsigned nports;
+    uint64_t slots;                           /* the device slots given (set before NODE_FX_EXEC) */
+    uint16_t host_ports[NODE_EXEC_PORTS_MAX]; /* the node's ports for them (set then too) */
     /* the core's */
     uint64_t seq; /* the node's counter: the id's second part */
     struct exec_status st;
@@ -442,6 +446,7 @@ struct node_cfg {
                               (benchmarks: docs/swarm.md) */
     unsigned serve_chunks; /* 0: NODE_SERVE_CHUNKS */
     struct exec_res capacity; /* what the node offers to jobs (no cpu or no memory: no jobs) */
+    uint16_t publish_lo, publish_hi; /* the node's ports jobs' ports are published on (0: none) */
 };
 
 /* Returns 0, AFSP_E_USAGE (no rng, no store, too many seeds) or -ENOMEM. The seeds are dialed
@@ -554,6 +559,7 @@ struct node_run_cfg {
         const char *self;         /* this program (/proc/self/exe): mounts run it */
         const char *devices_env;  /* the variable naming a job's device slots, or NULL */
         const char *devices_path; /* slot N's device node: "%u" replaced by N, or NULL */
+        const char *publish_host; /* where jobs' published ports listen (an IPv4 address) */
         const char *key_file;     /* the cluster key, if not in the data directory (jobs'
                                      volumes may not show it) */
         uint64_t mount_keep_ms;   /* an image's mount outlives its last job this long */

@@ -404,6 +404,8 @@ struct node {
     size_t nexec_live;        /* handed to the runner, not yet done */
     size_t nexec_ended;       /* kept and ended */
     uint64_t exec_seq;
+    uint8_t *ports_used; /* a bit for each port of the publish range, once one was given */
+    uint32_t port_next;  /* where the search for a free one starts (next fit) */
 
     struct verify_item *verify; /* NODE_VERIFY_QUEUED: images to verify, oldest first */
     size_t nverify;

@@ -64,6 +64,52 @@ void exec_free_all(struct node *n)
     }
     free(n->queue);
     n->queue = NULL;
+    free(n->ports_used);
+    n->ports_used = NULL;
+}
+
+static uint32_t ports_range(const struct node *n)
+{
+    return n->cfg.publish_lo && n->cfg.publish_hi >= n->cfg.publish_lo
+               ? (uint32_t)n->cfg.publish_hi - n->cfg.publish_lo + 1
+               : 0;
+}
+
+static void ports_give(struct node *n, struct node_exec *x)
+{
+    for (unsigned i = 0; i < x->nports && n->ports_used; i++)
+        if (x->host_ports[i]) {
+            uint32_t b = x->host_ports[i] - n->cfg.publish_lo;
+            n->ports_used[b / 8] &= (uint8_t) ~(1u << (b % 8));
+            x->host_ports[i] = 0;
+        }
+}
+
+/* The node's ports for x's: free ones of the range, the search going on from where the last
+ * one was found (a port just given back is not given again at once). */
+static int ports_take(struct node *n, struct node_exec *x)
+{
+    uint32_t range = ports_range(n);
+    if (!x->nports)
+        return 0;
+    if (!n->ports_used && !(n->ports_used = calloc((range + 7) / 8, 1)))
+        return -ENOMEM;
+    for (unsigned i = 0; i < x->nports; i++) {
+        uint32_t k = 0, b = 0;
+        for (; k < range; k++) {
+            b = (n->port_next + k) % range;
+            if (!(n->ports_used[b / 8] >> (b % 8) & 1))
+                break;
+        }
+        if (k == range) {
+            ports_give(n, x);
+            return -EADDRINUSE;
+        }
+        n->ports_used[b / 8] |= (uint8_t)(1u << (b % 8));
+        x->host_ports[i] = (uint16_t)(n->cfg.publish_lo + b);
+        n->port_next = (b + 1) % range;
+    }
+    return 0;
 }
 
 struct node_exec *exec_find(struct node *n, const char *key)
@@ -100,11 +146,21 @@ static void exec_end_unrun(struct node *n, struct node_exec *x, enum exec_state 
     exec_trim(n);
 }
 
-/* Hands x, whose resources were taken, to the runner. */
+/* Hands x, whose resources were taken, to the runner, with its ports; without them it fails
+ * (its resources given back). */
 static void exec_start(struct node *n, struct node_exec *x)
 {
     if (x->st.state == EXEC_QUEUED)
         exec_status_to(&x->st, EXEC_PREPARING, exec_wall(n, n->now));
+    if (ports_take(n, x) < 0) {
+        exec_give(&n->cap, &x->res, x->slots);
+        snprintf(x->msg, sizeof x->msg, "no free port in the node's publish range (%u-%u)",
+                 n->cfg.publish_lo, n->cfg.publish_hi);
+        x->rc = -EADDRINUSE;
+        n->st.jobs_failed++;
+        exec_end_unrun(n, x, EXEC_FAILED);
+        return;
+    }
     n->nexec_live++;
     log_info("event=job id=%s image=%s state=preparing", x->st.id, x->image);
     fx_push(n, &(struct node_effect){.type = NODE_FX_EXEC, .exec = x});
@@ -148,6 +204,15 @@ int exec_admit(struct node *n, struct node_exec *x, char *msg, size_t cap)
                  "%llu bytes of memory, %llu of scratch, %u device slots)",
                  t->millicpus / EXEC_MILLI, t->millicpus % EXEC_MILLI,
                  (unsigned long long)t->memory, (unsigned long long)t->scratch, t->devices);
+        rc = AFSP_E_USAGE;
+    } else if (x->nports && x->net_host) {
+        snprintf(msg, cap,
+                 "--publish needs --net none (with --net host a job's ports are the "
+                 "node's)");
+        rc = AFSP_E_USAGE;
+    } else if (x->nports > ports_range(n)) {
+        snprintf(msg, cap, "this node publishes %u ports at most (its --publish-range)",
+                 ports_range(n));
         rc = AFSP_E_USAGE;
     } else if (x->name && name_taken(n, x->name)) {
         snprintf(msg, cap, "a job named %s is still running here", x->name);
@@ -222,6 +287,7 @@ void node_exec_done(struct node *n, struct node_exec *x, uint64_t now)
     n->nexec_live--;
     n->nexec_ended++;
     exec_give(&n->cap, &x->res, x->slots);
+    ports_give(n, x);
     n->st.jobs_failed += x->st.state == EXEC_FAILED;
     n->st.jobs_oom += x->st.state == EXEC_OOM;
     n->st.jobs_killed += x->st.state == EXEC_KILLED;

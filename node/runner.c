@@ -382,6 +382,12 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     pthread_mutex_unlock(&r->mu);
     if (rc == 0 && !killed && mkdir(root, 0700) < 0)
         rc = err_set(-errno, "cannot make %s", root);
+    char pidf[PATH_LEN + 16];
+    snprintf(pidf, sizeof pidf, "%s/pid", jdir);
+    struct exec_publish *pub = NULL;
+    if (rc == 0 && !killed && x->nports)
+        rc =
+            exec_publish_start(&pub, r->cfg.publish_host, x->host_ports, x->ports, x->nports, pidf);
     if (rc == 0 && !killed) {
         struct exec_job j = {.id = x->st.id,
                              .dir = root,
@@ -393,6 +399,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
                              .err_fd = err,
                              .started = on_started,
                              .arg = xr,
+                             .pid_file = pidf,
                              .spec = {.img = &cp,
                                       .args = x->args,
                                       .env = x->env,
@@ -412,6 +419,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
         rc = exec_job_run(&j, &x->result);
         rmdir(root);
     }
+    exec_publish_stop(pub);
     config_process_free(&cp);
     mount_release(r, mnt);
     return rc;

@@ -20,7 +20,7 @@ start_registry
 push_image "$T/oci" py "$REGISTRY/debian:py"
 IMG=$REGISTRY/debian@$PUSHED_DIGEST
 
-pa=$(free_port) pb=$(free_port)
+pa=$(free_port) pb=$(free_port) pp=$(free_port)
 A=$T/A B=$T/B
 log "without a node, afsp run says so"
 expect_fail "$AFSP_BIN" --data "$B" run "$IMG" -- true
@@ -29,7 +29,7 @@ assert_contains "$EXPECT_FAIL_OUTPUT" "no node runs on $B"
 start_node nodeA "$A" "$pa"
 "$AFSP_BIN" --data "$A" pull "$IMG" >/dev/null
 kill_bg "$REGISTRY_PID"
-NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u)
+NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp")
 start_node nodeB "$B" "$pb" "$pa"
 PIDB=$BG_PID
 NODE_ARGS=()
@@ -223,7 +223,7 @@ kill -9 "$PIDB"
 wait "$PIDB" 2>/dev/null || true
 pgrep -f "$marker" >/dev/null || fail "the job did not outlive its node (nothing to clean)"
 [ -d "$B/jobs/$id/root/rootfs" ] || fail "no root left to clean"
-NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u)
+NODE_ARGS=(--cpus 2 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp")
 start_node nodeB2 "$B" "$pb" "$pa"
 NODE_ARGS=()
 ! pgrep -f "$marker" >/dev/null || fail "the orphan job's processes live on after the restart"
@@ -261,6 +261,25 @@ assert_eq "0 ['loop0']
 /dev/loop1 EPERM" "$(afsp logs dev0)" "the first job's devices"
 expect_fail run --devices 3 "$IMG" -- true
 assert_contains "$EXPECT_FAIL_OUTPUT" "more than this node offers" "three slots of two"
+
+log "--publish: a job's port on its own loopback, reached through the node's port"
+mkdir -p "$T/www" && echo served >"$T/www/index.txt"
+run -d --name web --publish 8080 --volume "$T/www:/www:ro" "$IMG" -- \
+    python3 -m http.server 8080 --bind 127.0.0.1 --directory /www >/dev/null 2>"$T/err"
+assert_contains "$(cat "$T/err")" "its port 8080 is the node's port $pp" "what afsp run says"
+assert_eq "$pp" "$(jobfield web ports | "$PY" -c 'import ast,sys; print(ast.literal_eval(sys.stdin.read())[0]["host"])')" "the port in afsp jobs"
+served() { [ "$(curl -fsS -m 5 "http://127.0.0.1:$pp/index.txt" 2>/dev/null)" = served ]; }
+wait_until 20 served
+expect_fail run --publish 80 "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "no free port in the node's publish range" "a second job, the range taken"
+expect_fail run --publish 80 --net host "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "needs --net none" "--publish with --net host"
+afsp kill web
+afsp wait web >/dev/null || true
+! curl -fsS -m 5 "http://127.0.0.1:$pp/index.txt" >/dev/null 2>&1 || fail "the port answers after its job ended"
+run -d --name web2 --publish 8081 "$IMG" -- python3 -c 'import time; time.sleep(1)' >/dev/null
+afsp wait web2 >/dev/null
+assert_eq exited "$(jobfield web2 state)" "a job on the port given back"
 
 log "logs -f follows a running job until it ends"
 run -d --name talker "$IMG" -- python3 -u -c '

@@ -59,6 +59,8 @@ static void fx(struct xw *w)
     }
 }
 
+static uint16_t publish_lo, publish_hi; /* the next xw_init's publish range */
+
 static void xw_init(struct xw *w, uint32_t millicpus, uint64_t memory, uint32_t devices)
 {
     memset(w, 0, sizeof *w);
@@ -77,7 +79,9 @@ static void xw_init(struct xw *w, uint32_t millicpus, uint64_t memory, uint32_t 
                            .wall_ms = 1700000000000ull,
                            .store = &memstore_ops,
                            .store_arg = w->ms,
-                           .capacity = {millicpus, memory, memory, devices}};
+                           .capacity = {millicpus, memory, memory, devices},
+                           .publish_lo = publish_lo,
+                           .publish_hi = publish_hi};
     CHECK(node_new(&w->n, &cfg) == 0);
     fx(w);
 }
@@ -350,5 +354,48 @@ TEST(node_exec_stop_kills_running_jobs_and_waits_for_them)
     finish(&w, live_take(&w, 0), 137, false);
     CHECK(w.stopped);
     CHECK_INT(w.nlive, ==, 0);
+    xw_free(&w);
+}
+
+TEST(node_exec_publishes_ports_from_the_range_and_gives_them_back)
+{
+    struct xw w;
+    publish_lo = 40000, publish_hi = 40002;
+    xw_init(&w, 4000, 1u << 30, 0);
+    publish_lo = publish_hi = 0;
+    json_t *a = xask(&w, 0, RUN(1000, ",\"publish\":[80,443]"));
+    json_t *ports = json_object_get(json_object_get(a, "job"), "ports");
+    CHECK_INT(json_integer_value(json_object_get(json_array_get(ports, 0), "job")), ==, 80);
+    CHECK_INT(json_integer_value(json_object_get(json_array_get(ports, 0), "host")), ==, 40000);
+    CHECK_INT(json_integer_value(json_object_get(json_array_get(ports, 1), "host")), ==, 40001);
+    CHECK_INT(w.live[0]->host_ports[1], ==, 40001);
+    json_decref(a);
+    /* the one port left, then none: that job fails without running */
+    a = xask(&w, 1, RUN(1000, ",\"publish\":[80]"));
+    CHECK_INT(w.live[1]->host_ports[0], ==, 40002);
+    json_decref(a);
+    a = xask(&w, 2, RUN(1000, ",\"publish\":[80]"));
+    CHECK_STR(jstr(a, "state"), "failed");
+    CHECK(strstr(jstr(a, "error"), "no free port") != NULL);
+    json_decref(a);
+    CHECK_INT(w.nlive, ==, 2);
+    a = xask(&w, 2, RUN(1000, ",\"publish\":[1,2,3,4]"));
+    CHECK(strstr(err(a), "publishes 3 ports at most") != NULL);
+    json_decref(a);
+    a = xask(&w, 2, RUN(1000, ",\"publish\":[80],\"net\":\"host\""));
+    CHECK(strstr(err(a), "needs --net none") != NULL);
+    json_decref(a);
+    a = xask(&w, 2, RUN(1000, ",\"publish\":[0]"));
+    CHECK_STR(err(a), "bad run request");
+    json_decref(a);
+    /* the first job ends: its ports come back, the next one found after the last given */
+    finish(&w, live_take(&w, 0), 0, false);
+    a = xask(&w, 3, RUN(1000, ",\"publish\":[8080]"));
+    CHECK_INT(json_integer_value(json_object_get(
+                  json_array_get(json_object_get(json_object_get(a, "job"), "ports"), 0), "host")),
+              ==, 40000);
+    json_decref(a);
+    finish(&w, live_take(&w, 0), 0, false);
+    finish(&w, live_take(&w, 0), 0, false);
     xw_free(&w);
 }
