@@ -74,7 +74,7 @@
 #
 # Environment:
 #   BENCH_ROUNDS=5       pull rounds (after the warm-up)
-#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch exec"   which parts to run (the image is made whenever
+#   BENCH_ONLY="pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch exec run"   which parts to run (the image is made whenever
 #                        needed)
 #   BENCH_CACHE=bench/cache           where the rootfs and the OCI layout are kept
 #   AFSP_DEBIAN_MIRROR   the Debian mirror (default: the first one in apt's sources)
@@ -91,6 +91,7 @@
 #   BENCH_WHOLENET_ROUNDS=1  rounds of wholenet
 #   BENCH_SCRATCH_ROUNDS=20  rounds of scratch
 #   BENCH_EXEC_ROUNDS=20     rounds of exec
+#   BENCH_RUN_ROUNDS=5       rounds of run's job starts; BENCH_RUN_JOBS=200 jobs of its throughput
 #   AFSP_TEST_CACHE=/var/cache/afsp-test   where the integration tests keep their rootfs
 #   BENCH_PROFILE=auto   1: profile store_ingest_file (perf record --call-graph dwarf) and print
 #                        where its CPU time goes, by thread and stage (bench/perf_stages.py);
@@ -105,7 +106,9 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${BENCH_WHOLENET_ROUNDS:=1}"
 : "${BENCH_SCRATCH_ROUNDS:=20}"
 : "${BENCH_EXEC_ROUNDS:=20}"
-: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch exec}"
+: "${BENCH_RUN_ROUNDS:=5}"
+: "${BENCH_RUN_JOBS:=200}"
+: "${BENCH_ONLY:=pull ingest store mount p2p peer cold dht swarm storm takeover wholenet swarmnet scratch exec run}"
 : "${BENCH_CACHE:=$SRC/bench/cache}"
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_STORE_ARGS:=}"
@@ -1587,6 +1590,157 @@ bench_exec() {
     } >>"$SUMMARY"
 }
 
+# run: a job's start (issue 17), `afsp run IMAGE -- python3 -c 'import json'`: cold (a new node
+# holding nothing, the image held by a peer, the registry not asked), warm (its image mounted by
+# an earlier job), and held but unmounted (--mount-keep 0: what keeping the mount saves); against
+# what users do today, podman pull (fresh storage) + podman image mount + runc run on that root,
+# and against runc run of a bundle unpacked beforehand (the floor). Interleaved round by round.
+# Then BENCH_RUN_JOBS trivial jobs submitted at once to one node: jobs started per second.
+bench_run() {
+    require runc podman docker-registry umoci skopeo
+    # shellcheck source=../tests/integration/lib-node.sh
+    . "$SRC/tests/integration/lib-node.sh"
+    [ -n "${REGISTRY:-}" ] || start_registry
+    local ref=$REGISTRY/bench/run oci=$TEST_TMPDIR/run.oci
+    cp -a "$OCI" "$oci"
+    push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
+    local dg=$PUSHED_DIGEST img
+    rm -rf "$oci"
+    img=$ref@$dg
+    local H=$TEST_TMPDIR/runH hp
+    hp=$(free_port)
+    start_node runH "$H" "$hp"
+    local hpid=$BG_PID
+    "$AFSP_BIN" --data "$H" pull "$img" >/dev/null
+    # the floor: runc run of the image unpacked, with the same process (read-only root)
+    local U=$TEST_TMPDIR/runbundle S=$TEST_TMPDIR/runc-state
+    skopeo copy --insecure-policy --src-tls-verify=false "docker://$img" "oci:$U.oci:t" >/dev/null 2>&1
+    umoci unpack --image "$U.oci:t" "$U" >/dev/null 2>&1
+    "$PY" - "$U/config.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["python3", "-c", "import json"]
+c["root"] = {"path": "rootfs", "readonly": True}
+json.dump(c, open(sys.argv[1], "w"))
+PYEOF
+    mkdir -p "$S"
+    # nodes: W keeps its mount (warm), W0 lets it go at once (held, unmounted)
+    local W=$TEST_TMPDIR/runW W0=$TEST_TMPDIR/runW0 wpid w0pid
+    NODE_ARGS=(--cpus 40 --memory 40G --mount-keep 3600) # nominal: 20 of the throughput's jobs at once
+    start_node runW "$W" "$(free_port)" "$hp"
+    wpid=$BG_PID
+    NODE_ARGS=(--cpus 2 --memory 4G --mount-keep 0)
+    start_node runW0 "$W0" "$(free_port)" "$hp"
+    w0pid=$BG_PID
+    NODE_ARGS=()
+    job() { timeout 120 "$AFSP_BIN" --data "$1" run --memory 512M "$img" -- python3 -c 'import json'; }
+    wait_until 15 dht_at_least "$W" contacts 1
+    wait_until 15 dht_at_least "$W0" contacts 1
+    job "$W" || fail "the first job on W failed"
+    job "$W0" || fail "the first job on W0 failed"
+    local r t C=() WM=() W0M=() PM=() RM=() pid B P mp
+    local -A LAST
+    m_cold() {
+        B=$TEST_TMPDIR/runB$r
+        NODE_ARGS=(--cpus 2 --memory 4G)
+        start_node "runB$r" "$B" "$(free_port)" "$hp"
+        NODE_ARGS=()
+        pid=$BG_PID
+        wait_until 15 dht_at_least "$B" contacts 1
+        sync
+        timed t job "$B" || fail "a cold job failed"
+        (($(counter "$B" registry_fetches) == 0)) || fail "the cold node went to the registry"
+        kill_bg "$pid"
+        rm -rf "$B"
+        LAST[cold]=$t
+        ((r)) && C+=("$t")
+        return 0
+    }
+    m_podman() {
+        P=$TEST_TMPDIR/podman$r
+        local pod=(podman --root "$P/root" --runroot "$P/run" --storage-driver overlay)
+        sync
+        timed t eval '"${pod[@]}" pull -q --tls-verify=false "docker://$img" >/dev/null 2>&1 &&
+            mp=$("${pod[@]}" image mount "$img") &&
+            "$PY" - "$U/config.json" "$P/bundle" "$mp" <<<"$PODMAN_BUNDLE" &&
+            runc --root "$S" run --bundle "$P/bundle" "pod$r" </dev/null' || fail "the podman round failed"
+        "${pod[@]}" image unmount -a >/dev/null 2>&1 || true
+        "${pod[@]}" system reset -f >/dev/null 2>&1 || true
+        rm -rf "$P"
+        LAST[podman]=$t
+        ((r)) && PM+=("$t")
+        return 0
+    }
+    PODMAN_BUNDLE='
+import json, os, sys
+c = json.load(open(sys.argv[1])); os.makedirs(sys.argv[2])
+c["root"] = {"path": sys.argv[3], "readonly": True}
+json.dump(c, open(os.path.join(sys.argv[2], "config.json"), "w"))'
+    m_runc() {
+        timed t runc --root "$S" run --bundle "$U" "bare$r" </dev/null || fail "bare runc run failed"
+        LAST[runc]=$t
+        ((r)) && RM+=("$t")
+        return 0
+    }
+    m_warm() {
+        timed t job "$W" || fail "a warm job failed"
+        LAST[warm]=$t
+        ((r)) && WM+=("$t")
+        return 0
+    }
+    m_held() {
+        timed t job "$W0" || fail "a job on the held, unmounted image failed"
+        LAST[held]=$t
+        ((r)) && W0M+=("$t")
+        return 0
+    }
+    for ((r = 0; r <= BENCH_RUN_ROUNDS; r++)); do # round 0 warms up
+        if ((r % 2)); then
+            m_runc; m_warm; m_held; m_cold; m_podman
+        else
+            m_podman; m_cold; m_held; m_warm; m_runc
+        fi
+        log "run round $r: runc ${LAST[runc]}s, warm ${LAST[warm]}s, held ${LAST[held]}s, cold ${LAST[cold]}s, podman ${LAST[podman]}s"
+    done
+    # throughput: BENCH_RUN_JOBS trivial jobs at once on W (queued, first in, first out)
+    local n=$BENCH_RUN_JOBS i ids=() tt
+    timed tt eval 'for ((i = 0; i < n; i++)); do
+            ids+=("$("$AFSP_BIN" --data "$W" run -d --queue --cpus 2 --memory 64M --scratch-size 16M "$img" -- true)")
+        done
+        for i in "${ids[@]}"; do "$AFSP_BIN" --data "$W" wait "$i" >/dev/null || fail "job $i failed"; done'
+    local tr
+    timed tr eval 'for ((i = 0; i < n; i++)); do
+            echo "tp$i"; done | xargs -P 20 -I{} runc --root "$S" run --bundle "$U" {}'
+    kill_bg "$wpid"
+    kill_bg "$w0pid"
+    kill_bg "$hpid"
+    local best_r best_p
+    best_r=$(printf '%s\n' "${RM[@]}" | sort -g | head -1)
+    best_p=$(printf '%s\n' "${PM[@]}" | sort -g | head -1)
+    {
+        echo "### A job's start: \`python3 -c 'import json'\` on the image, end to end (median of $BENCH_RUN_ROUNDS interleaved rounds, range)"
+        echo
+        echo "| | seconds | over bare runc (median; its best round) |"
+        echo "|---|---|---|"
+        echo "| \`runc run\` of a bundle unpacked beforehand (the floor) | $(median "${RM[@]}") ($(minmax "${RM[@]}")) | |"
+        echo "| \`afsp run\`, warm: the image mounted by an earlier job | **$(median "${WM[@]}")** ($(minmax "${WM[@]}")) | +$(awk -v a="$(median "${WM[@]}")" -v b="$(median "${RM[@]}")" 'BEGIN { printf "%.0f", (a - b) * 1000 }') ms; +$(awk -v a="$(median "${WM[@]}")" -v b="$best_r" 'BEGIN { printf "%.0f", (a - b) * 1000 }') ms |"
+        echo "| \`afsp run\`, the image held but not mounted (\`--mount-keep 0\`) | $(median "${W0M[@]}") ($(minmax "${W0M[@]}")) | +$(awk -v a="$(median "${W0M[@]}")" -v b="$(median "${RM[@]}")" 'BEGIN { printf "%.0f", (a - b) * 1000 }') ms |"
+        echo "| \`afsp run\`, cold: a node holding nothing, the image on a peer | **$(median "${C[@]}")** ($(minmax "${C[@]}")) | |"
+        echo "| \`podman pull\` (fresh storage) + \`podman image mount\` + \`runc run\` on it | $(median "${PM[@]}") ($(minmax "${PM[@]}")) | |"
+        echo
+        echo "Cold afsp is **$(ratio "$(median "${PM[@]}")" "$(median "${C[@]}")")x** faster than podman's median and **$(ratio "$best_p" "$(median "${C[@]}")")x** than its best round. Warm target: within 50 ms of bare runc."
+        echo
+        echo "### Throughput: $n trivial jobs (\`true\`) submitted at once to one node offering 40 cpus (\`run -d --queue --cpus 2\`: 20 at a time), until the last has ended"
+        echo
+        echo "| | seconds | jobs a second |"
+        echo "|---|---|---|"
+        echo "| \`afsp run -d\` x $n, then \`afsp wait\` each | $tt | **$(awk -v n="$n" -v t="$tt" 'BEGIN { printf "%.1f", n / t }')** |"
+        echo "| bare \`runc run\` x $n, 20 at a time (xargs -P 20) | $tr | $(awk -v n="$n" -v t="$tr" 'BEGIN { printf "%.1f", n / t }') |"
+        echo
+    } >>"$SUMMARY"
+}
+
 T0=$(date +%s)
 wants pull && bench_pull
 wants ingest && bench_ingest
@@ -1605,6 +1759,7 @@ wants wholenet && bench_wholenet
 wants swarmnet && bench_swarmnet
 wants scratch && bench_scratch
 wants exec && bench_exec
+wants run && bench_run
 case ${BENCH_PROFILE:-auto} in
 1) profile_ingest ;;
 auto) if ((${INGEST_MISSED:-0})); then profile_ingest; fi ;;

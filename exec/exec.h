@@ -223,6 +223,9 @@ struct exec_job {
     int out_fd, err_fd;  /* the job's stdout and stderr go there; its stdin is /dev/null */
     struct exec_spec spec;
     void (*started)(void *arg); /* may be NULL: called once the runtime runs (from its thread) */
+    /* may be NULL: called once the job's processes have ended, with what it got and used,
+     * before the runtime's delete and the root's removal */
+    void (*ended)(void *arg, const struct exec_result *r);
     void *arg;
     const char *pid_file; /* may be NULL: where the runtime writes the job's first process's pid */
 };

@@ -28,11 +28,11 @@
 #define BUF (64u << 10)
 
 struct pconn {
-    int a, b;           /* the client's connection, the job's */
-    uint8_t *ab, *ba;   /* bytes read from one side, not yet written to the other */
-    size_t nab, nba;    /* how many */
-    bool a_eof, b_eof;  /* the side sent no more (its peer's write side is shut) */
-    bool connecting;    /* b's connect is under way */
+    int a, b;          /* the client's connection, the job's */
+    uint8_t *ab, *ba;  /* bytes read from one side, not yet written to the other */
+    size_t nab, nba;   /* how many */
+    bool a_eof, b_eof; /* the side sent no more (its peer's write side is shut) */
+    bool connecting;   /* b's connect is under way */
 };
 
 struct exec_publish {
@@ -156,7 +156,7 @@ static void *publish_main(void *arg)
         if (poll(fds, nf, -1) < 0 && errno != EINTR)
             break;
         if (fds[0].revents)
-            break; /* the job ended */
+            break;           /* the job ended */
         unsigned nc = p->nc; /* connections accepted now are polled next time */
         for (unsigned i = nc; i-- > 0;) {
             struct pconn *c = &p->c[i];

@@ -112,6 +112,8 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
             if (exec_cgroup_usage("/sys/fs/cgroup", "/proc/self/cgroup", j->spec.cgroups_path,
                                   &r->usage) == 0)
                 r->oom = r->usage.oom_kills > 0;
+            if (j->ended)
+                j->ended(j->arg, r);
         }
         char *del[] = {(char *)j->runtime, "--root", (char *)j->state, "delete", "--force",
                        (char *)j->id,      NULL};

@@ -380,9 +380,10 @@ struct node_task {
  * (node_cfg.capacity) at once, queues (with queue: first in, first out, EXEC_QUEUE_MAX) or
  * refuses. An admitted job goes to the runner with NODE_FX_EXEC: it mounts the image, makes the
  * job's root and runs it, and reports node_exec_running once the runtime runs it and
- * node_exec_done at its end (its out fields set). A job's request is fixed once it is handed
- * out; the runner never touches the core's fields. The core keeps the records of the
- * NODE_EXEC_KEPT newest ended jobs; an older one is handed back with NODE_FX_EXEC_FREE. */
+ * node_exec_done at its end (its out fields set), node_exec_exited before its cleanup. A job's
+ * request is fixed once it is handed out; the runner never touches the core's fields. The core
+ * keeps the records of the NODE_EXEC_KEPT newest ended jobs; an older one is handed back with
+ * NODE_FX_EXEC_FREE. */
 #define NODE_EXEC_KEPT 256
 struct node;
 #define NODE_EXEC_ARGS_MAX 4096 /* words of a job's command, and of its --env */
@@ -405,6 +406,7 @@ struct node_exec {
     uint16_t host_ports[NODE_EXEC_PORTS_MAX]; /* the node's ports for them (set then too) */
     /* the core's */
     uint64_t seq; /* the node's counter: the id's second part */
+    bool live;    /* handed to the runner, not done */
     struct exec_status st;
     struct node_exec *next; /* newest first */
     /* out: set by the runner before node_exec_done */
@@ -414,7 +416,11 @@ struct node_exec {
 };
 /* The runtime runs x now (PREPARING -> RUNNING). */
 void node_exec_running(struct node *n, struct node_exec *x, uint64_t now);
-/* x ended (rc, msg, result set): its end state follows (exec_status_end), its capacity is free. */
+/* x's process ended (result set): its end state follows (exec_status_end) and those waiting
+ * for it hear it, before the runner cleans up after it. May be left out. */
+void node_exec_exited(struct node *n, struct node_exec *x, uint64_t now);
+/* x is over and cleaned up after (rc, msg, result set): its end state follows if
+ * node_exec_exited did not give it, and its capacity is free again. */
 void node_exec_done(struct node *n, struct node_exec *x, uint64_t now);
 /* Frees a job's request (NODE_FX_EXEC_FREE, or one never handed out). */
 void node_exec_free(struct node_exec *x);

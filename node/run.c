@@ -120,13 +120,13 @@ struct node_exec *exec_find(struct node *n, const char *key)
     return NULL;
 }
 
-/* Forgets the oldest ended records past NODE_EXEC_KEPT. */
+/* Forgets the oldest ended records past NODE_EXEC_KEPT (not one the runner still cleans up). */
 static void exec_trim(struct node *n)
 {
     while (n->nexec_ended > NODE_EXEC_KEPT) {
         struct node_exec **oldest = NULL;
         for (struct node_exec **pp = &n->execs; *pp; pp = &(*pp)->next)
-            if (exec_state_final((*pp)->st.state))
+            if (exec_state_final((*pp)->st.state) && !(*pp)->live)
                 oldest = pp;
         if (!oldest)
             return;
@@ -162,6 +162,7 @@ static void exec_start(struct node *n, struct node_exec *x)
         return;
     }
     n->nexec_live++;
+    x->live = true;
     log_info("event=job id=%s image=%s state=preparing", x->st.id, x->image);
     fx_push(n, &(struct node_effect){.type = NODE_FX_EXEC, .exec = x});
 }
@@ -276,18 +277,15 @@ void node_exec_running(struct node *n, struct node_exec *x, uint64_t now)
     node_settle(n, now);
 }
 
-void node_exec_done(struct node *n, struct node_exec *x, uint64_t now)
+/* x's end state from what the runner said (its first report of an end). */
+static void exec_end(struct node *n, struct node_exec *x, uint64_t now)
 {
-    n->now = now;
     uint64_t wall = exec_wall(n, now);
     if (x->st.state == EXEC_PREPARING) /* it never ran: killed while prepared, or failed */
         exec_status_to(&x->st, x->rc < 0 || !x->st.kill_asked ? EXEC_FAILED : EXEC_KILLED, wall);
     else
         exec_status_end(&x->st, x->rc, &x->result, wall);
-    n->nexec_live--;
     n->nexec_ended++;
-    exec_give(&n->cap, &x->res, x->slots);
-    ports_give(n, x);
     n->st.jobs_failed += x->st.state == EXEC_FAILED;
     n->st.jobs_oom += x->st.state == EXEC_OOM;
     n->st.jobs_killed += x->st.state == EXEC_KILLED;
@@ -297,6 +295,26 @@ void node_exec_done(struct node *n, struct node_exec *x, uint64_t now)
              (unsigned long long)x->st.usage.mem_peak, x->rc < 0 ? " error=\"" : "",
              x->rc < 0 ? x->msg : "", x->rc < 0 ? "\"" : "");
     ctl_exec_ended(n, x);
+}
+
+void node_exec_exited(struct node *n, struct node_exec *x, uint64_t now)
+{
+    n->now = now;
+    if (!exec_state_final(x->st.state)) {
+        exec_end(n, x, now);
+        node_settle(n, now);
+    }
+}
+
+void node_exec_done(struct node *n, struct node_exec *x, uint64_t now)
+{
+    n->now = now;
+    if (!exec_state_final(x->st.state))
+        exec_end(n, x, now);
+    n->nexec_live--;
+    x->live = false;
+    exec_give(&n->cap, &x->res, x->slots);
+    ports_give(n, x);
     exec_queue_run(n);
     exec_trim(n);
     node_settle(n, now);

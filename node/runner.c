@@ -46,8 +46,10 @@ struct xrun {
     struct node_exec *x;
     pthread_t th;
     bool started, reported_start, done;
-    bool kill_asked;       /* a kill came: if the runtime does not run it yet, it never will */
-    unsigned kill_threads; /* kills' threads asking the runtime (they use the run) */
+    bool exited, reported_exit; /* its processes ended: its cleanup goes on */
+    struct exec_result result;  /* the job's thread's, until exited or done */
+    bool kill_asked;            /* a kill came: if the runtime does not run it yet, it never will */
+    unsigned kill_threads;      /* kills' threads asking the runtime (they use the run) */
     struct xrun *next;
 };
 
@@ -303,6 +305,16 @@ static void on_started(void *arg)
     xr->r->wake(xr->r->wake_arg);
 }
 
+static void on_ended(void *arg, const struct exec_result *res)
+{
+    struct xrun *xr = arg;
+    (void)res; /* xr->result itself */
+    pthread_mutex_lock(&xr->r->mu);
+    xr->exited = true;
+    pthread_mutex_unlock(&xr->r->mu);
+    xr->r->wake(xr->r->wake_arg);
+}
+
 static int open_log(const char *dir, const char *name)
 {
     char p[PATH_LEN + 16];
@@ -398,6 +410,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
                              .out_fd = out,
                              .err_fd = err,
                              .started = on_started,
+                             .ended = on_ended,
                              .arg = xr,
                              .pid_file = pidf,
                              .spec = {.img = &cp,
@@ -416,7 +429,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
                                       .cgroups_path = cg,
                                       .volumes = x->volumes,
                                       .nvolumes = x->nvolumes}};
-        rc = exec_job_run(&j, &x->result);
+        rc = exec_job_run(&j, &xr->result);
         rmdir(root);
     }
     exec_publish_stop(pub);
@@ -432,7 +445,7 @@ static void *job_main(void *arg)
     struct node_exec *x = xr->x;
     char jdir[PATH_LEN];
     snprintf(jdir, sizeof jdir, "%s/%s", r->jobs, x->st.id);
-    x->result.status = -1;
+    xr->result.status = -1;
     int out = -1, err = -1, rc = 0;
     if (mkdir(jdir, 0700) < 0 || (out = open_log(jdir, "out")) < 0 ||
         (err = open_log(jdir, "err")) < 0)
@@ -535,14 +548,18 @@ void runner_kill(struct runner *r, struct node_exec *x, int sig)
 void runner_poll(struct runner *r, struct node *n, uint64_t now)
 {
     for (;;) {
-        struct node_exec *started = NULL;
+        struct node_exec *started = NULL, *exited = NULL;
         struct xrun *fin = NULL;
         pthread_mutex_lock(&r->mu);
-        for (struct xrun **pp = &r->runs; *pp && !started && !fin; pp = &(*pp)->next) {
+        for (struct xrun **pp = &r->runs; *pp && !started && !exited && !fin; pp = &(*pp)->next) {
             struct xrun *xr = *pp;
             if (xr->started && !xr->reported_start) {
                 xr->reported_start = true;
                 started = xr->x;
+            } else if (xr->exited && !xr->reported_exit && !xr->done) {
+                xr->reported_exit = true;
+                exited = xr->x;
+                exited->result = xr->result; /* no longer written: exec_job_run has it all */
             } else if (xr->done && !xr->kill_threads) {
                 *pp = xr->next; /* no kill's thread starts for it now: it is not found */
                 fin = xr;
@@ -551,8 +568,11 @@ void runner_poll(struct runner *r, struct node *n, uint64_t now)
         pthread_mutex_unlock(&r->mu);
         if (started) {
             node_exec_running(n, started, now);
+        } else if (exited) {
+            node_exec_exited(n, exited, now);
         } else if (fin) {
             pthread_join(fin->th, NULL);
+            fin->x->result = fin->result;
             if (fin->started && !fin->reported_start)
                 node_exec_running(n, fin->x, now);
             node_exec_done(n, fin->x, now);

@@ -399,3 +399,34 @@ TEST(node_exec_publishes_ports_from_the_range_and_gives_them_back)
     finish(&w, live_take(&w, 0), 0, false);
     xw_free(&w);
 }
+
+TEST(node_exec_exited_answers_waiters_before_the_cleanup_frees_its_capacity)
+{
+    struct xw w;
+    xw_init(&w, 1000, 1u << 30, 0);
+    json_decref(xask(&w, 0, RUN(1000, ",\"name\":\"a\"")));
+    CHECK(xask(&w, 1, "{\"cmd\":\"wait\",\"job\":\"a\"}") == NULL);
+    struct node_exec *x = live_take(&w, 0);
+    node_exec_running(w.n, x, w.now);
+    x->result.status = 7;
+    node_exec_exited(w.n, x, w.now);
+    fx(&w);
+    json_t *a = json_loads(w.ans[1], 0, NULL);
+    CHECK_STR(jstr(a, "state"), "exited");
+    json_decref(a);
+    /* still cleaning up: its cpu is not free yet, and it is not forgotten */
+    a = xask(&w, 2, RUN(1000, ""));
+    CHECK(strstr(err(a), "no room now") != NULL);
+    json_decref(a);
+    node_exec_done(w.n, x, w.now);
+    fx(&w);
+    a = xask(&w, 2, RUN(1000, ""));
+    CHECK_STR(jstr(a, "state"), "preparing");
+    json_decref(a);
+    a = xask(&w, 3, "{\"cmd\":\"jobs\",\"job\":\"a\"}");
+    CHECK_INT(json_integer_value(json_object_get(json_object_get(a, "job"), "status")), ==, 7);
+    json_decref(a);
+    CHECK_INT(node_counters_get(w.n)->jobs_failed, ==, 0);
+    finish(&w, live_take(&w, 0), 0, false);
+    xw_free(&w);
+}
