@@ -387,12 +387,15 @@ static void effects(struct uvn *u)
         case NODE_FX_JOB_DONE:
             tasks_job_done(u->ts, e.job);
             break;
-        case NODE_FX_EXEC:
-            if ((e.exec->rc = runner_start(u->rn, e.exec)) < 0) {
+        case NODE_FX_EXEC: {
+            int rc = runner_start(u->rn, e.exec); /* the job's thread owns its out fields now */
+            if (rc < 0) {
+                e.exec->rc = rc;
                 snprintf(e.exec->msg, sizeof e.exec->msg, "cannot start a thread");
                 node_exec_done(u->n, e.exec, now(u));
             }
             break;
+        }
         case NODE_FX_EXEC_KILL:
             runner_kill(u->rn, e.exec, e.sig);
             break;

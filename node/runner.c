@@ -551,7 +551,7 @@ void runner_poll(struct runner *r, struct node *n, uint64_t now)
         struct node_exec *started = NULL, *exited = NULL;
         struct xrun *fin = NULL;
         pthread_mutex_lock(&r->mu);
-        for (struct xrun **pp = &r->runs; *pp && !started && !exited && !fin; pp = &(*pp)->next) {
+        for (struct xrun **pp = &r->runs; *pp; pp = &(*pp)->next) {
             struct xrun *xr = *pp;
             if (xr->started && !xr->reported_start) {
                 xr->reported_start = true;
@@ -564,6 +564,8 @@ void runner_poll(struct runner *r, struct node *n, uint64_t now)
                 *pp = xr->next; /* no kill's thread starts for it now: it is not found */
                 fin = xr;
             }
+            if (started || exited || fin)
+                break; /* one report at a time: the core may act on each */
         }
         pthread_mutex_unlock(&r->mu);
         if (started) {
