@@ -388,8 +388,9 @@ struct node_task {
 struct node;
 #define NODE_EXEC_ARGS_MAX 4096 /* words of a job's command, and of its --env */
 #define NODE_EXEC_VOLUMES_MAX 32
-#define NODE_EXEC_NAME_MAX 64 /* a job's name: letters, digits, '_', '.', '-' */
-#define NODE_EXEC_PORTS_MAX 8 /* ports a job publishes */
+#define NODE_EXEC_NAME_MAX 64           /* a job's name: letters, digits, '_', '.', '-' */
+#define NODE_EXEC_PORTS_MAX 8           /* ports a job publishes */
+#define NODE_EXEC_LOG_MAX (64ull << 20) /* bytes of a job's stdout, and of its stderr, kept */
 struct node_exec {
     /* the request (owned) */
     char *image, *platform, *name, *workdir, *user;

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +48,15 @@ struct xrun {
     pthread_t th;
     bool started, reported_start, done;
     bool exited, reported_exit; /* its processes ended: its cleanup goes on */
-    struct exec_result result;  /* the job's thread's, until exited or done */
-    bool kill_asked;            /* a kill came: if the runtime does not run it yet, it never will */
-    unsigned kill_threads;      /* kills' threads asking the runtime (they use the run) */
+    /* its output: pipes (the write ends the runtime's, until it exits) copied to its files by
+     * a thread of its own, NODE_EXEC_LOG_MAX bytes of each at most */
+    int wfd[2];
+    struct logcopy *lc;
+    /* when (monotonic ns) each step of its start and end was reached, for its timeline */
+    uint64_t t_begin, t_found, t_mounted, t_ready, t_started, t_ended, t_done;
+    struct exec_result result; /* the job's thread's, until exited or done */
+    bool kill_asked;           /* a kill came: if the runtime does not run it yet, it never will */
+    unsigned kill_threads;     /* kills' threads asking the runtime (they use the run) */
     struct xrun *next;
 };
 
@@ -299,16 +306,154 @@ static int image_process(struct runner *r, const struct image_info *ii, struct c
 static void on_started(void *arg)
 {
     struct xrun *xr = arg;
+    xr->t_started = time_now_ns();
     pthread_mutex_lock(&xr->r->mu);
     xr->started = true;
     pthread_mutex_unlock(&xr->r->mu);
     xr->r->wake(xr->r->wake_arg);
 }
 
+/* ---- a job's output ------------------------------------------------------------------------- */
+
+struct logcopy {
+    int in[2];   /* the pipes' read ends (-1 once at their end) */
+    int file[2]; /* DATA/jobs/ID/out, err */
+    uint64_t n[2], dropped[2];
+    bool eof;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th;
+};
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return; /* the disk is full: what does not fit is lost, the job goes on */
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void *logcopy_main(void *arg)
+{
+    struct logcopy *lc = arg;
+    char buf[64 << 10];
+    while (lc->in[0] >= 0 || lc->in[1] >= 0) {
+        struct pollfd p[2] = {{lc->in[0], POLLIN, 0}, {lc->in[1], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (lc->in[i] < 0 || !p[i].revents)
+                continue;
+            ssize_t k = read(lc->in[i], buf, sizeof buf);
+            if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (k <= 0) {
+                close(lc->in[i]);
+                lc->in[i] = -1;
+                continue;
+            }
+            uint64_t room = lc->n[i] < NODE_EXEC_LOG_MAX ? NODE_EXEC_LOG_MAX - lc->n[i] : 0;
+            size_t w = (uint64_t)k < room ? (size_t)k : (size_t)room;
+            write_all(lc->file[i], buf, w);
+            lc->n[i] += w;
+            lc->dropped[i] += (uint64_t)k - w;
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (lc->dropped[i])
+            dprintf(lc->file[1], "afsp: the job wrote %llu bytes more to its %s than are kept\n",
+                    (unsigned long long)lc->dropped[i], i ? "stderr" : "stdout");
+    pthread_mutex_lock(&lc->mu);
+    lc->eof = true;
+    pthread_cond_broadcast(&lc->cv);
+    pthread_mutex_unlock(&lc->mu);
+    return NULL;
+}
+
+/* Pipes for the job's stdout and stderr (their write ends in w), copied into out and err. */
+static int logcopy_start(struct logcopy **out, int fout, int ferr, int w[2])
+{
+    struct logcopy *lc = calloc(1, sizeof *lc);
+    int p[2][2] = {{-1, -1}, {-1, -1}};
+    if (!lc || pipe2(p[0], O_CLOEXEC) < 0 || pipe2(p[1], O_CLOEXEC) < 0) {
+        int e = errno;
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                if (p[i][j] >= 0)
+                    close(p[i][j]);
+        free(lc);
+        return -e;
+    }
+    *lc = (struct logcopy){.in = {p[0][0], p[1][0]}, .file = {fout, ferr}};
+    pthread_mutex_init(&lc->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&lc->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = -pthread_create(&lc->th, NULL, logcopy_main, lc);
+    if (rc < 0) {
+        for (int i = 0; i < 2; i++) {
+            close(p[i][0]);
+            close(p[i][1]);
+        }
+        free(lc);
+        return rc;
+    }
+    w[0] = p[0][1];
+    w[1] = p[1][1];
+    *out = lc;
+    return 0;
+}
+
+/* Waits up to ms for the copy to reach the pipes' end (every writer gone). */
+static void logcopy_wait(struct logcopy *lc, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&lc->mu);
+    while (!lc->eof && pthread_cond_timedwait(&lc->cv, &lc->mu, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&lc->mu);
+}
+
+static void logcopy_end(struct logcopy *lc)
+{
+    pthread_join(lc->th, NULL);
+    pthread_cond_destroy(&lc->cv);
+    pthread_mutex_destroy(&lc->mu);
+    free(lc);
+}
+
+static void close_writers(struct xrun *xr)
+{
+    for (int i = 0; i < 2; i++)
+        if (xr->wfd[i] >= 0) {
+            close(xr->wfd[i]);
+            xr->wfd[i] = -1;
+        }
+}
+
 static void on_ended(void *arg, const struct exec_result *res)
 {
     struct xrun *xr = arg;
     (void)res; /* xr->result itself */
+    /* what it wrote is in its files before its end is told (a process of it that has not
+     * died yet may hold the pipes: not waited for past a second; the copy goes on) */
+    close_writers(xr);
+    logcopy_wait(xr->lc, 1000);
+    xr->t_ended = time_now_ns();
     pthread_mutex_lock(&xr->r->mu);
     xr->exited = true;
     pthread_mutex_unlock(&xr->r->mu);
@@ -361,8 +506,10 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     if (rc < 0)
         return rc;
     free(ii.layers);
+    xr->t_found = time_now_ns();
     if ((rc = mount_acquire(r, &ii, x, mnt, err)) < 0)
         return rc;
+    xr->t_mounted = time_now_ns();
     const char *private[] = {r->data, r->key_file};
     for (size_t i = 0; rc == 0 && i < x->nvolumes; i++)
         rc = exec_volume_allowed(x->volumes[i].src, private, r->key_file ? 2 : 1);
@@ -400,6 +547,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     if (rc == 0 && !killed && x->nports)
         rc =
             exec_publish_start(&pub, r->cfg.publish_host, x->host_ports, x->ports, x->nports, pidf);
+    xr->t_ready = time_now_ns();
     if (rc == 0 && !killed) {
         struct exec_job j = {.id = x->st.id,
                              .dir = root,
@@ -446,22 +594,38 @@ static void *job_main(void *arg)
     char jdir[PATH_LEN];
     snprintf(jdir, sizeof jdir, "%s/%s", r->jobs, x->st.id);
     xr->result.status = -1;
+    xr->t_begin = time_now_ns();
     int out = -1, err = -1, rc = 0;
+    xr->wfd[0] = xr->wfd[1] = -1;
     if (mkdir(jdir, 0700) < 0 || (out = open_log(jdir, "out")) < 0 ||
         (err = open_log(jdir, "err")) < 0)
         rc = err_set(-errno, "cannot make the job's directory %s", jdir);
+    else if ((rc = logcopy_start(&xr->lc, out, err, xr->wfd)) < 0)
+        rc = err_set(rc, "cannot copy the job's output");
     else
-        rc = job_run(xr, jdir, out, err);
+        rc = job_run(xr, jdir, xr->wfd[0], xr->wfd[1]);
     x->rc = rc < 0 ? rc : 0;
     if (rc < 0) {
         snprintf(x->msg, sizeof x->msg, "%s", err_msg(rc));
-        if (err >= 0)
+        if (xr->wfd[1] >= 0)
+            dprintf(xr->wfd[1], "afsp: %s\n", x->msg);
+        else if (err >= 0)
             dprintf(err, "afsp: %s\n", x->msg);
     }
+    close_writers(xr);
+    if (xr->lc)
+        logcopy_end(xr->lc); /* every writer is gone: the runtime deleted the container */
     if (out >= 0)
         close(out);
     if (err >= 0)
         close(err);
+    xr->t_done = time_now_ns();
+#define MS(a, b) (xr->a && xr->b ? (double)(xr->b - xr->a) / 1e6 : -1.0)
+    log_info("event=job_timeline id=%s find_ms=%.1f mount_ms=%.1f prepare_ms=%.1f "
+             "runtime_ms=%.1f run_ms=%.1f cleanup_ms=%.1f",
+             x->st.id, MS(t_begin, t_found), MS(t_found, t_mounted), MS(t_mounted, t_ready),
+             MS(t_ready, t_started), MS(t_started, t_ended), MS(t_ended, t_done));
+#undef MS
     pthread_mutex_lock(&r->mu);
     xr->done = true;
     pthread_mutex_unlock(&r->mu);

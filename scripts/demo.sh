@@ -3,8 +3,9 @@
 # umoci and pushed with skopeo; two nodes (`afsp node`, a cluster key made with `afsp genkey`);
 # node A pulls the image from the registry; the registry is stopped; node B mounts the image by
 # digest, lazily, its chunks coming from A as they are read, and a program runs from it with
-# chroot; `afsp peers` and `afsp stats` show the exchange. Everything it starts is stopped on
-# exit; it leaves nothing behind but its output.
+# chroot; then B runs a job on the image with `afsp run` (runc, its root an overlay of the
+# image's mount, its cpus and memory limited); `afsp peers`, `afsp stats` and `afsp jobs` show
+# the exchange. Everything it starts is stopped on exit; it leaves nothing behind but its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_TMPDIR=$(mktemp -d /tmp/afsp-demo.XXXXXX)
@@ -43,4 +44,8 @@ step "$AFSP_BIN" --data "$B" layers
 step "$AFSP_BIN" --data "$B" peers
 step "$AFSP_BIN" --data "$B" stats
 step "$AFSP_BIN" --data "$B" umount "$M"
+printf '\n(B runs a job on the image: a container whose root is the image, read-only and shared,\n under a writable layer of its own)\n'
+step "$AFSP_BIN" --data "$B" run --cpus 0.5 --memory 64M "$REGISTRY/demo@$digest" -- \
+    sh -c 'cat /etc/motd; echo "a job wrote this" >/note; cat /note; ls /'
+step "$AFSP_BIN" --data "$B" jobs
 printf '\nThe stores are in %s/A and %s/B (removed on exit).\n' "$TEST_TMPDIR" "$TEST_TMPDIR"

@@ -287,6 +287,17 @@ run -d --name web2 --publish 8081 "$IMG" -- python3 -c 'import time; time.sleep(
 afsp wait web2 >/dev/null
 assert_eq exited "$(jobfield web2 state)" "a job on the port given back"
 
+log "a job's output is kept up to 64 MiB a stream; the rest is dropped and said"
+run -d --name loud "$IMG" -- python3 -c '
+import sys
+chunk = b"z" * (1 << 20)
+for _ in range(70): sys.stdout.buffer.write(chunk)
+print("done", file=sys.stderr)' >/dev/null
+afsp wait loud >/dev/null
+assert_eq $((64 << 20)) "$(stat -c %s "$B/jobs/$(jobfield loud id)/out")" "the job's stdout file"
+assert_contains "$(cat "$B/jobs/$(jobfield loud id)/err")" "done" "its stderr"
+assert_contains "$(cat "$B/jobs/$(jobfield loud id)/err")" "wrote 6291456 bytes more to its stdout" "the note"
+
 log "logs -f follows a running job until it ends"
 run -d --name talker "$IMG" -- python3 -u -c '
 import sys, time
