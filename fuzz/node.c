@@ -747,6 +747,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the node stops: within a minute of virtual time, with every job and request ended */
     node_stop(w.n, w.now);
     take_effects(&w);
+    pass(&w, w.now); /* the jobs killed by the stop end */
     uint64_t limit = w.now + 60000;
     while (!w.stopped && node_deadline(w.n) <= limit)
         pass(&w, node_deadline(w.n));
