@@ -77,18 +77,20 @@ struct runner {
 
 static uint64_t mono_ms(void)
 {
-    return time_now_ns() / 1000000;
+    return time_mono_ns() / 1000000;
 }
+
+#define SELF_ARGS (8 + 2 * NODE_TASK_INSECURE_MAX) /* what self_run passes on, at most */
 
 /* `afsp --data DATA ARGS...` (this program), waited for; its stderr to err (-1: /dev/null). */
 static int self_run(struct runner *r, const char *const *args, int err)
 {
-    char *argv[16];
+    char *argv[3 + SELF_ARGS + 1];
     size_t n = 0;
     argv[n++] = (char *)r->cfg.self;
     argv[n++] = "--data";
     argv[n++] = r->data;
-    while (*args && n < 15)
+    while (*args && n < 3 + SELF_ARGS)
         argv[n++] = (char *)*args++;
     argv[n] = NULL;
     int st = 0, rc = exec_spawn_wait(argv, -1, err, &st);
@@ -155,9 +157,9 @@ static int mount_acquire(struct runner *r, const struct image_info *ii, const st
     char ref[sizeof ii->ref + DIGEST_STR_LEN + 2], dg[DIGEST_STR_LEN + 1];
     snprintf(ref, sizeof ref, "%s%s%s", ii->ref, strchr(ii->ref, '@') ? "" : "@",
              strchr(ii->ref, '@') ? "" : digest_fmt(ii->manifest_digest, dg));
-    const char *args[8 + 2 * NODE_TASK_INSECURE_MAX] = {"mount"};
+    const char *args[SELF_ARGS] = {"mount"};
     size_t na = 1;
-    for (size_t i = 0; x->insecure[i] && i < 2; i++) { /* self_run takes a few */
+    for (size_t i = 0; x->insecure[i]; i++) {
         args[na++] = "--insecure-registry";
         args[na++] = x->insecure[i];
     }
@@ -306,7 +308,7 @@ static int image_process(struct runner *r, const struct image_info *ii, struct c
 static void on_started(void *arg)
 {
     struct xrun *xr = arg;
-    xr->t_started = time_now_ns();
+    xr->t_started = time_mono_ns();
     pthread_mutex_lock(&xr->r->mu);
     xr->started = true;
     pthread_mutex_unlock(&xr->r->mu);
@@ -364,6 +366,9 @@ static void *logcopy_main(void *arg)
             lc->dropped[i] += (uint64_t)k - w;
         }
     }
+    for (int i = 0; i < 2; i++)
+        if (lc->in[i] >= 0)
+            close(lc->in[i]); /* poll failed: the writers see EPIPE rather than block */
     for (int i = 0; i < 2; i++)
         if (lc->dropped[i])
             dprintf(lc->file[1], "afsp: the job wrote %llu bytes more to its %s than are kept\n",
@@ -453,7 +458,7 @@ static void on_ended(void *arg, const struct exec_result *res)
      * died yet may hold the pipes: not waited for past a second; the copy goes on) */
     close_writers(xr);
     logcopy_wait(xr->lc, 1000);
-    xr->t_ended = time_now_ns();
+    xr->t_ended = time_mono_ns();
     pthread_mutex_lock(&xr->r->mu);
     xr->exited = true;
     pthread_mutex_unlock(&xr->r->mu);
@@ -506,10 +511,10 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     if (rc < 0)
         return rc;
     free(ii.layers);
-    xr->t_found = time_now_ns();
+    xr->t_found = time_mono_ns();
     if ((rc = mount_acquire(r, &ii, x, mnt, err)) < 0)
         return rc;
-    xr->t_mounted = time_now_ns();
+    xr->t_mounted = time_mono_ns();
     const char *private[] = {r->data, r->key_file};
     for (size_t i = 0; rc == 0 && i < x->nvolumes; i++)
         rc = exec_volume_allowed(x->volumes[i].src, private, r->key_file ? 2 : 1);
@@ -547,7 +552,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     if (rc == 0 && !killed && x->nports)
         rc =
             exec_publish_start(&pub, r->cfg.publish_host, x->host_ports, x->ports, x->nports, pidf);
-    xr->t_ready = time_now_ns();
+    xr->t_ready = time_mono_ns();
     if (rc == 0 && !killed) {
         struct exec_job j = {.id = x->st.id,
                              .dir = root,
@@ -594,7 +599,7 @@ static void *job_main(void *arg)
     char jdir[PATH_LEN];
     snprintf(jdir, sizeof jdir, "%s/%s", r->jobs, x->st.id);
     xr->result.status = -1;
-    xr->t_begin = time_now_ns();
+    xr->t_begin = time_mono_ns();
     int out = -1, err = -1, rc = 0;
     xr->wfd[0] = xr->wfd[1] = -1;
     if (mkdir(jdir, 0700) < 0 || (out = open_log(jdir, "out")) < 0 ||
@@ -619,7 +624,7 @@ static void *job_main(void *arg)
         close(out);
     if (err >= 0)
         close(err);
-    xr->t_done = time_now_ns();
+    xr->t_done = time_mono_ns();
 #define MS(a, b) (xr->a && xr->b ? (double)(xr->b - xr->a) / 1e6 : -1.0)
     log_info("event=job_timeline id=%s find_ms=%.1f mount_ms=%.1f prepare_ms=%.1f "
              "runtime_ms=%.1f run_ms=%.1f cleanup_ms=%.1f",

@@ -10,7 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-node.sh"
 
-require runc python3
+require runc
 CACHE=${AFSP_TEST_CACHE:-/var/cache/afsp-test}
 T=$TEST_TMPDIR
 build_debian_python_rootfs "$CACHE/debian12-python3.rootfs"
@@ -29,7 +29,7 @@ assert_contains "$EXPECT_FAIL_OUTPUT" "no node runs on $B"
 start_node nodeA "$A" "$pa"
 "$AFSP_BIN" --data "$A" pull "$IMG" >/dev/null
 kill_bg "$REGISTRY_PID"
-NODE_ARGS=(--cpus 4 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp")
+NODE_ARGS=(--cpus 4 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp" --verify-rate 0)
 start_node nodeB "$B" "$pb" "$pa"
 PIDB=$BG_PID
 NODE_ARGS=()
@@ -227,8 +227,10 @@ kill -9 "$PIDB"
 wait "$PIDB" 2>/dev/null || true
 pgrep -f "$marker" >/dev/null || fail "the job did not outlive its node (nothing to clean)"
 [ -d "$B/jobs/$id/root/rootfs" ] || fail "no root left to clean"
-NODE_ARGS=(--cpus 4 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp")
-start_node nodeB2 "$B" "$pb" "$pa"
+# the node comes back with every duration divided by 120 (AFSP_TEST_TIME_DIVISOR), to sit idle
+# past them all below; B keeps only the chunks its jobs read (--verify-rate 0)
+NODE_ARGS=(--cpus 4 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp" --verify-rate 0)
+AFSP_TEST_TIME_DIVISOR=120 start_node nodeB2 "$B" "$pb" "$pa"
 NODE_ARGS=()
 ! pgrep -f "$marker" >/dev/null || fail "the orphan job's processes live on after the restart"
 assert_eq 0 "$(afsp_mounts)" "afsp mounts after the restart"
@@ -239,6 +241,28 @@ left=$(find /sys/fs/cgroup -path "*/afsp/$id" 2>/dev/null || true)
 assert_eq "" "$left" "the orphan job's cgroups"
 out=$(run "$IMG" -- python3 -c 'print("after")')
 assert_eq after "$out" "a job after the restart"
+
+log "after the cluster sat idle twice its longest timeout (10 s at 1/120), a job reads what no job read"
+read -r present total <<<"$(chunks "$B")"
+((present < total)) || fail "B holds every chunk already ($present of $total): nothing to fetch"
+sleep 10 # the idle time itself, not a wait for an event
+walk='
+import hashlib, os, sys
+h = hashlib.sha256()
+root = sys.argv[1]
+for d, dirs, files in os.walk(root + "/usr/lib/python3.11"):
+    dirs.sort()
+    for f in sorted(files):
+        p = os.path.join(d, f)
+        if os.path.isfile(p) and not os.path.islink(p):
+            h.update(os.path.relpath(p, root).encode() + open(p, "rb").read())
+print(h.hexdigest())'
+exp=$("$PY" -c "$walk" "$CACHE/debian12-python3.rootfs")
+got=$(run "$IMG" -- python3 -c "$walk" /)
+assert_eq "$exp" "$got" "the python library's bytes, read by a job after the idle"
+read -r present2 total <<<"$(chunks "$B")"
+((present2 > present)) || fail "the job fetched no chunk after the idle ($present2 of $total)"
+assert_eq 0 "$(counter "$B" fetches_failed)" "B's failed fetches after the idle"
 
 wait_until 10 all_free
 log "device slots: a job sees its slots' devices and no other, and their numbers"
