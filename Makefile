@@ -17,7 +17,8 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 CFLAGS  += -std=gnu11 -g $(OPT) $(WARN) -D_GNU_SOURCE -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDFLAGS += $(if $(SANITIZER),-fsanitize=$(SANITIZER))
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+# libcurl is not linked: store/registry/curl.c loads it when a registry is first asked
+LDLIBS  += $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpthread
 
 LIB_SRC  := $(wildcard util/*.c store/*.c store/*/*.c fs/*.c p2p/*.c dht/*.c node/*.c exec/*.c)
 # sim/ (the simulator and the in-memory links) is test support: its own archive, linked by the

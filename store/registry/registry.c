@@ -19,14 +19,6 @@
 #include <string.h>
 #include <strings.h>
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc;
-
-static void curl_init(void)
-{
-    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 /* "blob sha256:0123456789ab…" */
 static void digest_what(char *out, size_t n, const char *kind, const uint8_t d[DIGEST_LEN])
 {
@@ -47,10 +39,9 @@ int registry_new(struct registry **out, const struct image_ref *ref,
     *out = NULL;
     if (!opts)
         opts = &defaults;
-    pthread_once(&curl_once, curl_init);
-    if (curl_init_rc != CURLE_OK)
-        return err_set(AFSP_E_NET, "cannot initialise libcurl: %s",
-                       curl_easy_strerror(curl_init_rc));
+    int rc = curl_load();
+    if (rc < 0)
+        return rc;
     if (!(r = calloc(1, sizeof *r)))
         return -ENOMEM;
     for (const char *const *h = opts->insecure_hosts; h && *h; h++)

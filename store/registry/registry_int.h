@@ -6,6 +6,7 @@
 #ifndef AFSP_STORE_REGISTRY_INT_H
 #define AFSP_STORE_REGISTRY_INT_H
 
+#define CURL_DISABLE_TYPECHECK /* its checking macros would hide the names redefined below */
 #include <curl/curl.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,6 +15,56 @@
 
 #include "../../util/util.h"
 #include "registry.h"
+
+/* libcurl's functions, through pointers that curl.c fills when a registry is first asked
+ * (curl_load): the binary does not link libcurl, so that a command that never asks a registry
+ * does not map its 28 libraries at start (16 ms against 6 for an empty program, in this VM:
+ * docs/benchmarks.md). X(name after "curl_", return type, parameters). */
+#define CURL_FNS(X)                                                                                \
+    X(global_init, CURLcode, (long))                                                               \
+    X(easy_init, CURL *, (void))                                                                   \
+    X(easy_setopt, CURLcode, (CURL *, CURLoption, ...))                                            \
+    X(easy_perform, CURLcode, (CURL *))                                                            \
+    X(easy_cleanup, void, (CURL *))                                                                \
+    X(easy_reset, void, (CURL *))                                                                  \
+    X(easy_getinfo, CURLcode, (CURL *, CURLINFO, ...))                                             \
+    X(easy_strerror, const char *, (CURLcode))                                                     \
+    X(easy_escape, char *, (CURL *, const char *, int))                                            \
+    X(free, void, (void *))                                                                        \
+    X(slist_append, struct curl_slist *, (struct curl_slist *, const char *))                      \
+    X(slist_free_all, void, (struct curl_slist *))                                                 \
+    X(url, CURLU *, (void))                                                                        \
+    X(url_get, CURLUcode, (const CURLU *, CURLUPart, char **, unsigned int))                       \
+    X(url_set, CURLUcode, (CURLU *, CURLUPart, const char *, unsigned int))                        \
+    X(url_cleanup, void, (CURLU *))
+
+struct curl_api {
+#define X(name, ret, params) ret(*name) params;
+    CURL_FNS(X)
+#undef X
+};
+extern struct curl_api curl_api;
+/* Loads libcurl (once) and initialises it. Returns 0, or AFSP_E_NET with why. */
+int curl_load(void);
+
+#undef curl_easy_setopt /* curl.h's own macros for these two, checking the count of arguments */
+#undef curl_easy_getinfo
+#define curl_global_init curl_api.global_init
+#define curl_easy_init curl_api.easy_init
+#define curl_easy_setopt curl_api.easy_setopt
+#define curl_easy_perform curl_api.easy_perform
+#define curl_easy_cleanup curl_api.easy_cleanup
+#define curl_easy_reset curl_api.easy_reset
+#define curl_easy_getinfo curl_api.easy_getinfo
+#define curl_easy_strerror curl_api.easy_strerror
+#define curl_easy_escape curl_api.easy_escape
+#define curl_free curl_api.free
+#define curl_slist_append curl_api.slist_append
+#define curl_slist_free_all curl_api.slist_free_all
+#define curl_url curl_api.url
+#define curl_url_get curl_api.url_get
+#define curl_url_set curl_api.url_set
+#define curl_url_cleanup curl_api.url_cleanup
 
 #define REG_USER_AGENT "afsp/0.1"
 #define REG_MAX_REDIRECTS 10
