@@ -162,7 +162,8 @@ static int cgroup_remove(const char *dir)
     return -EBUSY;
 }
 
-int exec_cgroup_sweep(const char *base, const char *self, const char *parent)
+int exec_cgroup_sweep(const char *base, const char *self, const char *parent, const char *prefix,
+                      bool remove_parent)
 {
     char text[FILE_MAX], dir[4096], probe[4096];
     int rc, removed = 0;
@@ -180,8 +181,8 @@ int exec_cgroup_sweep(const char *base, const char *self, const char *parent)
             *comma = 0; /* the hierarchy's directory is named after any of its controllers */
         if (!strncmp(ctl, "name=", 5))
             ctl += 5;
-        const char *prefix = strcmp(c2 + 1, "/") ? c2 + 1 : "";
-        if (snprintf(dir, sizeof dir, "%s%s%s%s/%s", base, v2 ? "" : "/", v2 ? "" : ctl, prefix,
+        const char *own = strcmp(c2 + 1, "/") ? c2 + 1 : ""; /* this process's cgroup */
+        if (snprintf(dir, sizeof dir, "%s%s%s%s/%s", base, v2 ? "" : "/", v2 ? "" : ctl, own,
                      parent) >= (int)sizeof dir)
             continue;
         DIR *d = opendir(dir);
@@ -189,12 +190,15 @@ int exec_cgroup_sweep(const char *base, const char *self, const char *parent)
             continue;
         struct dirent *e;
         while ((e = readdir(d)))
-            if (e->d_type == DT_DIR && e->d_name[0] != '.') {
+            if (e->d_type == DT_DIR && e->d_name[0] != '.' &&
+                !strncmp(e->d_name, prefix, strlen(prefix))) {
                 char sub[4400];
                 snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
                 removed += cgroup_remove(sub) == 0;
             }
         closedir(d);
+        if (remove_parent)
+            rmdir(dir); /* EBUSY while another node's jobs are below it */
     }
     return removed;
 }

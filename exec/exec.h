@@ -262,9 +262,12 @@ void exec_publish_stop(struct exec_publish *p);
 /* Runs argv (a program on PATH) with stdin /dev/null and stdout, stderr to out, err (-1:
  * /dev/null), and waits: its wait status in *status. Returns 0, or an error starting it. */
 int exec_spawn_wait(char *const argv[], int out, int err, int *status);
-/* Removes every cgroup below parent (a path as cgroups_path takes it: "afsp" is below the
- * cgroup of the process self names), in each hierarchy under base: the processes still in one
- * are killed (SIGKILL) first. Returns how many were removed, or a negative errno. */
-int exec_cgroup_sweep(const char *base, const char *self, const char *parent);
+/* Removes every cgroup below parent whose name starts with prefix (parent a path as
+ * cgroups_path takes it: "afsp" is below the cgroup of the process self names), in each
+ * hierarchy under base: the processes still in one are killed (SIGKILL) first. With
+ * remove_parent, parent too if nothing else is below it. Returns how many were removed, or a
+ * negative errno. */
+int exec_cgroup_sweep(const char *base, const char *self, const char *parent, const char *prefix,
+                      bool remove_parent);
 
 #endif

@@ -443,7 +443,7 @@ extern const struct node_store_ops node_store_lmdb;
  * work. */
 struct runner;
 int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const char *data_dir,
-               struct store *s, void (*wake)(void *arg), void *arg);
+               const uint8_t node_id[4], struct store *s, void (*wake)(void *arg), void *arg);
 /* After every job is done (NODE_FX_STOPPED): the images' mounts are unmounted. */
 void runner_free(struct runner *r);
 /* A thread for x (NODE_FX_EXEC). Returns 0, or a negative code (nothing started). */

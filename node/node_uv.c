@@ -471,7 +471,8 @@ int node_run(const struct node_run_cfg *o)
     uv_timer_init(&u->loop, &u->timer);
     u->wake.data = u->timer.data = u;
     if ((rc = tasks_new(&u->ts, o->store, wake, &u->wake)) < 0 ||
-        (rc = runner_new(&u->rn, &o->runner, o->data_dir, o->store, wake, &u->wake)) < 0)
+        (rc = runner_new(&u->rn, &o->runner, o->data_dir, o->core.id->id, o->store, wake,
+                         &u->wake)) < 0)
         goto out;
     /* the control socket: one node per data directory */
     uv_pipe_init(&u->loop, &u->ctl, 0);

@@ -65,6 +65,7 @@ struct runner {
     struct store *s;
     char data[1024], jobs[1100], state[1100]; /* a data directory's path is short (its socket's) */
     const char *key_file;
+    char id_prefix[16]; /* "NODEID8-": this node's jobs' ids and cgroups begin so */
     void (*wake)(void *arg);
     void *wake_arg;
     pthread_mutex_t mu;
@@ -830,7 +831,9 @@ static void orphans_remove(struct runner *r)
             }
         closedir(d);
     }
-    int cgroups = exec_cgroup_sweep("/sys/fs/cgroup", "/proc/self/cgroup", "afsp");
+    /* only this node's (its jobs' ids start with its own): other nodes may run on the machine */
+    int cgroups =
+        exec_cgroup_sweep("/sys/fs/cgroup", "/proc/self/cgroup", "afsp", r->id_prefix, false);
     if ((d = opendir(r->jobs))) {
         while ((e = readdir(d)))
             if (e->d_name[0] != '.' && strcmp(e->d_name, "mnt"))
@@ -843,11 +846,13 @@ static void orphans_remove(struct runner *r)
 }
 
 int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const char *data_dir,
-               struct store *s, void (*wake)(void *arg), void *arg)
+               const uint8_t node_id[4], struct store *s, void (*wake)(void *arg), void *arg)
 {
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
+    snprintf(r->id_prefix, sizeof r->id_prefix, "%02x%02x%02x%02x-", node_id[0], node_id[1],
+             node_id[2], node_id[3]);
     r->cfg = *cfg;
     r->s = s;
     r->key_file = cfg->key_file;
@@ -897,6 +902,8 @@ void runner_free(struct runner *r)
         unmount_dir(r, m->dir);
         free(m);
     }
+    /* the parent cgroups too, unless another node's jobs are below them */
+    exec_cgroup_sweep("/sys/fs/cgroup", "/proc/self/cgroup", "afsp", r->id_prefix, true);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r);

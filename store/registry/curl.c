@@ -33,8 +33,7 @@ static void load(void)
 #undef X
     CURLcode rc = api.global_init(CURL_GLOBAL_DEFAULT);
     if (rc != CURLE_OK) {
-        snprintf(load_err, sizeof load_err, "cannot initialise libcurl: %s",
-                 api.easy_strerror(rc));
+        snprintf(load_err, sizeof load_err, "cannot initialise libcurl: %s", api.easy_strerror(rc));
         return;
     }
     curl_api = api;

@@ -214,7 +214,14 @@ afsp wait tree >/dev/null || true
 assert_eq killed "$(jobfield tree state)" "the killed job"
 ! pgrep -f "$marker" >/dev/null || fail "a child of the killed job lives on"
 
-log "the node killed with -9 and started again: nothing of its jobs is left"
+log "the node killed with -9 and started again: nothing of its jobs is left, and another node's job on this machine runs on"
+C=$T/C
+NODE_ARGS=(--cpus 1 --memory 1G)
+start_node nodeC "$C" "$(free_port)" "$pa"
+NODE_ARGS=()
+"$AFSP_BIN" --data "$C" run -d --name cjob "$IMG" -- python3 -c 'import time; time.sleep(120)' >/dev/null
+c_running() { [ "$("$AFSP_BIN" --data "$C" jobs --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["state"])')" = running ]; }
+wait_until 30 c_running
 run -d --name orphan "$IMG" -- python3 -c '
 import subprocess, sys, time
 subprocess.Popen(["sh", "-c", "exec -a %s sleep 600" % sys.argv[1]])
@@ -241,6 +248,11 @@ left=$(find /sys/fs/cgroup -path "*/afsp/$id" 2>/dev/null || true)
 assert_eq "" "$left" "the orphan job's cgroups"
 out=$(run "$IMG" -- python3 -c 'print("after")')
 assert_eq after "$out" "a job after the restart"
+c_running || fail "B's restart touched node C's job"
+cid=$("$AFSP_BIN" --data "$C" jobs --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
+[ -n "$(find /sys/fs/cgroup -path "*/afsp/$cid" 2>/dev/null || true)" ] || fail "node C's job lost its cgroup"
+"$AFSP_BIN" --data "$C" kill cjob
+"$AFSP_BIN" --data "$C" wait cjob >/dev/null || true
 
 log "after the cluster sat idle twice its longest timeout (10 s at 1/120), a job reads what no job read"
 read -r present total <<<"$(chunks "$B")"

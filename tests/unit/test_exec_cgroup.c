@@ -101,3 +101,32 @@ TEST(exec_usage_is_read_from_a_real_cgroup_of_this_machine)
     CHECK_INT(rc, ==, 0);
     CHECK(u.cpu_ns == 0 && u.mem_peak == 0 && u.oom_kills == 0);
 }
+
+TEST(exec_sweep_removes_only_this_nodes_cgroups_and_then_the_parent)
+{
+    /* a copy of a v1 tree (empty directories: rmdir takes them as the kernel's would): two
+     * nodes' jobs below afsp in two hierarchies; this process's memory cgroup is /node/x */
+    char base[256], self[300], p[700];
+    snprintf(base, sizeof base, "%s", test_tmpdir());
+    test_put(base, "self", "4:memory:/node/x\n2:cpu,cpuacct:/\n1:name=systemd:/\n");
+    snprintf(self, sizeof self, "%s/self", base);
+    mkdirs(base, "memory/node/x/afsp/aaaa0001-1");
+    mkdirs(base, "memory/node/x/afsp/aaaa0001-7");
+    mkdirs(base, "memory/node/x/afsp/bbbb0002-1");
+    mkdirs(base, "cpu/afsp/aaaa0001-1");
+    mkdirs(base, "cpu/afsp/bbbb0002-1");
+    mkdirs(base, "systemd/afsp/aaaa0001-1");
+    CHECK_INT(exec_cgroup_sweep(base, self, "afsp", "aaaa0001-", true), ==, 4);
+    snprintf(p, sizeof p, "%s/memory/node/x/afsp/aaaa0001-7", base);
+    CHECK(access(p, F_OK) < 0);
+    snprintf(p, sizeof p, "%s/memory/node/x/afsp/bbbb0002-1", base);
+    CHECK(access(p, F_OK) == 0); /* another node's job */
+    snprintf(p, sizeof p, "%s/systemd/afsp", base);
+    CHECK(access(p, F_OK) < 0); /* emptied: the parent went too */
+    snprintf(p, sizeof p, "%s/cpu/afsp", base);
+    CHECK(access(p, F_OK) == 0); /* the other node's job is below it */
+    CHECK_INT(exec_cgroup_sweep(base, self, "afsp", "bbbb0002-", true), ==, 2);
+    snprintf(p, sizeof p, "%s/memory/node/x/afsp", base);
+    CHECK(access(p, F_OK) < 0);
+    CHECK_INT(exec_cgroup_sweep(base, self, "afsp", "bbbb0002-", true), ==, 0);
+}
