@@ -59,7 +59,8 @@ const struct command cmd_node_def = {
     "                           --publish), each given to one job until it ends (default\n"
     "                           40000-40999)\n"
     "  --publish-host ADDRESS   where they listen (default 127.0.0.1; 0.0.0.0: everywhere)\n"
-    "  --runtime PROGRAM        the OCI runtime (default runc; crun takes the same options)\n"
+    "  --runtime PROGRAM        the OCI runtime (default runc): one with runc's command line,\n"
+    "                           `run --keep` included (Debian 12's crun lacks it)\n"
     "  --mount-keep SECONDS     an image's mount stays this long after its last job ends,\n"
     "                           for the next job on it (default 60)\n"
     "A node not run as root runs no jobs unless --cpus and --memory are given (and then\n"
@@ -229,6 +230,8 @@ int cmd_node(int argc, char **argv)
     cap.devices = (uint32_t)devices;
     if ((cap.millicpus == 0) != (cap.memory == 0))
         return cmd_usage_error(&cmd_node_def, "--cpus and --memory: both 0 (no jobs) or neither");
+    if (cap.millicpus && (rc = exec_runtime_check(runtime)) < 0)
+        return die("%s", err_msg(rc));
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
     if (sl <= 0)

@@ -243,6 +243,10 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r);
  * Returns 0, -ESRCH (the runtime refused: no such container, or not yet made), or an error
  * starting it. */
 int exec_job_kill(const char *runtime, const char *state, const char *id, int sig);
+/* Whether runtime takes what exec_job_run asks of it (runc's command line: `run --keep`,
+ * `--pid-file`, `kill --all`, `delete --force`): it is run with `run --help`. Returns 0,
+ * AFSP_E_USAGE (it cannot: crun 1.8 has no `run --keep`), or an error starting it. */
+int exec_runtime_check(const char *runtime);
 /* `runtime --root state delete --force id`: its processes killed, its cgroup removed. */
 int exec_job_delete(const char *runtime, const char *state, const char *id);
 /* ---- publish.c: a job's published ports ------------------------------------------------------ */

@@ -160,3 +160,28 @@ int exec_job_delete(const char *runtime, const char *state, const char *id)
 {
     return runtime_call(runtime, state, "delete", "--force", id, NULL);
 }
+
+int exec_runtime_check(const char *runtime)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return err_set(-errno, "cannot check the runtime %s", runtime);
+    char *argv[] = {(char *)runtime, "run", "--help", NULL};
+    int st = 0, rc = spawn_wait(argv, p[1], -1, &st, NULL, NULL);
+    close(p[1]);
+    char help[16384];
+    size_t n = 0;
+    ssize_t k;
+    while (n < sizeof help - 1 && (k = read(p[0], help + n, sizeof help - 1 - n)) > 0)
+        n += (size_t)k;
+    close(p[0]);
+    help[n] = 0;
+    if (rc < 0)
+        return rc;
+    if (!strstr(help, "--keep"))
+        return err_set(AFSP_E_USAGE,
+                       "the runtime %s cannot keep a container after its end (`run --keep`): "
+                       "a job's usage and OOM kills could not be read",
+                       runtime);
+    return 0;
+}

@@ -26,6 +26,9 @@ log "without a node, afsp run says so"
 expect_fail "$AFSP_BIN" --data "$B" run "$IMG" -- true
 assert_contains "$EXPECT_FAIL_OUTPUT" "no node runs on $B"
 
+expect_fail "$AFSP_BIN" --data "$T/R" node --listen 127.0.0.1:0 --cpus 1 --memory 1G --runtime true
+assert_contains "$EXPECT_FAIL_OUTPUT" "cannot keep a container after its end" "a runtime without run --keep"
+
 start_node nodeA "$A" "$pa"
 "$AFSP_BIN" --data "$A" pull "$IMG" >/dev/null
 kill_bg "$REGISTRY_PID"
