@@ -64,7 +64,9 @@ const struct command cmd_node_def = {
     "  --mount-keep SECONDS     an image's mount stays this long after its last job ends,\n"
     "                           for the next job on it (default 60)\n"
     "A node not run as root runs no jobs unless --cpus and --memory are given (and then\n"
-    "its jobs fail unless the runtime can make containers as that user).\n"
+    "its jobs fail unless the runtime can make containers as that user); nor does one\n"
+    "whose runtime is missing, unless one of those, or --runtime, was given: it refuses\n"
+    "to start then.\n"
     "\n"
     "Nodes form a Kademlia DHT over these connections: a node announces the layers and\n"
     "manifests it holds in full, and finds who holds one by its digest, so one --seed is\n"
@@ -139,7 +141,7 @@ int cmd_node(int argc, char **argv)
     uint64_t verify_rate = 0;
     bool idle_given = false;
     struct exec_res cap = {0};
-    bool cpus_given = false, mem_given = false, scratch_given = false;
+    bool cpus_given = false, mem_given = false, scratch_given = false, runtime_given = false;
     const char *runtime = "runc", *devices_env = "CUDA_VISIBLE_DEVICES", *devices_path = NULL;
     unsigned long long devices = 0, keep_s = 60, pub_lo = 40000, pub_hi = 40999;
     const char *publish_host = "127.0.0.1";
@@ -202,6 +204,7 @@ int cmd_node(int argc, char **argv)
             publish_host = v;
         } else if ((v = cmd_value(&it, "--runtime"))) {
             runtime = v;
+            runtime_given = true;
         } else if ((v = cmd_value(&it, "--mount-keep"))) {
             if (cmd_number(v, 86400, &keep_s) < 0)
                 return cmd_usage_error(&cmd_node_def, "bad --mount-keep %s (seconds)", v);
@@ -230,8 +233,13 @@ int cmd_node(int argc, char **argv)
     cap.devices = (uint32_t)devices;
     if ((cap.millicpus == 0) != (cap.memory == 0))
         return cmd_usage_error(&cmd_node_def, "--cpus and --memory: both 0 (no jobs) or neither");
-    if (cap.millicpus && (rc = exec_runtime_check(runtime)) < 0)
-        return die("%s", err_msg(rc));
+    /* the runtime: a node asked for jobs must have one; else without it the node runs none */
+    if (cap.millicpus && (rc = exec_runtime_check(runtime)) < 0) {
+        if (cpus_given || mem_given || runtime_given)
+            return die("%s", err_msg(rc));
+        fprintf(stderr, "afsp: this node runs no jobs: %s\n", err_msg(rc));
+        cap = (struct exec_res){0};
+    }
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
     if (sl <= 0)
