@@ -150,8 +150,10 @@ static void *publish_main(void *arg)
             short eb = (short)(c->connecting ? POLLOUT
                                              : (!c->b_eof && c->nba < BUF ? POLLIN : 0) |
                                                    (c->nab ? POLLOUT : 0));
-            fds[nf++] = (struct pollfd){c->a, ea, 0};
-            fds[nf++] = (struct pollfd){c->b, eb, 0};
+            /* a side with nothing to do is left out (-1): a peer that has closed would
+             * otherwise report POLLHUP at once, every time, while the other side works */
+            fds[nf++] = (struct pollfd){ea ? c->a : -1, ea, 0};
+            fds[nf++] = (struct pollfd){eb ? c->b : -1, eb, 0};
         }
         if (poll(fds, nf, -1) < 0 && errno != EINTR)
             break;
