@@ -274,5 +274,7 @@ int main(int argc, char **argv)
     log_level = g_opts.verbose >= 2 ? LOG_DEBUG : g_opts.verbose ? LOG_INFO : LOG_WARN;
     if (getenv("AFSP_LOG") && !strcmp(getenv("AFSP_LOG"), "debug"))
         log_level = LOG_DEBUG;
+    trace_open(c->name);
+    TRACE("start");
     return c->run(argc - i, argv + i);
 }

@@ -225,6 +225,7 @@ static int serve(struct mount_args *a, int ready_fd)
     if (rc == 0) {
         store_set_fetcher(s, node_fetcher_fetch, nf);
         rc = fs_image_open(s, a->ref, &im);
+        TRACE("image open rc=%d", rc);
     }
     if (rc < 0) {
         die("cannot mount %s: %s", a->ref, err_msg(rc));
@@ -376,8 +377,10 @@ int cmd_mount(int argc, char **argv)
             return die("cannot read --prefetch %s: %s", a.prefetch, strerror(errno));
         a.prefetch = prefetch_abs;
     }
+    TRACE("mount find_image");
     if (check_mountpoint(&a) || find_image(&a, &ii))
         return 1;
+    TRACE("mount image found");
     free(ii.layers);
     if (a.foreground)
         return serve(&a, -1);

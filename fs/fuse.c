@@ -283,12 +283,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->keep_cache = 1;
+    TRACE("open ino=%llu size=%llu", (unsigned long long)ino, (unsigned long long)size);
     fuse_reply_open(req, fi);
 }
 
 static void read_done(void *arg, const struct iovec *iov, int iovcnt, ssize_t rc)
 {
     fuse_req_t req = arg;
+    TRACE("read_done %p rc=%zd", (void *)req, rc);
     if (rc < 0)
         fuse_reply_err(req, (int)-rc);
     else
@@ -315,6 +317,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
      * its requests from several threads, not always in order) */
     bool seq = off > 0 && prev && (uint64_t)off + MAX_REQUEST >= prev &&
                (uint64_t)off <= prev + 2 * (uint64_t)MAX_REQUEST;
+    TRACE("read %p ino=%llu off=%lld size=%zu layer=%u doff=%llu", (void *)req,
+          (unsigned long long)ino, (long long)off, size, layer, (unsigned long long)(doff + off));
     fs_cache_read_async(m->c, layer, doff, fsize, (uint64_t)off, size, seq, read_done, req);
 }
 
@@ -755,6 +759,7 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
     }
     mounted = true;
     raise_readahead(o->mountpoint);
+    TRACE("mount ready");
     if (o->ready_fd >= 0) {
         ssize_t w = write(o->ready_fd, "ok\n", 3);
         (void)w;

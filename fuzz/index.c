@@ -1,6 +1,7 @@
 /*
- * fuzz/index.c - libFuzzer target for index_parse(): a layer index arrives from peers, so it is
- * parsed as hostile input. Whatever parses must serialize back to something that parses and says
+ * fuzz/index.c - libFuzzer target for index_parse() and index_parse_chunks(): a layer index
+ * arrives from peers, so it is parsed as hostile input; what parses whole has the same chunks
+ * parsed alone. Whatever parses must serialize back to something that parses and says
  * the same (index_same, which compares a peer's index with the blob's); a file made setuid says
  * something else; and a reader started at its first checkpoints (inflating their stored windows,
  * over a blob of zeros) must fail cleanly or read, never crash.
@@ -24,9 +25,17 @@ static ssize_t zeros(void *arg, uint64_t off, uint8_t *buf, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct layer_index ix;
-    if (index_parse(data, size, &ix) != 0)
+    struct layer_index ix, cx;
+    int crc = index_parse_chunks(data, size, &cx);
+    if (index_parse(data, size, &ix) != 0) {
+        if (crc == 0)
+            index_release(&cx);
         return 0;
+    }
+    if (crc != 0 || cx.nchunks != ix.nchunks || /* a fetch sees the chunks a reader sees */
+        memcmp(cx.chunks, ix.chunks, ix.nchunks * sizeof *ix.chunks))
+        abort();
+    index_release(&cx);
     struct buf b = {0};
     struct layer_index again;
     if (index_serialize(&ix, &b) == 0) {

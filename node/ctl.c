@@ -47,6 +47,7 @@ static void pending_drop(struct node *n, struct node_ctl *c)
 /* Queues the answer (consumed) to c. */
 void ctl_answer(struct node *n, struct node_ctl *c, json_t *ans)
 {
+    TRACE("ctl_answer %p", (void *)c);
     char *text = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
     json_decref(ans);
     size_t len = text ? strlen(text) : 0;
@@ -297,6 +298,7 @@ void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size
     json_t *req =
         len <= NODE_CTL_MAX_REQUEST ? json_loadb(line, len, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
     const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    TRACE("ctl %p %s", (void *)c, cmd ? cmd : "?");
     int v = 0;
     while (cmd && v < NODE_CTL_NVERBS && strcmp(cmd, verb_names[v]))
         v++;

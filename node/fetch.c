@@ -208,6 +208,7 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
     struct node *n = k->n;
     n->jobs_dirty = true;
     if (js->j->kind != NODE_JOB_CHUNKS) {
+        TRACE("blob_done job=%d rc=%d", (int)js->j->kind, rc);
         js->nreq--;
         n->requesting--;
         if (rc == 0 && js->j->has_src) {
@@ -227,6 +228,8 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         return;
     }
     struct jpeer *jp = jpeer_find(js, k->serial);
+    if (!x->have)
+        TRACE("chunk_done %u rc=%d", x->chunk, rc);
     if (x->have) {
         js->nreq--;
         n->requesting--;
@@ -389,6 +392,9 @@ static int job_request(struct node *n, struct node_job_state *js, struct node_li
 {
     if (p2p_peer_request(k->p, m, max_total, x, now) < 0)
         return -1;
+    if (js->j->kind != NODE_JOB_CHUNKS)
+        TRACE("blob_req job=%d type=%d off=%llu len=%llu", (int)js->j->kind, m->type,
+              (unsigned long long)m->off, (unsigned long long)m->len);
     link_touch(k);
     js->nreq++;
     requesting_inc(n);
@@ -444,6 +450,8 @@ static int chunk_request(struct node *n, struct node_job_state *js, struct node_
         free(x);
         return -1;
     }
+    TRACE("chunk_req %u peer=%llu len=%u%s", i, (unsigned long long)k->serial, clen,
+          twin ? " hedge" : "");
     struct jpeer *jp = jpeer_find(js, k->serial);
     if (jp)
         jp->inflight++;

@@ -162,7 +162,10 @@ int node_fetcher_fetch(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t fir
     me.next = nf->inflight;
     nf->inflight = &me;
     pthread_mutex_unlock(&nf->mu);
+    TRACE("fetch_ask %02x%02x%02x%02x %u-%u", digest[0], digest[1], digest[2], digest[3], first,
+          last);
     int rc = fetch_retrying(nf, digest, first, last);
+    TRACE("fetch_answer %u-%u rc=%d", first, last, rc);
     pthread_mutex_lock(&nf->mu);
     for (struct inflight **pp = &nf->inflight; *pp; pp = &(*pp)->next)
         if (*pp == &me) {

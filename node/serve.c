@@ -432,5 +432,6 @@ void serve_request(struct node_link *k, const struct p2p_msg *m, uint64_t now)
         return;
     }
     bool chunk = m->type == P2P_GET_CHUNK;
+    TRACE("serve type=%d chunk=%u off=%llu", m->type, m->chunk, (unsigned long long)m->off);
     answer(k, m->id, s, total, chunk ? 0 : m->off, chunk ? UINT64_MAX : m->len, chunk);
 }

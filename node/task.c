@@ -121,6 +121,7 @@ static int job_run(struct tasks *ts, struct jwait *w)
     w->next = ts->submitted;
     ts->submitted = w;
     pthread_mutex_unlock(&ts->mu);
+    TRACE("job_submit kind=%d", (int)w->j.kind);
     ts->wake(ts->wake_arg);
     pthread_mutex_lock(&ts->mu);
     while (!w->done)
@@ -295,6 +296,7 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
 {
     struct store_fetch *f;
     int rc = store_fetch_open(ts->s, t->layer, &f);
+    TRACE("fetch_open rc=%d", rc);
     if (rc < 0)
         return rc;
     if (t->first > t->last || t->last >= store_fetch_nchunks(f))
@@ -362,9 +364,11 @@ static void *task_main(void *arg)
                            .peers = &peers,
                            .registry_bytes = &t->registry_bytes,
                            .lazy = t->lazy && t->kind == NODE_TASK_PULL};
+    TRACE("task %p kind=%d", (void *)t, (int)t->kind);
     t->rc = t->kind == NODE_TASK_FETCH    ? fetch_run(ts, t, &po)
             : t->kind == NODE_TASK_VERIFY ? verify_run(ts, t, &po)
                                           : store_pull(ts->s, t->ref, &po, t->digest);
+    TRACE("task_end %p rc=%d", (void *)t, t->rc);
     if (t->rc < 0)
         snprintf(t->msg, sizeof t->msg, "%s", err_msg(t->rc));
     pthread_mutex_lock(&ts->mu);
@@ -404,6 +408,8 @@ void tasks_poll(struct tasks *ts, struct node *n, uint64_t now)
     ts->finished = NULL;
     ts->ifalse = NULL;
     pthread_mutex_unlock(&ts->mu);
+    if (sub)
+        TRACE("tasks_poll");
     while (fl) {
         struct ifalse *f = fl;
         fl = f->next;

@@ -58,7 +58,7 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
 {
     struct store_fetch *f = calloc(1, sizeof *f);
     struct layer_rec r;
-    struct buf ib = {0}, bm = {0};
+    struct buf bm = {0};
     char path[PATH_MAX];
     int rc;
     if (!f)
@@ -66,8 +66,8 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     f->fd = -1;
     f->s = s;
     memcpy(f->digest, digest, DIGEST_LEN);
-    if ((rc = store_layer_get(s, digest, &r)) < 0 || (rc = store_index_bytes(s, digest, &ib)) < 0 ||
-        (rc = index_parse(ib.p, ib.len, &f->ix)) < 0 ||
+    if ((rc = store_layer_get(s, digest, &r)) < 0 ||
+        (rc = store_index_chunks(s, digest, &f->ix)) < 0 ||
         (rc = store_present_get(s, digest, &bm)) < 0)
         goto fail;
     size_t bmlen = (f->ix.nchunks + 7) / 8;
@@ -92,12 +92,10 @@ int store_fetch_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
         rc = err_set(-errno, "cannot open %s", path);
         goto fail;
     }
-    buf_release(&ib);
     buf_release(&bm);
     *out = f;
     return 0;
 fail:
-    buf_release(&ib);
     buf_release(&bm);
     store_fetch_free(f);
     return rc;
@@ -212,9 +210,12 @@ int store_fetch_flush(struct store_fetch *f, uint64_t resv_id)
 {
     if (f->nfresh == 0)
         return 0;
+    TRACE("flush %u chunks", f->nfresh);
     if (fdatasync(f->fd) < 0)
         return err_set(-errno, "cannot sync the layer");
+    TRACE("flush synced");
     int rc = store_chunks_mark(f->s, f->digest, &f->ix, f->fresh, resv_id);
+    TRACE("flush marked");
     if (rc == 0) {
         memset(f->fresh, 0, (f->ix.nchunks + 7) / 8);
         f->nfresh = 0;

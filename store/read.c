@@ -339,6 +339,20 @@ int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], 
     return rc;
 }
 
+int store_index_chunks(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                       struct layer_index *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    int rc = db_read_begin(&s->db, &txn);
+    if (rc < 0)
+        return rc;
+    if ((rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) == 0)
+        rc = index_parse_chunks(v.mv_data, v.mv_size, out); /* in the map: no copy */
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int store_index_built_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN],
                             struct buf *out)
 {

@@ -85,6 +85,11 @@ int evict_until(MDB_txn *txn, struct store *s, const uint8_t (*pin)[DIGEST_LEN],
 
 /* ---- layers.c: partial layers (for fetch.c) ------------------------------------------------ */
 
+/* The chunk table of the layer's stored index (index_parse_chunks, read in place in the map):
+ * what a fetch needs. Returns 0, AFSP_E_NOTFOUND or AFSP_E_FORMAT. */
+int store_index_chunks(struct store *s, const uint8_t digest[static DIGEST_LEN],
+                       struct layer_index *out);
+
 /* Adds a partial layer: its record and index (sent by from, NULL if not known), an empty chunk
  * map, and a sparse blob file of the blob's size that chunks are written into (fetch.c). Counts
  * only the index against the limit; chunks count as store_chunks_mark adds them. Nothing happens

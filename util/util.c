@@ -24,6 +24,32 @@
 #include <unistd.h>
 
 int log_level = LOG_WARN;
+int trace_fd = -1;
+static char trace_who[16];
+
+void trace_open(const char *who)
+{
+    const char *path = getenv("AFSP_TRACE");
+    snprintf(trace_who, sizeof trace_who, "%s", who);
+    if (path && *path && trace_fd < 0)
+        trace_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+void trace_write(const char *fmt, ...)
+{
+    char line[512];
+    uint64_t t = time_mono_ns();
+    int n = snprintf(line, sizeof line, "%" PRIu64 ".%06" PRIu64 " %d %s ", t / 1000000000u,
+                     t % 1000000000u / 1000, (int)getpid(), trace_who);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    va_end(ap);
+    n = (int)strlen(line);
+    line[n++] = '\n';
+    if (write(trace_fd, line, (size_t)n) < 0) /* O_APPEND: one write, lines never interleave */
+        return;
+}
 
 void log_write(int level, const char *fmt, ...)
 {

@@ -76,6 +76,20 @@ void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2,
 #define log_info(...) LOG_AT(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
 
+/* Tracing, for the timeline of a cold start (bench/timeline.py, docs/benchmarks.md): with
+ * AFSP_TRACE=FILE in its environment, every afsp process appends one line per event to FILE:
+ * "SECONDS PID WHO EVENT...", SECONDS on CLOCK_MONOTONIC (one clock for all processes of the
+ * machine). trace_open reads the variable once (the process's start); off, TRACE costs a branch.
+ * A developer's tool: FILE is created 0600, and no event carries a key or a chunk's bytes. */
+extern int trace_fd; /* -1: off */
+void trace_open(const char *who);
+void trace_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define TRACE(...)                                                                                 \
+    do {                                                                                           \
+        if (__builtin_expect(trace_fd >= 0, 0))                                                    \
+            trace_write(__VA_ARGS__);                                                              \
+    } while (0)
+
 /* ---- digests (SHA-256 via OpenSSL libcrypto) -------------------------------------------- */
 #define DIGEST_LEN 32
 #define DIGEST_STR_LEN 71 /* "sha256:" + 64 hex, without the NUL */

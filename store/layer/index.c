@@ -390,11 +390,12 @@ static uint64_t max_out(uint32_t fmt, uint64_t blob_size)
     return blob_size > UINT64_MAX / r ? UINT64_MAX : blob_size * r;
 }
 
-int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+/* The header and the chunk table of an encoding, into ix (its chunks allocated); *stlen and
+ * *wlen: the string table's and the windows' sizes. The whole encoding's size is checked against
+ * the counts, so the sections after the chunks are where the header says. */
+static int parse_head(const uint8_t *p, size_t n, struct layer_index *ix, uint64_t *stlen,
+                      uint64_t *wlen)
 {
-    struct layer_index ix = {0};
-    int rc;
-
     if (n < HDR_SIZE || memcmp(p, IDX_MAGIC, 8))
         return bad("bad header");
     if (get_le32(p + 8) != IDX_VERSION)
@@ -402,59 +403,83 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
     uint32_t fmt = get_le32(p + 12);
     if (fmt > LAYER_ZSTD)
         return bad("unknown format");
-    ix.format = fmt;
-    ix.blob_size = get_le64(p + 16);
-    ix.tar_size = get_le64(p + 24);
-    ix.nchunks = get_le32(p + 32);
-    ix.ncps = get_le32(p + 36);
-    ix.nfiles = get_le32(p + 40);
-    ix.nxattrs = get_le32(p + 44);
-    uint64_t stlen = get_le32(p + 48), wlen = get_le32(p + 52);
-    uint64_t need = HDR_SIZE + (uint64_t)ix.nchunks * CHUNK_REC + (uint64_t)ix.ncps * CP_REC +
-                    (uint64_t)ix.nfiles * FILE_REC + (uint64_t)ix.nxattrs * XATTR_REC + stlen +
-                    wlen;
+    ix->format = fmt;
+    ix->blob_size = get_le64(p + 16);
+    ix->tar_size = get_le64(p + 24);
+    ix->nchunks = get_le32(p + 32);
+    ix->ncps = get_le32(p + 36);
+    ix->nfiles = get_le32(p + 40);
+    ix->nxattrs = get_le32(p + 44);
+    *stlen = get_le32(p + 48);
+    *wlen = get_le32(p + 52);
+    uint64_t need = HDR_SIZE + (uint64_t)ix->nchunks * CHUNK_REC + (uint64_t)ix->ncps * CP_REC +
+                    (uint64_t)ix->nfiles * FILE_REC + (uint64_t)ix->nxattrs * XATTR_REC + *stlen +
+                    *wlen;
     if (need != n || n > INDEX_MAX_BYTES)
         return bad("size does not match its counts");
-    if (ix.nchunks == 0 || ix.ncps == 0 || ix.nfiles > INDEX_MAX_FILES)
+    if (ix->nchunks == 0 || ix->ncps == 0 || ix->nfiles > INDEX_MAX_FILES)
         return bad("bad counts");
-    if (fmt == LAYER_TAR ? ix.tar_size != ix.blob_size : ix.tar_size > max_out(fmt, ix.blob_size))
+    if (fmt == LAYER_TAR ? ix->tar_size != ix->blob_size
+                         : ix->tar_size > max_out(fmt, ix->blob_size))
         return bad("more uncompressed bytes than the blob can hold");
-
+    if (!(ix->chunks = calloc(ix->nchunks, sizeof *ix->chunks)))
+        return -ENOMEM;
+    /* Chunks tile the blob exactly, in order. */
     const uint8_t *q = p + HDR_SIZE;
-    const uint8_t *strtab = q + (size_t)ix.nchunks * CHUNK_REC + (size_t)ix.ncps * CP_REC +
-                            (size_t)ix.nfiles * FILE_REC + (size_t)ix.nxattrs * XATTR_REC;
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < ix->nchunks; i++, q += CHUNK_REC) {
+        struct index_chunk *c = &ix->chunks[i];
+        c->off = get_le64(q);
+        c->len = get_le32(q + 8);
+        memcpy(c->h, q + 12, DIGEST_LEN);
+        if (c->off != pos || c->off % INDEX_CHUNK_ALIGN || c->len > INDEX_CHUNK_MAX ||
+            (c->len == 0 && ix->blob_size != 0) || !in_range(c->off, c->len, ix->blob_size))
+            return bad("chunks do not tile the blob");
+        pos += c->len;
+    }
+    if (pos != ix->blob_size)
+        return bad("chunks do not cover the blob");
+    return 0;
+}
+
+int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    struct layer_index ix = {0};
+    uint64_t stlen, wlen;
+    int rc = parse_head(p, n, &ix, &stlen, &wlen);
+    if (rc < 0) {
+        index_release(&ix);
+        return rc;
+    }
+    ix.ncps = ix.nfiles = ix.nxattrs = 0; /* not parsed: nothing to release or read */
+    *out = ix;
+    return 0;
+}
+
+int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    struct layer_index ix = {0};
+    uint64_t stlen, wlen;
+    int rc;
+
+    if ((rc = parse_head(p, n, &ix, &stlen, &wlen)) < 0)
+        goto fail;
+    const uint8_t *q = p + HDR_SIZE + (size_t)ix.nchunks * CHUNK_REC;
+    const uint8_t *strtab = q + (size_t)ix.ncps * CP_REC + (size_t)ix.nfiles * FILE_REC +
+                            (size_t)ix.nxattrs * XATTR_REC;
     const uint8_t *windows = strtab + stlen;
 
-    ix.chunks = calloc(ix.nchunks, sizeof *ix.chunks);
     ix.cps = calloc(ix.ncps, sizeof *ix.cps);
     ix.files = calloc(ix.nfiles ? ix.nfiles : 1, sizeof *ix.files);
     ix.xattrs = calloc(ix.nxattrs ? ix.nxattrs : 1, sizeof *ix.xattrs);
     ix.files_cap = ix.nfiles;
     ix.xattrs_cap = ix.nxattrs;
-    if (!ix.chunks || !ix.cps || !ix.files || !ix.xattrs) {
+    if (!ix.cps || !ix.files || !ix.xattrs) {
         rc = -ENOMEM;
         goto fail;
     }
     if ((rc = buf_append(&ix.windows, windows, wlen)) < 0)
         goto fail;
-    /* Chunks tile the blob exactly, in order. */
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < ix.nchunks; i++, q += CHUNK_REC) {
-        struct index_chunk *c = &ix.chunks[i];
-        c->off = get_le64(q);
-        c->len = get_le32(q + 8);
-        memcpy(c->h, q + 12, DIGEST_LEN);
-        if (c->off != pos || c->off % INDEX_CHUNK_ALIGN || c->len > INDEX_CHUNK_MAX ||
-            (c->len == 0 && ix.blob_size != 0) || !in_range(c->off, c->len, ix.blob_size)) {
-            rc = bad("chunks do not tile the blob");
-            goto fail;
-        }
-        pos += c->len;
-    }
-    if (pos != ix.blob_size) {
-        rc = bad("chunks do not cover the blob");
-        goto fail;
-    }
     /* Windows are laid out one after another in checkpoint order, as index_serialize writes
      * them: none is shared (one stored window named by many checkpoints would cost 32 KiB of
      * memory each at use), and each has bytes if it has a length. */

@@ -183,3 +183,24 @@ TEST(index_uncompressed_size_is_bounded_by_the_blob)
     CHECK_INT(parse_claiming(&b, LAYER_TAR, blob + 1), ==, AFSP_E_FORMAT);
     buf_release(&b);
 }
+
+/* A fetch parses the chunk table alone: the same chunks as the whole parse, and the same
+ * refusals of a header or a chunk table that is wrong. */
+TEST(index_chunks_alone_are_those_of_the_whole_parse)
+{
+    struct buf b = {0};
+    struct layer_index ix, cx;
+    bomb(&b, 4, false);
+    CHECK_INT(index_parse(b.p, b.len, &ix), ==, 0);
+    CHECK_INT(index_parse_chunks(b.p, b.len, &cx), ==, 0);
+    CHECK_INT(cx.nchunks, ==, ix.nchunks);
+    CHECK_INT(cx.blob_size, ==, ix.blob_size);
+    CHECK(!memcmp(cx.chunks, ix.chunks, ix.nchunks * sizeof *ix.chunks));
+    CHECK_INT(cx.ncps + cx.nfiles + cx.nxattrs, ==, 0);
+    index_release(&cx);
+    CHECK_INT(index_parse_chunks(b.p, b.len - 1, &cx), ==, AFSP_E_FORMAT);
+    put_le32(b.p + 64, get_le32(b.p + 64) + 1); /* the first chunk's length: no tiling */
+    CHECK_INT(index_parse_chunks(b.p, b.len, &cx), ==, AFSP_E_FORMAT);
+    index_release(&ix);
+    buf_release(&b);
+}
