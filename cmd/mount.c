@@ -29,8 +29,9 @@
 
 const struct command cmd_mount_def = {
     "mount", cmd_mount, "show an image as a read-only root filesystem (FUSE)",
-    "[--foreground] [--prefetch FILE] [--preload] [--verified] [--cache-mem N]\n"
-    "       [--node-wait SECONDS] [--platform P] [--insecure-registry HOST]... IMAGE DIR\n"
+    "[--foreground] [--prefetch FILE] [--preload] [--verified] [--no-trace]\n"
+    "       [--cache-mem N] [--node-wait SECONDS] [--platform P]\n"
+    "       [--insecure-registry HOST]... IMAGE DIR\n"
     "\n"
     "Mounts IMAGE on DIR (an existing, empty directory) as a read-only filesystem equal to\n"
     "the image unpacked, and returns once the mount is ready. Only the bytes programs read\n"
@@ -39,6 +40,8 @@ const struct command cmd_mount_def = {
     "  --foreground     stay in front and serve until unmounted or signalled\n"
     "  --prefetch FILE  read the files listed in FILE (one path per line) ahead, in order\n"
     "  --preload        fetch and verify every chunk of the image in the background\n"
+    "  --no-trace       neither fetch ahead what the image's first cold start in the\n"
+    "                   cluster read (its start trace), nor record one\n"
     "  --verified       mount only once every layer is whole and checked against its\n"
     "                   digest (no lazy reads: nothing shown is a peer's word)\n"
     "  --cache-mem N    memory for decompressed data, e.g. 512M (default 256M)\n"
@@ -58,7 +61,7 @@ const struct command cmd_umount_def = {
 
 struct mount_args {
     const char *ref, *dir, *prefetch;
-    bool foreground, preload, verified;
+    bool foreground, preload, verified, no_trace;
     uint64_t cache_mem;
     unsigned long long node_wait_s;
     struct pull_args pa;
@@ -206,6 +209,7 @@ static int serve(struct mount_args *a, int ready_fd)
     struct store *s;
     struct fs_image im = {0};
     struct node_fetcher *nf = NULL;
+    struct node_prefetch *pre = NULL;
     char pidf[PATH_MAX + 64];
     int ret = 1;
 
@@ -251,7 +255,13 @@ static int serve(struct mount_args *a, int ready_fd)
                               .cache = {.mem_bytes = a->cache_mem}};
     if (log_level < LOG_INFO)
         log_level = LOG_INFO;
+    /* the start trace: fetched ahead, or recorded (a mount with no node gets no answer) */
+    if (!a->no_trace && !a->verified &&
+        node_prefetch_start(&pre, nf, s, data_dir(), im.info.manifest_digest, im.layers,
+                            (const uint8_t(*)[DIGEST_LEN])im.info.layers, im.info.nlayers) < 0)
+        log_warn("no start trace: %s", strerror(ENOMEM));
     rc = fs_serve(im.layers, im.info.nlayers, &o);
+    node_prefetch_stop(pre);
     unlink(pidf);
     if (rc < 0)
         die("cannot mount %s on %s: %s", a->ref, a->dir, err_msg(rc));
@@ -344,6 +354,8 @@ int cmd_mount(int argc, char **argv)
             a.preload = true;
         else if (!strcmp(arg, "--verified"))
             a.verified = true;
+        else if (!strcmp(arg, "--no-trace"))
+            a.no_trace = true;
         else if ((v = cmd_value(&it, "--prefetch")))
             a.prefetch = v;
         else if ((v = cmd_value(&it, "--cache-mem"))) {

@@ -183,10 +183,12 @@ void node_task_free(struct node_task *t)
     free(t);
 }
 
-/* {"cmd":"pull", "ref":R, ["platform":P], ["insecure":[H...]], ["lazy":true]} and
- * {"cmd":"fetch", "layer":D, "first":I, "last":J, ["ref":R], ["insecure":[H...]]}. */
-static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetch)
+/* {"cmd":"pull", "ref":R, ["platform":P], ["insecure":[H...]], ["lazy":true]},
+ * {"cmd":"fetch", "layer":D, "first":I, "last":J, ["ref":R], ["insecure":[H...]]} and
+ * {"cmd":"trace", "ref":R@DIGEST}. */
+static void verb_task(struct node *n, struct node_ctl *c, json_t *req, enum node_task_kind kind)
 {
+    bool fetch = kind == NODE_TASK_FETCH;
     const char *ref = json_string_value(json_object_get(req, "ref"));
     const char *platform = json_string_value(json_object_get(req, "platform"));
     const char *layer = json_string_value(json_object_get(req, "layer"));
@@ -198,6 +200,7 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
     }
     struct node_task *t = calloc(1, sizeof *t);
     bool bad = !fetch && !ref;
+    bad |= kind == NODE_TASK_TRACE && !strchr(ref ? ref : "", '@');
     bad |= ins && (!json_is_array(ins) || json_array_size(ins) > NODE_TASK_INSECURE_MAX);
     bad |= fetch && (!layer || !t || digest_parse(layer, t->layer) < 0 || !json_is_integer(first) ||
                      !json_is_integer(last) || json_integer_value(first) < 0 ||
@@ -206,11 +209,14 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
     if (!t || bad) {
         free(t);
         ctl_answer(n, c,
-                   t ? ctl_error("bad %s request", fetch ? "fetch" : "pull")
+                   t ? ctl_error("bad %s request",
+                                 node_ctl_verb_name(kind == NODE_TASK_TRACE ? NODE_CTL_TRACE
+                                                    : fetch                 ? NODE_CTL_FETCH
+                                                                            : NODE_CTL_PULL))
                      : ctl_error("out of memory"));
         return;
     }
-    t->kind = fetch ? NODE_TASK_FETCH : NODE_TASK_PULL;
+    t->kind = kind;
     t->lazy = json_is_true(json_object_get(req, "lazy"));
     t->first = (uint32_t)json_integer_value(first);
     t->last = (uint32_t)json_integer_value(last);
@@ -232,7 +238,7 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, bool fetc
     }
     if (fetch)
         n->st.fetches++;
-    else
+    else if (kind == NODE_TASK_PULL)
         n->st.pulls++;
     p->task = t;
     t->ctl = c;
@@ -264,6 +270,9 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
         else
             log_debug("event=fetch layer=%s chunks=%u-%u from=%s", digest_fmt(t->layer, dg),
                       t->first, t->last, t->via_registry ? "registry" : "peers");
+    } else if (t->kind == NODE_TASK_TRACE) {
+        n->st.traces_fetched += t->rc == 0 && t->fetched;
+        n->st.traces_refused += t->refused;
     } else {
         n->st.pulls_failed += t->rc < 0;
         log_info("event=pull ref=%s lazy=%d result=\"%s\"", t->ref, t->lazy,
@@ -274,6 +283,8 @@ void node_task_done(struct node *n, struct node_task *t, uint64_t now)
                    t->rc < 0 ? ctl_error("%s", t->msg)
                    : t->kind == NODE_TASK_PULL
                        ? json_pack("{s:b, s:s}", "ok", 1, "digest", digest_fmt(t->digest, dg))
+                   : t->kind == NODE_TASK_TRACE
+                       ? json_pack("{s:b, s:b}", "ok", 1, "found", t->found)
                        : json_pack("{s:b}", "ok", 1));
     /* A fetch (a mount's read) that completed its layer announces just that layer; a pull may
      * have completed several, and evicted others: the store is compared. */
@@ -326,8 +337,13 @@ void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size
             verb_providers(n, c, req, now);
             break;
         case NODE_CTL_PULL:
+            verb_task(n, c, req, NODE_TASK_PULL);
+            break;
         case NODE_CTL_FETCH:
-            verb_task(n, c, req, v == NODE_CTL_FETCH);
+            verb_task(n, c, req, NODE_TASK_FETCH);
+            break;
+        case NODE_CTL_TRACE:
+            verb_task(n, c, req, NODE_TASK_TRACE);
             break;
         case NODE_CTL_RUN:
             ctl_run(n, c, req);

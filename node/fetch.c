@@ -216,7 +216,7 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
             job_finish(js, 0);
         } else if (rc == 0) {
             n->st.blobs_fetched++;
-            if (js->j->kind == NODE_JOB_INDEX) /* its sender built it: verify.c */
+            if (js->j->kind == NODE_JOB_INDEX || js->j->kind == NODE_JOB_TRACE) /* verify.c */
                 memcpy(js->j->from, k->peer_id, P2P_ID_LEN);
             job_finish(js, 0);
         } else if (js->j->has_src) {
@@ -777,18 +777,24 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
         src_step(n, js, now);
         return;
     }
-    providers_get(n, j->digest, NODE_PROVIDERS_WANT, false, now);
+    struct pcache *pc = providers_get(n, j->digest, NODE_PROVIDERS_WANT, false, now);
     if (js->nreq)
         return;
     for (struct node_link *k = n->links; k; k = k->next) {
         if (!link_usable(k, now) || tried(js, k))
+            continue;
+        /* a trace only of its providers: most nodes have none, and a cold start must not ask
+         * every link it has */
+        if (j->kind == NODE_JOB_TRACE && !providers_has(pc, k->peer_id))
             continue;
         struct xreq *x = calloc(1, sizeof *x);
         if (!x || job_exclude(js, k) < 0) {
             free(x);
             break;
         }
-        struct p2p_msg m = {.type = j->kind == NODE_JOB_BLOB ? P2P_GET_BLOB : P2P_GET_INDEX,
+        struct p2p_msg m = {.type = j->kind == NODE_JOB_BLOB    ? P2P_GET_BLOB
+                                    : j->kind == NODE_JOB_TRACE ? P2P_GET_TRACE
+                                                                : P2P_GET_INDEX,
                             .len = (uint32_t)(j->max < UINT32_MAX ? j->max : UINT32_MAX)};
         memcpy(m.digest, j->digest, DIGEST_LEN);
         j->out->len = 0;

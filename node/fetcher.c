@@ -2,9 +2,10 @@
  * fetcher.c - a mount's chunks through the node (node.h, node_fetcher_*): the store's fetcher
  * (store_set_fetcher) in a process that reads layers the store holds in part. Reading threads
  * that miss chunks ask the node on the data directory to fetch and store them (verb "fetch"),
- * and read them from the store once it answers. A reader that needs chunks another reader has
- * already asked for waits for that answer (decoder threads often miss the same chunk at once);
- * a node that answers busy is asked again, backing off.
+ * and read them from the store once it answers. A reader that needs chunks another request (a
+ * reader's, or the prefetch's) is fetching waits for that answer and looks again at what it
+ * lacks (decoder threads often miss the same chunk at once), so that no chunk is asked for twice
+ * at once; a node that answers busy is asked again, backing off.
  *
  * Owns: the requests in progress. Must not: read a chunk's bytes (the store does, checked).
  */
@@ -62,6 +63,11 @@ int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref
     pthread_cond_init(&f->cv, NULL);
     *out = f;
     return 0;
+}
+
+const char *node_fetcher_ref(const struct node_fetcher *f)
+{
+    return f->ref;
 }
 
 void node_fetcher_free(struct node_fetcher *f)
@@ -147,17 +153,16 @@ int node_fetcher_fetch(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t fir
     memcpy(me.digest, digest, DIGEST_LEN);
     pthread_mutex_lock(&nf->mu);
     for (f = nf->inflight; f; f = f->next)
-        if (!memcmp(f->digest, digest, DIGEST_LEN) && f->first <= first && last <= f->last)
+        if (!memcmp(f->digest, digest, DIGEST_LEN) && f->first <= last && first <= f->last)
             break;
-    if (f) { /* asked already: its answer is ours (the caller checks what is present) */
+    if (f) { /* some asked already: the caller looks again once that answer is in */
         f->waiters++;
         while (!f->done)
             pthread_cond_wait(&nf->cv, &nf->mu);
-        int rc = f->rc;
         if (--f->waiters == 0)
             pthread_cond_broadcast(&nf->cv);
         pthread_mutex_unlock(&nf->mu);
-        return rc;
+        return 1;
     }
     me.next = nf->inflight;
     nf->inflight = &me;

@@ -119,9 +119,10 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_PARKED_PER_LINK 4 /* ... of one peer */
 #define NODE_PARK_POLL_MS 5    /* how often those downloads are looked at */
 #define NODE_PARK_MAX_MS 2000  /* then it is answered busy (a requester stalls at 5 s) */
-#define NODE_JOB_INFLIGHT_MAX (64u << 20) /* chunk bytes one job asked for and did not get */
-#define NODE_JOB_LINKS_MAX 256            /* links one job spreads its chunks over */
-#define NODE_PEER_CHUNKS 4                /* a job's chunk requests on one peer at once */
+#define NODE_JOB_INFLIGHT_MAX (64u << 20)  /* chunk bytes one job asked for and did not get */
+#define NODE_JOB_LINKS_MAX 256             /* links one job spreads its chunks over */
+#define NODE_PEER_CHUNKS 4                 /* a job's chunk requests on one peer at once */
+#define NODE_TRACE_MAX_BYTES (65536u + 64) /* a start trace from a peer (docs/format.md) */
 /* Chunk answers this node sends at once, for all peers (node_cfg.serve_chunks, at most the
  * MAX); more are answered busy, so that a layer's only holder sends a few chunks whole, which
  * its fetchers then pass on among themselves, rather than every chunk to everyone at once
@@ -174,6 +175,8 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
     X(pulls_failed, "of those, failed")                                                            \
     X(fetches, "a mount's requests for chunks")                                                    \
     X(fetches_failed, "of those, failed")                                                          \
+    X(traces_fetched, "start traces fetched from peers (a cold start's prefetch)")                 \
+    X(traces_refused, "start traces from peers that did not fit their image")                      \
     X(registry_fetches, "of those, answered by the registry (no peer had the chunks)")             \
     X(serving_peak, "the most answers in production at once")                                      \
     X(requests_peak, "the most requests of this node waiting for answers at once")                 \
@@ -228,6 +231,7 @@ struct node_held {
     uint8_t digest[DIGEST_LEN];
     bool complete; /* a layer whose whole blob was checked against its digest, or a manifest */
     bool manifest; /* an image manifest (else a layer, complete or partial) */
+    bool trace;    /* a start trace, digest its key (complete) */
 };
 
 struct node_store_usage {
@@ -241,6 +245,9 @@ struct node_store_ops {
     /* A layer's encoded index (docs/format.md), appended to out: only of a layer whose index the
      * store built from the whole blob (AFSP_E_NOTFOUND for a peer's index). */
     int (*index)(void *arg, const uint8_t digest[static DIGEST_LEN], struct buf *out);
+    /* The start trace kept under key (store_trace_key), appended to out (AFSP_E_NOTFOUND: none);
+     * NULL: the store keeps none. */
+    int (*trace)(void *arg, const uint8_t key[static DIGEST_LEN], struct buf *out);
     /* What the store holds: layers (whole or partial) and manifests, a malloc'd array the caller
      * frees. The node calls it rarely (store_lists counts the calls). */
     int (*held)(void *arg, struct node_held **out, size_t *n);
@@ -305,7 +312,8 @@ enum node_job_kind {
     NODE_JOB_INDEX,
     NODE_JOB_CHUNKS,
     NODE_JOB_CLAIM,
-    NODE_JOB_CLAIM_END
+    NODE_JOB_CLAIM_END,
+    NODE_JOB_TRACE /* a start trace (digest: its key) from a peer that provides it, max bytes */
 };
 
 struct node_job {
@@ -349,7 +357,9 @@ struct node_job {
 /* VERIFY: the node's own, not a client's: completes the partial layers of the image a mount
  * read lazily (a pull of ref, not lazy), chunks from peers paced at rate, so that each layer's
  * index is built from its blob and a peer's false index is found (verify.c). */
-enum node_task_kind { NODE_TASK_PULL, NODE_TASK_FETCH, NODE_TASK_VERIFY };
+/* TRACE: the start trace of the image ref names by digest, kept or fetched from a provider of
+ * its key and checked against the image before it is kept (docs/format.md). */
+enum node_task_kind { NODE_TASK_PULL, NODE_TASK_FETCH, NODE_TASK_VERIFY, NODE_TASK_TRACE };
 
 #define NODE_TASK_INSECURE_MAX 32
 struct node_task {
@@ -370,6 +380,8 @@ struct node_task {
     bool completed;             /* FETCH, VERIFY: the layer has every chunk now */
     uint64_t registry_bytes;    /* body bytes registries sent for it */
     bool via_registry;          /* FETCH: the registry answered */
+    bool found;                 /* TRACE: the store has the image's trace now */
+    bool fetched, refused;      /* TRACE: it came from a peer now; a peer's did not fit the image */
     /* the core's */
     struct node_ctl *ctl;
     struct node_task *next;
@@ -605,6 +617,8 @@ void node_index_judged(struct node *n, const uint8_t layer[static DIGEST_LEN], c
     X(PULL, "pull", "ref, platform?, insecure?, lazy?", "digest: the image, pulled")               \
     X(FETCH, "fetch", "layer, first, last, ref?, insecure?",                                       \
       "chunks first..last of a layer held in part, stored before the answer")                      \
+    X(TRACE, "trace", "ref (by digest)",                                                           \
+      "found: the image's start trace is in the store (kept, or fetched from a peer now)")         \
     X(RUN, "run",                                                                                  \
       "image, args, cpus (millicpus), memory, scratch, devices?, env?, workdir?, user?, name?, "   \
       "volumes?, net?, queue?, platform?, insecure?",                                              \
@@ -658,5 +672,27 @@ int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref
 void node_fetcher_free(struct node_fetcher *f);
 /* The store_fetcher_fn, with f as its arg. */
 int node_fetcher_fetch(void *f, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last);
+/* The image the fetcher fetches for (by digest), as given to node_fetcher_new. */
+const char *node_fetcher_ref(const struct node_fetcher *f);
+
+/* ---- a mount's start trace (prefetch.c) ---------------------------------------------------
+ * Started once the image's layers are open (layers, digests: nlayers, bottom first; borrowed
+ * until stop): asks the node for the image's start trace; with one, NODE_PREFETCH_WORKERS
+ * threads fetch its chunks in order through nf (runs of at most NODE_PREFETCH_RUN consecutive
+ * chunks a request); without one, records the chunks reads use (store_set_chunk_watch: the
+ * store's one watch is the prefetch's) for NODE_TRACE_WINDOW_MS, or until stopped, and keeps the
+ * trace in the store for the node to announce. Stop (after the last read): joins its threads,
+ * keeps what was recorded. */
+#define NODE_TRACE_WINDOW_MS 10000
+#define NODE_PREFETCH_WORKERS 4
+#define NODE_PREFETCH_RUN 4
+struct store;
+struct store_layer;
+struct node_prefetch;
+int node_prefetch_start(struct node_prefetch **out, struct node_fetcher *nf, struct store *s,
+                        const char *dir, const uint8_t manifest[DIGEST_LEN],
+                        struct store_layer **layers, const uint8_t (*digests)[DIGEST_LEN],
+                        size_t nlayers);
+void node_prefetch_stop(struct node_prefetch *p);
 
 #endif

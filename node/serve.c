@@ -267,6 +267,11 @@ static int serve_source(struct node_link *k, const struct p2p_msg *m, struct src
         *total = s->mem.len;
         return rc;
     }
+    case P2P_GET_TRACE: {
+        int rc = so->trace ? so->trace(n->sa, m->digest, &s->mem) : AFSP_E_NOTFOUND;
+        *total = s->mem.len;
+        return rc;
+    }
     case P2P_GET_CHUNK:
         if ((s->sl = layer_get(n, m->digest, now, &why)) && !servable(n, s->sl, m->chunk))
             so->layer_refresh(s->sl->l); /* a partial layer: the chunk may have come */

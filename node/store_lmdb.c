@@ -22,19 +22,26 @@ static int index_bytes(void *arg, const uint8_t digest[static DIGEST_LEN], struc
     return store_index_built_bytes(arg, digest, out);
 }
 
+static int trace(void *arg, const uint8_t key[static DIGEST_LEN], struct buf *out)
+{
+    return store_trace_get(arg, key, out);
+}
+
 static int held(void *arg, struct node_held **out, size_t *n)
 {
     struct layer_info *ls = NULL;
     struct image_info *is = NULL;
-    size_t nl = 0, ni = 0;
+    uint8_t(*ts)[DIGEST_LEN] = NULL;
+    size_t nl = 0, ni = 0, nt = 0;
     int rc = store_layers_list(arg, &ls, &nl);
-    if (rc == 0 && (rc = store_images_list(arg, &is, &ni)) < 0) {
+    if (rc == 0 && (rc = store_images_list(arg, &is, &ni)) == 0 &&
+        (rc = store_traces_list(arg, &ts, &nt)) < 0)
+        store_images_free(is, ni);
+    if (rc < 0) {
         free(ls);
         return rc;
     }
-    if (rc < 0)
-        return rc;
-    struct node_held *h = calloc(nl + ni + 1, sizeof *h);
+    struct node_held *h = calloc(nl + ni + nt + 1, sizeof *h);
     if (h) {
         for (size_t i = 0; i < nl; i++) {
             memcpy(h[i].digest, ls[i].digest, DIGEST_LEN);
@@ -44,13 +51,18 @@ static int held(void *arg, struct node_held **out, size_t *n)
             memcpy(h[nl + i].digest, is[i].manifest_digest, DIGEST_LEN);
             h[nl + i].complete = h[nl + i].manifest = true;
         }
+        for (size_t i = 0; i < nt; i++) {
+            memcpy(h[nl + ni + i].digest, ts[i], DIGEST_LEN);
+            h[nl + ni + i].complete = h[nl + ni + i].trace = true;
+        }
     }
     free(ls);
+    free(ts);
     store_images_free(is, ni);
     if (!h)
         return -ENOMEM;
     *out = h;
-    *n = nl + ni;
+    *n = nl + ni + nt;
     return 0;
 }
 
@@ -175,6 +187,7 @@ static int dl_read(void *dl, uint64_t off, uint8_t *buf, size_t n)
 const struct node_store_ops node_store_lmdb = {
     .blob = blob,
     .index = index_bytes,
+    .trace = trace,
     .held = held,
     .usage = usage,
     .layer_open = layer_open,

@@ -169,6 +169,8 @@ static int chunks_from_peers(struct tasks *ts, struct store_fetch *f, uint32_t f
 }
 
 _Static_assert(sizeof(struct dht_contact) <= sizeof(struct pull_src), "a pull_src holds a contact");
+_Static_assert(NODE_TRACE_MAX_BYTES >= 8 + DIGEST_LEN + 4 + 8 * STORE_TRACE_MAX,
+               "the largest start trace is taken");
 
 /* owner: the task's token (its claims are its own, node/claim.c) */
 static int peers_claim(void *arg, uint64_t owner, const uint8_t digest[DIGEST_LEN], uint64_t size,
@@ -313,6 +315,43 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
     return rc < 0 ? rc : frc;
 }
 
+/* The start trace of the image t->ref names (by digest): kept here, else from a provider of its
+ * key, kept only if it fits the image (every entry a chunk of one of its layers). A cluster that
+ * has none is no error: found stays false. */
+static int trace_run(struct tasks *ts, struct node_task *t)
+{
+    struct image_info ii;
+    uint8_t key[DIGEST_LEN];
+    char dg[DIGEST_STR_LEN + 1];
+    struct buf b = {0};
+    int rc = store_image_find(ts->s, t->ref, &ii);
+    if (rc < 0)
+        return rc;
+    store_trace_key(ii.manifest_digest, key);
+    if ((rc = store_trace_get(ts->s, key, &b)) == 0) {
+        t->found = true;
+    } else if (rc == AFSP_E_NOTFOUND) {
+        struct jwait w = {.j = {.kind = NODE_JOB_TRACE, .max = NODE_TRACE_MAX_BYTES, .out = &b}};
+        memcpy(w.j.digest, key, DIGEST_LEN);
+        b.len = 0;
+        rc = job_run(ts, &w);
+        if (rc == 0 && store_trace_fits(ts->s, b.p, b.len, ii.manifest_digest,
+                                        (const uint8_t(*)[DIGEST_LEN])ii.layers, ii.nlayers) < 0) {
+            log_warn("event=trace_refused image=%s from=%s reason=\"%s\"", t->ref,
+                     digest_fmt(w.j.from, dg), err_msg(AFSP_E_FORMAT));
+            t->refused = true;
+        } else if (rc == 0 && (rc = store_trace_put(ts->s, b.p, b.len)) >= 0) {
+            t->found = true;
+            t->fetched = rc == 0;
+        }
+        if (rc == AFSP_E_NOTFOUND || t->refused)
+            rc = 0; /* none in the cluster (or none that fits): the mount records one */
+    }
+    buf_release(&b);
+    free(ii.layers);
+    return rc < 0 ? rc : 0;
+}
+
 /* A verification: the image's partial layers completed (a pull, not lazy; chunks from peers
  * paced), so that each gets the index its blob gives; a false one is reported by the store
  * (on_index_judged). The image is the manifest that was read: t->ref pinned to t->digest (a
@@ -367,6 +406,7 @@ static void *task_main(void *arg)
     TRACE("task %p kind=%d", (void *)t, (int)t->kind);
     t->rc = t->kind == NODE_TASK_FETCH    ? fetch_run(ts, t, &po)
             : t->kind == NODE_TASK_VERIFY ? verify_run(ts, t, &po)
+            : t->kind == NODE_TASK_TRACE  ? trace_run(ts, t)
                                           : store_pull(ts->s, t->ref, &po, t->digest);
     TRACE("task_end %p rc=%d", (void *)t, t->rc);
     if (t->rc < 0)

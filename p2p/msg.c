@@ -20,6 +20,7 @@ static long fixed_body(enum p2p_msg_type t)
     switch (t) {
     case P2P_GET_BLOB:
     case P2P_GET_INDEX:
+    case P2P_GET_TRACE:
         return DIGEST_LEN + 8 + 4;
     case P2P_GET_CHUNK:
     case P2P_GOT:
@@ -39,7 +40,7 @@ static long fixed_body(enum p2p_msg_type t)
 
 static bool known_type(unsigned t)
 {
-    return (t >= P2P_GET_BLOB && t <= P2P_GOT) || (t >= P2P_DATA && t <= P2P_ERROR);
+    return (t >= P2P_GET_BLOB && t <= P2P_GET_TRACE) || (t >= P2P_DATA && t <= P2P_ERROR);
 }
 
 static size_t bitmap_len(uint32_t nbits)
@@ -66,6 +67,7 @@ int p2p_msg_parse(const uint8_t *p, size_t n, struct p2p_msg *m)
     switch (m->type) {
     case P2P_GET_BLOB:
     case P2P_GET_INDEX:
+    case P2P_GET_TRACE:
         memcpy(m->digest, b, DIGEST_LEN);
         m->off = get_le64(b + DIGEST_LEN);
         m->len = get_le32(b + DIGEST_LEN + 8);
@@ -153,6 +155,7 @@ int p2p_msg_encode(const struct p2p_msg *m, uint8_t *out, size_t cap, size_t *le
     switch (m->type) {
     case P2P_GET_BLOB:
     case P2P_GET_INDEX:
+    case P2P_GET_TRACE:
         memcpy(b, m->digest, DIGEST_LEN);
         put_le64(b + DIGEST_LEN, m->off);
         put_le32(b + DIGEST_LEN + 8, m->len);

@@ -136,6 +136,7 @@ enum p2p_msg_type {
     P2P_HELLO = 0x06,      /* port (id 0): where the sender listens for peers, 0 for nowhere */
     P2P_DHT = 0x07,        /* bytes (id 0): a DHT message (dht/), opaque here */
     P2P_GOT = 0x08,        /* digest, chunk (id 0): the sender holds that chunk of the layer now */
+    P2P_GET_TRACE = 0x09,  /* digest (a start trace's key), off, len: bytes of the trace */
     P2P_DATA = 0x81,       /* total, off, bytes: a piece of the answer; P2P_LAST on the last */
     P2P_HAVE_REPLY = 0x82, /* nchunks, bitmap (bit i of byte i/8: chunk i present) */
     P2P_ERROR = 0x83,      /* code: the request ends without (more) data */

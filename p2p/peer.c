@@ -173,8 +173,9 @@ int p2p_peer_request(struct p2p_peer *p, const struct p2p_msg *m, uint64_t max_t
 {
     if (p->err)
         return p->err;
-    if (!p2p_conn_established(p->conn) || (m->type != P2P_GET_BLOB && m->type != P2P_GET_INDEX &&
-                                           m->type != P2P_GET_CHUNK && m->type != P2P_HAVE))
+    if (!p2p_conn_established(p->conn) ||
+        (m->type != P2P_GET_BLOB && m->type != P2P_GET_INDEX && m->type != P2P_GET_TRACE &&
+         m->type != P2P_GET_CHUNK && m->type != P2P_HAVE))
         return AFSP_E_USAGE;
     if (p->nreqs >= p->window)
         return -EAGAIN;
@@ -449,6 +450,7 @@ static int on_frame(struct p2p_peer *p, const uint8_t *b, size_t n)
     switch (m.type) {
     case P2P_GET_BLOB:
     case P2P_GET_INDEX:
+    case P2P_GET_TRACE:
     case P2P_GET_CHUNK:
     case P2P_HAVE:
         return on_request(p, &m);

@@ -18,9 +18,9 @@
 #define DB_MAP_SIZE (256ull << 30)
 
 static const char *const table_names[DB_NTABLES] = {
-    [DB_LAYERS] = "layers", [DB_INDEX] = "index",   [DB_PRESENT] = "present",
-    [DB_LRU] = "lru",       [DB_IMAGES] = "images", [DB_BLOBS] = "blobs",
-    [DB_META] = "meta",     [DB_RESV] = "resv",     [DB_PINS] = "pins",
+    [DB_LAYERS] = "layers", [DB_INDEX] = "index",   [DB_PRESENT] = "present", [DB_LRU] = "lru",
+    [DB_IMAGES] = "images", [DB_BLOBS] = "blobs",   [DB_META] = "meta",       [DB_RESV] = "resv",
+    [DB_PINS] = "pins",     [DB_TRACES] = "traces",
 };
 
 int db_err(int mdb_rc)

@@ -18,6 +18,7 @@ enum db_table {
     DB_META,    /* name -> value: "used" (be64) */
     DB_RESV,    /* reservation id -> struct resv (encoded) */
     DB_PINS,    /* layer digest || be64 pid -> be64 process start time (a mount uses it) */
+    DB_TRACES,  /* start trace key -> start trace (trace.c) */
     DB_NTABLES
 };
 

@@ -97,7 +97,8 @@ static int chunk_verify(struct store_layer *l, uint32_t i)
                       rc == AFSP_E_DIGEST ? "does not match its hash in the index" : err_str(rc));
         return err_set(rc, "chunk %u of layer %s", i, dg);
     }
-    bit_set(l->verified, i);
+    if (!bit_set(l->verified, i) && l->s->chunk_watch)
+        l->s->chunk_watch(l->s->chunk_watch_arg, l->digest, i);
     return 0;
 }
 
@@ -105,6 +106,12 @@ void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg)
 {
     s->fetcher = fn;
     s->fetcher_arg = arg;
+}
+
+void store_set_chunk_watch(struct store *s, store_chunk_watch_fn fn, void *arg)
+{
+    s->chunk_watch = fn;
+    s->chunk_watch_arg = arg;
 }
 
 void store_set_index_watch(struct store *s, store_index_judged_fn fn, void *arg)
@@ -184,28 +191,48 @@ int store_layer_refresh(struct store_layer *l)
     return rc;
 }
 
-/* Makes chunks [first, last] present: those missing are asked of the fetcher (the node), which
- * returns once it has stored them. */
+/* The first and last chunk of [first, last] the handle's map lacks; false if none. */
+static bool missing(struct store_layer *l, uint32_t first, uint32_t last, uint32_t *a, uint32_t *b)
+{
+    *a = first;
+    while (*a <= last && bit_get(l->present, *a))
+        (*a)++;
+    if (*a > last)
+        return false;
+    *b = last;
+    while (*b > *a && bit_get(l->present, *b))
+        (*b)--;
+    return true;
+}
+
+/* Makes chunks [first, last] present: the store is looked at again (another process, such as
+ * the node's prefetch for this mount, may have stored them), and those still missing are asked
+ * of the fetcher (the node), which returns once it has stored them, or once another request
+ * for some of them has ended (then what is missing is looked at again). */
 static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
 {
-    uint32_t a = first;
-    while (a <= last && bit_get(l->present, a))
-        a++;
+    uint32_t a, b;
     int rc = store_layer_check(l);
-    if (rc < 0 || a > last)
+    if (rc < 0 || !missing(l, first, last, &a, &b))
         return rc;
-    uint32_t b = last;
-    while (b > a && bit_get(l->present, b))
-        b--;
+    if ((rc = store_layer_refresh(l)) < 0 || !missing(l, first, last, &a, &b))
+        return rc;
     if (!l->s->fetcher)
         return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", a);
-    rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b);
-    if (rc == 0)
-        rc = store_layer_refresh(l);
-    for (uint32_t i = a; rc == 0 && i <= b; i++)
-        if (!bit_get(l->present, i))
-            rc = err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
-    return rc;
+    /* each wait on another request ends with one of its chunks present or that request failed:
+     * a bounded number of rounds */
+    for (uint32_t round = 0; round <= last - first + 1; round++) {
+        if ((rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b)) < 0)
+            return rc;
+        bool waited = rc == 1;
+        if ((rc = store_layer_refresh(l)) < 0)
+            return rc;
+        if (!missing(l, first, last, &a, &b))
+            return 0;
+        if (!waited)
+            break;
+    }
+    return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", a);
 }
 
 /* The codec's source: compressed bytes from the blob file, only from chunks that are present

@@ -226,10 +226,15 @@ ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t 
  * fails) the read fails with AFSP_E_NOTFOUND or the fetcher's code. */
 
 /* Gets chunks [first, last] of layer digest into the store (the node does, for a mount), and
- * returns once they are marked present; called by reading threads, concurrently. */
+ * returns once they are marked present (0), or once another request for some of them has ended
+ * (1: the reader looks again at what is missing); called by reading threads, concurrently. */
 typedef int (*store_fetcher_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
                                 uint32_t last);
 void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);
+/* Told the first time a handle of layer digest uses chunk i (checked, for a read), from the
+ * reading thread: in the order reads needed them (a mount records its start trace). */
+typedef void (*store_chunk_watch_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t i);
+void store_set_chunk_watch(struct store *s, store_chunk_watch_fn fn, void *arg);
 
 /* A peer's index judged: layer digest, completed (by its chunks or a whole download), had its
  * index built again from the blob, which the digest proves: blob_ix (the new index's SHA-256),
@@ -251,6 +256,37 @@ uint32_t store_layer_nspans(const struct store_layer *l);
 void store_layer_span(const struct store_layer *l, uint32_t k, uint64_t *start, uint64_t *end);
 /* The span holding uncompressed byte off (the last one if off is past the end). */
 uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off);
+
+/* ---- start traces (trace.c, docs/format.md) ------------------------------------------------
+ * The chunks an image's first cold start read, in order: entry (layer, chunk) names chunk
+ * `chunk` of the manifest's layer number `layer`. At most STORE_TRACE_MAX entries, none twice. */
+#define STORE_TRACE_MAX 8192
+struct store_trace_ent {
+    uint32_t layer, chunk;
+};
+/* The key a trace is kept and found under: SHA-256 of a tag and the manifest digest. */
+void store_trace_key(const uint8_t manifest[static DIGEST_LEN], uint8_t key[static DIGEST_LEN]);
+/* Appends the encoding of the first STORE_TRACE_MAX entries of e to out. */
+int store_trace_encode(const uint8_t manifest[static DIGEST_LEN], const struct store_trace_ent *e,
+                       size_t n, struct buf *out);
+/* Decodes and bounds an encoding (from a peer: hostile): its manifest digest and entries (*out,
+ * freed by the caller). Whether each entry names a chunk the image has is the reader's check.
+ * Returns 0, AFSP_E_FORMAT or -ENOMEM. */
+int store_trace_decode(const uint8_t *p, size_t len, uint8_t manifest[static DIGEST_LEN],
+                       struct store_trace_ent **out, size_t *n);
+/* Whether an encoded trace (a peer's) is one of this image (manifest, layers: the manifest's
+ * layers in order, each held in the store): each entry names a chunk the layer has. Returns 0,
+ * AFSP_E_FORMAT (it does not fit) or another error. */
+int store_trace_fits(struct store *s, const uint8_t *p, size_t len,
+                     const uint8_t manifest[static DIGEST_LEN], const uint8_t (*layers)[DIGEST_LEN],
+                     size_t nlayers);
+/* Keeps an encoded trace under its manifest's key unless one is kept there already. Returns 0
+ * (kept), 1 (there was one: it stays), AFSP_E_FORMAT or another error. */
+int store_trace_put(struct store *s, const uint8_t *p, size_t len);
+/* Appends the trace kept under key to out; AFSP_E_NOTFOUND if none. */
+int store_trace_get(struct store *s, const uint8_t key[static DIGEST_LEN], struct buf *out);
+/* The keys of the traces kept (*keys freed by the caller). */
+int store_traces_list(struct store *s, uint8_t (**keys)[DIGEST_LEN], size_t *n);
 
 /* Appends a small blob (a manifest or config, kept once verified) to out; AFSP_E_NOTFOUND if
  * absent. */

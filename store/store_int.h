@@ -36,6 +36,8 @@ struct store {
     void *evict_arg;
     store_fetcher_fn fetcher;
     void *fetcher_arg;
+    store_chunk_watch_fn chunk_watch;
+    void *chunk_watch_arg;
     store_index_judged_fn index_judged;
     void *index_judged_arg;
     pthread_mutex_t dl_mu; /* downloads.c */
