@@ -135,7 +135,8 @@ assert_eq "$want" "$(cat "$T/r2.out")" "checksum of the 256 MB file read through
 
 log "N4 pulls the image (N1 and N4 provide it); N1 stops (SIGSTOP) halfway through N2's read"
 "$AFSP_BIN" --data "${D[4]}" pull "$ref" >/dev/null
-wait_until 20 eval '(($(dht "${D[4]}" providing) == 2))'
+# the layer, the manifest, and the image's start trace (its mount above recorded or fetched it)
+wait_until 20 eval '(($(dht "${D[4]}" providing) == 3))'
 M2=$T/mnt2
 mount_image "${D[2]}" "$ref" "$M2"
 served1=$(counter "${D[1]}" chunks_served)

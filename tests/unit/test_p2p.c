@@ -672,7 +672,7 @@ TEST(p2p_messages)
     CHECK(p2p_msg_encode(&bad, buf, sizeof buf, &n) != 0);
     CHECK(p2p_msg_encode(&d, buf, 10, &n) == AFSP_E_USAGE); /* no room */
     for (unsigned t = 0; t < 256; t++) {                    /* only the known types */
-        bool known = (t >= 1 && t <= 8) || (t >= 0x81 && t <= 0x83);
+        bool known = (t >= 1 && t <= 9) || (t >= 0x81 && t <= 0x83);
         memset(buf, 0, 64);
         buf[0] = (uint8_t)t;
         if (!known)
