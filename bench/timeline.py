@@ -105,7 +105,8 @@ def main():
             net.setdefault(e[4].split()[0], []).append(e[0])
         elif e[3] == "chunk_done" and net.get(e[4].split()[0]):
             rtt.append(e[0] - net[e[4].split()[0]].pop(0))
-    seg = {"ctl": [], "task start": [], "to request": [], "sync": [], "mark": [], "answer": []}
+    seg = {"task start": [], "to request": [], "sync": [], "mark": [],
+           "flush to answer": []}
     cur = {}
     for e in ev:
         k = e[3]
@@ -125,7 +126,7 @@ def main():
         elif k == "flush" and "chunks" in e[4]:
             cur["flush"] = e[0]
         elif k == "ctl_answer" and "task" in cur:
-            seg["answer"].append(e[0] - cur.get("flush", e[0]))
+            seg["flush to answer"].append(e[0] - cur.get("flush", e[0]))
             cur = {}
     print()
     print("chunk fetches: %d asks of the mount (%d chunk requests to peers), %s ms with one or "

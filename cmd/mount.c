@@ -257,9 +257,10 @@ static int serve(struct mount_args *a, int ready_fd)
         log_level = LOG_INFO;
     /* the start trace: fetched ahead, or recorded (a mount with no node gets no answer) */
     if (!a->no_trace && !a->verified &&
-        node_prefetch_start(&pre, nf, s, data_dir(), im.info.manifest_digest, im.layers,
-                            (const uint8_t(*)[DIGEST_LEN])im.info.layers, im.info.nlayers) < 0)
-        log_warn("no start trace: %s", strerror(ENOMEM));
+        (rc = node_prefetch_start(&pre, nf, s, data_dir(), im.info.manifest_digest, im.layers,
+                                  (const uint8_t(*)[DIGEST_LEN])im.info.layers, im.info.nlayers)) <
+            0)
+        log_warn("no start trace: %s", err_str(rc));
     rc = fs_serve(im.layers, im.info.nlayers, &o);
     node_prefetch_stop(pre);
     unlink(pidf);

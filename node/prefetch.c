@@ -32,6 +32,7 @@ struct node_prefetch {
     uint8_t (*digests)[DIGEST_LEN];
     size_t nlayers;
     pthread_t th;
+    bool started; /* th runs */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
@@ -158,21 +159,11 @@ static void *prefetch_main(void *arg)
     pthread_mutex_lock(&p->mu);
     if (!answered) /* no node, or it could not say: nothing to record for */
         p->recording = false;
-    while (p->recording && !p->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-        if (now >= p->until_ns)
-            break;
-        uint64_t left = p->until_ns - now;
-        ts.tv_sec += (time_t)(left / 1000000000u);
-        ts.tv_nsec += (long)(left % 1000000000u);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-    }
+    /* until the window ends (cv's clock is CLOCK_MONOTONIC, time_mono_ns's) or stop */
+    struct timespec until = {(time_t)(p->until_ns / 1000000000u),
+                             (long)(p->until_ns % 1000000000u)};
+    while (p->recording && !p->stop && time_mono_ns() < p->until_ns)
+        pthread_cond_timedwait(&p->cv, &p->mu, &until);
     bool save = p->recording && p->nrec > 0;
     p->recording = false;
     pthread_mutex_unlock(&p->mu);
@@ -211,10 +202,10 @@ int node_prefetch_start(struct node_prefetch **out, struct node_fetcher *nf, str
     pthread_condattr_destroy(&ca);
     store_set_chunk_watch(s, on_chunk, p);
     if (pthread_create(&p->th, NULL, prefetch_main, p)) {
-        store_set_chunk_watch(s, NULL, NULL);
         node_prefetch_stop(p);
         return -EAGAIN;
     }
+    p->started = true;
     *out = p;
     return 0;
 }
@@ -227,7 +218,7 @@ void node_prefetch_stop(struct node_prefetch *p)
     p->stop = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    if (p->th)
+    if (p->started)
         pthread_join(p->th, NULL);
     store_set_chunk_watch(p->s, NULL, NULL);
     pthread_mutex_destroy(&p->mu);

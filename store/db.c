@@ -143,6 +143,19 @@ int db_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, MDB_val *val
     return db_err(mdb_get(txn, dbi, &k, val));
 }
 
+int db_copy(struct db *db, MDB_dbi dbi, const void *key, size_t klen, struct buf *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    int rc = db_read_begin(db, &txn);
+    if (rc < 0)
+        return rc;
+    if ((rc = db_get(txn, dbi, key, klen, &v)) == 0)
+        rc = buf_append(out, v.mv_data, v.mv_size);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int db_put(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, const void *val, size_t vlen)
 {
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};

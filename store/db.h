@@ -8,6 +8,8 @@
 #include <lmdb.h>
 #include <stdint.h>
 
+#include "../util/util.h"
+
 enum db_table {
     DB_LAYERS,  /* layer digest -> struct layer_rec (encoded) */
     DB_INDEX,   /* layer digest -> serialized layer index */
@@ -58,5 +60,8 @@ int db_write(struct db *db, db_write_fn fn, void *arg);
 int db_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, MDB_val *val);
 int db_put(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, const void *val, size_t vlen);
 int db_del(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen);
+/* In a read transaction of its own: appends the value of key in dbi to out. Returns 0,
+ * AFSP_E_NOTFOUND or another code. */
+int db_copy(struct db *db, MDB_dbi dbi, const void *key, size_t klen, struct buf *out);
 
 #endif

@@ -40,16 +40,7 @@ int store_small_put(struct store *s, const uint8_t digest[static DIGEST_LEN], co
 
 int store_small_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out)
 {
-    MDB_txn *txn;
-    MDB_val v;
-    int rc = db_read_begin(&s->db, &txn);
-    if (rc < 0)
-        return rc;
-    rc = db_get(txn, s->db.dbi[DB_BLOBS], digest, DIGEST_LEN, &v);
-    if (rc == 0)
-        rc = buf_append(out, v.mv_data, v.mv_size);
-    mdb_txn_abort(txn);
-    return rc;
+    return db_copy(&s->db, s->db.dbi[DB_BLOBS], digest, DIGEST_LEN, out);
 }
 
 int store_image_put(struct store *s, const char *ref, const char *json)

@@ -355,15 +355,7 @@ uint32_t store_layer_span_at(const struct store_layer *l, uint64_t off)
 
 int store_index_bytes(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out)
 {
-    MDB_txn *txn;
-    MDB_val v;
-    int rc = db_read_begin(&s->db, &txn);
-    if (rc < 0)
-        return rc;
-    if ((rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) == 0)
-        rc = buf_append(out, v.mv_data, v.mv_size);
-    mdb_txn_abort(txn);
-    return rc;
+    return db_copy(&s->db, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, out);
 }
 
 int store_index_chunks(struct store *s, const uint8_t digest[static DIGEST_LEN],
@@ -400,15 +392,7 @@ int store_index_built_bytes(struct store *s, const uint8_t digest[static DIGEST_
 
 int store_present_get(struct store *s, const uint8_t digest[static DIGEST_LEN], struct buf *out)
 {
-    MDB_txn *txn;
-    MDB_val v;
-    int rc = db_read_begin(&s->db, &txn);
-    if (rc < 0)
-        return rc;
-    if ((rc = db_get(txn, s->db.dbi[DB_PRESENT], digest, DIGEST_LEN, &v)) == 0)
-        rc = buf_append(out, v.mv_data, v.mv_size);
-    mdb_txn_abort(txn);
-    return rc;
+    return db_copy(&s->db, s->db.dbi[DB_PRESENT], digest, DIGEST_LEN, out);
 }
 
 int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],

@@ -127,15 +127,7 @@ int store_trace_put(struct store *s, const uint8_t *p, size_t len)
 
 int store_trace_get(struct store *s, const uint8_t key[static DIGEST_LEN], struct buf *out)
 {
-    MDB_txn *txn;
-    MDB_val v;
-    int rc = db_read_begin(&s->db, &txn);
-    if (rc < 0)
-        return rc;
-    if ((rc = db_get(txn, s->db.dbi[DB_TRACES], key, DIGEST_LEN, &v)) == 0)
-        rc = buf_append(out, v.mv_data, v.mv_size);
-    mdb_txn_abort(txn);
-    return rc;
+    return db_copy(&s->db, s->db.dbi[DB_TRACES], key, DIGEST_LEN, out);
 }
 
 int store_traces_list(struct store *s, uint8_t (**keys)[DIGEST_LEN], size_t *n)

@@ -7,12 +7,9 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-mount.sh"
 
-CACHE=${AFSP_TEST_CACHE:-/var/cache/afsp-test}
 T=$TEST_TMPDIR
 M=$T/mnt
-build_debian_python_rootfs "$CACHE/debian12-python3.rootfs"
-build_debian_python_oci "$CACHE/debian12-python3.rootfs" "$CACHE/debian12-python3.oci" py
-cp -a "$CACHE/debian12-python3.oci" "$T/oci" # push_image writes a tag into the layout
+python_image_layout "$T/oci"
 start_registry
 push_image "$T/oci" py "$REGISTRY/debian:py"
 umoci_unpack_ref "$REGISTRY/debian:py" "$T/oracle"

@@ -9,11 +9,8 @@
 . "$(dirname "$0")/lib-node.sh"
 . "$(dirname "$0")/lib-mount.sh"
 
-CACHE=${AFSP_TEST_CACHE:-/var/cache/afsp-test}
 T=$TEST_TMPDIR
-build_debian_python_rootfs "$CACHE/debian12-python3.rootfs"
-build_debian_python_oci "$CACHE/debian12-python3.rootfs" "$CACHE/debian12-python3.oci" py
-cp -a "$CACHE/debian12-python3.oci" "$T/oci"
+python_image_layout "$T/oci"
 start_registry
 push_image "$T/oci" py "$REGISTRY/debian:py" >/dev/null
 ref=$REGISTRY/debian@$PUSHED_DIGEST

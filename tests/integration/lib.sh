@@ -27,6 +27,7 @@
 #   push_multiplatform REF [--creds U:P]
 #   umoci_unpack_ref REF DEST [--creds U:P] [--arch A]
 #   build_debian_python_rootfs DIR | build_debian_python_oci ROOTFS OCI_DIR TAG   (cached)
+#   python_image_layout DIR                     that image, tag py, copied to the layout DIR
 #   build_oci_of_dir DIR OCI_DIR TAG [umoci config options...]                   (cached)
 #   manifest_raw REF [--creds U:P] | media_types REF [--creds U:P] | layer_digests REF [--creds U:P]
 #
@@ -827,6 +828,15 @@ build_oci_of_dir() {
     _umoci gc --layout "$tmp"
     rm -rf "$b"
     mv "$tmp" "$oci"
+}
+
+# python_image_layout DIR: the cached Debian python3 image (made once) copied to the OCI layout
+# DIR, tag py (a copy: push_image writes a tag into the layout).
+python_image_layout() {
+    local cache=${AFSP_TEST_CACHE:-/var/cache/afsp-test}
+    build_debian_python_rootfs "$cache/debian12-python3.rootfs"
+    build_debian_python_oci "$cache/debian12-python3.rootfs" "$cache/debian12-python3.oci" py
+    cp -a "$cache/debian12-python3.oci" "$1"
 }
 
 # build_debian_python_oci ROOTFS OCI_DIR TAG: build_oci_of_dir with python3 as the command.
