@@ -142,17 +142,21 @@ static json_t *mounts(const struct exec_spec *s)
     json_array_append_new(
         m, mount("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"));
     json_array_append_new(m, mount("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"));
-    /* sysfs can only be mounted in a network namespace of the job's own; else the host's, bound */
+    /* sysfs can only be mounted in a network namespace of the job's own; else the host's, bound.
+     * A bind's ro, nosuid, nodev and noexec hold only for its top mount: the r-forms (runc's
+     * mount_setattr with AT_RECURSIVE) hold for the mounts beneath it too. */
     if (s->net_host)
-        json_array_append_new(m, mount("/sys", "none", "/sys", "rbind,nosuid,noexec,nodev,ro"));
+        json_array_append_new(m, mount("/sys", "none", "/sys",
+                                       "rbind,nosuid,noexec,nodev,ro,rro,rnosuid,rnoexec,rnodev"));
     else
         json_array_append_new(m, mount("/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro"));
     json_array_append_new(
         m, mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid,noexec,nodev,relatime,ro"));
     for (size_t i = 0; i < s->nvolumes; i++)
         json_array_append_new(m, mount(s->volumes[i].dst, "none", s->volumes[i].src,
-                                       s->volumes[i].ro ? "rbind,rprivate,nosuid,nodev,ro"
-                                                        : "rbind,rprivate,nosuid,nodev,rw"));
+                                       s->volumes[i].ro
+                                           ? "rbind,rprivate,nosuid,nodev,ro,rro,rnosuid,rnodev"
+                                           : "rbind,rprivate,nosuid,nodev,rw,rnosuid,rnodev"));
     return m;
 }
 

@@ -161,15 +161,20 @@ expect_fail run --volume "$B:/data" "$IMG" -- true
 assert_contains "$EXPECT_FAIL_OUTPUT" "would show the node's own" "a volume of the data directory"
 expect_fail run --volume "/:/host:ro" "$IMG" -- true
 assert_contains "$EXPECT_FAIL_OUTPUT" "would show the node's own" "a volume of /"
-mkdir "$T/vol" && echo model >"$T/vol/weights"
+mkdir -p "$T/vol/sub" && echo model >"$T/vol/weights"
+mount -t tmpfs -o size=1m afsp-test-sub "$T/vol/sub" # a mount beneath the volume: read-only too
+on_exit "umount -l '$T/vol/sub' 2>/dev/null"
 out=$(run --volume "$T/vol:/models:ro" "$IMG" -- python3 -c '
 import errno
 print(open("/models/weights").read().strip())
-try:
-    open("/models/new", "w")
-except OSError as e:
-    print(errno.errorcode[e.errno])')
-assert_eq "model EROFS" "$(echo $out)" "a read-only volume"
+for p in ("/models/new", "/models/sub/new"):
+    try:
+        open(p, "w")
+        print("written")
+    except OSError as e:
+        print(errno.errorcode[e.errno])')
+umount "$T/vol/sub"
+assert_eq "model EROFS EROFS" "$(echo $out)" "a read-only volume and a mount beneath it"
 
 log "admission: refused when full, or queued and started first in, first out"
 wait_until 10 all_free

@@ -225,11 +225,14 @@ TEST(exec_config_json_confines_the_job)
         json_t *o = json_object_get(e, "options");
         if (!strcmp(dst, "/models"))
             seen += !strcmp(json_string_value(json_object_get(e, "source")), "/data/models") &&
-                    has_str(o, "ro") && has_str(o, "nosuid") && has_str(o, "rbind");
+                    has_str(o, "ro") && has_str(o, "rro") && has_str(o, "nosuid") &&
+                    has_str(o, "rnosuid") && has_str(o, "rbind");
         if (!strcmp(dst, "/out"))
-            seen += has_str(o, "rw") && !has_str(o, "ro");
+            seen += has_str(o, "rw") && !has_str(o, "ro") && !has_str(o, "rro");
+        if (!strcmp(dst, "/sys"))
+            seen += has_str(o, "rbind") && has_str(o, "rro") && has_str(o, "rnoexec");
     }
-    CHECK_INT(seen, ==, 2);
+    CHECK_INT(seen, ==, 3);
     json_decref(j);
 }
 
