@@ -1,7 +1,8 @@
 /*
  * spec.c - a job's config.json for the OCI runtime (runtime spec 1.0, as runc reads it): the
  * image's process (Entrypoint, Cmd, Env, WorkingDir) with the job's options over it, the user
- * the caller resolved, Docker's default capabilities and no new privileges, the cgroup limits,
+ * the caller resolved, Docker's default capabilities, no new privileges and a seccomp filter
+ * refusing what Docker's default profile refuses such a container, the cgroup limits,
  * the namespaces (a network one of its own unless the host's is asked for), the usual /proc,
  * /dev and /sys mounts with the kernel's sensitive files masked, and the job's volumes.
  *
@@ -35,6 +36,39 @@ static const char *const masked[] = {
 };
 static const char *const readonly[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                        "/proc/sysrq-trigger"};
+
+/*
+ * The system calls a job is refused (EPERM) by its seccomp filter: those Docker's default profile
+ * refuses a container without CAP_SYS_ADMIN and the other capabilities it withholds (keys, BPF,
+ * perf, modules, kexec, mounts, namespaces, clocks, swap, NUMA policy, handles, userfaultfd,
+ * io_uring), plus the newer mount API. Docker lists what it allows; this lists what it refuses,
+ * so a system call newer than this list is allowed (its capability check still holds). A name
+ * the runtime's libseccomp does not know on an architecture is skipped by runc.
+ */
+static const char *const seccomp_refused[] = {
+    "acct",           "add_key",         "bpf",           "clock_adjtime",     "clock_settime",
+    "create_module",  "delete_module",   "finit_module",  "fsconfig",          "fsmount",
+    "fsopen",         "fspick",          "get_kernel_syms", "get_mempolicy",   "init_module",
+    "io_uring_enter", "io_uring_register", "io_uring_setup", "ioperm",         "iopl",
+    "kexec_file_load", "kexec_load",     "keyctl",        "lookup_dcookie",    "mbind",
+    "mount",          "mount_setattr",   "move_mount",    "move_pages",        "name_to_handle_at",
+    "nfsservctl",     "open_by_handle_at", "open_tree",   "perf_event_open",   "pivot_root",
+    "query_module",   "quotactl",        "quotactl_fd",   "reboot",            "request_key",
+    "set_mempolicy",  "setns",           "settimeofday",  "stime",             "swapoff",
+    "swapon",         "syslog",          "sysfs",         "_sysctl",           "umount",
+    "umount2",        "unshare",         "uselib",        "userfaultfd",       "ustat",
+    "vm86",           "vm86old",
+};
+#define CLONE_NEWUSER_FLAG 0x10000000 /* <sched.h>'s CLONE_NEWUSER, as the filter compares it */
+
+/* The architectures the filter names: the native one and those its processes can also call as. */
+#if defined(__x86_64__)
+static const char *const seccomp_arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+#elif defined(__aarch64__)
+static const char *const seccomp_arches[] = {"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"};
+#else
+#error "name this architecture's seccomp architectures"
+#endif
 
 static json_t *strs(const char *const *v, size_t n)
 {
@@ -160,6 +194,23 @@ static json_t *mounts(const struct exec_spec *s)
     return m;
 }
 
+/* Allows all but seccomp_refused (EPERM), clone with a new user namespace (EPERM) and clone3,
+ * whose flags sit in memory the filter cannot read (ENOSYS: libc falls back to clone). */
+static json_t *seccomp(void)
+{
+    json_t *refused = strs(seccomp_refused, sizeof seccomp_refused / sizeof seccomp_refused[0]);
+    return json_pack(
+        "{s:s, s:o, s:[{s:o, s:s, s:I}, {s:[s], s:s, s:I, s:[{s:I, s:I, s:I, s:s}]}, "
+        "{s:[s], s:s, s:I}]}",
+        "defaultAction", "SCMP_ACT_ALLOW", "architectures",
+        strs(seccomp_arches, sizeof seccomp_arches / sizeof seccomp_arches[0]), "syscalls",
+        "names", refused, "action", "SCMP_ACT_ERRNO", "errnoRet", (json_int_t)EPERM, "names",
+        "clone", "action", "SCMP_ACT_ERRNO", "errnoRet", (json_int_t)EPERM, "args", "index",
+        (json_int_t)0, "value", (json_int_t)CLONE_NEWUSER_FLAG, "valueTwo",
+        (json_int_t)CLONE_NEWUSER_FLAG, "op", "SCMP_CMP_MASKED_EQ", "names", "clone3", "action",
+        "SCMP_ACT_ERRNO", "errnoRet", (json_int_t)ENOSYS);
+}
+
 static json_t *linux_section(const struct exec_spec *s)
 {
     json_t *ns = json_array();
@@ -185,10 +236,10 @@ static json_t *linux_section(const struct exec_spec *s)
                                                type, "major", (json_int_t)d->major, "minor",
                                                (json_int_t)d->minor, "access", "rwm"));
     }
-    return json_pack("{s:o, s:o, s:o, s:s, s:o, s:o}", "namespaces", ns, "devices", devs,
+    return json_pack("{s:o, s:o, s:o, s:s, s:o, s:o, s:o}", "namespaces", ns, "devices", devs,
                      "resources", res, "cgroupsPath", s->cgroups_path, "maskedPaths",
                      strs(masked, sizeof masked / sizeof masked[0]), "readonlyPaths",
-                     strs(readonly, sizeof readonly / sizeof readonly[0]));
+                     strs(readonly, sizeof readonly / sizeof readonly[0]), "seccomp", seccomp());
 }
 
 static int check(const struct exec_spec *s, const char *cwd)

@@ -157,6 +157,21 @@ $B/node.key False
 $B/afsp.sock False
 /proc/1/root$B False
 $T/cluster.key False" "$out" "what a job sees of the node"
+log "seccomp: root in a job gets EPERM for a new user namespace, keys and mounts; threads work"
+out=$(run --user 0 "$IMG" -- python3 -c '
+import ctypes, errno, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0])
+def call(name, *args):
+    r = getattr(libc, name)(*args)
+    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+print(call("unshare", 0x10000000), call("syscall", 250, 0, 0, 0, 0),  # keyctl on x86-64
+      call("mount", b"none", b"/mnt", b"tmpfs", 0, None))
+pid = os.fork()  # clone without a new namespace is allowed
+if pid == 0: os._exit(7)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+t = threading.Thread(target=print, args=("thread",)); t.start(); t.join()')
+assert_eq "2 EPERM EPERM EPERM 7 thread" "$(echo $out)" "seccomp filter: mode, refused calls, fork, threads"
 expect_fail run --volume "$B:/data" "$IMG" -- true
 assert_contains "$EXPECT_FAIL_OUTPUT" "would show the node's own" "a volume of the data directory"
 expect_fail run --volume "/:/host:ro" "$IMG" -- true

@@ -9,6 +9,7 @@
 #include "../../util/util.h"
 #include "test.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <string.h>
 
@@ -202,6 +203,19 @@ TEST(exec_config_json_confines_the_job)
     CHECK(!strcmp(json_string_value(at(j, "linux.cgroupsPath")), "afsp/j1"));
     CHECK(has_str(at(j, "linux.maskedPaths"), "/proc/kcore"));
     CHECK(has_str(at(j, "linux.readonlyPaths"), "/proc/sys"));
+    /* seccomp: all allowed but what Docker refuses such a container; new user namespaces refused */
+    CHECK(!strcmp(json_string_value(at(j, "linux.seccomp.defaultAction")), "SCMP_ACT_ALLOW"));
+    json_t *rules = at(j, "linux.seccomp.syscalls");
+    json_t *refused = json_object_get(json_array_get(rules, 0), "names");
+    CHECK(has_str(refused, "unshare") && has_str(refused, "keyctl") && has_str(refused, "mount") &&
+          has_str(refused, "bpf") && !has_str(refused, "read") && !has_str(refused, "clone"));
+    json_t *clone = json_array_get(rules, 1);
+    json_t *arg = json_array_get(json_object_get(clone, "args"), 0);
+    CHECK(has_str(json_object_get(clone, "names"), "clone"));
+    CHECK(json_integer_value(json_object_get(arg, "value")) == 0x10000000 &&
+          json_integer_value(json_object_get(arg, "valueTwo")) == 0x10000000);
+    CHECK(!strcmp(json_string_value(json_object_get(arg, "op")), "SCMP_CMP_MASKED_EQ"));
+    CHECK(json_integer_value(json_object_get(json_array_get(rules, 2), "errnoRet")) == ENOSYS);
     /* --net none: a network namespace of its own */
     json_t *ns = at(j, "linux.namespaces");
     bool net = false;
