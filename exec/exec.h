@@ -251,15 +251,21 @@ int exec_runtime_check(const char *runtime);
 int exec_job_delete(const char *runtime, const char *state, const char *id);
 /* ---- publish.c: a job's published ports ------------------------------------------------------ */
 
-#define EXEC_PUBLISH_MAX 8    /* ports of one job */
-#define EXEC_PUBLISH_CONNS 64 /* connections relayed at once, for one job */
+#define EXEC_PUBLISH_MAX 8             /* ports of one job */
+#define EXEC_PUBLISH_CONNS 64          /* connections relayed at once, for one job */
+#define EXEC_PUBLISH_CONNECT_MS 10000u /* a connect to the job unfinished after this: closed */
+#define EXEC_PUBLISH_IDLE_MS 600000u   /* a connection with no byte moved for this: closed */
 struct exec_publish;
+struct exec_publish_times {
+    unsigned connect_ms, idle_ms;
+};
 /* Listens on host (an IPv4 address) at host_ports[i] and relays each connection to 127.0.0.1 at
  * job_ports[i] in the network namespace of the process whose pid the runtime wrote to pid_file
- * (a connection that comes before it is closed). Returns 0, AFSP_E_USAGE, or a negative errno
- * (a port taken: nothing is left listening). */
+ * (a connection that comes before it is closed), with times' limits (NULL: the defaults above).
+ * Returns 0, AFSP_E_USAGE, or a negative errno (a port taken: nothing is left listening). */
 int exec_publish_start(struct exec_publish **out, const char *host, const uint16_t *host_ports,
-                       const uint16_t *job_ports, unsigned n, const char *pid_file);
+                       const uint16_t *job_ports, unsigned n, const char *pid_file,
+                       const struct exec_publish_times *times);
 /* Stops listening and closes every connection (the job ended). */
 void exec_publish_stop(struct exec_publish *p);
 

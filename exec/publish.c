@@ -4,7 +4,9 @@
  * job's network namespace (a job with --net none has nothing else). One thread per job: it
  * accepts, and enters the job's namespace (setns, this thread only) to make each connection
  * to the job, once the job's process exists; the bytes are copied both ways through buffers,
- * at most EXEC_PUBLISH_CONNS connections at once.
+ * at most EXEC_PUBLISH_CONNS connections at once. A connection whose connect to the job has
+ * not finished in its time, or that moved no byte for the idle time, is closed, so that stalled
+ * clients cannot hold every slot.
  *
  * Owns: the listening sockets, the connections, the thread.
  */
@@ -33,12 +35,14 @@ struct pconn {
     size_t nab, nba;   /* how many */
     bool a_eof, b_eof; /* the side sent no more (its peer's write side is shut) */
     bool connecting;   /* b's connect is under way */
+    uint64_t deadline; /* time_mono_ns at which it is closed unless a byte moves first */
 };
 
 struct exec_publish {
     int lfd[EXEC_PUBLISH_MAX];
     uint16_t job_port[EXEC_PUBLISH_MAX];
     unsigned n;
+    uint64_t connect_ns, idle_ns;
     char pid_file[4096];
     bool in_ns; /* this thread is in the job's network namespace */
     int wake[2];
@@ -106,13 +110,16 @@ static void accept_one(struct exec_publish *p, unsigned l)
         return;
     }
     c->connecting = rc < 0;
+    c->deadline = time_mono_ns() + (c->connecting ? p->connect_ns : p->idle_ns);
     p->nc++;
 }
 
 /* Moves bytes from from into buf (up to BUF, when poll said it is readable), then what to takes
- * of them; passes on the end of from's bytes. Returns -1 when the pair must close. */
+ * of them; passes on the end of from's bytes. Returns -1 when the pair must close, 1 when a byte
+ * (or the end) moved, else 0. */
 static int pump(int from, int to, uint8_t *buf, size_t *n, bool *eof, short rev_from)
 {
+    int moved = 0;
     if (!*eof && *n < BUF && (rev_from & (POLLIN | POLLHUP | POLLERR))) {
         ssize_t k = read(from, buf + *n, BUF - *n);
         if (k == 0)
@@ -121,18 +128,32 @@ static int pump(int from, int to, uint8_t *buf, size_t *n, bool *eof, short rev_
             *n += (size_t)k;
         else if (errno != EAGAIN && errno != EINTR)
             return -1;
+        moved = k >= 0;
     }
     if (*n) { /* non-blocking: what the socket takes now */
         ssize_t k = write(to, buf, *n);
         if (k > 0) {
             memmove(buf, buf + k, *n - (size_t)k);
             *n -= (size_t)k;
+            moved = 1;
         } else if (k < 0 && errno != EAGAIN && errno != EINTR)
             return -1;
     }
     if (*eof && !*n)
         shutdown(to, SHUT_WR);
-    return 0;
+    return moved;
+}
+
+/* poll's timeout: until the first connection's deadline (-1: none). */
+static int next_timeout(const struct exec_publish *p, uint64_t now)
+{
+    uint64_t first = UINT64_MAX;
+    for (unsigned i = 0; i < p->nc; i++)
+        first = p->c[i].deadline < first ? p->c[i].deadline : first;
+    if (first == UINT64_MAX)
+        return -1;
+    uint64_t ms = first > now ? (first - now + 999999) / 1000000 : 0;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
 static void *publish_main(void *arg)
@@ -146,7 +167,10 @@ static void *publish_main(void *arg)
             fds[nf++] = (struct pollfd){p->lfd[i], POLLIN, 0};
         for (unsigned i = 0; i < p->nc; i++) {
             struct pconn *c = &p->c[i];
-            short ea = (short)((!c->a_eof && c->nab < BUF ? POLLIN : 0) | (c->nba ? POLLOUT : 0));
+            /* while the job's side connects, the client's waits: its bytes stay in its socket */
+            short ea = (short)(c->connecting ? 0
+                                             : (!c->a_eof && c->nab < BUF ? POLLIN : 0) |
+                                                   (c->nba ? POLLOUT : 0));
             short eb = (short)(c->connecting ? POLLOUT
                                              : (!c->b_eof && c->nba < BUF ? POLLIN : 0) |
                                                    (c->nab ? POLLOUT : 0));
@@ -155,28 +179,29 @@ static void *publish_main(void *arg)
             fds[nf++] = (struct pollfd){ea ? c->a : -1, ea, 0};
             fds[nf++] = (struct pollfd){eb ? c->b : -1, eb, 0};
         }
-        if (poll(fds, nf, -1) < 0 && errno != EINTR)
+        if (poll(fds, nf, next_timeout(p, time_mono_ns())) < 0 && errno != EINTR)
             break;
         if (fds[0].revents)
-            break;           /* the job ended */
+            break; /* the job ended */
+        uint64_t now = time_mono_ns();
         unsigned nc = p->nc; /* connections accepted now are polled next time */
         for (unsigned i = nc; i-- > 0;) {
             struct pconn *c = &p->c[i];
             short ra = fds[1 + p->n + 2 * i].revents, rb = fds[2 + p->n + 2 * i].revents;
-            if (c->connecting) {
-                int e = 0;
-                socklen_t el = sizeof e;
-                if (!rb)
-                    continue;
+            int e = 0, moved_ab = 0, moved_ba = 0;
+            socklen_t el = sizeof e;
+            if (c->connecting && rb) {
                 getsockopt(c->b, SOL_SOCKET, SO_ERROR, &e, &el);
-                if (e) {
-                    conn_close(p, i);
-                    continue;
-                }
                 c->connecting = false;
+                c->deadline = now + p->idle_ns;
             }
-            if (pump(c->a, c->b, c->ab, &c->nab, &c->a_eof, ra) < 0 ||
-                pump(c->b, c->a, c->ba, &c->nba, &c->b_eof, rb) < 0 ||
+            if (!c->connecting && !e) {
+                moved_ab = pump(c->a, c->b, c->ab, &c->nab, &c->a_eof, ra);
+                moved_ba = pump(c->b, c->a, c->ba, &c->nba, &c->b_eof, rb);
+            }
+            if (moved_ab > 0 || moved_ba > 0)
+                c->deadline = now + p->idle_ns;
+            if (e || moved_ab < 0 || moved_ba < 0 || now >= c->deadline ||
                 (c->a_eof && c->b_eof && !c->nab && !c->nba))
                 conn_close(p, i);
         }
@@ -190,7 +215,8 @@ static void *publish_main(void *arg)
 }
 
 int exec_publish_start(struct exec_publish **out, const char *host, const uint16_t *host_ports,
-                       const uint16_t *job_ports, unsigned n, const char *pid_file)
+                       const uint16_t *job_ports, unsigned n, const char *pid_file,
+                       const struct exec_publish_times *times)
 {
     struct exec_publish *p = calloc(1, sizeof *p);
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -204,6 +230,8 @@ int exec_publish_start(struct exec_publish **out, const char *host, const uint16
         return err_set(AFSP_E_USAGE, "cannot publish on %s", host);
     }
     snprintf(p->pid_file, sizeof p->pid_file, "%s", pid_file);
+    p->connect_ns = (times ? times->connect_ms : EXEC_PUBLISH_CONNECT_MS) * 1000000ull;
+    p->idle_ns = (times ? times->idle_ms : EXEC_PUBLISH_IDLE_MS) * 1000000ull;
     p->wake[0] = p->wake[1] = -1;
     for (; p->n < n && rc == 0; p->n++) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
@@ -219,6 +247,8 @@ int exec_publish_start(struct exec_publish **out, const char *host, const uint16
         rc = -errno;
     if (rc == 0 && (rc = -pthread_create(&p->th, NULL, publish_main, p)) < 0)
         err_set(rc, "cannot start a thread");
+    if (rc == 0)
+        pthread_setname_np(p->th, "afsp-publish"); /* as ps and top show it */
     if (rc < 0) {
         for (unsigned i = 0; i < p->n; i++)
             if (p->lfd[i] >= 0)

@@ -551,8 +551,8 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     snprintf(pidf, sizeof pidf, "%s/pid", jdir);
     struct exec_publish *pub = NULL;
     if (rc == 0 && !killed && x->nports)
-        rc =
-            exec_publish_start(&pub, r->cfg.publish_host, x->host_ports, x->ports, x->nports, pidf);
+        rc = exec_publish_start(&pub, r->cfg.publish_host, x->host_ports, x->ports, x->nports, pidf,
+                                NULL);
     xr->t_ready = time_mono_ns();
     if (rc == 0 && !killed) {
         struct exec_job j = {.id = x->st.id,
