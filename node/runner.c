@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -123,36 +124,54 @@ static void unmount_dir(struct runner *r, const char *dir)
 /* ---- mounts: one per image, shared ------------------------------------------------------------
  */
 
-/* The image's mount, made if need be (its reference counted): its directory in out. */
+/* The image's mount, made if need be (its reference counted): its directory in out. A mount
+ * whose process died (ENOTCONN) is mounted again; the jobs on it keep their references. */
 static int mount_acquire(struct runner *r, const struct image_info *ii, const struct node_exec *x,
                          char out[static PATH_LEN], int err_fd)
 {
     pthread_mutex_lock(&r->mu);
     struct rmount *m;
+    bool again = false;
     for (;;) {
         for (m = r->mounts; m && memcmp(m->digest, ii->manifest_digest, DIGEST_LEN); m = m->next)
             ;
-        if (!m || m->state == M_READY)
+        if (!m)
             break;
-        pthread_cond_wait(&r->cv, &r->mu); /* being mounted, or unmounted: wait for its end */
-    }
-    if (m) {
-        m->refs++;
-        snprintf(out, PATH_LEN, "%s", m->dir);
+        if (m->state != M_READY) {
+            pthread_cond_wait(&r->cv, &r->mu); /* being mounted, or unmounted: wait for its end */
+            continue;
+        }
+        m->refs++; /* held: the reaper leaves it be while it is looked at, unlocked */
         pthread_mutex_unlock(&r->mu);
-        return 0;
+        struct statfs sf; /* statfs always asks the mount's process (stat may answer from cache) */
+        if (statfs(m->dir, &sf) == 0 || errno != ENOTCONN) {
+            snprintf(out, PATH_LEN, "%s", m->dir);
+            return 0;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (m->state == M_READY) {
+            m->state = M_MOUNTING;
+            again = true;
+            break;
+        }
+        m->refs--; /* another job mounts it again: wait for that */
     }
-    if (!(m = calloc(1, sizeof *m))) {
+    if (again) {
+        pthread_mutex_unlock(&r->mu);
+        log_warn("event=mount_lost dir=%s", m->dir);
+        umount2(m->dir, MNT_DETACH); /* the jobs on it keep what they have open */
+    } else if (!(m = calloc(1, sizeof *m))) {
         pthread_mutex_unlock(&r->mu);
         return -ENOMEM;
+    } else {
+        char hex[2 * DIGEST_LEN + 1];
+        memcpy(m->digest, ii->manifest_digest, DIGEST_LEN);
+        snprintf(m->dir, sizeof m->dir, "%s/mnt/%.24s", r->jobs, hex_fmt(m->digest, 12, hex));
+        m->refs = 1;
+        m->next = r->mounts;
+        r->mounts = m;
+        pthread_mutex_unlock(&r->mu);
     }
-    char hex[2 * DIGEST_LEN + 1];
-    memcpy(m->digest, ii->manifest_digest, DIGEST_LEN);
-    snprintf(m->dir, sizeof m->dir, "%s/mnt/%.24s", r->jobs, hex_fmt(m->digest, 12, hex));
-    m->refs = 1;
-    m->next = r->mounts;
-    r->mounts = m;
-    pthread_mutex_unlock(&r->mu);
 
     /* the manifest by digest: what the store holds, even if the tag has moved since */
     char ref[sizeof ii->ref + DIGEST_STR_LEN + 2], dg[DIGEST_STR_LEN + 1];
@@ -173,7 +192,11 @@ static int mount_acquire(struct runner *r, const struct image_info *ii, const st
     else if ((rc = self_run(r, args, err_fd)) < 0)
         rc = err_set(rc, "cannot mount %s", ref);
     pthread_mutex_lock(&r->mu);
-    if (rc < 0) {
+    if (rc < 0 && again) { /* kept, dead, for the jobs on it: the next job tries again */
+        m->refs--;
+        m->state = M_READY;
+        m->idle_since = mono_ms();
+    } else if (rc < 0) {
         for (struct rmount **pp = &r->mounts; *pp; pp = &(*pp)->next)
             if (*pp == m) {
                 *pp = m->next;

@@ -32,7 +32,7 @@ start_node nodeA "$A" "$pa"
 kill_bg "$REGISTRY_PID"
 NODE_ARGS=(--cpus 4 --memory 2G --mount-keep 3 --devices 2 --devices-path /dev/loop%u --publish-range "$pp-$pp" --verify-rate 0)
 start_node nodeB "$B" "$pb" "$pa"
-PIDB=$BG_PID
+PIDB=$BG_PID LOGB=$BG_LOG
 NODE_ARGS=()
 wait_until 15 has_peers "$B" 1
 run() { "$AFSP_BIN" --data "$B" run "$@"; }
@@ -106,6 +106,17 @@ log "the mount is unmounted once idle past --mount-keep, and the next job mounts
 wait_until 30 eval '[ "$(afsp_mounts)" = 0 ]'
 out=$(run "$IMG" -- python3 -c 'print("again")')
 assert_eq again "$out" "a job after the mount was let go"
+
+log "the mount's process killed with -9 while a job holds the mount: the next job mounts again"
+run -d --name holder "$IMG" -- python3 -c 'import time; time.sleep(600)' >/dev/null
+wait_until 20 job_state_is holder running
+mpid=$(pgrep -f "mount .* $B/jobs/mnt/")
+kill -9 "$mpid"
+out=$(run "$IMG" -- python3 -c 'print("remounted")')
+assert_eq remounted "$out" "a job after the mount's process died"
+assert_contains "$(cat "$LOGB")" "event=mount_lost" "the node's log"
+afsp kill holder
+afsp wait holder >/dev/null || true
 
 log "cpu: --cpus 0.5 gets at most 0.55 of a core, and the kernel throttles it"
 out=$(run --cpus 0.5 "$IMG" -- python3 -c '
