@@ -266,6 +266,11 @@ int cmd_run(int argc, char **argv)
         } else if ((v = cmd_value(&it, "--memory"))) {
             if ((status = usage_size("--memory", v, &memory)))
                 goto out;
+            if (memory < EXEC_MEMORY_MIN) {
+                status = cmd_usage_error(&cmd_run_def, "--memory %s: a job needs %u MiB at least",
+                                         v, EXEC_MEMORY_MIN >> 20);
+                goto out;
+            }
         } else if ((v = cmd_value(&it, "--scratch-size"))) {
             if ((status = usage_size("--scratch-size", v, &scratch)))
                 goto out;

@@ -10,14 +10,16 @@
 #ifndef AFSP_EXEC_H
 #define AFSP_EXEC_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define EXEC_CPUS_MAX 4096  /* cpus a node may offer, or a job ask for */
-#define EXEC_DEVICES_MAX 64 /* device slots a node may offer (one kind) */
-#define EXEC_QUEUE_MAX 256  /* jobs waiting for room on one node */
-#define EXEC_MILLI 1000u    /* millicpus per cpu */
+#define EXEC_CPUS_MAX 4096         /* cpus a node may offer, or a job ask for */
+#define EXEC_DEVICES_MAX 64        /* device slots a node may offer (one kind) */
+#define EXEC_QUEUE_MAX 256         /* jobs waiting for room on one node */
+#define EXEC_MILLI 1000u           /* millicpus per cpu */
+#define EXEC_MEMORY_MIN (6u << 20) /* a job's memory at least: the runtime's start needs it */
 
 /* Resources, as a job asks for them or a node offers them. */
 struct exec_res {
@@ -106,8 +108,10 @@ int exec_root_remove(const char *dir);
 /* Whether a job may have src (a --volume's source on the node) bound in: it must exist, and
  * neither lie inside nor hold any of the n directories of private (the node's data directory,
  * its keys), both compared after resolving links and "..". Returns 0, AFSP_E_USAGE (it would
- * expose one of them), or a negative errno (src or a private directory cannot be resolved). */
-int exec_volume_allowed(const char *src, const char *const *private, size_t n);
+ * expose one of them), or a negative errno (src or a private directory cannot be resolved).
+ * The resolved src, the one to bind, in resolved. */
+int exec_volume_allowed(const char *src, const char *const *private, size_t n,
+                        char resolved[static PATH_MAX]);
 
 /* ---- cgroup.c: what a job used ------------------------------------------------------------- */
 
@@ -227,7 +231,9 @@ struct exec_job {
      * before the runtime's delete and the root's removal */
     void (*ended)(void *arg, const struct exec_result *r);
     void *arg;
-    const char *pid_file; /* may be NULL: where the runtime writes the job's first process's pid */
+    /* may be NULL: where the runtime writes the job's first process's pid. Given, a runtime that
+     * ends without writing it failed before the job ran: AFSP_E_USAGE, its status not the job's */
+    const char *pid_file;
 };
 struct exec_result {
     int status; /* the runtime's: the job's exit status, or 128 + the signal that ended it */

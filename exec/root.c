@@ -91,9 +91,10 @@ static bool within(const char *a, const char *b)
     return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/');
 }
 
-int exec_volume_allowed(const char *src, const char *const *private, size_t n)
+int exec_volume_allowed(const char *src, const char *const *private, size_t n,
+                        char s[static PATH_MAX])
 {
-    char s[PATH_MAX], p[PATH_MAX];
+    char p[PATH_MAX];
     if (!realpath(src, s))
         return err_set(-errno, "volume %s", src);
     for (size_t i = 0; i < n; i++) {

@@ -131,6 +131,9 @@ static struct node_exec *exec_parse(json_t *req, char *msg, size_t cap)
         snprintf(msg, cap, "bad run request: no image");
     else if (!bad && (!x->res.millicpus || !x->res.memory || !x->res.scratch))
         snprintf(msg, cap, "bad run request: cpus, memory and scratch must be more than 0");
+    else if (!bad && x->res.memory < EXEC_MEMORY_MIN)
+        snprintf(msg, cap, "a job needs %u MiB of memory at least (the runtime's start uses it)",
+                 EXEC_MEMORY_MIN >> 20);
     else if (!bad && !name_ok(x->name))
         snprintf(msg, cap, "bad job name (letters, digits, '_', '.', '-'; at most %d)",
                  NODE_EXEC_NAME_MAX);

@@ -403,9 +403,9 @@ struct node {
     struct node_exec *execs;  /* every job kept, newest first */
     size_t nexec_live;        /* handed to the runner, not yet done */
     size_t nexec_ended;       /* kept and ended */
-    uint64_t exec_seq;
-    uint8_t *ports_used; /* a bit for each port of the publish range, once one was given */
-    uint32_t port_next;  /* where the search for a free one starts (next fit) */
+    uint64_t exec_seq;        /* the last job's counter */
+    uint8_t *ports_used;      /* a bit for each port of the publish range, once one was given */
+    uint32_t port_next;       /* where the search for a free one starts (next fit) */
 
     struct verify_item *verify; /* NODE_VERIFY_QUEUED: images to verify, oldest first */
     size_t nverify;
@@ -446,6 +446,9 @@ int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const cha
                const uint8_t node_id[4], struct store *s, void (*wake)(void *arg), void *arg);
 /* After every job is done (NODE_FX_STOPPED): the images' mounts are unmounted. */
 void runner_free(struct runner *r);
+/* Makes the runner's threads stop waking the loop, and waits for those that might (before the
+ * loop's handles close). */
+void runner_stop_wakes(struct runner *r);
 /* A thread for x (NODE_FX_EXEC). Returns 0, or a negative code (nothing started). */
 int runner_start(struct runner *r, struct node_exec *x);
 /* NODE_FX_EXEC_KILL. */

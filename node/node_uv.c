@@ -532,6 +532,7 @@ int node_run(const struct node_run_cfg *o)
 out:
     unlink(o->ctl_path);
     store_set_evict_hook(o->store, NULL, NULL);
+    runner_stop_wakes(u->rn);
     uv_walk(&u->loop, close_walk, u);
     uv_run(&u->loop, UV_RUN_DEFAULT);
     uv_loop_close(&u->loop);

@@ -23,6 +23,9 @@ uint64_t exec_wall(const struct node *n, uint64_t now)
 int exec_init(struct node *n)
 {
     const struct exec_res *t = &n->cfg.capacity;
+    /* ids count up from the node's start in microseconds: a restarted node does not give an id
+     * again unless a million jobs a second came since its last start, or its clock went back */
+    n->exec_seq = n->started_wall_ms * 1000;
     n->cap_none = !t->millicpus || !t->memory;
     if (n->cap_none)
         return 0;

@@ -73,9 +73,17 @@ struct runner {
     pthread_cond_t cv; /* a mount changed state, or the reaper has work */
     struct xrun *runs;
     struct rmount *mounts;
+    unsigned kill_threads; /* all runs' */
     pthread_t reaper;
     bool reaper_on, stopping;
 };
+
+/* Wakes the loop (r->mu held: runner_stop_wakes then knows no wake is under way). */
+static void wake_locked(struct runner *r)
+{
+    if (r->wake)
+        r->wake(r->wake_arg);
+}
 
 static uint64_t mono_ms(void)
 {
@@ -335,8 +343,8 @@ static void on_started(void *arg)
     xr->t_started = time_mono_ns();
     pthread_mutex_lock(&xr->r->mu);
     xr->started = true;
+    wake_locked(xr->r);
     pthread_mutex_unlock(&xr->r->mu);
-    xr->r->wake(xr->r->wake_arg);
 }
 
 /* ---- a job's output ------------------------------------------------------------------------- */
@@ -485,8 +493,8 @@ static void on_ended(void *arg, const struct exec_result *res)
     xr->t_ended = time_mono_ns();
     pthread_mutex_lock(&xr->r->mu);
     xr->exited = true;
+    wake_locked(xr->r);
     pthread_mutex_unlock(&xr->r->mu);
-    xr->r->wake(xr->r->wake_arg);
 }
 
 static int open_log(const char *dir, const char *name)
@@ -540,8 +548,14 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
         return rc;
     xr->t_mounted = time_mono_ns();
     const char *private[] = {r->data, r->key_file};
-    for (size_t i = 0; rc == 0 && i < x->nvolumes; i++)
-        rc = exec_volume_allowed(x->volumes[i].src, private, r->key_file ? 2 : 1);
+    /* each volume's source as checked (links resolved) is what the runtime binds: a link put
+     * in its path after the check leads nowhere new */
+    struct exec_volume vols[NODE_EXEC_VOLUMES_MAX];
+    char vsrc[NODE_EXEC_VOLUMES_MAX][PATH_MAX];
+    for (size_t i = 0; rc == 0 && i < x->nvolumes; i++) {
+        rc = exec_volume_allowed(x->volumes[i].src, private, r->key_file ? 2 : 1, vsrc[i]);
+        vols[i] = (struct exec_volume){vsrc[i], x->volumes[i].dst, x->volumes[i].ro};
+    }
     uint32_t uid = 0, gid = 0;
     struct exec_device devs[EXEC_DEVICES_MAX];
     char dpaths[EXEC_DEVICES_MAX][256];
@@ -604,7 +618,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
                                       .net_host = x->net_host,
                                       .hostname = x->name ? x->name : x->st.id,
                                       .cgroups_path = cg,
-                                      .volumes = x->volumes,
+                                      .volumes = vols,
                                       .nvolumes = x->nvolumes}};
         rc = exec_job_run(&j, &xr->result);
         rmdir(root);
@@ -657,8 +671,8 @@ static void *job_main(void *arg)
 #undef MS
     pthread_mutex_lock(&r->mu);
     xr->done = true;
+    wake_locked(r);
     pthread_mutex_unlock(&r->mu);
-    r->wake(r->wake_arg);
     return NULL;
 }
 
@@ -693,6 +707,19 @@ struct kill_req {
 
 /* Signals the job through the runtime; the container may not exist yet (the runtime is
  * making it): asked again every 10 ms until it does or the job has ended, 30 s at most. */
+#define KILL_THREADS_MAX 4 /* of one run */
+
+void runner_stop_wakes(struct runner *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->wake = NULL;
+    while (r->kill_threads) /* they use their runs, which the loop frees */
+        pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void *kill_main(void *arg)
 {
     struct kill_req *k = arg;
@@ -708,8 +735,10 @@ static void *kill_main(void *arg)
     }
     pthread_mutex_lock(&r->mu);
     k->xr->kill_threads--; /* this thread is done with the run */
+    r->kill_threads--;
+    wake_locked(r);
+    pthread_cond_broadcast(&r->cv); /* for runner_stop_wakes */
     pthread_mutex_unlock(&r->mu);
-    r->wake(r->wake_arg);
     free(k);
     return NULL;
 }
@@ -720,15 +749,20 @@ void runner_kill(struct runner *r, struct node_exec *x, int sig)
     struct xrun *xr = r->runs;
     while (xr && xr->x != x)
         xr = xr->next;
-    struct kill_req *k = xr && !xr->done ? calloc(1, sizeof *k) : NULL;
+    if (xr && !xr->done)
+        xr->kill_asked = true; /* if the runtime does not run it yet, it never will */
+    /* a few kills at once at most (each retries until the runtime has the job): more add
+     * nothing but threads */
+    struct kill_req *k =
+        xr && !xr->done && xr->kill_threads < KILL_THREADS_MAX ? calloc(1, sizeof *k) : NULL;
     pthread_t th;
     if (k) {
-        xr->kill_asked = true;
         *k = (struct kill_req){.r = r, .xr = xr, .sig = sig};
         snprintf(k->id, sizeof k->id, "%s", x->st.id);
         if (pthread_create(&th, NULL, kill_main, k) == 0) {
             pthread_detach(th);
             xr->kill_threads++;
+            r->kill_threads++;
         } else
             free(k);
     }

@@ -65,6 +65,17 @@ assert_eq "65534 65534" "$out" "--user nobody from the image's /etc/passwd"
 out=$(echo 'print(6 * 7)' | run "$IMG" 2>&1 || true) # the image's Cmd: python3, stdin empty
 assert_eq "" "$out" "the image's command (python3 with no input) printed"
 
+log "a program the image lacks: the job failed (the runtime's words), not exited 1"
+st=0
+run --name nosuch "$IMG" -- /no/such/program >"$T/out" 2>"$T/err" || st=$?
+assert_eq failed "$(jobfield nosuch state)" "a job whose program is not in the image"
+assert_contains "$(jobfield nosuch error)" "failed before the job's process started" "its error"
+assert_contains "$(cat "$T/err")" "no such file" "the runtime's message on afsp run's stderr"
+((st != 0 && st != 1)) || fail "afsp run exited $st for a job that never ran"
+expect_fail run --memory 5M "$IMG" -- true
+assert_contains "$EXPECT_FAIL_OUTPUT" "6 MiB at least" "--memory under the runtime's need"
+assert_eq small "$(run --memory 6M --scratch-size 1M "$IMG" -- echo small)" "a job in 6 MiB"
+
 log "a job's writes land in its scratch, not in the image or another job"
 run -d --name w1 "$IMG" -- python3 -c '
 import time; open("/etc/hostname", "w").write("changed\n"); open("/mine", "w").write("x")
@@ -108,8 +119,8 @@ out=$(run "$IMG" -- python3 -c 'print("again")')
 assert_eq again "$out" "a job after the mount was let go"
 
 log "the mount's process killed with -9 while a job holds the mount: the next job mounts again"
-run -d --name holder "$IMG" -- python3 -c 'import time; time.sleep(600)' >/dev/null
-wait_until 20 job_state_is holder running
+run -d --name holder "$IMG" -- python3 -c 'import time; print("up", flush=True); time.sleep(600)' >/dev/null
+wait_until 20 eval '[ "$(afsp logs holder)" = up ]' # python has read all it reads
 mpid=$(pgrep -f "mount .* $B/jobs/mnt/")
 kill -9 "$mpid"
 out=$(run "$IMG" -- python3 -c 'print("remounted")')

@@ -111,7 +111,7 @@ TEST(exec_a_job_s_root_is_the_image_under_its_own_bounded_scratch)
 TEST(exec_a_volume_never_shows_the_node_s_own_data)
 {
     const char *t = test_tmpdir();
-    char data[300], keys[300], models[300], p[400], q[400];
+    char data[300], keys[300], models[300], p[400], q[400], r[PATH_MAX];
     snprintf(data, sizeof data, "%s/data", t);
     snprintf(keys, sizeof keys, "%s/keys", t);
     snprintf(models, sizeof models, "%s/models", t);
@@ -119,23 +119,29 @@ TEST(exec_a_volume_never_shows_the_node_s_own_data)
     snprintf(p, sizeof p, "%s/blobs", data);
     CHECK(mkdir(p, 0700) == 0);
     const char *private[] = {data, keys};
-    CHECK(exec_volume_allowed(models, private, 2) == 0);
+    CHECK(exec_volume_allowed(models, private, 2, r) == 0);
+    CHECK_STR(r, models);
     /* the data directory, inside it, or holding it (its parent, /) */
-    CHECK(exec_volume_allowed(data, private, 2) == AFSP_E_USAGE);
-    CHECK(exec_volume_allowed(p, private, 2) == AFSP_E_USAGE);
-    CHECK(exec_volume_allowed(t, private, 2) == AFSP_E_USAGE);
-    CHECK(exec_volume_allowed("/", private, 2) == AFSP_E_USAGE);
+    CHECK(exec_volume_allowed(data, private, 2, r) == AFSP_E_USAGE);
+    CHECK(exec_volume_allowed(p, private, 2, r) == AFSP_E_USAGE);
+    CHECK(exec_volume_allowed(t, private, 2, r) == AFSP_E_USAGE);
+    CHECK(exec_volume_allowed("/", private, 2, r) == AFSP_E_USAGE);
     /* by a link, or by "..": resolved first */
     snprintf(q, sizeof q, "%s/models/innocent", t);
     CHECK(symlink(data, q) == 0);
-    CHECK(exec_volume_allowed(q, private, 2) == AFSP_E_USAGE);
+    CHECK(exec_volume_allowed(q, private, 2, r) == AFSP_E_USAGE);
     snprintf(q, sizeof q, "%s/models/../keys", t);
-    CHECK(exec_volume_allowed(q, private, 2) == AFSP_E_USAGE);
-    /* a name that only starts like it is not inside it */
+    CHECK(exec_volume_allowed(q, private, 2, r) == AFSP_E_USAGE);
+    /* a name that only starts like it is not inside it; a link to it resolves to it, and the
+     * resolved path is the one to bind */
     snprintf(q, sizeof q, "%s/data-public", t);
     CHECK(mkdir(q, 0755) == 0);
-    CHECK(exec_volume_allowed(q, private, 2) == 0);
+    CHECK(exec_volume_allowed(q, private, 2, r) == 0);
+    snprintf(p, sizeof p, "%s/models/public", t);
+    CHECK(symlink(q, p) == 0);
+    CHECK(exec_volume_allowed(p, private, 2, r) == 0);
+    CHECK_STR(r, q);
     /* what does not exist cannot be checked */
     snprintf(q, sizeof q, "%s/missing", t);
-    CHECK(exec_volume_allowed(q, private, 2) == -ENOENT);
+    CHECK(exec_volume_allowed(q, private, 2, r) == -ENOENT);
 }

@@ -124,7 +124,7 @@ static const char *err(json_t *a)
 
 #define RUN(cpus, extra)                                                                           \
     "{\"cmd\":\"run\",\"image\":\"img\",\"args\":[\"a\"],\"cpus\":" #cpus                          \
-    ",\"memory\":1048576,\"scratch\":1048576" extra "}"
+    ",\"memory\":8388608,\"scratch\":1048576" extra "}"
 
 /* The runner's report: x ran and ended with status (oom: counted by the kernel). */
 static void finish(struct xw *w, struct node_exec *x, int status, bool oom)
@@ -155,7 +155,8 @@ TEST(node_exec_admits_queues_first_in_first_out_and_refuses)
     CHECK_INT(w.nlive, ==, 1);
     char id0[EXEC_ID_LEN];
     snprintf(id0, sizeof id0, "%s", jstr(a, "id"));
-    CHECK(strchr(id0, '-') == id0 + 8 && !strcmp(id0 + 8, "-1")); /* NODEID8-COUNTER */
+    /* NODEID8-COUNTER, the counter from the node's start in µs (wall_ms 1700000000000) */
+    CHECK(strchr(id0, '-') == id0 + 8 && !strcmp(id0 + 8, "-1700000000000001"));
     json_decref(a);
 
     a = xask(&w, 1, RUN(1000, ""));
@@ -306,6 +307,11 @@ TEST(node_exec_bad_requests_and_no_capacity)
         json_decref(a);
     }
     CHECK_INT(w.nlive, ==, 0);
+    json_t *small = xask(&w, 0,
+                         "{\"cmd\":\"run\",\"image\":\"r/i\",\"args\":[],\"cpus\":1000,"
+                         "\"memory\":6291455,\"scratch\":1}");
+    CHECK_STR(err(small), "a job needs 6 MiB of memory at least (the runtime's start uses it)");
+    json_decref(small);
     xw_free(&w);
 
     xw_init(&w, 0, 0, 0);
@@ -332,7 +338,7 @@ TEST(node_exec_keeps_the_newest_ended_and_hands_back_the_rest)
     snprintf(
         last, sizeof last, "%s",
         json_string_value(json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "id")));
-    CHECK(!strcmp(strchr(last, '-'), "-296"));
+    CHECK(!strcmp(strchr(last, '-'), "-1700000000000296"));
     json_decref(a);
     xw_free(&w);
 }
