@@ -27,10 +27,13 @@
 #           against bench/tcp_copy (the same bytes over TCP into a file, and the same with the
 #           receiver hashing them) and `skopeo copy` from the registry; CPU of each side. Then
 #           20 nodes pull the layer from one node at once: errors, concurrency, peak RSS.
-#   cold    node A pulls the python image; a new node with an empty data directory, seeded with
-#           A, runs `afsp mount` + `chroot DIR python3 -c 'import json'` (everything through the
-#           DHT and A), vs `skopeo copy` + `umoci unpack` + the same; the bytes the new node's
-#           links took in.
+#   cold    node A pulls the python image and runs python3 on it once (its mount records the
+#           image's start trace); a new node with an empty data directory, seeded with A, runs
+#           `afsp mount` + `chroot DIR python3 -c 'import json'` (everything through the DHT and
+#           A), with the trace and with --no-trace, vs `skopeo copy` + `umoci unpack` + the same
+#           and `podman pull` + `podman image mount` + the same; the bytes the new node's links
+#           took in; the reads' p99 with and without the trace (AFSP_TRACE, untimed rounds);
+#           each ratio against its target.
 #   old vs new  with AFSP_BIN_OLD set, parts peer and cold run that build and AFSP_BIN's
 #           interleaved round by round (old, new in odd rounds, new, old in even ones, the
 #           baselines around them as without it), each build on its own nodes, and print for
@@ -1105,7 +1108,7 @@ print(sum(p["bytes_in"] for p in json.load(sys.stdin)["peers"]))'
 }
 
 bench_cold() {
-    require skopeo umoci docker-registry
+    require skopeo umoci docker-registry podman
     # shellcheck source=../tests/integration/lib-node.sh
     . "$SRC/tests/integration/lib-node.sh"
     [ -n "${REGISTRY:-}" ] || start_registry
@@ -1114,7 +1117,10 @@ bench_cold() {
     push_image "$oci" "$TAG" "$ref:1" --compress gzip >/dev/null
     local dg=$PUSHED_DIGEST b
     rm -rf "$oci"
-    # per build: the holder H, which pulled the image
+    mkdir -p "$mnt"
+    on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
+    # per build: the holder H, which pulled the image and ran python3 on it once, so that its
+    # mount recorded the image's start trace (the first cold start anywhere does that)
     local -A HD HPORT HPID TB BB
     cold_holder() { # BUILD
         local AFSP_BIN
@@ -1123,75 +1129,156 @@ bench_cold() {
         start_node "coldA-$1" "${HD[$1]}" "${HPORT[$1]}"
         HPID[$1]=$BG_PID
         "$AFSP_BIN" --data "${HD[$1]}" pull "$ref@$dg" >/dev/null
+        "$AFSP_BIN" --data "${HD[$1]}" mount "$ref@$dg" "$mnt"
+        chroot "$mnt" /usr/bin/python3 -c 'import json'
+        "$AFSP_BIN" --data "${HD[$1]}" umount "$mnt"
     }
     for b in "${BUILDS[@]}"; do cold_holder "$b"; done
     local img
     img=$("$AFSP_BIN" --data "${HD[new]}" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
-    mkdir -p "$mnt"
-    on_exit "mountpoint -q '$mnt' && umount -l '$mnt'"
-    local r t A_T=() S_T=() BYTES=()
-    m_afsp() { # BUILD: a new node of BUILD, seeded with its holder, mounts and runs python3
-        local AFSP_BIN B=$TEST_TMPDIR/coldB$r-$1 pidb bin
+    local r t A_T=() N_T=() S_T=() P_T=() BYTES=() NBYTES=() lat_t=$TEST_TMPDIR/cold-lat-trace lat_n=$TEST_TMPDIR/cold-lat-notrace
+    : >"$lat_t"
+    : >"$lat_n"
+    # m_afsp BUILD trace|notrace [TRACEFILE]: a new node of BUILD (empty data directory, seeded
+    # with its holder, no background verification) mounts the image and runs python3; with
+    # notrace the mount neither fetches nor records a start trace. With TRACEFILE, the mount
+    # runs with AFSP_TRACE and its reads' latencies are appended to the mode's list, untimed.
+    m_afsp() {
+        local AFSP_BIN B=$TEST_TMPDIR/coldB$r-$1-$2 pidb bin opt=() env=() tf=${3:-}
         AFSP_BIN=$(bin_of "$1")
-        start_node "coldB$r-$1" "$B" "$(free_port)" "${HPORT[$1]}"
+        [ "$2" = notrace ] && opt=(--no-trace)
+        [ -n "$tf" ] && env=(env "AFSP_TRACE=$tf")
+        NODE_ARGS=(--verify-rate 0)
+        start_node "coldB$r-$1-$2" "$B" "$(free_port)" "${HPORT[$1]}"
+        NODE_ARGS=()
         pidb=$BG_PID
         wait_until 15 dht_at_least "$B" contacts 1
         sync
-        timed t eval "timeout 120 '$AFSP_BIN' --data '$B' mount '$ref@$dg' '$mnt' && timeout 120 chroot '$mnt' /usr/bin/python3 -c 'import json'" ||
-            fail "cold start ($1 build): mount or python3 failed or took over 120 s"
+        timed t eval "timeout 120 ${env[*]} '$AFSP_BIN' --data '$B' mount ${opt[*]} '$ref@$dg' '$mnt' && timeout 120 chroot '$mnt' /usr/bin/python3 -c 'import json'" ||
+            fail "cold start ($1 build, $2): mount or python3 failed or took over 120 s"
         bin=$(link_bytes_in "$B")
         (($(counter "$B" registry_fetches) == 0)) || fail "the cold node went to the registry ($1 build)"
+        if [ "$1" = new ]; then # what the round measures is what it says
+            local want=1
+            [ "$2" = notrace ] && want=0
+            (($(counter "$B" traces_fetched) == want)) || fail "cold start ($2): traces_fetched $(counter "$B" traces_fetched), not $want"
+        fi
         "$AFSP_BIN" --data "$B" umount "$mnt"
         kill_bg "$pidb"
         rm -rf "$B"
+        if [ -n "$tf" ]; then
+            "$PY" "$SRC/bench/timeline.py" "$tf" --reads >>"$([ "$2" = trace ] && echo "$lat_t" || echo "$lat_n")"
+            rm -f "$tf"
+            return 0
+        fi
         # shellcheck disable=SC2034 # read by per_build, through a nameref
-        TB[$1]=$t BB[$1]=$bin
+        [ "$2" = trace ] && TB[$1]=$t BB[$1]=$bin
         ((r)) || return 0
-        if [ "$1" = new ]; then A_T+=("$t") BYTES+=("$bin"); fi
-        rec cold_s "$1" "$t"
-        rec cold_mb "$1" "$(awk -v b="$bin" 'BEGIN { printf "%.3f", b / 1e6 }')"
+        if [ "$1" = new ] && [ "$2" = trace ]; then A_T+=("$t") BYTES+=("$bin"); fi
+        if [ "$2" = notrace ]; then N_T+=("$t") NBYTES+=("$bin"); fi
+        if [ "$2" = trace ]; then
+            rec cold_s "$1" "$t"
+            rec cold_mb "$1" "$(awk -v b="$bin" 'BEGIN { printf "%.3f", b / 1e6 }')"
+        fi
     }
     m_skopeo() {
         local u
         u=$(mktemp -d "$TEST_TMPDIR/cold.XXXX")
         sync
         timed t eval "skopeo copy --insecure-policy --src-tls-verify=false 'docker://$ref@$dg' 'oci:$u/o:t' >/dev/null 2>&1 &&
-            umoci unpack --image '$u/o:t' '$u/b' >/dev/null 2>&1 && chroot '$u/b/rootfs' /usr/bin/python3 -c 'import json'"
+            umoci unpack --image '$u/o:t' '$u/b' >/dev/null 2>&1 && chroot '$u/b/rootfs' /usr/bin/python3 -c 'import json'" ||
+            fail "the skopeo round failed"
         rm -rf "$u"
         ((r)) && S_T+=("$t")
         return 0
     }
-    local ts
+    m_podman() { # fresh storage each round, as a node that never had the image
+        local P=$TEST_TMPDIR/coldpodman$r mp
+        local pod=(podman --root "$P/root" --runroot "$P/run" --storage-driver overlay)
+        sync
+        timed t eval '"${pod[@]}" pull -q --tls-verify=false "docker://$ref@$dg" >/dev/null 2>&1 &&
+            mp=$("${pod[@]}" image mount "$ref@$dg") && chroot "$mp" /usr/bin/python3 -c "import json"' ||
+            fail "the podman round failed"
+        "${pod[@]}" image unmount -a >/dev/null 2>&1 || true
+        "${pod[@]}" system reset -f >/dev/null 2>&1 || true
+        rm -rf "$P"
+        ((r)) && P_T+=("$t")
+        return 0
+    }
+    local ts tp tn
     for ((r = 0; r <= BENCH_ROUNDS; r++)); do # round 0 warms up
         if ((r % 2)); then
-            for b in "${BUILDS[@]}"; do m_afsp "$b"; done
+            for b in "${BUILDS[@]}"; do m_afsp "$b" trace; done
+            m_afsp new notrace
+            tn=$t
             m_skopeo
             ts=$t
+            m_podman
+            tp=$t
         else
+            m_podman
+            tp=$t
             m_skopeo
             ts=$t
-            for b in "${BUILDS_REV[@]}"; do m_afsp "$b"; done
+            m_afsp new notrace
+            tn=$t
+            for b in "${BUILDS_REV[@]}"; do m_afsp "$b" trace; done
         fi
-        log "cold round $r: afsp mount from a peer + python3 $(per_build TB s) ($(per_build BB ' bytes') in), skopeo copy + umoci unpack + python3 ${ts}s"
+        log "cold round $r: afsp mount from a peer + python3 $(per_build TB s) ($(per_build BB ' bytes') in), without the trace ${tn}s, skopeo copy + umoci unpack + python3 ${ts}s, podman pull + image mount + python3 ${tp}s"
+    done
+    # the reads' latencies, with the trace's prefetch and without: untimed rounds under AFSP_TRACE
+    for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        m_afsp new trace "$TEST_TMPDIR/cold.trace"
+        m_afsp new notrace "$TEST_TMPDIR/cold.trace"
     done
     for b in "${BUILDS[@]}"; do kill_bg "${HPID[$b]}"; done
-    local ma ms mb
-    ma=$(median "${A_T[@]}") ms=$(median "${S_T[@]}") mb=$(median "${BYTES[@]}")
+    local ma mn ms mp mb mnb bs bp p99t p99n nt nn
+    ma=$(median "${A_T[@]}") mn=$(median "${N_T[@]}") ms=$(median "${S_T[@]}") mp=$(median "${P_T[@]}")
+    mb=$(median "${BYTES[@]}") mnb=$(median "${NBYTES[@]}")
+    bs=$(printf '%s\n' "${S_T[@]}" | sort -g | head -1) bp=$(printf '%s\n' "${P_T[@]}" | sort -g | head -1)
+    pct99() { "$PY" -c 'import sys
+v = sorted(float(x) for x in open(sys.argv[1]))
+print("%.1f" % v[min(len(v) - 1, int(0.99 * len(v)))] if v else "-")' "$1"; }
+    p99t=$(pct99 "$lat_t") p99n=$(pct99 "$lat_n") nt=$(wc -l <"$lat_t") nn=$(wc -l <"$lat_n")
+    # the targets (issue 18): 30x against each baseline's median and best round; bytes <= 8% of
+    # the layer; reads' p99 with the prefetch within 5 ms of without
+    local guard=() g
+    guard_ratio() { # LABEL BASE AFSP TARGET
+        local x
+        x=$(ratio "$2" "$3")
+        guard+=("$1: $x x (target $4 x): $(awk -v x="$x" -v t="$4" 'BEGIN { print (x >= t) ? "met" : "NOT MET" }')")
+    }
+    guard_ratio "cold start vs skopeo + umoci, median" "$ms" "$ma" 30
+    guard_ratio "cold start vs skopeo + umoci, its best round" "$bs" "$ma" 30
+    guard_ratio "cold start vs podman pull, median" "$mp" "$ma" 30
+    guard_ratio "cold start vs podman pull, its best round" "$bp" "$ma" 30
+    g=$(awk -v b="$mb" -v i="$img" 'BEGIN { printf "%.1f", 100 * b / i }')
+    guard+=("bytes at cold start: $g% of the layer (target 8%): $(awk -v g="$g" 'BEGIN { print (g <= 8) ? "met" : "NOT MET" }')")
+    guard+=("reads' p99 with the prefetch $p99t ms, without $p99n ms (target: within 5 ms): $(awk -v a="$p99t" -v b="$p99n" 'BEGIN { print (a - b <= 5) ? "met" : "NOT MET" }')")
+    for g in "${guard[@]}"; do log "guard: $g"; done
     {
-        echo "### Cold start from a peer: \`python3 -c 'import json'\` on a node holding nothing (median of $BENCH_ROUNDS, range)"
+        echo "### Cold start from a peer: \`python3 -c 'import json'\` on a node holding nothing (median of $BENCH_ROUNDS interleaved rounds, range)"
         echo
         echo "| | seconds | bytes over the network |"
         echo "|---|---|---|"
-        echo "| \`afsp mount\` (image held by another node; manifest, config, index and chunks found through the DHT) + chroot python3 | **$ma** ($(minmax "${A_T[@]}")) | $(awk -v b="$mb" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
+        echo "| \`afsp mount\` (image held by another node, which recorded its start trace; manifest, config, index, trace and chunks found through the DHT) + chroot python3 | **$ma** ($(minmax "${A_T[@]}")) | $(awk -v b="$mb" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
+        echo "| the same, \`afsp mount --no-trace\` (no prefetch) | $mn ($(minmax "${N_T[@]}")) | $(awk -v b="$mnb" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
         if ((${#BUILDS[@]} > 1)); then
             local vo=() vb=()
             mapfile -t vo < <(rec_values cold_s old)
             mapfile -t vb < <(rec_values cold_mb old)
-            echo "| the same, old build $AFSP_OLD_REV | $(median "${vo[@]}") ($(minmax "${vo[@]}")) | $(median "${vb[@]}" | awk '{ printf "%.1f MB", $1 }') |"
+            echo "| the first row, old build $AFSP_OLD_REV | $(median "${vo[@]}") ($(minmax "${vo[@]}")) | $(median "${vb[@]}" | awk '{ printf "%.1f MB", $1 }') |"
         fi
         echo "| \`skopeo copy\` from the registry + \`umoci unpack\` + chroot python3 | $ms ($(minmax "${S_T[@]}")) | $(awk -v b="$img" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
+        echo "| \`podman pull\` (fresh storage) + \`podman image mount\` + chroot python3 | $mp ($(minmax "${P_T[@]}")) | $(awk -v b="$img" 'BEGIN { printf "%.1f MB", b / 1e6 }') |"
         echo
-        echo "afsp is **$(ratio "$ms" "$ma")x** faster (target: 10x). The new node's links took in $(awk -v b="$mb" 'BEGIN { printf "%.1f", b / 1e6 }') MB (handshakes, DHT, frames, the layer's index and its chunks): **$(awk -v b="$mb" -v i="$ROOTFS_BYTES" 'BEGIN { printf "%.1f", 100 * b / i }')%** of the image's $((ROOTFS_BYTES / 1000000)) MB of files (the measure of the mount part's decoded bytes), **$(awk -v b="$mb" -v i="$img" 'BEGIN { printf "%.1f", 100 * b / i }')%** of its $(awk -v b="$img" 'BEGIN { printf "%.1f", b / 1e6 }') MB gzip layer (target: 10%). Each round starts a new node with an empty data directory, seeded with the holder; the registry was never asked."
+        echo "afsp is **$(ratio "$ms" "$ma")x** faster than skopeo + umoci's median and **$(ratio "$bs" "$ma")x** than its best round; **$(ratio "$mp" "$ma")x** than podman's median and **$(ratio "$bp" "$ma")x** than its best round (target: 30x each). Without the trace: $(ratio "$ms" "$mn")x and $(ratio "$bs" "$mn")x against skopeo + umoci. The new node's links took in $(awk -v b="$mb" 'BEGIN { printf "%.1f", b / 1e6 }') MB (handshakes, DHT, frames, the layer's index, the trace and the chunks): **$(awk -v b="$mb" -v i="$img" 'BEGIN { printf "%.1f", 100 * b / i }')%** of its $(awk -v b="$img" 'BEGIN { printf "%.1f", b / 1e6 }') MB gzip layer (target: 8%). Each round starts a new node with an empty data directory (\`--verify-rate 0\`: no background completion of the layer), seeded with the holder; the registry was never asked. Every round with the trace fetched it (\`traces_fetched\` 1), none without."
+        echo
+        echo "Reads' latency (FUSE read to answer, from \`AFSP_TRACE\` in $BENCH_ROUNDS further untimed rounds of each, pooled): p99 **$p99t ms** with the trace's prefetch ($nt reads), $p99n ms without ($nn reads) (target: within 5 ms)."
+        echo
+        echo "Against the targets:"
+        echo
+        for g in "${guard[@]}"; do echo "- $g"; done
         echo
         if ((${#BUILDS[@]} > 1)); then
             cmp_head "a cold start from a peer" "$BENCH_ROUNDS rounds each"

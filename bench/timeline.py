@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""timeline.py TRACE [--all]: the timeline of one cold start from an AFSP_TRACE file.
+"""timeline.py TRACE [--all | --reads]: the timeline of one cold start from an AFSP_TRACE file.
 
 Every afsp process started with AFSP_TRACE=FILE appends "SECONDS PID WHO EVENT..." lines to
 FILE (util/util.h). This reads the last `afsp mount` in FILE and everything after it, and prints
@@ -7,6 +7,7 @@ where the time went: the mount's steps (the image resolved through the node, its
 FUSE ready), the program's reads, and each chunk fetch cut into its steps (the mount's ask over
 the control socket, the node's task, the peer's answer, the write made durable, the answer back).
 --all: every event, in milliseconds from the mount's start.
+--reads: each FUSE read's latency (its arrival to its answer), in milliseconds, one a line.
 """
 import statistics
 import sys
@@ -32,6 +33,18 @@ def pct(v, q):
     return v[min(len(v) - 1, int(q * len(v)))] if v else 0.0
 
 
+def read_latencies(reads):
+    """Each read's time from its arrival to its answer, in seconds."""
+    rd, rlat = {}, []
+    for e in reads:
+        key = e[4].split()[0]
+        if e[3] == "read":
+            rd[key] = e[0]
+        elif key in rd:
+            rlat.append(e[0] - rd.pop(key))
+    return rlat
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -45,6 +58,12 @@ def main():
         for t, pid, who, what, rest in ev:
             print("%9.2f %7d %-6s %s %s" % ((t - t0) * 1000, pid, who, what, rest))
         return
+    reads = [e for e in ev if e[2] == "mount" and e[3] in ("read", "read_done")]
+    rlat = read_latencies(reads)
+    if "--reads" in sys.argv[2:]:
+        for v in rlat:
+            print(ms(v))
+        return
 
     def first(who, what, rest=None):
         for e in ev:
@@ -57,7 +76,6 @@ def main():
              ("layers opened, tree built", first("mount", "image", "open")),
              ("FUSE mounted, ready", first("mount", "mount", "ready")),
              ("first read of the program", first("mount", "read"))]
-    reads = [e for e in ev if e[2] == "mount" and e[3] in ("read", "read_done")]
     last = reads[-1][0] - t0 if reads else None
     steps.append(("last read answered", last))
     print("step | ms from `afsp mount`")
@@ -137,14 +155,6 @@ def main():
     for k, v in seg.items():
         if v:
             print("  %s: median %s ms, total %s ms (%d)" % (k, ms(statistics.median(v)), ms(sum(v)), len(v)))
-    rd = {}
-    rlat = []
-    for e in reads:
-        key = e[4].split()[0]
-        if e[3] == "read":
-            rd[key] = e[0]
-        elif key in rd:
-            rlat.append(e[0] - rd.pop(key))
     print("reads: %d, median %s ms, p99 %s ms, max %s ms" %
           (len(rlat), ms(statistics.median(rlat)) if rlat else "-", ms(pct(rlat, 0.99)),
            ms(max(rlat)) if rlat else "-"))
