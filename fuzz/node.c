@@ -18,21 +18,22 @@
  *                       it names itself in NODES too; bit 1: a contact that will not answer);
  *                       a CLAIM gets state mode % 6, a lease of mode * 256 ms, and (bit 3) a
  *                       holder: the member or (bit 4) the contact that will not answer
- *   0x06 u8 what        the victim's task submits a job (what % 6: the blob, the index, chunks
+ *   0x06 u8 what        the victim's task submits a job (what % 7: the blob, the index, chunks
  *                       of the partial layer, the claim of a layer (bit 5: the one it lacks,
  *                       else the partial one; bit 6: the task reads downloads; bit 7: its read
  *                       of the member's failed), the end of that claim (bit 3: whole), bytes
- *                       (what >> 3) * 200 on of the member's download of the layer it lacks)
+ *                       (what >> 3) * 200 on of the member's download of the layer it lacks,
+ *                       or a start trace, asked of its key's providers)
  *   0x07 u8 which       a control request (which % the table below)
  *   0x08 u8 len bytes   a control request line of these bytes
  *   0x09                the link closes (reset); the next op that needs it connects again
  *   0x0a                the store changed: the whole layer is evicted
  *   0x0b u16 len bytes  a DHT message of these bytes
  *   0x0c                the member connects (if it is not linked)
- *   0x0d u8 what u8 c   the member asks the victim (what % 5: the manifest it holds, the whole
- *                       layer's index, its chunk c, which chunks it has, or bytes c * 100 on,
- *                       (what / 5) * 300 of them, of the layer the victim downloads now, 1,000
- *                       bytes a second, written or not) with the next id
+ *   0x0d u8 what u8 c   the member asks the victim (what % 6: the manifest it holds, the whole
+ *                       layer's index, its chunk c, which chunks it has, bytes c * 100 on,
+ *                       (what / 6) * 300 of them, of the layer the victim downloads now, 1,000
+ *                       bytes a second, written or not, or a start trace) with the next id
  *   0x0e u8 id          the member cancels request id
  *   0x0f u8 l u8 c      the member says it holds chunk c of layer l % 3 (GOT: whole, partial,
  *                       unknown), true or not
@@ -43,6 +44,7 @@
  */
 #include "../node/node.h"
 #include "../sim/sim.h"
+#include "../store/store.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,6 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint8_t L_WHOLE[DIGEST_LEN] = {1}, L_PART[DIGEST_LEN] = {2}, L_NONE[DIGEST_LEN] = {3};
 static const uint8_t M_HELD[DIGEST_LEN] = {4}, M_NONE[DIGEST_LEN] = {5};
+static const uint8_t T_KEY[DIGEST_LEN] = {6}; /* a start trace's key */
 static const uint8_t L_DL[DIGEST_LEN] = {6}; /* the victim downloads it now: 1,000 bytes a second */
 #define DL_SIZE 20000
 
@@ -330,6 +333,12 @@ static bool member_answer(struct world *w, const struct p2p_msg *m, struct buf *
         buf_release(&whole);
         return ok;
     }
+    case P2P_GET_TRACE: { /* a trace of the partial layer's chunks, for the mode to spoil */
+        struct store_trace_ent e[8];
+        for (uint32_t i = 0; i < 8; i++)
+            e[i] = (struct store_trace_ent){0, 7 - i};
+        return !memcmp(m->digest, T_KEY, DIGEST_LEN) && store_trace_encode(M_NONE, e, 8, b) == 0;
+    }
     case P2P_GET_CHUNK: {
         void *l;
         if (memstore_ops.layer_open(w->hs, m->digest, &l) != 0)
@@ -384,14 +393,14 @@ static void answer_data(struct world *w, const struct p2p_msg *req, uint8_t mode
 
 static void member_ask(struct world *w, uint8_t what, uint8_t chunk)
 {
-    static const enum p2p_msg_type type[] = {P2P_GET_BLOB, P2P_GET_INDEX, P2P_GET_CHUNK, P2P_HAVE,
-                                             P2P_GET_BLOB};
-    struct p2p_msg m = {.type = type[what % 5], .id = ++w->asked, .chunk = chunk};
-    memcpy(m.digest, what % 5 == 0 ? M_HELD : L_WHOLE, DIGEST_LEN);
-    if (what % 5 == 4) { /* bytes of the download, written or not, past its end or not */
+    static const enum p2p_msg_type type[] = {P2P_GET_BLOB, P2P_GET_INDEX, P2P_GET_CHUNK,
+                                             P2P_HAVE,     P2P_GET_BLOB,  P2P_GET_TRACE};
+    struct p2p_msg m = {.type = type[what % 6], .id = ++w->asked, .chunk = chunk};
+    memcpy(m.digest, what % 6 == 0 ? M_HELD : what % 6 == 5 ? T_KEY : L_WHOLE, DIGEST_LEN);
+    if (what % 6 == 4) { /* bytes of the download, written or not, past its end or not */
         memcpy(m.digest, L_DL, DIGEST_LEN);
         m.off = (uint64_t)chunk * 100;
-        m.len = (uint32_t)(what / 5) * 300;
+        m.len = (uint32_t)(what / 6) * 300;
     }
     send_msg(w, &m);
 }
@@ -574,7 +583,11 @@ static void job_new(struct world *w, uint8_t what)
     memset(jb, 0, sizeof *jb);
     struct dht_contact me = {.addr = member_addr};
     memcpy(me.id, w->hid.id, DHT_ID_LEN);
-    switch (what % 6) {
+    switch (what % 7) {
+    case 6: /* a start trace, asked of its key's providers (the member provides everything) */
+        jb->j.kind = NODE_JOB_TRACE;
+        memcpy(jb->j.digest, T_KEY, DIGEST_LEN);
+        break;
     case 0:
         jb->j.kind = NODE_JOB_BLOB;
         memcpy(jb->j.digest, M_NONE, DIGEST_LEN);
@@ -614,7 +627,9 @@ static void job_new(struct world *w, uint8_t what)
         jb->j.last = 7;
         break;
     }
-    jb->j.max = jb->j.has_src ? 3 * CHUNK_LEN : 4096;
+    jb->j.max = jb->j.has_src                  ? 3 * CHUNK_LEN
+                : jb->j.kind == NODE_JOB_TRACE ? NODE_TRACE_MAX_BYTES
+                                               : 4096;
     jb->j.out = &jb->out;
     submit(w, jb, w->now);
     take_effects(w);

@@ -176,8 +176,8 @@ static void xreq_withdraw(struct node *n, struct node_job_state *js, struct xreq
     free(t);
 }
 
-int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b, size_t len,
-                  uint64_t now)
+int fetch_on_data(struct node_link *k, void *req, uint64_t total, uint64_t off, const uint8_t *b,
+                  size_t len, uint64_t now)
 {
     struct xreq *x = req;
     struct node_job_state *js = x->js;
@@ -187,6 +187,10 @@ int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b
     }
     if (off != js->j->off + js->j->out->len)
         return AFSP_E_PROTO;
+    /* the first piece: room for what the answer declares (the peer's word, so at most
+     * NODE_BLOB_PRESIZE; a bigger one grows as it comes), instead of a copy at every doubling */
+    if (!js->j->out->len && buf_reserve(js->j->out, MIN(total - off, NODE_BLOB_PRESIZE)) < 0)
+        return -ENOMEM;
     return buf_append(js->j->out, b, len);
 }
 

@@ -546,8 +546,7 @@ static int on_data(void *arg, struct p2p_peer *p, void *req, uint64_t total, uin
 {
     struct node_link *k = arg;
     (void)p;
-    (void)total;
-    return fetch_on_data(k, req, off, b, len, k->n->now);
+    return fetch_on_data(k, req, total, off, b, len, k->n->now);
 }
 
 static void on_done(void *arg, struct p2p_peer *p, void *req, int rc)

@@ -120,6 +120,7 @@ void node_durations_init(struct node_durations *d, unsigned divisor);
 #define NODE_PARK_POLL_MS 5    /* how often those downloads are looked at */
 #define NODE_PARK_MAX_MS 2000  /* then it is answered busy (a requester stalls at 5 s) */
 #define NODE_JOB_INFLIGHT_MAX (64u << 20)  /* chunk bytes one job asked for and did not get */
+#define NODE_BLOB_PRESIZE (16u << 20)      /* room made for a blob or index at its first piece */
 #define NODE_JOB_LINKS_MAX 256             /* links one job spreads its chunks over */
 #define NODE_PEER_CHUNKS 4                 /* a job's chunk requests on one peer at once */
 #define NODE_TRACE_MAX_BYTES (65536u + 64) /* a start trace from a peer (docs/format.md) */

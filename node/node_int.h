@@ -249,8 +249,8 @@ void jobs_cancel_all(struct node *n);
 /* Frees the jobs held, handing none back (node_free). */
 void jobs_free_all(struct node *n);
 /* p2p_peer callbacks of our requests. */
-int fetch_on_data(struct node_link *k, void *req, uint64_t off, const uint8_t *b, size_t len,
-                  uint64_t now);
+int fetch_on_data(struct node_link *k, void *req, uint64_t total, uint64_t off, const uint8_t *b,
+                  size_t len, uint64_t now);
 void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now);
 void fetch_on_have(struct node_link *k, void *req, uint32_t nchunks, const uint8_t *bitmap);
 /* Whether a chunk job of this node has chunk i of layer (cut into nchunks) checked and written:
