@@ -9,9 +9,16 @@
  *
  * (PATH: the file in the layer, OFFSET: the byte of it to change; its chunk must not be the
  * layer's last.)
+ *
+ *   afsp-forge trace DATA sha256:MANIFEST LAYER:CHUNK...
+ *
+ * keeps a start trace for the image in the store with exactly these entries, unchecked (a
+ * layer or chunk the image lacks, a chunk twice, ...), over any it had: the node on that store
+ * then provides it and serves it (tests/integration/74-prefetch.sh).
  */
 #include "../../store/db.h"
 #include "../../store/layer/layer.h"
+#include "../../store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,10 +40,54 @@ static int put_index(MDB_txn *txn, void *arg)
     return db_put(txn, p->db->dbi[DB_INDEX], p->digest, DIGEST_LEN, p->ix->p, p->ix->len);
 }
 
+static int put_trace(MDB_txn *txn, void *arg)
+{
+    struct put *p = arg;
+    return db_put(txn, p->db->dbi[DB_TRACES], p->digest, DIGEST_LEN, p->ix->p, p->ix->len);
+}
+
+static int forge_trace(int argc, char **argv)
+{
+    uint8_t manifest[DIGEST_LEN], key[DIGEST_LEN];
+    size_t n = (size_t)argc - 4;
+    struct store_trace_ent *e = calloc(n ? n : 1, sizeof *e);
+    if (!e || digest_parse(argv[3], manifest) < 0) {
+        fprintf(stderr, "afsp-forge: bad digest %s\n", argv[3]);
+        return 2;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (sscanf(argv[4 + i], "%u:%u", &e[i].layer, &e[i].chunk) != 2) {
+            fprintf(stderr, "afsp-forge: bad entry %s (LAYER:CHUNK)\n", argv[4 + i]);
+            return 2;
+        }
+    struct db db;
+    struct buf b = {0};
+    char dbdir[PATH_MAX];
+    snprintf(dbdir, sizeof dbdir, "%s/store", argv[2]);
+    store_trace_key(manifest, key);
+    struct put p = {&db, key, &b};
+    int rc = store_trace_encode(manifest, e, n, &b);
+    if (rc == 0 && (rc = db_open(&db, dbdir, 0)) == 0) {
+        rc = db_write(&db, put_trace, &p);
+        db_close(&db);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "afsp-forge: cannot keep the trace: %s\n", err_msg(rc));
+        return 1;
+    }
+    printf("forged a start trace of %zu entries\n", n);
+    buf_release(&b);
+    free(e);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 4 && !strcmp(argv[1], "trace"))
+        return forge_trace(argc, argv);
     if (argc != 5) {
-        fprintf(stderr, "usage: afsp-forge DATA sha256:LAYER PATH OFFSET\n");
+        fprintf(stderr, "usage: afsp-forge DATA sha256:LAYER PATH OFFSET\n"
+                        "       afsp-forge trace DATA sha256:MANIFEST LAYER:CHUNK...\n");
         return 2;
     }
     const char *dir = argv[1], *want = argv[3];
