@@ -417,7 +417,7 @@ int cmd_jobs(int argc, char **argv)
         json_decref(ans);
         return 0;
     }
-    printf("%-20s %-12s %-9s %6s %8s %8s %8s %-8s %6s  %s\n", "ID", "NAME", "STATE", "CPUS",
+    printf("%-25s %-12s %-9s %6s %8s %8s %8s %-8s %6s  %s\n", "ID", "NAME", "STATE", "CPUS",
            "MEMORY", "CPU_S", "PEAK", "STARTED", "STATUS", "IMAGE");
     size_t i;
     json_array_foreach(jobs, i, j)
@@ -432,7 +432,7 @@ int cmd_jobs(int argc, char **argv)
             snprintf(cpu, sizeof cpu, "%.2f", json_real_value(json_object_get(j, "cpu_s")));
         json_int_t started = json_integer_value(json_object_get(at, "running"));
         printf(
-            "%-20s %-12s %-9s %6.3g %8s %8s %8s %-8s %6s  %s\n",
+            "%-25s %-12s %-9s %6.3g %8s %8s %8s %-8s %6s  %s\n",
             json_string_value(json_object_get(j, "id")), nm ? nm : "-",
             json_string_value(json_object_get(j, "state")),
             json_real_value(json_object_get(lim, "cpus")),
