@@ -106,15 +106,16 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
             run[9] = (char *)j->id;
         }
         rc = spawn_wait(run, j->out_fd, j->err_fd, &st, j->started, j->arg);
+        int status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         /* the runtime writes the pid file once the job's process exists: without it, the status
          * is the runtime's own failure (its words are in the job's stderr), not the job's */
         if (rc == 0 && j->pid_file && access(j->pid_file, F_OK) < 0 && errno == ENOENT)
             rc = err_set(AFSP_E_USAGE,
                          "the runtime %s failed before the job's process started (status %d; "
                          "its message is in the job's stderr)",
-                         j->runtime, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+                         j->runtime, status);
         if (rc == 0) {
-            r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            r->status = status;
             /* the cgroup is gone if the runtime failed before making it: usage unknown */
             if (exec_cgroup_usage("/sys/fs/cgroup", "/proc/self/cgroup", j->spec.cgroups_path,
                                   &r->usage) == 0)
