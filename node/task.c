@@ -391,13 +391,10 @@ static void *task_main(void *arg)
     struct tasks *ts = r->ts;
     struct node_task *t = r->t;
     struct tctx c = {ts, t};
-    struct pull_peers peers = {&c,
-                               peers_get_blob_t,
-                               peers_get_index_t,
-                               peers_get_chunks,
-                               peers_claim_t,
-                               peers_claim_end_t,
-                               peers_read_src_t};
+    struct pull_peers peers = {&c, peers_get_blob_t, peers_get_index_t, peers_get_chunks,
+                               peers_claim_t, peers_claim_end_t, peers_read_src_t,
+                               /* a verification paces its chunks: one layer at a time */
+                               t->kind == NODE_TASK_VERIFY ? 1 : PULL_LAYERS_AT_ONCE};
     struct pull_opts po = {.platform = t->platform,
                            .insecure_hosts = (const char *const *)t->insecure,
                            .peers = &peers,

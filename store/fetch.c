@@ -30,7 +30,12 @@ struct store_fetch {
     uint8_t *has;   /* bitmap of chunks present or checked and written */
     uint8_t *fresh; /* bitmap of chunks written since the last flush */
     uint32_t nhas, nfresh;
+    uint64_t unstarted; /* bytes written since their writeback was last started */
 };
+
+/* Written bytes past which their writeback is started (sync_file_range), so that the disk
+ * works while the chunks still come and a flush's fdatasync has only the tail to wait for. */
+#define FETCH_WRITEBACK_BYTES (8u << 20)
 
 int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
                     const char *media_type, uint64_t size, const uint8_t *index, size_t index_len,
@@ -197,6 +202,10 @@ int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w)
             done += (size_t)k;
     }
     store_fetch_chunk_drop(w);
+    if (rc == 0 && !store_fetch_has(f, w->i) && (f->unstarted += c->len) >= FETCH_WRITEBACK_BYTES) {
+        (void)sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint: the flush syncs */
+        f->unstarted = 0;
+    }
     if (rc == 0 && !store_fetch_has(f, w->i)) {
         f->has[w->i / 8] |= (uint8_t)(1u << (w->i % 8));
         f->fresh[w->i / 8] |= (uint8_t)(1u << (w->i % 8));

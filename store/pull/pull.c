@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -211,6 +212,59 @@ static int layer_lazy(struct store *s, const struct pull_peers *p, const struct 
     store_fetch_free(f);
     buf_release(&ix);
     return rc;
+}
+
+/* The layers a pull asks of its peers, several at once: what each ends with (rc) and whether
+ * it was asked (the serial pass then goes on from where its peers left it). */
+struct peers_batch {
+    struct store *s;
+    const struct pull_peers *p;
+    const struct descriptor *layers;
+    size_t n;
+    bool lazy;
+    uint64_t resv_id;
+    int *rc;
+    bool *asked;
+    pthread_mutex_t mu;
+    size_t next;
+};
+
+static void *peers_batch_main(void *arg)
+{
+    struct peers_batch *b = arg;
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        size_t i = b->next;
+        while (i < b->n && !b->asked[i])
+            i++;
+        b->next = i + 1;
+        pthread_mutex_unlock(&b->mu);
+        if (i >= b->n)
+            return NULL;
+        b->rc[i] = b->lazy ? layer_lazy(b->s, b->p, &b->layers[i])
+                           : layer_from_peers(b->s, b->p, &b->layers[i], b->resv_id);
+    }
+}
+
+/* Runs the layers marked asked through the peers (lazily: their indexes only) on up to
+ * p->layers_at_once threads; rc[i] gets each one's result. With one thread (or none could be
+ * started) the calling thread does them all, in order. */
+static void peers_batch_run(struct peers_batch *b)
+{
+    pthread_t th[PULL_LAYERS_AT_ONCE];
+    size_t want = 0, nth = 0;
+    for (size_t i = 0; i < b->n; i++)
+        want += b->asked[i];
+    want = MIN(want, MIN((size_t)b->p->layers_at_once, (size_t)PULL_LAYERS_AT_ONCE));
+    pthread_mutex_init(&b->mu, NULL);
+    for (; want > 1 && nth < want; nth++)
+        if (pthread_create(&th[nth], NULL, peers_batch_main, b) != 0)
+            break;
+    if (nth == 0)
+        peers_batch_main(b);
+    for (size_t i = 0; i < nth; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&b->mu);
 }
 
 /* A layer whole from the registry: the feed of its ingest. */
@@ -531,7 +585,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
     uint8_t mdigest[DIGEST_LEN];
     uint8_t(*pin)[DIGEST_LEN] = NULL;
     uint64_t resv_id = 0, need = 0, total = 0;
-    int have_resv = 0, rc;
+    int have_resv = 0, rc, *prc = NULL;
+    bool *asked = NULL;
 
     if ((rc = ref_parse(refstr, &ref)) < 0)
         return rc;
@@ -597,17 +652,36 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         need = add_sat(need, ingest_allowance(m.layers[i].size));
         total = add_sat(total, m.layers[i].size);
     }
-    /* Lazily: a layer some peer has an index of is added as a partial layer (its chunks come
-     * when read); the others are pulled whole, below. */
+    /* The peers first, several layers at once. Lazily: a layer some peer has an index of is
+     * added as a partial layer (its chunks come when read); the others are pulled whole, below.
+     * Whole: each layer the store lacks from the peers; what they could not give comes below
+     * (the claim, a download to read, the registry). */
+    prc = calloc(m.nlayers ? m.nlayers : 1, sizeof *prc);
+    asked = calloc(m.nlayers ? m.nlayers : 1, sizeof *asked);
+    if (!prc || !asked) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; ms.peers && i < m.nlayers; i++) {
+        struct layer_rec r;
+        int g = store_layer_get(s, m.layers[i].digest, &r);
+        asked[i] = opts->lazy ? g < 0 : g < 0 || !(r.flags & LAYER_COMPLETE);
+    }
+    struct peers_batch pb = {.s = s,
+                             .p = ms.peers,
+                             .layers = m.layers,
+                             .n = m.nlayers,
+                             .lazy = opts && opts->lazy,
+                             .rc = prc,
+                             .asked = asked};
+    if (opts && opts->lazy && ms.peers)
+        peers_batch_run(&pb);
     for (size_t i = 0; opts && opts->lazy && ms.peers && i < m.nlayers; i++) {
         struct layer_rec r;
         const struct descriptor *d = &m.layers[i];
-        if (store_layer_get(s, d->digest, &r) == 0) {
-            if (r.flags & LAYER_COMPLETE)
-                continue; /* not counted above */
-        } else if (layer_lazy(s, ms.peers, d) < 0) {
-            continue;
-        }
+        if (asked[i] ? prc[i] < 0
+                     : store_layer_get(s, d->digest, &r) < 0 || (r.flags & LAYER_COMPLETE))
+            continue;          /* not from the peers, or whole (not counted above) */
         if (need < UINT64_MAX) /* past 2^64 it stays too big: store_reserve refuses it */
             need -= MIN(need, ingest_allowance(d->size));
         if (total < UINT64_MAX)
@@ -619,6 +693,10 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
             goto out;
         have_resv = 1;
     }
+    if (ms.peers && !opts->lazy) {
+        pb.resv_id = resv_id;
+        peers_batch_run(&pb);
+    }
     struct pull_progress prog = {"layer", 0, m.nlayers, 0, total};
     uint64_t done = 0;
     for (size_t i = 0; i < m.nlayers; i++) {
@@ -627,7 +705,9 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         if (store_layer_get(s, d->digest, &r) == 0 &&
             ((r.flags & LAYER_COMPLETE) || (opts && opts->lazy)))
             continue;
-        if (ms.peers && (rc = layer_from_peers(s, ms.peers, d, resv_id)) == 0) {
+        if (ms.peers &&
+            (rc = asked[i] && !opts->lazy ? prc[i] : layer_from_peers(s, ms.peers, d, resv_id)) ==
+                0) {
             done += d->size;
             continue;
         }
@@ -692,6 +772,8 @@ out:
     if (have_resv)
         store_unreserve(s, resv_id);
     free(pin);
+    free(prc);
+    free(asked);
     free(canon);
     free(json);
     free(ctype);

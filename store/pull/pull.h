@@ -68,7 +68,14 @@ struct pull_peers {
      * failed). Unchecked: the pull's streaming pass checks the whole blob. */
     int (*read_src)(void *arg, const struct pull_src *src, const uint8_t digest[DIGEST_LEN],
                     uint64_t size, uint64_t off, uint32_t len, struct buf *out);
+    /* How many layers get_index and get_chunks may be asked for at once, each on a thread of
+     * the pull's (at most PULL_LAYERS_AT_ONCE); 0 or 1: one after another. */
+    unsigned layers_at_once;
 };
+
+/* A pull asks the peers for this many layers at once at most: each layer's index, chunks and
+ * final sync overlap the others' (docs/benchmarks.md, issue 18). */
+#define PULL_LAYERS_AT_ONCE 4
 
 struct pull_opts {
     const char *platform;              /* "os/arch[/variant]"; NULL: this machine */
