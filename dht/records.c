@@ -97,15 +97,24 @@ bool records_add(struct dht *d, const uint8_t key[static DHT_ID_LEN], const stru
             d->st.records_refused++;
             return false;
         }
-        struct rec *r = malloc(DHT_RECORDS_PER_KEY * sizeof *r);
+        struct rec *r = malloc(sizeof *r);
         if (!r || !(kr = idvec_insert(&d->records, pos, key))) {
             free(r);
             return false;
         }
         kr->r = r;
+        kr->cap = 1;
+    }
+    if (kr->n == kr->cap && kr->cap < DHT_RECORDS_PER_KEY) {
+        uint32_t cap = MIN(2 * kr->cap, (uint32_t)DHT_RECORDS_PER_KEY);
+        struct rec *r = realloc(kr->r, cap * sizeof *r);
+        if (!r)
+            return false;
+        kr->r = r;
+        kr->cap = cap;
     }
     struct rec *slot;
-    if (kr->n < DHT_RECORDS_PER_KEY) {
+    if (kr->n < kr->cap) {
         slot = &kr->r[kr->n++];
         d->nrecords++;
     } else {
