@@ -4,13 +4,14 @@
  * image, shared by its jobs, counted, and kept for mount_keep_ms after the last one ends), its
  * config's process, the user, the volumes checked, then exec_job_run with the job's output in
  * DATA/jobs/ID/out and err. Kills go through the runtime (`kill --all`). At start it removes
- * what a node that died left: containers, job roots, mounts, cgroups, job directories. Not part
- * of the sans-IO core.
+ * what a node that died left: containers, job roots, mounts, cgroups, job directories. The
+ * mounts are runner_mount.c's, a job's output copy logcopy.c's (runner_int.h). Not part of the
+ * sans-IO core.
  *
- * Owns: the job threads, the mounts, DATA/jobs and the runtime's state (DATA/runc). Must not:
+ * Owns: the job threads, DATA/jobs and the runtime's state (DATA/runc). Must not:
  * touch the core from a job's thread (reports go through poll, on the loop's thread).
  */
-#include "node_int.h"
+#include "runner_int.h"
 
 #include "../store/oci/oci.h"
 #include "../store/store.h"
@@ -19,270 +20,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define PATH_LEN 4096
-
-struct rmount {
-    uint8_t digest[DIGEST_LEN];
-    char dir[PATH_LEN];
-    unsigned refs;
-    enum { M_MOUNTING, M_READY, M_UNMOUNTING } state;
-    uint64_t idle_since; /* monotonic ms, while refs is 0 */
-    struct rmount *next;
-};
-
-struct xrun {
-    struct runner *r;
-    struct node_exec *x;
-    pthread_t th;
-    bool started, reported_start, done;
-    bool exited, reported_exit; /* its processes ended: its cleanup goes on */
-    /* its output: pipes (the write ends the runtime's, until it exits) copied to its files by
-     * a thread of its own, NODE_EXEC_LOG_MAX bytes of each at most */
-    int wfd[2];
-    struct logcopy *lc;
-    /* when (monotonic ns) each step of its start and end was reached, for its timeline */
-    uint64_t t_begin, t_found, t_mounted, t_ready, t_started, t_ended, t_done;
-    struct exec_result result; /* the job's thread's, until exited or done */
-    bool kill_asked;           /* a kill came: if the runtime does not run it yet, it never will */
-    unsigned kill_threads;     /* kills' threads asking the runtime (they use the run) */
-    struct xrun *next;
-};
-
-struct runner {
-    struct node_runner_cfg cfg;
-    struct store *s;
-    char data[1024], jobs[1100], state[1100]; /* a data directory's path is short (its socket's) */
-    const char *key_file;
-    char id_prefix[16]; /* "NODEID8-": this node's jobs' ids and cgroups begin so */
-    void (*wake)(void *arg);
-    void *wake_arg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* a mount changed state, or the reaper has work */
-    struct xrun *runs;
-    struct rmount *mounts;
-    unsigned kill_threads; /* all runs' */
-    pthread_t reaper;
-    bool reaper_on, stopping;
-};
 
 /* Wakes the loop (r->mu held: runner_stop_wakes then knows no wake is under way). */
 static void wake_locked(struct runner *r)
 {
     if (r->wake)
         r->wake(r->wake_arg);
-}
-
-static uint64_t mono_ms(void)
-{
-    return time_mono_ns() / 1000000;
-}
-
-#define SELF_ARGS (8 + 2 * NODE_TASK_INSECURE_MAX) /* what self_run passes on, at most */
-
-/* `afsp --data DATA ARGS...` (this program), waited for; its stderr to err (-1: /dev/null). */
-static int self_run(struct runner *r, const char *const *args, int err)
-{
-    char *argv[3 + SELF_ARGS + 1];
-    size_t n = 0;
-    argv[n++] = (char *)r->cfg.self;
-    argv[n++] = "--data";
-    argv[n++] = r->data;
-    while (*args && n < 3 + SELF_ARGS)
-        argv[n++] = (char *)*args++;
-    argv[n] = NULL;
-    int st = 0, rc = exec_spawn_wait(argv, -1, err, &st);
-    if (rc < 0)
-        return rc;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
-}
-
-static bool is_mounted(const char *dir)
-{
-    struct stat a, b;
-    char up[PATH_LEN + 4];
-    snprintf(up, sizeof up, "%s/..", dir);
-    if (stat(dir, &a) < 0)
-        return errno == ENOTCONN; /* a FUSE mount whose process died */
-    return stat(up, &b) == 0 && a.st_dev != b.st_dev;
-}
-
-static void unmount_dir(struct runner *r, const char *dir)
-{
-    if (is_mounted(dir)) {
-        const char *um[] = {"umount", dir, NULL};
-        if (self_run(r, um, -1) < 0)
-            umount2(dir, MNT_DETACH); /* busy, or not afsp's: it goes once unused */
-    }
-    rmdir(dir);
-}
-
-/* ---- mounts: one per image, shared ------------------------------------------------------------
- */
-
-/* The image's mount, made if need be (its reference counted): its directory in out. A mount
- * whose process died (ENOTCONN) is mounted again; the jobs on it keep their references. */
-static int mount_acquire(struct runner *r, const struct image_info *ii, const struct node_exec *x,
-                         char out[static PATH_LEN], int err_fd)
-{
-    pthread_mutex_lock(&r->mu);
-    struct rmount *m;
-    bool again = false;
-    for (;;) {
-        for (m = r->mounts; m && memcmp(m->digest, ii->manifest_digest, DIGEST_LEN); m = m->next)
-            ;
-        if (!m)
-            break;
-        if (m->state != M_READY) {
-            pthread_cond_wait(&r->cv, &r->mu); /* being mounted, or unmounted: wait for its end */
-            continue;
-        }
-        m->refs++; /* held: the reaper leaves it be while it is looked at, unlocked */
-        pthread_mutex_unlock(&r->mu);
-        struct statfs sf; /* statfs always asks the mount's process (stat may answer from cache) */
-        if (statfs(m->dir, &sf) == 0 || errno != ENOTCONN) {
-            snprintf(out, PATH_LEN, "%s", m->dir);
-            return 0;
-        }
-        pthread_mutex_lock(&r->mu);
-        if (m->state == M_READY) {
-            m->state = M_MOUNTING;
-            again = true;
-            break;
-        }
-        m->refs--; /* another job mounts it again: wait for that */
-    }
-    if (again) {
-        pthread_mutex_unlock(&r->mu);
-        log_warn("event=mount_lost dir=%s", m->dir);
-        umount2(m->dir, MNT_DETACH); /* the jobs on it keep what they have open */
-    } else if (!(m = calloc(1, sizeof *m))) {
-        pthread_mutex_unlock(&r->mu);
-        return -ENOMEM;
-    } else {
-        char hex[2 * DIGEST_LEN + 1];
-        memcpy(m->digest, ii->manifest_digest, DIGEST_LEN);
-        snprintf(m->dir, sizeof m->dir, "%s/mnt/%.24s", r->jobs, hex_fmt(m->digest, 12, hex));
-        m->refs = 1;
-        m->next = r->mounts;
-        r->mounts = m;
-        pthread_mutex_unlock(&r->mu);
-    }
-
-    /* the manifest by digest: what the store holds, even if the tag has moved since */
-    char ref[sizeof ii->ref + DIGEST_STR_LEN + 2], dg[DIGEST_STR_LEN + 1];
-    snprintf(ref, sizeof ref, "%s%s%s", ii->ref, strchr(ii->ref, '@') ? "" : "@",
-             strchr(ii->ref, '@') ? "" : digest_fmt(ii->manifest_digest, dg));
-    const char *args[SELF_ARGS] = {"mount"};
-    size_t na = 1;
-    for (size_t i = 0; x->insecure[i]; i++) {
-        args[na++] = "--insecure-registry";
-        args[na++] = x->insecure[i];
-    }
-    args[na++] = ref;
-    args[na++] = m->dir;
-    args[na] = NULL;
-    int rc = 0;
-    if (mkdir(m->dir, 0700) < 0 && errno != EEXIST)
-        rc = err_set(-errno, "cannot make %s", m->dir);
-    else if ((rc = self_run(r, args, err_fd)) < 0)
-        rc = err_set(rc, "cannot mount %s", ref);
-    pthread_mutex_lock(&r->mu);
-    if (rc < 0 && again) { /* kept, dead, for the jobs on it: the next job tries again */
-        m->refs--;
-        m->state = M_READY;
-        m->idle_since = mono_ms();
-    } else if (rc < 0) {
-        for (struct rmount **pp = &r->mounts; *pp; pp = &(*pp)->next)
-            if (*pp == m) {
-                *pp = m->next;
-                break;
-            }
-        rmdir(m->dir);
-        free(m);
-    } else {
-        m->state = M_READY;
-        snprintf(out, PATH_LEN, "%s", m->dir);
-    }
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    return rc;
-}
-
-static void mount_release(struct runner *r, const char *dir)
-{
-    pthread_mutex_lock(&r->mu);
-    for (struct rmount *m = r->mounts; m; m = m->next)
-        if (!strcmp(m->dir, dir) && m->refs && --m->refs == 0) {
-            m->idle_since = mono_ms();
-            pthread_cond_broadcast(&r->cv); /* the reaper's clock starts */
-        }
-    pthread_mutex_unlock(&r->mu);
-}
-
-/* Unmounts the mounts idle for mount_keep_ms (all idle ones when stopping). */
-static void *reaper_main(void *arg)
-{
-    struct runner *r = arg;
-    pthread_mutex_lock(&r->mu);
-    for (;;) {
-        uint64_t now = mono_ms(), next = UINT64_MAX;
-        struct rmount *due = NULL;
-        for (struct rmount *m = r->mounts; m && !due; m = m->next) {
-            if (m->state != M_READY || m->refs)
-                continue;
-            uint64_t at = m->idle_since + r->cfg.mount_keep_ms;
-            if (r->stopping || at <= now)
-                due = m;
-            else if (at < next)
-                next = at;
-        }
-        if (due) {
-            due->state = M_UNMOUNTING;
-            pthread_mutex_unlock(&r->mu);
-            unmount_dir(r, due->dir);
-            log_info("event=unmounted dir=%s", due->dir);
-            pthread_mutex_lock(&r->mu);
-            for (struct rmount **pp = &r->mounts; *pp; pp = &(*pp)->next)
-                if (*pp == due) {
-                    *pp = due->next;
-                    break;
-                }
-            free(due);
-            pthread_cond_broadcast(&r->cv);
-            continue;
-        }
-        if (r->stopping)
-            break;
-        if (next == UINT64_MAX) {
-            pthread_cond_wait(&r->cv, &r->mu);
-        } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t wait = next - now;
-            ts.tv_sec += (time_t)(wait / 1000);
-            ts.tv_nsec += (long)(wait % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
-        }
-    }
-    pthread_mutex_unlock(&r->mu);
-    return NULL;
 }
 
 /* ---- one job -----------------------------------------------------------------------------------
@@ -345,132 +96,6 @@ static void on_started(void *arg)
     xr->started = true;
     wake_locked(xr->r);
     pthread_mutex_unlock(&xr->r->mu);
-}
-
-/* ---- a job's output ------------------------------------------------------------------------- */
-
-struct logcopy {
-    int in[2];   /* the pipes' read ends (-1 once at their end) */
-    int file[2]; /* DATA/jobs/ID/out, err */
-    uint64_t n[2], dropped[2];
-    bool eof;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t th;
-};
-
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return; /* the disk is full: what does not fit is lost, the job goes on */
-        p += k;
-        n -= (size_t)k;
-    }
-}
-
-static void *logcopy_main(void *arg)
-{
-    struct logcopy *lc = arg;
-    char buf[64 << 10];
-    while (lc->in[0] >= 0 || lc->in[1] >= 0) {
-        struct pollfd p[2] = {{lc->in[0], POLLIN, 0}, {lc->in[1], POLLIN, 0}};
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
-            break;
-        for (int i = 0; i < 2; i++) {
-            if (lc->in[i] < 0 || !p[i].revents)
-                continue;
-            ssize_t k = read(lc->in[i], buf, sizeof buf);
-            if (k < 0 && (errno == EINTR || errno == EAGAIN))
-                continue;
-            if (k <= 0) {
-                close(lc->in[i]);
-                lc->in[i] = -1;
-                continue;
-            }
-            uint64_t room = lc->n[i] < NODE_EXEC_LOG_MAX ? NODE_EXEC_LOG_MAX - lc->n[i] : 0;
-            size_t w = (uint64_t)k < room ? (size_t)k : (size_t)room;
-            write_all(lc->file[i], buf, w);
-            lc->n[i] += w;
-            lc->dropped[i] += (uint64_t)k - w;
-        }
-    }
-    for (int i = 0; i < 2; i++)
-        if (lc->in[i] >= 0)
-            close(lc->in[i]); /* poll failed: the writers see EPIPE rather than block */
-    for (int i = 0; i < 2; i++)
-        if (lc->dropped[i])
-            dprintf(lc->file[1], "afsp: the job wrote %llu bytes more to its %s than are kept\n",
-                    (unsigned long long)lc->dropped[i], i ? "stderr" : "stdout");
-    pthread_mutex_lock(&lc->mu);
-    lc->eof = true;
-    pthread_cond_broadcast(&lc->cv);
-    pthread_mutex_unlock(&lc->mu);
-    return NULL;
-}
-
-/* Pipes for the job's stdout and stderr (their write ends in w), copied into out and err. */
-static int logcopy_start(struct logcopy **out, int fout, int ferr, int w[2])
-{
-    struct logcopy *lc = calloc(1, sizeof *lc);
-    int p[2][2] = {{-1, -1}, {-1, -1}};
-    if (!lc || pipe2(p[0], O_CLOEXEC) < 0 || pipe2(p[1], O_CLOEXEC) < 0) {
-        int e = errno;
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++)
-                if (p[i][j] >= 0)
-                    close(p[i][j]);
-        free(lc);
-        return -e;
-    }
-    *lc = (struct logcopy){.in = {p[0][0], p[1][0]}, .file = {fout, ferr}};
-    pthread_mutex_init(&lc->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&lc->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    int rc = -pthread_create(&lc->th, NULL, logcopy_main, lc);
-    if (rc < 0) {
-        for (int i = 0; i < 2; i++) {
-            close(p[i][0]);
-            close(p[i][1]);
-        }
-        free(lc);
-        return rc;
-    }
-    w[0] = p[0][1];
-    w[1] = p[1][1];
-    *out = lc;
-    return 0;
-}
-
-/* Waits up to ms for the copy to reach the pipes' end (every writer gone). */
-static void logcopy_wait(struct logcopy *lc, uint64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&lc->mu);
-    while (!lc->eof && pthread_cond_timedwait(&lc->cv, &lc->mu, &ts) == 0)
-        ;
-    pthread_mutex_unlock(&lc->mu);
-}
-
-static void logcopy_end(struct logcopy *lc)
-{
-    pthread_join(lc->th, NULL);
-    pthread_cond_destroy(&lc->cv);
-    pthread_mutex_destroy(&lc->mu);
-    free(lc);
 }
 
 static void close_writers(struct xrun *xr)
@@ -544,7 +169,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
         return rc;
     free(ii.layers);
     xr->t_found = time_mono_ns();
-    if ((rc = mount_acquire(r, &ii, x, mnt, err)) < 0)
+    if ((rc = runner_mount_acquire(r, &ii, x, mnt, err)) < 0)
         return rc;
     xr->t_mounted = time_mono_ns();
     const char *private[] = {r->data, r->key_file};
@@ -625,7 +250,7 @@ static int job_run(struct xrun *xr, const char *jdir, int out, int err)
     }
     exec_publish_stop(pub);
     config_process_free(&cp);
-    mount_release(r, mnt);
+    runner_mount_release(r, mnt);
     return rc;
 }
 
@@ -883,8 +508,8 @@ static void orphans_remove(struct runner *r)
             if (e->d_name[0] != '.') {
                 char m[3 * PATH_LEN];
                 snprintf(m, sizeof m, "%s/%s", p, e->d_name);
-                mounts += is_mounted(m);
-                unmount_dir(r, m);
+                mounts += runner_is_mounted(m);
+                runner_unmount(r, m);
             }
         closedir(d);
     }
@@ -938,7 +563,7 @@ int runner_new(struct runner **out, const struct node_runner_cfg *cfg, const cha
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
     orphans_remove(r);
-    r->reaper_on = pthread_create(&r->reaper, NULL, reaper_main, r) == 0;
+    r->reaper_on = pthread_create(&r->reaper, NULL, runner_reaper_main, r) == 0;
     *out = r;
     return 0;
 }
@@ -956,7 +581,7 @@ void runner_free(struct runner *r)
     while (r->mounts) { /* a mount being made when the reaper ended (none: every job is done) */
         struct rmount *m = r->mounts;
         r->mounts = m->next;
-        unmount_dir(r, m->dir);
+        runner_unmount(r, m->dir);
         free(m);
     }
     /* the parent cgroups too, unless another node's jobs are below them */
