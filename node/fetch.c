@@ -28,67 +28,18 @@
  * A BLOB job may name its one peer (has_src: the relay, docs/swarm.md): that peer is dialled if
  * need be and asked once, from the job's offset; its answer may wait for a download's bytes.
  *
- * Longer than 800 lines: the three kinds of job share one set of books (requests, links tried,
- * the requests' ends in fetch_on_done); splitting the chunk scheduler (chunks_step and its
- * helpers) into a file of its own is the next step if this file grows again.
+ * How a CHUNKS job chooses its requests is chunks.c's (fetch_int.h shares the books).
  *
  * Owns: the jobs' state and their requests, what each job knows of its peers, each job's timer.
  * Must not: do I/O, count a chunk that did not check out.
  */
-#include "node_int.h"
+#include "fetch_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A request of a job on one link. */
-struct xreq {
-    struct node_job_state *js;
-    uint32_t chunk;
-    bool have;                /* CHUNKS: a HAVE request, not a chunk's */
-    void *rx;                 /* CHUNKS: the store's receipt */
-    struct node_link *k;      /* CHUNKS */
-    uint64_t last;            /* when it was sent or its last byte came */
-    struct xreq *twin;        /* the same chunk asked of another peer (hedged), or NULL */
-    bool hedge;               /* this is the second request of the pair */
-    struct xreq *prev, *next; /* the job's chunk requests */
-};
-
-/* What a CHUNKS job knows of one peer (a link) that may hold its layer. */
-struct jpeer {
-    uint64_t serial;      /* the link's */
-    uint8_t *bm;          /* the chunks it holds, as its HAVE answer and GOTs said; NULL: unknown */
-    bool all;             /* a complete provider: every chunk, until it says not-found */
-    bool asking;          /* the job's HAVE request is on it */
-    uint32_t inflight;    /* the job's chunk requests on it */
-    uint64_t busy_since;  /* its first busy answer since the job last got a chunk (0: none) */
-    uint64_t quiet_until; /* after a busy answer: no request before */
-    uint8_t have_tries;   /* HAVE answered not-found by a peer fetching the layer too */
-};
-
-struct node_job_state {
-    struct node_job *j;
-    struct node *n;
-    struct node_job_state *next;
-    int rc;
-    bool done, relooked;
-    uint64_t *tried; /* serials of the links asked (blob, index) or left out (chunks) */
-    size_t ntried;
-    uint8_t *inflight; /* CHUNKS: chunk bitmap */
-    uint32_t nchunks;  /* CHUNKS: the layer's */
-    uint32_t first;    /* CHUNKS: every chunk before it is here */
-    uint32_t nreq;     /* requests of this job on the links */
-    uint32_t salt;     /* CHUNKS: orders chunks of equal rarity, differently in each job */
-    uint64_t inflight_bytes;
-    uint64_t turn;       /* the link that gets the next request */
-    struct xreq *reqs;   /* CHUNKS */
-    struct jpeer *peers; /* CHUNKS: NODE_JOB_LINKS_MAX slots */
-    size_t npeers;
-    unsigned nhedged;        /* pairs of requests for one chunk */
-    struct node_timer timer; /* the next hedge or busy peer's turn */
-};
-
-static struct jpeer *jpeer_find(struct node_job_state *js, uint64_t serial)
+struct jpeer *fetch_jpeer_find(struct node_job_state *js, uint64_t serial)
 {
     for (size_t i = 0; i < js->npeers; i++)
         if (js->peers[i].serial == serial)
@@ -106,12 +57,12 @@ static bool busy_again(struct node *n, struct jpeer *jp, uint64_t now)
     return now - jp->busy_since < n->t.busy_wait;
 }
 
-static bool jp_has(const struct jpeer *jp, uint32_t i)
+bool fetch_jp_has(const struct jpeer *jp, uint32_t i)
 {
     return jp && (jp->all || (jp->bm && (jp->bm[i / 8] >> (i % 8) & 1)));
 }
 
-static void job_finish(struct node_job_state *js, int rc)
+void fetch_job_finish(struct node_job_state *js, int rc)
 {
     if (!js->done) {
         js->done = true;
@@ -119,7 +70,7 @@ static void job_finish(struct node_job_state *js, int rc)
     }
 }
 
-static bool tried(const struct node_job_state *js, const struct node_link *k)
+bool fetch_tried(const struct node_job_state *js, const struct node_link *k)
 {
     for (size_t i = 0; i < js->ntried; i++)
         if (js->tried[i] == k->serial)
@@ -149,7 +100,7 @@ static void xreq_end(struct node *n, struct node_job_state *js, struct xreq *x)
     uint64_t coff;
     uint32_t clen;
     n->so->fetch_chunk(js->j->fetch, x->chunk, &coff, &clen);
-    struct jpeer *jp = jpeer_find(js, x->k->serial);
+    struct jpeer *jp = fetch_jpeer_find(js, x->k->serial);
     if (jp)
         jp->inflight--;
     js->nreq--;
@@ -217,21 +168,21 @@ void fetch_on_done(struct node_link *k, void *req, int rc, uint64_t now)
         n->requesting--;
         if (rc == 0 && js->j->has_src) {
             n->st.relay_read_bytes += js->j->out->len;
-            job_finish(js, 0);
+            fetch_job_finish(js, 0);
         } else if (rc == 0) {
             n->st.blobs_fetched++;
             if (js->j->kind == NODE_JOB_INDEX || js->j->kind == NODE_JOB_TRACE) /* verify.c */
                 memcpy(js->j->from, k->peer_id, P2P_ID_LEN);
-            job_finish(js, 0);
+            fetch_job_finish(js, 0);
         } else if (js->j->has_src) {
-            job_finish(js, rc); /* that peer only: the task decides what next */
+            fetch_job_finish(js, rc); /* that peer only: the task decides what next */
         } else {
             js->j->out->len = 0; /* the next peer starts over */
         }
         free(x);
         return;
     }
-    struct jpeer *jp = jpeer_find(js, k->serial);
+    struct jpeer *jp = fetch_jpeer_find(js, k->serial);
     if (!x->have)
         TRACE("chunk_done %u rc=%d", x->chunk, rc);
     if (x->have) {
@@ -322,7 +273,7 @@ void fetch_on_have(struct node_link *k, void *req, uint32_t nchunks, const uint8
 {
     struct xreq *x = req;
     struct node_job_state *js = x->js;
-    struct jpeer *jp = jpeer_find(js, k->serial);
+    struct jpeer *jp = fetch_jpeer_find(js, k->serial);
     k->n->jobs_dirty = true;
     if (!jp || !x->have)
         return;
@@ -351,7 +302,7 @@ bool fetch_peer_has(struct node *n, const struct node_link *k,
 {
     for (struct node_job_state *js = n->jobs; js; js = js->next)
         if (js->j->kind == NODE_JOB_CHUNKS && !memcmp(js->j->digest, layer, DIGEST_LEN) &&
-            i < js->nchunks && jp_has(jpeer_find(js, k->serial), i))
+            i < js->nchunks && fetch_jp_has(fetch_jpeer_find(js, k->serial), i))
             return true;
     return false;
 }
@@ -361,7 +312,7 @@ void fetch_on_got(struct node_link *k, const uint8_t layer[static DIGEST_LEN], u
     for (struct node_job_state *js = k->n->jobs; js; js = js->next) {
         if (js->j->kind != NODE_JOB_CHUNKS || memcmp(js->j->digest, layer, DIGEST_LEN))
             continue;
-        struct jpeer *jp = jpeer_find(js, k->serial);
+        struct jpeer *jp = fetch_jpeer_find(js, k->serial);
         if (jp && jp->bm && chunk < js->nchunks) {
             jp->bm[chunk / 8] |= (uint8_t)(1u << (chunk % 8));
             /* a step only for a chunk the job still wants and has no request on, from a peer
@@ -379,20 +330,20 @@ void fetch_on_got(struct node_link *k, const uint8_t layer[static DIGEST_LEN], u
 
 /* No link is left to ask: look the providers up again (once a job), wait for the lookup or a
  * dial to one, or give up. */
-static void job_exhausted(struct node *n, struct node_job_state *js, uint64_t now)
+void fetch_job_exhausted(struct node *n, struct node_job_state *js, uint64_t now)
 {
     if (!js->relooked) {
         js->relooked = true;
         providers_get(n, js->j->digest, NODE_PROVIDERS_WANT, true, now);
     }
     if (!providers_waiting(n, providers_get(n, js->j->digest, NODE_PROVIDERS_WANT, false, now)))
-        job_finish(js, AFSP_E_NOTFOUND);
+        fetch_job_finish(js, AFSP_E_NOTFOUND);
 }
 
 /* Sends m, a request of job js, on link k (x: its state, the caller's until this succeeds).
  * Returns 0, or -1 (the window is full, the connection failed). */
-static int job_request(struct node *n, struct node_job_state *js, struct node_link *k,
-                       const struct p2p_msg *m, uint64_t max_total, struct xreq *x, uint64_t now)
+int fetch_job_request(struct node *n, struct node_job_state *js, struct node_link *k,
+                      const struct p2p_msg *m, uint64_t max_total, struct xreq *x, uint64_t now)
 {
     if (p2p_peer_request(k->p, m, max_total, x, now) < 0)
         return -1;
@@ -405,316 +356,15 @@ static int job_request(struct node *n, struct node_job_state *js, struct node_li
     return 0;
 }
 
-/* Asks link k which chunks of the job's layer it holds (it tells of new ones after: GOT).
- * Returns 0 or -1 (its window is full, memory ran out). */
-static int have_request(struct node *n, struct node_job_state *js, struct node_link *k,
-                        struct jpeer *jp, uint64_t now)
-{
-    struct p2p_msg m = {.type = P2P_HAVE};
-    struct xreq *x = calloc(1, sizeof *x);
-    memcpy(m.digest, js->j->digest, DIGEST_LEN);
-    if (!x)
-        return -1;
-    x->js = js;
-    x->k = k;
-    x->have = true;
-    x->last = now;
-    if (job_request(n, js, k, &m, 0, x, now) < 0) {
-        free(x);
-        return -1;
-    }
-    jp->asking = true;
-    n->st.haves_sent++;
-    return 0;
-}
-
-/* Asks link k for chunk i (the second time, if twin is the first request). Returns 0, or -1 if
- * its window is full or memory ran out. */
-static int chunk_request(struct node *n, struct node_job_state *js, struct node_link *k, uint32_t i,
-                         struct xreq *twin, uint64_t now)
-{
-    struct p2p_msg m = {.type = P2P_GET_CHUNK, .chunk = i};
-    uint64_t coff;
-    uint32_t clen;
-    memcpy(m.digest, js->j->digest, DIGEST_LEN);
-    n->so->fetch_chunk(js->j->fetch, i, &coff, &clen);
-    struct xreq *x = calloc(1, sizeof *x);
-    if (!x)
-        return -1;
-    x->js = js;
-    x->chunk = i;
-    x->k = k;
-    x->last = now;
-    if (n->so->chunk_begin(js->j->fetch, i, &x->rx) < 0) {
-        free(x);
-        return -1;
-    }
-    if (job_request(n, js, k, &m, clen, x, now) < 0) {
-        n->so->chunk_drop(js->j->fetch, x->rx);
-        free(x);
-        return -1;
-    }
-    TRACE("chunk_req %u peer=%llu len=%u%s", i, (unsigned long long)k->serial, clen,
-          twin ? " hedge" : "");
-    struct jpeer *jp = jpeer_find(js, k->serial);
-    if (jp)
-        jp->inflight++;
-    js->inflight_bytes += clen;
-    x->next = js->reqs;
-    if (js->reqs)
-        js->reqs->prev = x;
-    js->reqs = x;
-    if (twin) {
-        x->twin = twin;
-        x->hedge = true;
-        twin->twin = x;
-        js->nhedged++;
-        n->st.hedges++;
-    }
-    return 0;
-}
-
-/* Requests silent for the hedge duration (or on a banned link) go to a second peer that holds
- * the chunk too; returns when the next one may need it (UINT64_MAX: none). */
-static uint64_t job_hedge(struct node *n, struct node_job_state *js, struct node_link **use,
-                          size_t nuse, uint64_t now)
-{
-    uint64_t next = UINT64_MAX;
-    for (struct xreq *x = js->reqs; x; x = x->next) {
-        bool banned = x->k->ban_until > now;
-        /* silent: no byte of it, and none from its peer (a peer sending other answers first is
-         * working, not stuck: a swarm's holders are busy) */
-        uint64_t heard = MAX(x->last, x->k->last_in);
-        if (x->twin)
-            continue;
-        if (!banned && now - heard < n->t.hedge) {
-            if (heard + n->t.hedge < next)
-                next = heard + n->t.hedge;
-            continue;
-        }
-        if (!banned && js->nhedged >= NODE_HEDGE_MAX)
-            continue; /* a slot frees when a request ends (jobs_dirty) */
-        for (size_t u = 0; u < nuse; u++) {
-            struct node_link *k = use[(js->turn + u) % nuse];
-            if (k != x->k && jp_has(jpeer_find(js, k->serial), x->chunk) &&
-                chunk_request(n, js, k, x->chunk, x, now) == 0)
-                break; /* the new request went in front of x: the walk goes on after x */
-        }
-    }
-    return next;
-}
-
 void fetch_link_closed(struct node *n, const struct node_link *k)
 {
     for (struct node_job_state *js = n->jobs; js; js = js->next) {
-        struct jpeer *jp = js->peers ? jpeer_find(js, k->serial) : NULL;
+        struct jpeer *jp = js->peers ? fetch_jpeer_find(js, k->serial) : NULL;
         if (jp) { /* its requests have ended (p2p_peer_free ran their done) */
             free(jp->bm);
             *jp = js->peers[--js->npeers];
         }
     }
-}
-
-/* The links a CHUNKS job may ask, and what it knows of each: the layer's providers, complete or
- * partial, and the peers fetching it too (they asked this node HAVE of it); else, if none of
- * those is connected, any peer. A new one is asked HAVE (a complete provider is taken at its
- * word). Returns how many, in use[] and jps[]. */
-static size_t job_peers(struct node *n, struct node_job_state *js, struct node_link **use,
-                        struct jpeer **jps, uint64_t now)
-{
-    struct node_job *j = js->j;
-    uint8_t sk[DIGEST_LEN];
-    swarm_key(j->digest, sk);
-    struct pcache *pc = providers_get(n, j->digest, NODE_PROVIDERS_WANT, false, now);
-    struct pcache *ps = providers_get(n, sk, NODE_SWARM_WANT, false, now);
-    if (ps && !ps->looking && ps->n < NODE_SWARM_ENOUGH) /* a swarm still forming */
-        ps = providers_get(n, sk, NODE_SWARM_WANT, true, now);
-    size_t nuse = 0;
-    for (int members = 1; members >= 0 && !nuse; members--)
-        for (struct node_link *k = n->links; k && nuse < NODE_JOB_LINKS_MAX; k = k->next)
-            if (link_usable(k, now) && !tried(js, k) &&
-                (!members || providers_has(pc, k->peer_id) || providers_has(ps, k->peer_id) ||
-                 swarm_watching(k, j->digest) || jpeer_find(js, k->serial)))
-                use[nuse++] = k;
-    size_t kept = 0;
-    for (size_t u = 0; u < nuse; u++) {
-        struct jpeer *jp = jpeer_find(js, use[u]->serial);
-        if (!jp) {
-            if (js->npeers == NODE_JOB_LINKS_MAX)
-                continue; /* the job knows as many peers as it may (some left out, or banned) */
-            jp = &js->peers[js->npeers++];
-            memset(jp, 0, sizeof *jp);
-            jp->serial = use[u]->serial;
-            jp->all = providers_has(pc, use[u]->peer_id);
-        }
-        if (!jp->all && !jp->bm && !jp->asking && jp->quiet_until <= now)
-            have_request(n, js, use[u], jp, now);
-        use[kept] = use[u];
-        jps[kept++] = jp;
-    }
-    return kept;
-}
-
-/* Orders chunks of equal rarity: differently in each job (its salt), the same in each step. */
-static uint32_t chunk_tie(const struct node_job_state *js, uint32_t i)
-{
-    uint32_t h = (i + 1) * 0x9e3779b1u ^ js->salt;
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    return h ^ h >> 13;
-}
-
-struct cand {
-    uint32_t chunk, holders, tie;
-};
-
-static int cand_cmp(const void *a, const void *b)
-{
-    const struct cand *x = a, *y = b;
-    if (x->holders != y->holders)
-        return x->holders < y->holders ? -1 : 1;
-    return x->tie < y->tie ? -1 : x->tie > y->tie;
-}
-
-/* Chunks a step looks at, at most: the first this many the job wants and has not asked for. */
-#define JOB_SCAN 1024
-
-static void cand_sift(struct cand *c, size_t n, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, top = i;
-        if (l < n && cand_cmp(&c[l], &c[top]) > 0)
-            top = l;
-        if (l + 1 < n && cand_cmp(&c[l + 1], &c[top]) > 0)
-            top = l + 1;
-        if (top == i)
-            return;
-        struct cand t = c[i];
-        c[i] = c[top];
-        c[top] = t;
-        i = top;
-    }
-}
-
-/* The k first of c's n candidates (cand_cmp) to its front, in order; returns how many are in
- * order there (k, or n). A step asks for as many chunks as its peers have room for, a few of
- * the up to JOB_SCAN it looked at: sorting them all took 3% of the CPU of 20 nodes pulling one
- * layer on loopback. */
-static size_t cand_first(struct cand *c, size_t n, size_t k)
-{
-    if (k < n / 4) { /* a heap of the k first so far, the last of them on top */
-        for (size_t i = k / 2; i-- > 0;)
-            cand_sift(c, k, i);
-        for (size_t i = k; i < n; i++)
-            if (k && cand_cmp(&c[i], &c[0]) < 0) {
-                c[0] = c[i];
-                cand_sift(c, k, 0);
-            }
-        n = k;
-    }
-    qsort(c, n, sizeof *c, cand_cmp);
-    return n;
-}
-
-/* A CHUNKS job's step: the chunks it wants and no request is on, rarest first (or in random
- * order), each asked of the least busy peer that holds it. */
-static void chunks_step(struct node *n, struct node_job_state *js, uint64_t now)
-{
-    struct node_job *j = js->j;
-    while (js->first <= j->last && n->so->fetch_has(j->fetch, js->first))
-        js->first++; /* done from the front: later steps start after it */
-    if (js->first > j->last) {
-        if (js->nreq == 0)
-            job_finish(js, 0);
-        return;
-    }
-    struct node_link *use[NODE_JOB_LINKS_MAX];
-    struct jpeer *jps[NODE_JOB_LINKS_MAX];
-    bool full[NODE_JOB_LINKS_MAX] = {0};
-    size_t nuse = job_peers(n, js, use, jps, now);
-    struct cand *c = malloc(JOB_SCAN * sizeof *c);
-    size_t nc = 0;
-    bool hope = false; /* a peer may yet serve something: it is being asked HAVE, or is quiet */
-    uint64_t next = UINT64_MAX;
-    for (size_t u = 0; u < nuse; u++) {
-        if (jps[u]->asking)
-            hope = true;
-        if (jps[u]->quiet_until > now) {
-            hope = true;
-            next = MIN(next, jps[u]->quiet_until);
-        }
-    }
-    /* requests the peers can take now: none, and the step ends here (most steps of a swarm
-     * that is moving: 20 nodes pulling one layer on loopback spent 12% of their CPU counting
-     * the holders of chunks no peer could be asked for) */
-    size_t room = 0;
-    for (size_t u = 0; u < nuse; u++)
-        if (jps[u]->quiet_until <= now && jps[u]->inflight < NODE_PEER_CHUNKS)
-            room += NODE_PEER_CHUNKS - jps[u]->inflight;
-    if (!room || js->inflight_bytes >= NODE_JOB_INFLIGHT_MAX)
-        nc = SIZE_MAX;  /* no scan */
-    bool swarm = false; /* a peer holding the layer in part has some of what the job wants */
-    for (uint32_t i = js->first; c && nc != SIZE_MAX && i <= j->last && nc < JOB_SCAN; i++) {
-        if (n->so->fetch_has(j->fetch, i) || (js->inflight[i / 8] >> (i % 8) & 1))
-            continue;
-        uint32_t holders = 0;
-        bool free = false; /* a holder can be asked now */
-        for (size_t u = 0; u < nuse; u++)
-            if (jp_has(jps[u], i)) {
-                holders++;
-                swarm = swarm || !jps[u]->all;
-                free = free || (jps[u]->inflight < NODE_PEER_CHUNKS && jps[u]->quiet_until <= now);
-            }
-        hope = hope || holders;
-        if (free)
-            c[nc++] = (struct cand){i, n->cfg.random_first ? 0 : holders, chunk_tie(js, i)};
-    }
-    if (nc == SIZE_MAX) { /* not scanned: the peers are full or quiet */
-        nc = 0;
-        hope = hope || js->nreq;
-    }
-    /* Without a swarm, in order: a layer read from its complete holders comes front to back, as
-     * a reader wants it (unless random order was asked for). Not a whole layer (a pull): then
-     * fetchers that start together from one holder would ask for the same chunks in the same
-     * order, so that none ever held a chunk another lacked, and all took the whole layer from
-     * the holder (8 namespaces capped at 100 Mbit/s: 6.1 copies, 35 s for a 5.4 s ideal). */
-    bool whole = j->first == 0 && j->last + 1 == js->nchunks;
-    for (size_t ci = 0; !swarm && !whole && !n->cfg.random_first && ci < nc; ci++)
-        c[ci].tie = c[ci].chunk;
-    /* only candidates a peer can take now are kept, and the room's worth of them is usually
-     * all a step asks for; the rest is put in order only if some of those could not be asked
-     * (their holders' room went to earlier ones) */
-    size_t sorted = cand_first(c, nc, MIN(nc, room));
-    for (size_t ci = 0; ci < nc && room && js->inflight_bytes < NODE_JOB_INFLIGHT_MAX; ci++) {
-        if (ci == sorted)
-            sorted += cand_first(c + ci, nc - ci, nc - ci);
-        uint32_t i = c[ci].chunk;
-        size_t best = SIZE_MAX;
-        for (size_t v = 0; v < nuse; v++) {
-            size_t u = (js->turn + v) % nuse;
-            struct jpeer *jp = jps[u];
-            if (!jp_has(jp, i) || jp->inflight >= NODE_PEER_CHUNKS || jp->quiet_until > now ||
-                full[u])
-                continue;
-            /* the least busy, and of those a partial holder before a complete one */
-            if (best == SIZE_MAX || jp->inflight < jps[best]->inflight ||
-                (jp->inflight == jps[best]->inflight && jps[best]->all && !jp->all))
-                best = u;
-        }
-        if (best == SIZE_MAX)
-            continue;
-        js->turn++;
-        if (chunk_request(n, js, use[best], i, NULL, now) == 0) {
-            js->inflight[i / 8] |= (uint8_t)(1u << (i % 8));
-            room--;
-        } else {
-            full[best] = true; /* its window is full (or no memory): not again this step */
-        }
-    }
-    free(c);
-    timer_set(n, &js->timer, MIN(next, job_hedge(n, js, use, nuse, now)));
-    if (!hope && js->nreq == 0)
-        job_exhausted(n, js, now);
 }
 
 /* A BLOB job from one peer: dialled once if there is no link to it; the one request. */
@@ -725,21 +375,21 @@ static void src_step(struct node *n, struct node_job_state *js, uint64_t now)
     if (js->nreq)
         return;
     if (js->ntried) {
-        job_finish(js, AFSP_E_NOTFOUND); /* its link closed before the request could go */
+        fetch_job_finish(js, AFSP_E_NOTFOUND); /* its link closed before the request could go */
         return;
     }
     if (!k && !js->relooked) {
         js->relooked = true;
         if (!memcmp(j->src.id, n->id->id, P2P_ID_LEN) ||
             !link_dial(n, &j->src.addr, j->src.id, now)) {
-            job_finish(js, AFSP_E_NOTFOUND);
+            fetch_job_finish(js, AFSP_E_NOTFOUND);
             return;
         }
         n->st.dht_dials++;
         k = link_to(n, j->src.id, true);
     }
     if (!k) {
-        job_finish(js, AFSP_E_NOTFOUND); /* the dial failed */
+        fetch_job_finish(js, AFSP_E_NOTFOUND); /* the dial failed */
         return;
     }
     if (k->state != LINK_UP)
@@ -759,7 +409,7 @@ static void src_step(struct node *n, struct node_job_state *js, uint64_t now)
         if (rc == 0)
             p2p_peer_cancel(k->p, x);
         free(x);
-        job_finish(js, -EBUSY); /* no memory, or the link failed: asked again later */
+        fetch_job_finish(js, -EBUSY); /* no memory, or the link failed: asked again later */
         return;
     }
     x->js = js;
@@ -774,7 +424,7 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
     if (js->done)
         return;
     if (j->kind == NODE_JOB_CHUNKS) {
-        chunks_step(n, js, now);
+        fetch_chunks_step(n, js, now);
         return;
     }
     if (j->has_src) {
@@ -785,7 +435,7 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
     if (js->nreq)
         return;
     for (struct node_link *k = n->links; k; k = k->next) {
-        if (!link_usable(k, now) || tried(js, k))
+        if (!link_usable(k, now) || fetch_tried(js, k))
             continue;
         /* a trace only of its providers: most nodes have none, and a cold start must not ask
          * every link it has */
@@ -803,13 +453,13 @@ static void job_step_one(struct node *n, struct node_job_state *js, uint64_t now
         memcpy(m.digest, j->digest, DIGEST_LEN);
         j->out->len = 0;
         x->js = js;
-        if (job_request(n, js, k, &m, j->max, x, now) < 0) {
+        if (fetch_job_request(n, js, k, &m, j->max, x, now) < 0) {
             free(x);
             continue;
         }
         return;
     }
-    job_exhausted(n, js, now);
+    fetch_job_exhausted(n, js, now);
 }
 
 static void job_state_free(struct node_job_state *js)
@@ -859,7 +509,7 @@ void jobs_free_all(struct node *n)
 void jobs_cancel_all(struct node *n)
 {
     for (struct node_job_state *js = n->jobs; js; js = js->next)
-        job_finish(js, -ECANCELED);
+        fetch_job_finish(js, -ECANCELED);
 }
 
 static void on_job_timer(struct node *n, struct node_timer *t, uint64_t now)
