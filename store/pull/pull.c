@@ -666,6 +666,8 @@ int store_pull(struct store *s, const char *refstr, const struct pull_opts *opts
         struct layer_rec r;
         int g = store_layer_get(s, m.layers[i].digest, &r);
         asked[i] = opts->lazy ? g < 0 : g < 0 || !(r.flags & LAYER_COMPLETE);
+        for (size_t j = 0; asked[i] && j < i; j++) /* a layer named twice: asked once */
+            asked[i] = memcmp(m.layers[j].digest, m.layers[i].digest, DIGEST_LEN) != 0;
     }
     struct peers_batch pb = {.s = s,
                              .p = ms.peers,

@@ -2,7 +2,8 @@
 # A whole pull asks its peers for several layers at once, and what they lack comes from the
 # registry after: B pulls fx:2 (fx:1's four layers and one more) while A holds fx:1. The
 # registry serves B the new layer only, once; the shared four come from A; B's tree equals
-# `umoci unpack` of fx:2, and B's layers equal A's byte for byte.
+# `umoci unpack` of fx:2, and B's layers equal A's byte for byte. Then C pulls fx:3, fx:2 with
+# its top layer named twice: every byte from its peers, each layer once, the same tree.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-node.sh"
 
@@ -48,9 +49,48 @@ assert_eq "$total" "$present" "B holds every chunk of its layers"
 
 # the shared layers' indexes are A's until B builds its own from their blobs, in the background:
 # until then B leaves out what only a built index may show (devices, setuid bits, capabilities)
-all_verified() { read -r nver nlayers <<<"$(verified "$B")"; ((nver == nlayers)); }
-wait_until 60 all_verified
+all_verified() { read -r nver nlayers <<<"$(verified "$1")"; ((nver == nlayers)); } # DATA
+wait_until 60 all_verified "$B"
 "$AFSP_BIN" --data "$B" inspect extract "$REGISTRY/fx:2" "$T/exB"
 umoci_unpack_ref "$REGISTRY/fx:2" "$T/want"
 assert_tree_eq "$T/want" "$T/exB"
+
+# fx:3: fx:2's manifest with its top layer (and its diff_id) twice
+"$PY" - "$T/oci2" <<'PYEOF' || fail "cannot write fx:3"
+import hashlib, json, os, sys
+lo = sys.argv[1]
+def blob(d): return os.path.join(lo, "blobs", *d.split(":", 1))
+def put(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(blob(d), "wb").write(data)
+    return d, len(data)
+idx = json.load(open(os.path.join(lo, "index.json")))
+m = [x for x in idx["manifests"] if x["annotations"]["org.opencontainers.image.ref.name"] == "fx"][0]
+man = json.load(open(blob(m["digest"])))
+cfg = json.load(open(blob(man["config"]["digest"])))
+cfg["rootfs"]["diff_ids"].append(cfg["rootfs"]["diff_ids"][-1])
+man["config"]["digest"], man["config"]["size"] = put(json.dumps(cfg).encode())
+man["layers"].append(man["layers"][-1])
+d, n = put(json.dumps(man).encode())
+idx["manifests"].append({"mediaType": m["mediaType"], "digest": d, "size": n,
+                         "annotations": {"org.opencontainers.image.ref.name": "fx3"}})
+json.dump(idx, open(os.path.join(lo, "index.json"), "w"))
+PYEOF
+"$PY" "$LIB_DIR/ocitool.py" push "$T/oci2" fx3 "$REGISTRY/fx:3" >/dev/null || fail "cannot push fx:3"
+mapfile -t l3 < <(layer_digests "$REGISTRY/fx:3")
+assert_eq 6 "${#l3[@]}" "fx:3's layers"
+assert_eq "${l3[4]}" "${l3[5]}" "fx:3 names its top layer twice"
+C=$T/C
+start_node C "$C" "$(free_port)" "$pa" "$pb"
+wait_until 15 has_peers "$C" 2
+skip=$(wc -l <"$REGISTRY_LOG")
+"$AFSP_BIN" --data "$C" pull "$REGISTRY/fx:3" >/dev/null
+for l in "${l2[@]}"; do
+    read -r gets _ <<<"$(registry_gets "$REGISTRY_LOG" "$l" "$skip")"
+    assert_eq 0 "$gets" "registry GETs of layer $l by C"
+done
+assert_eq 5 "$("$AFSP_BIN" --data "$C" layers --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')" "C's layers"
+wait_until 60 all_verified "$C"
+"$AFSP_BIN" --data "$C" inspect extract "$REGISTRY/fx:3" "$T/exC"
+assert_tree_eq "$T/want" "$T/exC"
 log "ok"
