@@ -202,11 +202,11 @@ int store_fetch_chunk_end(struct store_fetch *f, struct store_chunk_in *w)
             done += (size_t)k;
     }
     store_fetch_chunk_drop(w);
-    if (rc == 0 && !store_fetch_has(f, w->i) && (f->unstarted += c->len) >= FETCH_WRITEBACK_BYTES) {
-        (void)sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint: the flush syncs */
-        f->unstarted = 0;
-    }
     if (rc == 0 && !store_fetch_has(f, w->i)) {
+        if ((f->unstarted += c->len) >= FETCH_WRITEBACK_BYTES) {
+            (void)sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint: the flush syncs */
+            f->unstarted = 0;
+        }
         f->has[w->i / 8] |= (uint8_t)(1u << (w->i % 8));
         f->fresh[w->i / 8] |= (uint8_t)(1u << (w->i % 8));
         f->nhas++;

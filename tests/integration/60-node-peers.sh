@@ -57,8 +57,7 @@ for l in $(cd "$A/blobs/sha256" && ls); do
 done
 # What B's store holds reads back as the image does on A, once B has built its own indexes of
 # the layers (until then it leaves out what only a built index may show: devices, setuid bits).
-all_verified() { read -r nver nlayers <<<"$(verified "$B")"; ((nver == nlayers)); }
-wait_until 60 all_verified
+wait_until 60 all_verified "$B"
 "$AFSP_BIN" --data "$A" inspect extract "$name@$digest" "$TEST_TMPDIR/exA"
 "$AFSP_BIN" --data "$B" inspect extract "$name@$digest" "$TEST_TMPDIR/exB"
 assert_tree_eq "$TEST_TMPDIR/exA" "$TEST_TMPDIR/exB"

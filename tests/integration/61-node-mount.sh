@@ -46,8 +46,7 @@ assert_eq 0 "$(counter "$B" bad_chunks)" "bad chunks on B"
 "$AFSP_BIN" --data "$B" pull "$name@$digest" >/dev/null
 read -r present total <<<"$(chunks "$B")"
 assert_eq "$total" "$present" "chunks on B after a pull"
-all_verified() { read -r nver nlayers <<<"$(verified "$B")"; ((nver == nlayers)); }
-wait_until 60 all_verified # B's node builds their indexes in the background
+wait_until 60 all_verified "$B" # B's node builds their indexes in the background
 
 "$AFSP_BIN" --data "$B" umount "$M"
 

@@ -49,7 +49,6 @@ assert_eq "$total" "$present" "B holds every chunk of its layers"
 
 # the shared layers' indexes are A's until B builds its own from their blobs, in the background:
 # until then B leaves out what only a built index may show (devices, setuid bits, capabilities)
-all_verified() { read -r nver nlayers <<<"$(verified "$1")"; ((nver == nlayers)); } # DATA
 wait_until 60 all_verified "$B"
 "$AFSP_BIN" --data "$B" inspect extract "$REGISTRY/fx:2" "$T/exB"
 umoci_unpack_ref "$REGISTRY/fx:2" "$T/want"

@@ -11,6 +11,8 @@
 #   counter DATA NAME                          one of its stats counters
 #   dht DATA NAME                              one of its DHT stats (stats --json .dht)
 #   chunks DATA                                "present total" chunks over its layers
+#   verified DATA                              "verified held": its layers whose index it built
+#   all_verified DATA                          ... every one of them
 #   netns_cluster N RATE                       N nodes, each in a network namespace of its own on
 #                                              one bridge (lib.sh: netns_hub, netns_join), what
 #                                              each sends capped at RATE; this namespace is on
@@ -61,6 +63,7 @@ verified() { # DATA: the layers verified, of all the layers held
     "$AFSP_BIN" --data "$1" layers --json | "$PY" -c 'import json,sys
 l = json.load(sys.stdin); print(sum(x["verified"] for x in l), len(l))'
 }
+all_verified() { read -r nver nlayers <<<"$(verified "$1")"; ((nver == nlayers)); } # DATA
 
 registry_with_stress_image() {
     start_registry
