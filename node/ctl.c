@@ -248,6 +248,17 @@ static void verb_task(struct node *n, struct node_ctl *c, json_t *req, enum node
     fx_push(n, &(struct node_effect){.type = NODE_FX_TASK, .task = t});
 }
 
+/* A fetch's chunks are written and checked: its client reads them now (it checks them itself),
+ * while the task syncs and marks them; node_task_done tells no one after this. */
+void node_task_written(struct node *n, struct node_task *t, uint64_t now)
+{
+    n->now = now;
+    if (t->kind != NODE_TASK_FETCH || !t->ctl)
+        return;
+    ctl_answer(n, t->ctl, json_pack("{s:b}", "ok", 1));
+    t->ctl = NULL;
+}
+
 void node_task_done(struct node *n, struct node_task *t, uint64_t now)
 {
     char dg[DIGEST_STR_LEN + 1];

@@ -354,7 +354,9 @@ struct node_job {
 /* ---- tasks -----------------------------------------------------------------------------------
  * Work that blocks (a pull from a registry, a fetch that may fall back to one) runs outside the
  * core: the core hands a task out with NODE_FX_TASK, the runner does it (submitting jobs meanwhile)
- * and reports node_task_done. The core frees the task after that. */
+ * and reports node_task_done. The core frees the task after that. A FETCH may report
+ * node_task_written first, once its chunks are written and checked: its client is answered then,
+ * while the task makes them durable and marks them (the store's fetcher contract, store.h). */
 /* VERIFY: the node's own, not a client's: completes the partial layers of the image a mount
  * read lazily (a pull of ref, not lazy), chunks from peers paced at rate, so that each layer's
  * index is built from its blob and a peer's false index is found (verify.c). */
@@ -546,6 +548,7 @@ void node_ctl_request(struct node *n, struct node_ctl *c, const char *line, size
 void node_ctl_gone(struct node *n, struct node_ctl *c);
 /* The runner finished task (its out fields set). */
 void node_task_done(struct node *n, struct node_task *t, uint64_t now);
+void node_task_written(struct node *n, struct node_task *t, uint64_t now);
 /* A task's job (see struct node_job). While the node stops, it comes back at once. */
 void node_job_submit(struct node *n, struct node_job *j, uint64_t now);
 /* The store changed under the node (an eviction): what it announces and serves follows. */

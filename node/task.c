@@ -33,6 +33,7 @@ struct trun {
     struct node_task *t;
     pthread_t th;
     struct trun *next;
+    struct trun *wnext; /* on tasks.written */
 };
 
 /* A peer's index the store judged, for the loop's thread (node_index_judged). */
@@ -52,6 +53,7 @@ struct tasks {
     pthread_cond_t cv;       /* a job was handed back */
     struct jwait *submitted; /* by threads, for the loop */
     struct trun *running, *finished;
+    struct trun *written; /* FETCHes whose chunks are written: their clients are answered */
     size_t nrunning;
 };
 
@@ -293,9 +295,12 @@ static int peers_get_chunks(void *arg, struct store_fetch *f)
 }
 
 /* Chunks [first, last] of a layer the store has in part, for a mount: from peers, else from
- * the registry of the image (when the request named it); stored before the answer. */
-static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_opts *po)
+ * the registry of the image (when the request named it). The mount is answered once they are
+ * written and checked (node_task_written), and the chunks then made durable and marked. */
+static int fetch_run(struct trun *r, const struct pull_opts *po)
 {
+    struct tasks *ts = r->ts;
+    struct node_task *t = r->t;
     struct store_fetch *f;
     int rc = store_fetch_open(ts->s, t->layer, &f);
     TRACE("fetch_open rc=%d", rc);
@@ -308,6 +313,13 @@ static int fetch_run(struct tasks *ts, struct node_task *t, const struct pull_op
     if (rc < 0 && rc != -ECANCELED && rc != AFSP_E_USAGE && t->ref) {
         rc = store_fetch_registry(f, t->ref, po, t->first, t->last);
         t->via_registry = rc == 0;
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&ts->mu);
+        r->wnext = ts->written;
+        ts->written = r;
+        pthread_mutex_unlock(&ts->mu);
+        ts->wake(ts->wake_arg);
     }
     int frc = store_fetch_flush(f, 0);
     t->completed = frc == 0 && store_fetch_missing(f) == 0;
@@ -401,7 +413,7 @@ static void *task_main(void *arg)
                            .registry_bytes = &t->registry_bytes,
                            .lazy = t->lazy && t->kind == NODE_TASK_PULL};
     TRACE("task %p kind=%d", (void *)t, (int)t->kind);
-    t->rc = t->kind == NODE_TASK_FETCH    ? fetch_run(ts, t, &po)
+    t->rc = t->kind == NODE_TASK_FETCH    ? fetch_run(r, &po)
             : t->kind == NODE_TASK_VERIFY ? verify_run(ts, t, &po)
             : t->kind == NODE_TASK_TRACE  ? trace_run(ts, t)
                                           : store_pull(ts->s, t->ref, &po, t->digest);
@@ -439,10 +451,11 @@ void tasks_poll(struct tasks *ts, struct node *n, uint64_t now)
 {
     pthread_mutex_lock(&ts->mu);
     struct jwait *sub = ts->submitted;
-    struct trun *fin = ts->finished;
+    struct trun *fin = ts->finished, *wr = ts->written;
     struct ifalse *fl = ts->ifalse;
     ts->submitted = NULL;
     ts->finished = NULL;
+    ts->written = NULL;
     ts->ifalse = NULL;
     pthread_mutex_unlock(&ts->mu);
     if (sub)
@@ -459,6 +472,9 @@ void tasks_poll(struct tasks *ts, struct node *n, uint64_t now)
         sub = w->next;
         node_job_submit(n, &w->j, now);
     }
+    /* before the ends: a task on both lists was written first, and is freed by its end */
+    for (; wr; wr = wr->wnext)
+        node_task_written(n, wr->t, now);
     while (fin) {
         struct trun *r = fin;
         fin = r->next;

@@ -225,6 +225,9 @@ static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
         if ((rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b)) < 0)
             return rc;
         bool waited = rc == 1;
+        if (!waited) /* written, perhaps not yet marked: chunk_verify checks them */
+            for (uint32_t i = a; i <= b; i++)
+                bit_set(l->present, i);
         if ((rc = store_layer_refresh(l)) < 0)
             return rc;
         if (!missing(l, first, last, &a, &b))

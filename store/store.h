@@ -226,8 +226,10 @@ ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t 
  * fails) the read fails with AFSP_E_NOTFOUND or the fetcher's code. */
 
 /* Gets chunks [first, last] of layer digest into the store (the node does, for a mount), and
- * returns once they are marked present (0), or once another request for some of them has ended
- * (1: the reader looks again at what is missing); called by reading threads, concurrently. */
+ * returns once they are written to the layer's blob file (0: the reader takes them as present;
+ * they may be marked in the chunk map only later, and each is checked against the index before
+ * its first use all the same), or once another request for some of them has ended (1: the reader
+ * looks again at what is missing); called by reading threads, concurrently. */
 typedef int (*store_fetcher_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
                                 uint32_t last);
 void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);

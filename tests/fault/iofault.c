@@ -21,6 +21,8 @@
  *                            next sync with EIO, once, as on Linux
  *   AFSP_FAULT_KILL_AT=N     the process kills itself with SIGKILL when it reaches the N-th
  *                            counted call, before making it (kill -9 at an exact point)
+ *   AFSP_FAULT_SYNC_SLEEP_MS=N  every fsync and fdatasync of a tracked file first sleeps N ms
+ *                            (a slow disk: what a program does while its syncs are under way)
  *   AFSP_FAULT_LOG=FILE      mode B: logs every mutating call, one tab-separated line each, with
  *                            the bytes written appended to FILE.data (for tests/fault/replay.py):
  *                              open INO CREATED TRUNC SYNC PATH | write INO OFF LEN DATAOFF SYNC
@@ -51,6 +53,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <time.h>
 
 #define MAX_FDS 65536
 
@@ -66,7 +69,7 @@ static struct fdinfo fds[MAX_FDS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char dir[PATH_MAX];
 static size_t dirlen;
-static long fail_at, kill_at, count;
+static long fail_at, kill_at, count, sync_sleep_ms;
 static int count_fd = -1, log_fd = -1, data_fd = -1;
 static bool ready;
 
@@ -156,6 +159,8 @@ __attribute__((constructor)) static void init(void)
         fail_at = strtol(s, NULL, 10);
     if ((s = getenv("AFSP_FAULT_KILL_AT")))
         kill_at = strtol(s, NULL, 10);
+    if ((s = getenv("AFSP_FAULT_SYNC_SLEEP_MS")))
+        sync_sleep_ms = strtol(s, NULL, 10);
     if ((s = getenv("AFSP_FAULT_COUNT")))
         count_fd = real_open(s, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if ((s = getenv("AFSP_FAULT_LOG"))) {
@@ -712,6 +717,11 @@ static int do_sync(int fd, int (*fn)(int), const char *op)
     struct fdinfo *f = tracked_fd(fd);
     if (!f)
         return fn(fd);
+    if (sync_sleep_ms > 0) {
+        struct timespec ts = {sync_sleep_ms / 1000, sync_sleep_ms % 1000 * 1000000};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+        }
+    }
     lock();
     if (counted(op, f->path)) {
         /* The ranges are lost whoever wrote them, and, as Linux does (a writeback error is

@@ -78,13 +78,14 @@ done
 
 # A fourth node mounts the image (indexes from A and B); then A freezes, so D's requests to it
 # stall, and is killed with requests in flight: D's link to it closes. The read, and the whole
-# tree, get everything from B.
+# tree, get everything from B. --no-trace: D fetches nothing ahead (B's mount recorded the
+# image's start trace), so no chunk of A's is asked for, found false and A banned, before A stops.
 pd=$(free_port)
 D=$T/D
 start_node nodeD "$D" "$pd" "$pa" "$pb"
 wait_until 15 has_peers "$D" 2
 M2=$T/mnt2
-mount_image "$D" "$name@$digest" "$M2"
+mount_image "$D" "$name@$digest" "$M2" --no-trace
 kill -STOP "$PIDA"
 on_exit "kill -CONT $PIDA 2>/dev/null"
 cat "$M2/bigdata/text" >"$T/bigtext" &

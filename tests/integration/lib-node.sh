@@ -3,7 +3,8 @@
 #
 #   start_node NAME DATA PORT [SEED...]        a node on ${NODE_HOST:-127.0.0.1}:PORT (in network
 #                                              namespace $NODE_NETNS if set), with the options in
-#                                              the array NODE_ARGS if set; a SEED is a port on
+#                                              the array NODE_ARGS if set, run under the command
+#                                              in the array NODE_WRAP if set; a SEED is a port on
 #                                              127.0.0.1 or HOST:PORT; sets BG_PID
 #   peer_count DATA                            peers the node on DATA has
 #   has_peers DATA N                           ... at least N (the DHT may connect more)
@@ -29,7 +30,8 @@ start_node() {
     shift 3
     [ -e "$TEST_TMPDIR/cluster.key" ] || "$AFSP_BIN" genkey >"$TEST_TMPDIR/cluster.key"
     for s in "$@"; do [[ $s == *:* ]] && seeds+=(--seed "$s") || seeds+=(--seed "127.0.0.1:$s"); done
-    start_bg "$name" ${NODE_NETNS:+ip netns exec "$NODE_NETNS"} "$AFSP_BIN" -v --data "$data" node \
+    start_bg "$name" ${NODE_NETNS:+ip netns exec "$NODE_NETNS"} ${NODE_WRAP[@]+"${NODE_WRAP[@]}"} \
+        "$AFSP_BIN" -v --data "$data" node \
         --listen "${NODE_HOST:-127.0.0.1}:$port" \
         --cluster-key-file "$TEST_TMPDIR/cluster.key" "${seeds[@]}" ${NODE_ARGS[@]+"${NODE_ARGS[@]}"}
     wait_port "$port" 15 "$BG_PID" "${NODE_HOST:-127.0.0.1}"

@@ -537,6 +537,8 @@ struct fill_arg {
     struct store *s;
     const uint8_t *data;
     int calls;
+    bool unflushed; /* the chunks are written and checked, not yet synced and marked */
+    bool garbage;   /* the chunks' bytes in the file are wrong (a fetcher that lies) */
 };
 
 static int fill_chunks(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last)
@@ -550,13 +552,66 @@ static int fill_chunks(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t fir
         uint64_t off;
         uint32_t len;
         store_fetch_chunk(f, i, &off, &len);
+        if (a->garbage) {
+            char path[PATH_MAX];
+            store_blob_path(a->s, digest, path);
+            int fd = open(path, O_WRONLY);
+            uint8_t *z = calloc(1, len);
+            rc = fd >= 0 && z && pwrite(fd, z, len, (off_t)off) == (ssize_t)len ? 0 : -EIO;
+            free(z);
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
         store_fetch_chunk_begin(f, i, &w);
         rc = store_fetch_chunk_data(f, &w, a->data + off, len);
         rc = rc ? rc : store_fetch_chunk_end(f, &w);
     }
-    rc = rc ? rc : store_fetch_flush(f, 0);
+    rc = rc || a->unflushed ? rc : store_fetch_flush(f, 0);
     store_fetch_free(f);
     return rc;
+}
+
+/* The node answers a fetch once the chunks are written and checked, before they are marked
+ * present: a reader takes them at the answer, not at the mark, and still checks their bytes. */
+TEST(store_reader_takes_written_chunks_and_checks_them)
+{
+    struct store *src = open_at("wfrom", 1ull << 30), *s = open_at("wto", 64u << 20);
+    const size_t size = 6u << 20;
+    uint8_t d[DIGEST_LEN], buf[1000];
+    struct buf ib = {0}, bm = {0};
+    CHECK(put_layer(src, 0, 9, size, d) == 0);
+    CHECK(store_index_bytes(src, d, &ib) == 0);
+    uint8_t *data = malloc(size);
+    CHECK(data);
+    for (size_t i = 0; i < size; i++)
+        data[i] = (uint8_t)(9 * 31 + i * 7);
+    struct store_fetch *f;
+    CHECK(store_fetch_new(s, d, "application/vnd.oci.image.layer.v1.tar", size, ib.p, ib.len, NULL,
+                          &f) == 0);
+    store_fetch_free(f);
+
+    struct store_layer *l;
+    struct fill_arg fa = {s, data, 0, true, false};
+    store_set_fetcher(s, fill_chunks, &fa);
+    CHECK(store_layer_open(s, d, &l) == 0);
+    CHECK_INT(store_layer_read(l, 10, buf, sizeof buf), ==, (ssize_t)sizeof buf);
+    CHECK(!memcmp(buf, data + 10, sizeof buf));
+    CHECK_INT(store_layer_read(l, 20, buf, sizeof buf), ==, (ssize_t)sizeof buf);
+    CHECK_INT(fa.calls, ==, 1); /* chunk 0 taken once, though no mark shows it */
+    CHECK(store_present_get(s, d, &bm) == 0 && bm.len == 1 && bm.p[0] == 0);
+    buf_release(&bm);
+
+    /* chunk 1 "written" with the wrong bytes: the read fails on its check, at once */
+    fa.garbage = true;
+    CHECK_INT(store_layer_read(l, (1u << 20) + 5, buf, sizeof buf), ==, AFSP_E_DIGEST);
+    CHECK_INT(fa.calls, ==, 2);
+    store_layer_close(l);
+    store_set_fetcher(s, NULL, NULL);
+    free(data);
+    buf_release(&ib);
+    store_close(s);
+    store_close(src);
 }
 
 /* A layer added from another node's index is partial: it counts its index and then each chunk
@@ -613,7 +668,7 @@ TEST(store_partial_layer_fills_in_place_and_counts_its_bytes)
     CHECK_INT(store_layer_read(l, (1u << 20) + 5, buf, 1000), ==, 1000);
     CHECK(!memcmp(buf, data + (1u << 20) + 5, 1000));
     CHECK_INT(store_layer_read(l, 10, buf, 1000), ==, AFSP_E_NOTFOUND);
-    struct fill_arg fa = {s, data, 0};
+    struct fill_arg fa = {s, data, 0, false, false};
     store_set_fetcher(s, fill_chunks, &fa);
     CHECK_INT(store_layer_read(l, 10, buf, 1000), ==, 1000);
     CHECK(!memcmp(buf, data + 10, 1000));
