@@ -276,8 +276,13 @@ int exec_publish_start(struct exec_publish **out, const char *host, const uint16
 void exec_publish_stop(struct exec_publish *p);
 
 /* Runs argv (a program on PATH) with stdin /dev/null and stdout, stderr to out, err (-1:
- * /dev/null), and waits: its wait status in *status. Returns 0, or an error starting it. */
-int exec_spawn_wait(char *const argv[], int out, int err, int *status);
+ * /dev/null), and waits: its wait status in *status. Returns 0, an error starting it, or
+ * -ETIMEDOUT once it has run timeout_ms (0: no limit): then it was killed (SIGKILL) and reaped. */
+int exec_spawn_wait(char *const argv[], int out, int err, int *status, uint64_t timeout_ms);
+/* How long a helper may run before it is killed: the runtime's `delete`, `kill` and `--help`,
+ * and this program's `mount` and `umount` of a job's image (the runner's). A stuck one costs a
+ * job an error, not the runner's thread for good. */
+#define EXEC_HELPER_MS 300000u
 /* Removes every cgroup below parent whose name starts with prefix (parent a path as
  * cgroups_path takes it: "afsp" is below the cgroup of the process self names), in each
  * hierarchy under base: the processes still in one are killed (SIGKILL) first. With

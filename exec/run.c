@@ -12,19 +12,52 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
 
+/* Waits for child pid (argv0: its name, for the message): its wait status in *status. After
+ * timeout_ms (0: none) it is killed (SIGKILL), reaped, and the wait fails with -ETIMEDOUT. */
+static int child_wait(pid_t pid, const char *argv0, int *status, uint64_t timeout_ms)
+{
+    int pfd = timeout_ms ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    bool late = false;
+    if (pfd >= 0) {
+        uint64_t deadline = time_mono_ns() / 1000000 + timeout_ms;
+        struct pollfd p = {.fd = pfd, .events = POLLIN};
+        for (;;) {
+            uint64_t now = time_mono_ns() / 1000000;
+            int r = poll(&p, 1, now >= deadline ? 0 : (int)MIN(deadline - now, (uint64_t)INT_MAX));
+            if (r < 0 && errno == EINTR)
+                continue;
+            late = r == 0;
+            break;
+        }
+        close(pfd);
+        if (late)
+            kill(pid, SIGKILL);
+    }
+    while (waitpid(pid, status, 0) < 0)
+        if (errno != EINTR)
+            return err_set(-errno, "waiting for %s", argv0);
+    return late ? err_set(-ETIMEDOUT, "%s did not end within %llu s: killed", argv0,
+                          (unsigned long long)(timeout_ms / 1000))
+                : 0;
+}
+
 /* Runs argv with stdin /dev/null and stdout, stderr to out, err (-1: /dev/null); started(arg)
- * once it runs (if not NULL); its wait status in *status. */
+ * once it runs (if not NULL); its wait status in *status; killed after timeout_ms (0: never). */
 static int spawn_wait(char *const argv[], int out, int err, int *status, void (*started)(void *arg),
-                      void *arg)
+                      void *arg, uint64_t timeout_ms)
 {
     posix_spawn_file_actions_t fa;
     pid_t pid;
@@ -46,10 +79,7 @@ static int spawn_wait(char *const argv[], int out, int err, int *status, void (*
         return err_set(-rc, "cannot start %s", argv[0]);
     if (started)
         started(arg);
-    while (waitpid(pid, status, 0) < 0)
-        if (errno != EINTR)
-            return err_set(-errno, "waiting for %s", argv[0]);
-    return 0;
+    return child_wait(pid, argv[0], status, timeout_ms);
 }
 
 static int write_file(const char *path, const char *text)
@@ -105,7 +135,7 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
             run[8] = (char *)j->pid_file;
             run[9] = (char *)j->id;
         }
-        rc = spawn_wait(run, j->out_fd, j->err_fd, &st, j->started, j->arg);
+        rc = spawn_wait(run, j->out_fd, j->err_fd, &st, j->started, j->arg, 0);
         int status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         /* the runtime writes the pid file once the job's process exists: without it, the status
          * is the runtime's own failure (its words are in the job's stderr), not the job's */
@@ -126,7 +156,8 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
         char *del[] = {(char *)j->runtime, "--root", (char *)j->state, "delete", "--force",
                        (char *)j->id,      NULL};
         int dst;
-        spawn_wait(del, -1, -1, &dst, NULL, NULL); /* a container never made: nothing to delete */
+        spawn_wait(del, -1, -1, &dst, NULL, NULL,
+                   EXEC_HELPER_MS); /* none made: nothing to delete */
     }
     unlink(cfg);
     if (j->pid_file)
@@ -135,9 +166,9 @@ int exec_job_run(const struct exec_job *j, struct exec_result *r)
     return rc ? rc : rc2;
 }
 
-int exec_spawn_wait(char *const argv[], int out, int err, int *status)
+int exec_spawn_wait(char *const argv[], int out, int err, int *status, uint64_t timeout_ms)
 {
-    return spawn_wait(argv, out, err, status, NULL, NULL);
+    return spawn_wait(argv, out, err, status, NULL, NULL, timeout_ms);
 }
 
 /* Runs `runtime --root state VERB [args] id` and says whether it exited 0. */
@@ -151,7 +182,7 @@ static int runtime_call(const char *runtime, const char *state, const char *verb
         argv[5] = (char *)a2;
         argv[6] = NULL;
     }
-    int st = 0, rc = spawn_wait(argv, -1, -1, &st, NULL, NULL);
+    int st = 0, rc = spawn_wait(argv, -1, -1, &st, NULL, NULL, EXEC_HELPER_MS);
     if (rc < 0)
         return rc;
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ESRCH;
@@ -175,7 +206,7 @@ int exec_runtime_check(const char *runtime)
     if (pipe2(p, O_CLOEXEC) < 0)
         return err_set(-errno, "cannot check the runtime %s", runtime);
     char *argv[] = {(char *)runtime, "run", "--help", NULL};
-    int st = 0, rc = spawn_wait(argv, p[1], -1, &st, NULL, NULL);
+    int st = 0, rc = spawn_wait(argv, p[1], -1, &st, NULL, NULL, EXEC_HELPER_MS);
     close(p[1]);
     char help[16384];
     size_t n = 0;

@@ -33,7 +33,7 @@ int runner_self_run(struct runner *r, const char *const *args, int err)
     while (*args && n < 3 + SELF_ARGS)
         argv[n++] = (char *)*args++;
     argv[n] = NULL;
-    int st = 0, rc = exec_spawn_wait(argv, -1, err, &st);
+    int st = 0, rc = exec_spawn_wait(argv, -1, err, &st, EXEC_HELPER_MS);
     if (rc < 0)
         return rc;
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct run {
@@ -138,4 +140,20 @@ TEST(exec_a_job_runs_to_its_end_with_its_status_output_and_usage)
     char name[64];
     snprintf(name, sizeof name, "afsp-test-%d", (int)getpid());
     CHECK(cgroups_rmdir(name) == 0);
+}
+
+/* A helper that does not end is killed at its time limit and reaped; one that ends is waited
+ * for, its status kept. */
+TEST(exec_a_helper_past_its_time_is_killed)
+{
+    char *hang[] = {"sleep", "30", NULL}, *ok[] = {"sh", "-c", "exit 3", NULL};
+    int st = 0;
+    uint64_t t0 = time_mono_ns();
+    CHECK_INT(exec_spawn_wait(hang, -1, -1, &st, 200), ==, -ETIMEDOUT);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    CHECK_INT((time_mono_ns() - t0) / 1000000, <, 20000); /* not the helper's own 30 s */
+    CHECK_INT(exec_spawn_wait(ok, -1, -1, &st, 10000), ==, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3);
+    CHECK_INT(exec_spawn_wait(ok, -1, -1, &st, 0), ==, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3);
 }
