@@ -151,6 +151,37 @@ static int de_set(struct builder *b, uint32_t parent, const char *name, uint32_t
     return 0;
 }
 
+/* Room for n inodes and dentries, made at once: growing by doubling copied the arrays and
+ * rehashed the dentries five times for an image of 8,000 files, in memory touched for the first
+ * time (costly here: docs/benchmarks.md). Past TREE_PRESIZE_MAX they grow as needed. */
+#define TREE_PRESIZE_MAX (1u << 20)
+static int reserve(struct builder *b, uint32_t n)
+{
+    uint32_t slots = 1024;
+    while (slots < 2 * n)
+        slots *= 2;
+    struct fs_tree *t = b->t;
+    struct node *v = realloc(t->nodes, (size_t)n * sizeof *v);
+    if (v) {
+        t->nodes = v;
+        b->cap_nodes = n;
+    }
+    struct dentry *d = realloc(b->d, (size_t)n * sizeof *d);
+    if (d) {
+        b->d = d;
+        b->cap_d = n;
+    }
+    uint32_t *sl = calloc(slots, sizeof *sl);
+    if (!v || !d || !sl) {
+        free(sl);
+        return -ENOMEM;
+    }
+    free(b->slot);
+    b->slot = sl;
+    b->nslots = slots;
+    return 0;
+}
+
 /* A new inode; 0 when out of memory. */
 static uint32_t node_new(struct builder *b)
 {
@@ -535,6 +566,11 @@ int fs_tree_build_src(struct fs_tree **out, const struct fs_layer_src *layers, s
     t->trusted = true;
     for (size_t k = 0; k < n; k++)
         t->trusted &= layers[k].trusted;
+    uint64_t want = 64; /* the root and directories no entry names (rare), for a start */
+    for (size_t k = 0; k < n; k++)
+        want += layers[k].nfiles(layers[k].arg);
+    if (reserve(&b, (uint32_t)MIN(want, (uint64_t)TREE_PRESIZE_MAX)) < 0)
+        goto fail;
     node_new(&b); /* inode 0 is never used */
     if (t->nnodes != 1 || !(b.root = dir_new(&b, 0)))
         goto fail;

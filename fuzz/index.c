@@ -1,10 +1,11 @@
 /*
- * fuzz/index.c - libFuzzer target for index_parse() and index_parse_chunks(): a layer index
- * arrives from peers, so it is parsed as hostile input; what parses whole has the same chunks
- * parsed alone. Whatever parses must serialize back to something that parses and says
- * the same (index_same, which compares a peer's index with the blob's); a file made setuid says
- * something else; and a reader started at its first checkpoints (inflating their stored windows,
- * over a blob of zeros) must fail cleanly or read, never crash.
+ * fuzz/index.c - libFuzzer target for index_parse(), index_parse_chunks() and index_check(): a
+ * layer index arrives from peers, so it is parsed as hostile input; what parses whole has the
+ * same chunks parsed alone, and index_check takes exactly what index_parse takes. Whatever
+ * parses must serialize back to something that parses and says the same (index_same, which
+ * compares a peer's index with the blob's); a file made setuid says something else; and a
+ * reader started at its first checkpoints (inflating their stored windows, over a blob of zeros)
+ * must fail cleanly or read, never crash.
  */
 #include "../store/layer/layer.h"
 
@@ -25,13 +26,19 @@ static ssize_t zeros(void *arg, uint64_t off, uint8_t *buf, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct layer_index ix, cx;
-    int crc = index_parse_chunks(data, size, &cx);
+    struct layer_index ix, cx, kx;
+    int crc = index_parse_chunks(data, size, &cx), krc = index_check(data, size, &kx);
     if (index_parse(data, size, &ix) != 0) {
         if (crc == 0)
             index_release(&cx);
+        if (krc == 0) /* what the store takes unread must be what a reader can parse */
+            abort();
         return 0;
     }
+    if (krc != 0 || kx.nchunks != ix.nchunks || kx.nfiles != ix.nfiles ||
+        kx.tar_size != ix.tar_size || memcmp(kx.chunks, ix.chunks, ix.nchunks * sizeof *ix.chunks))
+        abort();
+    index_release(&kx);
     if (crc != 0 || cx.nchunks != ix.nchunks || /* a fetch sees the chunks a reader sees */
         memcmp(cx.chunks, ix.chunks, ix.nchunks * sizeof *ix.chunks))
         abort();

@@ -44,7 +44,7 @@ int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
     struct layer_index ix;
     enum layer_format fmt;
     int rc;
-    if ((rc = layer_format(media_type, &fmt)) < 0 || (rc = index_parse(index, index_len, &ix)) < 0)
+    if ((rc = layer_format(media_type, &fmt)) < 0 || (rc = index_check(index, index_len, &ix)) < 0)
         return rc;
     /* What the index claims must fit what the manifest says; the chunks' own check is the
      * chain, whose last link is the layer digest itself. */

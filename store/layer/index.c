@@ -456,7 +456,9 @@ int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out)
     return 0;
 }
 
-int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+/* index_parse, or with keep false index_check: the same checks, and then only the header and
+ * the chunk table are kept (no copy of the rest, whose records are checked one at a time). */
+static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool keep)
 {
     struct layer_index ix = {0};
     uint64_t stlen, wlen;
@@ -468,31 +470,38 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
     const uint8_t *strtab = q + (size_t)ix.ncps * CP_REC + (size_t)ix.nfiles * FILE_REC +
                             (size_t)ix.nxattrs * XATTR_REC;
     const uint8_t *windows = strtab + stlen;
+    struct checkpoint one_cp[2] = {0};
+    struct index_file one_file = {0};
+    struct index_xattr one_xattr = {0};
 
-    ix.cps = calloc(ix.ncps, sizeof *ix.cps);
-    ix.files = calloc(ix.nfiles ? ix.nfiles : 1, sizeof *ix.files);
-    ix.xattrs = calloc(ix.nxattrs ? ix.nxattrs : 1, sizeof *ix.xattrs);
-    ix.files_cap = ix.nfiles;
-    ix.xattrs_cap = ix.nxattrs;
-    if (!ix.cps || !ix.files || !ix.xattrs) {
-        rc = -ENOMEM;
-        goto fail;
+    if (keep) {
+        ix.cps = calloc(ix.ncps, sizeof *ix.cps);
+        ix.files = calloc(ix.nfiles ? ix.nfiles : 1, sizeof *ix.files);
+        ix.xattrs = calloc(ix.nxattrs ? ix.nxattrs : 1, sizeof *ix.xattrs);
+        ix.files_cap = ix.nfiles;
+        ix.xattrs_cap = ix.nxattrs;
+        if (!ix.cps || !ix.files || !ix.xattrs) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if ((rc = buf_append(&ix.windows, windows, wlen)) < 0)
+            goto fail;
     }
-    if ((rc = buf_append(&ix.windows, windows, wlen)) < 0)
-        goto fail;
     /* Windows are laid out one after another in checkpoint order, as index_serialize writes
      * them: none is shared (one stored window named by many checkpoints would cost 32 KiB of
      * memory each at use), and each has bytes if it has a length. */
     uint64_t wpos = 0;
     for (uint32_t i = 0; i < ix.ncps; i++, q += CP_REC) {
-        struct checkpoint *c = &ix.cps[i];
+        struct checkpoint *c = keep ? &ix.cps[i] : &one_cp[i % 2],
+                          *prev = i == 0 ? NULL
+                                  : keep ? &ix.cps[i - 1]
+                                         : &one_cp[(i - 1) % 2];
         uint32_t woff = get_le32(q + 16), wz = get_le32(q + 20);
         c->in_bit = get_le64(q);
         c->out_off = get_le64(q + 8);
         c->win_len = get_le32(q + 24);
-        int ordered = i == 0
-                          ? c->in_bit == 0 && c->out_off == 0
-                          : c->in_bit > ix.cps[i - 1].in_bit && c->out_off >= ix.cps[i - 1].out_off;
+        int ordered = i == 0 ? c->in_bit == 0 && c->out_off == 0
+                             : c->in_bit > prev->in_bit && c->out_off >= prev->out_off;
         if (!ordered || c->in_bit / 8 > ix.blob_size || c->out_off > ix.tar_size ||
             c->win_len > CODEC_WINDOW || wz > c->win_len || (c->win_len && wz == 0) ||
             woff != wpos || !in_range(woff, wz, wlen) ||
@@ -501,7 +510,7 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
             goto fail;
         }
         wpos += wz;
-        c->zwin = c->win_len ? ix.windows.p + woff : NULL;
+        c->zwin = c->win_len && keep ? ix.windows.p + woff : NULL;
         c->zwin_len = wz;
     }
     if (wpos != wlen) {
@@ -509,7 +518,7 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
         goto fail;
     }
     for (uint32_t i = 0; i < ix.nfiles; i++, q += FILE_REC) {
-        struct index_file *f = &ix.files[i];
+        struct index_file *f = keep ? &ix.files[i] : &one_file;
         f->path_off = get_le32(q);
         f->path_len = get_le32(q + 4);
         f->link_off = get_le32(q + 8);
@@ -541,7 +550,7 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
         }
     }
     for (uint32_t i = 0; i < ix.nxattrs; i++, q += XATTR_REC) {
-        struct index_xattr *x = &ix.xattrs[i];
+        struct index_xattr *x = keep ? &ix.xattrs[i] : &one_xattr;
         x->name_off = get_le32(q);
         x->name_len = get_le32(q + 4);
         x->val_off = get_le32(q + 8);
@@ -554,13 +563,23 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
             goto fail;
         }
     }
-    if ((rc = buf_append(&ix.strtab, strtab, stlen)) < 0)
+    if (keep && (rc = buf_append(&ix.strtab, strtab, stlen)) < 0)
         goto fail;
     *out = ix;
     return 0;
 fail:
     index_release(&ix);
     return rc;
+}
+
+int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    return parse(p, n, out, true);
+}
+
+int index_check(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    return parse(p, n, out, false);
 }
 
 void index_release(struct layer_index *ix)

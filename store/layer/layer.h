@@ -274,6 +274,11 @@ int index_parse(const uint8_t *p, size_t n, struct layer_index *out);
  * or xattr: ncps, nfiles and nxattrs are 0): what a fetch of chunks needs, at a hundredth of the
  * cost of the whole index. Released with index_release(). */
 int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out);
+/* Every check of index_parse, none of its copies: for an index that is checked and stored, not
+ * read (a peer's, on its way into the store). out has the header (its counts, nfiles among
+ * them) and the chunk table only: cps, files and xattrs are NULL. Released with index_release().
+ * A peer's 1.9 MB index: ~6 ms to parse on this machine, most of it writing fresh memory. */
+int index_check(const uint8_t *p, size_t n, struct layer_index *out);
 void index_release(struct layer_index *ix);
 /* Whether two indexes say the same of a blob: the same chunks, files (with their strings and
  * xattrs) and checkpoints with the same windows, however each was encoded (a window's deflated

@@ -184,6 +184,42 @@ TEST(index_uncompressed_size_is_bounded_by_the_blob)
     buf_release(&b);
 }
 
+/* A peer's index on its way into the store is checked, not copied: index_check refuses what
+ * index_parse refuses, anywhere in the encoding, and keeps the header and the chunks. */
+TEST(index_check_refuses_what_the_parse_refuses)
+{
+    struct buf b = {0};
+    struct layer_index ix, kx;
+    bomb(&b, 4, false);
+    CHECK_INT(index_parse(b.p, b.len, &ix), ==, 0);
+    CHECK_INT(index_check(b.p, b.len, &kx), ==, 0);
+    CHECK_INT(kx.nfiles, ==, ix.nfiles);
+    CHECK(kx.files == NULL && kx.cps == NULL && kx.xattrs == NULL && kx.strtab.p == NULL);
+    CHECK(kx.nchunks == ix.nchunks &&
+          !memcmp(kx.chunks, ix.chunks, ix.nchunks * sizeof *ix.chunks));
+    index_release(&kx);
+    const size_t cps = 56 + (size_t)ix.nchunks * 44, files = cps + (size_t)ix.ncps * 28;
+    /* each byte flipped in turn, past the header and the chunks: the two always agree */
+    size_t differ = 0, refused = 0;
+    for (size_t off = cps; off < b.len; off++) {
+        uint8_t keep = b.p[off];
+        b.p[off] ^= off < files ? 0x80 : 0x41;
+        struct layer_index a, c;
+        int pa = index_parse(b.p, b.len, &a), pc = index_check(b.p, b.len, &c);
+        differ += (pa == 0) != (pc == 0);
+        refused += pc != 0;
+        if (pa == 0)
+            index_release(&a);
+        if (pc == 0)
+            index_release(&c);
+        b.p[off] = keep;
+    }
+    CHECK_INT(differ, ==, 0);
+    CHECK_INT(refused, >, 0);
+    index_release(&ix);
+    buf_release(&b);
+}
+
 /* A fetch parses the chunk table alone: the same chunks as the whole parse, and the same
  * refusals of a header or a chunk table that is wrong. */
 TEST(index_chunks_alone_are_those_of_the_whole_parse)
