@@ -734,6 +734,7 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
         goto out;
     }
     scan_xattrs(&m);
+    TRACE("tree built");
     if ((rc = fs_cache_new(&m.c, layers, n, &o->cache)) < 0)
         goto out;
     if (!(m.next = calloc(fs_tree_count(m.t) + 1, sizeof *m.next))) {
@@ -751,6 +752,7 @@ int fs_serve(struct store_layer *const *layers, size_t n, const struct fs_mount_
         goto out;
     }
     handlers = true;
+    TRACE("session made");
     /* unmounting the same path works too: umount2 follows a magic link, then the mount on it */
     if (fuse_session_mount(se, o->mount_at ? o->mount_at : o->mountpoint) != 0) {
         rc = err_set(-EIO, "cannot mount on %s (is /dev/fuse there, and fusermount3?)",

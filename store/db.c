@@ -122,9 +122,12 @@ int db_write(struct db *db, db_write_fn fn, void *arg)
     int rc = txn_begin(db, 0, &txn);
     if (rc < 0)
         return rc;
+    TRACE("db txn begun");
     rc = fn(txn, arg);
+    TRACE("db txn body done rc=%d", rc);
     if (rc >= 0) {
         int crc = mdb_txn_commit(txn);
+        TRACE("db txn committed");
         if (crc == 0)
             return rc;
         rc = crc == MDB_MAP_FULL ? -ENOSPC : db_err(crc);

@@ -52,8 +52,10 @@ int store_fetch_new(struct store *s, const uint8_t digest[static DIGEST_LEN],
         memcmp(ix.chunks[ix.nchunks - 1].h, digest, DIGEST_LEN))
         rc = err_set(AFSP_E_FORMAT, "the index does not describe this layer");
     const struct buf ib = {(uint8_t *)index, index_len, index_len};
+    TRACE("fetch_new checked");
     if (rc == 0)
         rc = store_layer_add_partial(s, digest, media_type, &ix, &ib, from);
+    TRACE("fetch_new added");
     index_release(&ix);
     return rc < 0 ? rc : store_fetch_open(s, digest, out);
 }
