@@ -21,37 +21,54 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
 
 /* Waits for child pid (argv0: its name, for the message): its wait status in *status. After
- * timeout_ms (0: none) it is killed (SIGKILL), reaped, and the wait fails with -ETIMEDOUT. */
+ * timeout_ms (0: none) it is killed (SIGKILL), reaped, and the wait fails with -ETIMEDOUT. The
+ * time is kept with a pidfd; where the kernel has none (before 5.3), by looking every 10 ms. */
 static int child_wait(pid_t pid, const char *argv0, int *status, uint64_t timeout_ms)
 {
+    uint64_t deadline = time_mono_ns() / 1000000 + timeout_ms;
     int pfd = timeout_ms ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
-    bool late = false;
-    if (pfd >= 0) {
-        uint64_t deadline = time_mono_ns() / 1000000 + timeout_ms;
-        struct pollfd p = {.fd = pfd, .events = POLLIN};
-        for (;;) {
-            uint64_t now = time_mono_ns() / 1000000;
-            int r = poll(&p, 1, now >= deadline ? 0 : (int)MIN(deadline - now, (uint64_t)INT_MAX));
+    bool killed = false;
+    while (timeout_ms && !killed) {
+        uint64_t now = time_mono_ns() / 1000000;
+        int left = now >= deadline ? 0 : (int)MIN(deadline - now, (uint64_t)INT_MAX);
+        if (pfd >= 0) {
+            struct pollfd p = {.fd = pfd, .events = POLLIN};
+            int r = poll(&p, 1, left);
             if (r < 0 && errno == EINTR)
                 continue;
-            late = r == 0;
-            break;
+            if (r != 0)
+                break; /* it ended (or poll failed: wait as without a limit) */
+        } else {
+            pid_t w = waitpid(pid, status, WNOHANG);
+            if (w == pid)
+                return 0;
+            if (w < 0 && errno != EINTR)
+                return err_set(-errno, "waiting for %s", argv0);
+            if (left > 0) {
+                struct timespec d = {0, (long)MIN(left, 10) * 1000000};
+                nanosleep(&d, NULL);
+                continue;
+            }
         }
-        close(pfd);
-        if (late)
-            kill(pid, SIGKILL);
+        killed = kill(pid, SIGKILL) == 0;
+        break;
     }
+    if (pfd >= 0)
+        close(pfd);
     while (waitpid(pid, status, 0) < 0)
         if (errno != EINTR)
             return err_set(-errno, "waiting for %s", argv0);
-    return late ? err_set(-ETIMEDOUT, "%s did not end within %llu s: killed", argv0,
-                          (unsigned long long)(timeout_ms / 1000))
-                : 0;
+    /* one that ended on its own just before the kill keeps its status */
+    if (killed && WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL)
+        return err_set(-ETIMEDOUT, "%s did not end within %llu s: killed", argv0,
+                       (unsigned long long)(timeout_ms / 1000));
+    return 0;
 }
 
 /* Runs argv with stdin /dev/null and stdout, stderr to out, err (-1: /dev/null); started(arg)

@@ -20,6 +20,8 @@
  */
 #include "node.h"
 
+#include "../store/store.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -197,8 +199,11 @@ static void written_note(struct node_fetcher *nf, const uint8_t digest[DIGEST_LE
         w->next = nf->written;
         nf->written = w;
     }
+    if (last == UINT32_MAX) /* no index has that many chunks */
+        return;
     if (last >= w->nbits) {
-        uint32_t nbits = MAX(last + 1, MIN(2 * w->nbits, (uint32_t)P2P_CHUNKS_MAX));
+        uint64_t want = MAX((uint64_t)last + 1, 2 * (uint64_t)w->nbits);
+        uint32_t nbits = want > UINT32_MAX ? last + 1 : (uint32_t)want;
         uint8_t *bm = realloc(w->bm, (nbits + 7) / 8);
         if (!bm)
             return;
@@ -210,14 +215,22 @@ static void written_note(struct node_fetcher *nf, const uint8_t digest[DIGEST_LE
         w->bm[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
-/* Chunks [first, last], none of them written yet: asked of the node, or waited for (1) if
- * another request asks for some of them. */
+/* Chunks [first, last], none of them written when the caller looked: asked of the node, or
+ * waited for (1) if another request asks for some of them; 2 if some are written by now. */
 static int fetch_span(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN], uint32_t first,
                       uint32_t last)
 {
     struct inflight *f, me = {.first = first, .last = last};
     memcpy(me.digest, digest, DIGEST_LEN);
     pthread_mutex_lock(&nf->mu);
+    /* a request that ended since the caller looked may have written some: then it looks again
+     * (the node, whose map may not show them yet, would fetch them a second time) */
+    const struct written *w = written_find(nf, digest);
+    for (uint32_t i = first; i <= last; i++)
+        if (written_has(w, i)) {
+            pthread_mutex_unlock(&nf->mu);
+            return 2;
+        }
     for (f = nf->inflight; f; f = f->next)
         if (!memcmp(f->digest, digest, DIGEST_LEN) && f->first <= last && first <= f->last)
             break;
@@ -256,9 +269,17 @@ static int fetch_span(struct node_fetcher *nf, const uint8_t digest[DIGEST_LEN],
 
 /* Each run of [first, last] the node has not said it wrote is asked for (the node fetches every
  * chunk of a range that its chunk map lacks, and those it wrote may not be marked yet). */
-int node_fetcher_fetch(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last)
+int node_fetcher_fetch(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last,
+                       unsigned flags)
 {
     struct node_fetcher *nf = arg;
+    if (flags & STORE_FETCH_AGAIN) { /* the node's sync failed after its answer, perhaps */
+        pthread_mutex_lock(&nf->mu);
+        struct written *w = written_find(nf, digest);
+        for (uint64_t i = first; w && i <= last && i < w->nbits; i++)
+            w->bm[i / 8] &= (uint8_t) ~(1u << (i % 8));
+        pthread_mutex_unlock(&nf->mu);
+    }
     for (uint64_t a = first; a <= last;) {
         pthread_mutex_lock(&nf->mu);
         const struct written *w = written_find(nf, digest);
@@ -271,6 +292,8 @@ int node_fetcher_fetch(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t fir
         if (a > last)
             break;
         int rc = fetch_span(nf, digest, (uint32_t)a, (uint32_t)b);
+        if (rc == 2)
+            continue; /* [a, b] is looked at again */
         if (rc != 0)
             return rc; /* an error, or another request ended: the reader looks again */
         a = b + 1;

@@ -675,7 +675,8 @@ int node_fetcher_new(struct node_fetcher **out, const char *dir, const char *ref
                      const char *const *insecure, uint64_t wait_ms);
 void node_fetcher_free(struct node_fetcher *f);
 /* The store_fetcher_fn, with f as its arg. */
-int node_fetcher_fetch(void *f, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last);
+int node_fetcher_fetch(void *f, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last,
+                       unsigned flags);
 /* The image the fetcher fetches for (by digest), as given to node_fetcher_new. */
 const char *node_fetcher_ref(const struct node_fetcher *f);
 

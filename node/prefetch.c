@@ -88,7 +88,7 @@ static void *worker_main(void *arg)
         p->fetched += last - a.chunk + 1;
         pthread_mutex_unlock(&p->mu);
         /* a failure is the reader's to see, when it asks for the chunk itself */
-        (void)node_fetcher_fetch(p->nf, p->digests[a.layer], a.chunk, last);
+        (void)node_fetcher_fetch(p->nf, p->digests[a.layer], a.chunk, last, 0);
     }
 }
 

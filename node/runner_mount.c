@@ -129,6 +129,9 @@ int runner_mount_acquire(struct runner *r, const struct image_info *ii, const st
         rc = err_set(-errno, "cannot make %s", m->dir);
     else if ((rc = runner_self_run(r, args, err_fd)) < 0)
         rc = err_set(rc, "cannot mount %s", ref);
+    /* a helper killed at its time limit may have left its serving process behind, mounted */
+    if (rc < 0 && !again && runner_is_mounted(m->dir))
+        umount2(m->dir, MNT_DETACH);
     pthread_mutex_lock(&r->mu);
     if (rc < 0 && again) { /* kept, dead, for the jobs on it: the next job tries again */
         m->refs--;

@@ -5,7 +5,9 @@
  *
  * Every compressed byte a decoder uses comes from a chunk checked against its hash in the index
  * the first time the handle uses it; a chunk that is not present is asked of the store's fetcher
- * (the node) and read only once the store marks it present.
+ * (the node) and read once the fetcher says it is written (the store marks it present after).
+ * A chunk taken on the fetcher's word that does not check out is asked for once more, anew
+ * (STORE_FETCH_AGAIN: its write may have been lost with a failed sync); then it fails.
  * Owns the handles and readers it makes (store_layer_close, store_reader_free) and a read-only
  * fd on each blob file. Must not write to the store but for access times (store_touch), nor trust a
  * byte of a blob file it has not checked.
@@ -25,7 +27,9 @@ struct store_layer {
     struct store *s;
     uint8_t digest[DIGEST_LEN];
     struct layer_index ix;
-    uint8_t *present;  /* chunk bitmap, from the store */
+    uint8_t *present;  /* chunk bitmap, from the store or the fetcher's answers */
+    uint8_t *taken;    /* chunk bitmap: present on the fetcher's word, not yet marked (atomic) */
+    uint8_t *retried;  /* chunk bitmap: taken, failed its check, asked for anew (atomic) */
     uint8_t *verified; /* chunk bitmap: checked against the index by this handle (atomic) */
     uint8_t *reported; /* chunk bitmap: its failure is logged (atomic) */
     int fd;
@@ -51,6 +55,13 @@ static bool bit_set(uint8_t *map, uint32_t i)
 {
     uint8_t m = (uint8_t)(1u << (i % 8));
     return __atomic_fetch_or(&map[i / 8], m, __ATOMIC_ACQ_REL) & m;
+}
+
+/* Clears bit i; returns whether it was set. */
+static bool bit_clear(uint8_t *map, uint32_t i)
+{
+    uint8_t m = (uint8_t)(1u << (i % 8));
+    return __atomic_fetch_and(&map[i / 8], (uint8_t)~m, __ATOMIC_ACQ_REL) & m;
 }
 
 static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
@@ -89,6 +100,8 @@ static int chunk_verify(struct store_layer *l, uint32_t i)
     }
     if (rc == 0)
         rc = index_chunk_hash_check(&l->ix, i, l->digest, &h);
+    if (rc == AFSP_E_DIGEST && bit_get(l->taken, i) && !bit_set(l->retried, i))
+        return -EAGAIN; /* taken on the fetcher's word: asked for once more (chunk_check) */
     if (rc < 0) {
         char dg[DIGEST_STR_LEN + 1];
         digest_fmt(l->digest, dg);
@@ -174,8 +187,10 @@ int store_layer_refresh(struct store_layer *l)
     int rc = store_present_get(l->s, l->digest, &bm);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; i < bm.len && i < (l->ix.nchunks + 7) / 8u; i++)
+    for (size_t i = 0; i < bm.len && i < (l->ix.nchunks + 7) / 8u; i++) {
         __atomic_fetch_or(&l->present[i], bm.p[i], __ATOMIC_ACQ_REL);
+        __atomic_fetch_and(&l->taken[i], (uint8_t)~bm.p[i], __ATOMIC_ACQ_REL); /* marked now */
+    }
     buf_release(&bm);
     bool same;
     if ((rc = layer_replaced(l, &same)) < 0 || (rc = store_layer_check(l)) < 0)
@@ -207,8 +222,9 @@ static bool missing(struct store_layer *l, uint32_t first, uint32_t last, uint32
 
 /* Makes chunks [first, last] present: the store is looked at again (another process, such as
  * the node's prefetch for this mount, may have stored them), and those still missing are asked
- * of the fetcher (the node), which returns once it has stored them, or once another request
- * for some of them has ended (then what is missing is looked at again). */
+ * of the fetcher (the node), which returns once it has written them (taken as present on its
+ * word, each still checked before use), or once another request for some of them has ended
+ * (then what is missing is looked at again). */
 static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
 {
     uint32_t a, b;
@@ -222,12 +238,13 @@ static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
     /* each wait on another request ends with one of its chunks present or that request failed:
      * a bounded number of rounds */
     for (uint32_t round = 0; round <= last - first + 1; round++) {
-        if ((rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b)) < 0)
+        if ((rc = l->s->fetcher(l->s->fetcher_arg, l->digest, a, b, 0)) < 0)
             return rc;
         bool waited = rc == 1;
         if (!waited) /* written, perhaps not yet marked: chunk_verify checks them */
             for (uint32_t i = a; i <= b; i++)
-                bit_set(l->present, i);
+                if (!bit_set(l->present, i))
+                    bit_set(l->taken, i);
         if ((rc = store_layer_refresh(l)) < 0)
             return rc;
         if (!missing(l, first, last, &a, &b))
@@ -236,6 +253,26 @@ static int chunks_need(struct store_layer *l, uint32_t first, uint32_t last)
             break;
     }
     return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", a);
+}
+
+/* chunk_verify, and a chunk taken on the fetcher's word that fails it asked for anew, once:
+ * the node answered before its sync, which may have failed and lost the bytes. */
+static int chunk_check(struct store_layer *l, uint32_t i)
+{
+    int rc = chunk_verify(l, i);
+    if (rc != -EAGAIN)
+        return rc;
+    bit_clear(l->taken, i);
+    bit_clear(l->present, i);
+    if ((rc = l->s->fetcher(l->s->fetcher_arg, l->digest, i, i, STORE_FETCH_AGAIN)) < 0)
+        return rc;
+    if (rc == 0)
+        bit_set(l->present, i);
+    else if ((rc = store_layer_refresh(l)) < 0)
+        return rc;
+    if (!bit_get(l->present, i))
+        return err_set(AFSP_E_NOTFOUND, "chunk %u of the layer is not present", i);
+    return chunk_verify(l, i);
 }
 
 /* The codec's source: compressed bytes from the blob file, only from chunks that are present
@@ -252,7 +289,7 @@ static ssize_t layer_src(void *arg, uint64_t off, uint8_t *buf, size_t len)
     if ((rc = chunks_need(l, first, last)) < 0)
         return rc;
     for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++)
-        if ((rc = chunk_verify(l, i)) < 0)
+        if ((rc = chunk_check(l, i)) < 0)
             return rc;
     if ((rc = pread_full(l->fd, buf, len, off)) < 0)
         return rc;
@@ -276,7 +313,7 @@ int store_layer_fetch(struct store_layer *l, uint64_t off, uint64_t len)
     if (rc < 0)
         return rc;
     for (uint32_t i = first; i <= last && i < l->ix.nchunks; i++) {
-        rc = chunk_verify(l, i);
+        rc = chunk_check(l, i);
         if (rc < 0)
             return rc;
     }
@@ -438,7 +475,9 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     memcpy(l->present, v.mv_data, v.mv_size);
     l->verified = calloc(1, v.mv_size ? v.mv_size : 1);
     l->reported = calloc(1, v.mv_size ? v.mv_size : 1);
-    if (!l->verified || !l->reported) {
+    l->taken = calloc(1, v.mv_size ? v.mv_size : 1);
+    l->retried = calloc(1, v.mv_size ? v.mv_size : 1);
+    if (!l->verified || !l->reported || !l->taken || !l->retried) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -475,6 +514,8 @@ void store_layer_close(struct store_layer *l)
     free(l->present);
     free(l->verified);
     free(l->reported);
+    free(l->taken);
+    free(l->retried);
     free(l);
 }
 

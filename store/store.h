@@ -229,9 +229,12 @@ ssize_t store_layer_read(struct store_layer *l, uint64_t off, void *buf, size_t 
  * returns once they are written to the layer's blob file (0: the reader takes them as present;
  * they may be marked in the chunk map only later, and each is checked against the index before
  * its first use all the same), or once another request for some of them has ended (1: the reader
- * looks again at what is missing); called by reading threads, concurrently. */
+ * looks again at what is missing); called by reading threads, concurrently. With
+ * STORE_FETCH_AGAIN (one chunk at most once per handle) the fetcher said those chunks were
+ * written but they fail their check: they are to be fetched anew, not taken from its memory. */
+#define STORE_FETCH_AGAIN 1u /* flags: the chunks, said written, did not check out: anew */
 typedef int (*store_fetcher_fn)(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first,
-                                uint32_t last);
+                                uint32_t last, unsigned flags);
 void store_set_fetcher(struct store *s, store_fetcher_fn fn, void *arg);
 /* Told the first time a handle of layer digest uses chunk i (checked, for a read), from the
  * reading thread: in the order reads needed them (a mount records its start trace). */

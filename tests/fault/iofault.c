@@ -52,8 +52,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_FDS 65536
 

@@ -537,13 +537,17 @@ struct fill_arg {
     struct store *s;
     const uint8_t *data;
     int calls;
-    bool unflushed; /* the chunks are written and checked, not yet synced and marked */
-    bool garbage;   /* the chunks' bytes in the file are wrong (a fetcher that lies) */
+    bool unflushed;          /* the chunks are written and checked, not yet synced and marked */
+    bool garbage;            /* the chunks' bytes in the file are wrong (a fetcher that lies) */
+    int again;               /* calls with STORE_FETCH_AGAIN */
+    bool first_garbage_only; /* garbage until the first STORE_FETCH_AGAIN */
 };
 
-static int fill_chunks(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last)
+static int fill_chunks(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t first, uint32_t last,
+                       unsigned flags)
 {
     struct fill_arg *a = arg;
+    a->again += (flags & STORE_FETCH_AGAIN) != 0;
     struct store_fetch *f;
     int rc = store_fetch_open(a->s, digest, &f);
     a->calls++;
@@ -552,7 +556,7 @@ static int fill_chunks(void *arg, const uint8_t digest[DIGEST_LEN], uint32_t fir
         uint64_t off;
         uint32_t len;
         store_fetch_chunk(f, i, &off, &len);
-        if (a->garbage) {
+        if (a->garbage && !(a->first_garbage_only && (flags & STORE_FETCH_AGAIN))) {
             char path[PATH_MAX];
             store_blob_path(a->s, digest, path);
             int fd = open(path, O_WRONLY);
@@ -592,7 +596,7 @@ TEST(store_reader_takes_written_chunks_and_checks_them)
     store_fetch_free(f);
 
     struct store_layer *l;
-    struct fill_arg fa = {s, data, 0, true, false};
+    struct fill_arg fa = {s, data, 0, true, false, 0, false};
     store_set_fetcher(s, fill_chunks, &fa);
     CHECK(store_layer_open(s, d, &l) == 0);
     CHECK_INT(store_layer_read(l, 10, buf, sizeof buf), ==, (ssize_t)sizeof buf);
@@ -602,10 +606,19 @@ TEST(store_reader_takes_written_chunks_and_checks_them)
     CHECK(store_present_get(s, d, &bm) == 0 && bm.len == 1 && bm.p[0] == 0);
     buf_release(&bm);
 
-    /* chunk 1 "written" with the wrong bytes: the read fails on its check, at once */
+    /* chunk 1 "written" with the wrong bytes (a write lost with a failed sync): asked for once
+     * more, anew, and read when the bytes are right the second time */
     fa.garbage = true;
-    CHECK_INT(store_layer_read(l, (1u << 20) + 5, buf, sizeof buf), ==, AFSP_E_DIGEST);
-    CHECK_INT(fa.calls, ==, 2);
+    fa.first_garbage_only = true;
+    CHECK_INT(store_layer_read(l, (1u << 20) + 5, buf, sizeof buf), ==, (ssize_t)sizeof buf);
+    CHECK(!memcmp(buf, data + (1u << 20) + 5, sizeof buf));
+    CHECK_INT(fa.calls, ==, 3);
+    CHECK_INT(fa.again, ==, 1);
+    /* chunk 2 wrong both times: the read fails on its check, after one more ask */
+    fa.first_garbage_only = false;
+    CHECK_INT(store_layer_read(l, (3u << 20) + 5, buf, sizeof buf), ==, AFSP_E_DIGEST);
+    CHECK_INT(fa.calls, ==, 5);
+    CHECK_INT(fa.again, ==, 2);
     store_layer_close(l);
     store_set_fetcher(s, NULL, NULL);
     free(data);
@@ -668,7 +681,7 @@ TEST(store_partial_layer_fills_in_place_and_counts_its_bytes)
     CHECK_INT(store_layer_read(l, (1u << 20) + 5, buf, 1000), ==, 1000);
     CHECK(!memcmp(buf, data + (1u << 20) + 5, 1000));
     CHECK_INT(store_layer_read(l, 10, buf, 1000), ==, AFSP_E_NOTFOUND);
-    struct fill_arg fa = {s, data, 0, false, false};
+    struct fill_arg fa = {s, data, 0, false, false, 0, false};
     store_set_fetcher(s, fill_chunks, &fa);
     CHECK_INT(store_layer_read(l, 10, buf, 1000), ==, 1000);
     CHECK(!memcmp(buf, data + 10, 1000));
