@@ -213,8 +213,10 @@ static int serve(struct mount_args *a, int ready_fd)
     char pidf[PATH_MAX + 64];
     int ret = 1;
 
+    TRACE("mount serving");
     if (open_store(&s, false))
         return 1;
+    TRACE("mount store open");
     struct image_info ii;
     char ref[sizeof ii.ref + DIGEST_STR_LEN + 2], dg[DIGEST_STR_LEN + 1];
     int rc = store_image_find(s, a->ref, &ii);
