@@ -1,11 +1,12 @@
 /*
- * fuzz/index.c - libFuzzer target for index_parse(), index_parse_chunks() and index_check(): a
- * layer index arrives from peers, so it is parsed as hostile input; what parses whole has the
- * same chunks parsed alone, and index_check takes exactly what index_parse takes. Whatever
- * parses must serialize back to something that parses and says the same (index_same, which
- * compares a peer's index with the blob's); a file made setuid says something else; and a
- * reader started at its first checkpoints (inflating their stored windows, over a blob of zeros)
- * must fail cleanly or read, never crash.
+ * fuzz/index.c - libFuzzer target for index_parse() and its lesser forms (index_parse_chunks,
+ * index_check, index_parse_lean with index_window_at): a layer index arrives from peers, so it is
+ * parsed as hostile input; what parses whole has the same chunks parsed alone, index_check
+ * takes exactly what index_parse takes, and a lean parse finds each window where the whole
+ * parse has it. Whatever parses must serialize back to something that parses and says the same
+ * (index_same, which compares a peer's index with the blob's); a file made setuid says something
+ * else; and a reader started at its first checkpoints (inflating their stored windows, over a
+ * blob of zeros) must fail cleanly or read, never crash.
  */
 #include "../store/layer/layer.h"
 
@@ -43,6 +44,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcmp(cx.chunks, ix.chunks, ix.nchunks * sizeof *ix.chunks))
         abort();
     index_release(&cx);
+    /* a lean parse has the same checkpoints, and each window is where index_window_at says */
+    struct layer_index lx;
+    if (index_parse_lean(data, size, &lx) != 0 || lx.ncps != ix.ncps || lx.nfiles != ix.nfiles)
+        abort();
+    for (uint32_t k = 0; k < ix.ncps; k++) {
+        const struct checkpoint *c = &ix.cps[k], *l = &lx.cps[k];
+        const uint8_t *w;
+        uint32_t wn;
+        if (l->zwin || l->in_bit != c->in_bit || l->win_len != c->win_len ||
+            l->zwin_len != c->zwin_len ||
+            (c->win_len && (index_window_at(data, size, k, l, &w, &wn) != 0 || wn != c->zwin_len ||
+                            memcmp(w, c->zwin, wn))))
+            abort();
+    }
+    index_release(&lx);
     struct buf b = {0};
     struct layer_index again;
     if (index_serialize(&ix, &b) == 0) {

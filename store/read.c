@@ -320,6 +320,26 @@ int store_layer_fetch(struct store_layer *l, uint64_t off, uint64_t len)
     return 0;
 }
 
+/* The codec's windows: the handle's index is parsed without them (index_parse_lean), and each is
+ * read from the index as stored now when decoding starts at its checkpoint: one that says the
+ * same as the handle's (its own, or the one the blob gave when the layer was completed, an alias
+ * of it), or the window is refused and the read fails. */
+static int layer_win(void *arg, size_t k, uint8_t buf[static CODEC_WINDOW], uint32_t *len)
+{
+    struct store_layer *l = arg;
+    const uint8_t *w;
+    MDB_txn *txn;
+    MDB_val v;
+    int rc = store_layer_check(l);
+    if (rc < 0 || (rc = db_read_begin(&l->s->db, &txn)) < 0)
+        return rc;
+    if ((rc = db_get(txn, l->s->db.dbi[DB_INDEX], l->digest, DIGEST_LEN, &v)) == 0 &&
+        (rc = index_window_at(v.mv_data, v.mv_size, k, &l->ix.cps[k], &w, len)) == 0)
+        memcpy(buf, w, *len);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int store_reader_new(struct store_layer *l, struct store_reader **out)
 {
     struct store_reader *r = calloc(1, sizeof *r);
@@ -332,6 +352,7 @@ int store_reader_new(struct store_layer *l, struct store_reader **out)
         free(r);
         return rc;
     }
+    codec_reader_set_windows(r->cr, layer_win, l);
     *out = r;
     return 0;
 }
@@ -459,7 +480,7 @@ int store_layer_open(struct store *s, const uint8_t digest[static DIGEST_LEN],
     memcpy(l->index_digest, r.index_digest, DIGEST_LEN);
     if ((rc = db_get(txn, s->db.dbi[DB_INDEX], digest, DIGEST_LEN, &v)) < 0)
         goto fail;
-    if ((rc = index_parse(v.mv_data, v.mv_size, &l->ix)) < 0)
+    if ((rc = index_parse_lean(v.mv_data, v.mv_size, &l->ix)) < 0)
         goto fail;
     if ((rc = db_get(txn, s->db.dbi[DB_PRESENT], digest, DIGEST_LEN, &v)) < 0)
         goto fail;

@@ -293,6 +293,7 @@ void codec_reader_free(struct codec_reader *r)
     free(r->scratch);
     free(r->st);
     free(r->win);
+    free(r->zbuf);
     ZSTD_freeDCtx(r->zd);
     free(r);
 }
@@ -354,9 +355,28 @@ static const uint8_t *rd_window(struct codec_reader *r, const struct checkpoint 
 {
     if (r->win_cp == cp)
         return r->win;
-    const uint8_t *w = checkpoint_window(cp, r->st, r->win);
+    struct checkpoint c = *cp;
+    if (!c.window && !c.zwin && c.win_len && r->winsrc) { /* its stored form, from the source */
+        if (!r->zbuf && !(r->zbuf = malloc(CODEC_WINDOW)))
+            return NULL;
+        if (r->winsrc(r->winsrc_arg, (size_t)(cp - r->cps), r->zbuf, &c.zwin_len) < 0 ||
+            c.zwin_len > c.win_len || !c.zwin_len)
+            return NULL;
+        c.zwin = r->zbuf;
+    }
+    const uint8_t *w = checkpoint_window(&c, r->st, r->win);
+    if (w == r->zbuf && w) { /* stored raw: keep it where the next start there finds it */
+        memcpy(r->win, w, c.win_len);
+        w = r->win;
+    }
     r->win_cp = w == r->win ? cp : NULL;
     return w;
+}
+
+void codec_reader_set_windows(struct codec_reader *r, codec_win_fn fn, void *arg)
+{
+    r->winsrc = fn;
+    r->winsrc_arg = arg;
 }
 
 /* Positions the decoder at checkpoint k. */

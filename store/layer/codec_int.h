@@ -114,6 +114,9 @@ struct codec_reader {
     struct inflate_state *st;
     uint8_t *win;                    /* CODEC_WINDOW: a parsed checkpoint's window, inflated */
     const struct checkpoint *win_cp; /* whose window win holds, or NULL */
+    codec_win_fn winsrc;             /* windows a checkpoint does not hold (or NULL) */
+    void *winsrc_arg;
+    uint8_t *zbuf; /* CODEC_WINDOW: a window's stored form from winsrc */
     int stage;
     struct gzhdr hdr;
     unsigned trailer_n;

@@ -456,9 +456,10 @@ int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out)
     return 0;
 }
 
-/* index_parse, or with keep false index_check: the same checks, and then only the header and
- * the chunk table are kept (no copy of the rest, whose records are checked one at a time). */
-static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool keep)
+/* index_parse; with keep false index_check: the same checks, and then only the header and the
+ * chunk table are kept (no copy of the rest, whose records are checked one at a time); with
+ * windows false index_parse_lean (no copy of the windows table). */
+static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool keep, bool windows_kept)
 {
     struct layer_index ix = {0};
     uint64_t stlen, wlen;
@@ -484,7 +485,7 @@ static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool keep)
             rc = -ENOMEM;
             goto fail;
         }
-        if ((rc = buf_append(&ix.windows, windows, wlen)) < 0)
+        if (windows_kept && (rc = buf_append(&ix.windows, windows, wlen)) < 0)
             goto fail;
     }
     /* Windows are laid out one after another in checkpoint order, as index_serialize writes
@@ -510,8 +511,9 @@ static int parse(const uint8_t *p, size_t n, struct layer_index *out, bool keep)
             goto fail;
         }
         wpos += wz;
-        c->zwin = c->win_len && keep ? ix.windows.p + woff : NULL;
+        c->zwin = c->win_len && keep && windows_kept ? ix.windows.p + woff : NULL;
         c->zwin_len = wz;
+        c->zwin_off = woff;
     }
     if (wpos != wlen) {
         rc = bad("windows do not fill their table");
@@ -574,12 +576,37 @@ fail:
 
 int index_parse(const uint8_t *p, size_t n, struct layer_index *out)
 {
-    return parse(p, n, out, true);
+    return parse(p, n, out, true, true);
 }
 
 int index_check(const uint8_t *p, size_t n, struct layer_index *out)
 {
-    return parse(p, n, out, false);
+    return parse(p, n, out, false, false);
+}
+
+int index_parse_lean(const uint8_t *p, size_t n, struct layer_index *out)
+{
+    return parse(p, n, out, true, false);
+}
+
+int index_window_at(const uint8_t *p, size_t n, size_t k, const struct checkpoint *cp,
+                    const uint8_t **w, uint32_t *len)
+{
+    if (n < HDR_SIZE || memcmp(p, IDX_MAGIC, 8) || get_le32(p + 8) != IDX_VERSION)
+        return bad("bad header");
+    uint64_t nchunks = get_le32(p + 32), ncps = get_le32(p + 36), wlen = get_le32(p + 52);
+    uint64_t rec = HDR_SIZE + nchunks * CHUNK_REC + (uint64_t)k * CP_REC;
+    if (k >= ncps || rec + CP_REC > n || wlen > n)
+        return bad("no such checkpoint");
+    const uint8_t *q = p + rec;
+    uint32_t woff = get_le32(q + 16), wz = get_le32(q + 20);
+    /* the windows table is the encoding's last part */
+    if (get_le64(q) != cp->in_bit || get_le64(q + 8) != cp->out_off ||
+        get_le32(q + 24) != cp->win_len || !in_range(woff, wz, wlen) || wz > cp->win_len)
+        return bad("the checkpoint is not the one asked for");
+    *w = p + (n - wlen) + woff;
+    *len = wz;
+    return 0;
 }
 
 void index_release(struct layer_index *ix)

@@ -99,6 +99,7 @@ struct checkpoint {
      * proportion to the index's size, not 32 KiB per checkpoint. Borrowed from the index. */
     const uint8_t *zwin;
     uint32_t zwin_len;
+    uint32_t zwin_off; /* a parsed index's: where the stored window lies in its windows table */
 };
 
 /* A checkpoint's window (win_len bytes): its own, its stored form when stored raw, or that form
@@ -161,6 +162,13 @@ struct codec_reader;
  * are the checkpoints of the blob, in order. Returns 0 or -ENOMEM. */
 int codec_reader_new(struct codec_reader **out, enum layer_format fmt, const struct checkpoint *cps,
                      size_t ncps, uint64_t in_size, uint64_t out_size, codec_src_fn src, void *arg);
+/* The stored form (as zwin, at most CODEC_WINDOW bytes) of checkpoint k's window, into buf; its
+ * length in *len. Returns 0 or a negative code. */
+typedef int (*codec_win_fn)(void *arg, size_t k, uint8_t buf[static CODEC_WINDOW], uint32_t *len);
+/* Where the reader gets the windows of checkpoints that have a length but no zwin (an index
+ * parsed without its windows, index_parse_lean): each is asked for when decoding starts there,
+ * and must inflate to exactly its length. */
+void codec_reader_set_windows(struct codec_reader *r, codec_win_fn fn, void *arg);
 /* Reads up to n uncompressed bytes at off. Decodes from the nearest checkpoint at or before off,
  * or continues the previous read when that is closer. Returns bytes read (0 at or past the end),
  * AFSP_E_FORMAT for a corrupt stream, AFSP_E_TRUNCATED if the source ends before in_size,
@@ -279,6 +287,16 @@ int index_parse_chunks(const uint8_t *p, size_t n, struct layer_index *out);
  * them) and the chunk table only: cps, files and xattrs are NULL. Released with index_release().
  * A peer's 1.9 MB index: ~6 ms to parse on this machine, most of it writing fresh memory. */
 int index_check(const uint8_t *p, size_t n, struct layer_index *out);
+/* index_parse without copying the windows table: each checkpoint has zwin NULL and its window's
+ * place (zwin_off, zwin_len); a reader gets windows with codec_reader_set_windows, from the
+ * encoding as stored (index_window_at). For a reader that keeps the index for long: the windows
+ * (0.87 MB of the python layer's 1.9 MB index) are read only where decoding starts. */
+int index_parse_lean(const uint8_t *p, size_t n, struct layer_index *out);
+/* In the encoding p (n bytes: an index that says the same as the one cps came from, e.g. the
+ * store's now), the stored window of checkpoint k, which must be cp (the same position and
+ * length): *w and *len. Returns 0, or AFSP_E_FORMAT if the encoding does not have it so. */
+int index_window_at(const uint8_t *p, size_t n, size_t k, const struct checkpoint *cp,
+                    const uint8_t **w, uint32_t *len);
 void index_release(struct layer_index *ix);
 /* Whether two indexes say the same of a blob: the same chunks, files (with their strings and
  * xattrs) and checkpoints with the same windows, however each was encoded (a window's deflated

@@ -336,6 +336,10 @@ static void check_read(struct codec_reader *r, const struct blob *ref, uint64_t 
         test_fail(__FILE__, __LINE__, "read %zu at %" PRIu64 ": wrong bytes", len, off);
 }
 
+/* Where check_reads' readers get windows their checkpoints lack (a lean parse's), if set. */
+static codec_win_fn reads_winsrc;
+static void *reads_winsrc_arg;
+
 /* Restarts a fresh reader at every checkpoint, then reads at random, sequentially and at the
  * edges; a read near a checkpoint must not fetch much more than that checkpoint's span. */
 static void check_reads(enum layer_format fmt, const struct blob *b, const struct blob *ref,
@@ -347,6 +351,8 @@ static void check_reads(enum layer_format fmt, const struct blob *b, const struc
     CHECK(buf);
     for (size_t i = 0; i < x->ncps; i++) {
         CHECK(codec_reader_new(&r, fmt, x->cps, x->ncps, b->n, ref->n, src_fn, &s) == 0);
+        if (reads_winsrc)
+            codec_reader_set_windows(r, reads_winsrc, reads_winsrc_arg);
         src_reset(&s);
         uint64_t off = x->cps[i].out_off;
         check_read(r, ref, off, 70000, buf);
@@ -364,6 +370,8 @@ static void check_reads(enum layer_format fmt, const struct blob *b, const struc
     }
 
     CHECK(codec_reader_new(&r, fmt, x->cps, x->ncps, b->n, ref->n, src_fn, &s) == 0);
+    if (reads_winsrc)
+        codec_reader_set_windows(r, reads_winsrc, reads_winsrc_arg);
     for (int i = 0; i < nrandom; i++) {
         uint64_t off = rnd() % (ref->n + 2);
         size_t len = rnd() % 4 == 0 ? (size_t)(rnd() % (1 << 21)) : (size_t)(rnd() % 5000);
@@ -390,6 +398,27 @@ static void check_reads(enum layer_format fmt, const struct blob *b, const struc
     free(buf);
 }
 
+/* A lean parse's window source: the encoding, as the store's reader takes it from LMDB. */
+struct lean_src {
+    const struct buf *enc;
+    const struct layer_index *ix;
+    int calls;
+    bool fail;
+};
+
+static int lean_win(void *arg, size_t k, uint8_t buf[static CODEC_WINDOW], uint32_t *len)
+{
+    struct lean_src *l = arg;
+    const uint8_t *w;
+    l->calls++;
+    if (l->fail)
+        return -EIO;
+    int rc = index_window_at(l->enc->p, l->enc->len, k, &l->ix->cps[k], &w, len);
+    if (rc == 0)
+        memcpy(buf, w, *len);
+    return rc;
+}
+
 /* The same reads through the layer index as a peer sends it: serialized, then parsed, so
  * each reader inflates the stored window of the checkpoint it starts at. */
 static void check_parsed(const struct blob *b, const struct blob *ref, const struct indexed *x,
@@ -414,6 +443,33 @@ static void check_parsed(const struct blob *b, const struct blob *ref, const str
     for (size_t i = 0; i < px.ncps; i++)
         CHECK(px.cps[i].window == NULL && (px.cps[i].win_len == 0) == (px.cps[i].zwin == NULL));
     check_reads(LAYER_GZIP, b, ref, &px, nrandom);
+    /* parsed lean, each window taken from the encoding when decoding starts there */
+    struct layer_index lp;
+    struct lean_src ls = {&enc, &lp, 0, false};
+    CHECK_INT(index_parse_lean(enc.p, enc.len, &lp), ==, 0);
+    for (size_t i = 0; i < lp.ncps; i++)
+        CHECK(lp.cps[i].zwin == NULL && lp.cps[i].zwin_len == p.cps[i].zwin_len);
+    struct indexed lx = {.cps = lp.cps, .ncps = lp.ncps};
+    reads_winsrc = lean_win;
+    reads_winsrc_arg = &ls;
+    check_reads(LAYER_GZIP, b, ref, &lx, nrandom);
+    CHECK_INT(ls.calls, >=, (int)(lp.ncps > 1 ? lp.ncps - 1 : 0));
+    /* a source that fails: the read that starts there fails, and no window is made up */
+    ls.fail = true;
+    struct src s = {.b = b};
+    struct codec_reader *r;
+    uint8_t *buf = malloc(70000);
+    for (size_t i = 1; i < lp.ncps; i++) {
+        if (!lp.cps[i].win_len)
+            continue;
+        CHECK(codec_reader_new(&r, LAYER_GZIP, lp.cps, lp.ncps, b->n, ref->n, src_fn, &s) == 0);
+        codec_reader_set_windows(r, lean_win, &ls);
+        CHECK_INT(codec_read(r, lp.cps[i].out_off, buf, 70000), ==, AFSP_E_FORMAT);
+        codec_reader_free(r);
+    }
+    free(buf);
+    reads_winsrc = NULL;
+    index_release(&lp);
     index_release(&p);
     buf_release(&enc);
 }
