@@ -72,8 +72,12 @@ def main():
         return None
 
     steps = [("mount command started", first("mount", "start")),
+             ("the node has a peer's index (checked)", first("node", "fetch_new", "checked")),
+             ("... and has stored it (LMDB put and commit)", first("node", "fetch_new", "added")),
              ("image resolved by the node (manifest, config, indexes)", first("mount", "mount", "image found")),
-             ("layers opened, tree built", first("mount", "image", "open")),
+             ("the mount's serving process started", first("mount", "mount", "serving")),
+             ("layers opened (indexes parsed lean)", first("mount", "image", "open")),
+             ("tree built", first("mount", "tree", "built")),
              ("FUSE mounted, ready", first("mount", "mount", "ready")),
              ("first read of the program", first("mount", "read"))]
     last = reads[-1][0] - t0 if reads else None
