@@ -38,8 +38,8 @@
 #           `afsp mount` + `chroot DIR python3 -c 'import json'` (everything through the DHT and
 #           A), with the trace and with --no-trace, vs `skopeo copy` + `umoci unpack` + the same
 #           and `podman pull` + `podman image mount` + the same; the bytes the new node's links
-#           took in; the reads' p99 with and without the trace (AFSP_TRACE, untimed rounds);
-#           each ratio against its target.
+#           took in; the reads' p99 with and without the trace, and the steps of a cold start
+#           (AFSP_TRACE, untimed rounds; bench/timeline.py); each ratio against its target.
 #   old vs new  with AFSP_BIN_OLD set, parts peer and cold run that build and AFSP_BIN's
 #           interleaved round by round (old, new in odd rounds, new, old in even ones, the
 #           baselines around them as without it), each build on its own nodes, and print for
@@ -1290,8 +1290,10 @@ bench_cold() {
     local img
     img=$("$AFSP_BIN" --data "${HD[new]}" layers --json | "$PY" -c 'import json,sys; print(sum(x["size"] for x in json.load(sys.stdin)))')
     local r t A_T=() N_T=() S_T=() P_T=() BYTES=() NBYTES=() lat_t=$TEST_TMPDIR/cold-lat-trace lat_n=$TEST_TMPDIR/cold-lat-notrace
+    local steps_t=$TEST_TMPDIR/cold-steps-trace
     : >"$lat_t"
     : >"$lat_n"
+    : >"$steps_t"
     # m_afsp BUILD trace|notrace [TRACEFILE]: a new node of BUILD (empty data directory, seeded
     # with its holder, no background verification) mounts the image and runs python3; with
     # notrace the mount neither fetches nor records a start trace. With TRACEFILE, the mount
@@ -1302,7 +1304,9 @@ bench_cold() {
         [ "$2" = notrace ] && opt=(--no-trace)
         [ -n "$tf" ] && env=(env "AFSP_TRACE=$tf")
         NODE_ARGS=(--verify-rate 0)
+        [ -n "$tf" ] && export AFSP_TRACE=$tf # the new node's steps too
         start_node "coldB$r-$1-$2" "$B" "$(free_port)" "${HPORT[$1]}"
+        unset AFSP_TRACE
         NODE_ARGS=()
         pidb=$BG_PID
         wait_until 15 dht_at_least "$B" contacts 1
@@ -1321,6 +1325,7 @@ bench_cold() {
         rm -rf "$B"
         if [ -n "$tf" ]; then
             "$PY" "$SRC/bench/timeline.py" "$tf" --reads >>"$([ "$2" = trace ] && echo "$lat_t" || echo "$lat_n")"
+            [ "$2" = trace ] && "$PY" "$SRC/bench/timeline.py" "$tf" --steps >>"$steps_t"
             rm -f "$tf"
             return 0
         fi
@@ -1428,6 +1433,18 @@ print("%.1f" % v[min(len(v) - 1, int(0.99 * len(v)))] if v else "-")' "$1"; }
         echo "afsp is **$(ratio "$ms" "$ma")x** faster than skopeo + umoci's median and **$(ratio "$bs" "$ma")x** than its best round; **$(ratio "$mp" "$ma")x** than podman's median and **$(ratio "$bp" "$ma")x** than its best round (target: 30x each). Without the trace: $(ratio "$ms" "$mn")x and $(ratio "$bs" "$mn")x against skopeo + umoci. The new node's links took in $(awk -v b="$mb" 'BEGIN { printf "%.1f", b / 1e6 }') MB (handshakes, DHT, frames, the layer's index, the trace and the chunks): **$(awk -v b="$mb" -v i="$img" 'BEGIN { printf "%.1f", 100 * b / i }')%** of its $(awk -v b="$img" 'BEGIN { printf "%.1f", b / 1e6 }') MB gzip layer (target: 8%). Each round starts a new node with an empty data directory (\`--verify-rate 0\`: no background completion of the layer), seeded with the holder; the registry was never asked. Every round with the trace fetched it (\`traces_fetched\` 1), none without."
         echo
         echo "Reads' latency (FUSE read to answer, from \`AFSP_TRACE\` in $BENCH_ROUNDS further untimed rounds of each, pooled): p99 **$p99t ms** with the trace's prefetch ($nt reads), $p99n ms without ($nn reads) (target: within 5 ms)."
+        echo
+        echo "Where a cold start with the trace goes (\`bench/timeline.py --steps\` of those untimed rounds, the new node and the mount traced; median and range, ms from \`afsp mount\`):"
+        echo
+        echo "| step | ms |"
+        echo "|---|---|"
+        "$PY" -c 'import statistics, sys
+steps = {}
+for line in open(sys.argv[1]):
+    name, v = line.rstrip("\n").split("\t")
+    steps.setdefault(name, []).append(float(v))
+for name, v in steps.items():
+    print("| %s | %.1f (%.1f-%.1f) |" % (name, statistics.median(v), min(v), max(v)))' "$steps_t"
         echo
         echo "Against the targets:"
         echo

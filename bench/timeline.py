@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""timeline.py TRACE [--all | --reads]: the timeline of one cold start from an AFSP_TRACE file.
+"""timeline.py TRACE [--all | --reads | --steps]: the timeline of one cold start from an AFSP_TRACE file.
 
 Every afsp process started with AFSP_TRACE=FILE appends "SECONDS PID WHO EVENT..." lines to
 FILE (util/util.h). This reads the last `afsp mount` in FILE and everything after it, and prints
@@ -8,6 +8,7 @@ FUSE ready), the program's reads, and each chunk fetch cut into its steps (the m
 the control socket, the node's task, the peer's answer, the write made durable, the answer back).
 --all: every event, in milliseconds from the mount's start.
 --reads: each FUSE read's latency (its arrival to its answer), in milliseconds, one a line.
+--steps: the steps alone, "NAME<TAB>MS" a line (a step not in the file is left out).
 """
 import statistics
 import sys
@@ -82,6 +83,11 @@ def main():
              ("first read of the program", first("mount", "read"))]
     last = reads[-1][0] - t0 if reads else None
     steps.append(("last read answered", last))
+    if "--steps" in sys.argv[2:]:
+        for name, t in steps:
+            if t is not None:
+                print("%s\t%s" % (name, ms(t)))
+        return
     print("step | ms from `afsp mount`")
     print("---|---")
     for name, t in steps:
