@@ -24,13 +24,19 @@ struct store *open_at(const char *sub, uint64_t limit)
     return s;
 }
 
-int put_layer(struct store *s, uint64_t resv, int seed, size_t size, uint8_t d[DIGEST_LEN])
+uint8_t *layer_bytes(int seed, size_t size)
 {
-    char tmp[PATH_MAX];
     uint8_t *data = malloc(size ? size : 1);
     CHECK(data);
     for (size_t i = 0; i < size; i++)
         data[i] = (uint8_t)(seed * 31 + i * 7);
+    return data;
+}
+
+int put_layer(struct store *s, uint64_t resv, int seed, size_t size, uint8_t d[DIGEST_LEN])
+{
+    char tmp[PATH_MAX];
+    uint8_t *data = layer_bytes(seed, size);
     sha256_buf(data, size, d);
     int fd = store_tmp_create(s, d, tmp);
     CHECK(fd >= 0);

@@ -489,10 +489,8 @@ TEST(store_reads_verify_chunks_and_fail_on_corruption)
     uint8_t d[DIGEST_LEN];
     const size_t size = 6u << 20, seed = 5;
     CHECK(put_layer(s, 0, seed, size, d) == 0);
-    uint8_t *data = malloc(size), *buf = malloc(1 << 20);
-    CHECK(data && buf);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (uint8_t)(seed * 31 + i * 7);
+    uint8_t *data = layer_bytes(seed, size), *buf = malloc(1 << 20);
+    CHECK(buf);
 
     struct store_layer *l;
     CHECK(store_layer_open(s, d, &l) == 0);
@@ -586,10 +584,7 @@ TEST(store_reader_takes_written_chunks_and_checks_them)
     struct buf ib = {0}, bm = {0};
     CHECK(put_layer(src, 0, 9, size, d) == 0);
     CHECK(store_index_bytes(src, d, &ib) == 0);
-    uint8_t *data = malloc(size);
-    CHECK(data);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (uint8_t)(9 * 31 + i * 7);
+    uint8_t *data = layer_bytes(9, size);
     struct store_fetch *f;
     CHECK(store_fetch_new(s, d, "application/vnd.oci.image.layer.v1.tar", size, ib.p, ib.len, NULL,
                           &f) == 0);
@@ -639,10 +634,8 @@ TEST(store_partial_layer_fills_in_place_and_counts_its_bytes)
     struct buf ib = {0};
     CHECK(put_layer(src, 0, 9, size, d) == 0);
     CHECK(store_index_bytes(src, d, &ib) == 0);
-    uint8_t *data = malloc(size), *buf = malloc(1 << 20);
-    CHECK(data && buf);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (uint8_t)(9 * 31 + i * 7);
+    uint8_t *data = layer_bytes(9, size), *buf = malloc(1 << 20);
+    CHECK(buf);
     CHECK(put_layer(s, 0, 4, 3u << 20, other) == 0);
 
     const char *mt = "application/vnd.oci.image.layer.v1.tar";
@@ -731,10 +724,7 @@ TEST(store_chunks_that_cannot_fit_evict_nothing)
     struct buf ib = {0};
     CHECK(put_layer(src, 0, 9, size, d) == 0);
     CHECK(store_index_bytes(src, d, &ib) == 0);
-    uint8_t *data = malloc(size);
-    CHECK(data);
-    for (size_t i = 0; i < size; i++)
-        data[i] = (uint8_t)(9 * 31 + i * 7);
+    uint8_t *data = layer_bytes(9, size);
     store_set_evict_hook(s, record_eviction, &e);
     CHECK(put_layer(s, 0, 4, 1u << 20, x) == 0);
     CHECK(put_layer(s, 0, 5, 9u << 19, y) == 0); /* 4.5 MiB, pinned */
